@@ -1,0 +1,60 @@
+"""Alembic migrations, one history per context.
+
+``upgrade`` applies a service's migrations programmatically (at start, in tests,
+or from the service's ``migrate`` command). ``run_env`` is the body of every
+service's ``migrations/env.py``; on PostgreSQL it holds an advisory lock, so
+several processes starting at once migrate one after another.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData, text
+
+from chassis.db.engine import create_db_engine, is_postgres, normalize_url
+
+
+def alembic_config(database_url: str, script_location: Path) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    # ConfigParser interpolation: a literal % must be doubled.
+    config.set_main_option("sqlalchemy.url", normalize_url(database_url).replace("%", "%%"))
+    return config
+
+
+def upgrade(database_url: str, script_location: Path, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url, script_location), revision)
+
+
+def run_env(target_metadata: MetaData, lock_name: str) -> None:
+    """Run migrations online against ``sqlalchemy.url`` (called from env.py)."""
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("sqlalchemy.url is not set for migrations")
+    engine = create_db_engine(url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            lock_key = zlib.crc32(lock_name.encode())
+            if is_postgres(engine):
+                connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key})
+                connection.commit()
+            try:
+                context.configure(
+                    connection=connection,
+                    target_metadata=target_metadata,
+                    compare_type=True,
+                    render_as_batch=not is_postgres(engine),
+                )
+                with context.begin_transaction():
+                    context.run_migrations()
+                connection.commit()
+            finally:
+                if is_postgres(engine):
+                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key})
+                    connection.commit()
+    finally:
+        engine.dispose()

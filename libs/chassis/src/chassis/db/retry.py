@@ -1,0 +1,69 @@
+"""Retrying whole transactions that lost a race.
+
+Deadlocks and serialization failures are the database telling two writers to
+try again; a unique violation on a client-chosen id means another writer
+inserted the same key first, and the retry will find it and replay it. None of
+these should ever reach a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg.errors
+import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+_log = structlog.get_logger("chassis.db")
+T = TypeVar("T")
+
+_CONFLICTS = (
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.UniqueViolation,
+)
+
+
+def is_conflict(error: BaseException) -> bool:
+    if not isinstance(error, DBAPIError):
+        return False
+    original = error.orig
+    if isinstance(original, _CONFLICTS):
+        return True
+    # SQLite: another writer holds the lock past busy_timeout.
+    return isinstance(error, OperationalError) and "database is locked" in str(original)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    _log.info(
+        "transaction conflict, retrying",
+        attempt=state.attempt_number,
+        error=type(getattr(error, "orig", error)).__name__,
+    )
+
+
+def run_with_conflict_retry(fn: Callable[[], T], *, attempts: int = 10) -> T:
+    """Run ``fn`` (one whole transaction) again when it lost a race, with jittered backoff."""
+    retrying = Retrying(
+        retry=retry_if_exception(is_conflict),
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=0.002, max=0.25),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    return retrying(fn)
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """Connection refused or dropped: the caller should see UNAVAILABLE, not INTERNAL."""
+    return isinstance(error, OperationalError) and not is_conflict(error)

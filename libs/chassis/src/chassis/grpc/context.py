@@ -1,0 +1,58 @@
+"""What a call knows about itself while it runs: request id, deadline, principal.
+
+Held in contextvars so that logs, outgoing calls (which propagate the request id
+and the remaining deadline) and the service layer see it without threading it
+through every signature.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    request_id: str
+    method: str
+    # time.monotonic() instant after which the caller no longer waits; None: no deadline.
+    deadline: float | None = None
+    # Set by the auth interceptor: who is calling (chassis.auth.Principal).
+    principal: Any = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def time_remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+
+# gRPC reports "no deadline" as a time remaining of centuries.
+_NO_DEADLINE = 1e8
+
+
+def time_remaining(context: Any) -> float | None:
+    """Seconds the caller still waits, or None when it set no deadline."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > _NO_DEADLINE:
+        return None
+    return float(max(0.0, remaining))
+
+
+_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "astra_call_context", default=None
+)
+
+
+def current_call() -> CallContext | None:
+    return _current.get()
+
+
+def set_current_call(ctx: CallContext | None) -> contextvars.Token[CallContext | None]:
+    return _current.set(ctx)
+
+
+def reset_current_call(token: contextvars.Token[CallContext | None]) -> None:
+    _current.reset(token)

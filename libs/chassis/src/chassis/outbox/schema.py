@@ -1,0 +1,75 @@
+"""The ``outbox`` and ``inbox`` tables every context's database has.
+
+Each service adds them to its own MetaData (and so to its own migrations): the
+mechanism is shared, the data is the context's own.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+
+# Rows are spread over a fixed number of lanes by a hash of the ordering key, so
+# several relays can share the work while one aggregate's events stay in one
+# lane, in order. Changing it needs a migration of existing rows.
+OUTBOX_LANES = 64
+
+# An identity column on PostgreSQL; SQLite's INTEGER PRIMARY KEY is its rowid.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def lane_of(ordering_key: str) -> int:
+    return zlib.crc32(ordering_key.encode("utf-8")) % OUTBOX_LANES
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False),
+        Column("event_type", String(200), nullable=False),
+        Column("ordering_key", String(200), nullable=False),
+        Column("lane", SmallInteger, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        # Extra message attributes (e.g. trace context), JSON object of strings.
+        Column("headers", Text, nullable=True),
+        Column("occurred_at", DateTime(timezone=True), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Index(
+            "ix_outbox_unpublished",
+            "lane",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
+        Index("ix_outbox_published_at", "published_at"),
+    )
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    """Events a subscriber has applied, keyed by subscription and event id."""
+    return Table(
+        "inbox",
+        metadata,
+        Column("subscription", String(200), primary_key=True),
+        Column("event_id", String(64), primary_key=True),
+        Column("event_type", String(200), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )

@@ -1,0 +1,77 @@
+"""Writes events to the outbox inside the caller's transaction.
+
+On PostgreSQL large batches go in with COPY and the relay is woken with
+NOTIFY, which the server delivers only when the transaction commits: the relay
+never sees a row before it is committed, and never waits for a slow poll.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, Table, insert, text
+
+from chassis.outbox.schema import lane_of
+
+COPY_THRESHOLD = 32
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One event as it will be published: the proto's full name, its bytes, its ordering key."""
+
+    event_type: str
+    ordering_key: str
+    payload: bytes
+    occurred_at: datetime
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    headers: dict[str, str] | None = None
+
+
+def notify_channel(context: str) -> str:
+    return f"astra_outbox_{context}"
+
+
+class OutboxWriter:
+    def __init__(self, table: Table, context: str) -> None:
+        self._table = table
+        self._context = context
+        self._channel = notify_channel(context)
+        self._copy_sql = (
+            f"COPY {table.name} (event_id, event_type, ordering_key, lane, payload, headers, "
+            "occurred_at) FROM STDIN"
+        )
+
+    def write(self, connection: Connection, messages: Sequence[OutboxMessage]) -> None:
+        if not messages:
+            return
+        rows = [
+            (
+                m.event_id,
+                m.event_type,
+                m.ordering_key,
+                lane_of(m.ordering_key),
+                m.payload,
+                json.dumps(m.headers) if m.headers else None,
+                m.occurred_at,
+            )
+            for m in messages
+        ]
+        postgres = connection.dialect.name == "postgresql"
+        if postgres and len(rows) >= COPY_THRESHOLD:
+            raw = connection.connection.driver_connection
+            with raw.cursor() as cursor, cursor.copy(self._copy_sql) as copy:  # type: ignore[union-attr]
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            keys = ("event_id", "event_type", "ordering_key", "lane", "payload", "headers")
+            connection.execute(
+                insert(self._table),
+                [{**dict(zip(keys, r[:6], strict=True)), "occurred_at": r[6]} for r in rows],
+            )
+        if postgres:
+            connection.execute(text("SELECT pg_notify(:c, '')"), {"c": self._channel})

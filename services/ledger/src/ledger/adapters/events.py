@@ -1,0 +1,83 @@
+"""Domain events -> ``astra.ledger.v1`` event messages, as outbox rows."""
+
+from __future__ import annotations
+
+from astra.ledger.v1 import events_pb2 as ev
+from chassis.kernel.money import currency
+from chassis.outbox.writer import OutboxMessage
+from chassis.protos import set_timestamp
+from google.protobuf.message import Message
+
+from ledger.adapters.protos import account_to_pb, balance_to_pb, leg_to_pb
+from ledger.domain.events import AccountOpened, LedgerEvent, TransferApplied
+from ledger.domain.model import TransferKind
+
+EVENT_SOURCE = "//astra.ledger"
+
+
+def _transfer_event(event: TransferApplied) -> Message:
+    legs = [leg_to_pb(leg) for leg in event.legs]
+    balances = [balance_to_pb(b) for b in event.balances]
+    metadata = dict(event.metadata)
+    kind = event.kind
+    message: Message
+    if kind is TransferKind.MOVEMENT:
+        message = ev.TransferPosted(
+            transfer_id=event.transfer_id, legs=legs, balances=balances, metadata=metadata
+        )
+    elif kind is TransferKind.PENDING:
+        message = ev.PendingTransferCreated(
+            transfer_id=event.transfer_id, legs=legs, balances=balances, metadata=metadata
+        )
+        set_timestamp(message.expire_time, event.expires_at)
+    elif kind is TransferKind.POST_PENDING:
+        message = ev.PendingTransferPosted(
+            transfer_id=event.transfer_id,
+            pending_transfer_id=event.pending_transfer_id,
+            legs=legs,
+            balances=balances,
+            metadata=metadata,
+        )
+    elif kind is TransferKind.VOID_PENDING:
+        message = ev.PendingTransferVoided(
+            transfer_id=event.transfer_id,
+            pending_transfer_id=event.pending_transfer_id,
+            legs=legs,
+            balances=balances,
+            metadata=metadata,
+        )
+    elif kind is TransferKind.EXPIRE_PENDING:
+        message = ev.PendingTransferExpired(
+            transfer_id=event.transfer_id,
+            pending_transfer_id=event.pending_transfer_id,
+            legs=legs,
+            balances=balances,
+        )
+    else:
+        message = ev.TransferReversed(
+            transfer_id=event.transfer_id,
+            reversed_transfer_id=event.reversed_transfer_id,
+            legs=legs,
+            balances=balances,
+            metadata=metadata,
+        )
+    set_timestamp(message.occur_time, event.occurred_at)
+    return message
+
+
+def to_outbox_message(event: LedgerEvent) -> OutboxMessage:
+    message: Message
+    if isinstance(event, AccountOpened):
+        account = event.account
+        message = ev.AccountOpened(
+            account=account_to_pb(account, currency(account.currency).exponent)
+        )
+        set_timestamp(message.occur_time, event.occurred_at)
+    else:
+        message = _transfer_event(event)
+    return OutboxMessage(
+        event_type=message.DESCRIPTOR.full_name,
+        ordering_key=event.aggregate_id,
+        payload=message.SerializeToString(),
+        occurred_at=event.occurred_at,
+    )

@@ -1,0 +1,369 @@
+"""The ledger's repository: reads snapshots for a batch and writes its outcome set-based.
+
+A batch costs a fixed number of statements whatever its size: one read of the
+transfer records it names, one locking read of its accounts (``FOR UPDATE`` in
+id order, so concurrent batches never deadlock), then COPY of transfers and
+entries, one aggregated UPDATE of the accounts, and the hold index changes.
+SQLite (``make run``) takes the same path with multi-row statements instead
+of COPY; it has one writer at a time anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from chassis.kernel.clock import utc
+from sqlalchemy import Connection, DateTime, bindparam, insert, select, text, update
+
+from ledger.adapters import tables as t
+from ledger.domain.batch import BatchOutcome
+from ledger.domain.model import (
+    Account,
+    Direction,
+    Entry,
+    EntryType,
+    Leg,
+    Metadata,
+    NormalSide,
+    TransferKind,
+    TransferRecord,
+)
+
+_TRANSFER_COLUMNS = (
+    "id, kind, ok, reason, message, fingerprint, legs, pending_transfer_id, "
+    "reversed_transfer_id, expires_at, metadata, created_at"
+)
+_ENTRY_COLUMNS = (
+    "account_id, sequence, transfer_id, kind, entry_type, direction, amount, "
+    "debits_posted, credits_posted, debits_pending, credits_pending, created_at"
+)
+_ACCOUNT_SELECT = (
+    "SELECT id, currency, normal_side, debits_must_not_exceed_credits, "
+    "credits_must_not_exceed_debits, debits_posted, credits_posted, debits_pending, "
+    "credits_pending, entry_sequence, last_entry_at, metadata, external_reference, "
+    "customer_id, fingerprint, created_at FROM accounts"
+)
+_RECORD_SELECT = (
+    "SELECT t.id, t.kind, t.ok, t.reason, t.message, t.fingerprint, t.legs, "
+    "t.pending_transfer_id, t.reversed_transfer_id, t.expires_at, t.metadata, t.created_at, "
+    "r.id, r.kind, v.id FROM transfers t "
+    "LEFT JOIN transfers r ON r.pending_transfer_id = t.id AND r.ok "
+    "LEFT JOIN transfers v ON v.reversed_transfer_id = t.id AND v.ok "
+)
+
+
+def _encode_legs(legs: Iterable[Leg]) -> str:
+    return json.dumps(
+        [[leg.account_id, int(leg.direction or 0), leg.amount, leg.currency] for leg in legs],
+        separators=(",", ":"),
+    )
+
+
+def _decode_legs(raw: str) -> tuple[Leg, ...]:
+    return tuple(Leg(a, Direction(d), amount, c) for a, d, amount, c in json.loads(raw))
+
+
+def _encode_metadata(metadata: Metadata) -> str | None:
+    return json.dumps(dict(metadata), separators=(",", ":")) if metadata else None
+
+
+def _decode_metadata(raw: str | None) -> Metadata:
+    return tuple(sorted(json.loads(raw).items())) if raw else ()
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    """Aware UTC; SQLite hands back text for columns read through ``text()``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return utc(value)
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(
+        id=row[0],
+        currency=row[1],
+        normal_side=NormalSide(row[2]),
+        debits_must_not_exceed_credits=bool(row[3]),
+        credits_must_not_exceed_debits=bool(row[4]),
+        debits_posted=row[5],
+        credits_posted=row[6],
+        debits_pending=row[7],
+        credits_pending=row[8],
+        entry_sequence=row[9],
+        last_entry_at=_aware(row[10]),
+        metadata=_decode_metadata(row[11]),
+        external_reference=row[12],
+        customer_id=row[13],
+        fingerprint=row[14],
+        created_at=_aware(row[15]),
+    )
+
+
+def _record(row: Sequence[Any]) -> TransferRecord:
+    created = _aware(row[11])
+    assert created is not None
+    return TransferRecord(
+        id=row[0],
+        kind=TransferKind(row[1]),
+        ok=bool(row[2]),
+        reason=row[3] or "",
+        message=row[4] or "",
+        fingerprint=row[5],
+        legs=_decode_legs(row[6]),
+        pending_transfer_id=row[7] or "",
+        reversed_transfer_id=row[8] or "",
+        expires_at=_aware(row[9]),
+        metadata=_decode_metadata(row[10]),
+        created_at=created,
+        resolved_by=row[12] or "",
+        resolution_kind=TransferKind(row[13]) if row[13] is not None else None,
+        reversed_by=row[14] or "",
+    )
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    created = _aware(row[11])
+    assert created is not None
+    return Entry(
+        account_id=row[0],
+        sequence=row[1],
+        transfer_id=row[2],
+        kind=TransferKind(row[3]),
+        entry_type=EntryType(row[4]),
+        direction=Direction(row[5]),
+        amount=row[6],
+        debits_posted=row[7],
+        credits_posted=row[8],
+        debits_pending=row[9],
+        credits_pending=row[10],
+        created_at=created,
+    )
+
+
+class LedgerStore:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+        self._pg = connection.dialect.name == "postgresql"
+
+    def _in(self, column: str, name: str, values: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+        """``column IN values`` as ``= ANY(array)`` on PostgreSQL (one parameter)."""
+        if self._pg:
+            return f"{column} = ANY(:{name})", {name: list(values)}
+        return f"{column} IN :{name}", {name: list(values)}
+
+    def _query(self, sql: str, params: dict[str, Any], expanding: Sequence[str] = ()) -> Any:
+        statement = text(sql)
+        if not self._pg and expanding:
+            statement = statement.bindparams(*(bindparam(n, expanding=True) for n in expanding))
+        return self._c.execute(statement, params)
+
+    # --- accounts -------------------------------------------------------------
+
+    def insert_account(self, account: Account) -> None:
+        self._c.execute(
+            insert(t.accounts).values(
+                id=account.id,
+                currency=account.currency,
+                normal_side=int(account.normal_side),
+                debits_must_not_exceed_credits=account.debits_must_not_exceed_credits,
+                credits_must_not_exceed_debits=account.credits_must_not_exceed_debits,
+                metadata=_encode_metadata(account.metadata),
+                external_reference=account.external_reference,
+                customer_id=account.customer_id,
+                fingerprint=account.fingerprint,
+                created_at=account.created_at,
+            )
+        )
+
+    def get_account(self, account_id: str) -> Account | None:
+        row = self._c.execute(text(f"{_ACCOUNT_SELECT} WHERE id = :id"), {"id": account_id}).first()
+        return _account(row) if row is not None else None
+
+    def list_accounts(self, after: str | None, limit: int, customer_id: str) -> list[Account]:
+        clauses, params = [], {"limit": limit}
+        if after is not None:
+            clauses.append("id > :after")
+            params["after"] = after  # type: ignore[assignment]
+        if customer_id:
+            clauses.append("customer_id = :customer")
+            params["customer"] = customer_id  # type: ignore[assignment]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._c.execute(text(f"{_ACCOUNT_SELECT}{where} ORDER BY id LIMIT :limit"), params)
+        return [_account(r) for r in rows]
+
+    def lock_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        """Load and lock accounts in id order: concurrent batches queue, never deadlock."""
+        ids = sorted(set(account_ids))
+        if not ids:
+            return {}
+        condition, params = self._in("id", "ids", ids)
+        lock = " FOR UPDATE" if self._pg else ""
+        rows = self._query(
+            f"{_ACCOUNT_SELECT} WHERE {condition} ORDER BY id{lock}", params, ["ids"]
+        )
+        return {a.id: a for a in map(_account, rows)}
+
+    # --- transfers --------------------------------------------------------------
+
+    def load_records(self, transfer_ids: Iterable[str]) -> dict[str, TransferRecord]:
+        ids = list(set(transfer_ids))
+        if not ids:
+            return {}
+        condition, params = self._in("t.id", "ids", ids)
+        rows = self._query(f"{_RECORD_SELECT} WHERE {condition}", params, ["ids"])
+        return {r.id: r for r in map(_record, rows)}
+
+    def get_record(self, transfer_id: str) -> TransferRecord | None:
+        return self.load_records([transfer_id]).get(transfer_id)
+
+    def due_holds(self, now: datetime, limit: int) -> list[str]:
+        rows = self._c.execute(
+            select(t.open_holds.c.transfer_id)
+            .where(t.open_holds.c.expires_at <= now)
+            .order_by(t.open_holds.c.expires_at)
+            .limit(limit)
+        )
+        return [r[0] for r in rows]
+
+    # --- writing a batch's outcome ------------------------------------------------
+
+    def write(self, outcome: BatchOutcome) -> None:
+        transfer_rows = [
+            (
+                r.id,
+                int(r.kind),
+                r.ok,
+                r.reason or None,
+                r.message or None,
+                r.fingerprint,
+                _encode_legs(r.legs),
+                r.pending_transfer_id or None,
+                r.reversed_transfer_id or None,
+                r.expires_at,
+                _encode_metadata(r.metadata),
+                r.created_at,
+            )
+            for r in outcome.records
+        ]
+        entry_rows = [
+            (
+                e.account_id,
+                e.sequence,
+                e.transfer_id,
+                int(e.kind),
+                int(e.entry_type),
+                int(e.direction),
+                e.amount,
+                e.debits_posted,
+                e.credits_posted,
+                e.debits_pending,
+                e.credits_pending,
+                e.created_at,
+            )
+            for e in outcome.entries
+        ]
+        if self._pg:
+            self._copy("transfers", _TRANSFER_COLUMNS, transfer_rows)
+            self._copy("entries", _ENTRY_COLUMNS, entry_rows)
+        else:
+            self._insert_many(t.transfers, _TRANSFER_COLUMNS, transfer_rows)
+            self._insert_many(t.entries, _ENTRY_COLUMNS, entry_rows)
+        self._update_accounts(list(outcome.accounts.values()))
+        if outcome.opened_holds:
+            self._c.execute(
+                insert(t.open_holds),
+                [{"transfer_id": h.id, "expires_at": h.expires_at} for h in outcome.opened_holds],
+            )
+        if outcome.closed_holds:
+            condition, params = self._in("transfer_id", "ids", outcome.closed_holds)
+            self._query(f"DELETE FROM open_holds WHERE {condition}", params, ["ids"])
+
+    def _copy(self, table: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        raw = self._c.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _insert_many(self, table: Any, columns: str, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        names = [c.strip() for c in columns.split(",")]
+        self._c.execute(insert(table), [dict(zip(names, row, strict=True)) for row in rows])
+
+    def _update_accounts(self, accounts: list[Account]) -> None:
+        if not accounts:
+            return
+        if self._pg:
+            self._c.execute(
+                text(
+                    "UPDATE accounts AS a SET debits_posted = v.dp, credits_posted = v.cp, "
+                    "debits_pending = v.dq, credits_pending = v.cq, entry_sequence = v.seq, "
+                    "last_entry_at = v.at "
+                    "FROM unnest(CAST(:ids AS text[]), CAST(:dp AS bigint[]), "
+                    "CAST(:cp AS bigint[]), CAST(:dq AS bigint[]), CAST(:cq AS bigint[]), "
+                    "CAST(:seq AS bigint[]), CAST(:at AS timestamptz[])) "
+                    "AS v(id, dp, cp, dq, cq, seq, at) WHERE a.id = v.id"
+                ),
+                {
+                    "ids": [a.id for a in accounts],
+                    "dp": [a.debits_posted for a in accounts],
+                    "cp": [a.credits_posted for a in accounts],
+                    "dq": [a.debits_pending for a in accounts],
+                    "cq": [a.credits_pending for a in accounts],
+                    "seq": [a.entry_sequence for a in accounts],
+                    "at": [a.last_entry_at for a in accounts],
+                },
+            )
+            return
+        self._c.execute(
+            update(t.accounts)
+            .where(t.accounts.c.id == bindparam("b_id"))
+            .values(
+                debits_posted=bindparam("b_dp"),
+                credits_posted=bindparam("b_cp"),
+                debits_pending=bindparam("b_dq"),
+                credits_pending=bindparam("b_cq"),
+                entry_sequence=bindparam("b_seq"),
+                last_entry_at=bindparam("b_at"),
+            ),
+            [
+                {
+                    "b_id": a.id,
+                    "b_dp": a.debits_posted,
+                    "b_cp": a.credits_posted,
+                    "b_dq": a.debits_pending,
+                    "b_cq": a.credits_pending,
+                    "b_seq": a.entry_sequence,
+                    "b_at": a.last_entry_at,
+                }
+                for a in accounts
+            ],
+        )
+
+    # --- history ------------------------------------------------------------------
+
+    def entry_as_of(self, account_id: str, as_of: datetime) -> Entry | None:
+        statement = text(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE account_id = :a "
+            "AND created_at <= :t ORDER BY created_at DESC, sequence DESC LIMIT 1"
+        ).bindparams(bindparam("t", type_=DateTime(timezone=True)))
+        row = self._c.execute(statement, {"a": account_id, "t": as_of}).first()
+        return _entry(row) if row is not None else None
+
+    def list_entries(self, account_id: str, after_sequence: int, limit: int) -> list[Entry]:
+        rows = self._c.execute(
+            text(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE account_id = :a "
+                "AND sequence > :s ORDER BY sequence LIMIT :n"
+            ),
+            {"a": account_id, "s": after_sequence, "n": limit},
+        )
+        return [_entry(r) for r in rows]

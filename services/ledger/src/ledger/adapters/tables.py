@@ -1,0 +1,131 @@
+"""The ledger's tables (SQLAlchemy Core). Migrations in services/ledger/migrations build them.
+
+The ledger uses Core, not the ORM, everywhere: its hot path is set-based, and
+its aggregates are snapshots decided in memory (``ledger.domain.batch``).
+
+``transfers`` and ``entries`` are the journal: immutable (on PostgreSQL a
+trigger from the initial migration refuses UPDATE, DELETE and TRUNCATE). A
+pending transfer's status is derived from the transfer that resolved it;
+``open_holds`` only indexes the holds still open, so the expiry worker finds
+due holds without scanning history.
+"""
+
+from __future__ import annotations
+
+from chassis.outbox.schema import inbox_table, outbox_table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("normal_side", SmallInteger, nullable=False),
+    Column("debits_must_not_exceed_credits", Boolean, nullable=False),
+    Column("credits_must_not_exceed_debits", Boolean, nullable=False),
+    Column("debits_posted", BigInteger, nullable=False, server_default="0"),
+    Column("credits_posted", BigInteger, nullable=False, server_default="0"),
+    Column("debits_pending", BigInteger, nullable=False, server_default="0"),
+    Column("credits_pending", BigInteger, nullable=False, server_default="0"),
+    Column("entry_sequence", BigInteger, nullable=False, server_default="0"),
+    Column("last_entry_at", DateTime(timezone=True), nullable=True),
+    Column("metadata", Text, nullable=True),
+    Column("external_reference", String(128), nullable=False, server_default=""),
+    Column("customer_id", String(64), nullable=False, server_default=""),
+    Column("fingerprint", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "debits_posted >= 0 AND credits_posted >= 0 AND debits_pending >= 0 "
+        "AND credits_pending >= 0",
+        name="ck_accounts_sums_non_negative",
+    ),
+    Index("ix_accounts_customer", "customer_id", "id"),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", String(80), primary_key=True),
+    Column("kind", SmallInteger, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("message", Text, nullable=True),
+    Column("fingerprint", String(64), nullable=False),
+    # JSON list of [account_id, direction, amount, currency]; empty for refusals.
+    Column("legs", Text, nullable=False),
+    Column("pending_transfer_id", String(80), nullable=True),
+    Column("reversed_transfer_id", String(80), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("metadata", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # A hold is resolved once and a transfer reversed once, whatever races.
+    Index(
+        "ux_transfers_resolution",
+        "pending_transfer_id",
+        unique=True,
+        postgresql_where=text("ok AND pending_transfer_id IS NOT NULL"),
+        sqlite_where=text("ok AND pending_transfer_id IS NOT NULL"),
+    ),
+    Index(
+        "ux_transfers_reversal",
+        "reversed_transfer_id",
+        unique=True,
+        postgresql_where=text("ok AND reversed_transfer_id IS NOT NULL"),
+        sqlite_where=text("ok AND reversed_transfer_id IS NOT NULL"),
+    ),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("transfer_id", String(80), nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("entry_type", SmallInteger, nullable=False),
+    Column("direction", SmallInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("debits_posted", BigInteger, nullable=False),
+    Column("credits_posted", BigInteger, nullable=False),
+    Column("debits_pending", BigInteger, nullable=False),
+    Column("credits_pending", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("amount > 0", name="ck_entries_amount_positive"),
+    Index("ix_entries_account_time", "account_id", "created_at"),
+)
+
+open_holds = Table(
+    "open_holds",
+    metadata,
+    Column("transfer_id", String(80), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Index("ix_open_holds_expiry", "expires_at"),
+)
+
+outbox = outbox_table(metadata)
+inbox = inbox_table(metadata)
+
+__all__ = [
+    "accounts",
+    "entries",
+    "inbox",
+    "metadata",
+    "open_holds",
+    "outbox",
+    "transfers",
+]

@@ -1,0 +1,24 @@
+"""The ledger's settings, from ``LEDGER_*`` environment variables."""
+
+from __future__ import annotations
+
+from chassis.config import ServiceSettings
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+
+class LedgerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore", frozen=True)
+
+    grpc_port: int = Field(50052, ge=0, le=65535)
+    database_url: str = Field("sqlite:///.data/ledger.db")
+    db_pool_size: int = Field(16, ge=1, le=200, description="Connections per process")
+    batcher_workers: int = Field(
+        2, ge=1, le=32, description="Threads that commit grouped single-transfer calls"
+    )
+    batcher_max_batch: int = Field(
+        1000, ge=1, le=8189, description="Most single-transfer calls grouped into one commit"
+    )
+    expiry_interval_seconds: float = Field(
+        1.0, gt=0, description="How often expired holds are looked for and voided"
+    )

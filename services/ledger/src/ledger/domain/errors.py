@@ -1,0 +1,46 @@
+"""The ledger's refusals as domain errors, for the single-item RPCs.
+
+Batch items report their reason in the per-item result; a single-item call
+raises the same reason as an error, with the category that picks its gRPC code.
+"""
+
+from __future__ import annotations
+
+from chassis.kernel.errors import DomainError, ErrorCategory, NotFound
+
+from ledger.domain.model import ItemResult
+
+_NOT_FOUND = {"ACCOUNT_NOT_FOUND", "PENDING_TRANSFER_NOT_FOUND", "TRANSFER_NOT_FOUND"}
+
+
+def category_of(reason: str) -> ErrorCategory:
+    if reason in _NOT_FOUND:
+        return ErrorCategory.NOT_FOUND
+    if reason == "IDEMPOTENCY_KEY_REUSED":
+        return ErrorCategory.ALREADY_EXISTS
+    # Everything else is a valid request the ledger's state refuses (AIP-193).
+    return ErrorCategory.FAILED_PRECONDITION
+
+
+def refusal(result: ItemResult) -> DomainError:
+    metadata = {"transfer_id": result.id}
+    if result.replayed:
+        metadata["replayed"] = "true"
+    return DomainError(
+        result.reason, result.message, category=category_of(result.reason), metadata=metadata
+    )
+
+
+def account_not_found(account_id: str) -> NotFound:
+    return NotFound(
+        "ACCOUNT_NOT_FOUND", f"account {account_id} does not exist", metadata={"id": account_id}
+    )
+
+
+def transfer_not_found(transfer_id: str, refused_reason: str = "") -> NotFound:
+    message = f"transfer {transfer_id} does not exist"
+    metadata = {"id": transfer_id}
+    if refused_reason:
+        message = f"transfer {transfer_id} was refused ({refused_reason}); nothing was applied"
+        metadata["refused_reason"] = refused_reason
+    return NotFound("TRANSFER_NOT_FOUND", message, metadata=metadata)

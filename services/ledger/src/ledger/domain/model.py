@@ -1,0 +1,387 @@
+"""The ledger's domain model: accounts, legs, transfer operations and their records.
+
+Pure Python. Accounts here are snapshots the adapter loaded (locked) for one
+business transaction; the batch decision (``ledger.domain.batch``) changes them
+in memory and the adapter writes the outcome.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from chassis.kernel.money import MAX_AMOUNT
+
+
+class NormalSide(enum.IntEnum):
+    DEBIT = 1
+    CREDIT = 2
+
+
+class Direction(enum.IntEnum):
+    DEBIT = 1
+    CREDIT = 2
+
+    @property
+    def opposite(self) -> Direction:
+        return Direction.CREDIT if self is Direction.DEBIT else Direction.DEBIT
+
+
+class TransferKind(enum.IntEnum):
+    MOVEMENT = 1
+    PENDING = 2
+    POST_PENDING = 3
+    VOID_PENDING = 4
+    EXPIRE_PENDING = 5
+    REVERSAL = 6
+
+
+class TransferStatus(enum.IntEnum):
+    PENDING = 1
+    POSTED = 2
+    VOIDED = 3
+    EXPIRED = 4
+
+
+class EntryType(enum.IntEnum):
+    POSTED = 1
+    HOLD = 2
+    RELEASE = 3
+
+
+# Kinds that resolve a pending transfer, and the status each leaves it in.
+RESOLUTION_STATUS = {
+    TransferKind.POST_PENDING: TransferStatus.POSTED,
+    TransferKind.VOID_PENDING: TransferStatus.VOIDED,
+    TransferKind.EXPIRE_PENDING: TransferStatus.EXPIRED,
+}
+# Kinds whose legs moved posted money and so can be reversed.
+REVERSIBLE_KINDS = frozenset({TransferKind.MOVEMENT, TransferKind.POST_PENDING})
+
+MAX_LEGS = 64
+MAX_BATCH = 8189
+MAX_PENDING_TIMEOUT = timedelta(days=366)
+MAX_METADATA_ENTRIES = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 256
+MAX_EXTERNAL_REFERENCE = 128
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def metadata_of(mapping: dict[str, str] | None) -> Metadata:
+    return tuple(sorted((mapping or {}).items()))
+
+
+def _fingerprint(*parts: object) -> str:
+    """A stable digest of a request's content, for idempotent replays (AIP-155)."""
+    return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    account_id: str
+    direction: Direction | None
+    amount: int
+    currency: str
+
+    def key(self) -> tuple[str, str, int, str]:
+        return (
+            self.account_id,
+            self.direction.name if self.direction else "",
+            self.amount,
+            self.currency,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    """What a client asks for when it opens an account."""
+
+    id: str
+    currency: str
+    normal_side: NormalSide | None
+    debits_must_not_exceed_credits: bool = False
+    credits_must_not_exceed_debits: bool = False
+    metadata: Metadata = ()
+    external_reference: str = ""
+    customer_id: str = ""
+
+    def fingerprint(self) -> str:
+        return _fingerprint(
+            self.id,
+            self.currency,
+            int(self.normal_side or 0),
+            self.debits_must_not_exceed_credits,
+            self.credits_must_not_exceed_debits,
+            self.metadata,
+            self.external_reference,
+            self.customer_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    account_id: str
+    currency: str
+    normal_side: NormalSide
+    debits_posted: int = 0
+    credits_posted: int = 0
+    debits_pending: int = 0
+    credits_pending: int = 0
+    as_of: datetime | None = None
+
+    @property
+    def posted(self) -> int:
+        if self.normal_side is NormalSide.DEBIT:
+            return self.debits_posted - self.credits_posted
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def pending(self) -> int:
+        if self.normal_side is NormalSide.DEBIT:
+            return self.debits_pending - self.credits_pending
+        return self.credits_pending - self.debits_pending
+
+    @property
+    def available(self) -> int:
+        """Posted, less the pending amounts that would reduce it (pending increases don't count)."""
+        if self.normal_side is NormalSide.DEBIT:
+            return self.posted - self.credits_pending
+        return self.posted - self.debits_pending
+
+
+@dataclass(slots=True)
+class Account:
+    """An account's state as loaded for one transaction; balances change in memory."""
+
+    id: str
+    currency: str
+    normal_side: NormalSide
+    debits_must_not_exceed_credits: bool
+    credits_must_not_exceed_debits: bool
+    debits_posted: int = 0
+    credits_posted: int = 0
+    debits_pending: int = 0
+    credits_pending: int = 0
+    entry_sequence: int = 0
+    last_entry_at: datetime | None = None
+    created_at: datetime | None = None
+    metadata: Metadata = ()
+    external_reference: str = ""
+    customer_id: str = ""
+    fingerprint: str = ""
+
+    @classmethod
+    def open(cls, spec: AccountSpec, now: datetime) -> Account:
+        assert spec.normal_side is not None
+        return cls(
+            id=spec.id,
+            currency=spec.currency,
+            normal_side=spec.normal_side,
+            debits_must_not_exceed_credits=spec.debits_must_not_exceed_credits,
+            credits_must_not_exceed_debits=spec.credits_must_not_exceed_debits,
+            created_at=now,
+            metadata=spec.metadata,
+            external_reference=spec.external_reference,
+            customer_id=spec.customer_id,
+            fingerprint=spec.fingerprint(),
+        )
+
+    def balance(self, as_of: datetime | None = None) -> Balance:
+        return Balance(
+            self.id,
+            self.currency,
+            self.normal_side,
+            self.debits_posted,
+            self.credits_posted,
+            self.debits_pending,
+            self.credits_pending,
+            as_of,
+        )
+
+    def sums(self) -> tuple[int, int, int, int, int]:
+        return (
+            self.debits_posted,
+            self.credits_posted,
+            self.debits_pending,
+            self.credits_pending,
+            self.entry_sequence,
+        )
+
+    def restore(self, sums: tuple[int, int, int, int, int]) -> None:
+        (
+            self.debits_posted,
+            self.credits_posted,
+            self.debits_pending,
+            self.credits_pending,
+            self.entry_sequence,
+        ) = sums
+
+    def limit_breach(self) -> str | None:
+        """The reason this account's balance-limit flags refuse its current sums, if any."""
+        if (
+            self.debits_must_not_exceed_credits
+            and self.debits_posted + self.debits_pending > self.credits_posted
+        ):
+            return "INSUFFICIENT_FUNDS"
+        if (
+            self.credits_must_not_exceed_debits
+            and self.credits_posted + self.credits_pending > self.debits_posted
+        ):
+            return "CREDIT_LIMIT_EXCEEDED"
+        if (
+            max(self.debits_posted, self.credits_posted) > MAX_AMOUNT
+            or max(self.debits_pending, self.credits_pending) > MAX_AMOUNT
+        ):
+            return "BALANCE_OVERFLOW"
+        return None
+
+
+# --- operations a client asks for --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MovementOp:
+    legs: tuple[Leg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOp:
+    legs: tuple[Leg, ...]
+    timeout: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostPendingOp:
+    pending_transfer_id: str
+    legs: tuple[Leg, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VoidPendingOp:
+    pending_transfer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpirePendingOp:
+    """Issued by the ledger itself when a hold's timeout has passed."""
+
+    pending_transfer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalOp:
+    transfer_id: str
+
+
+Operation = MovementOp | PendingOp | PostPendingOp | VoidPendingOp | ExpirePendingOp | ReversalOp
+
+OPERATION_KIND: dict[type, TransferKind] = {
+    MovementOp: TransferKind.MOVEMENT,
+    PendingOp: TransferKind.PENDING,
+    PostPendingOp: TransferKind.POST_PENDING,
+    VoidPendingOp: TransferKind.VOID_PENDING,
+    ExpirePendingOp: TransferKind.EXPIRE_PENDING,
+    ReversalOp: TransferKind.REVERSAL,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    id: str
+    operation: Operation | None
+    linked: bool = False
+    metadata: Metadata = ()
+
+    @property
+    def kind(self) -> TransferKind:
+        assert self.operation is not None
+        return OPERATION_KIND[type(self.operation)]
+
+    def fingerprint(self) -> str:
+        # `linked` is how the batch is shaped, not what the transfer is: a
+        # transfer replayed in another batch shape is the same transfer.
+        op = self.operation
+        if isinstance(op, MovementOp | PendingOp | PostPendingOp):
+            legs = tuple(leg.key() for leg in op.legs)
+        else:
+            legs = ()
+        timeout = op.timeout.total_seconds() if isinstance(op, PendingOp) and op.timeout else None
+        target = getattr(op, "pending_transfer_id", None) or getattr(op, "transfer_id", None)
+        return _fingerprint(self.id, int(self.kind), legs, timeout, target, self.metadata)
+
+    def referenced_transfer_id(self) -> str | None:
+        op = self.operation
+        if isinstance(op, PostPendingOp | VoidPendingOp | ExpirePendingOp):
+            return op.pending_transfer_id
+        if isinstance(op, ReversalOp):
+            return op.transfer_id
+        return None
+
+
+# --- what the journal holds ----------------------------------------------------
+
+
+@dataclass(slots=True)
+class TransferRecord:
+    """A transfer id the ledger has seen: applied (``ok``) or refused with a reason."""
+
+    id: str
+    kind: TransferKind
+    fingerprint: str
+    ok: bool
+    created_at: datetime
+    reason: str = ""
+    message: str = ""
+    legs: tuple[Leg, ...] = ()
+    pending_transfer_id: str = ""
+    reversed_transfer_id: str = ""
+    expires_at: datetime | None = None
+    metadata: Metadata = ()
+    # Derived, for pending and reversible transfers:
+    resolved_by: str = ""
+    resolution_kind: TransferKind | None = None
+    reversed_by: str = ""
+    # Set when the record was written by this batch (not loaded).
+    new: bool = field(default=False, compare=False)
+
+    @property
+    def status(self) -> TransferStatus:
+        if self.kind is not TransferKind.PENDING:
+            return TransferStatus.POSTED
+        if self.resolution_kind is None:
+            return TransferStatus.PENDING
+        return RESOLUTION_STATUS[self.resolution_kind]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One change to one account, with the account's sums after it."""
+
+    account_id: str
+    sequence: int
+    transfer_id: str
+    kind: TransferKind
+    entry_type: EntryType
+    direction: Direction
+    amount: int
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    id: str
+    ok: bool
+    reason: str = ""
+    message: str = ""
+    replayed: bool = False
+    kind: TransferKind | None = None
+    status: TransferStatus | None = None
+    created_at: datetime | None = None

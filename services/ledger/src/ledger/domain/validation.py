@@ -1,0 +1,191 @@
+"""Stateless checks of what a client asked for, before anything is read or written.
+
+Every violation names its field by path (``transfers[3].movement.legs[0].amount``)
+so that the error carries one ``BadRequest`` violation per offending field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chassis.kernel.errors import Violations
+from chassis.kernel.ids import id_rule, is_valid_id
+from chassis.kernel.money import MAX_AMOUNT, is_currency
+
+from ledger.domain.model import (
+    MAX_BATCH,
+    MAX_EXTERNAL_REFERENCE,
+    MAX_LEGS,
+    MAX_METADATA_ENTRIES,
+    MAX_METADATA_KEY,
+    MAX_METADATA_VALUE,
+    MAX_PENDING_TIMEOUT,
+    AccountSpec,
+    Direction,
+    Leg,
+    Metadata,
+    MovementOp,
+    PendingOp,
+    PostPendingOp,
+    ReversalOp,
+    TransferRequest,
+    VoidPendingOp,
+)
+
+ACCOUNT_PREFIX = "acct"
+TRANSFER_PREFIX = "tr"
+CUSTOMER_PREFIX = "cus"
+
+
+def check_metadata(metadata: Metadata, path: str, out: Violations) -> None:
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        out.add(path, f"at most {MAX_METADATA_ENTRIES} entries")
+    for key, value in metadata:
+        if not key or len(key) > MAX_METADATA_KEY:
+            out.add(f"{path}[{key[:20]!r}]", f"keys are 1 to {MAX_METADATA_KEY} characters")
+        if len(value) > MAX_METADATA_VALUE:
+            out.add(f"{path}[{key[:20]!r}]", f"values are at most {MAX_METADATA_VALUE} characters")
+
+
+def validate_account_spec(spec: AccountSpec, path: str = "account") -> None:
+    out = Violations()
+    if not is_valid_id(spec.id, ACCOUNT_PREFIX):
+        out.add(f"{path}.id", id_rule(ACCOUNT_PREFIX))
+    if not is_currency(spec.currency):
+        out.add(
+            f"{path}.currency",
+            "must be an ISO 4217 currency code with minor units",
+            "UNKNOWN_CURRENCY",
+        )
+    if spec.normal_side is None:
+        out.add(f"{path}.normal_side", "required: NORMAL_SIDE_DEBIT or NORMAL_SIDE_CREDIT")
+    if spec.debits_must_not_exceed_credits and spec.credits_must_not_exceed_debits:
+        out.add(
+            f"{path}.credits_must_not_exceed_debits",
+            "cannot be combined with debits_must_not_exceed_credits",
+        )
+    if len(spec.external_reference) > MAX_EXTERNAL_REFERENCE:
+        out.add(f"{path}.external_reference", f"at most {MAX_EXTERNAL_REFERENCE} characters")
+    if spec.customer_id and not is_valid_id(spec.customer_id, CUSTOMER_PREFIX):
+        out.add(f"{path}.customer_id", id_rule(CUSTOMER_PREFIX))
+    check_metadata(spec.metadata, f"{path}.metadata", out)
+    out.raise_if_any()
+
+
+def _check_leg(leg: Leg, path: str, out: Violations) -> bool:
+    ok = True
+    if not is_valid_id(leg.account_id, ACCOUNT_PREFIX):
+        out.add(f"{path}.account_id", id_rule(ACCOUNT_PREFIX))
+        ok = False
+    if leg.direction is None:
+        out.add(f"{path}.direction", "required: DIRECTION_DEBIT or DIRECTION_CREDIT")
+        ok = False
+    if leg.amount <= 0 or leg.amount > MAX_AMOUNT:
+        out.add(
+            f"{path}.amount",
+            f"must be between 1 and {MAX_AMOUNT} minor units",
+            "AMOUNT_OUT_OF_RANGE",
+        )
+        ok = False
+    if not is_currency(leg.currency):
+        out.add(
+            f"{path}.currency",
+            "must be an ISO 4217 currency code with minor units",
+            "UNKNOWN_CURRENCY",
+        )
+        ok = False
+    return ok
+
+
+def check_legs(legs: Sequence[Leg], path: str, out: Violations, *, minimum: int = 2) -> None:
+    """Each leg well formed, each account once, and debits equal credits in every currency."""
+    if len(legs) < minimum:
+        out.add(path, f"at least {minimum} legs")
+        return
+    if len(legs) > MAX_LEGS:
+        out.add(path, f"at most {MAX_LEGS} legs")
+        return
+    seen: set[str] = set()
+    net: dict[str, int] = {}
+    total: dict[str, int] = {}
+    all_ok = True
+    for j, leg in enumerate(legs):
+        leg_path = f"{path}[{j}]"
+        if not _check_leg(leg, leg_path, out):
+            all_ok = False
+            continue
+        if leg.account_id in seen:
+            out.add(f"{leg_path}.account_id", "each account may appear in one leg only")
+            all_ok = False
+        seen.add(leg.account_id)
+        signed = leg.amount if leg.direction is Direction.DEBIT else -leg.amount
+        net[leg.currency] = net.get(leg.currency, 0) + signed
+        total[leg.currency] = total.get(leg.currency, 0) + leg.amount
+    if not all_ok:
+        return
+    for code, value in net.items():
+        if value != 0:
+            out.add(
+                path, f"debits and credits differ by {abs(value)} in {code}", "UNBALANCED_TRANSFER"
+            )
+        if total[code] // 2 > MAX_AMOUNT:
+            out.add(path, f"the {code} total exceeds {MAX_AMOUNT}", "AMOUNT_OUT_OF_RANGE")
+
+
+def check_transfer(request: TransferRequest, path: str, out: Violations) -> None:
+    if not is_valid_id(request.id, TRANSFER_PREFIX):
+        out.add(f"{path}.id", id_rule(TRANSFER_PREFIX))
+    check_metadata(request.metadata, f"{path}.metadata", out)
+    op = request.operation
+    if op is None:
+        out.add(
+            f"{path}.operation",
+            "required: one of movement, pending, post_pending, void_pending, reversal",
+        )
+    elif isinstance(op, MovementOp):
+        check_legs(op.legs, f"{path}.movement.legs", out)
+    elif isinstance(op, PendingOp):
+        check_legs(op.legs, f"{path}.pending.legs", out)
+        if op.timeout is not None and (
+            op.timeout.total_seconds() <= 0 or op.timeout > MAX_PENDING_TIMEOUT
+        ):
+            out.add(f"{path}.pending.timeout", "must be positive and at most 366 days")
+    elif isinstance(op, PostPendingOp):
+        if not is_valid_id(op.pending_transfer_id, TRANSFER_PREFIX):
+            out.add(f"{path}.post_pending.pending_transfer_id", id_rule(TRANSFER_PREFIX))
+        if op.legs:
+            check_legs(op.legs, f"{path}.post_pending.legs", out, minimum=1)
+    elif isinstance(op, VoidPendingOp):
+        if not is_valid_id(op.pending_transfer_id, TRANSFER_PREFIX):
+            out.add(f"{path}.void_pending.pending_transfer_id", id_rule(TRANSFER_PREFIX))
+    elif isinstance(op, ReversalOp) and not is_valid_id(op.transfer_id, TRANSFER_PREFIX):
+        out.add(f"{path}.reversal.transfer_id", id_rule(TRANSFER_PREFIX))
+
+
+def validate_transfers(requests: Sequence[TransferRequest], path: str = "transfers") -> None:
+    """Raises InvalidArgument naming every malformed field; nothing may be written then."""
+    out = Violations()
+    if not requests:
+        out.add(path, f"between 1 and {MAX_BATCH} transfers")
+    elif len(requests) > MAX_BATCH:
+        out.add(path, f"at most {MAX_BATCH} transfers, got {len(requests)}", "BATCH_TOO_LARGE")
+    else:
+        for i, request in enumerate(requests):
+            check_transfer(request, f"{path}[{i}]", out)
+            if len(out) > 100:  # enough to act on; the rest would only bloat the error
+                break
+        if requests[-1].linked:
+            out.add(
+                f"{path}[{len(requests) - 1}].linked",
+                "the last transfer of a batch cannot be linked: its chain would never close",
+                "LINKED_CHAIN_OPEN",
+            )
+    out.raise_if_any()
+
+
+def validate_transfer(request: TransferRequest, path: str = "transfer") -> None:
+    out = Violations()
+    check_transfer(request, path, out)
+    if request.linked:
+        out.add(f"{path}.linked", "only items of a CreateTransfers batch can be linked")
+    out.raise_if_any()

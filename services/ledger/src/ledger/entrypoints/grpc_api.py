@@ -1,0 +1,170 @@
+"""``astra.ledger.v1.LedgerService``: thin, proto -> command -> proto."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from astra.ledger.v1 import ledger_pb2 as pb
+from astra.ledger.v1 import ledger_pb2_grpc
+from chassis.grpc.context import time_remaining
+from chassis.kernel.money import currency
+from chassis.protos import from_timestamp
+
+from ledger.adapters.protos import (
+    account_spec_from_pb,
+    account_to_pb,
+    balance_to_pb,
+    entry_to_pb,
+    legs_from_pb,
+    results_to_pb,
+    transfer_request_from_pb,
+    transfer_to_pb,
+)
+from ledger.bootstrap import Ledger
+from ledger.domain import validation
+from ledger.domain.model import (
+    Account,
+    PostPendingOp,
+    ReversalOp,
+    TransferRequest,
+    VoidPendingOp,
+    metadata_of,
+)
+from ledger.service_layer import use_cases
+from ledger.service_layer.use_cases import SERVICE, Caller
+
+CallerOf = Callable[[grpc.ServicerContext], Caller]
+
+
+def _service_caller(_context: grpc.ServicerContext) -> Caller:
+    return SERVICE
+
+
+class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
+    def __init__(self, ledger: Ledger, caller_of: CallerOf = _service_caller) -> None:
+        self._ledger = ledger
+        self._caller_of = caller_of
+
+    def _account_pb(self, account: Account) -> pb.Account:
+        return account_to_pb(account, currency(account.currency).exponent)
+
+    # --- accounts -----------------------------------------------------------------
+
+    def OpenAccount(
+        self, request: pb.OpenAccountRequest, context: grpc.ServicerContext
+    ) -> pb.OpenAccountResponse:
+        spec = account_spec_from_pb(request.account)
+        account = use_cases.open_account(self._ledger.uow, self._ledger.clock, spec)
+        return pb.OpenAccountResponse(account=self._account_pb(account))
+
+    def GetAccount(
+        self, request: pb.GetAccountRequest, context: grpc.ServicerContext
+    ) -> pb.GetAccountResponse:
+        account = use_cases.get_account(
+            self._ledger.uow, request.account_id, self._caller_of(context)
+        )
+        return pb.GetAccountResponse(account=self._account_pb(account))
+
+    def ListAccounts(
+        self, request: pb.ListAccountsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAccountsResponse:
+        page = use_cases.list_accounts(
+            self._ledger.uow,
+            request.page_size,
+            request.page_token,
+            request.customer_id,
+            self._caller_of(context),
+        )
+        return pb.ListAccountsResponse(
+            accounts=[self._account_pb(a) for a in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    # --- transfers ----------------------------------------------------------------
+
+    def CreateTransfers(
+        self, request: pb.CreateTransfersRequest, context: grpc.ServicerContext
+    ) -> pb.CreateTransfersResponse:
+        requests = [transfer_request_from_pb(spec) for spec in request.transfers]
+        results = use_cases.create_transfers(self._ledger.uow, self._ledger.clock, requests)
+        return pb.CreateTransfersResponse(results=results_to_pb(results))
+
+    def _single(
+        self, transfer: TransferRequest, context: grpc.ServicerContext, path: str
+    ) -> pb.Transfer:
+        validation.validate_transfer(transfer, path)
+        outcome = self._ledger.batcher.submit(transfer, timeout=time_remaining(context))
+        return transfer_to_pb(use_cases.transfer_or_error(outcome))
+
+    def CreateTransfer(
+        self, request: pb.CreateTransferRequest, context: grpc.ServicerContext
+    ) -> pb.CreateTransferResponse:
+        transfer = transfer_request_from_pb(request.transfer)
+        return pb.CreateTransferResponse(transfer=self._single(transfer, context, "transfer"))
+
+    def PostPendingTransfer(
+        self, request: pb.PostPendingTransferRequest, context: grpc.ServicerContext
+    ) -> pb.PostPendingTransferResponse:
+        transfer = TransferRequest(
+            request.transfer_id,
+            PostPendingOp(request.pending_transfer_id, legs_from_pb(request.legs)),
+            metadata=metadata_of(dict(request.metadata)),
+        )
+        return pb.PostPendingTransferResponse(transfer=self._single(transfer, context, "request"))
+
+    def VoidPendingTransfer(
+        self, request: pb.VoidPendingTransferRequest, context: grpc.ServicerContext
+    ) -> pb.VoidPendingTransferResponse:
+        transfer = TransferRequest(
+            request.transfer_id,
+            VoidPendingOp(request.pending_transfer_id),
+            metadata=metadata_of(dict(request.metadata)),
+        )
+        return pb.VoidPendingTransferResponse(transfer=self._single(transfer, context, "request"))
+
+    def ReverseTransfer(
+        self, request: pb.ReverseTransferRequest, context: grpc.ServicerContext
+    ) -> pb.ReverseTransferResponse:
+        transfer = TransferRequest(
+            request.transfer_id,
+            ReversalOp(request.reversed_transfer_id),
+            metadata=metadata_of(dict(request.metadata)),
+        )
+        return pb.ReverseTransferResponse(transfer=self._single(transfer, context, "request"))
+
+    def GetTransfer(
+        self, request: pb.GetTransferRequest, context: grpc.ServicerContext
+    ) -> pb.GetTransferResponse:
+        record = use_cases.get_transfer(self._ledger.uow, request.transfer_id)
+        return pb.GetTransferResponse(transfer=transfer_to_pb(record))
+
+    # --- balances and history -------------------------------------------------------
+
+    def GetBalance(
+        self, request: pb.GetBalanceRequest, context: grpc.ServicerContext
+    ) -> pb.GetBalanceResponse:
+        as_of = from_timestamp(request.as_of) if request.HasField("as_of") else None
+        balance = use_cases.get_balance(
+            self._ledger.uow,
+            request.account_id,
+            as_of,
+            self._ledger.clock,
+            self._caller_of(context),
+        )
+        return pb.GetBalanceResponse(balance=balance_to_pb(balance))
+
+    def ListAccountEntries(
+        self, request: pb.ListAccountEntriesRequest, context: grpc.ServicerContext
+    ) -> pb.ListAccountEntriesResponse:
+        account, page = use_cases.list_entries(
+            self._ledger.uow,
+            request.account_id,
+            request.page_size,
+            request.page_token,
+            self._caller_of(context),
+        )
+        return pb.ListAccountEntriesResponse(
+            entries=[entry_to_pb(e, account) for e in page.items],
+            next_page_token=page.next_page_token,
+        )

@@ -1,0 +1,72 @@
+"""``astra-ledger``: serve the ledger over gRPC, or apply its migrations."""
+
+from __future__ import annotations
+
+import argparse
+
+import structlog
+from astra.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from chassis.db.retry import is_database_unavailable
+from chassis.grpc.interceptors import CallInterceptor
+from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
+from chassis.logging import configure_logging
+from sqlalchemy.exc import OperationalError
+
+from ledger.bootstrap import ERROR_DOMAIN, Ledger, bootstrap, migrate
+from ledger.config import LedgerSettings
+from ledger.entrypoints.grpc_api import LedgerServicer
+
+SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+
+
+def build_server(ledger: Ledger, settings: LedgerSettings) -> GrpcServer:
+    servicer = LedgerServicer(ledger)
+    server = GrpcServer(
+        [
+            ServiceBinding(
+                SERVICE_NAME,
+                lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s),
+            )
+        ],
+        ServerOptions(
+            host=settings.grpc_host,
+            port=settings.grpc_port,
+            max_workers=settings.grpc_max_workers,
+            reuse_port=settings.grpc_reuse_port,
+            grace_seconds=settings.grace_seconds,
+        ),
+        interceptors=[CallInterceptor(ERROR_DOMAIN, transient_errors=(OperationalError,))],
+    )
+    server.on_stop(ledger.close)
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="astra-ledger", description=__doc__)
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    args = parser.parse_args(argv)
+    settings = LedgerSettings()
+    configure_logging("ledger", settings.log_level)
+    log = structlog.get_logger("ledger")
+    if args.command == "migrate":
+        migrate(settings.database_url)
+        log.info("migrations applied")
+        return
+    ledger = bootstrap(settings)
+    ledger.start_expiry_worker()
+    server = build_server(ledger, settings)
+    port = server.start()
+    log.info("ledger serving", port=port, database=_safe_url(settings.database_url))
+    server.serve_forever()
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+__all__ = ["is_database_unavailable", "main"]
+
+if __name__ == "__main__":
+    main()

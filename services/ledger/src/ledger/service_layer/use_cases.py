@@ -1,0 +1,254 @@
+"""The ledger's use cases: one function per command or query, each in a unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from chassis.db.uow import run_in_transaction
+from chassis.kernel.clock import Clock, utc
+from chassis.kernel.errors import IdempotencyKeyReused, PermissionDenied
+from chassis.kernel.pagination import encode_page_token, parse_page
+
+from ledger.domain import validation
+from ledger.domain.batch import decide_batch
+from ledger.domain.errors import account_not_found, refusal, transfer_not_found
+from ledger.domain.events import AccountOpened
+from ledger.domain.model import (
+    Account,
+    AccountSpec,
+    Balance,
+    Entry,
+    ExpirePendingOp,
+    ItemResult,
+    TransferRecord,
+    TransferRequest,
+)
+from ledger.service_layer.unit_of_work import LedgerUnitOfWork
+
+UowFactory = Callable[[], LedgerUnitOfWork]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks, as far as object-level rules care: a customer sees only its own accounts."""
+
+    customer_id: str = ""
+
+    def check_account(self, account: Account) -> None:
+        if self.customer_id and account.customer_id != self.customer_id:
+            raise PermissionDenied(
+                "NOT_ACCOUNT_OWNER",
+                f"account {account.id} does not belong to the calling customer",
+                metadata={"id": account.id},
+            )
+
+
+SERVICE = Caller()
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    result: ItemResult
+    record: TransferRecord | None
+
+
+# --- accounts ---------------------------------------------------------------
+
+
+def open_account(uow_factory: UowFactory, clock: Clock, spec: AccountSpec) -> Account:
+    validation.validate_account_spec(spec)
+
+    def work(uow: LedgerUnitOfWork) -> Account:
+        existing = uow.store.get_account(spec.id)
+        if existing is not None:
+            if existing.fingerprint != spec.fingerprint():
+                raise IdempotencyKeyReused("account", spec.id)
+            return existing
+        account = Account.open(spec, clock.now())
+        uow.store.insert_account(account)
+        uow.record(AccountOpened(account, account.created_at or clock.now()))
+        return account
+
+    return run_in_transaction(uow_factory, work)
+
+
+def get_account(uow_factory: UowFactory, account_id: str, caller: Caller = SERVICE) -> Account:
+    with uow_factory() as uow:
+        account = uow.store.get_account(account_id)
+    if account is None:
+        raise account_not_found(account_id)
+    caller.check_account(account)
+    return account
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+def list_accounts(
+    uow_factory: UowFactory,
+    page_size: int,
+    page_token: str,
+    customer_id: str = "",
+    caller: Caller = SERVICE,
+) -> Page[Account]:
+    if caller.customer_id:
+        if customer_id and customer_id != caller.customer_id:
+            raise PermissionDenied("NOT_ACCOUNT_OWNER", "a customer may list only its own accounts")
+        customer_id = caller.customer_id
+    filters = {"customer_id": customer_id}
+    page = parse_page(page_size, page_token, filters)
+    with uow_factory() as uow:
+        items = uow.store.list_accounts(page.after, page.size + 1, customer_id)
+    more = len(items) > page.size
+    items = items[: page.size]
+    token = encode_page_token(items[-1].id, filters) if more and items else ""
+    return Page(items, token)
+
+
+# --- transfers --------------------------------------------------------------
+
+
+def execute_batch(
+    uow_factory: UowFactory, clock: Clock, requests: Sequence[TransferRequest]
+) -> list[ItemOutcome]:
+    """Decide and write already validated requests as one transaction (retried on conflicts)."""
+
+    def work(uow: LedgerUnitOfWork) -> list[ItemOutcome]:
+        store = uow.store
+        referenced = {r for r in (q.referenced_transfer_id() for q in requests) if r}
+        # Records first (immutable rows: safe to read before locking), to learn
+        # which accounts the referenced transfers touch.
+        known = store.load_records([q.id for q in requests] + list(referenced))
+        account_ids: set[str] = set()
+        for request in requests:
+            op = request.operation
+            for leg in getattr(op, "legs", ()):
+                account_ids.add(leg.account_id)
+        for transfer_id in referenced:
+            record = known.get(transfer_id)
+            if record is not None:
+                account_ids.update(leg.account_id for leg in record.legs)
+        accounts = store.lock_accounts(account_ids)
+        # Resolution state may have changed while we waited for the locks; now
+        # that we hold them it cannot, so read it again.
+        if referenced:
+            known.update(store.load_records(referenced))
+        now = clock.now()
+        for account in accounts.values():
+            if account.last_entry_at is not None and account.last_entry_at > now:
+                now = account.last_entry_at  # an account's history never runs backwards
+        outcome = decide_batch(requests, accounts, known, now)
+        for account in outcome.accounts.values():
+            account.last_entry_at = now
+        store.write(outcome)
+        uow.record(*outcome.events)
+        records = {r.id: r for r in outcome.records}
+        return [
+            ItemOutcome(result, records.get(result.id) or known.get(result.id))
+            for result in outcome.results
+        ]
+
+    return run_in_transaction(uow_factory, work)
+
+
+def create_transfers(
+    uow_factory: UowFactory, clock: Clock, requests: Sequence[TransferRequest]
+) -> list[ItemResult]:
+    validation.validate_transfers(requests)
+    return [o.result for o in execute_batch(uow_factory, clock, requests)]
+
+
+def transfer_or_error(outcome: ItemOutcome) -> TransferRecord:
+    """The applied transfer of a single-item call, or its refusal raised as an error."""
+    if not outcome.result.ok:
+        raise refusal(outcome.result)
+    assert outcome.record is not None
+    return outcome.record
+
+
+def get_transfer(uow_factory: UowFactory, transfer_id: str) -> TransferRecord:
+    with uow_factory() as uow:
+        record = uow.store.get_record(transfer_id)
+    if record is None:
+        raise transfer_not_found(transfer_id)
+    if not record.ok:
+        raise transfer_not_found(transfer_id, record.reason)
+    return record
+
+
+def expire_due_holds(uow_factory: UowFactory, clock: Clock, limit: int = 500) -> int:
+    """Void holds whose timeout has passed; returns how many were expired."""
+    with uow_factory() as uow:
+        due = uow.store.due_holds(clock.now(), limit)
+    if not due:
+        return 0
+    requests = [
+        TransferRequest(id=f"exp_{pending_id}", operation=ExpirePendingOp(pending_id))
+        for pending_id in due
+    ]
+    outcomes = execute_batch(uow_factory, clock, requests)
+    return sum(1 for o in outcomes if o.result.ok and not o.result.replayed)
+
+
+# --- balances and history ------------------------------------------------------
+
+
+def get_balance(
+    uow_factory: UowFactory,
+    account_id: str,
+    as_of: datetime | None,
+    clock: Clock,
+    caller: Caller = SERVICE,
+) -> Balance:
+    with uow_factory() as uow:
+        account = uow.store.get_account(account_id)
+        if account is None:
+            raise account_not_found(account_id)
+        caller.check_account(account)
+        if as_of is None:
+            return account.balance(clock.now())
+        as_of = utc(as_of)
+        entry = uow.store.entry_as_of(account_id, as_of)
+    if entry is None:
+        return Balance(account.id, account.currency, account.normal_side, as_of=as_of)
+    return Balance(
+        account.id,
+        account.currency,
+        account.normal_side,
+        entry.debits_posted,
+        entry.credits_posted,
+        entry.debits_pending,
+        entry.credits_pending,
+        as_of,
+    )
+
+
+def list_entries(
+    uow_factory: UowFactory,
+    account_id: str,
+    page_size: int,
+    page_token: str,
+    caller: Caller = SERVICE,
+) -> tuple[Account, Page[Entry]]:
+    filters = {"account_id": account_id}
+    page = parse_page(page_size, page_token, filters)
+    after = int(page.after) if page.after and page.after.isdigit() else 0
+    with uow_factory() as uow:
+        account = uow.store.get_account(account_id)
+        if account is None:
+            raise account_not_found(account_id)
+        caller.check_account(account)
+        entries = uow.store.list_entries(account_id, after, page.size + 1)
+    more = len(entries) > page.size
+    entries = entries[: page.size]
+    token = encode_page_token(str(entries[-1].sequence), filters) if more and entries else ""
+    return account, Page(entries, token)

@@ -1,0 +1,27 @@
+"""Fixtures shared by every tier: real PostgreSQL databases, the real Pub/Sub emulator.
+
+A missing PostgreSQL or emulator is an error naming what to provide, never a
+skip: they are the production store and the production broker's stand-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from astra_testkit.postgres import PostgresServer
+from astra_testkit.pubsub_emulator import PubSubEmulator
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.require()
+    yield server
+    server.drop_all()
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[PubSubEmulator]:
+    with PubSubEmulator() as emulator:
+        yield emulator
