@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` measures the machine's ceilings and every service in one run."""

@@ -1,0 +1,81 @@
+"""What every benchmark section shares: the environment it runs in and how it reports.
+
+A section is a module with ``measure(env: BenchEnv) -> Section``. ``bench.run``
+calls every section in one process, one after another, so that figures and
+their ratios come from the same run on the same (shared, noisy) machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from astra_testkit.postgres import PostgresServer
+from astra_testkit.pubsub_emulator import PubSubEmulator
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    # A target such as ">= 20000" or "<= 100"; empty when the figure is informative only.
+    target: str = ""
+    note: str = ""
+
+    def met(self) -> bool | None:
+        if not self.target:
+            return None
+        op, _, number = self.target.partition(" ")
+        limit = float(number.replace(",", ""))
+        return self.value >= limit if op == ">=" else self.value <= limit
+
+
+@dataclass
+class Section:
+    title: str
+    figures: list[Figure] = field(default_factory=list)
+    # Latency samples in milliseconds, by series name, for the report's chart.
+    latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, name: str, value: float, unit: str, target: str = "", note: str = "") -> Figure:
+        figure = Figure(name, value, unit, target, note)
+        self.figures.append(figure)
+        return figure
+
+
+@dataclass
+class BenchEnv:
+    postgres: PostgresServer
+    # Started on first use by sections that need Pub/Sub.
+    _emulator: PubSubEmulator | None = None
+    # Figures of earlier sections, for ratios (e.g. "grpc.empty_calls_per_s").
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def emulator(self) -> PubSubEmulator:
+        if self._emulator is None:
+            self._emulator = PubSubEmulator().start()
+        return self._emulator
+
+    def close(self) -> None:
+        if self._emulator is not None:
+            self._emulator.stop()
+            self._emulator = None
+        self.postgres.drop_all()
+
+
+def percentile(samples: list[float], p: float) -> float:
+    """The p-th percentile (0-100) by the inclusive method; samples need not be sorted."""
+    if not samples:
+        return float("nan")
+    if len(samples) == 1:
+        return samples[0]
+    return (
+        statistics.quantiles(samples, n=100, method="inclusive")[int(p) - 1]
+        if p < 100
+        else max(samples)
+    )
