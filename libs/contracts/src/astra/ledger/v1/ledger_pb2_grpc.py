@@ -39,6 +39,11 @@ class LedgerServiceStub:
     UNBALANCED_TRANSFER, PENDING_TRANSFER_EXPIRED, ALREADY_POSTED,
     ALREADY_VOIDED, IDEMPOTENCY_KEY_REUSED) and, for bad input, a
     google.rpc.BadRequest with one violation per offending field.
+
+    Every call needs "authorization: Bearer <token>" from identity, carrying
+    the scope its method declares (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED without the scope). A token whose subject is a customer
+    sees only that customer's accounts and the transfers touching them.
     """
 
     def __init__(self, channel):
@@ -118,6 +123,11 @@ class LedgerServiceServicer:
     UNBALANCED_TRANSFER, PENDING_TRANSFER_EXPIRED, ALREADY_POSTED,
     ALREADY_VOIDED, IDEMPOTENCY_KEY_REUSED) and, for bad input, a
     google.rpc.BadRequest with one violation per offending field.
+
+    Every call needs "authorization: Bearer <token>" from identity, carrying
+    the scope its method declares (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED without the scope). A token whose subject is a customer
+    sees only that customer's accounts and the transfers touching them.
     """
 
     def OpenAccount(self, request, context):
@@ -283,6 +293,11 @@ class LedgerService:
     UNBALANCED_TRANSFER, PENDING_TRANSFER_EXPIRED, ALREADY_POSTED,
     ALREADY_VOIDED, IDEMPOTENCY_KEY_REUSED) and, for bad input, a
     google.rpc.BadRequest with one violation per offending field.
+
+    Every call needs "authorization: Bearer <token>" from identity, carrying
+    the scope its method declares (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED without the scope). A token whose subject is a customer
+    sees only that customer's accounts and the transfers touching them.
     """
 
     @staticmethod

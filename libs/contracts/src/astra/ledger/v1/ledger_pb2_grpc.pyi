@@ -40,6 +40,11 @@ class LedgerServiceStub:
     UNBALANCED_TRANSFER, PENDING_TRANSFER_EXPIRED, ALREADY_POSTED,
     ALREADY_VOIDED, IDEMPOTENCY_KEY_REUSED) and, for bad input, a
     google.rpc.BadRequest with one violation per offending field.
+
+    Every call needs "authorization: Bearer <token>" from identity, carrying
+    the scope its method declares (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED without the scope). A token whose subject is a customer
+    sees only that customer's accounts and the transfers touching them.
     """
 
     @_typing.overload
@@ -93,6 +98,11 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     UNBALANCED_TRANSFER, PENDING_TRANSFER_EXPIRED, ALREADY_POSTED,
     ALREADY_VOIDED, IDEMPOTENCY_KEY_REUSED) and, for bad input, a
     google.rpc.BadRequest with one violation per offending field.
+
+    Every call needs "authorization: Bearer <token>" from identity, carrying
+    the scope its method declares (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED without the scope). A token whose subject is a customer
+    sees only that customer's accounts and the transfers touching them.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -142,6 +152,11 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     UNBALANCED_TRANSFER, PENDING_TRANSFER_EXPIRED, ALREADY_POSTED,
     ALREADY_VOIDED, IDEMPOTENCY_KEY_REUSED) and, for bad input, a
     google.rpc.BadRequest with one violation per offending field.
+
+    Every call needs "authorization: Bearer <token>" from identity, carrying
+    the scope its method declares (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED without the scope). A token whose subject is a customer
+    sees only that customer's accounts and the transfers touching them.
     """
 
     @_abc_1.abstractmethod
