@@ -1,0 +1,41 @@
+"""Suite-wide auth: local token verification, per-RPC scopes from the contracts, principals.
+
+- ``TokenVerifier`` checks a token (ES256 only, kid, iss, aud, exp/nbf/iat with
+  leeway) against public keys cached by ``JwksCache``.
+- ``AccessPolicy`` reads each RPC's required scopes from the
+  ``astra.auth.v1.access`` method option; ``AuthInterceptor`` enforces it and
+  binds the ``Principal`` for the service layer (``current_principal()``).
+- ``ClientCredentialsTokenSource`` gives outgoing calls a cached token.
+"""
+
+from chassis.auth.interceptor import AuthInterceptor, bearer_token
+from chassis.auth.keys import (
+    CallableKeySource,
+    IdentityKeySource,
+    JwksCache,
+    KeyDocument,
+    KeySource,
+)
+from chassis.auth.policy import AccessPolicy, MethodRule, UndeclaredAccess, declared_scopes
+from chassis.auth.principal import Principal, PrincipalKind, current_principal
+from chassis.auth.token_source import ClientCredentialsTokenSource
+from chassis.auth.verifier import TokenVerifier
+
+__all__ = [
+    "AccessPolicy",
+    "AuthInterceptor",
+    "CallableKeySource",
+    "ClientCredentialsTokenSource",
+    "IdentityKeySource",
+    "JwksCache",
+    "KeyDocument",
+    "KeySource",
+    "MethodRule",
+    "Principal",
+    "PrincipalKind",
+    "TokenVerifier",
+    "UndeclaredAccess",
+    "bearer_token",
+    "current_principal",
+    "declared_scopes",
+]

@@ -1,0 +1,106 @@
+"""Local verification of access tokens.
+
+PyJWT does the parsing and the signature check with an explicit algorithm
+allow-list (ES256 only): a token with ``alg: none``, or an HS256 token "signed"
+with the public key, is refused by the library before any key is used. Each
+refusal has a stable reason; messages never contain the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+
+from chassis.auth.claims import ALGORITHM, REQUIRED_CLAIMS, SUB_TYPE
+from chassis.auth.keys import JwksCache
+from chassis.auth.principal import Principal, PrincipalKind
+from chassis.kernel.errors import Unauthenticated
+
+
+def _refused(reason: str, what: str) -> Unauthenticated:
+    return Unauthenticated(reason, f"a valid bearer token is required: {what}")
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        keys: JwksCache,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_seconds: float = 30.0,
+        algorithms: Sequence[str] = (ALGORITHM,),
+    ) -> None:
+        if not issuer or not audience:
+            raise ValueError("a verifier needs an issuer and an audience")
+        self.keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+        self._algorithms = list(algorithms)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise _refused("MALFORMED_TOKEN", "the token is not a well-formed JWT") from None
+        if header.get("alg") not in self._algorithms:
+            raise _refused("ALGORITHM_NOT_ALLOWED", "the token's algorithm is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise _refused("MISSING_KEY_ID", "the token names no signing key (kid)")
+        key = self.keys.key_for(kid)
+        if key is None:
+            raise _refused("UNKNOWN_SIGNING_KEY", "the token was signed by an unknown key")
+        claims = self._decode(token, key)
+        return _principal(claims)
+
+    def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _refused("TOKEN_EXPIRED", "the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _refused("TOKEN_NOT_YET_VALID", "the token is not valid yet") from None
+        except jwt.InvalidIssuerError:
+            raise _refused("WRONG_ISSUER", "the token comes from another issuer") from None
+        except jwt.InvalidAudienceError:
+            raise _refused("WRONG_AUDIENCE", "the token is meant for another audience") from None
+        except jwt.MissingRequiredClaimError as error:
+            raise _refused("MISSING_CLAIM", f"the token lacks the {error.claim!r} claim") from None
+        except jwt.InvalidAlgorithmError:
+            raise _refused("ALGORITHM_NOT_ALLOWED", "the algorithm is not accepted") from None
+        except jwt.InvalidSignatureError:
+            raise _refused("BAD_SIGNATURE", "the token's signature does not verify") from None
+        except jwt.InvalidTokenError:
+            raise _refused("MALFORMED_TOKEN", "the token is not a well-formed JWT") from None
+        return claims
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    subject, scope, client_id = claims["sub"], claims["scope"], claims["azp"]
+    try:
+        kind = PrincipalKind(claims[SUB_TYPE])
+    except ValueError:
+        raise _refused("MALFORMED_TOKEN", "the token's subject type is unknown") from None
+    if not (isinstance(subject, str) and isinstance(scope, str) and isinstance(client_id, str)):
+        raise _refused("MALFORMED_TOKEN", "the token's claims have the wrong types")
+    return Principal(
+        subject=subject,
+        kind=kind,
+        client_id=client_id,
+        scopes=frozenset(scope.split()),
+        token_id=str(claims.get("jti", "")),
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+    )
