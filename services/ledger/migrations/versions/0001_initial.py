@@ -78,7 +78,7 @@ def upgrade() -> None:
     sa.Column('subscription', sa.String(length=200), nullable=False),
     sa.Column('event_id', sa.String(length=64), nullable=False),
     sa.Column('event_type', sa.String(length=200), nullable=False),
-    sa.Column('processed_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('processed_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     sa.PrimaryKeyConstraint('subscription', 'event_id')
     )
     op.create_table('open_holds',
@@ -96,7 +96,7 @@ def upgrade() -> None:
     sa.Column('payload', sa.LargeBinary(), nullable=False),
     sa.Column('headers', sa.Text(), nullable=True),
     sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )

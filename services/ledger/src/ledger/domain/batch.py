@@ -229,6 +229,10 @@ class _Decider:
         )
 
     def _refuse(self, request: TransferRequest, reason: str, message: str) -> ItemResult:
+        if isinstance(request.operation, ExpirePendingOp):
+            # The ledger's own expiry is no client's idempotency key: a refused
+            # attempt (not due yet, resolved meanwhile) leaves no record to replay.
+            return ItemResult(request.id, False, reason, message, created_at=self.now)
         record = TransferRecord(
             id=request.id,
             kind=request.kind,

@@ -1,0 +1,139 @@
+"""The shared server bootstrap: error mapping, health, reflection, drain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from astra.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from chassis.grpc.interceptors import CallInterceptor
+from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
+from chassis.grpc.status import bad_request, error_info
+from chassis.kernel.errors import FieldViolation, InvalidArgument
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from ledger.bootstrap import bootstrap
+from ledger.entrypoints.server import SERVICE_NAME, build_server
+
+from tests.ledger_fixtures import ledger_settings
+
+SERVICE = "astra.test.v1.Probe"
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def _boom(request: bytes, context: grpc.ServicerContext) -> bytes:
+    raise RuntimeError("secret internals: password=hunter2")
+
+
+def _invalid(request: bytes, context: grpc.ServicerContext) -> bytes:
+    raise InvalidArgument([FieldViolation("thing.size", "must be positive", "TOO_SMALL")])
+
+
+def _register(server: grpc.Server) -> None:
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=_identity, response_serializer=_identity
+        )
+        for name, fn in (("Boom", _boom), ("Invalid", _invalid))
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+@pytest.fixture
+def probe() -> Iterator[grpc.Channel]:
+    server = GrpcServer(
+        [ServiceBinding(SERVICE, _register)],
+        ServerOptions(port=0),
+        interceptors=[CallInterceptor("test.astra")],
+    )
+    port = server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield channel
+    channel.close()
+    server.stop(0)
+
+
+def _call(channel: grpc.Channel, method: str) -> grpc.RpcError:
+    stub = channel.unary_unary(f"/{SERVICE}/{method}")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub(b"", metadata=[("x-request-id", "req-123")])
+    return caught.value
+
+
+def test_unexpected_errors_become_internal_with_a_correlation_id_and_no_internals(
+    probe: grpc.Channel,
+) -> None:
+    error = _call(probe, "Boom")
+    assert error.code() == grpc.StatusCode.INTERNAL
+    info = error_info(error)
+    assert info is not None
+    assert info.metadata["correlation_id"] == "req-123"
+    wire = f"{error.details()} {error.debug_error_string()} {error.trailing_metadata()}"
+    for leaked in ("hunter2", "RuntimeError", "Traceback", "secret internals"):
+        assert leaked not in wire
+    assert "req-123" in error.details()
+
+
+def test_domain_errors_carry_error_info_and_field_violations(probe: grpc.Channel) -> None:
+    error = _call(probe, "Invalid")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info(error)
+    assert info is not None
+    assert (info.reason, info.domain, info.metadata["request_id"]) == (
+        "INVALID_ARGUMENT",
+        "test.astra",
+        "req-123",
+    )
+    violations = bad_request(error)
+    assert violations is not None
+    assert [(v.field, v.reason) for v in violations.field_violations] == [
+        ("thing.size", "TOO_SMALL")
+    ]
+
+
+def test_health_per_service_and_overall_then_draining(probe: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(probe)
+    for service in ("", SERVICE):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as unknown:
+        health.Check(health_pb2.HealthCheckRequest(service="nope.Service"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_lists_the_ledger_service(postgres: object, ledger_db_url: str) -> None:
+    ledger = bootstrap(ledger_settings(ledger_db_url))
+    server = build_server(ledger, ledger.settings)
+    port = server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            replies = stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            names = {s.name for r in replies for s in r.list_services_response.service}
+        assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+    finally:
+        server.stop(0)
+
+
+def test_database_down_is_unavailable_not_internal(postgres: object) -> None:
+    # Nothing listens on this port: every call finds the database unreachable.
+    ledger = bootstrap(ledger_settings("postgresql://postgres@127.0.0.1:1/none", db_pool_size=1))
+    server = build_server(ledger, ledger.settings)
+    port = server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.GetAccount(ledger_pb2.GetAccountRequest(account_id="acct_a"), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        info = error_info(caught.value)
+        assert info is not None
+        assert info.reason == "DATABASE_UNAVAILABLE"
+    finally:
+        server.stop(0)

@@ -1,0 +1,424 @@
+"""The ledger over gRPC, on PostgreSQL: behaviour, error details and what is written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import grpc
+import pytest
+from astra.ledger.v1 import events_pb2
+from astra.ledger.v1 import ledger_pb2 as pb
+from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
+from chassis.grpc.status import bad_request, error_info, reason_of
+from chassis.protos import to_timestamp
+from google.protobuf.duration_pb2 import Duration
+from ledger.bootstrap import Ledger
+from ledger.service_layer import use_cases
+from sqlalchemy import text
+
+from tests.ledger_fixtures import MovableClock
+
+D, C = pb.DIRECTION_DEBIT, pb.DIRECTION_CREDIT
+
+
+def leg(account: str, direction: int, amount: int, currency: str = "EUR") -> pb.Leg:
+    return pb.Leg(account_id=account, direction=direction, amount=amount, currency=currency)  # type: ignore[arg-type]
+
+
+def movement(tid: str, src: str, dst: str, amount: int, **kw: object) -> pb.TransferSpec:
+    return pb.TransferSpec(
+        id=tid, movement=pb.Movement(legs=[leg(src, D, amount), leg(dst, C, amount)]), **kw
+    )
+
+
+def open_account(stub: LedgerServiceStub, account_id: str, **kw: object) -> pb.Account:
+    values: dict[str, object] = {"currency": "EUR", "normal_side": pb.NORMAL_SIDE_CREDIT, **kw}
+    return stub.OpenAccount(
+        pb.OpenAccountRequest(account=pb.Account(id=account_id, **values))  # type: ignore[arg-type]
+    ).account
+
+
+def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+def journal_counts(ledger: Ledger) -> tuple[int, int, int, int]:
+    with ledger.engine.connect() as c:
+        return tuple(  # type: ignore[return-value]
+            c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in ("accounts", "transfers", "entries", "outbox")
+        )
+
+
+@pytest.fixture
+def funded(ledger_stub: LedgerServiceStub) -> LedgerServiceStub:
+    """acct_bank (asset) funded acct_alice with 1,000; acct_bob is empty; both can't overdraw."""
+    open_account(ledger_stub, "acct_bank", normal_side=pb.NORMAL_SIDE_DEBIT)
+    open_account(
+        ledger_stub, "acct_alice", debits_must_not_exceed_credits=True, customer_id="cus_alice"
+    )
+    open_account(ledger_stub, "acct_bob", debits_must_not_exceed_credits=True)
+    ledger_stub.CreateTransfer(
+        pb.CreateTransferRequest(transfer=movement("tr_fund", "acct_bank", "acct_alice", 1000))
+    )
+    return ledger_stub
+
+
+# --- accounts ------------------------------------------------------------------------
+
+
+def test_open_account_is_idempotent_and_refuses_reuse_with_other_content(
+    ledger_stub: LedgerServiceStub,
+) -> None:
+    first = open_account(ledger_stub, "acct_1", currency="JPY", metadata={"k": "v"})
+    assert first.currency_exponent == 0
+    again = open_account(ledger_stub, "acct_1", currency="JPY", metadata={"k": "v"})
+    assert again == first
+    error = rpc_error(lambda: open_account(ledger_stub, "acct_1", currency="EUR"))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    info = error_info(error)
+    assert info is not None
+    assert (info.reason, info.domain) == ("IDEMPOTENCY_KEY_REUSED", "ledger.astra")
+
+
+def test_unknown_account_is_not_found(ledger_stub: LedgerServiceStub) -> None:
+    error = rpc_error(lambda: ledger_stub.GetAccount(pb.GetAccountRequest(account_id="acct_no")))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(error) == "ACCOUNT_NOT_FOUND"
+
+
+def test_list_accounts_pages_through_everything_once(ledger_stub: LedgerServiceStub) -> None:
+    ids = [f"acct_{i:02d}" for i in range(7)]
+    for i, account_id in enumerate(ids):
+        open_account(ledger_stub, account_id, customer_id="cus_x" if i % 2 else "")
+    seen, token = [], ""
+    while True:
+        page = ledger_stub.ListAccounts(pb.ListAccountsRequest(page_size=3, page_token=token))
+        seen += [a.id for a in page.accounts]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids
+    mine = ledger_stub.ListAccounts(pb.ListAccountsRequest(customer_id="cus_x"))
+    assert [a.id for a in mine.accounts] == ids[1::2]
+    error = rpc_error(lambda: ledger_stub.ListAccounts(pb.ListAccountsRequest(page_size=1001)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- transfers -----------------------------------------------------------------------
+
+
+def test_batch_results_follow_items_with_reasons(funded: LedgerServiceStub) -> None:
+    reply = funded.CreateTransfers(
+        pb.CreateTransfersRequest(
+            transfers=[
+                movement("tr_1", "acct_alice", "acct_bob", 400),
+                movement("tr_2", "acct_alice", "acct_bob", 700),
+                movement("tr_3", "acct_alice", "acct_bob", 100, linked=True),
+                movement("tr_4", "acct_bob", "acct_nobody", 1),
+                movement("tr_5", "acct_bob", "acct_alice", 50),
+            ]
+        )
+    )
+    assert [(r.id, r.ok, r.reason) for r in reply.results] == [
+        ("tr_1", True, ""),
+        ("tr_2", False, "INSUFFICIENT_FUNDS"),
+        ("tr_3", False, "LINKED_TRANSFER_FAILED"),
+        ("tr_4", False, "ACCOUNT_NOT_FOUND"),
+        ("tr_5", True, ""),
+    ]
+    balance = funded.GetBalance(pb.GetBalanceRequest(account_id="acct_alice")).balance
+    assert (balance.posted, balance.available) == (650, 650)
+
+
+def test_single_transfer_refusals_map_to_codes(funded: LedgerServiceStub) -> None:
+    def create(spec: pb.TransferSpec) -> grpc.RpcError:
+        return rpc_error(lambda: funded.CreateTransfer(pb.CreateTransferRequest(transfer=spec)))
+
+    broke = create(movement("tr_a", "acct_bob", "acct_alice", 1))
+    assert (broke.code(), reason_of(broke)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INSUFFICIENT_FUNDS",
+    )
+    missing = create(movement("tr_b", "acct_alice", "acct_ghost", 1))
+    assert (missing.code(), reason_of(missing)) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
+    open_account(funded, "acct_usd", currency="USD")
+    mismatch = create(
+        pb.TransferSpec(
+            id="tr_c",
+            movement=pb.Movement(legs=[leg("acct_alice", D, 5), leg("acct_usd", C, 5)]),
+        )
+    )
+    assert (mismatch.code(), reason_of(mismatch)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "CURRENCY_MISMATCH",
+    )
+    # A recorded refusal replays as the same refusal, flagged as a replay.
+    again = create(movement("tr_a", "acct_bob", "acct_alice", 1))
+    info = error_info(again)
+    assert info is not None
+    assert info.reason == "INSUFFICIENT_FUNDS"
+    assert info.metadata["replayed"] == "true"
+    reused = create(movement("tr_a", "acct_bob", "acct_alice", 2))
+    assert (reused.code(), reason_of(reused)) == (
+        grpc.StatusCode.ALREADY_EXISTS,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+
+
+def test_replaying_a_success_returns_the_original_transfer(funded: LedgerServiceStub) -> None:
+    spec = movement("tr_once", "acct_alice", "acct_bob", 10, metadata={"order": "42"})
+    first = funded.CreateTransfer(pb.CreateTransferRequest(transfer=spec)).transfer
+    second = funded.CreateTransfer(pb.CreateTransferRequest(transfer=spec)).transfer
+    assert first == second
+    assert funded.GetBalance(pb.GetBalanceRequest(account_id="acct_bob")).balance.posted == 10
+
+
+def test_two_phase_lifecycle(funded: LedgerServiceStub, clock: MovableClock) -> None:
+    held = funded.CreateTransfer(
+        pb.CreateTransferRequest(
+            transfer=pb.TransferSpec(
+                id="tr_hold",
+                pending=pb.PendingMovement(
+                    legs=[leg("acct_alice", D, 600), leg("acct_bob", C, 600)],
+                    timeout=Duration(seconds=60),
+                ),
+            )
+        )
+    ).transfer
+    assert held.status == pb.TRANSFER_STATUS_PENDING
+    assert held.expire_time.ToDatetime() > held.create_time.ToDatetime()
+    balance = funded.GetBalance(pb.GetBalanceRequest(account_id="acct_alice")).balance
+    assert (balance.posted, balance.pending, balance.available) == (1000, -600, 400)
+    posted = funded.PostPendingTransfer(
+        pb.PostPendingTransferRequest(
+            transfer_id="tr_post",
+            pending_transfer_id="tr_hold",
+            legs=[leg("acct_alice", D, 250), leg("acct_bob", C, 250)],
+        )
+    ).transfer
+    assert posted.kind == pb.TRANSFER_KIND_POST_PENDING
+    assert [leg_.amount for leg_ in posted.legs] == [250, 250]
+    hold_now = funded.GetTransfer(pb.GetTransferRequest(transfer_id="tr_hold")).transfer
+    assert (hold_now.status, hold_now.resolved_by_transfer_id) == (
+        pb.TRANSFER_STATUS_POSTED,
+        "tr_post",
+    )
+    balance = funded.GetBalance(pb.GetBalanceRequest(account_id="acct_alice")).balance
+    assert (balance.posted, balance.available) == (750, 750)
+    void = rpc_error(
+        lambda: funded.VoidPendingTransfer(
+            pb.VoidPendingTransferRequest(transfer_id="tr_void", pending_transfer_id="tr_hold")
+        )
+    )
+    assert reason_of(void) == "ALREADY_POSTED"
+
+
+def test_expired_holds_are_voided_by_the_worker(
+    funded: LedgerServiceStub, ledger: Ledger, clock: MovableClock
+) -> None:
+    funded.CreateTransfer(
+        pb.CreateTransferRequest(
+            transfer=pb.TransferSpec(
+                id="tr_h",
+                pending=pb.PendingMovement(
+                    legs=[leg("acct_alice", D, 300), leg("acct_bob", C, 300)],
+                    timeout=Duration(seconds=5),
+                ),
+            )
+        )
+    )
+    assert use_cases.expire_due_holds(ledger.uow, ledger.clock) == 0
+    clock.advance(timedelta(seconds=6))
+    late_post = rpc_error(
+        lambda: funded.PostPendingTransfer(
+            pb.PostPendingTransferRequest(transfer_id="tr_p", pending_transfer_id="tr_h")
+        )
+    )
+    assert reason_of(late_post) == "PENDING_TRANSFER_EXPIRED"
+    assert use_cases.expire_due_holds(ledger.uow, ledger.clock) == 1
+    assert use_cases.expire_due_holds(ledger.uow, ledger.clock) == 0
+    hold = funded.GetTransfer(pb.GetTransferRequest(transfer_id="tr_h")).transfer
+    assert hold.status == pb.TRANSFER_STATUS_EXPIRED
+    assert funded.GetBalance(pb.GetBalanceRequest(account_id="acct_alice")).balance.available == (
+        1000
+    )
+    with ledger.engine.connect() as c:
+        types = [r[0] for r in c.execute(text("SELECT event_type FROM outbox ORDER BY id"))]
+    assert types[-1] == "astra.ledger.v1.PendingTransferExpired"
+
+
+def test_reversal_makes_the_correcting_transfer(funded: LedgerServiceStub) -> None:
+    funded.CreateTransfer(
+        pb.CreateTransferRequest(transfer=movement("tr_pay", "acct_alice", "acct_bob", 300))
+    )
+    reversal = funded.ReverseTransfer(
+        pb.ReverseTransferRequest(transfer_id="tr_rev", reversed_transfer_id="tr_pay")
+    ).transfer
+    assert [(x.account_id, x.direction) for x in reversal.legs] == [
+        ("acct_alice", C),
+        ("acct_bob", D),
+    ]
+    original = funded.GetTransfer(pb.GetTransferRequest(transfer_id="tr_pay")).transfer
+    assert original.reversed_by_transfer_id == "tr_rev"
+    again = rpc_error(
+        lambda: funded.ReverseTransfer(
+            pb.ReverseTransferRequest(transfer_id="tr_rev2", reversed_transfer_id="tr_pay")
+        )
+    )
+    assert reason_of(again) == "ALREADY_REVERSED"
+    refused = rpc_error(lambda: funded.GetTransfer(pb.GetTransferRequest(transfer_id="tr_rev2")))
+    info = error_info(refused)
+    assert info is not None
+    assert (info.reason, info.metadata["refused_reason"]) == (
+        "TRANSFER_NOT_FOUND",
+        "ALREADY_REVERSED",
+    )
+
+
+def test_balance_as_of_past_instants_and_entry_history(
+    funded: LedgerServiceStub, clock: MovableClock
+) -> None:
+    t_funded = clock.now()
+    for i in range(5):
+        clock.advance(timedelta(minutes=1))
+        funded.CreateTransfer(
+            pb.CreateTransferRequest(transfer=movement(f"tr_{i}", "acct_alice", "acct_bob", 100))
+        )
+
+    def posted_at(instant: object) -> int:
+        request = pb.GetBalanceRequest(account_id="acct_alice", as_of=to_timestamp(instant))  # type: ignore[arg-type]
+        return funded.GetBalance(request).balance.posted
+
+    assert posted_at(t_funded - timedelta(seconds=1)) == 0
+    assert posted_at(t_funded) == 1000
+    assert posted_at(t_funded + timedelta(minutes=2, seconds=30)) == 800
+    assert posted_at(clock.now()) == 500
+    sequences, token = [], ""
+    while True:
+        page = funded.ListAccountEntries(
+            pb.ListAccountEntriesRequest(account_id="acct_alice", page_size=2, page_token=token)
+        )
+        sequences += [(e.sequence, e.balance_after.posted) for e in page.entries]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sequences == [(1, 1000), (2, 900), (3, 800), (4, 700), (5, 600), (6, 500)]
+
+
+# --- bad input: refused with field violations, nothing written --------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (movement("tr_x", "acct_alice", "acct_bob", 0), "transfers[0].movement.legs[0].amount"),
+        (movement("tr_x", "acct_alice", "acct_bob", -5), "transfers[0].movement.legs[0].amount"),
+        (
+            pb.TransferSpec(
+                id="tr_x",
+                movement=pb.Movement(legs=[leg("acct_alice", D, 5), leg("acct_bob", C, 6)]),
+            ),
+            "transfers[0].movement.legs",
+        ),
+        (
+            pb.TransferSpec(
+                id="tr_x",
+                movement=pb.Movement(
+                    legs=[leg("acct_alice", D, 5, "EUX"), leg("acct_bob", C, 5, "EUX")]
+                ),
+            ),
+            "transfers[0].movement.legs[0].currency",
+        ),
+        (movement("tr_" + "x" * 200, "acct_alice", "acct_bob", 5), "transfers[0].id"),
+        (
+            movement("tr_x", "acct_alice", "acct_bob", 5, metadata={"k": "v" * 300}),
+            "transfers[0].metadata['k']",
+        ),
+        (pb.TransferSpec(id="tr_x"), "transfers[0].operation"),
+    ],
+)
+def test_bad_input_is_invalid_argument_with_violations_and_nothing_written(
+    funded: LedgerServiceStub, ledger: Ledger, spec: pb.TransferSpec, field: str
+) -> None:
+    before = journal_counts(ledger)
+    good = movement("tr_good", "acct_alice", "acct_bob", 1)
+    error = rpc_error(
+        lambda: funded.CreateTransfers(pb.CreateTransfersRequest(transfers=[good, spec]))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = bad_request(error)
+    assert violations is not None
+    fields = [v.field for v in violations.field_violations]
+    assert field.replace("transfers[0]", "transfers[1]") in fields
+    assert journal_counts(ledger) == before
+
+
+def test_overflowing_int64_amount_cannot_even_be_encoded() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        pb.Leg(account_id="acct_a", direction=D, amount=2**63, currency="EUR")
+
+
+def test_empty_and_oversize_batches_are_refused(funded: LedgerServiceStub, ledger: Ledger) -> None:
+    before = journal_counts(ledger)
+    empty = rpc_error(lambda: funded.CreateTransfers(pb.CreateTransfersRequest()))
+    assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT
+    huge = [movement(f"tr_{i}", "acct_alice", "acct_bob", 1) for i in range(8190)]
+    oversize = rpc_error(lambda: funded.CreateTransfers(pb.CreateTransfersRequest(transfers=huge)))
+    violations = bad_request(oversize)
+    assert violations is not None
+    assert violations.field_violations[0].reason == "BATCH_TOO_LARGE"
+    assert journal_counts(ledger) == before
+
+
+def test_bad_account_input_writes_nothing(ledger_stub: LedgerServiceStub, ledger: Ledger) -> None:
+    before = journal_counts(ledger)
+    error = rpc_error(
+        lambda: open_account(ledger_stub, "acct_z", currency="ZZZ", external_reference="r" * 500)
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = bad_request(error)
+    assert violations is not None
+    assert {v.field for v in violations.field_violations} == {
+        "account.currency",
+        "account.external_reference",
+    }
+    assert journal_counts(ledger) == before
+
+
+# --- the journal and the outbox ------------------------------------------------------------
+
+
+def test_events_are_written_to_the_outbox_in_the_same_transaction(
+    funded: LedgerServiceStub, ledger: Ledger
+) -> None:
+    funded.CreateTransfers(
+        pb.CreateTransfersRequest(
+            transfers=[movement(f"tr_e{i}", "acct_alice", "acct_bob", 1) for i in range(40)]
+            + [movement("tr_fail", "acct_bob", "acct_ghost", 1)]
+        )
+    )
+    with ledger.engine.connect() as c:
+        rows = c.execute(
+            text("SELECT event_type, ordering_key, payload FROM outbox ORDER BY id")
+        ).all()
+    types = [r[0] for r in rows]
+    assert types.count("astra.ledger.v1.AccountOpened") == 3
+    posted = [r for r in rows if r[0] == "astra.ledger.v1.TransferPosted"]
+    assert len(posted) == 41  # funding + 40; the refused transfer has no event
+    event = events_pb2.TransferPosted.FromString(posted[-1][2])
+    assert event.transfer_id == posted[-1][1] == "tr_e39"
+    assert {b.account_id: b.posted for b in event.balances} == {"acct_alice": 960, "acct_bob": 40}
+
+
+def test_the_journal_cannot_be_edited(funded: LedgerServiceStub, ledger: Ledger) -> None:
+    for statement in (
+        "UPDATE transfers SET legs = '[]'",
+        "DELETE FROM entries",
+        "TRUNCATE transfers",
+    ):
+        with ledger.engine.connect() as c, pytest.raises(Exception, match="immutable"):
+            c.execute(text(statement))

@@ -1,0 +1,58 @@
+"""Dependencies point inward: domains and the shared kernel import no framework."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = ("grpc", "google", "sqlalchemy", "psycopg", "alembic", "astra", "httpx", "structlog")
+
+
+def pure_packages() -> list[Path]:
+    found = [ROOT / "libs/chassis/src/chassis/kernel"]
+    found += sorted(p for p in (ROOT / "services").glob("*/src/*/domain") if p.is_dir())
+    return found
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("package", pure_packages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_pure_packages_import_no_framework(package: Path) -> None:
+    offenders = []
+    for source in sorted(package.rglob("*.py")):
+        for module in imported_modules(source):
+            if module.split(".")[0] in FORBIDDEN:
+                offenders.append(f"{source.relative_to(ROOT)} imports {module}")
+    assert offenders == []
+
+
+def test_the_ledger_domain_is_among_the_checked_packages() -> None:
+    assert ROOT / "services/ledger/src/ledger/domain" in pure_packages()
+
+
+def test_services_never_import_each_other() -> None:
+    services = {p.name for p in (ROOT / "services").iterdir() if (p / "src").is_dir()}
+    packages = {
+        s: {q.name for q in (ROOT / "services" / s / "src").iterdir() if q.is_dir()}
+        for s in services
+    }
+    offenders = []
+    for service, own in packages.items():
+        others = set().union(*(pkgs for s, pkgs in packages.items() if s != service))
+        for source in (ROOT / "services" / service / "src").rglob("*.py"):
+            for module in imported_modules(source):
+                if module.split(".")[0] in others - own:
+                    offenders.append(f"{source.relative_to(ROOT)} imports {module}")
+    assert offenders == []

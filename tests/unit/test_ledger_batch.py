@@ -1,0 +1,413 @@
+"""The ledger's batch decision as a pure function: no database, no gRPC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ledger.domain.batch import BatchOutcome, decide_batch
+from ledger.domain.model import (
+    Account,
+    EntryType,
+    ExpirePendingOp,
+    NormalSide,
+    TransferKind,
+    TransferRecord,
+    TransferRequest,
+    TransferStatus,
+)
+
+from tests.ledger_builders import account, credit, debit, hold, move, post, reverse, void
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+class Book:
+    """Accounts and journal records carried from one decided batch to the next."""
+
+    def __init__(self, *accounts: Account) -> None:
+        self.accounts = {a.id: a for a in accounts}
+        self.known: dict[str, TransferRecord] = {}
+
+    def run(self, *requests: TransferRequest, now: datetime = NOW) -> BatchOutcome:
+        outcome = decide_batch(list(requests), self.accounts, self.known, now)
+        # Resolution and reversal marks land on the shared record objects, as the
+        # store would show them on the next read; new records are added here.
+        for record in outcome.records:
+            self.known[record.id] = record
+        return outcome
+
+    def sums(self, account_id: str) -> tuple[int, int, int, int]:
+        a = self.accounts[account_id]
+        return (a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending)
+
+
+def funded_book() -> Book:
+    """A customer wallet (no overdraft) funded with 1,000 from a bank asset account."""
+    book = Book(
+        account("acct_bank", side=NormalSide.DEBIT),
+        account("acct_alice", no_overdraft=True),
+        account("acct_bob", no_overdraft=True),
+    )
+    outcome = book.run(move("tr_fund", debit("acct_bank", 1000), credit("acct_alice", 1000)))
+    assert outcome.results[0].ok
+    return book
+
+
+def test_movement_posts_every_leg_and_records_entries_with_balances_after() -> None:
+    book = funded_book()
+    outcome = book.run(move("tr_1", debit("acct_alice", 300), credit("acct_bob", 300)))
+    assert outcome.results[0].ok
+    assert outcome.results[0].status is TransferStatus.POSTED
+    assert book.sums("acct_alice") == (300, 1000, 0, 0)
+    assert book.sums("acct_bob") == (0, 300, 0, 0)
+    alice_entry = next(e for e in outcome.entries if e.account_id == "acct_alice")
+    assert (alice_entry.sequence, alice_entry.debits_posted, alice_entry.credits_posted) == (
+        2,
+        300,
+        1000,
+    )
+    assert [e.kind for e in outcome.events] == [TransferKind.MOVEMENT]
+    assert {b.account_id: b.available for b in outcome.events[0].balances} == {
+        "acct_alice": 700,
+        "acct_bob": 300,
+    }
+
+
+def test_multi_leg_transfer_with_fee_leg_applies_atomically() -> None:
+    book = funded_book()
+    book.accounts["acct_fees"] = account("acct_fees")
+    outcome = book.run(
+        move("tr_fee", debit("acct_alice", 110), credit("acct_bob", 100), credit("acct_fees", 10))
+    )
+    assert outcome.results[0].ok
+    assert book.sums("acct_alice")[0] == 110
+    assert book.sums("acct_fees")[1] == 10
+
+
+def test_overdraft_refused_with_insufficient_funds_and_nothing_applied() -> None:
+    book = funded_book()
+    outcome = book.run(move("tr_big", debit("acct_alice", 1001), credit("acct_bob", 1001)))
+    result = outcome.results[0]
+    assert not result.ok
+    assert result.reason == "INSUFFICIENT_FUNDS"
+    assert book.sums("acct_alice") == (0, 1000, 0, 0)
+    assert book.sums("acct_bob") == (0, 0, 0, 0)
+    assert outcome.entries == []
+    assert outcome.events == []
+    # The refusal is recorded so that a replay returns it again.
+    assert [(r.id, r.ok, r.reason) for r in outcome.records] == [
+        ("tr_big", False, "INSUFFICIENT_FUNDS")
+    ]
+
+
+def test_credit_limit_flag_refuses_credits_above_debits() -> None:
+    book = Book(
+        account("acct_loan", side=NormalSide.DEBIT, no_credit_above_debits=True),
+        account("acct_cash", side=NormalSide.DEBIT),
+    )
+    outcome = book.run(move("tr_repay", debit("acct_cash", 5), credit("acct_loan", 5)))
+    assert outcome.results[0].reason == "CREDIT_LIMIT_EXCEEDED"
+
+
+def test_unknown_account_and_currency_mismatch_are_refused() -> None:
+    book = funded_book()
+    book.accounts["acct_usd"] = account("acct_usd", currency="USD")
+    outcome = book.run(
+        move("tr_a", debit("acct_alice", 1), credit("acct_nobody", 1)),
+        move("tr_b", debit("acct_alice", 1), credit("acct_usd", 1)),
+    )
+    assert [r.reason for r in outcome.results] == ["ACCOUNT_NOT_FOUND", "CURRENCY_MISMATCH"]
+
+
+def test_items_see_the_effect_of_earlier_items_in_the_same_batch() -> None:
+    book = funded_book()
+    outcome = book.run(
+        move("tr_1", debit("acct_alice", 600), credit("acct_bob", 600)),
+        move("tr_2", debit("acct_alice", 600), credit("acct_bob", 600)),
+        move("tr_3", debit("acct_bob", 600), credit("acct_alice", 600)),
+    )
+    assert [r.ok for r in outcome.results] == [True, False, True]
+    assert outcome.results[1].reason == "INSUFFICIENT_FUNDS"
+    assert book.sums("acct_alice") == (600, 1600, 0, 0)
+
+
+def test_linked_chain_fails_as_one_and_names_the_failing_member() -> None:
+    book = funded_book()
+    outcome = book.run(
+        move("tr_1", debit("acct_alice", 100), credit("acct_bob", 100), linked=True),
+        move("tr_2", debit("acct_bob", 50), credit("acct_alice", 50), linked=True),
+        move("tr_3", debit("acct_alice", 5000), credit("acct_bob", 5000)),
+        move("tr_4", debit("acct_alice", 1), credit("acct_bob", 1)),
+    )
+    reasons = [(r.ok, r.reason) for r in outcome.results]
+    assert reasons == [
+        (False, "LINKED_TRANSFER_FAILED"),
+        (False, "LINKED_TRANSFER_FAILED"),
+        (False, "INSUFFICIENT_FUNDS"),
+        (True, ""),
+    ]
+    # Only the unlinked tr_4 moved money.
+    assert book.sums("acct_alice") == (1, 1000, 0, 0)
+    assert [e.transfer_id for e in outcome.events] == ["tr_4"]
+    assert {e.transfer_id for e in outcome.entries} == {"tr_4"}
+    assert {r.id for r in outcome.records} == {"tr_1", "tr_2", "tr_3", "tr_4"}
+
+
+def test_linked_chain_succeeds_as_one() -> None:
+    book = funded_book()
+    outcome = book.run(
+        move("tr_1", debit("acct_alice", 700), credit("acct_bob", 700), linked=True),
+        move("tr_2", debit("acct_bob", 700), credit("acct_alice", 700)),
+    )
+    assert all(r.ok for r in outcome.results)
+    assert book.sums("acct_alice") == (700, 1700, 0, 0)
+
+
+def test_replay_with_same_content_returns_original_result_including_failures() -> None:
+    book = funded_book()
+    book.run(
+        move("tr_ok", debit("acct_alice", 10), credit("acct_bob", 10)),
+        move("tr_no", debit("acct_alice", 99999), credit("acct_bob", 99999)),
+    )
+    before = book.sums("acct_alice")
+    # Even with funds now sufficient, tr_no replays its recorded refusal.
+    book.run(move("tr_topup", debit("acct_bank", 200000), credit("acct_alice", 200000)))
+    topped = book.sums("acct_alice")
+    outcome = book.run(
+        move("tr_ok", debit("acct_alice", 10), credit("acct_bob", 10)),
+        move("tr_no", debit("acct_alice", 99999), credit("acct_bob", 99999)),
+    )
+    assert [(r.ok, r.replayed, r.reason) for r in outcome.results] == [
+        (True, True, ""),
+        (False, True, "INSUFFICIENT_FUNDS"),
+    ]
+    assert outcome.records == []
+    assert outcome.entries == []
+    assert book.sums("acct_alice") == topped
+    assert topped[1] - before[1] == 200000
+
+
+def test_same_id_with_different_content_is_refused_and_not_recorded() -> None:
+    book = funded_book()
+    book.run(move("tr_x", debit("acct_alice", 10), credit("acct_bob", 10)))
+    outcome = book.run(move("tr_x", debit("acct_alice", 11), credit("acct_bob", 11)))
+    assert outcome.results[0].reason == "IDEMPOTENCY_KEY_REUSED"
+    assert outcome.records == []
+    assert book.sums("acct_alice") == (10, 1000, 0, 0)
+
+
+def test_duplicate_id_inside_one_batch_replays_the_first() -> None:
+    book = funded_book()
+    outcome = book.run(
+        move("tr_d", debit("acct_alice", 10), credit("acct_bob", 10)),
+        move("tr_d", debit("acct_alice", 10), credit("acct_bob", 10)),
+    )
+    assert [(r.ok, r.replayed) for r in outcome.results] == [(True, False), (True, True)]
+    assert book.sums("acct_alice") == (10, 1000, 0, 0)
+
+
+def test_pending_counts_against_available_then_partial_post_releases_the_rest() -> None:
+    book = funded_book()
+    held = book.run(hold("tr_h", debit("acct_alice", 800), credit("acct_bob", 800)))
+    assert held.results[0].status is TransferStatus.PENDING
+    assert book.sums("acct_alice") == (0, 1000, 800, 0)
+    # The hold blocks spending past the available 200.
+    blocked = book.run(move("tr_m", debit("acct_alice", 201), credit("acct_bob", 201)))
+    assert blocked.results[0].reason == "INSUFFICIENT_FUNDS"
+    posted = book.run(post("tr_p", "tr_h", debit("acct_alice", 500), credit("acct_bob", 500)))
+    assert posted.results[0].ok
+    assert book.sums("acct_alice") == (500, 1000, 0, 0)
+    assert book.sums("acct_bob") == (0, 500, 0, 0)
+    types = sorted((e.account_id, e.entry_type) for e in posted.entries)
+    assert types == [
+        ("acct_alice", EntryType.POSTED),
+        ("acct_alice", EntryType.RELEASE),
+        ("acct_bob", EntryType.POSTED),
+        ("acct_bob", EntryType.RELEASE),
+    ]
+    assert book.known["tr_h"].status is TransferStatus.POSTED
+    assert posted.closed_holds == ["tr_h"]
+
+
+def test_full_post_void_and_second_resolution() -> None:
+    book = funded_book()
+    book.run(
+        hold("tr_h1", debit("acct_alice", 100), credit("acct_bob", 100)),
+        hold("tr_h2", debit("acct_alice", 100), credit("acct_bob", 100)),
+    )
+    outcome = book.run(post("tr_p1", "tr_h1"), void("tr_v2", "tr_h2"))
+    assert all(r.ok for r in outcome.results)
+    assert book.sums("acct_alice") == (100, 1000, 0, 0)
+    again = book.run(void("tr_v1", "tr_h1"), post("tr_p2", "tr_h2"))
+    assert [r.reason for r in again.results] == ["ALREADY_POSTED", "ALREADY_VOIDED"]
+
+
+def test_post_refusals_for_bad_targets_and_amounts() -> None:
+    book = funded_book()
+    book.run(
+        hold("tr_h", debit("acct_alice", 100), credit("acct_bob", 100)),
+        move("tr_m", debit("acct_alice", 1), credit("acct_bob", 1)),
+    )
+    outcome = book.run(
+        post("tr_1", "tr_missing"),
+        post("tr_2", "tr_m"),
+        post("tr_3", "tr_h", debit("acct_alice", 101), credit("acct_bob", 101)),
+        post("tr_4", "tr_h", debit("acct_bank", 10), credit("acct_bob", 10)),
+    )
+    assert [r.reason for r in outcome.results] == [
+        "PENDING_TRANSFER_NOT_FOUND",
+        "TRANSFER_NOT_PENDING",
+        "POST_EXCEEDS_PENDING",
+        "LEG_NOT_IN_PENDING_TRANSFER",
+    ]
+    assert book.sums("acct_alice") == (1, 1000, 100, 0)
+
+
+def test_expired_hold_cannot_be_posted_and_expiry_releases_it() -> None:
+    book = funded_book()
+    book.run(
+        hold(
+            "tr_h", debit("acct_alice", 100), credit("acct_bob", 100), timeout=timedelta(seconds=30)
+        )
+    )
+    assert book.known["tr_h"].expires_at == NOW + timedelta(seconds=30)
+    early = book.run(TransferRequest("exp_tr_h", ExpirePendingOp("tr_h")))
+    assert early.results[0].reason == "PENDING_TRANSFER_NOT_EXPIRED"
+    assert early.records == []  # so the worker can try again later under the same id
+    later = NOW + timedelta(seconds=31)
+    refused = book.run(post("tr_p", "tr_h"), now=later)
+    assert refused.results[0].reason == "PENDING_TRANSFER_EXPIRED"
+    expired = book.run(TransferRequest("exp_tr_h", ExpirePendingOp("tr_h")), now=later)
+    assert expired.results[0].ok
+    assert expired.events[0].kind is TransferKind.EXPIRE_PENDING
+    assert book.known["tr_h"].status is TransferStatus.EXPIRED
+    assert book.sums("acct_alice") == (0, 1000, 0, 0)
+    after = book.run(void("tr_v", "tr_h"), now=later)
+    assert after.results[0].reason == "PENDING_TRANSFER_EXPIRED"
+
+
+def test_reversal_swaps_legs_once_and_respects_limits() -> None:
+    book = funded_book()
+    book.run(move("tr_1", debit("acct_alice", 400), credit("acct_bob", 400)))
+    outcome = book.run(reverse("tr_r", "tr_1"))
+    assert outcome.results[0].ok
+    assert book.sums("acct_alice") == (400, 1400, 0, 0)
+    assert book.sums("acct_bob") == (400, 400, 0, 0)
+    assert outcome.events[0].reversed_transfer_id == "tr_1"
+    again = book.run(reverse("tr_r2", "tr_1"))
+    assert again.results[0].reason == "ALREADY_REVERSED"
+    # Bob spent the money: reversing his incoming transfer would overdraw him.
+    book.run(move("tr_2", debit("acct_alice", 300), credit("acct_bob", 300)))
+    book.run(move("tr_3", debit("acct_bob", 300), credit("acct_alice", 300)))
+    refused = book.run(reverse("tr_r3", "tr_2"))
+    assert refused.results[0].reason == "INSUFFICIENT_FUNDS"
+    not_reversible = book.run(
+        hold("tr_h", debit("acct_alice", 1), credit("acct_bob", 1)), reverse("tr_r4", "tr_h")
+    )
+    assert not_reversible.results[1].reason == "TRANSFER_NOT_REVERSIBLE"
+
+
+def test_balance_overflow_is_refused() -> None:
+    big = 2**63 - 1
+    book = Book(account("acct_a", side=NormalSide.DEBIT), account("acct_b"))
+    assert book.run(move("tr_1", debit("acct_a", big), credit("acct_b", big))).results[0].ok
+    outcome = book.run(move("tr_2", debit("acct_a", 1), credit("acct_b", 1)))
+    assert outcome.results[0].reason == "BALANCE_OVERFLOW"
+    assert book.sums("acct_a")[0] == big
+
+
+# --- invariants over random batches ----------------------------------------------
+
+ACCOUNTS = ["acct_a", "acct_b", "acct_c", "acct_d"]
+
+
+def _random_request(draw: st.DrawFn, index: int, pending_ids: list[str]) -> TransferRequest:
+    kind = draw(st.sampled_from(["move", "hold", "post", "void", "reverse"]))
+    tid = f"tr_{index}"
+    src, dst = draw(st.permutations(ACCOUNTS))[:2]
+    amount = draw(st.integers(min_value=1, max_value=400))
+    linked = draw(st.booleans())
+    if kind in ("post", "void", "reverse") and pending_ids:
+        target = draw(st.sampled_from(pending_ids))
+        if kind == "post":
+            return post(tid, target)
+        if kind == "void":
+            return void(tid, target)
+        return reverse(tid, target)
+    if kind == "hold":
+        pending_ids.append(tid)
+        return hold(tid, debit(src, amount), credit(dst, amount), linked=linked)
+    pending_ids.append(tid)
+    return move(tid, debit(src, amount), credit(dst, amount), linked=linked)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> list[list[TransferRequest]]:
+    pending_ids: list[str] = []
+    out: list[list[TransferRequest]] = []
+    counter = 0
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        batch = []
+        for _ in range(draw(st.integers(min_value=1, max_value=12))):
+            counter += 1
+            batch.append(_random_request(draw, counter, pending_ids))
+        last = batch[-1]
+        batch[-1] = TransferRequest(last.id, last.operation, False, last.metadata)
+        out.append(batch)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches())
+def test_random_batches_keep_the_books_balanced_and_limits_respected(
+    plan: list[list[TransferRequest]],
+) -> None:
+    book = Book(
+        account("acct_a", no_overdraft=True),
+        account("acct_b", no_overdraft=True),
+        account("acct_c"),
+        account("acct_d", side=NormalSide.DEBIT),
+    )
+    seed = book.run(
+        move("tr_seed_a", debit("acct_d", 500), credit("acct_a", 500)),
+        move("tr_seed_b", debit("acct_d", 500), credit("acct_b", 500)),
+    )
+    assert all(r.ok for r in seed.results)
+    replayed_entries: dict[str, tuple[int, int, int, int]] = {}
+    for batch in plan:
+        outcome = book.run(*batch)
+        assert len(outcome.results) == len(batch)
+        for entry in outcome.entries:
+            replayed_entries[entry.account_id] = (
+                entry.debits_posted,
+                entry.credits_posted,
+                entry.debits_pending,
+                entry.credits_pending,
+            )
+        # Double entry: debits equal credits, posted and pending, across all accounts.
+        assert sum(a.debits_posted for a in book.accounts.values()) == sum(
+            a.credits_posted for a in book.accounts.values()
+        )
+        assert sum(a.debits_pending for a in book.accounts.values()) == sum(
+            a.credits_pending for a in book.accounts.values()
+        )
+        for a in book.accounts.values():
+            assert min(a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending) >= 0
+            if a.debits_must_not_exceed_credits:
+                assert a.debits_posted + a.debits_pending <= a.credits_posted
+    # The last entry of each account carries exactly the account's sums.
+    for account_id, sums in replayed_entries.items():
+        assert book.sums(account_id) == sums
+
+
+@pytest.mark.parametrize("count", [1, 50])
+def test_every_item_gets_exactly_one_result_in_order(count: int) -> None:
+    book = funded_book()
+    requests = [
+        move(f"tr_{i}", debit("acct_alice", 1), credit("acct_bob", 1)) for i in range(count)
+    ]
+    outcome = book.run(*requests)
+    assert [r.id for r in outcome.results] == [r.id for r in requests]
