@@ -34,6 +34,7 @@ def ledger_process(
             "LEDGER_GRPC_PORT": str(port),
             "LEDGER_MIGRATE_ON_START": "true",
             "LEDGER_GRACE_SECONDS": "2",
+            "LEDGER_METRICS_PORT": "0",  # tests never take the default 9102
         },
         log_dir=tmp_path,
     ).start()

@@ -22,6 +22,12 @@ class ServiceSettings(BaseSettings):
         False, description="Set SO_REUSEPORT so several processes can share the port"
     )
     grace_seconds: float = Field(10.0, ge=0, description="Drain time on SIGTERM")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics HTTP port on grpc_host (0: none)"
+    )
+    processes: int = Field(
+        1, ge=1, le=64, description="Server processes sharing grpc_port via SO_REUSEPORT"
+    )
     database_url: str = Field(..., description="SQLAlchemy URL of the context's own database")
     migrate_on_start: bool = Field(True, description="Apply Alembic migrations before serving")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")

@@ -1,8 +1,10 @@
 """Structured JSON logs to stdout, one object per line.
 
 Every line carries the service name and, inside a call, the request id and
-method (bound by the request-context interceptor through contextvars). Values
-under secret-like keys are redacted before rendering, whatever the caller passed.
+method (bound by the request-context interceptor through contextvars) and the
+trace and span ids of the current OpenTelemetry span. Values under secret-like
+keys are redacted and account numbers masked before rendering, whatever the
+caller passed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 _SECRET_KEY = re.compile(
     r"(secret|password|passwd|token|authorization|private_key|api_key|credential|jwt)",
@@ -22,20 +25,41 @@ _SECRET_KEY = re.compile(
 _BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
 REDACTED = "[REDACTED]"
+# Keys whose values identify a person's bank account: only the last 4 characters stay.
+_ACCOUNT_KEY = re.compile(
+    r"(account_number|accountnumber|iban|card_number|(^|_)pan$|bank_account|routing_number)",
+    re.IGNORECASE,
+)
+# Account numbers inside free text: IBAN-shaped tokens and long runs of digits.
+_ACCOUNT_IN_TEXT = re.compile(r"\b(?:[A-Z]{2}\d{2}[A-Z0-9]{10,30}|\d{9,19})\b")
+
+
+def mask_account_number(value: object) -> str:
+    """``DE89370400440532013000`` -> ``******************3000``."""
+    text = str(value)
+    visible = 4 if len(text) > 8 else 0
+    return "*" * (len(text) - visible) + text[len(text) - visible :]
 
 
 def redact_text(text: str) -> str:
-    """Masks bearer tokens and anything shaped like a JWT inside free text."""
-    return _JWT.sub(REDACTED, _BEARER.sub("Bearer " + REDACTED, text))
+    """Masks bearer tokens, anything shaped like a JWT and account numbers inside free text."""
+    text = _JWT.sub(REDACTED, _BEARER.sub("Bearer " + REDACTED, text))
+    return _ACCOUNT_IN_TEXT.sub(lambda m: mask_account_number(m.group(0)), text)
+
+
+def _redact_item(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key):
+        return REDACTED
+    if _ACCOUNT_KEY.search(key) and isinstance(value, str | int):
+        return mask_account_number(value)
+    return _redact(value)
 
 
 def _redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {
-            k: (REDACTED if _SECRET_KEY.search(str(k)) else _redact(v)) for k, v in value.items()
-        }
+        return {k: _redact_item(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redact(v) for v in value]
     return value
@@ -45,10 +69,18 @@ def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key in list(event_dict):
-        if _SECRET_KEY.search(key):
-            event_dict[key] = REDACTED
-        else:
-            event_dict[key] = _redact(event_dict[key])
+        event_dict[key] = _redact_item(key, event_dict[key])
+    return event_dict
+
+
+def add_trace_context(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``trace_id`` and ``span_id`` of the current span, to join logs with traces."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event_dict.setdefault("trace_id", format(span_context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(span_context.span_id, "016x"))
     return event_dict
 
 
@@ -62,6 +94,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_service(service),
+        add_trace_context,
     ]
     structlog.configure(
         processors=[

@@ -11,6 +11,7 @@ class LedgerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore", frozen=True)
 
     grpc_port: int = Field(50052, ge=0, le=65535)
+    metrics_port: int = Field(9102, ge=0, le=65535)
     database_url: str = Field("sqlite:///.data/ledger.db")
     db_pool_size: int = Field(16, ge=1, le=200, description="Connections per process")
     batcher_workers: int = Field(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from chassis import tracing
 from chassis.grpc.context import current_call
 
 TokenSource = Callable[[], str]
@@ -93,5 +94,7 @@ def open_channel(
         ],
     )
     return grpc.intercept_channel(
-        channel, PropagatingClientInterceptor(default_timeout, token_source)
+        channel,
+        *tracing.client_interceptors(),
+        PropagatingClientInterceptor(default_timeout, token_source),
     )

@@ -20,6 +20,9 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from chassis import tracing
+from chassis.metrics import MetricsInterceptor
+
 _log = structlog.get_logger("chassis.server")
 
 
@@ -58,7 +61,9 @@ class GrpcServer:
         )
         self.server = grpc.server(
             self._executor,
-            interceptors=list(interceptors),
+            # Outermost first: the trace span and the metrics cover the whole call,
+            # and the service's own interceptors log inside the span (trace ids).
+            interceptors=[*tracing.server_interceptors(), MetricsInterceptor(), *interceptors],
             options=[
                 # gRPC sets SO_REUSEPORT by default on Linux; only ask for it on purpose,
                 # so that a second process cannot silently share a port by accident.

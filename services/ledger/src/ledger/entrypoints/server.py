@@ -10,6 +10,9 @@ from chassis.db.retry import is_database_unavailable
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.logging import configure_logging
+from chassis.metrics import serve_metrics
+from chassis.multiprocess import supervise
+from chassis.tracing import configure_tracing
 from sqlalchemy.exc import OperationalError
 
 from ledger.bootstrap import ERROR_DOMAIN, Ledger, bootstrap, migrate
@@ -47,14 +50,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = LedgerSettings()
     configure_logging("ledger", settings.log_level)
+    configure_tracing("ledger")
     log = structlog.get_logger("ledger")
     if args.command == "migrate":
         migrate(settings.database_url)
         log.info("migrations applied")
         return
+    if settings.processes > 1:
+        if settings.migrate_on_start:
+            migrate(settings.database_url)
+        raise SystemExit(supervise(settings, "ledger.entrypoints.server"))
     ledger = bootstrap(settings)
     ledger.start_expiry_worker()
     server = build_server(ledger, settings)
+    serve_metrics(server, settings.grpc_host, settings.metrics_port)
     port = server.start()
     log.info("ledger serving", port=port, database=_safe_url(settings.database_url))
     server.serve_forever()

@@ -1,0 +1,353 @@
+"""Prometheus metrics every service shares, and the HTTP endpoint that serves them.
+
+The families here are the chassis' own (gRPC server calls, the outbox, calls to
+outside dependencies such as the bank); a context adds its own families in its
+own package, with the helpers below so that multiprocess aggregation is right.
+
+Several processes on one port (``<SERVICE>_PROCESSES`` > 1, see
+``chassis.multiprocess``) use prometheus-client's multiprocess mode: each
+process writes its samples to files under ``PROMETHEUS_MULTIPROC_DIR`` and the
+supervising process serves the sum on the one metrics port, so a scrape sees
+the service, not one random process behind ``SO_REUSEPORT``. That is why every
+gauge here is set by the process that knows the value (never computed at
+scrape time by a callback) and declares how processes combine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import grpc
+import structlog
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from chassis.grpc.interceptors import INFRASTRUCTURE_PREFIXES, wrap_handler
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    ServerInterceptorBase = grpc.ServerInterceptor[Any, Any]
+else:  # the stubs' generics do not exist at run time
+    ServerInterceptorBase = grpc.ServerInterceptor
+
+_log = structlog.get_logger("chassis.metrics")
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+GaugeMode = Literal["livesum", "livemax", "livemostrecent", "liveall"]
+
+# Latency buckets from half a millisecond (an in-memory call) to ten seconds
+# (a bank call at the end of its retry budget).
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(MULTIPROC_DIR_ENV))
+
+
+def counter(name: str, documentation: str, labels: Iterable[str] = ()) -> Counter:
+    return Counter(name, documentation, list(labels))
+
+
+def histogram(
+    name: str,
+    documentation: str,
+    labels: Iterable[str] = (),
+    buckets: tuple[float, ...] = LATENCY_BUCKETS,
+) -> Histogram:
+    return Histogram(name, documentation, list(labels), buckets=buckets)
+
+
+def gauge(name: str, documentation: str, labels: Iterable[str] = (), *, mode: GaugeMode) -> Gauge:
+    """A gauge and how several processes of one service combine it.
+
+    ``livesum`` for amounts each process holds (calls in flight), ``livemax``
+    for states where the worst process matters (an open breaker), and
+    ``livemostrecent`` for facts every process samples from the same database
+    (outbox backlog, payments by state).
+    """
+    return Gauge(name, documentation, list(labels), multiprocess_mode=mode)
+
+
+# --- gRPC server ------------------------------------------------------------
+
+GRPC_HANDLED = counter(
+    "grpc_server_handled_total",
+    "gRPC calls completed on the server, by method and status code",
+    ("grpc_service", "grpc_method", "grpc_code"),
+)
+GRPC_HANDLING_SECONDS = histogram(
+    "grpc_server_handling_seconds",
+    "Time the server took to complete a gRPC call",
+    ("grpc_service", "grpc_method"),
+)
+GRPC_IN_FLIGHT = gauge(
+    "grpc_server_in_flight_requests",
+    "gRPC calls the server is handling right now",
+    ("grpc_service", "grpc_method"),
+    mode="livesum",
+)
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """``/astra.ledger.v1.LedgerService/CreateTransfer`` -> (service, method)."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    return service, method
+
+
+def status_code_of(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
+    """The status a finished call carries: what the handler set or aborted with."""
+    code_of = getattr(context, "code", None)
+    code = code_of() if callable(code_of) else None
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+
+
+class MetricsInterceptor(ServerInterceptorBase):
+    """Counts, times and tracks in-flight calls of every application method.
+
+    Health checks and reflection are left out: probes would drown the figures.
+    """
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(INFRASTRUCTURE_PREFIXES):
+            return handler
+        service, name = split_method(method)
+        in_flight = GRPC_IN_FLIGHT.labels(service, name)
+        latency = GRPC_HANDLING_SECONDS.labels(service, name)
+
+        def measured(behaviour: Callable[..., Any], request: Any, ctx: Any) -> Any:
+            in_flight.inc()
+            started = time.perf_counter()
+            failed = True
+            try:
+                result = behaviour(request, ctx)
+                failed = False
+                return result
+            finally:
+                latency.observe(time.perf_counter() - started)
+                in_flight.dec()
+                GRPC_HANDLED.labels(service, name, status_code_of(ctx, failed).name).inc()
+
+        def measured_stream(behaviour: Callable[..., Any], request: Any, ctx: Any) -> Any:
+            def generate() -> Iterator[Any]:
+                yield from measured(lambda r, c: list(behaviour(r, c)), request, ctx)
+
+            return generate()
+
+        return wrap_handler(handler, measured, measured_stream)
+
+
+# --- the outbox and its relay ----------------------------------------------
+
+OUTBOX_BACKLOG = gauge(
+    "outbox_backlog_messages",
+    "Events written to the outbox and not yet acknowledged by Pub/Sub",
+    ("context",),
+    mode="livemostrecent",
+)
+OUTBOX_OLDEST_AGE = gauge(
+    "outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest event not yet published (0 when none waits)",
+    ("context",),
+    mode="livemostrecent",
+)
+OUTBOX_PUBLISHED = counter(
+    "outbox_published_total",
+    "Events the relay published and Pub/Sub acknowledged",
+    ("context",),
+)
+OUTBOX_PUBLISH_FAILURES = counter(
+    "outbox_publish_failures_total",
+    "Publish requests that failed and will be tried again",
+    ("context",),
+)
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    messages: int
+    oldest_age_seconds: float
+
+
+def record_outbox_backlog(context: str, backlog: OutboxBacklog) -> None:
+    OUTBOX_BACKLOG.labels(context).set(backlog.messages)
+    OUTBOX_OLDEST_AGE.labels(context).set(backlog.oldest_age_seconds)
+
+
+# --- calls to outside dependencies (the bank) --------------------------------
+
+DEPENDENCY_ATTEMPTS = counter(
+    "dependency_call_attempts_total",
+    "Single requests sent to an outside dependency, by what came back",
+    ("dependency", "operation", "result"),
+)
+DEPENDENCY_RETRIES = counter(
+    "dependency_call_retries_total",
+    "Requests sent again after a transient failure",
+    ("dependency", "operation"),
+)
+DEPENDENCY_OUTCOMES = counter(
+    "dependency_call_outcomes_total",
+    "Calls to an outside dependency after all their attempts, by outcome",
+    ("dependency", "operation", "outcome"),
+)
+DEPENDENCY_SECONDS = histogram(
+    "dependency_call_seconds",
+    "Time of one request to an outside dependency",
+    ("dependency", "operation"),
+)
+BREAKER_STATE = gauge(
+    "circuit_breaker_state",
+    "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+    ("breaker",),
+    mode="livemax",
+)
+BREAKER_STATES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
+
+
+def record_breaker_state(breaker: str, state: str) -> None:
+    BREAKER_STATE.labels(breaker).set(BREAKER_STATES[state.lower()])
+
+
+# --- periodic sampling ------------------------------------------------------
+
+
+class Sampler:
+    """Runs ``sample`` now and then every ``interval`` seconds on a daemon thread.
+
+    For gauges read from the database (backlog, payments by state): computing
+    them at scrape time cannot work across processes, so they are kept fresh.
+    """
+
+    def __init__(self, name: str, sample: Callable[[], None], interval: float = 5.0) -> None:
+        self._name = name
+        self._sample = sample
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sampler-{name}", daemon=True)
+
+    def start(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._sample()
+            except Exception:
+                _log.warning("metrics sample failed; will try again", sampler=self._name)
+            if self._stop.wait(self._interval):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+# --- the HTTP endpoint --------------------------------------------------------
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What a scrape of this process should see: its own registry, or all processes'."""
+    if multiprocess_enabled():
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry | None = None) -> None:
+        self._host = host
+        self._requested_port = port
+        self._registry = registry
+        self._httpd: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        registry = self._registry or scrape_registry()
+        self._httpd, self._thread = start_http_server(
+            self._requested_port, addr=self._host, registry=registry
+        )
+        self.port = int(self._httpd.server_port)
+        _log.info("metrics serving", address=f"{self._host}:{self.port}")
+        return self.port
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+class _Stoppable(Protocol):
+    def on_stop(self, hook: Callable[[], None]) -> None: ...
+
+
+def serve_metrics(server: _Stoppable, host: str, port: int) -> MetricsServer | None:
+    """Serve ``/metrics`` beside a gRPC server until it stops; port 0 means no endpoint.
+
+    The supervisor of several processes serves their sum itself and starts its
+    children with port 0 (see ``chassis.multiprocess``).
+    """
+    if port == 0:
+        return None
+    metrics = MetricsServer(host, port)
+    metrics.start()
+    server.on_stop(metrics.stop)
+    return metrics
+
+
+@contextmanager
+def serving_metrics(host: str, port: int) -> Iterator[MetricsServer]:
+    """``/metrics`` for the length of a with-block (port 0 picks a free one)."""
+    server = MetricsServer(host, port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,368 @@
+"""OpenTelemetry traces across gRPC hops, HTTP calls and Pub/Sub messages.
+
+``configure_tracing`` installs the SDK's tracer provider once per process.
+Which exporter follows ``OTEL_TRACES_EXPORTER``:
+
+- ``none`` (the default): nothing is exported and nothing is recorded, but
+  every call still gets a trace id that travels to the next hop, so logs of one
+  request can be joined across services by ``trace_id``;
+- ``otlp``: OTLP over HTTP/protobuf to ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the
+  exporter's own variables apply), sampled by the SDK's ``OTEL_TRACES_SAMPLER``
+  (default: follow the parent, record new roots);
+- ``console``: spans as JSON on stderr, for a look on a laptop.
+
+Trace context crosses gRPC in the ``traceparent`` metadata (W3C Trace Context),
+HTTP in the same header, and Pub/Sub in the ``ce-traceparent`` attribute (the
+CloudEvents distributed-tracing extension in the binary Pub/Sub binding the
+suite's events follow).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from chassis.grpc.interceptors import INFRASTRUCTURE_PREFIXES, wrap_handler
+from chassis.metrics import split_method, status_code_of
+
+if TYPE_CHECKING:
+    ServerInterceptorBase = grpc.ServerInterceptor[Any, Any]
+else:  # the stubs' generics do not exist at run time
+    ServerInterceptorBase = grpc.ServerInterceptor
+
+_log = structlog.get_logger("chassis.tracing")
+
+EXPORTER_ENV = "OTEL_TRACES_EXPORTER"
+EXPORTERS = ("none", "otlp", "console")
+INSTRUMENTATION = "astra.chassis"
+# CloudEvents' distributed-tracing extension attributes, as the Pub/Sub binding names them.
+PUBSUB_ATTRIBUTE_PREFIX = "ce-"
+_TRACE_FIELDS = ("traceparent", "tracestate")
+
+# Server statuses that mean the server failed (OpenTelemetry's gRPC conventions);
+# a refusal such as FAILED_PRECONDITION is the service doing its job.
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+_lock = threading.Lock()
+_provider: TracerProvider | None = None
+_added_exporters: set[int] = set()
+
+
+def configure_tracing(service: str, exporter: SpanExporter | None = None) -> TracerProvider:
+    """Install the process' tracer provider (once); ``exporter`` overrides the environment.
+
+    A later call with an exporter adds it to the provider already installed
+    (tests collect spans in memory this way); the sampler stays as first chosen.
+    """
+    global _provider
+    with _lock:
+        if _provider is not None:
+            if exporter is not None:
+                if not _records(_provider):
+                    raise RuntimeError(
+                        "tracing was configured without an exporter in this process; "
+                        "configure the exporter first"
+                    )
+                if id(exporter) not in _added_exporters:
+                    _provider.add_span_processor(SimpleSpanProcessor(exporter))
+                    _added_exporters.add(id(exporter))
+            return _provider
+        processor = _processor(exporter)
+        attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service}
+        provider = TracerProvider(
+            resource=Resource.create(attributes),
+            # ids only, nothing recorded, when nothing is exported: cheap on the hot path
+            sampler=None if processor is not None else sampling.ALWAYS_OFF,
+        )
+        if processor is not None:
+            provider.add_span_processor(processor)
+        if exporter is not None:
+            _added_exporters.add(id(exporter))
+        trace.set_tracer_provider(provider)
+        _instrument_httpx(provider)
+        _provider = provider
+        _log.info("tracing configured", exporter=_exporter_name(exporter))
+        return provider
+
+
+def _records(provider: TracerProvider) -> bool:
+    return provider.sampler is not sampling.ALWAYS_OFF
+
+
+def _exporter_name(exporter: SpanExporter | None) -> str:
+    if exporter is not None:
+        return type(exporter).__name__
+    return os.environ.get(EXPORTER_ENV, "none").strip().lower() or "none"
+
+
+def _processor(exporter: SpanExporter | None) -> SpanProcessor | None:
+    if exporter is not None:
+        return SimpleSpanProcessor(exporter)
+    name = _exporter_name(None)
+    if name == "none":
+        return None
+    if name == "console":
+        return SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr))
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return BatchSpanProcessor(OTLPSpanExporter())
+    raise ValueError(f"{EXPORTER_ENV}={name!r}: expected one of {', '.join(EXPORTERS)}")
+
+
+def _instrument_httpx(provider: TracerProvider) -> None:
+    """Every httpx client (the bank gateway's) makes a client span and sends ``traceparent``."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    instrumentor = HTTPXClientInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider)
+
+
+def tracing_configured() -> bool:
+    return _provider is not None
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(INSTRUMENTATION)
+
+
+def current_trace_id() -> str | None:
+    """The current trace id as 32 hex digits, or None outside any trace."""
+    span_context = trace.get_current_span().get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.is_valid else None
+
+
+# --- gRPC ---------------------------------------------------------------------
+
+
+class TracingServerInterceptor(ServerInterceptorBase):
+    """A server span per call, child of the caller's ``traceparent``.
+
+    Our own rather than opentelemetry-instrumentation-grpc's server interceptor:
+    that one ignores ``abort_with_status``, which is how every refusal leaves
+    our servers (rich error details), so its spans would call them all OK.
+    """
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(INFRASTRUCTURE_PREFIXES):
+            return handler
+        service, name = split_method(method)
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+        def traced(behaviour: Callable[..., Any], request: Any, ctx: grpc.ServicerContext) -> Any:
+            carrier = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
+            parent = propagate.extract(carrier)
+            with tracer().start_as_current_span(
+                method.lstrip("/"),
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                failed = True
+                try:
+                    result = behaviour(request, ctx)
+                    failed = False
+                    return result
+                except Exception as error:
+                    # grpc's abort raises a bare Exception: not worth recording.
+                    if type(error) is not Exception:
+                        span.record_exception(error)
+                    raise
+                finally:
+                    code = status_code_of(ctx, failed)
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if code in _SERVER_ERRORS:
+                        span.set_status(Status(StatusCode.ERROR, code.name))
+
+        def traced_stream(behaviour: Callable[..., Any], request: Any, ctx: Any) -> Any:
+            def generate() -> Iterator[Any]:
+                yield from traced(lambda r, c: list(behaviour(r, c)), request, ctx)
+
+            return generate()
+
+        return wrap_handler(handler, traced, traced_stream)
+
+
+def server_interceptors() -> list[grpc.ServerInterceptor[Any, Any]]:
+    """What ``GrpcServer`` puts in front of every call once tracing is configured."""
+    return [TracingServerInterceptor()] if tracing_configured() else []
+
+
+if TYPE_CHECKING:
+    _UnaryUnary = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.UnaryStreamClientInterceptor[Any, Any]
+else:  # the stubs' generics do not exist at run time
+    _UnaryUnary = grpc.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.UnaryStreamClientInterceptor
+
+
+class TracingClientInterceptor(_UnaryUnary, _UnaryStream):
+    """A client span per outgoing call, and ``traceparent`` in its metadata.
+
+    Our own because the instrumentation's client interceptor implements its own
+    interface (``grpcext``), which cannot sit in ``grpc.intercept_channel``
+    beside the chassis' propagating interceptor.
+    """
+
+    def _call(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        method = details.method
+        service, name = split_method(method)
+        with tracer().start_as_current_span(
+            method.lstrip("/"),
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            metadata = [*(details.metadata or ()), *carrier.items()]
+            outcome = continuation(_with_metadata(details, metadata), request)
+            code = outcome.code() if hasattr(outcome, "code") else None
+            if isinstance(code, grpc.StatusCode):
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code is not grpc.StatusCode.OK:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+            return outcome
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return self._call(continuation, client_call_details, request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        # A stream's status is known only when it ends: the span covers its start.
+        return self._call(continuation, client_call_details, request)
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+def _with_metadata(details: grpc.ClientCallDetails, metadata: list[Any]) -> _CallDetails:
+    return _CallDetails(
+        details.method,
+        details.timeout,
+        metadata,
+        details.credentials,
+        getattr(details, "wait_for_ready", None),
+        getattr(details, "compression", None),
+    )
+
+
+def client_interceptors() -> list[Any]:
+    """What ``open_channel`` puts on every channel once tracing is configured."""
+    return [TracingClientInterceptor()] if tracing_configured() else []
+
+
+# --- Pub/Sub --------------------------------------------------------------------
+
+
+def inject_trace_context() -> dict[str, str]:
+    """Trace context of the current span as Pub/Sub message attributes (empty outside a trace).
+
+    Call it where an event is recorded (inside the request that caused it) and
+    store the result with the event; the relay publishes it as attributes.
+    """
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return {
+        PUBSUB_ATTRIBUTE_PREFIX + key: value
+        for key, value in carrier.items()
+        if key in _TRACE_FIELDS
+    }
+
+
+def extract_trace_context(attributes: Mapping[str, str]) -> otel_context.Context:
+    """The context a message's attributes carry (an empty one when they carry none)."""
+    carrier = {
+        key[len(PUBSUB_ATTRIBUTE_PREFIX) :]: value
+        for key, value in attributes.items()
+        if key.startswith(PUBSUB_ATTRIBUTE_PREFIX)
+        and key[len(PUBSUB_ATTRIBUTE_PREFIX) :] in _TRACE_FIELDS
+    }
+    return propagate.extract(carrier)
+
+
+@contextmanager
+def consumer_span(
+    subscription: str, attributes: Mapping[str, str], event_type: str = ""
+) -> Iterator[trace.Span]:
+    """The span a subscriber handles one message in, child of the span that recorded it."""
+    with tracer().start_as_current_span(
+        f"{subscription} process",
+        context=extract_trace_context(attributes),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "gcp_pubsub",
+            "messaging.operation": "process",
+            "messaging.destination.subscription.name": subscription,
+            "messaging.message.id": attributes.get("ce-id", ""),
+            "cloudevents.event_type": event_type or attributes.get("ce-type", ""),
+        },
+    ) as span:
+        yield span
+
+
+@contextmanager
+def producer_span(topic: str, attributes: Mapping[str, str]) -> Iterator[trace.Span]:
+    """The span a relay publishes one message in, child of the span that recorded it."""
+    with tracer().start_as_current_span(
+        f"{topic} publish",
+        context=extract_trace_context(attributes),
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "gcp_pubsub",
+            "messaging.operation": "publish",
+            "messaging.destination.name": topic,
+            "messaging.message.id": attributes.get("ce-id", ""),
+        },
+    ) as span:
+        yield span
