@@ -1,0 +1,48 @@
+"""Domain events -> ``astra.identity.v1`` event messages, as outbox rows."""
+
+from __future__ import annotations
+
+from astra.identity.v1 import events_pb2 as ev
+from astra.identity.v1 import identity_pb2 as pb
+from chassis.outbox.writer import OutboxMessage
+from chassis.protos import set_timestamp
+from google.protobuf.message import Message
+
+from identity.adapters.protos import status_to_pb
+from identity.domain.events import CustomerCreated, CustomerKycChanged, IdentityEvent
+from identity.domain.model import KycStatus
+
+EVENT_SOURCE = "//astra.identity"
+
+
+def to_outbox_message(event: IdentityEvent) -> OutboxMessage:
+    message: Message
+    if isinstance(event, CustomerCreated):
+        customer = pb.Customer(
+            id=event.customer_id,
+            display_name=event.display_name,
+            email=event.email,
+            kyc_status=pb.KYC_STATUS_UNVERIFIED,
+            kyc_version=0,
+        )
+        set_timestamp(customer.create_time, event.occurred_at)
+        set_timestamp(customer.kyc_update_time, event.occurred_at)
+        message = ev.CustomerCreated(customer=customer)
+    elif isinstance(event, CustomerKycChanged):
+        message = ev.CustomerKycChanged(
+            customer_id=event.customer_id,
+            previous_status=status_to_pb(KycStatus[event.previous_status]),
+            status=status_to_pb(KycStatus[event.status]),
+            reason=event.reason,
+            kyc_version=event.kyc_version,
+            actor=event.actor,
+        )
+    else:  # pragma: no cover - the union is closed
+        raise TypeError(f"unknown identity event {event!r}")
+    set_timestamp(message.occur_time, event.occurred_at)
+    return OutboxMessage(
+        event_type=message.DESCRIPTOR.full_name,
+        ordering_key=event.aggregate_id,
+        payload=message.SerializeToString(),
+        occurred_at=event.occurred_at,
+    )

@@ -1,0 +1,88 @@
+"""Domain values <-> ``astra.identity.v1`` messages."""
+
+from __future__ import annotations
+
+from astra.identity.v1 import identity_pb2 as pb
+from chassis.protos import set_timestamp
+
+from identity.domain.model import (
+    ClientSpec,
+    CustomerSpec,
+    CustomerView,
+    KycDecision,
+    KycStatus,
+    ServiceClient,
+    SigningKey,
+)
+
+_STATUS_TO_PB = {
+    KycStatus.UNVERIFIED: pb.KYC_STATUS_UNVERIFIED,
+    KycStatus.PENDING_REVIEW: pb.KYC_STATUS_PENDING_REVIEW,
+    KycStatus.VERIFIED: pb.KYC_STATUS_VERIFIED,
+    KycStatus.REJECTED: pb.KYC_STATUS_REJECTED,
+}
+_STATUS_FROM_PB: dict[int, KycStatus] = {int(v): k for k, v in _STATUS_TO_PB.items()}
+_DECISION_FROM_PB: dict[int, KycDecision] = {
+    pb.KYC_DECISION_APPROVE: KycDecision.APPROVE,
+    pb.KYC_DECISION_REJECT: KycDecision.REJECT,
+}
+
+
+def status_to_pb(status: KycStatus) -> pb.KycStatus.ValueType:
+    return _STATUS_TO_PB[status]
+
+
+def status_from_pb(value: int) -> KycStatus | None:
+    return _STATUS_FROM_PB.get(value)
+
+
+def decision_from_pb(value: int) -> KycDecision | None:
+    return _DECISION_FROM_PB.get(value)
+
+
+def customer_spec_from_pb(message: pb.Customer) -> CustomerSpec:
+    return CustomerSpec(message.id, message.display_name, message.email)
+
+
+def customer_to_pb(view: CustomerView) -> pb.Customer:
+    message = pb.Customer(
+        id=view.id,
+        display_name=view.display_name,
+        email=view.email,
+        kyc_status=status_to_pb(view.kyc_status),
+        kyc_reason=view.kyc_reason,
+        kyc_version=view.kyc_version,
+    )
+    set_timestamp(message.kyc_update_time, view.kyc_updated_at)
+    set_timestamp(message.create_time, view.created_at)
+    for change in view.history:
+        item = message.kyc_history.add(
+            kyc_version=change.kyc_version,
+            previous_status=status_to_pb(change.previous_status),
+            status=status_to_pb(change.status),
+            reason=change.reason,
+            actor=change.actor,
+        )
+        set_timestamp(item.change_time, change.changed_at)
+    return message
+
+
+def client_spec_from_pb(message: pb.Client) -> ClientSpec:
+    return ClientSpec(message.id, message.display_name, tuple(message.allowed_scopes))
+
+
+def client_to_pb(client: ServiceClient) -> pb.Client:
+    message = pb.Client(
+        id=client.id,
+        display_name=client.display_name,
+        allowed_scopes=list(client.allowed_scopes),
+        disabled=client.disabled,
+    )
+    set_timestamp(message.create_time, client.created_at)
+    set_timestamp(message.disable_time, client.disabled_at)
+    return message
+
+
+def jwk_to_pb(key: SigningKey) -> pb.JsonWebKey:
+    fields = pb.JsonWebKey.DESCRIPTOR.fields_by_name
+    return pb.JsonWebKey(**{k: v for k, v in key.public_jwk.items() if k in fields})

@@ -1,0 +1,94 @@
+"""Wires identity's adapters into its service layer: the only place that does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from chassis.auth import CallableKeySource, JwksCache, KeyDocument, TokenVerifier
+from chassis.db.engine import create_db_engine
+from chassis.db.migrations import upgrade
+from chassis.kernel.clock import Clock, SystemClock
+from chassis.outbox.writer import OutboxWriter
+from sqlalchemy import Engine
+
+from identity.adapters import tables
+from identity.adapters.crypto import Argon2SecretHasher, KeyVault
+from identity.adapters.events import to_outbox_message
+from identity.adapters.orm import start_mappers
+from identity.config import IdentitySettings
+from identity.domain.model import TokenPolicy
+from identity.service_layer import use_cases
+from identity.service_layer.ports import SecretHasher
+from identity.service_layer.unit_of_work import IdentityUnitOfWork
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+CONTEXT = "identity"
+ERROR_DOMAIN = "identity.astra"
+
+
+def migrate(database_url: str) -> None:
+    upgrade(database_url, MIGRATIONS)
+
+
+@dataclass
+class Identity:
+    """The running identity service's parts, as the entrypoints use them."""
+
+    engine: Engine
+    deps: use_cases.Deps
+    settings: IdentitySettings
+    verifier: TokenVerifier
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def bootstrap(
+    settings: IdentitySettings,
+    clock: Clock | None = None,
+    hasher: SecretHasher | None = None,
+) -> Identity:
+    if settings.migrate_on_start:
+        migrate(settings.database_url)
+    start_mappers()
+    vault = KeyVault(settings.key_encryption_keys())
+    engine = create_db_engine(
+        settings.database_url, pool_size=settings.db_pool_size, application_name="astra-identity"
+    )
+    outbox = OutboxWriter(tables.outbox, CONTEXT)
+
+    def uow() -> IdentityUnitOfWork:
+        return IdentityUnitOfWork(engine, outbox, to_outbox_message)
+
+    deps = use_cases.Deps(
+        uow=uow,
+        clock=clock or SystemClock(),
+        hasher=hasher or Argon2SecretHasher(),
+        keys=vault,
+        tokens=TokenPolicy(
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            ttl=timedelta(seconds=settings.token_ttl_seconds),
+            customer_scopes=settings.customer_scopes(),
+        ),
+        retire_margin=timedelta(seconds=settings.key_retire_margin_seconds),
+    )
+    # Fails at start, not at the first token, if the key-encryption key is wrong.
+    vault.private_key(use_cases.ensure_signing_key(deps))
+
+    def own_keys() -> KeyDocument:
+        return KeyDocument(
+            [k.public_jwk for k in use_cases.published_keys(deps)],
+            max_age=settings.public_keys_max_age_seconds,
+        )
+
+    # Identity verifies the tokens sent to it with its own key set, read locally.
+    verifier = TokenVerifier(
+        JwksCache(CallableKeySource(own_keys), min_refresh_interval=0.5),
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        leeway_seconds=settings.auth_leeway_seconds,
+    )
+    return Identity(engine=engine, deps=deps, settings=settings, verifier=verifier)

@@ -1,0 +1,76 @@
+"""Identity's settings, from ``IDENTITY_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chassis.config import ServiceSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+DEFAULT_CUSTOMER_SCOPES = "ledger.accounts.read ledger.transfers.read"
+
+
+class KeyEncryptionKeyMissing(RuntimeError):
+    pass
+
+
+class IdentitySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="IDENTITY_", extra="ignore", frozen=True)
+
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    database_url: str = Field("sqlite:///.data/identity.db")
+    db_pool_size: int = Field(8, ge=1, le=200, description="Connections per process")
+    token_issuer: str = Field(
+        "astra-identity", min_length=1, description="The `iss` of every token issued"
+    )
+    token_audience: str = Field(
+        "astra", min_length=1, description="The `aud` of every token issued"
+    )
+    token_ttl_seconds: int = Field(900, ge=30, le=86400, description="Lifetime of a token")
+    customer_token_scopes: str = Field(
+        DEFAULT_CUSTOMER_SCOPES,
+        description="Space-separated scopes a customer token may carry",
+    )
+    key_encryption_key: SecretStr | None = Field(
+        None,
+        description="Fernet key(s), comma-separated, that encrypt the signing keys at rest; "
+        "the first encrypts, any decrypts",
+    )
+    key_encryption_key_file: str = Field(
+        "", description="File holding the Fernet key(s), one per line (instead of the variable)"
+    )
+    key_retire_margin_seconds: int = Field(
+        120, ge=0, le=3600, description="How long past the token lifetime a retired key stays"
+    )
+    public_keys_max_age_seconds: int = Field(
+        300, ge=1, le=86400, description="Cache lifetime verifiers are told for the public keys"
+    )
+    auth_leeway_seconds: float = Field(
+        30.0, ge=0, le=300, description="Clock skew allowed when checking exp/nbf/iat"
+    )
+
+    def customer_scopes(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.customer_token_scopes.replace(",", " ").split())))
+
+    def key_encryption_keys(self) -> list[str]:
+        """The Fernet keys, from the variable or the file; an error saying how to provide one."""
+        if self.key_encryption_key is not None:
+            raw = self.key_encryption_key.get_secret_value().replace(",", "\n")
+        elif self.key_encryption_key_file:
+            path = Path(self.key_encryption_key_file)
+            if not path.is_file():
+                raise KeyEncryptionKeyMissing(
+                    f"IDENTITY_KEY_ENCRYPTION_KEY_FILE names {path}, which does not exist "
+                    "(create one with: astra-identity generate-kek --out FILE)"
+                )
+            raw = path.read_text()
+        else:
+            raise KeyEncryptionKeyMissing(
+                "set IDENTITY_KEY_ENCRYPTION_KEY or IDENTITY_KEY_ENCRYPTION_KEY_FILE "
+                "(create one with: astra-identity generate-kek --out FILE)"
+            )
+        keys = [line.strip() for line in raw.splitlines() if line.strip()]
+        if not keys:
+            raise KeyEncryptionKeyMissing("the key-encryption key is empty")
+        return keys

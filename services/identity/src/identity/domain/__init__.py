@@ -1,0 +1,1 @@
+"""The identity domain: customers and their KYC lifecycle, service clients, signing keys (pure)."""

@@ -1,0 +1,37 @@
+"""Domain events identity records; an adapter maps them to ``astra.identity.v1`` event protos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerCreated:
+    customer_id: str
+    display_name: str
+    email: str
+    occurred_at: datetime
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.customer_id
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerKycChanged:
+    customer_id: str
+    # KycStatus names (the domain's enum lives in model.py, which imports this module).
+    previous_status: str
+    status: str
+    reason: str
+    kyc_version: int
+    actor: str
+    occurred_at: datetime
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.customer_id
+
+
+IdentityEvent = CustomerCreated | CustomerKycChanged

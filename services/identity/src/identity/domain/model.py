@@ -1,0 +1,327 @@
+"""Identity's aggregates as plain classes; the ORM maps them from outside (adapters/orm.py).
+
+- ``Customer``: profile plus the KYC lifecycle
+  UNVERIFIED -> PENDING_REVIEW -> VERIFIED | REJECTED (REJECTED may be submitted
+  again). Every change gets the next ``kyc_version``, is kept in the history
+  with its reason, and is recorded as an event.
+- ``ServiceClient``: a machine identity with the scopes it may ask for and the
+  hash of its secret.
+- ``SigningKey``: one token signing key; its private half stays encrypted (the
+  domain never sees it). A key is published while active and, once retired,
+  until every token it signed has expired.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from chassis.kernel.errors import FailedPrecondition, PermissionDenied
+
+from identity.domain.events import CustomerCreated, CustomerKycChanged, IdentityEvent
+
+
+class KycStatus(enum.Enum):
+    UNVERIFIED = 1
+    PENDING_REVIEW = 2
+    VERIFIED = 3
+    REJECTED = 4
+
+
+class KycDecision(enum.Enum):
+    APPROVE = 1
+    REJECT = 2
+
+
+# Which status a customer may move to from each status.
+_TRANSITIONS: dict[KycStatus, frozenset[KycStatus]] = {
+    KycStatus.UNVERIFIED: frozenset({KycStatus.PENDING_REVIEW}),
+    KycStatus.PENDING_REVIEW: frozenset({KycStatus.VERIFIED, KycStatus.REJECTED}),
+    KycStatus.REJECTED: frozenset({KycStatus.PENDING_REVIEW}),
+    KycStatus.VERIFIED: frozenset(),
+}
+
+
+def fingerprint(*parts: Any) -> str:
+    """A digest of a request's content, to tell a replay from a reused key."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerSpec:
+    id: str
+    display_name: str
+    email: str
+
+    def fingerprint(self) -> str:
+        return fingerprint("customer", self.id, self.display_name, self.email)
+
+
+class KycChange:
+    def __init__(
+        self,
+        customer_id: str,
+        kyc_version: int,
+        previous_status: KycStatus,
+        status: KycStatus,
+        reason: str,
+        actor: str,
+        changed_at: datetime,
+    ) -> None:
+        self.customer_id = customer_id
+        self.kyc_version = kyc_version
+        self.previous_status = previous_status
+        self.status = status
+        self.reason = reason
+        self.actor = actor
+        self.changed_at = changed_at
+
+
+@dataclass(frozen=True, slots=True)
+class KycChangeView:
+    kyc_version: int
+    previous_status: KycStatus
+    status: KycStatus
+    reason: str
+    actor: str
+    changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerView:
+    """A customer as of one KYC version: what use cases return, detached from storage."""
+
+    id: str
+    display_name: str
+    email: str
+    kyc_status: KycStatus
+    kyc_reason: str
+    kyc_version: int
+    kyc_updated_at: datetime
+    history: tuple[KycChangeView, ...]
+    created_at: datetime
+
+
+class Customer:
+    events: list[IdentityEvent]
+
+    def __init__(self, id: str, display_name: str, email: str, created_at: datetime) -> None:
+        self.id = id
+        self.display_name = display_name
+        self.email = email
+        self.created_at = created_at
+        self.fingerprint = CustomerSpec(id, display_name, email).fingerprint()
+        self.kyc_status = KycStatus.UNVERIFIED
+        self.kyc_reason = ""
+        self.kyc_version = 0
+        self.kyc_updated_at = created_at
+        self.history: list[KycChange] = []
+        self.events = []
+
+    @classmethod
+    def create(cls, spec: CustomerSpec, now: datetime) -> Customer:
+        customer = cls(spec.id, spec.display_name, spec.email, now)
+        customer.events.append(CustomerCreated(customer.id, spec.display_name, spec.email, now))
+        return customer
+
+    def submit_for_review(self, actor: str, now: datetime) -> KycChange:
+        return self._change(KycStatus.PENDING_REVIEW, "", actor, now)
+
+    def review(self, decision: KycDecision, reason: str, actor: str, now: datetime) -> KycChange:
+        target = KycStatus.VERIFIED if decision is KycDecision.APPROVE else KycStatus.REJECTED
+        if self.kyc_status is not KycStatus.PENDING_REVIEW:
+            raise invalid_transition(self, target)
+        return self._change(target, reason, actor, now)
+
+    def _change(self, target: KycStatus, reason: str, actor: str, now: datetime) -> KycChange:
+        if target not in _TRANSITIONS[self.kyc_status]:
+            raise invalid_transition(self, target)
+        # A customer's history never runs backwards, whatever the clocks of several processes.
+        if now < self.kyc_updated_at:
+            now = self.kyc_updated_at
+        change = KycChange(
+            self.id, self.kyc_version + 1, self.kyc_status, target, reason, actor, now
+        )
+        self.history.append(change)
+        self.kyc_status = target
+        self.kyc_reason = reason
+        self.kyc_version = change.kyc_version
+        self.kyc_updated_at = now
+        self.events.append(
+            CustomerKycChanged(
+                self.id,
+                change.previous_status.name,
+                target.name,
+                reason,
+                change.kyc_version,
+                actor,
+                now,
+            )
+        )
+        return change
+
+    def view(self, as_of_version: int | None = None) -> CustomerView:
+        """The customer now, or right after KYC change ``as_of_version`` (for replays)."""
+        history = sorted(self.history, key=lambda c: c.kyc_version)
+        if as_of_version is not None:
+            history = [c for c in history if c.kyc_version <= as_of_version]
+        last = history[-1] if history else None
+        return CustomerView(
+            id=self.id,
+            display_name=self.display_name,
+            email=self.email,
+            kyc_status=last.status if last else KycStatus.UNVERIFIED,
+            kyc_reason=last.reason if last else "",
+            kyc_version=last.kyc_version if last else 0,
+            kyc_updated_at=last.changed_at if last else self.created_at,
+            history=tuple(
+                KycChangeView(
+                    c.kyc_version, c.previous_status, c.status, c.reason, c.actor, c.changed_at
+                )
+                for c in history
+            ),
+            created_at=self.created_at,
+        )
+
+
+def invalid_transition(customer: Customer, target: KycStatus) -> FailedPrecondition:
+    return FailedPrecondition(
+        "INVALID_KYC_TRANSITION",
+        f"customer {customer.id} is {customer.kyc_status.name}; it cannot become {target.name}",
+        metadata={"id": customer.id, "kyc_status": customer.kyc_status.name},
+    )
+
+
+class KycRequest:
+    """The outcome of one KYC request, kept so that its id replays the same answer (AIP-155)."""
+
+    def __init__(
+        self,
+        request_id: str,
+        customer_id: str,
+        fingerprint: str,
+        created_at: datetime,
+        kyc_version: int | None = None,
+        error_reason: str = "",
+        error_message: str = "",
+    ) -> None:
+        self.request_id = request_id
+        self.customer_id = customer_id
+        self.fingerprint = fingerprint
+        self.created_at = created_at
+        self.kyc_version = kyc_version
+        self.error_reason = error_reason
+        self.error_message = error_message
+
+    def replay_error(self) -> FailedPrecondition | None:
+        if not self.error_reason:
+            return None
+        return FailedPrecondition(
+            self.error_reason,
+            self.error_message,
+            metadata={"id": self.customer_id, "request_id": self.request_id, "replayed": "true"},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSpec:
+    id: str
+    display_name: str
+    allowed_scopes: tuple[str, ...]
+
+    def fingerprint(self) -> str:
+        return fingerprint("client", self.id, self.display_name, sorted(set(self.allowed_scopes)))
+
+
+class ServiceClient:
+    def __init__(
+        self,
+        id: str,
+        display_name: str,
+        allowed_scopes: tuple[str, ...],
+        secret_hash: str,
+        created_at: datetime,
+    ) -> None:
+        self.id = id
+        self.display_name = display_name
+        self.allowed_scopes = tuple(sorted(set(allowed_scopes)))
+        self.secret_hash = secret_hash
+        self.created_at = created_at
+        self.disabled_at: datetime | None = None
+        self.fingerprint = ClientSpec(id, display_name, self.allowed_scopes).fingerprint()
+
+    def __repr__(self) -> str:  # never the hash
+        return f"ServiceClient({self.id!r})"
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
+
+    def disable(self, now: datetime) -> None:
+        if self.disabled_at is None:
+            self.disabled_at = now
+
+    def grant(self, requested: Iterable[str]) -> tuple[str, ...]:
+        """The scopes a token gets: those asked for (all allowed ones if none), each allowed."""
+        return grant(requested, self.allowed_scopes, "client " + self.id)
+
+
+def grant(requested: Iterable[str], allowed: Iterable[str], holder: str) -> tuple[str, ...]:
+    wanted = set(requested)
+    allowed_set = set(allowed)
+    if not wanted:
+        return tuple(sorted(allowed_set))
+    refused = sorted(wanted - allowed_set)
+    if refused:
+        raise PermissionDenied(
+            "SCOPE_NOT_ALLOWED",
+            f"{holder} may not have the scopes: {' '.join(refused)}",
+            metadata={"scopes": " ".join(refused)},
+        )
+    return tuple(sorted(wanted))
+
+
+class SigningKey:
+    def __init__(
+        self,
+        kid: str,
+        public_jwk: dict[str, str],
+        encrypted_private_key: bytes,
+        created_at: datetime,
+        request_id: str = "",
+    ) -> None:
+        self.kid = kid
+        self.public_jwk = public_jwk
+        self.encrypted_private_key = encrypted_private_key
+        self.created_at = created_at
+        self.request_id = request_id
+        self.active = True
+        self.retire_at: datetime | None = None
+
+    def __repr__(self) -> str:  # never the key material
+        return f"SigningKey({self.kid!r}, active={self.active})"
+
+    def published(self, now: datetime) -> bool:
+        return self.active or (self.retire_at is not None and self.retire_at > now)
+
+    def retire(self, now: datetime, token_ttl: timedelta, margin: timedelta) -> None:
+        """Stop signing; stay published until the last token this key signed has expired."""
+        self.active = False
+        self.retire_at = now + token_ttl + margin
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPolicy:
+    """What identity puts in the tokens it issues."""
+
+    issuer: str
+    audience: str
+    ttl: timedelta
+    # The scopes a customer token may carry (read-only ones, by default).
+    customer_scopes: tuple[str, ...]

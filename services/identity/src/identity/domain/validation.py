@@ -1,0 +1,82 @@
+"""Request validation: every offending field reported at once (google.rpc.BadRequest)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from chassis.kernel.errors import Violations
+from chassis.kernel.ids import id_rule, is_valid_id
+
+from identity.domain.model import ClientSpec, CustomerSpec, KycDecision
+
+CUSTOMER_PREFIX = "cus"
+CLIENT_PREFIX = "cli"
+KYC_REQUEST_PREFIX = "kyc"
+ROTATION_REQUEST_PREFIX = "rot"
+MAX_NAME = 200
+MAX_EMAIL = 254
+MAX_REASON = 500
+MAX_SCOPES = 64
+# Dotted lower-case words: "ledger.accounts.read".
+SCOPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,4}")
+# Deliberately loose: one "@", something on each side, a dot in the domain, no spaces.
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def check_id(violations: Violations, field: str, value: str, prefix: str) -> None:
+    if not value:
+        violations.add(field, "is required")
+    elif not is_valid_id(value, prefix):
+        violations.add(field, id_rule(prefix))
+
+
+def _check_name(violations: Violations, field: str, value: str) -> None:
+    if not value.strip():
+        violations.add(field, "is required")
+    elif len(value) > MAX_NAME:
+        violations.add(field, f"must be at most {MAX_NAME} characters")
+
+
+def validate_customer_spec(spec: CustomerSpec) -> None:
+    violations = Violations()
+    check_id(violations, "customer.id", spec.id, CUSTOMER_PREFIX)
+    _check_name(violations, "customer.display_name", spec.display_name)
+    if not spec.email:
+        violations.add("customer.email", "is required")
+    elif len(spec.email) > MAX_EMAIL or not EMAIL.fullmatch(spec.email):
+        violations.add("customer.email", f"must be an e-mail address of at most {MAX_EMAIL} chars")
+    violations.raise_if_any()
+
+
+def check_scopes(violations: Violations, field: str, scopes: Sequence[str]) -> None:
+    if len(scopes) > MAX_SCOPES:
+        violations.add(field, f"must hold at most {MAX_SCOPES} scopes")
+    for index, scope in enumerate(scopes):
+        if not SCOPE.fullmatch(scope):
+            violations.add(
+                f"{field}[{index}]", 'must be dotted lower-case words, e.g. "ledger.accounts.read"'
+            )
+
+
+def validate_client_spec(spec: ClientSpec) -> None:
+    violations = Violations()
+    check_id(violations, "client.id", spec.id, CLIENT_PREFIX)
+    _check_name(violations, "client.display_name", spec.display_name)
+    if not spec.allowed_scopes:
+        violations.add("client.allowed_scopes", "must hold at least one scope")
+    check_scopes(violations, "client.allowed_scopes", spec.allowed_scopes)
+    violations.raise_if_any()
+
+
+def validate_kyc_request(
+    request_id: str, customer_id: str, decision: KycDecision | None = None, reason: str = ""
+) -> None:
+    violations = Violations()
+    check_id(violations, "request_id", request_id, KYC_REQUEST_PREFIX)
+    check_id(violations, "customer_id", customer_id, CUSTOMER_PREFIX)
+    if len(reason) > MAX_REASON:
+        violations.add("reason", f"must be at most {MAX_REASON} characters")
+    if decision is KycDecision.REJECT and not reason.strip():
+        violations.add("reason", "is required for a rejection")
+    violations.raise_if_any()

@@ -1,0 +1,398 @@
+"""Identity's use cases: one function per command or query, each in a unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Generic, TypeVar
+
+from chassis.auth.claims import make_claims
+from chassis.auth.principal import PrincipalKind
+from chassis.db.uow import run_in_transaction
+from chassis.kernel.clock import Clock
+from chassis.kernel.errors import (
+    DomainError,
+    FailedPrecondition,
+    IdempotencyKeyReused,
+    Unavailable,
+    Violations,
+)
+from chassis.kernel.pagination import encode_page_token, parse_page
+
+from identity.domain import validation
+from identity.domain.errors import (
+    client_disabled,
+    client_not_found,
+    customer_not_found,
+    invalid_client,
+)
+from identity.domain.model import (
+    ClientSpec,
+    Customer,
+    CustomerSpec,
+    CustomerView,
+    KycDecision,
+    KycRequest,
+    KycStatus,
+    ServiceClient,
+    SigningKey,
+    TokenPolicy,
+    fingerprint,
+    grant,
+)
+from identity.service_layer.ports import KeyStore, SecretHasher
+from identity.service_layer.unit_of_work import IdentityUnitOfWork
+
+UowFactory = Callable[[], IdentityUnitOfWork]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the use cases run with; bootstrap builds it."""
+
+    uow: UowFactory
+    clock: Clock
+    hasher: SecretHasher
+    keys: KeyStore
+    tokens: TokenPolicy
+    # How long a retired key stays published beyond the token lifetime (clock skew, slow calls).
+    retire_margin: timedelta = timedelta(minutes=2)
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    expires_at: datetime
+    expires_in: timedelta
+    scopes: tuple[str, ...]
+
+    def __repr__(self) -> str:  # never the token
+        return f"IssuedToken(expires_at={self.expires_at!r}, scopes={self.scopes!r})"
+
+
+# --- customers ----------------------------------------------------------------
+
+
+def create_customer(deps: Deps, spec: CustomerSpec) -> CustomerView:
+    validation.validate_customer_spec(spec)
+
+    def work(uow: IdentityUnitOfWork) -> CustomerView:
+        existing = uow.customers.get(spec.id)
+        if existing is not None:
+            if existing.fingerprint != spec.fingerprint():
+                raise IdempotencyKeyReused("customer", spec.id)
+            return existing.view()
+        customer = Customer.create(spec, deps.clock.now())
+        uow.customers.add(customer)
+        return customer.view()
+
+    return run_in_transaction(deps.uow, work)
+
+
+def _require(field: str, value: str) -> None:
+    if not value:
+        violations = Violations()
+        violations.add(field, "is required")
+        violations.raise_if_any()
+
+
+def get_customer(deps: Deps, customer_id: str) -> CustomerView:
+    _require("customer_id", customer_id)
+    with deps.uow() as uow:
+        customer = uow.customers.get(customer_id)
+        if customer is None:
+            raise customer_not_found(customer_id)
+        return customer.view()
+
+
+def list_customers(
+    deps: Deps, page_size: int, page_token: str, status: KycStatus | None
+) -> Page[CustomerView]:
+    filters = {"kyc_status": status.name if status else ""}
+    page = parse_page(page_size, page_token, filters)
+    with deps.uow() as uow:
+        found = uow.customers.list(page.after, page.size + 1, status)
+        views = [c.view() for c in found[: page.size]]
+    more = len(found) > page.size
+    token = encode_page_token(views[-1].id, filters) if more and views else ""
+    return Page(views, token)
+
+
+def submit_kyc(deps: Deps, request_id: str, customer_id: str, actor: str) -> CustomerView:
+    validation.validate_kyc_request(request_id, customer_id)
+    content = fingerprint("submit", customer_id)
+    return _kyc_change(
+        deps, request_id, customer_id, content, lambda c, now: c.submit_for_review(actor, now)
+    )
+
+
+def review_kyc(
+    deps: Deps,
+    request_id: str,
+    customer_id: str,
+    decision: KycDecision | None,
+    reason: str,
+    actor: str,
+) -> CustomerView:
+    validation.validate_kyc_request(request_id, customer_id, decision, reason)
+    if decision is None:
+        violations = Violations()
+        violations.add("decision", "must be KYC_DECISION_APPROVE or KYC_DECISION_REJECT")
+        violations.raise_if_any()
+    assert decision is not None
+    content = fingerprint("review", customer_id, decision.name, reason)
+
+    def change(customer: Customer, now: datetime) -> object:
+        assert decision is not None
+        return customer.review(decision, reason, actor, now)
+
+    return _kyc_change(deps, request_id, customer_id, content, change)
+
+
+def _kyc_change(
+    deps: Deps,
+    request_id: str,
+    customer_id: str,
+    content: str,
+    change: Callable[[Customer, datetime], object],
+) -> CustomerView:
+    """Apply ``change`` once per request id; replays return the recorded outcome."""
+
+    def work(uow: IdentityUnitOfWork) -> CustomerView | DomainError:
+        recorded = uow.kyc_requests.get(request_id)
+        if recorded is not None:
+            if recorded.fingerprint != content or recorded.customer_id != customer_id:
+                raise IdempotencyKeyReused("KYC request", request_id)
+            refusal = recorded.replay_error()
+            if refusal is not None:
+                return refusal
+            replayed = uow.customers.get(recorded.customer_id)
+            assert replayed is not None
+            return replayed.view(recorded.kyc_version)
+        customer = uow.customers.get(customer_id, for_update=True)
+        if customer is None:
+            raise customer_not_found(customer_id)
+        now = deps.clock.now()
+        try:
+            change(customer, now)
+        except FailedPrecondition as refused:
+            # Recorded, so that the same request id keeps getting the same answer.
+            uow.kyc_requests.add(
+                KycRequest(
+                    request_id,
+                    customer_id,
+                    content,
+                    now,
+                    error_reason=refused.reason,
+                    error_message=refused.message,
+                )
+            )
+            return refused
+        uow.kyc_requests.add(
+            KycRequest(request_id, customer_id, content, now, kyc_version=customer.kyc_version)
+        )
+        return customer.view()
+
+    outcome = run_in_transaction(deps.uow, work)
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+# --- service clients ----------------------------------------------------------
+
+
+def register_client(deps: Deps, spec: ClientSpec) -> tuple[ServiceClient, str]:
+    """The client and its new secret; a replay returns the client and an empty secret."""
+    validation.validate_client_spec(spec)
+    secret = deps.hasher.new_secret()
+    # Hashing is slow on purpose: done before the transaction, not while holding it.
+    secret_hash = deps.hasher.hash(secret)
+
+    def work(uow: IdentityUnitOfWork) -> tuple[ServiceClient, str]:
+        existing = uow.clients.get(spec.id)
+        if existing is not None:
+            if existing.fingerprint != spec.fingerprint():
+                raise IdempotencyKeyReused("client", spec.id)
+            return existing, ""
+        client = ServiceClient(
+            spec.id, spec.display_name, spec.allowed_scopes, secret_hash, deps.clock.now()
+        )
+        uow.clients.add(client)
+        return client, secret
+
+    return run_in_transaction(deps.uow, work)
+
+
+def reset_client_secret(deps: Deps, client_id: str) -> str:
+    """A new secret for an existing client (operators only: the CLI, never an RPC)."""
+    secret = deps.hasher.new_secret()
+    secret_hash = deps.hasher.hash(secret)
+
+    def work(uow: IdentityUnitOfWork) -> None:
+        client = uow.clients.get(client_id, for_update=True)
+        if client is None:
+            raise client_not_found(client_id)
+        client.secret_hash = secret_hash
+
+    run_in_transaction(deps.uow, work)
+    return secret
+
+
+def get_client(deps: Deps, client_id: str) -> ServiceClient:
+    _require("client_id", client_id)
+    with deps.uow() as uow:
+        client = uow.clients.get(client_id)
+        uow.detach_all()
+    if client is None:
+        raise client_not_found(client_id)
+    return client
+
+
+def disable_client(deps: Deps, client_id: str) -> ServiceClient:
+    _require("client_id", client_id)
+
+    def work(uow: IdentityUnitOfWork) -> ServiceClient:
+        client = uow.clients.get(client_id, for_update=True)
+        if client is None:
+            raise client_not_found(client_id)
+        client.disable(deps.clock.now())
+        return client
+
+    return run_in_transaction(deps.uow, work)
+
+
+# --- tokens and keys ----------------------------------------------------------
+
+
+def _check_requested_scopes(field: str, scopes: Sequence[str]) -> None:
+    violations = Violations()
+    validation.check_scopes(violations, field, scopes)
+    violations.raise_if_any()
+
+
+def _sign(
+    deps: Deps,
+    key: SigningKey | None,
+    subject: str,
+    kind: PrincipalKind,
+    client_id: str,
+    scopes: tuple[str, ...],
+) -> IssuedToken:
+    if key is None:
+        raise Unavailable("NO_SIGNING_KEY", "identity has no signing key yet; retry shortly")
+    now = deps.clock.now()
+    policy = deps.tokens
+    claims = make_claims(
+        issuer=policy.issuer,
+        audience=policy.audience,
+        subject=subject,
+        kind=kind,
+        client_id=client_id,
+        scopes=scopes,
+        issued_at=now,
+        ttl=policy.ttl,
+    )
+    token = deps.keys.sign(claims, key)
+    expires_at = datetime.fromtimestamp(claims["exp"], now.tzinfo)
+    return IssuedToken(token, expires_at, policy.ttl, scopes)
+
+
+def issue_token(
+    deps: Deps, client_id: str, client_secret: str, scopes: Sequence[str]
+) -> IssuedToken:
+    """Client credentials -> a signed token with the scopes asked for (each one allowed)."""
+    violations = Violations()
+    if not client_id:
+        violations.add("client_id", "is required")
+    if not client_secret:
+        violations.add("client_secret", "is required")
+    validation.check_scopes(violations, "scopes", scopes)
+    violations.raise_if_any()
+    with deps.uow() as uow:
+        client = uow.clients.get(client_id)
+        key = uow.keys.active()
+        uow.detach_all()
+    if not deps.hasher.verify(client.secret_hash if client else None, client_secret):
+        raise invalid_client()
+    assert client is not None
+    if client.disabled:
+        raise client_disabled()
+    granted = client.grant(scopes)
+    return _sign(deps, key, client.id, PrincipalKind.CLIENT, client.id, granted)
+
+
+def issue_customer_token(
+    deps: Deps, acting_client_id: str, customer_id: str, scopes: Sequence[str]
+) -> IssuedToken:
+    """A token whose subject is ``customer_id``, for the trusted service acting for it."""
+    violations = Violations()
+    validation.check_id(violations, "customer_id", customer_id, validation.CUSTOMER_PREFIX)
+    validation.check_scopes(violations, "scopes", scopes)
+    violations.raise_if_any()
+    with deps.uow() as uow:
+        customer = uow.customers.get(customer_id)
+        key = uow.keys.active()
+        uow.detach_all()
+    if customer is None:
+        raise customer_not_found(customer_id)
+    granted = grant(scopes, deps.tokens.customer_scopes, "a customer token")
+    return _sign(deps, key, customer_id, PrincipalKind.CUSTOMER, acting_client_id, granted)
+
+
+def published_keys(deps: Deps) -> list[SigningKey]:
+    """Every key a still-valid token may have been signed with, the signing key first."""
+    with deps.uow() as uow:
+        keys = uow.keys.published(deps.clock.now())
+        uow.detach_all()
+        return keys
+
+
+def ensure_signing_key(deps: Deps) -> SigningKey:
+    """The active signing key, made on first start."""
+
+    def work(uow: IdentityUnitOfWork) -> SigningKey:
+        active = uow.keys.active()
+        if active is not None:
+            return active
+        key = deps.keys.new_signing_key(deps.clock.now())
+        uow.keys.add(key)
+        return key
+
+    return run_in_transaction(deps.uow, work)
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    key: SigningKey
+    previous_retire_at: datetime | None
+
+
+def rotate_signing_key(deps: Deps, request_id: str) -> Rotation:
+    """Sign with a new key from now on; the old one stays published until its tokens expire."""
+    violations = Violations()
+    validation.check_id(violations, "request_id", request_id, validation.ROTATION_REQUEST_PREFIX)
+    violations.raise_if_any()
+
+    def work(uow: IdentityUnitOfWork) -> Rotation:
+        done = uow.keys.by_request(request_id)
+        if done is not None:
+            return Rotation(done, uow.keys.retired_by(done))
+        now = deps.clock.now()
+        previous = uow.keys.active(for_update=True)
+        if previous is not None:
+            previous.retire(now, deps.tokens.ttl, deps.retire_margin)
+            uow.session.flush()
+        key = deps.keys.new_signing_key(now, request_id)
+        uow.keys.add(key)
+        return Rotation(key, previous.retire_at if previous else None)
+
+    return run_in_transaction(deps.uow, work)
