@@ -64,7 +64,7 @@ def outbox_table(metadata: MetaData) -> Table:
 
 
 def inbox_table(metadata: MetaData) -> Table:
-    """Events a subscriber has applied, keyed by subscription and event id."""
+    """Events a subscriber has applied (or dead-lettered), keyed by subscription and event id."""
     return Table(
         "inbox",
         metadata,
@@ -72,4 +72,39 @@ def inbox_table(metadata: MetaData) -> Table:
         Column("event_id", String(64), primary_key=True),
         Column("event_type", String(200), nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+def inbox_failures_table(metadata: MetaData) -> Table:
+    """Failed attempts at an event, counted durably: a crash or restart does not reset them."""
+    return Table(
+        "inbox_failures",
+        metadata,
+        Column("subscription", String(200), primary_key=True),
+        Column("event_id", String(64), primary_key=True),
+        Column("attempts", Integer, nullable=False),
+        Column("last_error", Text, nullable=False),
+        Column("failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+def dead_letters_table(metadata: MetaData) -> Table:
+    """Messages a subscriber gave up on: the original message, why, and after how many tries."""
+    return Table(
+        "dead_letters",
+        metadata,
+        Column("subscription", String(200), primary_key=True),
+        Column("event_id", String(64), primary_key=True),
+        Column("event_type", String(200), nullable=False),
+        Column("message_id", String(100), nullable=False),
+        Column("ordering_key", String(200), nullable=False),
+        # JSON object of the message's attributes.
+        Column("attributes", Text, nullable=False),
+        Column("data", LargeBinary, nullable=False),
+        Column("reason", String(64), nullable=False),
+        Column("error", Text, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column(
+            "dead_lettered_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+        ),
     )

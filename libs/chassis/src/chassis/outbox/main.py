@@ -1,0 +1,69 @@
+"""``astra-relay``: publish one context's outbox to its Pub/Sub topic (``run``), or print its lag.
+
+Configured by ``RELAY_*`` (``chassis.outbox.settings``) and ``ASTRA_PUBSUB_*``;
+run one per context, or several for availability (they share the lanes).
+SIGTERM or SIGINT finishes the round in flight, releases the lanes and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from concurrent import futures
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from chassis.config import PubSubSettings
+from chassis.logging import configure_logging
+from chassis.outbox.relay import Relay, describe
+from chassis.outbox.settings import RelaySettings
+
+
+def _health_server(settings: RelaySettings) -> tuple[grpc.Server, health.HealthServicer]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    address = f"{settings.health_host}:{settings.health_port}"
+    if server.add_insecure_port(address) == 0:
+        raise RuntimeError(f"cannot bind the relay's health port {address}")
+    server.start()
+    return server, servicer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="astra-relay", description=__doc__)
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "lag"])
+    args = parser.parse_args(argv)
+    settings = RelaySettings()
+    pubsub = PubSubSettings()
+    configure_logging(f"relay-{settings.context}", settings.log_level)
+    log = structlog.get_logger("chassis.relay")
+    relay = Relay(settings, project=pubsub.project, create_topic=pubsub.create_topics)
+    if args.command == "lag":
+        print(json.dumps(describe(relay.measure_lag())))
+        return
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("signal received", signal=signal.Signals(signum).name)
+        relay.stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    server = None
+    if settings.health_port:
+        server, servicer = _health_server(settings)
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("relay health serving", port=settings.health_port)
+    try:
+        relay.run()
+    finally:
+        if server is not None:
+            servicer.enter_graceful_shutdown()
+            server.stop(1).wait()
+
+
+if __name__ == "__main__":
+    main()

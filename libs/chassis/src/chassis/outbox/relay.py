@@ -1,0 +1,501 @@
+"""The relay: publishes a context's outbox rows to its Pub/Sub topic, at least once, in order.
+
+A round reads the unpublished rows of the lanes this relay owns (see
+``chassis.outbox.leases``), publishes them with the low-level ``publish`` call
+(up to 1,000 messages per request, several requests at once but never two for
+the same lane), and marks exactly the rows of the requests Pub/Sub answered
+with message ids. Rows are found by ``published_at IS NULL``, never by an id
+high-water mark, so a transaction that took its ids early and committed late
+is still picked up in a later round.
+
+The relay wakes on the writer's NOTIFY (PostgreSQL), with a short fallback
+poll. Whatever fails (Pub/Sub unavailable, the topic gone after an emulator
+restart, the database) is retried with exponential backoff and full jitter;
+rows stay unpublished meanwhile, so nothing is lost or reordered. A crash
+between a publish and its mark republishes those rows: duplicates, which
+subscribers absorb through their inbox.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from google.api_core import exceptions as gexc
+from google.pubsub_v1 import PublisherClient as PublisherApi
+from google.pubsub_v1 import PubsubMessage
+from sqlalchemy import (
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_random_exponential,
+)
+
+from chassis.db.engine import create_db_engine, is_postgres
+from chassis.kernel.clock import utc
+from chassis.outbox.leases import AdvisoryLaneLeases, FileLaneLeases, LaneLeases
+from chassis.outbox.listener import NotifyListener
+from chassis.outbox.schema import outbox_table
+from chassis.outbox.settings import RelaySettings
+from chassis.outbox.writer import notify_channel
+from chassis.pubsub import cloudevents
+from chassis.pubsub.clients import ensure_topic, publisher_api, topic_path
+
+_log = structlog.get_logger("chassis.relay")
+
+# Pub/Sub refuses requests over 10 MB; leave room for framing.
+MAX_REQUEST_BYTES = 9_000_000
+_PURGE_CHUNK = 5000
+_SQLITE_MARK_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    event_type: str
+    ordering_key: str
+    lane: int
+    payload: bytes
+    headers: str | None
+    occurred_at: datetime
+
+    def approximate_size(self) -> int:
+        # Data, key and the CloudEvents attributes (about 250 bytes with their names).
+        return len(self.payload) + len(self.ordering_key) + len(self.headers or "") + 300
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxLag:
+    """How far behind the relay is: unpublished rows and the age of the oldest one."""
+
+    backlog: int
+    oldest_age_seconds: float
+    measured_at: datetime
+
+
+class PublishFailed(Exception):
+    def __init__(self, failed: int, requests: int, first: BaseException) -> None:
+        super().__init__(f"{failed} of {requests} publish requests failed: {first}")
+        self.first = first
+
+
+def pack_requests(
+    rows: Sequence[OutboxRow], max_messages: int, max_bytes: int = MAX_REQUEST_BYTES
+) -> tuple[list[list[OutboxRow]], bool]:
+    """Group rows into publish requests, each lane whole in one request and in id order.
+
+    Requests run concurrently, and Pub/Sub keeps order only within a request or
+    across requests sent one after another; so a lane's rows never span two
+    requests of a round. A lane that does not fit in one request is cut to a
+    prefix (the rest waits for the next round); the flag says something was cut.
+    """
+    by_lane: dict[int, list[OutboxRow]] = {}
+    for row in sorted(rows, key=lambda r: (r.lane, r.id)):
+        by_lane.setdefault(row.lane, []).append(row)
+    requests: list[list[OutboxRow]] = []
+    current: list[OutboxRow] = []
+    current_bytes = 0
+    cut = False
+    for lane_rows in by_lane.values():
+        prefix: list[OutboxRow] = []
+        prefix_bytes = 0
+        for row in lane_rows:
+            size = row.approximate_size()
+            if prefix and (len(prefix) >= max_messages or prefix_bytes + size > max_bytes):
+                cut = True
+                break
+            prefix.append(row)
+            prefix_bytes += size
+        if current and (
+            len(current) + len(prefix) > max_messages or current_bytes + prefix_bytes > max_bytes
+        ):
+            requests.append(current)
+            current, current_bytes = [], 0
+        current.extend(prefix)
+        current_bytes += prefix_bytes
+    if current:
+        requests.append(current)
+    return requests, cut
+
+
+def to_pubsub_message(row: OutboxRow, source: str) -> PubsubMessage:
+    headers = json.loads(row.headers) if row.headers else None
+    return PubsubMessage(
+        data=row.payload,
+        ordering_key=row.ordering_key,
+        attributes=cloudevents.binary_attributes(
+            event_id=row.event_id,
+            event_type=row.event_type,
+            source=source,
+            time=row.occurred_at,
+            headers=headers,
+        ),
+    )
+
+
+_COLUMNS = "id, event_id, event_type, ordering_key, lane, payload, headers, occurred_at"
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: RelaySettings,
+        *,
+        project: str,
+        create_topic: bool = True,
+        engine: Engine | None = None,
+        publisher: PublisherApi | None = None,
+        on_lag: Callable[[OutboxLag], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic_path(project, settings.topic_id)
+        self.source = settings.event_source
+        self._create_topic = create_topic
+        self._owns_engine = engine is None
+        self._engine = engine or create_db_engine(
+            settings.database_url, pool_size=2, application_name=f"astra-relay-{settings.context}"
+        )
+        self._postgres = is_postgres(self._engine)
+        self._table: Table = outbox_table(MetaData())
+        self._publisher = publisher or publisher_api()
+        self._on_lag = on_lag
+        self._leases: LaneLeases = (
+            AdvisoryLaneLeases(settings.context)
+            if self._postgres
+            else FileLaneLeases(settings.database_url)
+        )
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.publish_concurrency, thread_name_prefix="relay-publish"
+        )
+        self._connection: Connection | None = None
+        self._next_rebalance = 0.0
+        self._topic_ready = not create_topic
+        self._lag: OutboxLag | None = None
+        self.published_total = 0
+        self.rounds = 0
+        self.started = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listener: NotifyListener | None = None
+        self._fetch_lanes_sql = text(
+            f"SELECT l.lane FROM unnest(CAST(:lanes AS smallint[])) AS l(lane) WHERE EXISTS "
+            f"(SELECT 1 FROM {self._table.name} o WHERE o.lane = l.lane "
+            "AND o.published_at IS NULL)"
+        )
+        self._fetch_rows_sql = text(
+            f"SELECT o.* FROM unnest(CAST(:lanes AS smallint[])) AS l(lane) CROSS JOIN LATERAL "
+            f"(SELECT {_COLUMNS} FROM {self._table.name} WHERE lane = l.lane "
+            "AND published_at IS NULL ORDER BY id LIMIT :per_lane) AS o"
+        )
+        self._mark_sql = text(
+            f"UPDATE {self._table.name} SET published_at = now() WHERE id = ANY(:ids)"
+        )
+
+    # --- lifecycle ---
+
+    def run(self) -> None:
+        """Publish until ``stop()``; returns after the round in flight finished and was marked."""
+        if self._postgres:
+            self._listener = NotifyListener(
+                self.settings.database_url,
+                notify_channel(self.settings.context),
+                self._wake,
+                self._stop,
+            )
+            self._listener.start()
+        housekeeping = threading.Thread(
+            target=self._housekeeping, name="relay-housekeeping", daemon=True
+        )
+        housekeeping.start()
+        self._threads.append(housekeeping)
+        retrying = Retrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_random_exponential(multiplier=0.05, max=self.settings.backoff_max_seconds),
+            stop=stop_when_event_set(self._stop),
+            sleep=self._interruptible_sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        _log.info(
+            "relay started",
+            context=self.settings.context,
+            topic=self.topic,
+            database="postgresql" if self._postgres else "sqlite",
+        )
+        self.started.set()
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                try:
+                    more = retrying(self.run_once)
+                except Exception:
+                    if self._stop.is_set():
+                        break
+                    raise
+                if not more:
+                    self._wake.wait(self.settings.poll_seconds)
+        finally:
+            self._shutdown()
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def owned_lanes(self) -> frozenset[int]:
+        return self._leases.owned
+
+    @property
+    def lag(self) -> OutboxLag | None:
+        """The last measured lag (every ``lag_interval_seconds``), for a metrics exporter."""
+        return self._lag
+
+    def _shutdown(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+        self._leases.release(self._connection)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._executor.shutdown(wait=True)
+        if self._owns_engine:
+            self._engine.dispose()
+        _log.info("relay stopped", published=self.published_total)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, PublishFailed):
+            error = error.first
+        _log.warning(
+            "relay round failed; backing off",
+            attempt=state.attempt_number,
+            retry_in=round(state.upcoming_sleep, 3),
+            error=f"{type(error).__name__}: {error}",
+        )
+
+    # --- one round ---
+
+    def run_once(self) -> bool:
+        """Publish one round; True when more rows are known to wait."""
+        try:
+            return self._round()
+        except DBAPIError:
+            self._drop_connection()
+            raise
+
+    def _connect(self) -> Connection:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+            self._next_rebalance = 0.0
+        return self._connection
+
+    def _drop_connection(self) -> None:
+        # Closing the session frees its advisory locks on the server; another relay may
+        # take those lanes, so they are not ours anymore.
+        self._leases.forget()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.invalidate()
+                connection.close()
+            except Exception:
+                _log.debug("closing a broken connection failed", exc_info=True)
+
+    def _round(self) -> bool:
+        connection = self._connect()
+        now = time.monotonic()
+        if now >= self._next_rebalance:
+            self._leases.rebalance(connection)
+            self._next_rebalance = now + self.settings.rebalance_seconds
+        lanes = sorted(self._leases.owned)
+        if not lanes:
+            return False
+        if not self._topic_ready:
+            if ensure_topic(self._publisher, self.topic):
+                _log.info("topic created", topic=self.topic)
+            self._topic_ready = True
+        rows, full = self._fetch(connection, lanes)
+        if not rows:
+            return False
+        requests, cut = pack_requests(rows, self.settings.batch_size)
+        futures = [(batch, self._executor.submit(self._publish, batch)) for batch in requests]
+        published: list[int] = []
+        errors: list[BaseException] = []
+        for batch, future in futures:
+            try:
+                future.result()
+            except Exception as error:
+                errors.append(error)
+            else:
+                published.extend(row.id for row in batch)
+        if published:
+            self._mark(connection, published)
+            self.published_total += len(published)
+        self.rounds += 1
+        if errors:
+            if self._create_topic and any(isinstance(e, gexc.NotFound) for e in errors):
+                self._topic_ready = False  # e.g. an emulator that restarted empty
+            raise PublishFailed(len(errors), len(requests), errors[0])
+        return full or cut
+
+    def _fetch(self, connection: Connection, lanes: list[int]) -> tuple[list[OutboxRow], bool]:
+        limit = self.settings.max_rows_per_round
+        if self._postgres:
+            active = [
+                int(lane)
+                for lane in connection.execute(self._fetch_lanes_sql, {"lanes": lanes}).scalars()
+            ]
+            if not active:
+                connection.commit()
+                return [], False
+            per_lane = max(1, min(self.settings.batch_size, limit // len(active)))
+            result = connection.execute(
+                self._fetch_rows_sql, {"lanes": active, "per_lane": per_lane}
+            )
+            rows = [OutboxRow(*r) for r in result]
+            connection.commit()
+            counts: dict[int, int] = {}
+            for row in rows:
+                counts[row.lane] = counts.get(row.lane, 0) + 1
+            return rows, any(n >= per_lane for n in counts.values())
+        # SQLite: this relay owns every lane, and a prefix in id order is a prefix of each lane.
+        t = self._table
+        statement = (
+            select(
+                t.c.id,
+                t.c.event_id,
+                t.c.event_type,
+                t.c.ordering_key,
+                t.c.lane,
+                t.c.payload,
+                t.c.headers,
+                t.c.occurred_at,
+            )
+            .where(t.c.published_at.is_(None))
+            .order_by(t.c.id)
+            .limit(limit)
+        )
+        rows = [OutboxRow(*r) for r in connection.execute(statement)]
+        connection.commit()
+        return rows, len(rows) >= limit
+
+    def _publish(self, rows: list[OutboxRow]) -> None:
+        messages = [to_pubsub_message(row, self.source) for row in rows]
+        response = self._publisher.publish(
+            topic=self.topic,
+            messages=messages,
+            retry=None,  # retries are the relay's, with the rows still unpublished
+            timeout=self.settings.publish_timeout_seconds,
+        )
+        if len(response.message_ids) != len(messages):
+            raise RuntimeError(
+                f"Pub/Sub acknowledged {len(response.message_ids)} of {len(messages)} messages"
+            )
+
+    def _mark(self, connection: Connection, ids: list[int]) -> None:
+        if self._postgres:
+            connection.execute(self._mark_sql, {"ids": ids})
+        else:
+            t = self._table
+            statement = (
+                update(t)
+                .where(t.c.id.in_(bindparam("ids", expanding=True)))
+                .values(published_at=func.now())
+            )
+            for start in range(0, len(ids), _SQLITE_MARK_CHUNK):
+                connection.execute(statement, {"ids": ids[start : start + _SQLITE_MARK_CHUNK]})
+        connection.commit()
+
+    # --- lag and purge ---
+
+    def measure_lag(self) -> OutboxLag:
+        t = self._table
+        with self._engine.connect() as connection:
+            count, oldest, now = connection.execute(
+                select(func.count(), func.min(t.c.created_at), func.now()).where(
+                    t.c.published_at.is_(None)
+                )
+            ).one()
+        measured = utc(now) if now is not None else datetime.now(UTC)
+        age = max(0.0, (measured - utc(oldest)).total_seconds()) if oldest is not None else 0.0
+        return OutboxLag(backlog=int(count), oldest_age_seconds=age, measured_at=measured)
+
+    def purge(self) -> int:
+        """Delete rows published more than ``retention_seconds`` ago; how many went."""
+        t = self._table
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.retention_seconds)
+        doomed = (
+            select(t.c.id)
+            .where(t.c.published_at.is_not(None), t.c.published_at < cutoff)
+            .limit(_PURGE_CHUNK)
+        )
+        total = 0
+        while True:
+            with self._engine.begin() as connection:
+                deleted = connection.execute(delete(t).where(t.c.id.in_(doomed))).rowcount
+            total += deleted
+            if deleted < _PURGE_CHUNK:
+                return total
+
+    def _housekeeping(self) -> None:
+        next_purge = time.monotonic() + self.settings.purge_interval_seconds
+        while not self._stop.wait(self.settings.lag_interval_seconds):
+            try:
+                lag = self.measure_lag()
+                self._lag = lag
+                if self._on_lag is not None:
+                    self._on_lag(lag)
+                _log.info(
+                    "outbox lag",
+                    backlog=lag.backlog,
+                    oldest_age_seconds=round(lag.oldest_age_seconds, 3),
+                    published_total=self.published_total,
+                    lanes=len(self._leases.owned),
+                )
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + self.settings.purge_interval_seconds
+                    purged = self.purge()
+                    if purged:
+                        _log.info("published outbox rows purged", rows=purged)
+            except Exception:
+                _log.exception("outbox housekeeping failed; will try again")
+
+
+def describe(lag: OutboxLag) -> dict[str, Any]:
+    return {
+        "backlog": lag.backlog,
+        "oldest_age_seconds": round(lag.oldest_age_seconds, 3),
+        "measured_at": cloudevents.format_time(lag.measured_at),
+    }

@@ -1,0 +1,1 @@
+"""Pub/Sub for every context: CloudEvents attributes, clients, subscriber helper, tail tool."""

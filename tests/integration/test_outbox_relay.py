@@ -1,0 +1,250 @@
+"""The relay on real PostgreSQL (the ledger's migrated schema) and the real Pub/Sub emulator."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from astra.ledger.v1 import events_pb2 as ev
+from chassis.outbox.relay import OutboxLag, Relay
+from chassis.outbox.schema import OUTBOX_LANES, lane_of
+from chassis.pubsub import cloudevents as ce
+from chassis.pubsub.clients import (
+    ensure_subscription,
+    subscriber_client,
+    subscription_path,
+    topic_path,
+)
+from ledger.bootstrap import migrate
+from sqlalchemy import text
+
+from tests.outbox_fixtures import (
+    PROJECT,
+    OutboxFeeder,
+    Received,
+    Topic,
+    collecting,
+    emulator_env,
+    posted_event,
+    relay_settings,
+    running_relay,
+    unique,
+    wait_until,
+)
+
+__all__ = ["emulator_env"]
+
+pytestmark = pytest.mark.integration
+
+# Long enough that only a NOTIFY can explain a prompt publish.
+NO_POLL = 3600.0
+
+
+@pytest.fixture
+def feeder(ledger_db_url: str) -> Iterator[OutboxFeeder]:
+    feeder = OutboxFeeder(ledger_db_url, "ledger")
+    yield feeder
+    feeder.close()
+
+
+def seqs_by_key(received: list[Received]) -> dict[str, list[int]]:
+    seen: dict[str, list[int]] = defaultdict(list)
+    for message in received:
+        event = ev.TransferPosted.FromString(message.data)
+        seen[message.ordering_key].append(int(event.metadata["seq"]))
+    return dict(seen)
+
+
+def test_publishes_each_row_as_a_cloudevent_and_marks_it_published(
+    emulator_env: object, ledger_db_url: str, feeder: OutboxFeeder
+) -> None:
+    topic = Topic.create()
+    traced = posted_event("tr_traced", 1)
+    traced = type(traced)(
+        event_type=traced.event_type,
+        ordering_key=traced.ordering_key,
+        payload=traced.payload,
+        occurred_at=traced.occurred_at,
+        headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    )
+    written = feeder.write(["tr_one", "tr_two"])
+    with feeder.engine.begin() as connection:
+        feeder.writer.write(connection, [traced])
+    written.append(traced)
+    with (
+        collecting(topic.subscription) as collector,
+        running_relay(relay_settings(ledger_db_url, topic.id, poll_seconds=NO_POLL)),
+    ):
+        received = collector.wait_for(3)
+        wait_until(lambda: feeder.unpublished() == 0, 30, "rows marked published")
+
+    by_id = {m.attributes[ce.ID]: m for m in received}
+    assert set(by_id) == {w.event_id for w in written}
+    for row in written:
+        message = by_id[row.event_id]
+        assert message.ordering_key == row.ordering_key
+        assert message.data == row.payload
+        assert message.attributes[ce.TYPE] == "astra.ledger.v1.TransferPosted"
+        assert message.attributes[ce.SOURCE] == "//astra.ledger"
+        assert message.attributes[ce.SPECVERSION] == "1.0"
+        assert message.attributes[ce.CONTENT_TYPE] == "application/protobuf"
+        assert message.attributes[ce.TIME] == ce.format_time(row.occurred_at)
+        decoded = ev.TransferPosted.FromString(message.data)
+        assert decoded.transfer_id == row.ordering_key
+    assert by_id[traced.event_id].attributes["traceparent"].startswith("00-0af7651916cd43dd")
+    assert feeder.total() == 3
+
+
+def test_rows_of_a_transaction_that_commits_late_are_not_skipped(
+    emulator_env: object, ledger_db_url: str, feeder: OutboxFeeder
+) -> None:
+    topic = Topic.create()
+    late = posted_event("tr_late", 1)
+    with (
+        collecting(topic.subscription) as collector,
+        running_relay(relay_settings(ledger_db_url, topic.id, poll_seconds=NO_POLL)),
+        feeder.engine.connect() as slow,
+    ):
+        # The slow transaction takes the lower id, then commits after a faster one.
+        slow.begin()
+        feeder.writer.write(slow, [late])
+        fast = feeder.write(["tr_fast"])
+        first = collector.wait_for(1)
+        assert [m.attributes[ce.ID] for m in first] == [fast[0].event_id]
+        slow.commit()
+        received = collector.wait_for(2)
+    assert {m.attributes[ce.ID] for m in received} == {late.event_id, fast[0].event_id}
+    with feeder.engine.connect() as connection:
+        ids: dict[str, int] = dict(
+            connection.execute(text("SELECT event_id, id FROM outbox")).fetchall()
+        )
+    assert ids[late.event_id] < ids[fast[0].event_id]
+    assert feeder.unpublished() == 0
+
+
+def test_two_relays_split_the_lanes_and_keep_each_aggregates_order(
+    emulator_env: object, ledger_db_url: str, feeder: OutboxFeeder
+) -> None:
+    topic = Topic.create()
+    keys = [f"tr_agg_{i}" for i in range(16)]
+    per_key = 60
+    settings = relay_settings(ledger_db_url, topic.id, batch_size=50, max_rows_per_round=200)
+    with (
+        collecting(topic.subscription) as collector,
+        running_relay(settings) as first,
+        running_relay(settings) as second,
+    ):
+        wait_until(
+            lambda: (
+                len(first.owned_lanes) + len(second.owned_lanes) == OUTBOX_LANES
+                and not first.owned_lanes & second.owned_lanes
+                and len(first.owned_lanes) == OUTBOX_LANES // 2
+            ),
+            30,
+            "the lanes split between the two relays",
+        )
+        # Many small transactions, each touching several aggregates in turn.
+        for round_ in range(per_key):
+            feeder.write(keys[round_ % 4 :] + keys[: round_ % 4])
+        received = collector.wait_for(len(keys) * per_key, timeout=120)
+        wait_until(lambda: feeder.unpublished() == 0, 30, "every row marked published")
+        published = (first.published_total, second.published_total)
+
+    assert seqs_by_key(received) == {key: list(range(1, per_key + 1)) for key in keys}
+    assert sum(published) == len(keys) * per_key
+    lanes_used = {lane_of(k) for k in keys}
+    assert len(lanes_used) > 1
+    assert all(n > 0 for n in published), f"one relay published nothing: {published}"
+
+
+def test_measures_backlog_and_age_of_the_oldest_unpublished_row(
+    emulator_env: object, ledger_db_url: str, feeder: OutboxFeeder
+) -> None:
+    topic = Topic.create()
+    feeder.write([f"tr_lag_{i}" for i in range(10)])
+    with feeder.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE outbox SET created_at = created_at - interval '30 seconds'")
+        )
+    idle = Relay(relay_settings(ledger_db_url, topic.id), project=PROJECT)
+    lag = idle.measure_lag()
+    assert lag.backlog == 10
+    assert 30 <= lag.oldest_age_seconds < 3600
+
+    reported: list[OutboxLag] = []
+    with running_relay(relay_settings(ledger_db_url, topic.id), on_lag=reported.append) as relay:
+        wait_until(lambda: feeder.unpublished() == 0, 30, "the backlog drained")
+        wait_until(lambda: relay.lag is not None and relay.lag.backlog == 0, 30, "lag measured")
+    assert reported
+    assert reported[-1].backlog == 0
+    assert reported[-1].oldest_age_seconds == 0.0
+
+
+def test_purges_published_rows_after_the_retention_period(
+    emulator_env: object, ledger_db_url: str, feeder: OutboxFeeder
+) -> None:
+    topic = Topic.create()
+    feeder.write([f"tr_purge_{i}" for i in range(20)])
+    settings = relay_settings(ledger_db_url, topic.id, retention_seconds=0)
+    with running_relay(settings) as relay:
+        wait_until(lambda: feeder.unpublished() == 0, 30, "rows published")
+    # Written after the relay stopped: unpublished, so never purged.
+    feeder.write(["tr_keep"])
+    assert relay.purge() == 20
+    assert feeder.total() == 1
+    assert feeder.unpublished() == 1
+
+
+def test_creates_its_topic_when_missing(
+    emulator_env: object, ledger_db_url: str, feeder: OutboxFeeder
+) -> None:
+    topic_id = unique("created-by-relay")
+    path = topic_path(PROJECT, topic_id)
+    with running_relay(relay_settings(ledger_db_url, topic_id)):
+        client = subscriber_client()
+        subscription = subscription_path(PROJECT, unique("sub"))
+
+        def subscribed() -> bool:
+            try:
+                ensure_subscription(client, subscription, path)
+            except Exception:  # NotFound until the relay created the topic
+                return False
+            return True
+
+        wait_until(subscribed, 30, "the relay to create its topic")
+        client.close()
+        with collecting(subscription) as collector:
+            written = feeder.write(["tr_after_create"])
+            received = collector.wait_for(1)
+    assert received[0].attributes[ce.ID] == written[0].event_id
+
+
+def test_on_sqlite_one_relay_owns_every_lane_and_another_waits(
+    emulator_env: object, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    migrate(url)
+    topic = Topic.create()
+    feeder = OutboxFeeder(url, "ledger")
+    try:
+        written = feeder.write(["tr_sqlite_a", "tr_sqlite_b", "tr_sqlite_a"])
+        settings = relay_settings(url, topic.id, poll_seconds=0.1)
+        with (
+            collecting(topic.subscription) as collector,
+            running_relay(settings) as active,
+        ):
+            wait_until(lambda: len(active.owned_lanes) == OUTBOX_LANES, 30, "all lanes owned")
+            with running_relay(settings) as standby:
+                received = collector.wait_for(3)
+                assert standby.owned_lanes == frozenset()
+            wait_until(lambda: feeder.unpublished() == 0, 30, "rows marked published")
+    finally:
+        feeder.close()
+    assert [m.attributes[ce.ID] for m in received if m.ordering_key == "tr_sqlite_a"] == [
+        written[0].event_id,
+        written[2].event_id,
+    ]
+    assert json.loads(json.dumps(received[0].attributes))[ce.SOURCE] == "//astra.ledger"
