@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import atexit
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
 from astra.ledger.v1 import ledger_pb2_grpc
 from astra_testkit.postgres import PostgresServer
+from chassis.auth.testing import TokenMint
+from chassis.grpc.client import open_channel
 from ledger.bootstrap import Ledger, bootstrap, migrate
 from ledger.config import LedgerSettings
 from ledger.entrypoints.server import build_server
+
+# One token mint for the whole test run. In-process ledgers and ledger processes
+# verify its tokens from a JWKS file (as a deployment with mounted keys would),
+# so ledger tests need no identity service.
+LEDGER_AUTH = TokenMint()
+_JWKS_DIR = Path(tempfile.mkdtemp(prefix="astra-test-jwks-"))
+atexit.register(shutil.rmtree, _JWKS_DIR, True)
+LEDGER_JWKS_FILE = LEDGER_AUTH.write_jwks(_JWKS_DIR / "jwks.json")
+
+
+def ledger_auth_env() -> dict[str, str]:
+    """The LEDGER_* variables that make a ledger process accept LEDGER_AUTH's tokens."""
+    return {
+        "LEDGER_AUTH_ISSUER": LEDGER_AUTH.issuer,
+        "LEDGER_AUTH_AUDIENCE": LEDGER_AUTH.audience,
+        "LEDGER_AUTH_JWKS_FILE": str(LEDGER_JWKS_FILE),
+    }
+
+
+def service_token(scopes: Iterable[str] | None = None) -> str:
+    """A service client's token (every scope of the contracts unless given)."""
+    return LEDGER_AUTH.token(scopes)
+
+
+def service_metadata(scopes: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    return LEDGER_AUTH.metadata(scopes)
+
+
+def authorized_channel(target: str) -> grpc.Channel:
+    """A channel whose calls carry a service token with every scope."""
+    return open_channel(target, default_timeout=300.0, token_source=service_token)
 
 
 class MovableClock:
@@ -40,6 +77,9 @@ def ledger_settings(database_url: str, **overrides: object) -> LedgerSettings:
         "grpc_port": 0,
         "migrate_on_start": False,
         "db_pool_size": 8,
+        "auth_issuer": LEDGER_AUTH.issuer,
+        "auth_audience": LEDGER_AUTH.audience,
+        "auth_jwks_file": str(LEDGER_JWKS_FILE),
         **overrides,
     }
     return LedgerSettings(**values)  # type: ignore[arg-type]
@@ -61,7 +101,7 @@ def ledger(ledger_db_url: str, clock: MovableClock) -> Iterator[Ledger]:
 def ledger_stub(ledger: Ledger) -> Iterator[ledger_pb2_grpc.LedgerServiceStub]:
     server = build_server(ledger, ledger.settings)
     port = server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = authorized_channel(f"127.0.0.1:{port}")
     yield ledger_pb2_grpc.LedgerServiceStub(channel)
     channel.close()
     server.server.stop(0)

@@ -17,6 +17,8 @@ from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 
+from tests.ledger_fixtures import ledger_auth_env, service_token
+
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 
@@ -35,6 +37,7 @@ def ledger_process(
             "LEDGER_MIGRATE_ON_START": "true",
             "LEDGER_GRACE_SECONDS": "2",
             "LEDGER_METRICS_PORT": "0",  # tests never take the default 9102
+            **ledger_auth_env(),
         },
         log_dir=tmp_path,
     ).start()
@@ -48,7 +51,7 @@ def ledger_process(
 
 
 def grpcurl(target: str, *args: str, data: dict[str, object] | None = None) -> str:
-    command = [str(GRPCURL), "-plaintext"]
+    command = [str(GRPCURL), "-plaintext", "-H", f"authorization: Bearer {service_token()}"]
     if data is not None:
         command += ["-d", json.dumps(data)]
     command += [target, *args]
@@ -135,6 +138,8 @@ def test_grpcurl_session_against_a_real_ledger_process(
         [
             str(GRPCURL),
             "-plaintext",
+            "-H",
+            f"authorization: Bearer {service_token()}",
             "-d",
             json.dumps(overdraw),
             target,

@@ -16,6 +16,7 @@ from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 
+from tests.ledger_fixtures import ledger_auth_env, service_metadata
 from tests.observability_fixtures import sample, scrape
 
 OPEN_ACCOUNT = {"grpc_service": "astra.ledger.v1.LedgerService", "grpc_method": "OpenAccount"}
@@ -64,6 +65,7 @@ def two_ledgers(
             "LEDGER_MIGRATE_ON_START": "true",
             "LEDGER_GRACE_SECONDS": "2",
             "LEDGER_DB_POOL_SIZE": "4",
+            **ledger_auth_env(),
         },
         log_dir=tmp_path,
     ).start()
@@ -87,6 +89,7 @@ def _open(target: str, account_id: str) -> grpc.Channel:
             )
         ),
         timeout=30,
+        metadata=service_metadata(),
     )
     return channel
 

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ledger.bootstrap import bootstrap
 from ledger.entrypoints.server import SERVICE_NAME, build_server
 
-from tests.ledger_fixtures import ledger_settings
+from tests.ledger_fixtures import ledger_settings, service_metadata
 
 SERVICE = "astra.test.v1.Probe"
 
@@ -130,7 +130,11 @@ def test_database_down_is_unavailable_not_internal(postgres: object) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = ledger_pb2_grpc.LedgerServiceStub(channel)
             with pytest.raises(grpc.RpcError) as caught:
-                stub.GetAccount(ledger_pb2.GetAccountRequest(account_id="acct_a"), timeout=30)
+                stub.GetAccount(
+                    ledger_pb2.GetAccountRequest(account_id="acct_a"),
+                    timeout=30,
+                    metadata=service_metadata(),
+                )
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         info = error_info(caught.value)
         assert info is not None

@@ -23,3 +23,16 @@ class LedgerSettings(ServiceSettings):
     expiry_interval_seconds: float = Field(
         1.0, gt=0, description="How often expired holds are looked for and voided"
     )
+    auth_issuer: str = Field(
+        "astra-identity", min_length=1, description="The token issuer (`iss`) accepted"
+    )
+    auth_audience: str = Field("astra", min_length=1, description="The token audience (`aud`)")
+    identity_target: str = Field(
+        "127.0.0.1:50051", description="identity's gRPC address, where the public keys come from"
+    )
+    auth_jwks_file: str = Field(
+        "", description="Read the public keys from this JWKS file instead of asking identity"
+    )
+    auth_leeway_seconds: float = Field(
+        30.0, ge=0, le=300, description="Clock skew allowed when checking exp/nbf/iat"
+    )

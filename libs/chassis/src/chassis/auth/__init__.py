@@ -11,6 +11,7 @@
 from chassis.auth.interceptor import AuthInterceptor, bearer_token
 from chassis.auth.keys import (
     CallableKeySource,
+    FileKeySource,
     IdentityKeySource,
     JwksCache,
     KeyDocument,
@@ -18,6 +19,7 @@ from chassis.auth.keys import (
 )
 from chassis.auth.policy import AccessPolicy, MethodRule, UndeclaredAccess, declared_scopes
 from chassis.auth.principal import Principal, PrincipalKind, current_principal
+from chassis.auth.setup import build_verifier
 from chassis.auth.token_source import ClientCredentialsTokenSource
 from chassis.auth.verifier import TokenVerifier
 
@@ -26,6 +28,7 @@ __all__ = [
     "AuthInterceptor",
     "CallableKeySource",
     "ClientCredentialsTokenSource",
+    "FileKeySource",
     "IdentityKeySource",
     "JwksCache",
     "KeyDocument",
@@ -36,6 +39,7 @@ __all__ = [
     "TokenVerifier",
     "UndeclaredAccess",
     "bearer_token",
+    "build_verifier",
     "current_principal",
     "declared_scopes",
 ]

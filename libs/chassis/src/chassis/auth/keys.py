@@ -10,10 +10,12 @@ had keys reports them unavailable.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
@@ -47,6 +49,23 @@ class CallableKeySource:
         return self._fetch()
 
 
+class FileKeySource:
+    """Reads a JWKS document (``{"keys": [...]}``) from a file, e.g. a mounted secret.
+
+    Read again on every fetch, so replacing the file rotates keys without a restart.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+
+    def fetch(self) -> KeyDocument:
+        document = json.loads(self._path.read_text())
+        keys = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(keys, list):
+            raise ValueError(f"{self._path} is not a JWKS document")
+        return KeyDocument(keys=keys)
+
+
 class IdentityKeySource:
     """Fetches ``IdentityService.GetPublicKeys`` over gRPC."""
 
@@ -71,6 +90,14 @@ class IdentityKeySource:
 
 
 class JwksCache:
+    """Keys by kid, fetched on first use, when stale, and when a token names an unknown kid.
+
+    Only a fetch that was useless starts a cooldown of ``min_refresh_interval``:
+    one that failed, or one made for a kid that it did not bring. So a token
+    signed by a key rotated in a moment ago is verified at once, while a flood
+    of made-up kids costs identity at most one fetch per interval.
+    """
+
     def __init__(
         self,
         source: KeySource,
@@ -87,7 +114,7 @@ class JwksCache:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._loaded = False
         self._fetched_at = float("-inf")
-        self._attempted_at = float("-inf")
+        self._cooldown_from = float("-inf")
         self._max_age = default_max_age
         self.fetch_count = 0
 
@@ -95,39 +122,52 @@ class JwksCache:
         """The key named ``kid``, fetching again if it is unknown or the set is stale."""
         now = self._now()
         if not self._loaded or now - self._fetched_at >= self._max_age:
-            self._refresh(force=not self._loaded)
+            with self._lock:
+                if not self._loaded or self._now() - self._fetched_at >= self._max_age:
+                    self._fetch_unless_cooling(wanted=None)
         key = self._keys.get(kid)
         if key is None:
-            self._refresh(force=False)
-            key = self._keys.get(kid)
+            with self._lock:
+                key = self._keys.get(kid)  # another thread may have fetched it meanwhile
+                if key is None:
+                    self._fetch_unless_cooling(wanted=kid)
+                    key = self._keys.get(kid)
         return key
 
     def refresh(self) -> None:
-        """Fetch now, whatever the rate limit (used at start to warm the cache)."""
-        self._refresh(force=True)
-
-    def _refresh(self, *, force: bool) -> None:
+        """Fetch now, whatever the cooldown (e.g. at start, to warm the cache)."""
         with self._lock:
-            now = self._now()
-            if not force and now - self._attempted_at < self._min_interval:
-                return
-            self._attempted_at = now
-            try:
-                document = self._source.fetch()
-            except Exception as error:
-                _log.warning("public keys fetch failed", error=type(error).__name__)
-                if not self._loaded:
-                    raise Unavailable(
-                        "KEYS_UNAVAILABLE",
-                        "the keys that verify tokens cannot be fetched; retry with backoff",
-                    ) from error
-                return
-            self.fetch_count += 1
-            self._keys = _parse(document.keys)
-            self._loaded = True
-            self._fetched_at = now
-            self._max_age = document.max_age or self._default_max_age
-            _log.debug("public keys fetched", kids=sorted(self._keys))
+            self._cooldown_from = float("-inf")
+            self._fetch_unless_cooling(wanted=None)
+
+    def _fetch_unless_cooling(self, wanted: str | None) -> None:
+        now = self._now()
+        if now - self._cooldown_from < self._min_interval:
+            if not self._loaded:
+                raise _keys_unavailable()
+            return
+        try:
+            document = self._source.fetch()
+        except Exception as error:
+            self._cooldown_from = now
+            _log.warning("public keys fetch failed", error=type(error).__name__)
+            if not self._loaded:
+                raise _keys_unavailable() from error
+            return
+        self.fetch_count += 1
+        self._keys = _parse(document.keys)
+        self._loaded = True
+        self._fetched_at = now
+        self._max_age = document.max_age or self._default_max_age
+        if wanted is not None and wanted not in self._keys:
+            self._cooldown_from = now
+        _log.debug("public keys fetched", kids=sorted(self._keys))
+
+
+def _keys_unavailable() -> Unavailable:
+    return Unavailable(
+        "KEYS_UNAVAILABLE", "the keys that verify tokens cannot be fetched; retry with backoff"
+    )
 
 
 def _parse(keys: Sequence[Mapping[str, Any]]) -> dict[str, jwt.PyJWK]:

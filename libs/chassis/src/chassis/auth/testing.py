@@ -8,8 +8,10 @@ unknown key...).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -44,6 +46,21 @@ class TokenMint:
 
     def key_document(self) -> KeyDocument:
         return KeyDocument([public_jwk(key, kid) for kid, key in self._keys.items()])
+
+    def jwks_json(self) -> str:
+        return json.dumps({"keys": list(self.key_document().keys)})
+
+    def write_jwks(self, path: str | Path) -> Path:
+        """Write the public keys as a JWKS file (for ``*_AUTH_JWKS_FILE``); returns the path."""
+        target = Path(path)
+        scratch = target.with_suffix(".tmp")
+        scratch.write_text(self.jwks_json())
+        scratch.replace(target)  # readers never see half a file
+        return target
+
+    def metadata(self, scopes: Iterable[str] | None = None, **kwargs: Any) -> list[tuple[str, str]]:
+        """gRPC call metadata carrying a fresh token (all scopes unless given)."""
+        return [("authorization", f"Bearer {self.token(scopes, **kwargs)}")]
 
     def key_source(self) -> CallableKeySource:
         return CallableKeySource(self.key_document)

@@ -7,7 +7,9 @@ from collections.abc import Callable
 import grpc
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1 import ledger_pb2_grpc
+from chassis.auth import current_principal
 from chassis.grpc.context import time_remaining
+from chassis.kernel.errors import Unauthenticated
 from chassis.kernel.money import currency
 from chassis.protos import from_timestamp
 
@@ -32,17 +34,22 @@ from ledger.domain.model import (
     metadata_of,
 )
 from ledger.service_layer import use_cases
-from ledger.service_layer.use_cases import SERVICE, Caller
+from ledger.service_layer.use_cases import Caller
 
 CallerOf = Callable[[grpc.ServicerContext], Caller]
 
 
-def _service_caller(_context: grpc.ServicerContext) -> Caller:
-    return SERVICE
+def caller_from_principal(_context: grpc.ServicerContext) -> Caller:
+    """The verified caller: a customer token becomes a caller limited to that customer."""
+    principal = current_principal()
+    if principal is None:
+        # Every LedgerService method requires a token; no principal means auth was bypassed.
+        raise Unauthenticated("MISSING_TOKEN", "a bearer token is required")
+    return Caller(customer_id=principal.customer_id)
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, ledger: Ledger, caller_of: CallerOf = _service_caller) -> None:
+    def __init__(self, ledger: Ledger, caller_of: CallerOf = caller_from_principal) -> None:
         self._ledger = ledger
         self._caller_of = caller_of
 
@@ -54,6 +61,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def OpenAccount(
         self, request: pb.OpenAccountRequest, context: grpc.ServicerContext
     ) -> pb.OpenAccountResponse:
+        self._caller_of(context).require_service()
         spec = account_spec_from_pb(request.account)
         account = use_cases.open_account(self._ledger.uow, self._ledger.clock, spec)
         return pb.OpenAccountResponse(account=self._account_pb(account))
@@ -86,6 +94,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def CreateTransfers(
         self, request: pb.CreateTransfersRequest, context: grpc.ServicerContext
     ) -> pb.CreateTransfersResponse:
+        self._caller_of(context).require_service()
         requests = [transfer_request_from_pb(spec) for spec in request.transfers]
         results = use_cases.create_transfers(self._ledger.uow, self._ledger.clock, requests)
         return pb.CreateTransfersResponse(results=results_to_pb(results))
@@ -93,6 +102,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def _single(
         self, transfer: TransferRequest, context: grpc.ServicerContext, path: str
     ) -> pb.Transfer:
+        self._caller_of(context).require_service()
         validation.validate_transfer(transfer, path)
         outcome = self._ledger.batcher.submit(transfer, timeout=time_remaining(context))
         return transfer_to_pb(use_cases.transfer_or_error(outcome))
@@ -136,7 +146,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def GetTransfer(
         self, request: pb.GetTransferRequest, context: grpc.ServicerContext
     ) -> pb.GetTransferResponse:
-        record = use_cases.get_transfer(self._ledger.uow, request.transfer_id)
+        record = use_cases.get_transfer(
+            self._ledger.uow, request.transfer_id, self._caller_of(context)
+        )
         return pb.GetTransferResponse(transfer=transfer_to_pb(record))
 
     # --- balances and history -------------------------------------------------------

@@ -6,6 +6,7 @@ import argparse
 
 import structlog
 from astra.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from chassis.auth import AccessPolicy, AuthInterceptor, TokenVerifier, build_verifier
 from chassis.db.retry import is_database_unavailable
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
@@ -19,11 +20,26 @@ from ledger.bootstrap import ERROR_DOMAIN, Ledger, bootstrap, migrate
 from ledger.config import LedgerSettings
 from ledger.entrypoints.grpc_api import LedgerServicer
 
-SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"]
+SERVICE_NAME = SERVICE.full_name
 
 
-def build_server(ledger: Ledger, settings: LedgerSettings) -> GrpcServer:
+def auth_verifier(settings: LedgerSettings) -> TokenVerifier:
+    """Verifies tokens with identity's public keys (or a JWKS file), fetched when first needed."""
+    return build_verifier(
+        issuer=settings.auth_issuer,
+        audience=settings.auth_audience,
+        identity_target=settings.identity_target,
+        jwks_file=settings.auth_jwks_file,
+        leeway_seconds=settings.auth_leeway_seconds,
+    )
+
+
+def build_server(
+    ledger: Ledger, settings: LedgerSettings, verifier: TokenVerifier | None = None
+) -> GrpcServer:
     servicer = LedgerServicer(ledger)
+    verifier = verifier or auth_verifier(settings)
     server = GrpcServer(
         [
             ServiceBinding(
@@ -38,7 +54,11 @@ def build_server(ledger: Ledger, settings: LedgerSettings) -> GrpcServer:
             reuse_port=settings.grpc_reuse_port,
             grace_seconds=settings.grace_seconds,
         ),
-        interceptors=[CallInterceptor(ERROR_DOMAIN, transient_errors=(OperationalError,))],
+        interceptors=[
+            CallInterceptor(ERROR_DOMAIN, transient_errors=(OperationalError,)),
+            # Inside CallInterceptor: refusals are mapped and logged like any domain error.
+            AuthInterceptor(verifier, AccessPolicy.for_services(SERVICE)),
+        ],
     )
     server.on_stop(ledger.close)
     return server

@@ -45,6 +45,13 @@ class Caller:
                 metadata={"id": account.id},
             )
 
+    def require_service(self) -> None:
+        """Only services move money or open accounts; a customer token only reads."""
+        if self.customer_id:
+            raise PermissionDenied(
+                "SERVICE_CALLER_REQUIRED", "a customer token may only read its own accounts"
+            )
+
 
 SERVICE = Caller()
 
@@ -175,13 +182,28 @@ def transfer_or_error(outcome: ItemOutcome) -> TransferRecord:
     return outcome.record
 
 
-def get_transfer(uow_factory: UowFactory, transfer_id: str) -> TransferRecord:
+def get_transfer(
+    uow_factory: UowFactory, transfer_id: str, caller: Caller = SERVICE
+) -> TransferRecord:
     with uow_factory() as uow:
         record = uow.store.get_record(transfer_id)
-    if record is None:
-        raise transfer_not_found(transfer_id)
-    if not record.ok:
-        raise transfer_not_found(transfer_id, record.reason)
+        if record is None:
+            raise transfer_not_found(transfer_id)
+        if not record.ok:
+            raise transfer_not_found(transfer_id, record.reason)
+        if caller.customer_id:
+            # A customer sees a transfer only if one of its legs touches its own account.
+            owners = {
+                account.customer_id
+                for account in map(uow.store.get_account, {leg.account_id for leg in record.legs})
+                if account is not None
+            }
+            if caller.customer_id not in owners:
+                raise PermissionDenied(
+                    "NOT_TRANSFER_PARTY",
+                    f"transfer {transfer_id} touches no account of the calling customer",
+                    metadata={"id": transfer_id},
+                )
     return record
 
 

@@ -1,0 +1,31 @@
+"""One way for a service to build its token verifier from its settings."""
+
+from __future__ import annotations
+
+from chassis.auth.keys import FileKeySource, IdentityKeySource, JwksCache, KeySource
+from chassis.auth.verifier import TokenVerifier
+
+
+def build_verifier(
+    *,
+    issuer: str,
+    audience: str,
+    identity_target: str,
+    jwks_file: str = "",
+    leeway_seconds: float = 30.0,
+    min_refresh_interval: float = 1.0,
+) -> TokenVerifier:
+    """A verifier whose keys come from ``jwks_file`` when given, else from identity over gRPC.
+
+    Keys are fetched lazily (at the first call that needs them), so a service
+    starts even while identity is still starting.
+    """
+    source: KeySource = (
+        FileKeySource(jwks_file) if jwks_file else IdentityKeySource(identity_target)
+    )
+    return TokenVerifier(
+        JwksCache(source, min_refresh_interval=min_refresh_interval),
+        issuer=issuer,
+        audience=audience,
+        leeway_seconds=leeway_seconds,
+    )
