@@ -364,7 +364,6 @@ class Payment:
 
     def take_events(self) -> list[PaymentStateChanged]:
         events, self.events = self.events, []
-        self.new_transitions = []
         return events
 
 

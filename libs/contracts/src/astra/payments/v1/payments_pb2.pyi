@@ -294,7 +294,7 @@ class Payment(_message.Message):
 
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateTransition]:
-        """Output only. Every state change, oldest first."""
+        """Output only. Every state change, oldest first (empty in ListPayments)."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -526,7 +526,9 @@ class CancelPaymentRequest(_message.Message):
     payment_id: _builtins.str
     """Required."""
     reason: _builtins.str
-    """Optional. Up to 140 characters, recorded with the transition."""
+    """Optional. Up to 140 characters, for the log; the transition records
+    the stable reason CANCELED_BY_CLIENT.
+    """
     def __init__(
         self,
         *,

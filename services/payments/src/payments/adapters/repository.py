@@ -1,0 +1,377 @@
+"""Payments, their history, the KYC projection, the bank cursor and reconciliation runs, in SQL.
+
+Core statements, no ORM: the worker loads and saves payments in batches, and
+the plain mapping below keeps that to a few statements per batch. Rows are
+locked with ``FOR UPDATE`` (``SKIP LOCKED`` where a worker claims work) on
+PostgreSQL; on SQLite the whole database is locked per write transaction
+(``BEGIN IMMEDIATE``), which gives the same guarantee for one process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from chassis.kernel.clock import utc
+from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from payments.adapters import tables
+from payments.domain.customers import CustomerKyc
+from payments.domain.model import BankAccount, LedgerStep, Payment, Transition
+from payments.domain.reconciliation import Break, BreakKind, ReconciliationReport
+from payments.domain.states import UNSUCCESSFUL, PaymentKind, PaymentState
+
+P = tables.payments
+T = tables.payment_transitions
+K = tables.customer_kyc
+C = tables.bank_cursor
+R = tables.reconciliation_runs
+
+
+class StaleWrite(Exception):
+    """The payment changed since it was loaded (a version check failed)."""
+
+
+def _dt(value: datetime | None) -> datetime | None:
+    return utc(value) if value is not None else None
+
+
+def _payment(row: Row[Any]) -> Payment:
+    m = row._mapping
+    return Payment(
+        id=m["id"],
+        kind=PaymentKind(m["kind"]),
+        customer_id=m["customer_id"],
+        amount=m["amount"],
+        currency=m["currency"],
+        fee=m["fee"],
+        counterparty=BankAccount(m["counterparty_account"], m["counterparty_name"]),
+        description=m["description"],
+        original_payment_id=m["original_payment_id"],
+        fingerprint=m["fingerprint"],
+        ledger_account_id=m["ledger_account_id"],
+        state=PaymentState(m["state"]),
+        created_at=utc(m["created_at"]),
+        updated_at=utc(m["updated_at"]),
+        reason=m["reason"],
+        review_required=m["review_required"],
+        review_reason=m["review_reason"],
+        review_outcome=m["review_outcome"],
+        bank_payment_id=m["bank_payment_id"],
+        bank_attempts=m["bank_attempts"],
+        bank_settled_at=_dt(m["bank_settled_at"]),
+        bank_returned_at=_dt(m["bank_returned_at"]),
+        ledger_done=LedgerStep(m["ledger_done"]),
+        hold_uncertain=m["hold_uncertain"],
+        ledger_error=m["ledger_error"],
+        next_action_at=_dt(m["next_action_at"]),
+        leased_until=_dt(m["leased_until"]),
+        retries=m["retries"],
+        version=m["version"],
+        transition_count=m["transition_count"],
+    )
+
+
+def _mutable_columns(p: Payment) -> dict[str, Any]:
+    return {
+        "state": int(p.state),
+        "reason": p.reason[:64],
+        "review_required": p.review_required,
+        "review_reason": p.review_reason,
+        "review_outcome": p.review_outcome,
+        "bank_payment_id": p.bank_payment_id,
+        "bank_attempts": p.bank_attempts,
+        "bank_settled_at": p.bank_settled_at,
+        "bank_returned_at": p.bank_returned_at,
+        "ledger_done": int(p.ledger_done),
+        "hold_uncertain": p.hold_uncertain,
+        "ledger_error": p.ledger_error[:200],
+        "next_action_at": p.next_action_at,
+        "leased_until": p.leased_until,
+        "retries": p.retries,
+        "transition_count": p.transition_count,
+        "updated_at": p.updated_at,
+    }
+
+
+def _columns(p: Payment) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "kind": int(p.kind),
+        "customer_id": p.customer_id,
+        "amount": p.amount,
+        "currency": p.currency,
+        "fee": p.fee,
+        "counterparty_account": p.counterparty.account_number,
+        "counterparty_name": p.counterparty.holder_name,
+        "description": p.description,
+        "original_payment_id": p.original_payment_id,
+        "fingerprint": p.fingerprint,
+        "ledger_account_id": p.ledger_account_id,
+        "created_at": p.created_at,
+        "version": p.version,
+        **_mutable_columns(p),
+    }
+
+
+class PaymentsRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+        self._postgres = connection.dialect.name == "postgresql"
+        # Every payment handed out, so the unit of work can collect their events.
+        self._seen: dict[int, Payment] = {}
+
+    def _track(self, payment: Payment) -> Payment:
+        self._seen[id(payment)] = payment
+        return payment
+
+    def take_events(self) -> list[Any]:
+        events: list[Any] = []
+        for payment in self._seen.values():
+            events.extend(payment.take_events())
+        return events
+
+    # --- payments -------------------------------------------------------------------------
+
+    def get(self, payment_id: str, *, lock: bool = False, history: bool = False) -> Payment | None:
+        statement = select(P).where(P.c.id == payment_id)
+        if lock and self._postgres:
+            statement = statement.with_for_update()
+        row = self._c.execute(statement).first()
+        if row is None:
+            return None
+        payment = self._track(_payment(row))
+        if history:
+            payment.history = self.history(payment_id)
+        if payment.kind is PaymentKind.COLLECTION:
+            payment.refunded_amount = self.refunded_amount(payment_id)
+        return payment
+
+    def get_many(self, payment_ids: Iterable[str], *, lock: bool = False) -> dict[str, Payment]:
+        ids = sorted(set(payment_ids))
+        if not ids:
+            return {}
+        statement = select(P).where(P.c.id.in_(ids)).order_by(P.c.id)
+        if lock and self._postgres:
+            statement = statement.with_for_update()
+        return {row.id: self._track(_payment(row)) for row in self._c.execute(statement)}
+
+    def history(self, payment_id: str) -> list[Transition]:
+        rows = self._c.execute(select(T).where(T.c.payment_id == payment_id).order_by(T.c.sequence))
+        return [
+            Transition(
+                PaymentState(r.from_state) if r.from_state is not None else None,
+                PaymentState(r.to_state),
+                r.reason,
+                utc(r.occurred_at),
+            )
+            for r in rows
+        ]
+
+    def add(self, payment: Payment) -> None:
+        self._track(payment)
+        self._c.execute(insert(P).values(**_columns(payment)))
+        self._write_transitions([payment])
+
+    def save(self, payment: Payment) -> None:
+        """Write the payment's changes; refuse if someone else wrote it since it was loaded."""
+        result = self._c.execute(
+            update(P)
+            .where(P.c.id == payment.id, P.c.version == payment.version)
+            .values(**_mutable_columns(payment), version=payment.version + 1)
+        )
+        if result.rowcount != 1:
+            raise StaleWrite(payment.id)
+        payment.version += 1
+        self._write_transitions([payment])
+
+    def _write_transitions(self, batch: Sequence[Payment]) -> None:
+        rows = []
+        for payment in batch:
+            first = payment.transition_count - len(payment.new_transitions) + 1
+            for offset, t in enumerate(payment.new_transitions):
+                rows.append(
+                    {
+                        "payment_id": payment.id,
+                        "sequence": first + offset,
+                        "from_state": int(t.from_state) if t.from_state is not None else None,
+                        "to_state": int(t.to_state),
+                        "reason": t.reason[:64],
+                        "occurred_at": t.occurred_at,
+                    }
+                )
+            payment.new_transitions = []
+        if rows:
+            self._c.execute(insert(T), rows)
+
+    def claim_due(self, now: datetime, limit: int) -> list[Payment]:
+        """Payments whose next action is due and that nobody is working on, locked."""
+        statement = (
+            select(P)
+            .where(
+                P.c.next_action_at.is_not(None),
+                P.c.next_action_at <= now,
+                or_(P.c.leased_until.is_(None), P.c.leased_until <= now),
+            )
+            .order_by(P.c.next_action_at)
+            .limit(limit)
+        )
+        if self._postgres:
+            statement = statement.with_for_update(skip_locked=True)
+        return [self._track(_payment(row)) for row in self._c.execute(statement)]
+
+    def velocity(self, customer_id: str, currency: str, since: datetime) -> tuple[int, int]:
+        """(count, amount in ``currency``) of the customer's assessed payments since ``since``."""
+        assessed = (int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))
+        row = self._c.execute(
+            select(
+                func.count(),
+                func.coalesce(
+                    func.sum(P.c.amount).filter(P.c.currency == currency),
+                    0,
+                ),
+            ).where(
+                P.c.customer_id == customer_id,
+                P.c.created_at >= since,
+                P.c.kind.in_(assessed),
+                P.c.state != int(PaymentState.DECLINED),
+            )
+        ).one()
+        return int(row[0]), int(row[1])
+
+    def refunded_amount(self, original_payment_id: str) -> int:
+        dead = [int(s) for s in UNSUCCESSFUL]
+        value = self._c.execute(
+            select(func.coalesce(func.sum(P.c.amount), 0)).where(
+                P.c.original_payment_id == original_payment_id,
+                P.c.kind == int(PaymentKind.REFUND),
+                P.c.state.not_in(dead),
+            )
+        ).scalar_one()
+        return int(value)
+
+    def page(
+        self, after: str | None, limit: int, customer_id: str, state: PaymentState | None
+    ) -> list[Payment]:
+        statement = select(P).order_by(P.c.id).limit(limit)
+        if after:
+            statement = statement.where(P.c.id > after)
+        if customer_id:
+            statement = statement.where(P.c.customer_id == customer_id)
+        if state is not None:
+            statement = statement.where(P.c.state == int(state))
+        return [_payment(row) for row in self._c.execute(statement)]
+
+    def booked_with_bank_on(self, day: date, start: datetime, end: datetime) -> list[Payment]:
+        """Payments the bank settled or returned between ``start`` and ``end``."""
+        statement = select(P).where(
+            or_(
+                and_(P.c.bank_settled_at >= start, P.c.bank_settled_at < end),
+                and_(P.c.bank_returned_at >= start, P.c.bank_returned_at < end),
+            )
+        )
+        return [_payment(row) for row in self._c.execute(statement)]
+
+    def count_by_state(self) -> dict[PaymentState, int]:
+        rows = self._c.execute(select(P.c.state, func.count()).group_by(P.c.state))
+        return {PaymentState(state): int(count) for state, count in rows}
+
+    # --- the KYC projection -------------------------------------------------------------------
+
+    def customer(self, customer_id: str, *, lock: bool = False) -> CustomerKyc | None:
+        statement = select(K).where(K.c.customer_id == customer_id)
+        if lock and self._postgres:
+            statement = statement.with_for_update()
+        row = self._c.execute(statement).first()
+        if row is None:
+            return None
+        return CustomerKyc(
+            row.customer_id, row.kyc_status, row.kyc_version, _dt(row.customer_since)
+        )
+
+    def upsert_customer(self, kyc: CustomerKyc, now: datetime) -> bool:
+        """Store ``kyc`` unless a newer (or the same) KYC version is already known."""
+        values = {
+            "customer_id": kyc.customer_id,
+            "kyc_status": kyc.kyc_status,
+            "kyc_version": kyc.kyc_version,
+            "customer_since": kyc.customer_since,
+            "updated_at": now,
+        }
+        dialect: Any = postgresql if self._postgres else sqlite
+        statement = dialect.insert(K).values(**values)
+        changes = {
+            "kyc_status": statement.excluded.kyc_status,
+            "kyc_version": statement.excluded.kyc_version,
+            "customer_since": func.coalesce(statement.excluded.customer_since, K.c.customer_since),
+            "updated_at": statement.excluded.updated_at,
+        }
+        statement = statement.on_conflict_do_update(
+            index_elements=[K.c.customer_id],
+            set_=changes,
+            where=K.c.kyc_version < statement.excluded.kyc_version,
+        )
+        return bool(self._c.execute(statement).rowcount)
+
+    # --- the bank feed cursor ---------------------------------------------------------------
+
+    def cursor(self, name: str) -> int:
+        value = self._c.execute(select(C.c.position).where(C.c.name == name)).scalar()
+        return int(value or 0)
+
+    def set_cursor(self, name: str, position: int) -> None:
+        dialect: Any = postgresql if self._postgres else sqlite
+        statement = dialect.insert(C).values(name=name, position=position)
+        statement = statement.on_conflict_do_update(
+            index_elements=[C.c.name], set_={"position": statement.excluded.position}
+        )
+        self._c.execute(statement)
+
+    # --- reconciliation runs ---------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> ReconciliationReport | None:
+        row = self._c.execute(select(R).where(R.c.id == run_id)).first()
+        if row is None:
+            return None
+        breaks = tuple(
+            Break(
+                BreakKind(b["kind"]),
+                b["payment_id"],
+                b["bank_payment_id"],
+                b["expected_amount"],
+                b["actual_amount"],
+                b["currency"],
+                b["detail"],
+            )
+            for b in json.loads(row.breaks)
+        )
+        return ReconciliationReport(
+            row.id, row.statement_date, row.line_count, row.matched, breaks, utc(row.created_at)
+        )
+
+    def add_run(self, report: ReconciliationReport) -> None:
+        breaks = [
+            {
+                "kind": int(b.kind),
+                "payment_id": b.payment_id,
+                "bank_payment_id": b.bank_payment_id,
+                "expected_amount": b.expected_amount,
+                "actual_amount": b.actual_amount,
+                "currency": b.currency,
+                "detail": b.detail,
+            }
+            for b in report.breaks
+        ]
+        self._c.execute(
+            insert(tables.reconciliation_runs).values(
+                id=report.run_id,
+                statement_date=report.statement_date,
+                line_count=report.line_count,
+                matched=report.matched,
+                breaks=json.dumps(breaks),
+                created_at=report.created_at,
+            )
+        )

@@ -1,0 +1,135 @@
+"""Payments' tables (SQLAlchemy Core). Migrations in services/payments/migrations build them."""
+
+from __future__ import annotations
+
+from chassis.outbox.schema import outbox_table
+from chassis.pubsub.subscriber import SubscriberTables
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData()
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", SmallInteger, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("counterparty_account", String(34), nullable=False),
+    Column("counterparty_name", String(140), nullable=False),
+    Column("description", String(140), nullable=False),
+    Column("original_payment_id", String(64), nullable=False),
+    Column("fingerprint", String(32), nullable=False),
+    Column("ledger_account_id", String(64), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("review_required", Boolean, nullable=False),
+    Column("review_reason", String(64), nullable=False),
+    Column("review_outcome", String(16), nullable=False),
+    Column("bank_payment_id", String(64), nullable=False),
+    Column("bank_attempts", Integer, nullable=False),
+    Column("bank_settled_at", DateTime(timezone=True), nullable=True),
+    Column("bank_returned_at", DateTime(timezone=True), nullable=True),
+    Column("ledger_done", SmallInteger, nullable=False),
+    Column("hold_uncertain", Boolean, nullable=False),
+    Column("ledger_error", String(200), nullable=False),
+    Column("next_action_at", DateTime(timezone=True), nullable=True),
+    Column("leased_until", DateTime(timezone=True), nullable=True),
+    Column("retries", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("transition_count", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The workers' queue: only payments with something to do are indexed.
+    Index(
+        "ix_payments_due",
+        "next_action_at",
+        postgresql_where=text("next_action_at IS NOT NULL"),
+        sqlite_where=text("next_action_at IS NOT NULL"),
+    ),
+    # Velocity per customer, and listing a customer's payments.
+    Index("ix_payments_customer_time", "customer_id", "created_at"),
+    Index(
+        "ix_payments_original",
+        "original_payment_id",
+        postgresql_where=text("original_payment_id <> ''"),
+        sqlite_where=text("original_payment_id <> ''"),
+    ),
+    Index("ix_payments_bank_settled", "bank_settled_at"),
+    Index("ix_payments_bank_returned", "bank_returned_at"),
+    Index("ix_payments_state", "state", "id"),
+)
+
+payment_transitions = Table(
+    "payment_transitions",
+    metadata,
+    Column("payment_id", String(64), primary_key=True),
+    Column("sequence", Integer, primary_key=True),
+    Column("from_state", SmallInteger, nullable=True),
+    Column("to_state", SmallInteger, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+)
+
+# Payments' own projection of identity's customers (fed by identity's events).
+customer_kyc = Table(
+    "customer_kyc",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("kyc_status", String(32), nullable=False),
+    Column("kyc_version", BigInteger, nullable=False),
+    Column("customer_since", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Where the bank's event feed was read up to.
+bank_cursor = Table(
+    "bank_cursor",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+reconciliation_runs = Table(
+    "reconciliation_runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("statement_date", Date, nullable=False),
+    Column("line_count", Integer, nullable=False),
+    Column("matched", Integer, nullable=False),
+    # JSON list of breaks.
+    Column("breaks", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+outbox = outbox_table(metadata)
+subscriber_tables = SubscriberTables.define(metadata)
+inbox = subscriber_tables.inbox
+
+__all__ = [
+    "bank_cursor",
+    "customer_kyc",
+    "inbox",
+    "metadata",
+    "outbox",
+    "payment_transitions",
+    "payments",
+    "reconciliation_runs",
+    "subscriber_tables",
+]

@@ -1,0 +1,110 @@
+"""Payments' settings, from ``PAYMENTS_*`` environment variables.
+
+Amount limits are JSON objects of minor units per ISO 4217 code, e.g.
+``PAYMENTS_FRAUD_MAX_AMOUNT='{"EUR": 1000000}'``; a currency without an entry
+has no such limit.
+"""
+
+from __future__ import annotations
+
+from chassis.config import ServiceSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+
+class PaymentsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", frozen=True)
+
+    grpc_port: int = Field(50053, ge=0, le=65535)
+    metrics_port: int = Field(9103, ge=0, le=65535)
+    database_url: str = Field("sqlite:///.data/payments.db")
+    db_pool_size: int = Field(16, ge=1, le=200, description="Connections per process")
+
+    # --- the other contexts ---
+    ledger_target: str = Field("127.0.0.1:50052", description="The ledger's gRPC address")
+    identity_target: str = Field("127.0.0.1:50051", description="Identity's gRPC address")
+    call_timeout_seconds: float = Field(
+        5.0, gt=0, le=120, description="Deadline of each ledger and identity call"
+    )
+    client_id: str = Field(
+        "", description="Service client at identity; with a secret, outgoing calls carry tokens"
+    )
+    client_secret: SecretStr = Field(SecretStr(""), description="The service client's secret")
+    auth_enabled: bool = Field(True, description="Require bearer tokens on PaymentsService")
+    auth_issuer: str = Field("astra-identity", description="Expected `iss` of tokens")
+    auth_audience: str = Field("astra", description="Expected `aud` of tokens")
+    auth_jwks_file: str = Field(
+        "", description="JWKS file with the verification keys; empty: ask identity over gRPC"
+    )
+
+    # --- the bank ---
+    bank_url: str = Field("http://127.0.0.1:8181", description="Base URL of the bank's API")
+    bank_timeout_seconds: float = Field(
+        2.0, gt=0, le=120, description="Timeout of one bank request (connect and read)"
+    )
+    bank_retry_attempts: int = Field(5, ge=1, le=50, description="Attempts per bank call")
+    bank_retry_initial_seconds: float = Field(
+        0.1, ge=0, le=60, description="Cap of the first retry's jittered wait"
+    )
+    bank_retry_max_seconds: float = Field(
+        2.0, ge=0, le=600, description="Cap of any retry's jittered wait"
+    )
+    bank_retry_budget_seconds: float = Field(
+        10.0, gt=0, le=3600, description="Total time of one bank call with all its retries"
+    )
+    bank_breaker_failures: int = Field(
+        5, ge=1, le=1000, description="Consecutive failed requests that open the breaker"
+    )
+    bank_breaker_reset_seconds: float = Field(
+        5.0, gt=0, le=3600, description="How long the breaker stays open before a trial call"
+    )
+    bank_max_connections: int = Field(64, ge=1, le=1000, description="HTTP connection pool size")
+    bank_feed_wait_seconds: float = Field(
+        10.0, ge=0, le=30, description="Long-poll wait of the bank's event feed"
+    )
+
+    # --- workers ---
+    workers_enabled: bool = Field(
+        True, description="Run the workers (bank feed, submissions, ledger follow-ups) in serve"
+    )
+    worker_batch_size: int = Field(200, ge=1, le=5000, description="Payments claimed at once")
+    worker_threads: int = Field(16, ge=1, le=256, description="Concurrent bank calls per batch")
+    worker_poll_seconds: float = Field(
+        0.5, gt=0, le=60, description="Idle wait before looking for due work again"
+    )
+    worker_lease_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How long a claimed payment is left to its worker"
+    )
+    status_poll_seconds: float = Field(
+        60.0, gt=0, le=86400, description="Ask the bank about a submitted payment after this"
+    )
+    retry_max_seconds: float = Field(
+        60.0, gt=0, le=86400, description="Longest wait before retrying an unfinished action"
+    )
+
+    # --- fees and fraud rules ---
+    payout_fee_basis_points: int = Field(0, ge=0, le=10_000, description="Payout fee rate")
+    payout_fee_fixed: dict[str, int] = Field(
+        default_factory=dict, description="Fixed payout fee per currency (minor units)"
+    )
+    fraud_max_amount: dict[str, int] = Field(
+        default_factory=dict, description="Per-payment limit per currency; above: declined"
+    )
+    fraud_review_amount: dict[str, int] = Field(
+        default_factory=dict, description="At or above: held for review"
+    )
+    fraud_velocity_window_seconds: int = Field(
+        3600, ge=1, description="Sliding window of the velocity rules"
+    )
+    fraud_velocity_max_count: int = Field(
+        0, ge=0, description="Most payments per customer in the window (0: no limit)"
+    )
+    fraud_velocity_max_amount: dict[str, int] = Field(
+        default_factory=dict, description="Most per customer and currency in the window"
+    )
+    fraud_new_customer_days: int = Field(
+        30, ge=0, description="Customers younger than this are new"
+    )
+    fraud_new_customer_max_amount: dict[str, int] = Field(
+        default_factory=dict, description="Per-payment limit per currency for new customers"
+    )

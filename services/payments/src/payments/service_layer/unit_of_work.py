@@ -1,0 +1,27 @@
+"""Payments' unit of work: a transaction, its repository, and its events bound for the outbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chassis.db.uow import EventMapper, UnitOfWork
+from chassis.outbox.writer import OutboxWriter
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from payments.adapters.repository import PaymentsRepository
+
+
+class PaymentsUnitOfWork(UnitOfWork):
+    payments: PaymentsRepository
+
+    def __init__(
+        self, engine: Engine, outbox: OutboxWriter | None, event_mapper: EventMapper | None
+    ) -> None:
+        super().__init__(engine, outbox, event_mapper)
+
+    def _open_repositories(self, session: Session) -> None:
+        self.payments = PaymentsRepository(session.connection())
+
+    def _aggregate_events(self) -> list[Any]:
+        return self.payments.take_events()

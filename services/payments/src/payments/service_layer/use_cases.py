@@ -1,0 +1,463 @@
+"""Payments' use cases: one function per command or query.
+
+A payment and each of its transitions are written in one transaction with
+their outbox events; calls to the ledger, identity and the bank happen outside
+any transaction. Creating a payout is: record it (leased, so no one else acts
+on it meanwhile), hold its funds in the ledger, record the outcome. The bank
+is paid later by a worker (``service_layer.orchestrator``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+import structlog
+from chassis.db.uow import run_in_transaction
+from chassis.kernel.clock import Clock
+from chassis.kernel.errors import (
+    FailedPrecondition,
+    IdempotencyKeyReused,
+    NotFound,
+    Unavailable,
+)
+from chassis.kernel.pagination import encode_page_token, parse_page
+
+from payments.domain import validation
+from payments.domain.customers import VERIFIED
+from payments.domain.events import ReconciliationCompleted
+from payments.domain.fees import FeeSchedule
+from payments.domain.fraud import FraudRules, Velocity, Verdict, assess
+from payments.domain.ledger_plan import accounts_for, customer_account_id, operation_for
+from payments.domain.model import Action, LedgerStep, Payment, PaymentRequest
+from payments.domain.reconciliation import ReconciliationReport, reconcile
+from payments.domain.refunds import check_refund
+from payments.domain.states import PaymentKind, PaymentState
+from payments.service_layer.ports import (
+    BankGateway,
+    BankUnavailable,
+    IdentityPort,
+    IdentityUnavailable,
+    LedgerPort,
+    LedgerResult,
+    LedgerUnavailable,
+)
+from payments.service_layer.unit_of_work import PaymentsUnitOfWork
+
+_log = structlog.get_logger("payments")
+
+UowFactory = Callable[[], PaymentsUnitOfWork]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules and timings the use cases and workers follow (from settings)."""
+
+    fees: FeeSchedule = field(default_factory=FeeSchedule)
+    fraud: FraudRules = field(default_factory=FraudRules)
+    lease: timedelta = timedelta(seconds=30)
+    status_poll: timedelta = timedelta(seconds=60)
+    retry_max_seconds: float = 60.0
+
+
+@dataclass
+class Deps:
+    uow: UowFactory
+    clock: Clock
+    ledger: LedgerPort
+    identity: IdentityPort
+    bank: BankGateway
+    policy: Policy = field(default_factory=Policy)
+    # Tells this process's workers there is work now (they also poll).
+    wake: Callable[[], None] = lambda: None
+
+
+# --- scheduling ----------------------------------------------------------------------------
+
+
+def backoff(retries: int, cap: float) -> timedelta:
+    """Full-jitter exponential wait before trying an unfinished action again."""
+    ceiling = min(cap, 0.25 * 2 ** min(retries, 20))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter
+
+
+def schedule(payment: Payment, now: datetime, policy: Policy) -> None:
+    """Set when a worker should look at the payment next, from what it needs next."""
+    action = payment.next_action()
+    if action is Action.NONE:
+        payment.next_action_at = None
+        payment.retries = 0
+    elif action is Action.POLL:
+        payment.next_action_at = now + policy.status_poll
+    elif payment.retries:
+        payment.next_action_at = now + backoff(payment.retries, policy.retry_max_seconds)
+    else:
+        payment.next_action_at = now
+
+
+def declined(payment: Payment) -> FailedPrecondition:
+    return FailedPrecondition(
+        payment.reason,
+        f"payment {payment.id} was declined: {payment.reason}; nothing was sent to the bank",
+        metadata={"payment_id": payment.id, "state": PaymentState.DECLINED.name},
+    )
+
+
+def _replay(existing: Payment, request: PaymentRequest) -> Payment:
+    if existing.fingerprint != request.fingerprint() or existing.kind is not request.kind:
+        raise IdempotencyKeyReused("payment", request.payment_id)
+    if existing.state is PaymentState.DECLINED and existing.reason != "REJECTED_IN_REVIEW":
+        raise declined(existing)
+    return existing
+
+
+# --- customers (the KYC projection) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerStatus:
+    kyc_status: str
+    customer_since: datetime | None
+
+
+def customer_status(deps: Deps, customer_id: str) -> CustomerStatus:
+    """KYC status from payments' projection; identity is asked when it has none or no VERIFIED."""
+    with deps.uow() as uow:
+        known = uow.payments.customer(customer_id)
+    if known is not None and known.kyc_status == VERIFIED:
+        return CustomerStatus(known.kyc_status, known.customer_since)
+    try:
+        view = deps.identity.get_customer(customer_id)
+    except IdentityUnavailable:
+        if known is not None:
+            # Declining on a slightly old "not verified" is safe; approving on one would not be.
+            return CustomerStatus(known.kyc_status, known.customer_since)
+        raise Unavailable(
+            "IDENTITY_UNAVAILABLE",
+            "identity is unavailable and the customer's KYC status is not known here; retry",
+        ) from None
+    if view is None:
+        raise NotFound(
+            "CUSTOMER_NOT_FOUND",
+            f"customer {customer_id} does not exist",
+            metadata={"customer_id": customer_id},
+        )
+
+    def store(uow: PaymentsUnitOfWork) -> None:
+        uow.payments.upsert_customer(view, deps.clock.now())
+
+    run_in_transaction(deps.uow, store)
+    return CustomerStatus(view.kyc_status, view.customer_since)
+
+
+# --- creating payments ---------------------------------------------------------------------------
+
+
+def create_payment(deps: Deps, request: PaymentRequest, account_field: str) -> Payment:
+    """A payout or a collection (``request.kind``)."""
+    validation.validate_payment_request(request, account_field)
+    with deps.uow() as uow:
+        existing = uow.payments.get(request.payment_id, history=True)
+    if existing is not None:
+        return _replay(existing, request)
+    status = customer_status(deps, request.customer_id)
+    policy = deps.policy
+
+    def work(uow: PaymentsUnitOfWork) -> Payment:
+        # One customer's payments are decided one at a time, so velocity rules hold under races.
+        uow.payments.customer(request.customer_id, lock=True)
+        again = uow.payments.get(request.payment_id, history=True)
+        if again is not None:
+            return _replay(again, request)
+        now = deps.clock.now()
+        fee = policy.fees.fee_for(request.amount, request.currency)
+        payment = Payment.create(
+            request,
+            fee=fee if request.kind is PaymentKind.PAYOUT else 0,
+            ledger_account_id=customer_account_id(request.customer_id, request.currency),
+            now=now,
+        )
+        if status.kyc_status != VERIFIED:
+            payment.decline("CUSTOMER_NOT_VERIFIED", now)
+        else:
+            count, amount = uow.payments.velocity(
+                request.customer_id, request.currency, now - policy.fraud.velocity_window
+            )
+            decision = assess(
+                policy.fraud,
+                amount=request.amount,
+                currency=request.currency,
+                customer_since=status.customer_since,
+                now=now,
+                velocity=Velocity(count, amount),
+            )
+            if decision.verdict is Verdict.DECLINE:
+                payment.decline(decision.reason, now)
+            elif decision.verdict is Verdict.REVIEW:
+                payment.review_required = True
+                payment.review_reason = decision.reason
+                if not payment.outgoing:
+                    payment.transition(PaymentState.IN_REVIEW, decision.reason, now)
+        _lease_for_hold(payment, now, policy)
+        uow.payments.add(payment)
+        return payment
+
+    payment = run_in_transaction(deps.uow, work)
+    return _after_create(deps, payment)
+
+
+def refund_payment(
+    deps: Deps, refund_id: str, payment_id: str, amount: int, reason: str
+) -> Payment:
+    validation.validate_refund(refund_id, payment_id, amount, reason)
+    with deps.uow() as uow:
+        original = uow.payments.get(payment_id)
+    if original is None:
+        raise validation.payment_not_found(payment_id)
+    request = PaymentRequest(
+        payment_id=refund_id,
+        kind=PaymentKind.REFUND,
+        customer_id=original.customer_id,
+        amount=amount,
+        currency=original.currency,
+        counterparty=original.counterparty,
+        description=reason,
+        original_payment_id=original.id,
+    )
+    with deps.uow() as uow:
+        existing = uow.payments.get(refund_id, history=True)
+    if existing is not None:
+        return _replay(existing, request)
+    status = customer_status(deps, original.customer_id)
+
+    def work(uow: PaymentsUnitOfWork) -> Payment:
+        # The collection's row lock serializes its refunds: their sum is checked under it.
+        locked = uow.payments.get(payment_id, lock=True)
+        assert locked is not None
+        again = uow.payments.get(refund_id, history=True)
+        if again is not None:
+            return _replay(again, request)
+        now = deps.clock.now()
+        check_refund(locked, amount, uow.payments.refunded_amount(payment_id))
+        refund = Payment.create(request, fee=0, ledger_account_id=locked.ledger_account_id, now=now)
+        if status.kyc_status != VERIFIED:
+            refund.decline("CUSTOMER_NOT_VERIFIED", now)
+        _lease_for_hold(refund, now, deps.policy)
+        uow.payments.add(refund)
+        return refund
+
+    refund = run_in_transaction(deps.uow, work)
+    return _after_create(deps, refund)
+
+
+def _lease_for_hold(payment: Payment, now: datetime, policy: Policy) -> None:
+    if payment.state is PaymentState.CREATED and payment.outgoing:
+        # The caller places the hold now; if it dies, a worker does after the lease.
+        payment.leased_until = now + policy.lease
+        payment.next_action_at = now + policy.lease
+    else:
+        schedule(payment, now, policy)
+
+
+def _after_create(deps: Deps, payment: Payment) -> Payment:
+    if payment.state is PaymentState.DECLINED:
+        raise declined(payment)
+    if payment.outgoing and payment.state is PaymentState.CREATED:
+        payment = place_hold(deps, payment)
+        if payment.state is PaymentState.DECLINED:
+            raise declined(payment)
+    if payment.next_action_at is not None and payment.next_action_at <= deps.clock.now():
+        deps.wake()
+    return payment
+
+
+def place_hold(deps: Deps, payment: Payment) -> Payment:
+    """Hold an outgoing payment's funds in the ledger and record what happened."""
+    result = hold_funds(deps.ledger, payment)
+
+    def work(uow: PaymentsUnitOfWork) -> Payment:
+        current = uow.payments.get(payment.id, lock=True)
+        assert current is not None
+        current.history = list(payment.history)
+        apply_hold_result(current, result, deps.clock.now())
+        current.leased_until = None
+        schedule(current, deps.clock.now(), deps.policy)
+        uow.payments.save(current)
+        return current
+
+    return run_in_transaction(deps.uow, work)
+
+
+def hold_funds(ledger: LedgerPort, payment: Payment) -> LedgerResult | None:
+    """The ledger's answer to the payment's hold; None when no answer came."""
+    try:
+        ledger.ensure_accounts(accounts_for(payment))
+        return ledger.apply_one(operation_for(payment, LedgerStep.HOLD))
+    except LedgerUnavailable:
+        _log.warning("ledger unavailable for a hold; a worker retries", payment_id=payment.id)
+        return None
+
+
+def apply_hold_result(payment: Payment, result: LedgerResult | None, now: datetime) -> None:
+    if payment.state is not PaymentState.CREATED:
+        return  # decided meanwhile (a worker after an expired lease); the ledger replays
+    if result is None:
+        payment.hold_unanswered()
+        payment.retries += 1
+    elif result.ok:
+        payment.retries = 0
+        payment.hold_placed(now)
+    else:
+        # The ledger records a refusal under the transfer id: asking again gives the same.
+        payment.retries = 0
+        payment.hold_refused(result.reason, now)
+
+
+# --- changing payments ----------------------------------------------------------------------------
+
+
+def _change(deps: Deps, payment_id: str, change: Callable[[Payment, datetime], None]) -> Payment:
+    validation.validate_payment_id(payment_id)
+
+    def work(uow: PaymentsUnitOfWork) -> Payment:
+        payment = uow.payments.get(payment_id, lock=True, history=True)
+        if payment is None:
+            raise validation.payment_not_found(payment_id)
+        before = payment.transition_count
+        now = deps.clock.now()
+        change(payment, now)
+        if payment.transition_count != before:
+            payment.retries = 0
+            schedule(payment, now, deps.policy)
+            uow.payments.save(payment)
+        return payment
+
+    payment = run_in_transaction(deps.uow, work)
+    if payment.next_action_at is not None and payment.next_action_at <= deps.clock.now():
+        deps.wake()
+    return payment
+
+
+def cancel_payment(deps: Deps, payment_id: str, reason: str = "") -> Payment:
+    validation.validate_note(reason, "reason")
+    return _change(deps, payment_id, lambda p, now: p.cancel(now, _reason(reason)))
+
+
+def approve_payment(deps: Deps, payment_id: str, note: str = "") -> Payment:
+    validation.validate_note(note, "note")
+    return _change(deps, payment_id, lambda p, now: p.approve(now, note))
+
+
+def reject_payment(deps: Deps, payment_id: str, note: str = "") -> Payment:
+    validation.validate_note(note, "note")
+    return _change(deps, payment_id, lambda p, now: p.reject(now, note))
+
+
+def _reason(text: str) -> str:
+    """A client's free-text cancel reason stays in the log; the transition gets a stable one."""
+    if text:
+        _log.info("cancel requested", note=text)
+    return "CANCELED_BY_CLIENT"
+
+
+# --- queries --------------------------------------------------------------------------------------
+
+
+def get_payment(deps: Deps, payment_id: str) -> Payment:
+    validation.validate_payment_id(payment_id)
+    with deps.uow() as uow:
+        payment = uow.payments.get(payment_id, history=True)
+    if payment is None:
+        raise validation.payment_not_found(payment_id)
+    return payment
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Payment]
+    next_page_token: str
+
+
+def list_payments(
+    deps: Deps,
+    page_size: int,
+    page_token: str,
+    customer_id: str = "",
+    state: PaymentState | None = None,
+) -> Page:
+    filters = {"customer_id": customer_id, "state": int(state) if state else 0}
+    page = parse_page(page_size, page_token, filters)
+    with deps.uow() as uow:
+        items = uow.payments.page(page.after, page.size + 1, customer_id, state)
+    more = len(items) > page.size
+    items = items[: page.size]
+    token = encode_page_token(items[-1].id, filters) if more and items else ""
+    return Page(items, token)
+
+
+# --- reconciliation -------------------------------------------------------------------------------
+
+
+def run_reconciliation(deps: Deps, run_id: str, statement_date: str) -> ReconciliationReport:
+    day = validation.validate_run(run_id, statement_date)
+    with deps.uow() as uow:
+        existing = uow.payments.get_run(run_id)
+    if existing is not None:
+        return _replay_run(existing, day)
+    try:
+        lines = deps.bank.statement(day)
+    except BankUnavailable:
+        raise Unavailable("BANK_UNAVAILABLE", "the bank's statement could not be read") from None
+    start = datetime.combine(day, time.min).replace(tzinfo=deps.clock.now().tzinfo)
+    with deps.uow() as uow:
+        booked = uow.payments.booked_with_bank_on(day, start, start + timedelta(days=1))
+        payments = {p.id: p for p in booked}
+        referenced = {line.reference for line in lines} - set(payments)
+        payments.update(uow.payments.get_many(referenced))
+    currencies = {line.currency for line in lines} | {p.currency for p in payments.values()}
+    bookings: dict[str, int] = {}
+    try:
+        for currency in sorted(currencies):
+            bookings.update(deps.ledger.clearing_bookings(currency))
+    except LedgerUnavailable:
+        raise Unavailable("LEDGER_UNAVAILABLE", "the ledger could not be read") from None
+    report = reconcile(run_id, day, lines, payments, bookings, deps.clock.now())
+
+    def work(uow: PaymentsUnitOfWork) -> ReconciliationReport:
+        again = uow.payments.get_run(run_id)
+        if again is not None:
+            return _replay_run(again, day)
+        uow.payments.add_run(report)
+        uow.record(ReconciliationCompleted(report, report.created_at))
+        return report
+
+    saved = run_in_transaction(deps.uow, work)
+    _log.info(
+        "reconciliation finished",
+        run_id=run_id,
+        day=day.isoformat(),
+        lines=saved.line_count,
+        matched=saved.matched,
+        breaks=len(saved.breaks),
+    )
+    return saved
+
+
+def _replay_run(existing: ReconciliationReport, day: date) -> ReconciliationReport:
+    if existing.statement_date != day:
+        raise IdempotencyKeyReused("reconciliation run", existing.run_id)
+    return existing
+
+
+def get_reconciliation_run(deps: Deps, run_id: str) -> ReconciliationReport:
+    with deps.uow() as uow:
+        run = uow.payments.get_run(run_id)
+    if run is None:
+        raise NotFound(
+            "RECONCILIATION_RUN_NOT_FOUND",
+            f"reconciliation run {run_id} does not exist",
+            metadata={"run_id": run_id},
+        )
+    return run
