@@ -178,7 +178,7 @@ def _parse(keys: Sequence[Mapping[str, Any]]) -> dict[str, jwt.PyJWK]:
             continue
         try:
             parsed[kid] = jwt.PyJWK(dict(data))
-        except jwt.PyJWKError as error:
+        except jwt.PyJWTError as error:
             # One bad key must not take the others down with it.
             _log.warning("unusable public key skipped", kid=kid, error=str(error))
     return parsed
