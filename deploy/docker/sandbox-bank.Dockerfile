@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# The sandbox bank (dev and tests only): HTTP on 8181.
+# Only astra-sandbox-bank and what it depends on (from uv.lock), run as an unprivileged user.
+# Build from the repository root:
+#   docker build -f deploy/docker/sandbox-bank.Dockerfile -t astra-sandbox-bank .
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /app
+COPY pyproject.toml uv.lock ./
+COPY libs/contracts libs/contracts
+COPY libs/chassis libs/chassis
+COPY services/sandbox_bank services/sandbox_bank
+# The locked third-party requirements of this one package, hashes checked.
+RUN uv export --frozen --package astra-sandbox-bank --no-dev --no-editable --no-emit-workspace \
+        --output-file /tmp/requirements.txt \
+ && uv venv /opt/venv --python /usr/local/bin/python3 \
+ && uv pip install --python /opt/venv/bin/python --require-hashes -r /tmp/requirements.txt \
+ && uv pip install --python /opt/venv/bin/python --no-deps ./libs/contracts ./libs/chassis \
+ && uv pip install --python /opt/venv/bin/python --no-deps --editable ./services/sandbox_bank
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 astra \
+ && useradd --system --uid 10001 --gid astra --no-create-home --shell /usr/sbin/nologin astra \
+ && mkdir /data && chown 10001:10001 /data
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app/services/sandbox_bank /app/services/sandbox_bank
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    SANDBOX_BANK_HOST=0.0.0.0 \
+    SANDBOX_BANK_DATABASE=/data/sandbox_bank.db
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8181
+ENTRYPOINT ["astra-sandbox-bank"]
