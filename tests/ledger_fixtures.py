@@ -42,7 +42,7 @@ def service_token(scopes: Iterable[str] | None = None) -> str:
     return LEDGER_AUTH.token(scopes)
 
 
-def service_metadata(scopes: Iterable[str] | None = None) -> list[tuple[str, str]]:
+def service_metadata(scopes: Iterable[str] | None = None) -> tuple[tuple[str, str], ...]:
     return LEDGER_AUTH.metadata(scopes)
 
 

@@ -87,6 +87,20 @@ def test_stale_keys_are_fetched_again_after_their_max_age(mint: TokenMint) -> No
     assert source.fetches == 2
 
 
+def test_a_retired_key_is_forgotten_once_the_cache_is_stale(mint: TokenMint) -> None:
+    source = CountingSource(mint)
+    source.max_age = 10
+    clock = Clock()
+    cache = JwksCache(source, monotonic=clock)
+    old = mint.kid
+    mint.rotate()
+    assert cache.key_for(old) is not None
+    mint.retire(old)
+    clock.now += 11
+    assert cache.key_for(old) is None
+    assert cache.key_for(mint.kid) is not None
+
+
 def test_known_keys_survive_an_identity_outage(mint: TokenMint) -> None:
     source = CountingSource(mint)
     source.max_age = 10

@@ -58,9 +58,11 @@ class TokenMint:
         scratch.replace(target)  # readers never see half a file
         return target
 
-    def metadata(self, scopes: Iterable[str] | None = None, **kwargs: Any) -> list[tuple[str, str]]:
+    def metadata(
+        self, scopes: Iterable[str] | None = None, **kwargs: Any
+    ) -> tuple[tuple[str, str], ...]:
         """gRPC call metadata carrying a fresh token (all scopes unless given)."""
-        return [("authorization", f"Bearer {self.token(scopes, **kwargs)}")]
+        return (("authorization", f"Bearer {self.token(scopes, **kwargs)}"),)
 
     def key_source(self) -> CallableKeySource:
         return CallableKeySource(self.key_document)
