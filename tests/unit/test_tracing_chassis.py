@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import structlog
 from chassis import tracing
 from chassis.logging import mask_account_number, redact_text
+from chassis.outbox.writer import OutboxMessage
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -124,3 +126,32 @@ def test_an_unknown_exporter_name_is_refused(monkeypatch: pytest.MonkeyPatch) ->
         tracing._processor(None)
     monkeypatch.setenv(tracing.EXPORTER_ENV, "none")
     assert tracing._processor(None) is None
+
+
+def _message(headers: dict[str, str] | None = None) -> OutboxMessage:
+    return OutboxMessage("astra.test.v1.Happened", "agg-1", b"x", datetime.now(UTC), "evt", headers)
+
+
+def test_events_written_inside_a_recorded_trace_carry_it_to_the_outbox(
+    collected_spans: InMemorySpanExporter,
+) -> None:
+    assert tracing.with_trace_context([_message()])[0].headers is None  # no trace, no bytes
+    with tracing.tracer().start_as_current_span("create payout") as span:
+        plain, own = tracing.with_trace_context([_message(), _message({"x-own": "1"})])
+    assert plain.headers is not None
+    assert format(span.get_span_context().trace_id, "032x") in plain.headers["ce-traceparent"]
+    assert own.headers == {"x-own": "1"}  # what the mapper set is left alone
+
+
+def test_work_resumed_later_joins_the_trace_it_stored(
+    collected_spans: InMemorySpanExporter,
+) -> None:
+    with tracing.tracer().start_as_current_span("accept payout") as accepted:
+        stored = tracing.current_traceparent()
+    assert tracing.current_traceparent() == ""
+    with tracing.resumed_span(stored, "submit to bank", payment_id="pay_1") as resumed:
+        pass
+    assert resumed.get_span_context().trace_id == accepted.get_span_context().trace_id
+    with tracing.resumed_span("", "fresh") as fresh:
+        pass
+    assert fresh.get_span_context().trace_id != accepted.get_span_context().trace_id

@@ -200,6 +200,13 @@ OUTBOX_PUBLISH_FAILURES = counter(
 )
 
 
+EVENTS_HANDLED = counter(
+    "events_handled_total",
+    "Events a subscriber took from Pub/Sub, by subscription and outcome",
+    ("subscription", "outcome"),
+)
+
+
 @dataclass(frozen=True)
 class OutboxBacklog:
     messages: int

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from chassis.db.retry import run_with_conflict_retry
 from chassis.outbox.writer import OutboxMessage, OutboxWriter
+from chassis.tracing import with_trace_context
 
 EventMapper = Callable[[Any], OutboxMessage]
 
@@ -81,7 +82,8 @@ class UnitOfWork:
         session.flush()
         events = [*self._aggregate_events(), *self._recorded]
         if events and self._outbox is not None and self._event_mapper is not None:
-            self._outbox.write(session.connection(), [self._event_mapper(e) for e in events])
+            messages = [self._event_mapper(e) for e in events]
+            self._outbox.write(session.connection(), with_trace_context(messages))
         session.commit()
         self._recorded = []
         self.committed_events.extend(events)

@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chassis.config import PubSubSettings
 from chassis.logging import configure_logging
+from chassis.metrics import MetricsServer, OutboxBacklog, record_outbox_backlog
 from chassis.outbox.relay import Relay, describe
 from chassis.outbox.settings import RelaySettings
 
@@ -41,7 +42,14 @@ def main(argv: list[str] | None = None) -> None:
     pubsub = PubSubSettings()
     configure_logging(f"relay-{settings.context}", settings.log_level)
     log = structlog.get_logger("chassis.relay")
-    relay = Relay(settings, project=pubsub.project, create_topic=pubsub.create_topics)
+    relay = Relay(
+        settings,
+        project=pubsub.project,
+        create_topic=pubsub.create_topics,
+        on_lag=lambda lag: record_outbox_backlog(
+            settings.context, OutboxBacklog(lag.backlog, lag.oldest_age_seconds)
+        ),
+    )
     if args.command == "lag":
         print(json.dumps(describe(relay.measure_lag())))
         return
@@ -57,9 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         server, servicer = _health_server(settings)
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("relay health serving", port=settings.health_port)
+    metrics = MetricsServer(settings.health_host, settings.metrics_port)
+    if settings.metrics_port:
+        metrics.start()
     try:
         relay.run()
     finally:
+        metrics.stop()
         if server is not None:
             servicer.enter_graceful_shutdown()
             server.stop(1).wait()

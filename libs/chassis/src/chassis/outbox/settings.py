@@ -55,6 +55,9 @@ class RelaySettings(BaseSettings):
         0, ge=0, le=65535, description="gRPC health port (grpc.health.v1); 0 serves none"
     )
     health_host: str = Field("127.0.0.1", description="Interface of the health port")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port on health_host; 0 serves none"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @property

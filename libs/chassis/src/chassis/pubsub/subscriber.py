@@ -44,10 +44,12 @@ from sqlalchemy import Connection, Engine, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from chassis.db.retry import is_database_unavailable, run_with_conflict_retry
+from chassis.metrics import EVENTS_HANDLED
 from chassis.outbox.schema import dead_letters_table, inbox_failures_table, inbox_table
 from chassis.pubsub import cloudevents as ce
 from chassis.pubsub.clients import subscriber_client
 from chassis.pubsub.registry import UndecodableEvent, import_contract_events, message_class
+from chassis.tracing import consumer_span
 
 _log = structlog.get_logger("chassis.subscriber")
 
@@ -211,7 +213,11 @@ class EventSubscriber:
     # --- processing one message (the callback body; tests call it directly too) ---
 
     def handle(self, message: PulledMessage) -> Outcome:
-        outcome = self._handle(message)
+        # A child of the span that recorded the event: one trace across the hop.
+        with consumer_span(self.name, message.attributes) as span:
+            outcome = self._handle(message)
+            span.set_attribute("astra.outcome", outcome.name)
+        EVENTS_HANDLED.labels(self.name, outcome.name).inc()
         self._stats.add(outcome)
         return outcome
 

@@ -13,6 +13,7 @@ from chassis.kernel.errors import Unauthenticated
 from chassis.kernel.money import currency
 from chassis.protos import from_timestamp
 
+from ledger.adapters.metrics import record_results
 from ledger.adapters.protos import (
     account_spec_from_pb,
     account_to_pb,
@@ -97,6 +98,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self._caller_of(context).require_service()
         requests = [transfer_request_from_pb(spec) for spec in request.transfers]
         results = use_cases.create_transfers(self._ledger.uow, self._ledger.clock, requests)
+        record_results(results)
         return pb.CreateTransfersResponse(results=results_to_pb(results))
 
     def _single(
@@ -105,6 +107,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self._caller_of(context).require_service()
         validation.validate_transfer(transfer, path)
         outcome = self._ledger.batcher.submit(transfer, timeout=time_remaining(context))
+        record_results((outcome.result,))
         return transfer_to_pb(use_cases.transfer_or_error(outcome))
 
     def CreateTransfer(
