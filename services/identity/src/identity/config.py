@@ -19,6 +19,7 @@ class IdentitySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="IDENTITY_", extra="ignore", frozen=True)
 
     grpc_port: int = Field(50051, ge=0, le=65535)
+    metrics_port: int = Field(9101, ge=0, le=65535)
     database_url: str = Field("sqlite:///.data/identity.db")
     db_pool_size: int = Field(8, ge=1, le=200, description="Connections per process")
     token_issuer: str = Field(

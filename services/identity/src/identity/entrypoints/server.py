@@ -24,6 +24,9 @@ from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.kernel.errors import AlreadyExists
 from chassis.kernel.ids import new_id
 from chassis.logging import configure_logging
+from chassis.metrics import serve_metrics
+from chassis.multiprocess import supervise
+from chassis.tracing import configure_tracing
 from sqlalchemy.exc import OperationalError
 
 from identity.adapters.crypto import generate_key_encryption_key
@@ -142,8 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"kid": rotation.key.kid}), flush=True)
         identity.close()
         return
+    configure_tracing("identity")
+    if settings.processes > 1:
+        if settings.migrate_on_start:
+            migrate(settings.database_url)
+        raise SystemExit(supervise(settings, "identity.entrypoints.server"))
     identity = bootstrap(settings)
     server = build_server(identity, settings)
+    serve_metrics(server, settings.grpc_host, settings.metrics_port)
     port = server.start()
     log.info("identity serving", port=port, database=_safe_url(settings.database_url))
     server.serve_forever()
