@@ -37,6 +37,14 @@ class PaymentsSettings(ServiceSettings):
         "", description="JWKS file with the verification keys; empty: ask identity over gRPC"
     )
 
+    kyc_subscriber_enabled: bool = Field(
+        True, description="Follow identity's events into the KYC projection (needs Pub/Sub)"
+    )
+    kyc_topic: str = Field("", description="Identity's topic; empty: astra-identity-events")
+    kyc_subscription: str = Field(
+        "astra-payments-kyc", description="Payments' subscription to identity's topic"
+    )
+
     # --- the bank ---
     bank_url: str = Field("http://127.0.0.1:8181", description="Base URL of the bank's API")
     bank_timeout_seconds: float = Field(
@@ -67,6 +75,7 @@ class PaymentsSettings(ServiceSettings):
     workers_enabled: bool = Field(
         True, description="Run the workers (bank feed, submissions, ledger follow-ups) in serve"
     )
+    worker_loops: int = Field(2, ge=1, le=32, description="Worker threads claiming due payments")
     worker_batch_size: int = Field(200, ge=1, le=5000, description="Payments claimed at once")
     worker_threads: int = Field(16, ge=1, le=256, description="Concurrent bank calls per batch")
     worker_poll_seconds: float = Field(

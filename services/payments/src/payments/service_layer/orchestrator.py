@@ -267,11 +267,16 @@ class Orchestrator:
                         self._stop.wait(min(10.0, 0.2 * 2**failures))
                         break
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop the loops; rounds can still be run by hand (tests, tools)."""
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=self._feed_wait + 5)
+        self._threads.clear()
+
+    def close(self) -> None:
+        self.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

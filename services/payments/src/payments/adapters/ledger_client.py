@@ -1,0 +1,152 @@
+"""Payments' port to the ledger, over its gRPC contract.
+
+Every call carries a deadline (the channel's default timeout, capped by the
+incoming call's) and the transfer ids derived from the payment, so a retry of
+any booking is a replay at the ledger, never a second booking. A call that
+fails without an answer (unavailable, deadline exceeded...) raises
+``LedgerUnavailable``: the caller retries later with the same ids.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import grpc
+import structlog
+from astra.ledger.v1 import ledger_pb2 as pb
+from astra.ledger.v1 import ledger_pb2_grpc
+from chassis.grpc.status import reason_of
+
+from payments.domain.ledger_plan import (
+    AccountSpec,
+    LedgerLeg,
+    LedgerOperation,
+    OpKind,
+    clearing_account_id,
+)
+from payments.service_layer.ports import LedgerResult, LedgerUnavailable
+
+_log = structlog.get_logger("payments.ledger")
+
+# Answers about the request, not failures to get one.
+_ANSWERS = frozenset(
+    {
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+
+
+def _leg(leg: LedgerLeg) -> pb.Leg:
+    return pb.Leg(
+        account_id=leg.account_id,
+        direction=pb.DIRECTION_DEBIT if leg.debit else pb.DIRECTION_CREDIT,
+        amount=leg.amount,
+        currency=leg.currency,
+    )
+
+
+def transfer_spec(operation: LedgerOperation) -> pb.TransferSpec:
+    spec = pb.TransferSpec(
+        id=operation.transfer_id,
+        metadata={"payment_id": operation.payment_id, "step": operation.step.suffix},
+    )
+    legs = [_leg(leg) for leg in operation.legs]
+    if operation.kind is OpKind.PENDING:
+        spec.pending.legs.extend(legs)
+    elif operation.kind is OpKind.MOVEMENT:
+        spec.movement.legs.extend(legs)
+    elif operation.kind is OpKind.POST:
+        spec.post_pending.pending_transfer_id = operation.target_transfer_id
+    elif operation.kind is OpKind.VOID:
+        spec.void_pending.pending_transfer_id = operation.target_transfer_id
+    else:
+        spec.reversal.transfer_id = operation.target_transfer_id
+    return spec
+
+
+def _unavailable(error: grpc.RpcError, what: str) -> LedgerUnavailable:
+    code = error.code()
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        _log.error("the ledger refused payments' credentials", code=code.name, call=what)
+    return LedgerUnavailable(f"{what}: {code.name} {error.details()}")
+
+
+class GrpcLedger:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        self._opened: set[str] = set()
+        self._lock = threading.Lock()
+
+    def ensure_accounts(self, specs: Sequence[AccountSpec]) -> None:
+        with self._lock:
+            missing = [s for s in specs if s.id not in self._opened]
+        for spec in missing:
+            account = pb.Account(
+                id=spec.id,
+                currency=spec.currency,
+                normal_side=pb.NORMAL_SIDE_DEBIT if spec.debit_normal else pb.NORMAL_SIDE_CREDIT,
+                debits_must_not_exceed_credits=spec.no_overdraft,
+                customer_id=spec.customer_id,
+            )
+            try:
+                self._stub.OpenAccount(pb.OpenAccountRequest(account=account))
+            except grpc.RpcError as error:
+                if error.code() is not grpc.StatusCode.ALREADY_EXISTS:
+                    raise _unavailable(error, "OpenAccount") from error
+                # Opened before with other settings (by an operator): it exists, use it.
+                _log.warning("ledger account exists with other settings", account_id=spec.id)
+            with self._lock:
+                self._opened.add(spec.id)
+
+    def apply_one(self, operation: LedgerOperation) -> LedgerResult:
+        try:
+            self._stub.CreateTransfer(pb.CreateTransferRequest(transfer=transfer_spec(operation)))
+        except grpc.RpcError as error:
+            if error.code() in _ANSWERS:
+                return LedgerResult(
+                    operation.transfer_id,
+                    False,
+                    reason_of(error) or error.code().name,
+                    error.details() or "",
+                )
+            raise _unavailable(error, "CreateTransfer") from error
+        return LedgerResult(operation.transfer_id, True)
+
+    def apply(self, operations: Sequence[LedgerOperation]) -> list[LedgerResult]:
+        if not operations:
+            return []
+        request = pb.CreateTransfersRequest(transfers=[transfer_spec(op) for op in operations])
+        try:
+            reply = self._stub.CreateTransfers(request)
+        except grpc.RpcError as error:
+            raise _unavailable(error, "CreateTransfers") from error
+        return [LedgerResult(r.id, r.ok, r.reason, r.message) for r in reply.results]
+
+    def clearing_bookings(self, currency: str) -> dict[str, int]:
+        account = clearing_account_id(currency)
+        bookings: dict[str, int] = {}
+        token = ""
+        while True:
+            try:
+                reply = self._stub.ListAccountEntries(
+                    pb.ListAccountEntriesRequest(
+                        account_id=account, page_size=1000, page_token=token
+                    )
+                )
+            except grpc.RpcError as error:
+                if error.code() is grpc.StatusCode.NOT_FOUND:
+                    return bookings  # never used: nothing booked
+                raise _unavailable(error, "ListAccountEntries") from error
+            for entry in reply.entries:
+                if entry.type != pb.ENTRY_TYPE_POSTED:
+                    continue
+                signed = entry.amount if entry.direction == pb.DIRECTION_DEBIT else -entry.amount
+                bookings[entry.transfer_id] = bookings.get(entry.transfer_id, 0) + signed
+            token = reply.next_page_token
+            if not token:
+                return bookings

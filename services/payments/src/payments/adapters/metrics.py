@@ -1,0 +1,37 @@
+"""Payments' own metric families; bank calls and the breaker use the chassis' dependency families.
+
+- ``payments_by_state{state}``: payments in each state, sampled from the database;
+- ``payments_transitions_total{kind,state}``: state changes committed by this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from chassis.metrics import Sampler, counter, gauge
+
+from payments.domain.events import PaymentStateChanged
+from payments.domain.states import PaymentState
+
+PAYMENTS_BY_STATE = gauge(
+    "payments_by_state", "Payments in each state", ("state",), mode="livemostrecent"
+)
+PAYMENT_TRANSITIONS = counter(
+    "payments_transitions_total", "Payment state changes committed", ("kind", "state")
+)
+
+
+def count_transitions(events: Iterable[Any]) -> None:
+    for event in events:
+        if isinstance(event, PaymentStateChanged):
+            PAYMENT_TRANSITIONS.labels(event.payment.kind.name, event.state.name).inc()
+
+
+def states_sampler(count_by_state: Callable[[], dict[PaymentState, int]]) -> Sampler:
+    def sample() -> None:
+        counts = count_by_state()
+        for state in PaymentState:
+            PAYMENTS_BY_STATE.labels(state.name).set(counts.get(state, 0))
+
+    return Sampler("payments-by-state", sample, interval=5.0)

@@ -1,0 +1,76 @@
+"""Domain objects -> ``astra.payments.v1`` messages."""
+
+from __future__ import annotations
+
+from astra.payments.v1 import payments_pb2 as pb
+from chassis.protos import set_timestamp
+
+from payments.domain.model import Payment, Transition
+from payments.domain.reconciliation import ReconciliationReport
+from payments.domain.states import PaymentState
+
+
+def state_to_pb(state: PaymentState | None) -> int:
+    return int(state) if state is not None else pb.PAYMENT_STATE_UNSPECIFIED
+
+
+def transition_to_pb(transition: Transition) -> pb.StateTransition:
+    message = pb.StateTransition(
+        from_state=state_to_pb(transition.from_state),  # type: ignore[arg-type]
+        to_state=state_to_pb(transition.to_state),  # type: ignore[arg-type]
+        reason=transition.reason,
+    )
+    set_timestamp(message.occur_time, transition.occurred_at)
+    return message
+
+
+def payment_to_pb(payment: Payment, *, history: bool = True) -> pb.Payment:
+    message = pb.Payment(
+        id=payment.id,
+        kind=int(payment.kind),  # type: ignore[arg-type]
+        state=int(payment.state),  # type: ignore[arg-type]
+        customer_id=payment.customer_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        fee=payment.fee,
+        counterparty=pb.BankAccount(
+            account_number=payment.counterparty.account_number,
+            holder_name=payment.counterparty.holder_name,
+        ),
+        description=payment.description,
+        original_payment_id=payment.original_payment_id,
+        refunded_amount=payment.refunded_amount,
+        reason=payment.reason,
+        review_reason=payment.review_reason,
+        bank_payment_id=payment.bank_payment_id,
+        ledger_account_id=payment.ledger_account_id,
+        ledger_pending=payment.pending_ledger_step() is not None,
+    )
+    if history:
+        message.history.extend(transition_to_pb(t) for t in payment.history)
+    set_timestamp(message.create_time, payment.created_at)
+    set_timestamp(message.update_time, payment.updated_at)
+    return message
+
+
+def report_to_pb(report: ReconciliationReport) -> pb.ReconciliationRun:
+    message = pb.ReconciliationRun(
+        id=report.run_id,
+        statement_date=report.statement_date.isoformat(),
+        statement_line_count=report.line_count,
+        matched_count=report.matched,
+        breaks=[
+            pb.ReconciliationBreak(
+                kind=int(b.kind),  # type: ignore[arg-type]
+                payment_id=b.payment_id,
+                bank_payment_id=b.bank_payment_id,
+                expected_amount=b.expected_amount,
+                actual_amount=b.actual_amount,
+                currency=b.currency,
+                detail=b.detail,
+            )
+            for b in report.breaks
+        ],
+    )
+    set_timestamp(message.create_time, report.created_at)
+    return message

@@ -1,0 +1,206 @@
+"""Wires payments' adapters into its service layer: the only place that does."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import structlog
+from chassis.db.engine import create_db_engine
+from chassis.db.migrations import upgrade
+from chassis.grpc.client import TokenSource, open_channel
+from chassis.kernel.clock import Clock, SystemClock
+from chassis.metrics import Sampler
+from chassis.outbox.writer import OutboxWriter
+from chassis.retry import RetryPolicy
+from sqlalchemy import Engine
+
+from payments.adapters import tables
+from payments.adapters.bank_gateway import HttpBankGateway, new_breaker
+from payments.adapters.events import to_outbox_message
+from payments.adapters.identity_client import GrpcIdentity
+from payments.adapters.ledger_client import GrpcLedger
+from payments.adapters.locks import advisory_lock
+from payments.adapters.metrics import count_transitions, states_sampler
+from payments.config import PaymentsSettings
+from payments.domain.fees import FeeSchedule
+from payments.domain.fraud import FraudRules
+from payments.domain.states import PaymentState
+from payments.service_layer.orchestrator import Orchestrator
+from payments.service_layer.ports import BankGateway, IdentityPort, LedgerPort
+from payments.service_layer.unit_of_work import PaymentsUnitOfWork
+from payments.service_layer.use_cases import Deps, Policy
+
+_log = structlog.get_logger("payments")
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+CONTEXT = "payments"
+ERROR_DOMAIN = "payments.astra"
+# What payments asks identity for when it has client credentials.
+OUTGOING_SCOPES = (
+    "ledger.accounts.read",
+    "ledger.accounts.write",
+    "ledger.transfers.read",
+    "ledger.transfers.write",
+    "identity.customers.read",
+)
+
+
+def migrate(database_url: str) -> None:
+    upgrade(database_url, MIGRATIONS)
+
+
+def policy_from(settings: PaymentsSettings) -> Policy:
+    return Policy(
+        fees=FeeSchedule(settings.payout_fee_basis_points, dict(settings.payout_fee_fixed)),
+        fraud=FraudRules(
+            max_amount=dict(settings.fraud_max_amount),
+            review_amount=dict(settings.fraud_review_amount),
+            velocity_window=timedelta(seconds=settings.fraud_velocity_window_seconds),
+            velocity_max_count=settings.fraud_velocity_max_count,
+            velocity_max_amount=dict(settings.fraud_velocity_max_amount),
+            new_customer_age=timedelta(days=settings.fraud_new_customer_days),
+            new_customer_max_amount=dict(settings.fraud_new_customer_max_amount),
+        ),
+        lease=timedelta(seconds=settings.worker_lease_seconds),
+        status_poll=timedelta(seconds=settings.status_poll_seconds),
+        retry_max_seconds=settings.retry_max_seconds,
+    )
+
+
+def bank_gateway(settings: PaymentsSettings) -> HttpBankGateway:
+    return HttpBankGateway(
+        settings.bank_url,
+        policy=RetryPolicy(
+            max_attempts=settings.bank_retry_attempts,
+            initial_backoff=settings.bank_retry_initial_seconds,
+            max_backoff=settings.bank_retry_max_seconds,
+            budget=settings.bank_retry_budget_seconds,
+        ),
+        breaker=new_breaker(
+            "bank", settings.bank_breaker_failures, settings.bank_breaker_reset_seconds
+        ),
+        timeout=settings.bank_timeout_seconds,
+        max_connections=settings.bank_max_connections,
+    )
+
+
+def token_source(settings: PaymentsSettings) -> TokenSource | None:
+    secret = settings.client_secret.get_secret_value()
+    if not (settings.client_id and secret):
+        return None
+    from chassis.auth import ClientCredentialsTokenSource
+
+    return ClientCredentialsTokenSource(
+        settings.identity_target,
+        settings.client_id,
+        secret,
+        scopes=OUTGOING_SCOPES,
+        timeout=settings.call_timeout_seconds,
+    )
+
+
+@dataclass
+class Payments:
+    """The running service's parts, as the entrypoints use them."""
+
+    settings: PaymentsSettings
+    engine: Engine
+    deps: Deps
+    orchestrator: Orchestrator
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+    _sampler: Sampler | None = None
+
+    @property
+    def uow(self) -> Callable[[], PaymentsUnitOfWork]:
+        return self.deps.uow
+
+    def start_workers(self) -> None:
+        self.orchestrator.start(loops=self.settings.worker_loops, feed=True)
+
+    def start_sampler(self) -> None:
+        def count() -> dict[PaymentState, int]:
+            with self.deps.uow() as uow:
+                return uow.payments.count_by_state()
+
+        self._sampler = states_sampler(count).start()
+
+    def close(self) -> None:
+        self.orchestrator.close()
+        if self._sampler is not None:
+            self._sampler.stop()
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                close()
+        self.engine.dispose()
+
+
+def bootstrap(
+    settings: PaymentsSettings,
+    *,
+    clock: Clock | None = None,
+    ledger: LedgerPort | None = None,
+    identity: IdentityPort | None = None,
+    bank: BankGateway | None = None,
+) -> Payments:
+    """The service wired from settings; tests may pass their own real adapters."""
+    if settings.migrate_on_start:
+        migrate(settings.database_url)
+    engine = create_db_engine(
+        settings.database_url, pool_size=settings.db_pool_size, application_name="astra-payments"
+    )
+    closers: list[Callable[[], None]] = []
+    tokens = token_source(settings)
+    if ledger is None:
+        ledger_channel = open_channel(
+            settings.ledger_target,
+            default_timeout=settings.call_timeout_seconds,
+            token_source=tokens,
+        )
+        closers.append(ledger_channel.close)
+        ledger = GrpcLedger(ledger_channel)
+    if identity is None:
+        identity_channel: grpc.Channel = open_channel(
+            settings.identity_target,
+            default_timeout=settings.call_timeout_seconds,
+            token_source=tokens,
+        )
+        closers.append(identity_channel.close)
+        identity = GrpcIdentity(identity_channel)
+    if bank is None:
+        gateway = bank_gateway(settings)
+        closers.append(gateway.close)
+        bank = gateway
+    outbox = OutboxWriter(tables.outbox, CONTEXT)
+
+    def uow() -> PaymentsUnitOfWork:
+        return PaymentsUnitOfWork(engine, outbox, to_outbox_message, count_transitions)
+
+    deps = Deps(
+        uow=uow,
+        clock=clock or SystemClock(),
+        ledger=ledger,
+        identity=identity,
+        bank=bank,
+        policy=policy_from(settings),
+    )
+
+    @contextlib.contextmanager
+    def feed_lock() -> Iterator[bool]:
+        with advisory_lock(engine, "astra-payments-bank-feed") as mine:
+            yield mine
+
+    orchestrator = Orchestrator(
+        deps,
+        batch_size=settings.worker_batch_size,
+        threads=settings.worker_threads,
+        poll_seconds=settings.worker_poll_seconds,
+        feed_wait_seconds=settings.bank_feed_wait_seconds,
+        feed_lock=feed_lock,
+    )
+    deps.wake = orchestrator.wake
+    return Payments(settings, engine, deps, orchestrator, closers)

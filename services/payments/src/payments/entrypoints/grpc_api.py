@@ -1,0 +1,145 @@
+"""``astra.payments.v1.PaymentsService``: thin, proto -> command -> proto.
+
+Object-level rule: a customer token (a service acting for one customer) sees
+and moves only that customer's payments; service clients see all.
+"""
+
+from __future__ import annotations
+
+import grpc
+from astra.payments.v1 import payments_pb2 as pb
+from astra.payments.v1 import payments_pb2_grpc
+from chassis.auth import current_principal
+from chassis.kernel.errors import PermissionDenied
+
+from payments.adapters.protos import payment_to_pb, report_to_pb
+from payments.bootstrap import Payments
+from payments.domain.model import BankAccount, Payment, PaymentRequest
+from payments.domain.states import PaymentKind, PaymentState
+from payments.service_layer import use_cases
+
+
+def _caller_customer() -> str:
+    principal = current_principal()
+    return principal.customer_id if principal is not None else ""
+
+
+def _check_owner(customer_id: str) -> None:
+    caller = _caller_customer()
+    if caller and caller != customer_id:
+        raise PermissionDenied("NOT_PAYMENT_OWNER", "a customer may act only on its own payments")
+
+
+def _owned(payment: Payment) -> Payment:
+    _check_owner(payment.customer_id)
+    return payment
+
+
+class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
+    def __init__(self, app: Payments) -> None:
+        self._deps = app.deps
+
+    def CreatePayout(
+        self, request: pb.CreatePayoutRequest, context: grpc.ServicerContext
+    ) -> pb.CreatePayoutResponse:
+        _check_owner(request.customer_id)
+        payment = use_cases.create_payment(
+            self._deps,
+            PaymentRequest(
+                payment_id=request.payment_id,
+                kind=PaymentKind.PAYOUT,
+                customer_id=request.customer_id,
+                amount=request.amount,
+                currency=request.currency,
+                counterparty=BankAccount(
+                    request.destination.account_number, request.destination.holder_name
+                ),
+                description=request.description,
+            ),
+            "destination",
+        )
+        return pb.CreatePayoutResponse(payment=payment_to_pb(payment))
+
+    def CreateCollection(
+        self, request: pb.CreateCollectionRequest, context: grpc.ServicerContext
+    ) -> pb.CreateCollectionResponse:
+        _check_owner(request.customer_id)
+        payment = use_cases.create_payment(
+            self._deps,
+            PaymentRequest(
+                payment_id=request.payment_id,
+                kind=PaymentKind.COLLECTION,
+                customer_id=request.customer_id,
+                amount=request.amount,
+                currency=request.currency,
+                counterparty=BankAccount(request.source.account_number, request.source.holder_name),
+                description=request.description,
+            ),
+            "source",
+        )
+        return pb.CreateCollectionResponse(payment=payment_to_pb(payment))
+
+    def RefundPayment(
+        self, request: pb.RefundPaymentRequest, context: grpc.ServicerContext
+    ) -> pb.RefundPaymentResponse:
+        if _caller_customer():
+            _owned(use_cases.get_payment(self._deps, request.payment_id))
+        refund = use_cases.refund_payment(
+            self._deps, request.refund_id, request.payment_id, request.amount, request.reason
+        )
+        return pb.RefundPaymentResponse(refund=payment_to_pb(refund))
+
+    def CancelPayment(
+        self, request: pb.CancelPaymentRequest, context: grpc.ServicerContext
+    ) -> pb.CancelPaymentResponse:
+        if _caller_customer():
+            _owned(use_cases.get_payment(self._deps, request.payment_id))
+        payment = use_cases.cancel_payment(self._deps, request.payment_id, request.reason)
+        return pb.CancelPaymentResponse(payment=payment_to_pb(payment))
+
+    def ApprovePayment(
+        self, request: pb.ApprovePaymentRequest, context: grpc.ServicerContext
+    ) -> pb.ApprovePaymentResponse:
+        payment = use_cases.approve_payment(self._deps, request.payment_id, request.note)
+        return pb.ApprovePaymentResponse(payment=payment_to_pb(payment))
+
+    def RejectPayment(
+        self, request: pb.RejectPaymentRequest, context: grpc.ServicerContext
+    ) -> pb.RejectPaymentResponse:
+        payment = use_cases.reject_payment(self._deps, request.payment_id, request.note)
+        return pb.RejectPaymentResponse(payment=payment_to_pb(payment))
+
+    def GetPayment(
+        self, request: pb.GetPaymentRequest, context: grpc.ServicerContext
+    ) -> pb.GetPaymentResponse:
+        payment = _owned(use_cases.get_payment(self._deps, request.payment_id))
+        return pb.GetPaymentResponse(payment=payment_to_pb(payment))
+
+    def ListPayments(
+        self, request: pb.ListPaymentsRequest, context: grpc.ServicerContext
+    ) -> pb.ListPaymentsResponse:
+        customer_id = request.customer_id
+        caller = _caller_customer()
+        if caller:
+            _check_owner(customer_id or caller)
+            customer_id = caller
+        state = PaymentState(request.state) if request.state else None
+        page = use_cases.list_payments(
+            self._deps, request.page_size, request.page_token, customer_id, state
+        )
+        return pb.ListPaymentsResponse(
+            payments=[payment_to_pb(p, history=False) for p in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    def RunReconciliation(
+        self, request: pb.RunReconciliationRequest, context: grpc.ServicerContext
+    ) -> pb.RunReconciliationResponse:
+        report = use_cases.run_reconciliation(self._deps, request.run_id, request.statement_date)
+        return pb.RunReconciliationResponse(run=report_to_pb(report))
+
+    def GetReconciliationRun(
+        self, request: pb.GetReconciliationRunRequest, context: grpc.ServicerContext
+    ) -> pb.GetReconciliationRunResponse:
+        report = use_cases.get_reconciliation_run(self._deps, request.run_id)
+        return pb.GetReconciliationRunResponse(run=report_to_pb(report))

@@ -1,0 +1,367 @@
+"""Payments fixtures: the sandbox bank as a real process, payments in-process on PostgreSQL,
+wired to a real ledger and a real identity service, and helpers to drive a customer's money.
+
+Nothing is mocked: the bank is the ``astra-sandbox-bank`` process (its faults set
+through its admin API), the ledger and identity are the real services on their
+own fresh PostgreSQL databases, and every call crosses gRPC or HTTP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from astra.identity.v1 import identity_pb2 as idpb
+from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
+from astra.ledger.v1 import ledger_pb2 as lpb
+from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
+from astra.payments.v1 import payments_pb2 as pb
+from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
+from astra_testkit.ports import free_port
+from astra_testkit.postgres import PostgresServer
+from astra_testkit.processes import ServiceProcess, python_module
+from ledger.bootstrap import Ledger
+from ledger.entrypoints.server import build_server as build_ledger_server
+from payments.adapters.identity_client import GrpcIdentity
+from payments.adapters.ledger_client import GrpcLedger
+from payments.bootstrap import Payments, bootstrap, migrate
+from payments.config import PaymentsSettings
+from payments.domain.ledger_plan import clearing_account_id, customer_account_id, fee_account_id
+from payments.entrypoints.server import build_server
+
+from tests.identity_fixtures import IdentityServer
+from tests.ledger_fixtures import LEDGER_AUTH, LEDGER_JWKS_FILE, authorized_channel
+
+TERMINAL = {
+    pb.PAYMENT_STATE_SETTLED,
+    pb.PAYMENT_STATE_FAILED,
+    pb.PAYMENT_STATE_CANCELED,
+    pb.PAYMENT_STATE_DECLINED,
+    pb.PAYMENT_STATE_RETURNED,
+}
+
+
+# --- the sandbox bank, a real process ----------------------------------------------------
+
+
+@dataclass
+class SandboxBank:
+    """The ``astra-sandbox-bank`` process on a free port, with its books in a temp file."""
+
+    folder: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    process: ServiceProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SandboxBank:
+        env = {
+            "SANDBOX_BANK_HOST": "127.0.0.1",
+            "SANDBOX_BANK_PORT": str(self.port),
+            "SANDBOX_BANK_DATABASE": str(self.folder / "bank.db"),
+            "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "0",
+            "SANDBOX_BANK_RETURN_DELAY_SECONDS": "0.2",
+            "SANDBOX_BANK_HANG_SECONDS": "5",
+            "SANDBOX_BANK_LOG_LEVEL": "WARNING",
+            **self.env,
+        }
+        self.process = ServiceProcess(
+            "sandbox-bank", python_module("sandbox_bank.main"), env, log_dir=self.folder
+        ).start()
+        deadline = time.monotonic() + 30
+        while True:
+            if not self.process.alive():
+                raise RuntimeError(f"the sandbox bank exited:\n{self.process.logs()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the sandbox bank did not start:\n{self.process.logs()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL: the bank vanishes mid-flight, as far as clients can tell."""
+        if self.process is not None:
+            self.process.kill()
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = httpx.request(method, f"{self.url}{path}", timeout=10, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def set_faults(self, **faults: float) -> None:
+        self.admin("PUT", "/admin/faults", json=faults)
+
+    def clear_faults(self) -> None:
+        self.set_faults(
+            error_rate=0,
+            timeout_rate=0,
+            lost_response_rate=0,
+            rate_limit_rate=0,
+            slow_rate=0,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.admin("GET", "/admin/stats"))
+
+    def payments(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            page = self.admin("GET", "/admin/payments", params={"after": after, "limit": 1000})
+            found.extend(page["payments"])
+            if not page["next_after"]:
+                return found
+            after = page["next_after"]
+
+    def return_payment(self, bank_payment_id: str) -> dict[str, Any]:
+        return dict(self.admin("POST", f"/admin/payments/{bank_payment_id}/return"))
+
+
+@pytest.fixture
+def sandbox_bank(tmp_path: Path) -> Iterator[SandboxBank]:
+    bank = SandboxBank(tmp_path, {}).start()
+    yield bank
+    bank.stop()
+
+
+# --- payments in-process, on the real ledger and identity -------------------------------
+
+
+@pytest.fixture
+def payments_db_url(postgres: PostgresServer) -> Iterator[str]:
+    url = postgres.fresh_database_url("payments", migrate)
+    yield url
+    postgres.drop_url(url)
+
+
+def payments_settings(database_url: str, bank_url: str, **overrides: object) -> PaymentsSettings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "grpc_port": 0,
+        "metrics_port": 0,
+        "migrate_on_start": False,
+        "db_pool_size": 8,
+        "auth_issuer": LEDGER_AUTH.issuer,
+        "auth_audience": LEDGER_AUTH.audience,
+        "auth_jwks_file": str(LEDGER_JWKS_FILE),
+        "bank_url": bank_url,
+        "bank_timeout_seconds": 1.0,
+        "bank_retry_attempts": 4,
+        "bank_retry_initial_seconds": 0.02,
+        "bank_retry_max_seconds": 0.2,
+        "bank_retry_budget_seconds": 3.0,
+        "bank_breaker_reset_seconds": 1.0,
+        "bank_feed_wait_seconds": 1.0,
+        "worker_poll_seconds": 0.1,
+        "worker_lease_seconds": 10.0,
+        "status_poll_seconds": 2.0,
+        "retry_max_seconds": 1.0,
+        "kyc_subscriber_enabled": False,
+        **overrides,
+    }
+    return PaymentsSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def ledger_target(ledger: Ledger) -> Iterator[str]:
+    server = build_ledger_server(ledger, ledger.settings)
+    port = server.start()
+    yield f"127.0.0.1:{port}"
+    server.server.stop(0)
+
+
+@dataclass
+class Suite:
+    """Payments with everything it talks to, and the calls a test makes on them."""
+
+    app: Payments
+    payments: PaymentsServiceStub
+    ledger: LedgerServiceStub
+    identity: IdentityServiceStub
+    bank: SandboxBank
+    _ids: Iterator[int] = field(default_factory=itertools.count)
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_{uuid.uuid4().hex[:12]}{next(self._ids)}"
+
+    # --- identity ---
+
+    def customer(self, *, verified: bool = True) -> str:
+        customer_id = self.new_id("cus")
+        self.identity.CreateCustomer(
+            idpb.CreateCustomerRequest(
+                customer=idpb.Customer(
+                    id=customer_id, display_name="Ada Test", email=f"{customer_id}@example.com"
+                )
+            )
+        )
+        if verified:
+            self.identity.SubmitKyc(
+                idpb.SubmitKycRequest(request_id=self.new_id("kyc"), customer_id=customer_id)
+            )
+            self.identity.ReviewKyc(
+                idpb.ReviewKycRequest(
+                    request_id=self.new_id("kyc"),
+                    customer_id=customer_id,
+                    decision=idpb.KYC_DECISION_APPROVE,
+                )
+            )
+        return customer_id
+
+    # --- payments ---
+
+    def payout(
+        self, customer_id: str, amount: int, account: str = "DE89370400440532013000", **kw: Any
+    ) -> pb.Payment:
+        return self.payments.CreatePayout(
+            pb.CreatePayoutRequest(
+                payment_id=kw.get("payment_id") or self.new_id("pay"),
+                customer_id=customer_id,
+                amount=amount,
+                currency=kw.get("currency", "EUR"),
+                destination=pb.BankAccount(account_number=account, holder_name="Bob"),
+                description=kw.get("description", ""),
+            )
+        ).payment
+
+    def collection(
+        self, customer_id: str, amount: int, account: str = "FR7630006000011234567890189", **kw: Any
+    ) -> pb.Payment:
+        return self.payments.CreateCollection(
+            pb.CreateCollectionRequest(
+                payment_id=kw.get("payment_id") or self.new_id("pay"),
+                customer_id=customer_id,
+                amount=amount,
+                currency=kw.get("currency", "EUR"),
+                source=pb.BankAccount(account_number=account, holder_name="Carol"),
+            )
+        ).payment
+
+    def get(self, payment_id: str) -> pb.Payment:
+        return self.payments.GetPayment(pb.GetPaymentRequest(payment_id=payment_id)).payment
+
+    def wait_for(
+        self,
+        payment_id: str,
+        states: set[int] | None = None,
+        *,
+        settled_ledger: bool = True,
+        timeout: float = 60.0,
+    ) -> pb.Payment:
+        """Wait until the payment reaches one of ``states`` (terminal ones by default)."""
+        wanted = states or TERMINAL
+        deadline = time.monotonic() + timeout
+        while True:
+            payment = self.get(payment_id)
+            if payment.state in wanted and not (settled_ledger and payment.ledger_pending):
+                return payment
+            if time.monotonic() > deadline:
+                raise AssertionError(f"payment stuck: {payment}")
+            time.sleep(0.05)
+
+    def fund(self, customer_id: str, amount: int, currency: str = "EUR") -> pb.Payment:
+        collected = self.collection(customer_id, amount, currency=currency)
+        done = self.wait_for(collected.id)
+        assert done.state == pb.PAYMENT_STATE_SETTLED, done
+        return done
+
+    # --- ledger ---
+
+    def balance(self, account_id: str) -> lpb.Balance:
+        return self.ledger.GetBalance(lpb.GetBalanceRequest(account_id=account_id)).balance
+
+    def customer_balance(self, customer_id: str, currency: str = "EUR") -> int:
+        return int(self.balance(customer_account_id(customer_id, currency)).available)
+
+    def clearing(self, currency: str = "EUR") -> lpb.Balance:
+        return self.balance(clearing_account_id(currency))
+
+    def fees(self, currency: str = "EUR") -> lpb.Balance:
+        return self.balance(fee_account_id(currency))
+
+    def reconcile(self) -> pb.ReconciliationRun:
+        return self.payments.RunReconciliation(
+            pb.RunReconciliationRequest(
+                run_id=self.new_id("rec"), statement_date=datetime.now(UTC).date().isoformat()
+            )
+        ).run
+
+
+def make_suite(
+    database_url: str,
+    bank: SandboxBank,
+    ledger_target: str,
+    identity_server: IdentityServer,
+    **overrides: object,
+) -> tuple[Suite, Callable[[], None]]:
+    settings = payments_settings(database_url, bank.url, **overrides)
+    ledger_channel = authorized_channel(ledger_target)
+    identity_channel = identity_server.channel()
+    app = bootstrap(
+        settings,
+        ledger=GrpcLedger(ledger_channel),
+        identity=GrpcIdentity(identity_channel),
+    )
+    app.start_workers()
+    server = build_server(app, settings)
+    port = server.start()
+    payments_channel = authorized_channel(f"127.0.0.1:{port}")
+    suite = Suite(
+        app=app,
+        payments=PaymentsServiceStub(payments_channel),
+        ledger=LedgerServiceStub(ledger_channel),
+        identity=IdentityServiceStub(identity_channel),
+        bank=bank,
+    )
+
+    def close() -> None:
+        payments_channel.close()
+        server.stop(0)
+        ledger_channel.close()
+        identity_channel.close()
+
+    return suite, close
+
+
+@pytest.fixture
+def suite(
+    payments_db_url: str,
+    sandbox_bank: SandboxBank,
+    ledger_target: str,
+    identity_server: IdentityServer,
+) -> Iterator[Suite]:
+    made, close = make_suite(payments_db_url, sandbox_bank, ledger_target, identity_server)
+    yield made
+    close()
+
+
+def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error
+    raise AssertionError("the call succeeded; an error was expected")
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false")
