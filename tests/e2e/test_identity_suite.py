@@ -84,6 +84,7 @@ def suite(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
         "IDENTITY_GRPC_PORT": str(identity_port),
         "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(kek),
         "IDENTITY_GRACE_SECONDS": "2",
+        "IDENTITY_METRICS_PORT": "0",  # tests never take the default 9101
         "IDENTITY_LOG_LEVEL": "DEBUG",
     }
     # The first admin, registered the operator's way; its secret is printed once.
