@@ -33,6 +33,7 @@ from datetime import datetime
 
 import structlog
 from chassis.db.uow import run_in_transaction
+from chassis.tracing import batch_span, resumed_span
 
 from payments.domain.ledger_plan import LedgerOperation, accounts_for, operation_for
 from payments.domain.model import Action, BankStatus, LedgerStep, Payment
@@ -159,6 +160,12 @@ class Orchestrator:
         return results
 
     def _book(self, work: Sequence[_Work]) -> list[LedgerResult | None]:
+        # One ledger call serves many payments: it joins the first one's trace, links the rest.
+        traces = [w.payment.trace_context for w in work]
+        with batch_span("payments.book", traces, payments=len(work)):
+            return self._book_traced(work)
+
+    def _book_traced(self, work: Sequence[_Work]) -> list[LedgerResult | None]:
         operations: list[LedgerOperation] = []
         for item in work:
             assert item.step is not None
@@ -175,6 +182,14 @@ class Orchestrator:
             return [None] * len(operations)
 
     def _bank_call(self, work: _Work) -> _Result:
+        with resumed_span(
+            work.payment.trace_context,
+            f"payments.bank.{work.action.name.lower()}",
+            payment_id=work.payment.id,
+        ):
+            return self._bank_call_traced(work)
+
+    def _bank_call_traced(self, work: _Work) -> _Result:
         bank = self.deps.bank
         payment = work.payment
         if work.action is Action.SUBMIT:

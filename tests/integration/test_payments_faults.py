@@ -1,0 +1,150 @@
+"""Payments against a misbehaving bank: each fault in its own test.
+
+After each storm: no payment was paid twice at the bank, every payment reached
+a terminal state, the customer's ledger balance is exactly what settled, and a
+reconciliation finds the ledger and the bank's statement in agreement.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from astra.payments.v1 import payments_pb2 as pb
+from payments.adapters.bank_gateway import HttpBankGateway
+
+from tests.identity_fixtures import identity, identity_clock, identity_db_url, identity_server
+from tests.payments_fixtures import (
+    Suite,
+    ledger_target,
+    payments_db_url,
+    sandbox_bank,
+    suite,
+)
+
+__all__ = [
+    "identity",
+    "identity_clock",
+    "identity_db_url",
+    "identity_server",
+    "ledger_target",
+    "payments_db_url",
+    "sandbox_bank",
+    "suite",
+]
+
+PAYOUTS = 15
+AMOUNT = 1_000
+FUNDING = 100_000
+
+
+def storm(suite: Suite, *, collections: int = 3) -> tuple[str, list[str]]:
+    """A funded customer, then payouts and collections created while the bank misbehaves."""
+    customer = suite.customer()
+    ids = []
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        futures = [pool.submit(suite.payout, customer, AMOUNT) for _ in range(PAYOUTS)]
+        futures += [pool.submit(suite.collection, customer, AMOUNT) for _ in range(collections)]
+        ids = [f.result().id for f in futures]
+    return customer, ids
+
+
+def check_aftermath(suite: Suite, customer: str, ids: list[str], funded: int) -> None:
+    suite.bank.clear_faults()
+    finals = [suite.wait_for(pid, timeout=120) for pid in ids]
+    assert {p.state for p in finals} == {pb.PAYMENT_STATE_SETTLED}, [
+        (p.id, pb.PaymentState.Name(p.state), p.reason) for p in finals
+    ]
+    bank_payments = suite.bank.payments()
+    per_reference = Counter(p["reference"] for p in bank_payments)
+    assert max(per_reference.values()) == 1, "a payment was paid twice at the bank"
+    assert set(ids) <= set(per_reference)
+    by_reference = {p["reference"]: p for p in bank_payments}
+    assert all(by_reference[pid]["status"] == "settled" for pid in ids)
+    paid_out = sum(p.amount + p.fee for p in finals if p.kind == pb.PAYMENT_KIND_PAYOUT)
+    collected = sum(p.amount for p in finals if p.kind == pb.PAYMENT_KIND_COLLECTION)
+    assert suite.customer_balance(customer) == funded - paid_out + collected
+    run = suite.reconcile()
+    assert list(run.breaks) == []
+    assert run.matched_count == run.statement_line_count
+
+
+def fund(suite: Suite) -> tuple[str, int]:
+    customer = suite.customer()
+    suite.fund(customer, FUNDING)
+    return customer, FUNDING
+
+
+def test_five_hundreds_and_timeouts(suite: Suite) -> None:
+    customer, funded = fund(suite)
+    suite.bank.set_faults(error_rate=0.3, timeout_rate=0.1, hang_seconds=2)
+    ids = []
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        ids = [p.id for p in pool.map(lambda _: suite.payout(customer, AMOUNT), range(PAYOUTS))]
+    collection = suite.collection(customer, AMOUNT)
+    # Let the storm meet the submissions before it is cleared.
+    deadline = time.monotonic() + 60
+    while suite.bank.stats()["faults_injected"].get("error", 0) < 5:
+        assert time.monotonic() < deadline, "the bank injected no errors"
+        time.sleep(0.1)
+    check_aftermath(suite, customer, [*ids, collection.id], funded)
+    injected = suite.bank.stats()["faults_injected"]
+    assert injected["error"] >= 5
+
+
+def test_lost_responses(suite: Suite) -> None:
+    customer, funded = fund(suite)
+    suite.bank.set_faults(lost_response_rate=0.5, hang_seconds=2)
+    ids = []
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        ids = [p.id for p in pool.map(lambda _: suite.payout(customer, AMOUNT), range(PAYOUTS))]
+    # Wait until the bank has acted on every payout while its answers were lost.
+    deadline = time.monotonic() + 60
+    while len({p["reference"] for p in suite.bank.payments()} & set(ids)) < len(ids):
+        assert time.monotonic() < deadline, "the bank never received some payouts"
+        time.sleep(0.1)
+    lost = suite.bank.stats()["faults_injected"].get("lost_response", 0)
+    check_aftermath(suite, customer, ids, funded)
+    assert lost > 0
+    # The bank saw retries with the same key (replayed), never a second payment.
+    assert suite.bank.stats()["counters"]["submissions_created"] == PAYOUTS + 1
+
+
+def test_rate_limit_storm(suite: Suite) -> None:
+    customer, funded = fund(suite)
+    suite.bank.set_faults(rate_limit_rate=0.6, retry_after_seconds=1)
+    ids = []
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        ids = [p.id for p in pool.map(lambda _: suite.payout(customer, AMOUNT), range(PAYOUTS))]
+    deadline = time.monotonic() + 60
+    while suite.bank.stats()["faults_injected"].get("rate_limited", 0) < 10:
+        assert time.monotonic() < deadline, "the bank limited no requests"
+        time.sleep(0.1)
+    check_aftermath(suite, customer, ids, funded)
+    # A 429 is the bank being up and busy: it never opens the breaker.
+    gateway = suite.app.deps.bank
+    assert isinstance(gateway, HttpBankGateway)
+    assert gateway.breaker.current_state == "closed"
+
+
+def test_bank_down_for_a_while_opens_the_breaker_which_recovers(suite: Suite) -> None:
+    customer, funded = fund(suite)
+    gateway = suite.app.deps.bank
+    assert isinstance(gateway, HttpBankGateway)
+    suite.bank.kill()
+    ids = [suite.payout(customer, AMOUNT).id for _ in range(PAYOUTS)]
+    deadline = time.monotonic() + 60
+    while gateway.breaker.current_state != "open":
+        assert time.monotonic() < deadline, "the breaker never opened"
+        time.sleep(0.05)
+    # While the bank is down, nothing is paid and everything waits in a resolvable state.
+    waiting = {suite.get(pid).state for pid in ids}
+    assert waiting <= {pb.PAYMENT_STATE_FUNDS_HELD, pb.PAYMENT_STATE_SUBMITTING}
+    time.sleep(1.5)
+    suite.bank.start()  # the same port and books
+    check_aftermath(suite, customer, ids, funded)
+    deadline = time.monotonic() + 30
+    while gateway.breaker.current_state != "closed":
+        assert time.monotonic() < deadline, "the breaker never closed again"
+        time.sleep(0.05)
