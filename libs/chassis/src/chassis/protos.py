@@ -17,9 +17,24 @@ def to_timestamp(value: datetime) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=delta.microseconds * 1000)
 
 
+_last: list[tuple[datetime, Timestamp]] = []
+
+
 def set_timestamp(target: Timestamp, value: datetime | None) -> None:
-    if value is not None:
-        target.CopyFrom(to_timestamp(value))
+    """Set ``target`` to ``value`` (None leaves it unset).
+
+    A batch stamps thousands of messages with one instant: the last conversion
+    is remembered so that repeats cost a copy, not a conversion.
+    """
+    if value is None:
+        return
+    last = _last[0] if _last else None
+    if last is not None and last[0] is value:
+        target.CopyFrom(last[1])
+        return
+    converted = to_timestamp(value)
+    _last[:] = [(value, converted)]
+    target.CopyFrom(converted)
 
 
 def from_timestamp(value: Timestamp) -> datetime:

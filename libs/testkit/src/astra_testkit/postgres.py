@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -53,15 +54,23 @@ class PostgresServer:
     def create_database(self, prefix: str = "astra_t", template: str | None = None) -> str:
         """Create an empty database (or a copy of ``template``); returns its name."""
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        with self._admin() as conn:
-            if template:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                        sql.Identifier(name), sql.Identifier(template)
-                    )
-                )
-            else:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if template:
+            statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        else:
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        # Copying a template fails while anyone (autovacuum included) is connected
+        # to it; that passes in a moment.
+        for attempt in range(50):
+            try:
+                with self._admin() as conn:
+                    conn.execute(statement)
+                break
+            except psycopg.errors.ObjectInUse:
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)
         self._created.add(name)
         return name
 

@@ -11,6 +11,7 @@ of COPY; it has one writer at a time anyway.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,36 @@ _TRANSFER_COLUMNS = (
     "id, kind, ok, reason, message, fingerprint, legs, pending_transfer_id, "
     "reversed_transfer_id, expires_at, metadata, created_at"
 )
+_COPY_TYPES = {
+    "transfers": [
+        "text",
+        "int2",
+        "bool",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "timestamptz",
+        "text",
+        "timestamptz",
+    ],
+    "entries": [
+        "text",
+        "int8",
+        "text",
+        "int2",
+        "int2",
+        "int2",
+        "int8",
+        "int8",
+        "int8",
+        "int8",
+        "int8",
+        "timestamptz",
+    ],
+}
 _ENTRY_COLUMNS = (
     "account_id, sequence, transfer_id, kind, entry_type, direction, amount, "
     "debits_posted, credits_posted, debits_pending, credits_pending, created_at"
@@ -46,6 +77,42 @@ _ACCOUNT_SELECT = (
     "credits_pending, entry_sequence, last_entry_at, metadata, external_reference, "
     "customer_id, fingerprint, created_at FROM accounts"
 )
+# Below this many records a batch is written with one statement; above, with COPY.
+COPY_THRESHOLD = 64
+
+_ONE_STATEMENT_WRITE = """
+WITH new_transfers AS (
+  INSERT INTO transfers (id, kind, ok, reason, message, fingerprint, legs, pending_transfer_id,
+                         reversed_transfer_id, expires_at, metadata, created_at)
+  SELECT * FROM unnest(%s::text[], %s::smallint[], %s::bool[], %s::text[], %s::text[],
+                       %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
+                       %s::text[], %s::timestamptz[])
+), new_entries AS (
+  INSERT INTO entries (account_id, sequence, transfer_id, kind, entry_type, direction, amount,
+                       debits_posted, credits_posted, debits_pending, credits_pending, created_at)
+  SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::smallint[], %s::smallint[],
+                       %s::smallint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+                       %s::bigint[], %s::timestamptz[])
+), updated_accounts AS (
+  UPDATE accounts AS a SET debits_posted = v.dp, credits_posted = v.cp, debits_pending = v.dq,
+         credits_pending = v.cq, entry_sequence = v.seq, last_entry_at = v.at
+  FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+              %s::bigint[], %s::timestamptz[]) AS v(id, dp, cp, dq, cq, seq, at)
+  WHERE a.id = v.id
+), opened_holds AS (
+  INSERT INTO open_holds (transfer_id, expires_at)
+  SELECT * FROM unnest(%s::text[], %s::timestamptz[])
+), closed_holds AS (
+  DELETE FROM open_holds WHERE transfer_id = ANY(%s::text[])
+)
+SELECT 1
+"""
+
+_LOCK_SELECT = (
+    "SELECT id, currency, normal_side, debits_must_not_exceed_credits, "
+    "credits_must_not_exceed_debits, debits_posted, credits_posted, debits_pending, "
+    "credits_pending, entry_sequence, last_entry_at FROM accounts"
+)
 _RECORD_SELECT = (
     "SELECT t.id, t.kind, t.ok, t.reason, t.message, t.fingerprint, t.legs, "
     "t.pending_transfer_id, t.reversed_transfer_id, t.expires_at, t.metadata, t.created_at, "
@@ -53,6 +120,24 @@ _RECORD_SELECT = (
     "LEFT JOIN transfers r ON r.pending_transfer_id = t.id AND r.ok "
     "LEFT JOIN transfers v ON v.reversed_transfer_id = t.id AND v.ok "
 )
+
+
+_ARRAY_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _text_array(values: Sequence[str]) -> str | list[str]:
+    """A PostgreSQL array literal for identifiers, or the list itself if any needs quoting.
+
+    Binding a Python list makes psycopg adapt every element; a literal of
+    validated identifiers is one string, several times cheaper for thousands.
+    """
+    if all(_ARRAY_SAFE.fullmatch(v) for v in values):
+        return "{" + ",".join(values) + "}"
+    return list(values)
+
+
+def _int_array(values: Iterable[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _encode_legs(legs: Iterable[Leg]) -> str:
@@ -101,6 +186,23 @@ def _account(row: Sequence[Any]) -> Account:
         customer_id=row[13],
         fingerprint=row[14],
         created_at=_aware(row[15]),
+    )
+
+
+def _snapshot(row: Sequence[Any]) -> Account:
+    """An account as a batch decision needs it (the columns of ``_LOCK_SELECT``)."""
+    return Account(
+        id=row[0],
+        currency=row[1],
+        normal_side=NormalSide(row[2]),
+        debits_must_not_exceed_credits=bool(row[3]),
+        credits_must_not_exceed_debits=bool(row[4]),
+        debits_posted=row[5],
+        credits_posted=row[6],
+        debits_pending=row[7],
+        credits_pending=row[8],
+        entry_sequence=row[9],
+        last_entry_at=_aware(row[10]),
     )
 
 
@@ -153,7 +255,7 @@ class LedgerStore:
     def _in(self, column: str, name: str, values: Sequence[str]) -> tuple[Any, dict[str, Any]]:
         """``column IN values`` as ``= ANY(array)`` on PostgreSQL (one parameter)."""
         if self._pg:
-            return f"{column} = ANY(:{name})", {name: list(values)}
+            return f"{column} = ANY(CAST(:{name} AS text[]))", {name: _text_array(values)}
         return f"{column} IN :{name}", {name: list(values)}
 
     def _query(self, sql: str, params: dict[str, Any], expanding: Sequence[str] = ()) -> Any:
@@ -197,16 +299,18 @@ class LedgerStore:
         return [_account(r) for r in rows]
 
     def lock_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
-        """Load and lock accounts in id order: concurrent batches queue, never deadlock."""
+        """Load and lock accounts in id order: concurrent batches queue, never deadlock.
+
+        Only what a batch decision needs is read (no metadata): the snapshots
+        live for one transaction.
+        """
         ids = sorted(set(account_ids))
         if not ids:
             return {}
         condition, params = self._in("id", "ids", ids)
         lock = " FOR UPDATE" if self._pg else ""
-        rows = self._query(
-            f"{_ACCOUNT_SELECT} WHERE {condition} ORDER BY id{lock}", params, ["ids"]
-        )
-        return {a.id: a for a in map(_account, rows)}
+        rows = self._query(f"{_LOCK_SELECT} WHERE {condition} ORDER BY id{lock}", params, ["ids"])
+        return {row[0]: _snapshot(row) for row in rows}
 
     # --- transfers --------------------------------------------------------------
 
@@ -217,6 +321,75 @@ class LedgerStore:
         condition, params = self._in("t.id", "ids", ids)
         rows = self._query(f"{_RECORD_SELECT} WHERE {condition}", params, ["ids"])
         return {r.id: r for r in map(_record, rows)}
+
+    def load_for_batch(
+        self,
+        transfer_ids: Sequence[str],
+        leg_account_ids: Iterable[str],
+        referenced_ids: Iterable[str],
+    ) -> tuple[dict[str, TransferRecord], dict[str, Account]]:
+        """The records a batch names and its accounts, locked, in as few round trips as can be.
+
+        Without references to earlier transfers every account is known up front:
+        on PostgreSQL the records and the locking read go in one pipelined round
+        trip. With references, the referenced transfers' legs name more accounts:
+        read them first, then lock everything in id order and re-read the
+        referenced transfers' state, which only now (under the locks) is final.
+        """
+        referenced = set(referenced_ids)
+        account_ids = set(leg_account_ids)
+        if not self._pg:
+            known = self.load_records([*transfer_ids, *referenced])
+            for transfer_id in referenced:
+                if transfer_id in known:
+                    account_ids.update(leg.account_id for leg in known[transfer_id].legs)
+            accounts = self.lock_accounts(account_ids)
+            if referenced:
+                known.update(self.load_records(referenced))
+            return known, accounts
+        if not referenced:
+            known_rows, account_rows = self._pipelined(
+                (_RECORD_SELECT + "WHERE t.id = ANY(%s::text[])", transfer_ids),
+                (
+                    _LOCK_SELECT + " WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE",
+                    sorted(account_ids),
+                ),
+            )
+            return (
+                {r.id: r for r in map(_record, known_rows)},
+                {row[0]: _snapshot(row) for row in account_rows},
+            )
+        known = self.load_records([*transfer_ids, *referenced])
+        for transfer_id in referenced:
+            if transfer_id in known:
+                account_ids.update(leg.account_id for leg in known[transfer_id].legs)
+        account_rows, referenced_rows = self._pipelined(
+            (
+                _LOCK_SELECT + " WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE",
+                sorted(account_ids),
+            ),
+            (_RECORD_SELECT + "WHERE t.id = ANY(%s::text[])", sorted(referenced)),
+        )
+        known.update({r.id: r for r in map(_record, referenced_rows)})
+        return known, {row[0]: _snapshot(row) for row in account_rows}
+
+    def _pipelined(self, *queries: tuple[str, Sequence[str]]) -> list[list[tuple[Any, ...]]]:
+        """Run several reads in one round trip (psycopg pipeline mode), in order."""
+        raw = self._driver()
+        cursors = [raw.cursor() for _ in queries]
+        try:
+            with raw.pipeline():
+                for cursor, (sql, ids) in zip(cursors, queries, strict=True):
+                    cursor.execute(sql, (_text_array(ids),))
+            return [cursor.fetchall() for cursor in cursors]
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    def _driver(self) -> Any:
+        raw = self._c.connection.driver_connection
+        assert raw is not None
+        return raw
 
     def get_record(self, transfer_id: str) -> TransferRecord | None:
         return self.load_records([transfer_id]).get(transfer_id)
@@ -267,28 +440,70 @@ class LedgerStore:
             )
             for e in outcome.entries
         ]
+        # A hold placed and resolved within the batch never needs indexing.
+        closed_now = set(outcome.closed_holds)
+        opened = [h for h in outcome.opened_holds if h.id not in closed_now]
+        opened_now = {h.id for h in outcome.opened_holds}
+        closed = [c for c in outcome.closed_holds if c not in opened_now]
+        accounts = list(outcome.accounts.values())
+        if self._pg and len(outcome.records) < COPY_THRESHOLD:
+            self._write_in_one_statement(transfer_rows, entry_rows, accounts, opened, closed)
+            return
         if self._pg:
             self._copy("transfers", _TRANSFER_COLUMNS, transfer_rows)
             self._copy("entries", _ENTRY_COLUMNS, entry_rows)
         else:
             self._insert_many(t.transfers, _TRANSFER_COLUMNS, transfer_rows)
             self._insert_many(t.entries, _ENTRY_COLUMNS, entry_rows)
-        self._update_accounts(list(outcome.accounts.values()))
-        if outcome.opened_holds:
+        self._update_accounts(accounts)
+        if opened:
             self._c.execute(
                 insert(t.open_holds),
-                [{"transfer_id": h.id, "expires_at": h.expires_at} for h in outcome.opened_holds],
+                [{"transfer_id": h.id, "expires_at": h.expires_at} for h in opened],
             )
-        if outcome.closed_holds:
-            condition, params = self._in("transfer_id", "ids", outcome.closed_holds)
+        if closed:
+            condition, params = self._in("transfer_id", "ids", closed)
             self._query(f"DELETE FROM open_holds WHERE {condition}", params, ["ids"])
 
+    def _write_in_one_statement(
+        self,
+        transfer_rows: list[tuple[Any, ...]],
+        entry_rows: list[tuple[Any, ...]],
+        accounts: list[Account],
+        opened: list[TransferRecord],
+        closed: list[str],
+    ) -> None:
+        """A small batch's whole write as one statement of writable CTEs: one round trip.
+
+        COPY needs a round trip per table; for a few transfers (the batcher's
+        grouped single calls) the round trips, not the rows, are the cost.
+        """
+        transfers = [list(c) for c in zip(*transfer_rows, strict=True)] or [[]] * 12
+        entries = [list(c) for c in zip(*entry_rows, strict=True)] or [[]] * 12
+        params = [
+            *transfers,
+            *entries,
+            [a.id for a in accounts],
+            [a.debits_posted for a in accounts],
+            [a.credits_posted for a in accounts],
+            [a.debits_pending for a in accounts],
+            [a.credits_pending for a in accounts],
+            [a.entry_sequence for a in accounts],
+            [a.last_entry_at for a in accounts],
+            [h.id for h in opened],
+            [h.expires_at for h in opened],
+            closed,
+        ]
+        with self._driver().cursor() as cursor:
+            cursor.execute(_ONE_STATEMENT_WRITE, params)
+
     def _copy(self, table: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
+        """COPY in binary format: ~5x less client CPU than text rows, and cheaper to parse."""
         if not rows:
             return
-        raw = self._c.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        sql = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+        with self._driver().cursor() as cursor, cursor.copy(sql) as copy:
+            copy.set_types(_COPY_TYPES[table])
             for row in rows:
                 copy.write_row(row)
 
@@ -302,24 +517,26 @@ class LedgerStore:
         if not accounts:
             return
         if self._pg:
+            # One statement for all accounts; every account of a batch gets the
+            # batch's instant as its last entry time.
             self._c.execute(
                 text(
                     "UPDATE accounts AS a SET debits_posted = v.dp, credits_posted = v.cp, "
                     "debits_pending = v.dq, credits_pending = v.cq, entry_sequence = v.seq, "
-                    "last_entry_at = v.at "
+                    "last_entry_at = :at "
                     "FROM unnest(CAST(:ids AS text[]), CAST(:dp AS bigint[]), "
                     "CAST(:cp AS bigint[]), CAST(:dq AS bigint[]), CAST(:cq AS bigint[]), "
-                    "CAST(:seq AS bigint[]), CAST(:at AS timestamptz[])) "
-                    "AS v(id, dp, cp, dq, cq, seq, at) WHERE a.id = v.id"
-                ),
+                    "CAST(:seq AS bigint[])) "
+                    "AS v(id, dp, cp, dq, cq, seq) WHERE a.id = v.id"
+                ).bindparams(bindparam("at", type_=DateTime(timezone=True))),
                 {
-                    "ids": [a.id for a in accounts],
-                    "dp": [a.debits_posted for a in accounts],
-                    "cp": [a.credits_posted for a in accounts],
-                    "dq": [a.debits_pending for a in accounts],
-                    "cq": [a.credits_pending for a in accounts],
-                    "seq": [a.entry_sequence for a in accounts],
-                    "at": [a.last_entry_at for a in accounts],
+                    "ids": _text_array([a.id for a in accounts]),
+                    "dp": _int_array(a.debits_posted for a in accounts),
+                    "cp": _int_array(a.credits_posted for a in accounts),
+                    "dq": _int_array(a.debits_pending for a in accounts),
+                    "cq": _int_array(a.credits_pending for a in accounts),
+                    "seq": _int_array(a.entry_sequence for a in accounts),
+                    "at": max(a.last_entry_at for a in accounts if a.last_entry_at),
                 },
             )
             return

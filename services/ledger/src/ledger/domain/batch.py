@@ -362,7 +362,8 @@ class _Decider:
                 kind=kind,
                 transfer_id=request.id,
                 legs=legs,
-                balances=tuple(a.balance(self.now) for a in unique.values()),
+                # The event's own instant dates these balances.
+                balances=tuple(a.balance() for a in unique.values()),
                 metadata=request.metadata,
                 occurred_at=self.now,
                 pending_transfer_id=pending_transfer_id,

@@ -18,7 +18,7 @@ class AccountOpened:
         return self.account.id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TransferApplied:
     """A transfer entered the journal. ``kind`` says which event it is for subscribers."""
 

@@ -2,7 +2,10 @@
 
 Pure Python. Accounts here are snapshots the adapter loaded (locked) for one
 business transaction; the batch decision (``ledger.domain.batch``) changes them
-in memory and the adapter writes the outcome.
+in memory and the adapter writes the outcome. Values made thousands of times
+per batch (Balance, Entry, ItemResult) are slotted dataclasses, not frozen
+ones: a frozen dataclass is several times slower to construct, and nothing
+mutates them.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def metadata_of(mapping: dict[str, str] | None) -> Metadata:
 
 def _fingerprint(*parts: object) -> str:
     """A stable digest of a request's content, for idempotent replays (AIP-155)."""
-    return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()[:32]
+    return hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,7 @@ class AccountSpec:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Balance:
     account_id: str
     currency: str
@@ -357,7 +360,7 @@ class TransferRecord:
         return RESOLUTION_STATUS[self.resolution_kind]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
     """One change to one account, with the account's sums after it."""
 
@@ -375,7 +378,7 @@ class Entry:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ItemResult:
     id: str
     ok: bool

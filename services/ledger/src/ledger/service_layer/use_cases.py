@@ -130,25 +130,13 @@ def execute_batch(
     """Decide and write already validated requests as one transaction (retried on conflicts)."""
 
     def work(uow: LedgerUnitOfWork) -> list[ItemOutcome]:
-        store = uow.store
         referenced = {r for r in (q.referenced_transfer_id() for q in requests) if r}
-        # Records first (immutable rows: safe to read before locking), to learn
-        # which accounts the referenced transfers touch.
-        known = store.load_records([q.id for q in requests] + list(referenced))
-        account_ids: set[str] = set()
-        for request in requests:
-            op = request.operation
-            for leg in getattr(op, "legs", ()):
-                account_ids.add(leg.account_id)
-        for transfer_id in referenced:
-            record = known.get(transfer_id)
-            if record is not None:
-                account_ids.update(leg.account_id for leg in record.legs)
-        accounts = store.lock_accounts(account_ids)
-        # Resolution state may have changed while we waited for the locks; now
-        # that we hold them it cannot, so read it again.
-        if referenced:
-            known.update(store.load_records(referenced))
+        leg_accounts = {
+            leg.account_id for q in requests for leg in getattr(q.operation, "legs", ())
+        }
+        known, accounts = uow.store.load_for_batch(
+            [q.id for q in requests], leg_accounts, referenced
+        )
         now = clock.now()
         for account in accounts.values():
             if account.last_entry_at is not None and account.last_entry_at > now:
@@ -156,7 +144,7 @@ def execute_batch(
         outcome = decide_batch(requests, accounts, known, now)
         for account in outcome.accounts.values():
             account.last_entry_at = now
-        store.write(outcome)
+        uow.store.write(outcome)
         uow.record(*outcome.events)
         records = {r.id: r for r in outcome.records}
         return [

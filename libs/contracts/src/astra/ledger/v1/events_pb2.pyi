@@ -91,7 +91,9 @@ class TransferPosted(_message.Message):
     def legs(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Leg]: ...
     @_builtins.property
     def balances(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Balance]:
-        """The balances of every account in `legs`, right after the transfer."""
+        """The balances of every account in `legs`, right after the transfer. Their
+        `as_of` is left unset in events: `occur_time` is that instant.
+        """
 
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
