@@ -406,3 +406,26 @@ def resumed_span(traceparent: str, name: str, **attributes: str) -> Iterator[tra
     parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
     with tracer().start_as_current_span(name, context=parent, attributes=attributes) as span:
         yield span
+
+
+@contextmanager
+def batch_span(name: str, traceparents: Sequence[str], **attributes: Any) -> Iterator[trace.Span]:
+    """A span for one call made on behalf of many stored pieces of work.
+
+    It continues the first one's trace (so a lone payout stays one trace) and
+    links every other one, so each of their traces can still find it.
+    """
+    contexts = [
+        trace.get_current_span(propagate.extract({"traceparent": t})).get_span_context()
+        for t in dict.fromkeys(traceparents)
+        if t
+    ]
+    contexts = [c for c in contexts if c.is_valid]
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(contexts[0])) if contexts else None
+    with tracer().start_as_current_span(
+        name,
+        context=parent,
+        links=[trace.Link(c) for c in contexts[1:]],
+        attributes=attributes,
+    ) as span:
+        yield span

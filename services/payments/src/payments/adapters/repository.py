@@ -72,6 +72,7 @@ def _payment(row: Row[Any]) -> Payment:
         retries=m["retries"],
         version=m["version"],
         transition_count=m["transition_count"],
+        trace_context=m["trace_context"],
     )
 
 
@@ -113,6 +114,7 @@ def _columns(p: Payment) -> dict[str, Any]:
         "ledger_account_id": p.ledger_account_id,
         "created_at": p.created_at,
         "version": p.version,
+        "trace_context": p.trace_context,
         **_mutable_columns(p),
     }
 

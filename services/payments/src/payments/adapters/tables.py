@@ -54,6 +54,7 @@ payments = Table(
     Column("retries", Integer, nullable=False),
     Column("version", Integer, nullable=False),
     Column("transition_count", Integer, nullable=False),
+    Column("trace_context", String(128), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # The workers' queue: only payments with something to do are indexed.

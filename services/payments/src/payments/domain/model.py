@@ -146,6 +146,8 @@ class Payment:
     retries: int = 0
     version: int = 0
     transition_count: int = 0
+    # W3C traceparent of the call that created it: the work done later joins that trace.
+    trace_context: str = ""
     # Loaded on demand (repository) and appended to by transitions.
     history: list[Transition] = field(default_factory=list)
     new_transitions: list[Transition] = field(default_factory=list)

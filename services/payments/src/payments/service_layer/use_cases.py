@@ -24,6 +24,7 @@ from chassis.kernel.errors import (
     Unavailable,
 )
 from chassis.kernel.pagination import encode_page_token, parse_page
+from chassis.tracing import current_traceparent
 
 from payments.domain import validation
 from payments.domain.customers import VERIFIED
@@ -179,6 +180,7 @@ def create_payment(deps: Deps, request: PaymentRequest, account_field: str) -> P
             ledger_account_id=customer_account_id(request.customer_id, request.currency),
             now=now,
         )
+        payment.trace_context = current_traceparent()
         if status.kyc_status != VERIFIED:
             payment.decline("CUSTOMER_NOT_VERIFIED", now)
         else:
@@ -242,6 +244,7 @@ def refund_payment(
         now = deps.clock.now()
         check_refund(locked, amount, uow.payments.refunded_amount(payment_id))
         refund = Payment.create(request, fee=0, ledger_account_id=locked.ledger_account_id, now=now)
+        refund.trace_context = current_traceparent()
         if status.kyc_status != VERIFIED:
             refund.decline("CUSTOMER_NOT_VERIFIED", now)
         _lease_for_hold(refund, now, deps.policy)
