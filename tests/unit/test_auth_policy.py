@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from astra.identity.v1 import identity_pb2
 from astra.ledger.v1 import ledger_pb2
-from chassis.auth.policy import AccessPolicy, UndeclaredAccess, declared_scopes
+from chassis.auth.policy import (
+    AccessPolicy,
+    UndeclaredAccess,
+    contract_services,
+    declared_scopes,
+)
 from grpc_health.v1 import health_pb2
 
 LEDGER = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"]
@@ -17,8 +22,15 @@ def test_every_ledger_and_identity_method_declares_a_rule() -> None:
     assert len(policy.methods) == len(LEDGER.methods) + len(IDENTITY.methods)
 
 
+def test_every_service_in_the_contracts_declares_its_rules() -> None:
+    services = list(contract_services())
+    assert {s.full_name for s in services} >= {LEDGER.full_name, IDENTITY.full_name}
+    policy = AccessPolicy.for_services(*services)  # raises on any method without a rule
+    assert len(policy.methods) == sum(len(s.methods) for s in services)
+
+
 def test_only_the_token_endpoint_and_public_keys_are_open() -> None:
-    policy = AccessPolicy.for_services(LEDGER, IDENTITY)
+    policy = AccessPolicy.for_services(*contract_services())
     open_methods = {m for m, rule in policy.methods.items() if rule.allow_unauthenticated}
     assert open_methods == {
         "/astra.identity.v1.IdentityService/IssueToken",
