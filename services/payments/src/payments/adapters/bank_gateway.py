@@ -166,6 +166,7 @@ class HttpBankGateway:
         path: str,
         *,
         timeout: float,
+        tries: list[str] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
         started = time.perf_counter()
@@ -185,9 +186,10 @@ class HttpBankGateway:
                 DEPENDENCY_SECONDS.labels(DEPENDENCY, operation).observe(
                     time.perf_counter() - started
                 )
-            DEPENDENCY_ATTEMPTS.labels(
-                DEPENDENCY, operation, _attempt_result(error, response)
-            ).inc()
+            result = _attempt_result(error, response)
+            DEPENDENCY_ATTEMPTS.labels(DEPENDENCY, operation, result).inc()
+            if tries is not None:
+                tries.append(result)
 
     def _send(
         self, method: str, path: str, timeout: float, kwargs: dict[str, Any]
@@ -196,13 +198,19 @@ class HttpBankGateway:
         return raise_for_transient_status(response)
 
     def _call(
-        self, operation: str, method: str, path: str, key: str = "", **kwargs: Any
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        key: str = "",
+        tries: list[str] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         """The request under the retry policy; raises the last failure when it runs out."""
 
         def attempt(a: Attempt) -> httpx.Response:
             return self._request(
-                operation, method, path, timeout=a.timeout(self._timeout), **kwargs
+                operation, method, path, timeout=a.timeout(self._timeout), tries=tries, **kwargs
             )
 
         def counted(_event: RetryEvent) -> None:
@@ -230,25 +238,26 @@ class HttpBankGateway:
             "reference": instruction.reference,
         }
         headers = {"Idempotency-Key": instruction.idempotency_key}
+        tries: list[str] = []
         try:
             response = self._call(
                 "submit",
                 "POST",
                 "/v1/payments",
                 key=instruction.idempotency_key,
+                tries=tries,
                 json=body,
                 headers=headers,
             )
-        except BreakerOpen:
-            return self._outcome(SubmitOutcome(SubmitResult.NOT_SENT, code="breaker_open"))
-        except httpx.ConnectError:
-            # Nothing reached the bank on the last attempt; earlier ones may have: the
-            # worker resolves by asking the bank, as for any unknown outcome.
-            return self._outcome(SubmitOutcome(SubmitResult.UNKNOWN, code="connect_error"))
         except Exception as error:
-            if not is_transient(error):
+            if not (isinstance(error, BreakerOpen) or is_transient(error)):
                 raise
-            return self._outcome(SubmitOutcome(SubmitResult.UNKNOWN, code=type(error).__name__))
+            code = "breaker_open" if isinstance(error, BreakerOpen) else type(error).__name__
+            # Only when no attempt can have reached the bank is the payment surely not sent;
+            # otherwise the worker resolves it by asking the bank, never by sending blindly.
+            unsent = all(t in ("breaker_open", "connect_error") for t in tries)
+            result = SubmitResult.NOT_SENT if unsent else SubmitResult.UNKNOWN
+            return self._outcome(SubmitOutcome(result, code=code))
         if response.status_code in (200, 201):
             return self._outcome(
                 SubmitOutcome(SubmitResult.ACCEPTED, payment=view_of(response.json()))
