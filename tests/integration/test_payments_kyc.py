@@ -118,7 +118,9 @@ def wait_projection(suite: Suite, customer_id: str, version: int) -> CustomerKyc
         time.sleep(0.05)
 
 
-def changed(customer_id: str, status: int, version: int) -> idev.CustomerKycChanged:
+def changed(
+    customer_id: str, status: idpb.KycStatus.ValueType, version: int
+) -> idev.CustomerKycChanged:
     return idev.CustomerKycChanged(
         customer_id=customer_id,
         previous_status=idpb.KYC_STATUS_UNVERIFIED,
