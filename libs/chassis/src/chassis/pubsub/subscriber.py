@@ -166,9 +166,14 @@ def _insert(connection: Connection, table: Table) -> Any:
     return sqlite.insert(table)
 
 
-def _insert_ignore(connection: Connection, table: Table, values: dict[str, Any]) -> int:
+def _insert_ignore(connection: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert unless the key exists; True when the row is new.
+
+    RETURNING says so reliably: rowcount is -1 for this statement under psycopg.
+    """
+    primary = next(iter(table.primary_key.columns))
     statement: Insert = _insert(connection, table).values(**values).on_conflict_do_nothing()
-    return int(connection.execute(statement).rowcount)
+    return connection.execute(statement.returning(primary)).first() is not None
 
 
 class EventSubscriber:

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from google.protobuf.json_format import MessageToDict
@@ -74,7 +75,7 @@ def tail(
     timeout: float | None,
     out: TextIO,
     stop: threading.Event | None = None,
-    ready: threading.Event | None = None,
+    on_ready: Callable[[str, str], None] | None = None,
 ) -> int:
     """Print events until ``count`` arrived, ``timeout`` passed or ``stop``; how many printed."""
     import_contract_events()
@@ -100,8 +101,8 @@ def tail(
         message.ack()
 
     future = client.subscribe(path, callback=on_message)
-    if ready is not None:
-        ready.set()
+    if on_ready is not None:
+        on_ready(full_topic, path)
     deadline = None if timeout is None else time.monotonic() + timeout
     stop = stop or threading.Event()
     try:
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         timeout=args.timeout,
         out=sys.stdout,
         stop=stop,
+        on_ready=lambda topic, subscription: print(
+            f"astra-events: tailing {topic} through {subscription}", file=sys.stderr, flush=True
+        ),
     )
 
 
