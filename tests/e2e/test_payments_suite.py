@@ -1,0 +1,419 @@
+"""Payments end to end with real processes: identity, the ledger, payments, the sandbox bank,
+the identity and payments outbox relays, the Pub/Sub emulator and PostgreSQL.
+
+A customer is created and verified at identity (payments learns it from
+identity's events), funded by a collection, pays out, and gets a partial refund
+of the collection. Then the ledger's balances, the payments' states and
+histories, the events payments published, the bank's books and a
+reconciliation all agree; and the same payment is read through grpcurl.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from astra.identity.v1 import identity_pb2 as ipb
+from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
+from astra.ledger.v1 import ledger_pb2 as lpb
+from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
+from astra.payments.v1 import events_pb2 as pev
+from astra.payments.v1 import payments_pb2 as pb
+from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
+from astra_testkit.ports import free_port
+from astra_testkit.postgres import PostgresServer
+from astra_testkit.processes import ServiceProcess, python_module
+from astra_testkit.pubsub_emulator import PubSubEmulator
+from chassis.grpc.client import open_channel
+from chassis.pubsub.clients import (
+    ensure_subscription,
+    ensure_topic,
+    publisher_api,
+    subscriber_client,
+    subscription_path,
+    topic_path,
+)
+from payments.domain.ledger_plan import clearing_account_id, customer_account_id, fee_account_id
+from sqlalchemy import create_engine, text
+
+BIN = Path(sys.executable).parent
+FEE = 150
+TERMINAL = {
+    pb.PAYMENT_STATE_SETTLED,
+    pb.PAYMENT_STATE_FAILED,
+    pb.PAYMENT_STATE_CANCELED,
+    pb.PAYMENT_STATE_DECLINED,
+    pb.PAYMENT_STATE_RETURNED,
+}
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def identity_cli(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "astra-identity"), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def secret_of(output: str) -> str:
+    return str(json.loads(output.strip().splitlines()[-1])["client_secret"])
+
+
+@dataclass
+class Running:
+    identity: str
+    ledger: str
+    payments: str
+    bank: str
+    payments_db: str
+    project: str
+    events_subscription: str
+    admin_token: str
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def channel(self, target: str) -> Any:
+        return open_channel(target, default_timeout=30, token_source=lambda: self.admin_token)
+
+
+@pytest.fixture(scope="module")
+def running(
+    postgres: PostgresServer,
+    pubsub_emulator: PubSubEmulator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Running]:
+    folder = tmp_path_factory.mktemp("payments-e2e")
+    databases = {
+        name: postgres.create_database(prefix=f"astra_e2e_pay_{name}")
+        for name in ("identity", "ledger", "payments")
+    }
+    url = {name: postgres.url_for(db) for name, db in databases.items()}
+    port = {name: free_port() for name in ("identity", "ledger", "payments", "bank")}
+    project = f"astra-pay-{uuid.uuid4().hex[:8]}"
+    pubsub = {
+        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+        "ASTRA_PUBSUB_PROJECT": project,
+        "ASTRA_PUBSUB_CREATE_TOPICS": "true",
+    }
+    # The test reads payments' events from a subscription made before any traffic.
+    saved = {k: os.environ.get(k) for k in pubsub}
+    os.environ.update(pubsub)
+    topic = topic_path(project, "astra-payments-events")
+    ensure_topic(publisher_api(), topic)
+    events_subscription = subscription_path(project, "e2e-payments-events")
+    ensure_subscription(subscriber_client(), events_subscription, topic)
+    kek = folder / "kek"
+    identity_cli({}, "generate-kek", "--out", str(kek))
+    identity_env = {
+        **pubsub,
+        "IDENTITY_DATABASE_URL": url["identity"],
+        "IDENTITY_GRPC_PORT": str(port["identity"]),
+        "IDENTITY_METRICS_PORT": "0",
+        "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(kek),
+        "IDENTITY_GRACE_SECONDS": "2",
+    }
+    admin_secret = secret_of(identity_cli(identity_env, "register-client", "cli_e2e_admin"))
+    payments_secret = secret_of(identity_cli(identity_env, "register-client", "cli_e2e_payments"))
+    identity_target = f"127.0.0.1:{port['identity']}"
+    specs = {
+        "identity": ([str(BIN / "astra-identity"), "serve"], identity_env),
+        "ledger": (
+            [str(BIN / "astra-ledger"), "serve"],
+            {
+                **pubsub,
+                "LEDGER_DATABASE_URL": url["ledger"],
+                "LEDGER_GRPC_PORT": str(port["ledger"]),
+                "LEDGER_METRICS_PORT": "0",
+                "LEDGER_IDENTITY_TARGET": identity_target,
+                "LEDGER_GRACE_SECONDS": "2",
+                "LEDGER_DB_POOL_SIZE": "4",
+            },
+        ),
+        "sandbox-bank": (
+            python_module("sandbox_bank.main"),
+            {
+                "SANDBOX_BANK_PORT": str(port["bank"]),
+                "SANDBOX_BANK_DATABASE": str(folder / "bank.db"),
+                "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "0.2",
+            },
+        ),
+        "payments": (
+            [str(BIN / "astra-payments"), "serve"],
+            {
+                **pubsub,
+                "PAYMENTS_DATABASE_URL": url["payments"],
+                "PAYMENTS_GRPC_PORT": str(port["payments"]),
+                "PAYMENTS_METRICS_PORT": "0",
+                "PAYMENTS_LEDGER_TARGET": f"127.0.0.1:{port['ledger']}",
+                "PAYMENTS_IDENTITY_TARGET": identity_target,
+                "PAYMENTS_CLIENT_ID": "cli_e2e_payments",
+                "PAYMENTS_CLIENT_SECRET": payments_secret,
+                "PAYMENTS_BANK_URL": f"http://127.0.0.1:{port['bank']}",
+                "PAYMENTS_PAYOUT_FEE_FIXED": json.dumps({"EUR": FEE}),
+                "PAYMENTS_WORKER_POLL_SECONDS": "0.1",
+                "PAYMENTS_BANK_FEED_WAIT_SECONDS": "1",
+                "PAYMENTS_GRACE_SECONDS": "2",
+                "PAYMENTS_DB_POOL_SIZE": "4",
+            },
+        ),
+    }
+    for context in ("identity", "payments"):
+        specs[f"relay-{context}"] = (
+            [str(BIN / "astra-relay"), "run"],
+            {
+                **pubsub,
+                "RELAY_CONTEXT": context,
+                "RELAY_DATABASE_URL": url[context],
+                "RELAY_METRICS_PORT": "0",
+            },
+        )
+    processes: dict[str, ServiceProcess] = {}
+    try:
+        for name, (argv, env) in specs.items():
+            processes[name] = ServiceProcess(name, argv, env, log_dir=folder).start()
+            if name == "identity":
+                processes[name].wait_healthy(identity_target)
+        for name in ("ledger", "payments"):
+            processes[name].wait_healthy(f"127.0.0.1:{port[name]}")
+        wait_for(lambda: _bank_up(port["bank"]), "the sandbox bank")
+        with open_channel(identity_target, default_timeout=30) as channel:
+            token = (
+                IdentityServiceStub(channel)
+                .IssueToken(
+                    ipb.IssueTokenRequest(client_id="cli_e2e_admin", client_secret=admin_secret)
+                )
+                .access_token
+            )
+        yield Running(
+            identity=identity_target,
+            ledger=f"127.0.0.1:{port['ledger']}",
+            payments=f"127.0.0.1:{port['payments']}",
+            bank=f"http://127.0.0.1:{port['bank']}",
+            payments_db=url["payments"],
+            project=project,
+            events_subscription=events_subscription,
+            admin_token=token,
+            processes=processes,
+        )
+    finally:
+        for process in reversed(processes.values()):
+            process.terminate()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for database in databases.values():
+            postgres.drop_database(database)
+
+
+def _bank_up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def projected_status(running: Running, customer_id: str) -> str | None:
+    engine = create_engine(running.payments_db.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as connection:
+            value = connection.execute(
+                text("SELECT kyc_status FROM customer_kyc WHERE customer_id = :c"),
+                {"c": customer_id},
+            ).scalar()
+    finally:
+        engine.dispose()
+    return str(value) if value is not None else None
+
+
+def pull_events(running: Running, wanted: int) -> list[pev.PaymentStateChanged]:
+    client = subscriber_client()
+    found: list[pev.PaymentStateChanged] = []
+    deadline = time.monotonic() + 90
+    try:
+        while len(found) < wanted:
+            assert time.monotonic() < deadline, f"only {len(found)} of {wanted} events arrived"
+            reply = client.pull(
+                subscription=running.events_subscription, max_messages=100, timeout=10
+            )
+            if not reply.received_messages:
+                continue
+            for received in reply.received_messages:
+                message = received.message
+                if message.attributes["ce-type"] == pev.PaymentStateChanged.DESCRIPTOR.full_name:
+                    found.append(pev.PaymentStateChanged.FromString(message.data))
+            client.acknowledge(
+                subscription=running.events_subscription,
+                ack_ids=[r.ack_id for r in reply.received_messages],
+            )
+    finally:
+        client.close()
+    return found
+
+
+def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
+    running: Running,
+) -> None:
+    identity = IdentityServiceStub(running.channel(running.identity))
+    payments = PaymentsServiceStub(running.channel(running.payments))
+    ledger = LedgerServiceStub(running.channel(running.ledger))
+    customer = f"cus_e2e_{uuid.uuid4().hex[:10]}"
+    identity.CreateCustomer(
+        ipb.CreateCustomerRequest(
+            customer=ipb.Customer(id=customer, display_name="Ada", email=f"{customer}@example.com")
+        )
+    )
+    identity.SubmitKyc(ipb.SubmitKycRequest(request_id=f"kyc_{customer}_1", customer_id=customer))
+    identity.ReviewKyc(
+        ipb.ReviewKycRequest(
+            request_id=f"kyc_{customer}_2", customer_id=customer, decision=ipb.KYC_DECISION_APPROVE
+        )
+    )
+    # Identity's events reach payments' projection through its relay and Pub/Sub.
+    wait_for(lambda: projected_status(running, customer) == "VERIFIED", "the KYC projection")
+
+    def finished(payment_id: str) -> pb.Payment:
+        result: list[pb.Payment] = []
+
+        def done() -> bool:
+            payment = payments.GetPayment(pb.GetPaymentRequest(payment_id=payment_id)).payment
+            result[:] = [payment]
+            return payment.state in TERMINAL and not payment.ledger_pending
+
+        wait_for(done, f"payment {payment_id}")
+        return result[0]
+
+    collection_id = f"pay_e2e_col_{uuid.uuid4().hex[:8]}"
+    payments.CreateCollection(
+        pb.CreateCollectionRequest(
+            payment_id=collection_id,
+            customer_id=customer,
+            amount=50_000,
+            currency="EUR",
+            source=pb.BankAccount(account_number="FR7630006000011234567890189", holder_name="Ada"),
+        )
+    )
+    collection = finished(collection_id)
+    payout_id = f"pay_e2e_out_{uuid.uuid4().hex[:8]}"
+    held = payments.CreatePayout(
+        pb.CreatePayoutRequest(
+            payment_id=payout_id,
+            customer_id=customer,
+            amount=20_000,
+            currency="EUR",
+            destination=pb.BankAccount(account_number="DE89370400440532013000", holder_name="Bob"),
+        )
+    ).payment
+    assert (held.state, held.fee) == (pb.PAYMENT_STATE_FUNDS_HELD, FEE)
+    payout = finished(payout_id)
+    refund_id = f"pay_e2e_ref_{uuid.uuid4().hex[:8]}"
+    payments.RefundPayment(
+        pb.RefundPaymentRequest(refund_id=refund_id, payment_id=collection_id, amount=10_000)
+    )
+    refund = finished(refund_id)
+    finals = {p.id: p for p in (collection, payout, refund)}
+    assert {p.state for p in finals.values()} == {pb.PAYMENT_STATE_SETTLED}
+
+    # The ledger.
+    def balance(account: str) -> lpb.Balance:
+        return ledger.GetBalance(lpb.GetBalanceRequest(account_id=account)).balance
+
+    customer_balance = balance(customer_account_id(customer, "EUR"))
+    assert (customer_balance.posted, customer_balance.pending) == (50_000 - 20_150 - 10_000, 0)
+    assert balance(clearing_account_id("EUR")).posted == 50_000 - 20_000 - 10_000
+    assert balance(fee_account_id("EUR")).posted == FEE
+    assert (
+        payments.GetPayment(pb.GetPaymentRequest(payment_id=collection_id)).payment.refunded_amount
+        == 10_000
+    )
+
+    # The bank: each payment once, settled, for its amount.
+    bank = httpx.get(f"{running.bank}/admin/payments", timeout=10).json()["payments"]
+    by_reference = {p["reference"]: p for p in bank}
+    assert len(bank) == len(by_reference) == 3
+    assert {(r, p["status"], p["amount"]) for r, p in by_reference.items()} == {
+        (collection_id, "settled", 50_000),
+        (payout_id, "settled", 20_000),
+        (refund_id, "settled", 10_000),
+    }
+
+    # The events: one per transition, in each payment's order, matching its history.
+    expected = sum(len(p.history) for p in finals.values())
+    events = pull_events(running, expected)
+    for payment in finals.values():
+        seen = [(e.previous_state, e.state) for e in events if e.payment.id == payment.id]
+        history = [(t.from_state, t.to_state) for t in payment.history]
+        assert seen == history
+
+    # Reconciliation.
+    run = payments.RunReconciliation(
+        pb.RunReconciliationRequest(
+            run_id=f"rec_e2e_{uuid.uuid4().hex[:8]}",
+            statement_date=datetime.now(UTC).date().isoformat(),
+        )
+    ).run
+    assert list(run.breaks) == []
+    assert run.matched_count == run.statement_line_count == 3
+
+    # The same payment through grpcurl (server reflection, JSON out).
+    result = subprocess.run(
+        [
+            str(BIN / "grpcurl"),
+            "-plaintext",
+            "-H",
+            f"authorization: Bearer {running.admin_token}",
+            "-d",
+            json.dumps({"payment_id": payout_id}),
+            running.payments,
+            "astra.payments.v1.PaymentsService/GetPayment",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    through_grpcurl = json.loads(result.stdout)["payment"]
+    assert through_grpcurl["state"] == "PAYMENT_STATE_SETTLED"
+    assert through_grpcurl["fee"] == str(FEE)
+    assert [t["to_state"] for t in through_grpcurl["history"]][-1] == "PAYMENT_STATE_SETTLED"
+    unauthenticated = subprocess.run(
+        [
+            str(BIN / "grpcurl"),
+            "-plaintext",
+            "-d",
+            json.dumps({"payment_id": payout_id}),
+            running.payments,
+            "astra.payments.v1.PaymentsService/GetPayment",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unauthenticated.returncode != 0
+    assert "Unauthenticated" in unauthenticated.stderr
