@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+import grpc
 import httpx
 import pytest
 from astra.identity.v1 import identity_pb2 as ipb
@@ -95,7 +95,7 @@ class Running:
     admin_token: str
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
-    def channel(self, target: str) -> Any:
+    def channel(self, target: str) -> grpc.Channel:
         return open_channel(target, default_timeout=30, token_source=lambda: self.admin_token)
 
 
