@@ -193,9 +193,9 @@ OUTBOX_PUBLISHED = counter(
     "Events the relay published and Pub/Sub acknowledged",
     ("context",),
 )
-OUTBOX_PUBLISH_FAILURES = counter(
-    "outbox_publish_failures_total",
-    "Publish requests that failed and will be tried again",
+OUTBOX_RELAY_FAILURES = counter(
+    "outbox_relay_failures_total",
+    "Relay rounds that failed (Pub/Sub or the database) and will be tried again",
     ("context",),
 )
 
@@ -211,6 +211,12 @@ EVENTS_HANDLED = counter(
 class OutboxBacklog:
     messages: int
     oldest_age_seconds: float
+
+
+def declare_outbox_series(context: str) -> None:
+    """Show a relay's counters at 0 from the start: alerts on rates need the series to exist."""
+    OUTBOX_PUBLISHED.labels(context)
+    OUTBOX_RELAY_FAILURES.labels(context)
 
 
 def record_outbox_backlog(context: str, backlog: OutboxBacklog) -> None:

@@ -18,7 +18,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chassis.config import PubSubSettings
 from chassis.logging import configure_logging
-from chassis.metrics import MetricsServer, OutboxBacklog, record_outbox_backlog
+from chassis.metrics import (
+    MetricsServer,
+    OutboxBacklog,
+    declare_outbox_series,
+    record_outbox_backlog,
+)
 from chassis.outbox.relay import Relay, describe
 from chassis.outbox.settings import RelaySettings
 
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("relay health serving", port=settings.health_port)
     metrics = MetricsServer(settings.health_host, settings.metrics_port)
     if settings.metrics_port:
+        declare_outbox_series(settings.context)
         metrics.start()
     try:
         relay.run()

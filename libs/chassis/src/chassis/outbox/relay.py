@@ -54,7 +54,7 @@ from tenacity import (
 
 from chassis.db.engine import create_db_engine, is_postgres
 from chassis.kernel.clock import utc
-from chassis.metrics import OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED
+from chassis.metrics import OUTBOX_PUBLISHED, OUTBOX_RELAY_FAILURES
 from chassis.outbox.leases import AdvisoryLaneLeases, FileLaneLeases, LaneLeases
 from chassis.outbox.listener import NotifyListener
 from chassis.outbox.schema import outbox_table
@@ -299,7 +299,7 @@ class Relay:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, PublishFailed):
             error = error.first
-        OUTBOX_PUBLISH_FAILURES.labels(self.settings.context).inc()
+        OUTBOX_RELAY_FAILURES.labels(self.settings.context).inc()
         _log.warning(
             "relay round failed; backing off",
             attempt=state.attempt_number,

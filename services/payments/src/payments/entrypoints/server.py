@@ -18,7 +18,7 @@ from astra.payments.v1 import payments_pb2, payments_pb2_grpc
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.logging import configure_logging
-from chassis.metrics import MetricsInterceptor, serve_metrics, serving_metrics
+from chassis.metrics import serve_metrics, serving_metrics
 from chassis.multiprocess import supervise
 from chassis.tracing import configure_tracing
 from sqlalchemy.engine import make_url
@@ -34,8 +34,8 @@ SERVICE = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"]
 
 def build_server(app: Payments, settings: PaymentsSettings) -> GrpcServer:
     servicer = PaymentsServicer(app)
+    # GrpcServer puts the tracing and metrics interceptors in front of these itself.
     interceptors: list = [  # type: ignore[type-arg]
-        MetricsInterceptor(),
         CallInterceptor(ERROR_DOMAIN, transient_errors=(OperationalError,)),
     ]
     if settings.auth_enabled:

@@ -1,0 +1,427 @@
+"""The whole suite as real processes, driven by real traffic, then looked at as on-call would.
+
+Identity, the ledger, payments (with its workers and KYC subscriber), the
+sandbox bank and the identity and payments outbox relays run as their own
+processes on fresh PostgreSQL databases and the Pub/Sub emulator. A customer is
+verified, funded by a collection and paid out twice (one payout too large for
+the balance). Then:
+
+- every service's /metrics endpoint is scraped and the families operations
+  relies on are there with values that match the traffic;
+- every line every process logged is scanned: no secret, token, key or full
+  account number appears, while masked account numbers and the payments' ids do.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from astra.identity.v1 import identity_pb2 as ipb
+from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
+from astra.payments.v1 import payments_pb2 as pb
+from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
+from astra_testkit.ports import free_port
+from astra_testkit.postgres import PostgresServer
+from astra_testkit.processes import ServiceProcess, python_module
+from astra_testkit.pubsub_emulator import PubSubEmulator
+from chassis.grpc.client import open_channel
+
+from tests.observability_fixtures import Samples, sample, scrape
+
+BIN = Path(sys.executable).parent
+PAYOUT_ACCOUNT = "DE89370400440532013000"
+COLLECTION_ACCOUNT = "FR7630006000011234567890189"
+TERMINAL = {
+    pb.PAYMENT_STATE_SETTLED,
+    pb.PAYMENT_STATE_FAILED,
+    pb.PAYMENT_STATE_CANCELED,
+    pb.PAYMENT_STATE_DECLINED,
+    pb.PAYMENT_STATE_RETURNED,
+}
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+@dataclass
+class Suite:
+    identity: str
+    payments: str
+    metrics: dict[str, int]
+    processes: dict[str, ServiceProcess]
+    # Every secret handed out or configured, for the log scan.
+    secrets: list[str] = field(default_factory=list)
+    payment_ids: list[str] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def logs(self) -> dict[str, str]:
+        return {name: process.logs() for name, process in self.processes.items()}
+
+
+def _identity_cli(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "astra-identity"), *args],
+        env={**ServiceProcess("cli", [], env).env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _secret_of(cli_output: str) -> str:
+    return str(json.loads(cli_output.strip().splitlines()[-1])["client_secret"])
+
+
+def _start(suite_processes: dict[str, ServiceProcess], process: ServiceProcess) -> None:
+    suite_processes[process.name] = process.start()
+
+
+@pytest.fixture(scope="module")
+def suite(
+    postgres: PostgresServer,
+    pubsub_emulator: PubSubEmulator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Suite]:
+    folder = tmp_path_factory.mktemp("observed-suite")
+    databases = {
+        name: postgres.create_database(prefix=f"astra_e2e_obs_{name}")
+        for name in ("identity", "ledger", "payments")
+    }
+    url = {name: postgres.url_for(db) for name, db in databases.items()}
+    ports = {name: free_port() for name in ("identity", "ledger", "payments", "bank")}
+    metrics = {
+        name: free_port()
+        for name in ("identity", "ledger", "payments", "relay-identity", "relay-payments")
+    }
+    project = f"astra-obs-{uuid.uuid4().hex[:8]}"
+    pubsub = {
+        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+        "ASTRA_PUBSUB_PROJECT": project,
+        "ASTRA_PUBSUB_CREATE_TOPICS": "true",
+    }
+    kek = folder / "kek"
+    _identity_cli({}, "generate-kek", "--out", str(kek))
+    identity_env = {
+        **pubsub,
+        "IDENTITY_DATABASE_URL": url["identity"],
+        "IDENTITY_GRPC_PORT": str(ports["identity"]),
+        "IDENTITY_METRICS_PORT": str(metrics["identity"]),
+        "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(kek),
+        "IDENTITY_GRACE_SECONDS": "2",
+        "IDENTITY_LOG_LEVEL": "DEBUG",
+    }
+    # Registered the operator's way; each secret is printed once.
+    admin_secret = _secret_of(_identity_cli(identity_env, "register-client", "cli_obs_admin"))
+    payments_secret = _secret_of(_identity_cli(identity_env, "register-client", "cli_obs_payments"))
+    identity_target = f"127.0.0.1:{ports['identity']}"
+    processes: dict[str, ServiceProcess] = {}
+    try:
+        _start(
+            processes,
+            ServiceProcess(
+                "identity", [str(BIN / "astra-identity"), "serve"], identity_env, log_dir=folder
+            ),
+        )
+        processes["identity"].wait_healthy(identity_target)
+        _start(
+            processes,
+            ServiceProcess(
+                "ledger",
+                [str(BIN / "astra-ledger"), "serve"],
+                {
+                    **pubsub,
+                    "LEDGER_DATABASE_URL": url["ledger"],
+                    "LEDGER_GRPC_PORT": str(ports["ledger"]),
+                    "LEDGER_METRICS_PORT": str(metrics["ledger"]),
+                    "LEDGER_IDENTITY_TARGET": identity_target,
+                    "LEDGER_GRACE_SECONDS": "2",
+                    "LEDGER_DB_POOL_SIZE": "4",
+                    "LEDGER_LOG_LEVEL": "DEBUG",
+                },
+                log_dir=folder,
+            ),
+        )
+        _start(
+            processes,
+            ServiceProcess(
+                "sandbox-bank",
+                python_module("sandbox_bank.main"),
+                {
+                    "SANDBOX_BANK_HOST": "127.0.0.1",
+                    "SANDBOX_BANK_PORT": str(ports["bank"]),
+                    "SANDBOX_BANK_DATABASE": str(folder / "bank.db"),
+                    "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "0",
+                    "SANDBOX_BANK_LOG_LEVEL": "DEBUG",
+                },
+                log_dir=folder,
+            ),
+        )
+        processes["ledger"].wait_healthy(f"127.0.0.1:{ports['ledger']}")
+        _start(
+            processes,
+            ServiceProcess(
+                "payments",
+                [str(BIN / "astra-payments"), "serve"],
+                {
+                    **pubsub,
+                    "PAYMENTS_DATABASE_URL": url["payments"],
+                    "PAYMENTS_GRPC_PORT": str(ports["payments"]),
+                    "PAYMENTS_METRICS_PORT": str(metrics["payments"]),
+                    "PAYMENTS_LEDGER_TARGET": f"127.0.0.1:{ports['ledger']}",
+                    "PAYMENTS_IDENTITY_TARGET": identity_target,
+                    "PAYMENTS_CLIENT_ID": "cli_obs_payments",
+                    "PAYMENTS_CLIENT_SECRET": payments_secret,
+                    "PAYMENTS_BANK_URL": f"http://127.0.0.1:{ports['bank']}",
+                    "PAYMENTS_WORKER_POLL_SECONDS": "0.1",
+                    "PAYMENTS_BANK_FEED_WAIT_SECONDS": "1",
+                    "PAYMENTS_STATUS_POLL_SECONDS": "2",
+                    "PAYMENTS_GRACE_SECONDS": "2",
+                    "PAYMENTS_DB_POOL_SIZE": "4",
+                    "PAYMENTS_LOG_LEVEL": "DEBUG",
+                },
+                log_dir=folder,
+            ),
+        )
+        # The relays start once their databases are migrated (by the services, at start).
+        processes["payments"].wait_healthy(f"127.0.0.1:{ports['payments']}")
+        for context in ("identity", "payments"):
+            _start(
+                processes,
+                ServiceProcess(
+                    f"relay-{context}",
+                    [str(BIN / "astra-relay"), "run"],
+                    {
+                        **pubsub,
+                        "RELAY_CONTEXT": context,
+                        "RELAY_DATABASE_URL": url[context],
+                        "RELAY_METRICS_PORT": str(metrics[f"relay-{context}"]),
+                        "RELAY_LAG_INTERVAL_SECONDS": "0.5",
+                        "RELAY_LOG_LEVEL": "DEBUG",
+                    },
+                    log_dir=folder,
+                ),
+            )
+        yield Suite(
+            identity=identity_target,
+            payments=f"127.0.0.1:{ports['payments']}",
+            metrics=metrics,
+            processes=processes,
+            secrets=[admin_secret, payments_secret, *kek.read_text().split()],
+        )
+    finally:
+        for process in reversed(processes.values()):
+            process.terminate()
+        for database in databases.values():
+            postgres.drop_database(database)
+
+
+@pytest.fixture(scope="module")
+def traffic(suite: Suite) -> Suite:
+    """A verified customer, funded by a collection, paid out once and refused once."""
+    with grpc.insecure_channel(suite.identity) as channel:
+        token = (
+            IdentityServiceStub(channel)
+            .IssueToken(
+                ipb.IssueTokenRequest(client_id="cli_obs_admin", client_secret=suite.secrets[0]),
+                timeout=30,
+            )
+            .access_token
+        )
+    suite.secrets.append(token)
+    identity_channel = open_channel(suite.identity, default_timeout=30, token_source=lambda: token)
+    payments_channel = open_channel(suite.payments, default_timeout=30, token_source=lambda: token)
+    identity = IdentityServiceStub(identity_channel)
+    payments = PaymentsServiceStub(payments_channel)
+    customer = f"cus_obs_{uuid.uuid4().hex[:10]}"
+    identity.CreateCustomer(
+        ipb.CreateCustomerRequest(
+            customer=ipb.Customer(id=customer, display_name="Ada", email=f"{customer}@example.com")
+        )
+    )
+    identity.SubmitKyc(ipb.SubmitKycRequest(request_id=f"kyc_{customer}_1", customer_id=customer))
+    identity.ReviewKyc(
+        ipb.ReviewKycRequest(
+            request_id=f"kyc_{customer}_2",
+            customer_id=customer,
+            decision=ipb.KYC_DECISION_APPROVE,
+        )
+    )
+
+    def settle(payment_id: str) -> int:
+        state = pb.PAYMENT_STATE_UNSPECIFIED
+
+        def done() -> bool:
+            nonlocal state
+            payment = payments.GetPayment(pb.GetPaymentRequest(payment_id=payment_id)).payment
+            state = payment.state
+            return state in TERMINAL and not payment.ledger_pending
+
+        _wait_for(done, f"payment {payment_id} to finish")
+        suite.payment_ids.append(payment_id)
+        suite.outcomes[payment_id] = state
+        return state
+
+    collection = f"pay_obs_col_{uuid.uuid4().hex[:8]}"
+    payments.CreateCollection(
+        pb.CreateCollectionRequest(
+            payment_id=collection,
+            customer_id=customer,
+            amount=10_000,
+            currency="EUR",
+            source=pb.BankAccount(account_number=COLLECTION_ACCOUNT, holder_name="Ada"),
+        )
+    )
+    assert settle(collection) == pb.PAYMENT_STATE_SETTLED
+    codes: list[grpc.StatusCode] = []
+    for amount in (2_500, 1_000_000):  # the second is more than the customer has
+        payout = f"pay_obs_out_{uuid.uuid4().hex[:8]}"
+        request = pb.CreatePayoutRequest(
+            payment_id=payout,
+            customer_id=customer,
+            amount=amount,
+            currency="EUR",
+            destination=pb.BankAccount(account_number=PAYOUT_ACCOUNT, holder_name="Bob"),
+        )
+        code = grpc.StatusCode.OK
+        try:
+            payments.CreatePayout(request)
+        except grpc.RpcError as error:  # declined at once when the hold is refused in the call
+            code = error.code()
+        codes.append(code)
+        settle(payout)
+    identity_channel.close()
+    payments_channel.close()
+    assert codes[0] == grpc.StatusCode.OK
+    assert codes[1] in (grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION)
+    assert sorted(suite.outcomes.values()) == sorted(
+        [pb.PAYMENT_STATE_SETTLED, pb.PAYMENT_STATE_SETTLED, pb.PAYMENT_STATE_DECLINED]
+    )
+    return suite
+
+
+def _eventually(port: int, check: Callable[[Samples], bool], what: str) -> Samples:
+    """Scrape until ``check`` holds: gauges sampled from the database lag a few seconds."""
+    found: Samples = {}
+
+    def holds() -> bool:
+        nonlocal found
+        found = scrape(port)
+        return check(found)
+
+    _wait_for(holds, what)
+    return found
+
+
+def test_every_service_serves_the_operations_metrics_after_real_traffic(traffic: Suite) -> None:
+    ports = traffic.metrics
+
+    # identity: its calls, by method and code, timed
+    identity = scrape(ports["identity"])
+    service = "astra.identity.v1.IdentityService"
+    for method in ("CreateCustomer", "SubmitKyc", "ReviewKyc"):
+        labels = {"grpc_service": service, "grpc_method": method}
+        assert sample(identity, "grpc_server_handled_total", grpc_code="OK", **labels) == 1
+        assert sample(identity, "grpc_server_handling_seconds_count", **labels) == 1
+        assert (sample(identity, "grpc_server_handling_seconds_sum", **labels) or 0) > 0
+        assert sample(identity, "grpc_server_in_flight_requests", **labels) == 0
+    assert (sample(identity, "grpc_server_handled_total", grpc_method="IssueToken") or 0) >= 2
+
+    # ledger: the hold and posting of the settled payout, the refused one by reason
+    ledger = scrape(ports["ledger"])
+    assert (sample(ledger, "ledger_transfers_total", kind="PENDING", status="PENDING") or 0) >= 1
+    assert (sample(ledger, "ledger_transfers_total", kind="POST_PENDING") or 0) >= 1
+    assert sample(ledger, "ledger_transfer_rejections_total", reason="INSUFFICIENT_FUNDS") == 1
+    assert (
+        sample(ledger, "grpc_server_handled_total", grpc_service="astra.ledger.v1.LedgerService")
+        or 0
+    ) >= 3
+
+    # payments: calls, payments by state (sampled), the bank calls and the breaker
+    payments = _eventually(
+        ports["payments"],
+        lambda s: sample(s, "payments_by_state", state="SETTLED") == 2,
+        "payments_by_state to show both settled payments",
+    )
+    labels = {"grpc_service": "astra.payments.v1.PaymentsService", "grpc_method": "CreatePayout"}
+    assert sample(payments, "grpc_server_handled_total", **labels) == 2  # every code
+    assert (sample(payments, "grpc_server_handled_total", grpc_code="OK", **labels) or 0) >= 1
+    assert sample(payments, "grpc_server_handling_seconds_count", **labels) == 2
+    assert sample(payments, "payments_by_state", state="DECLINED") == 1
+    assert sample(payments, "payments_by_state", state="SUBMITTING") == 0
+    assert sample(payments, "payments_transitions_total", kind="PAYOUT", state="SETTLED") == 1
+    bank = {"dependency": "bank", "operation": "submit"}
+    assert (sample(payments, "dependency_call_attempts_total", result="ok", **bank) or 0) >= 2
+    assert (sample(payments, "dependency_call_outcomes_total", **bank) or 0) >= 2
+    assert (sample(payments, "dependency_call_seconds_count", **bank) or 0) >= 2
+    assert sample(payments, "circuit_breaker_state", breaker="bank") == 0
+    kyc = _eventually(
+        ports["payments"],
+        lambda s: (sample(s, "events_handled_total", outcome="APPLIED") or 0) >= 1,
+        "the KYC subscriber to apply identity's events",
+    )
+    assert (sample(kyc, "events_handled_total", outcome="APPLIED") or 0) >= 1
+
+    # relays: everything published, nothing waiting
+    for context in ("identity", "payments"):
+        relay = _eventually(
+            ports[f"relay-{context}"],
+            lambda s, c=context: (  # type: ignore[misc]
+                (sample(s, "outbox_published_total", context=c) or 0) > 0
+                and sample(s, "outbox_backlog_messages", context=c) == 0
+            ),
+            f"the {context} relay to publish its backlog",
+        )
+        assert sample(relay, "outbox_oldest_unpublished_age_seconds", context=context) == 0
+        assert sample(relay, "outbox_relay_failures_total", context=context) == 0
+
+
+def test_no_secret_or_full_account_number_reaches_the_logs(traffic: Suite) -> None:
+    logs = traffic.logs()
+    everything = "\n".join(logs.values())
+    # the scan looks at real logs: every process wrote, and the flow is in them
+    for name, text in logs.items():
+        assert text.count("\n") > 3, f"{name} logged almost nothing"
+    for method in ("CreateCollection", "CreatePayout", "GetPayment"):
+        assert f"/astra.payments.v1.PaymentsService/{method}" in logs["payments"]
+    assert "/astra.identity.v1.IdentityService/IssueToken" in logs["identity"]
+    for secret in traffic.secrets:
+        assert secret not in everything
+    for account in (PAYOUT_ACCOUNT, COLLECTION_ACCOUNT):
+        assert account not in everything
+        # nor the number without its country prefix or check digits
+        assert account[4:-4] not in everything
+    assert "Bearer ey" not in everything
+
+
+def test_every_log_line_is_json_with_service_and_calls_carry_request_and_trace_ids(
+    traffic: Suite,
+) -> None:
+    services = {"identity", "ledger", "payments", "relay-identity", "relay-payments"}
+    in_calls = 0
+    for name in services:
+        for line in traffic.processes[name].logs().splitlines():
+            record = json.loads(line)  # every line is one JSON object
+            assert record["service"] == name, line
+            assert {"level", "timestamp", "event"} <= record.keys(), line
+            if "method" in record:
+                in_calls += 1
+                assert record["request_id"], line
+                assert len(record["trace_id"]) == 32, line
+    assert in_calls > 10
