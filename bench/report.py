@@ -172,7 +172,11 @@ def _section_markdown(section: Section) -> list[str]:
                 f"| {_number(max(samples) if samples else math.nan)} |"
             )
         lines.append("")
-    lines += [f"- {note}" for note in section.notes]
+    for note in section.notes:
+        if "\n" in note:  # a traceback or command output: keep its lines as they are
+            lines += ["```text", note.rstrip("\n"), "```"]
+        else:
+            lines.append(f"- {note}")
     if section.notes:
         lines.append("")
     return lines

@@ -77,3 +77,11 @@ def test_the_environment_names_the_machine_and_the_versions() -> None:
     for key in ("date (UTC)", "git commit", "CPU", "cores", "memory", "Python", "grpcio"):
         assert environment[key]
         assert environment[key] != "unknown", key
+
+
+def test_multi_line_notes_keep_their_lines_in_a_text_block() -> None:
+    failed = Section("bench.outbox_bench")
+    note = "FAILED: Traceback (most recent call last):\n  File x\nValueError: boom"
+    failed.notes.append(note + "\n")
+    text = render_markdown([failed], ENVIRONMENT, None)
+    assert f"```text\n{note}\n```" in text
