@@ -26,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 
 from bench.common import RESULTS, Figure, Section, percentile
 
@@ -252,6 +253,15 @@ def render_chart(sections: Sequence[Section], path: Path) -> bool:
         axes.set_yticks(range(1, len(series) + 1), [name for name, _ in series], fontsize=8)
         axes.invert_yaxis()  # first section on top, as in the Markdown
         axes.set_xscale("log")
+        # Plain numbers on the log axis (1, 2, 5, 10 ms), and room on the right for the labels.
+        axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
+        axes.xaxis.set_minor_formatter(
+            ticker.FuncFormatter(lambda v, _p: f"{v:g}" if f"{v:g}"[0] in "25" else "")
+        )
+        axes.tick_params(axis="x", which="minor", labelsize=7)
+        low = min(percentile(samples, 1) for _, samples in series)
+        high = max(percentile(samples, 99) for _, samples in series)
+        axes.set_xlim(low / 1.5, high * 4)
         axes.set_xlabel("latency per call, ms (log scale; box p25-p75, whiskers p1-p99)")
         axes.set_title("Latency distributions")
         axes.grid(axis="x", which="both", alpha=0.3)
