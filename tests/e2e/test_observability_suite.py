@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -67,6 +68,7 @@ class Suite:
     secrets: list[str] = field(default_factory=list)
     payment_ids: list[str] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
+    breaks: dict[str, int] = field(default_factory=dict)
 
     def logs(self) -> dict[str, str]:
         return {name: process.logs() for name, process in self.processes.items()}
@@ -306,6 +308,15 @@ def traffic(suite: Suite) -> Suite:
             code = error.code()
         codes.append(code)
         settle(payout)
+    run = payments.RunReconciliation(
+        pb.RunReconciliationRequest(
+            run_id=f"rec_obs_{uuid.uuid4().hex[:8]}",
+            statement_date=datetime.now(UTC).date().isoformat(),
+        )
+    ).run
+    for kind in ("MISSING_AT_BANK", "UNKNOWN_AT_BANK", "AMOUNT_MISMATCH", "STATUS_MISMATCH"):
+        value = pb.BreakKind.Value(f"BREAK_KIND_{kind}")
+        suite.breaks[kind] = sum(1 for b in run.breaks if b.kind == value)
     identity_channel.close()
     payments_channel.close()
     assert codes[0] == grpc.StatusCode.OK
@@ -371,6 +382,10 @@ def test_every_service_serves_the_operations_metrics_after_real_traffic(traffic:
     assert (sample(payments, "dependency_call_outcomes_total", **bank) or 0) >= 2
     assert (sample(payments, "dependency_call_seconds_count", **bank) or 0) >= 2
     assert sample(payments, "circuit_breaker_state", breaker="bank") == 0
+    # the latest reconciliation's breaks, by kind, as the run reported them
+    assert traffic.breaks
+    for kind, count in traffic.breaks.items():
+        assert sample(payments, "payments_reconciliation_breaks", kind=kind) == count
     kyc = _eventually(
         ports["payments"],
         lambda s: (sample(s, "events_handled_total", outcome="APPLIED") or 0) >= 1,

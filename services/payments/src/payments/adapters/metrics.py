@@ -1,7 +1,8 @@
 """Payments' own metric families; bank calls and the breaker use the chassis' dependency families.
 
 - ``payments_by_state{state}``: payments in each state, sampled from the database;
-- ``payments_transitions_total{kind,state}``: state changes committed by this process.
+- ``payments_transitions_total{kind,state}``: state changes committed by this process;
+- ``payments_reconciliation_breaks{kind}``: breaks the latest reconciliation run found.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from chassis.metrics import Sampler, counter, gauge
 
 from payments.domain.events import PaymentStateChanged
+from payments.domain.reconciliation import BreakKind, ReconciliationReport
 from payments.domain.states import PaymentState
 
 PAYMENTS_BY_STATE = gauge(
@@ -20,6 +22,20 @@ PAYMENTS_BY_STATE = gauge(
 PAYMENT_TRANSITIONS = counter(
     "payments_transitions_total", "Payment state changes committed", ("kind", "state")
 )
+
+
+RECONCILIATION_BREAKS = gauge(
+    "payments_reconciliation_breaks",
+    "Breaks found by the latest reconciliation run, by kind",
+    ("kind",),
+    mode="livemostrecent",
+)
+
+
+def record_reconciliation(report: ReconciliationReport) -> None:
+    found = [b.kind for b in report.breaks]
+    for kind in BreakKind:
+        RECONCILIATION_BREAKS.labels(kind.name).set(found.count(kind))
 
 
 def count_transitions(events: Iterable[Any]) -> None:

@@ -12,6 +12,7 @@ from astra.payments.v1 import payments_pb2_grpc
 from chassis.auth import current_principal
 from chassis.kernel.errors import FieldViolation, InvalidArgument, PermissionDenied
 
+from payments.adapters.metrics import record_reconciliation
 from payments.adapters.protos import payment_to_pb, report_to_pb
 from payments.bootstrap import Payments
 from payments.domain.model import BankAccount, Payment, PaymentRequest
@@ -144,6 +145,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         self, request: pb.RunReconciliationRequest, context: grpc.ServicerContext
     ) -> pb.RunReconciliationResponse:
         report = use_cases.run_reconciliation(self._deps, request.run_id, request.statement_date)
+        record_reconciliation(report)
         return pb.RunReconciliationResponse(run=report_to_pb(report))
 
     def GetReconciliationRun(
