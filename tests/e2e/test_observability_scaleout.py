@@ -40,6 +40,11 @@ def _sockets(pid: int) -> int:
     return count
 
 
+def _serving(process: ServiceProcess) -> int:
+    """How many server processes have said they serve (they share the supervisor's output)."""
+    return process.logs().count('"event": "ledger serving"')
+
+
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -72,7 +77,7 @@ def two_ledgers(
     target = f"127.0.0.1:{port}"
     try:
         process.wait_healthy(target)
-        _wait_for(lambda: len(_children(process.pid)) == 2, "two server processes")
+        _wait_for(lambda: _serving(process) == 2, "both server processes to serve")
         yield target, metrics_port, process
     finally:
         process.terminate()
@@ -125,7 +130,7 @@ def test_processes_share_the_port_and_the_metrics_endpoint_sums_them(
         return len(now) == 2 and children[0] not in now
 
     _wait_for(replaced, "the killed process to be replaced")
-    supervisor.wait_healthy(target)
+    _wait_for(lambda: _serving(supervisor) == 3, "the new process to serve")
     for i in range(4):
         _open(target, f"acct_after_{i}").close()
     samples = scrape(metrics_port)
