@@ -32,12 +32,11 @@ from tests.outbox_fixtures import (
     OutboxFeeder,
     Topic,
     counting_store,
-    emulator_env,
     relay_process,
     wait_until,
 )
 
-__all__ = ["clock", "counting_store", "emulator_env", "ledger", "ledger_db_url", "ledger_stub"]
+__all__ = ["clock", "counting_store", "ledger", "ledger_db_url", "ledger_stub"]
 
 pytestmark = pytest.mark.e2e
 
@@ -91,8 +90,17 @@ def published(outbox: OutboxFeeder) -> int:
     return outbox.total() - outbox.unpublished()
 
 
+@pytest.fixture
+def own_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[PubSubEmulator]:
+    """An emulator for this test alone: it keeps a thread per ordering key of an ordered
+    subscription for good, and thousands of keys should not weigh on the session's."""
+    with PubSubEmulator() as emulator:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+        yield emulator
+
+
 def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_have_no_effect(
-    emulator_env: PubSubEmulator,
+    own_emulator: PubSubEmulator,
     ledger_stub: LedgerServiceStub,
     ledger_db_url: str,
     outbox: OutboxFeeder,
@@ -106,7 +114,7 @@ def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_have_no_effect(
     open_accounts(ledger_stub)
     # Small rounds, so that the kill lands between many publishes and marks.
     small_rounds = {"RELAY_BATCH_SIZE": "50", "RELAY_MAX_ROWS_PER_ROUND": "200"}
-    relay = relay_process(ledger_db_url, emulator_env.host, topic.id, "relay-1", **small_rounds)
+    relay = relay_process(ledger_db_url, own_emulator.host, topic.id, "relay-1", **small_rounds)
     posted: list[str] = []
 
     def write_all() -> None:
@@ -123,7 +131,7 @@ def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_have_no_effect(
         assert not relay.alive()
         assert at_kill < total + 2  # the stream (and the writer) was still going
         restarted = relay_process(
-            ledger_db_url, emulator_env.host, topic.id, "relay-2", **small_rounds
+            ledger_db_url, own_emulator.host, topic.id, "relay-2", **small_rounds
         )
         writer.join(120)
         assert len(posted) == total

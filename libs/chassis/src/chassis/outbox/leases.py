@@ -9,8 +9,8 @@ relay's own connection: if the process dies, its connection closes and the
 server frees its lanes at once, for the others to take. Each relay also holds
 a membership lock, so every relay can count the live ones and keep about its
 fair share (``ceil(lanes / relays)``): a newcomer gets lanes when the others
-shed their surplus at their next rebalance. Lanes change hands only between
-rounds, never while a publish for them is in flight.
+shed their surplus at their next rebalance. A lane changes hands only while
+no publish for it is in flight.
 
 On SQLite (``make run``) one relay owns every lane: an exclusive lock on a file
 beside the database makes a second relay a standby rather than a rival.
@@ -39,8 +39,10 @@ class LaneLeases(Protocol):
     @property
     def owned(self) -> frozenset[int]: ...
 
-    def rebalance(self, connection: Connection) -> frozenset[int]:
-        """Take or shed lanes towards this relay's share; the lanes owned afterwards."""
+    def rebalance(
+        self, connection: Connection, keep: frozenset[int] = frozenset()
+    ) -> frozenset[int]:
+        """Take or shed lanes towards this relay's share, never shedding ``keep`` (in flight)."""
         ...
 
     def forget(self) -> None:
@@ -70,7 +72,9 @@ class AdvisoryLaneLeases:
     def owned(self) -> frozenset[int]:
         return frozenset(self._owned)
 
-    def rebalance(self, connection: Connection) -> frozenset[int]:
+    def rebalance(
+        self, connection: Connection, keep: frozenset[int] = frozenset()
+    ) -> frozenset[int]:
         if not self._member:
             connection.execute(
                 text("SELECT pg_advisory_lock(:c, pg_backend_pid())"), {"c": self._member_class}
@@ -90,7 +94,9 @@ class AdvisoryLaneLeases:
         share = math.ceil(self._lanes / max(self.relays, 1))
         before = set(self._owned)
         if len(self._owned) > share:
-            for lane in sorted(self._owned, reverse=True)[: len(self._owned) - share]:
+            # A lane with a request in flight is shed at a later rebalance, once idle.
+            sheddable = sorted(self._owned - keep, reverse=True)
+            for lane in sheddable[: len(self._owned) - share]:
                 connection.execute(
                     text("SELECT pg_advisory_unlock(:c, :lane)"),
                     {"c": self._lane_class, "lane": lane},
@@ -147,7 +153,9 @@ class FileLaneLeases:
     def owned(self) -> frozenset[int]:
         return self._owned
 
-    def rebalance(self, connection: Connection) -> frozenset[int]:
+    def rebalance(
+        self, connection: Connection, keep: frozenset[int] = frozenset()
+    ) -> frozenset[int]:
         if self._owned:
             return self._owned
         if self._path is not None:

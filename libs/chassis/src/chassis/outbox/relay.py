@@ -1,12 +1,14 @@
 """The relay: publishes a context's outbox rows to its Pub/Sub topic, at least once, in order.
 
-A round reads the unpublished rows of the lanes this relay owns (see
-``chassis.outbox.leases``), publishes them with the low-level ``publish`` call
-(up to 1,000 messages per request, several requests at once but never two for
-the same lane), and marks exactly the rows of the requests Pub/Sub answered
-with message ids. Rows are found by ``published_at IS NULL``, never by an id
-high-water mark, so a transaction that took its ids early and committed late
-is still picked up in a later round.
+The relay reads the unpublished rows of the lanes it owns (see
+``chassis.outbox.leases``) that have no publish in flight, sends them with the
+low-level ``publish`` call (up to 1,000 messages per request, several requests
+at once but never two for the same lane), and marks exactly the rows of the
+requests Pub/Sub answered with message ids; a lane is read again only after
+its request was marked. Lanes are pipelined: a new commit in an idle lane goes
+out at once, without waiting for a slow request of another lane. Rows are
+found by ``published_at IS NULL``, never by an id high-water mark, so a
+transaction that took its ids early and committed late is still picked up.
 
 The relay wakes on the writer's NOTIFY (PostgreSQL), with a short fallback
 poll. Whatever fails (Pub/Sub unavailable, the topic gone after an emulator
@@ -18,11 +20,13 @@ subscribers absorb through their inbox.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -193,6 +197,9 @@ class Relay:
             max_workers=settings.publish_concurrency, thread_name_prefix="relay-publish"
         )
         self._connection: Connection | None = None
+        # Requests in flight and the lanes they hold; touched by the run loop only.
+        self._in_flight: dict[Future[None], list[OutboxRow]] = {}
+        self._busy_lanes: set[int] = set()
         self._next_rebalance = 0.0
         self._topic_ready = not create_topic
         self._lag: OutboxLag | None = None
@@ -218,7 +225,7 @@ class Relay:
     # --- lifecycle ---
 
     def run(self) -> None:
-        """Publish until ``stop()``; returns after the round in flight finished and was marked."""
+        """Publish until ``stop()``; returns once the requests in flight are marked."""
         if self._postgres:
             self._listener = NotifyListener(
                 self.settings.database_url,
@@ -257,6 +264,7 @@ class Relay:
                         break
                     raise
                 if not more:
+                    # Woken by a commit (NOTIFY), a finished request, or the fallback poll.
                     self._wake.wait(self.settings.poll_seconds)
         finally:
             self._shutdown()
@@ -282,6 +290,10 @@ class Relay:
         return self._lag
 
     def _shutdown(self) -> None:
+        try:
+            self._settle_in_flight()
+        except Exception:
+            _log.warning("could not mark the last requests; their rows will be sent again")
         for thread in self._threads:
             thread.join(timeout=10)
         if self._listener is not None:
@@ -307,12 +319,13 @@ class Relay:
             error=f"{type(error).__name__}: {error}",
         )
 
-    # --- one round ---
+    # --- one step of the pipeline ---
 
     def run_once(self) -> bool:
-        """Publish one round; True when more rows are known to wait."""
+        """Mark finished requests, then send the idle lanes' rows; True when more rows wait."""
         try:
-            return self._round()
+            self._collect(wait=False)
+            return self._dispatch()
         except DBAPIError:
             self._drop_connection()
             raise
@@ -325,7 +338,13 @@ class Relay:
 
     def _drop_connection(self) -> None:
         # Closing the session frees its advisory locks on the server; another relay may
-        # take those lanes, so they are not ours anymore.
+        # take those lanes, so they are not ours anymore. Requests still in flight are
+        # let finish and forgotten: their rows stay unpublished and go out again.
+        for future in list(self._in_flight):
+            with contextlib.suppress(Exception):
+                future.result()
+        self._in_flight.clear()
+        self._busy_lanes.clear()
         self._leases.forget()
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -335,14 +354,51 @@ class Relay:
             except Exception:
                 _log.debug("closing a broken connection failed", exc_info=True)
 
-    def _round(self) -> bool:
+    def _settle_in_flight(self) -> None:
+        if self._in_flight:
+            self._collect(wait=True)
+
+    def _collect(self, *, wait: bool) -> None:
+        """Mark the rows of every finished request (all of them when ``wait``); free their lanes.
+
+        Raises PublishFailed after marking when any request failed, so the run loop
+        backs off before the failed lanes are read and sent again.
+        """
+        if wait:
+            futures.wait(list(self._in_flight))
+        done = [f for f in self._in_flight if f.done()]
+        if not done:
+            return
+        published: list[int] = []
+        errors: list[BaseException] = []
+        for future in done:
+            batch = self._in_flight[future]
+            error = future.exception()
+            if error is None:
+                published.extend(row.id for row in batch)
+            else:
+                errors.append(error)
+        if published:
+            self._mark(self._connect(), published)
+            self.published_total += len(published)
+            OUTBOX_PUBLISHED.labels(self.settings.context).inc(len(published))
+        # Lanes are freed only now that their rows are marked, so none is read twice.
+        for future in done:
+            self._busy_lanes.difference_update(row.lane for row in self._in_flight.pop(future))
+        if errors:
+            if self._create_topic and any(isinstance(e, gexc.NotFound) for e in errors):
+                self._topic_ready = False  # e.g. an emulator that restarted empty
+            raise PublishFailed(len(errors), len(done), errors[0])
+
+    def _dispatch(self) -> bool:
         connection = self._connect()
         now = time.monotonic()
         if now >= self._next_rebalance:
-            self._leases.rebalance(connection)
+            self._leases.rebalance(connection, keep=frozenset(self._busy_lanes))
             self._next_rebalance = now + self.settings.rebalance_seconds
-        lanes = sorted(self._leases.owned)
-        if not lanes:
+        slots = self.settings.publish_concurrency - len(self._in_flight)
+        lanes = sorted(self._leases.owned - self._busy_lanes)
+        if slots <= 0 or not lanes:
             return False
         if not self._topic_ready:
             if ensure_topic(self._publisher, self.topic):
@@ -352,26 +408,16 @@ class Relay:
         if not rows:
             return False
         requests, cut = pack_requests(rows, self.settings.batch_size)
-        futures = [(batch, self._executor.submit(self._publish, batch)) for batch in requests]
-        published: list[int] = []
-        errors: list[BaseException] = []
-        for batch, future in futures:
-            try:
-                future.result()
-            except Exception as error:
-                errors.append(error)
-            else:
-                published.extend(row.id for row in batch)
-        if published:
-            self._mark(connection, published)
-            self.published_total += len(published)
-            OUTBOX_PUBLISHED.labels(self.settings.context).inc(len(published))
+        for batch in requests[:slots]:
+            future = self._executor.submit(self._publish, batch)
+            self._in_flight[future] = batch
+            self._busy_lanes.update(row.lane for row in batch)
+            future.add_done_callback(self._on_done)
         self.rounds += 1
-        if errors:
-            if self._create_topic and any(isinstance(e, gexc.NotFound) for e in errors):
-                self._topic_ready = False  # e.g. an emulator that restarted empty
-            raise PublishFailed(len(errors), len(requests), errors[0])
-        return full or cut
+        return full or cut or len(requests) > slots
+
+    def _on_done(self, _future: Future[None]) -> None:
+        self._wake.set()
 
     def _fetch(self, connection: Connection, lanes: list[int]) -> tuple[list[OutboxRow], bool]:
         limit = self.settings.max_rows_per_round
@@ -393,7 +439,8 @@ class Relay:
             for row in rows:
                 counts[row.lane] = counts.get(row.lane, 0) + 1
             return rows, any(n >= per_lane for n in counts.values())
-        # SQLite: this relay owns every lane, and a prefix in id order is a prefix of each lane.
+        # SQLite: one relay owns every lane; a prefix in id order of the idle lanes' rows
+        # is a prefix of each of those lanes.
         t = self._table
         statement = (
             select(
@@ -406,7 +453,7 @@ class Relay:
                 t.c.headers,
                 t.c.occurred_at,
             )
-            .where(t.c.published_at.is_(None))
+            .where(t.c.published_at.is_(None), t.c.lane.in_(lanes))
             .order_by(t.c.id)
             .limit(limit)
         )

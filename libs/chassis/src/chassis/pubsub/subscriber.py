@@ -176,6 +176,42 @@ def _insert_ignore(connection: Connection, table: Table, values: dict[str, Any])
     return connection.execute(statement.returning(primary)).first() is not None
 
 
+def decode_event(message: PulledMessage, cls: type[M]) -> ReceivedEvent[M]:
+    """The event in ``message`` as ``cls``, or UndecodableEvent saying why not."""
+    attributes = message.attributes
+    missing = [name for name in ce.REQUIRED if not attributes.get(name)]
+    if missing:
+        raise UndecodableEvent("MISSING_ATTRIBUTE", f"missing {', '.join(missing)}")
+    event_id = attributes[ce.ID]
+    if len(event_id) > _MAX_EVENT_ID:
+        raise UndecodableEvent("INVALID_ATTRIBUTE", f"{ce.ID} longer than {_MAX_EVENT_ID}")
+    content_type = attributes.get(ce.CONTENT_TYPE, ce.CONTENT_TYPE_PROTOBUF)
+    if content_type != ce.CONTENT_TYPE_PROTOBUF:
+        raise UndecodableEvent("UNSUPPORTED_CONTENT_TYPE", content_type)
+    time: datetime | None = None
+    if attributes.get(ce.TIME):
+        try:
+            time = ce.parse_time(attributes[ce.TIME])
+        except ValueError as error:
+            raise UndecodableEvent("INVALID_ATTRIBUTE", f"{ce.TIME}: {error}") from error
+    payload = cls()
+    try:
+        payload.ParseFromString(message.data)
+    except Exception as error:  # DecodeError; whatever the parser raises, the bytes are bad
+        raise UndecodableEvent("UNDECODABLE_DATA", f"{cls.__name__}: {error}") from error
+    return ReceivedEvent(
+        id=event_id,
+        type=attributes[ce.TYPE],
+        source=attributes[ce.SOURCE],
+        time=time,
+        ordering_key=message.ordering_key,
+        message_id=message.message_id,
+        attributes=dict(attributes),
+        message=payload,
+        delivery_attempt=message.delivery_attempt or 0,
+    )
+
+
 class EventSubscriber:
     """Runs handlers for one subscription, each event's effect exactly once.
 
@@ -242,7 +278,7 @@ class EventSubscriber:
                 message_class(event_type)
                 message.ack()
                 return Outcome.IGNORED
-            event = self._decode(message, entry[0])
+            event = decode_event(message, entry[0])
         except UndecodableEvent as error:
             _log.warning(
                 "undecodable event",
@@ -259,40 +295,6 @@ class EventSubscriber:
             return self._failed(message, event, error)
         message.ack()
         return Outcome.APPLIED if applied else Outcome.DUPLICATE
-
-    def _decode(self, message: PulledMessage, cls: type[M]) -> ReceivedEvent[M]:
-        attributes = message.attributes
-        missing = [name for name in ce.REQUIRED if not attributes.get(name)]
-        if missing:
-            raise UndecodableEvent("MISSING_ATTRIBUTE", f"missing {', '.join(missing)}")
-        event_id = attributes[ce.ID]
-        if len(event_id) > _MAX_EVENT_ID:
-            raise UndecodableEvent("INVALID_ATTRIBUTE", f"{ce.ID} longer than {_MAX_EVENT_ID}")
-        content_type = attributes.get(ce.CONTENT_TYPE, ce.CONTENT_TYPE_PROTOBUF)
-        if content_type != ce.CONTENT_TYPE_PROTOBUF:
-            raise UndecodableEvent("UNSUPPORTED_CONTENT_TYPE", content_type)
-        time: datetime | None = None
-        if attributes.get(ce.TIME):
-            try:
-                time = ce.parse_time(attributes[ce.TIME])
-            except ValueError as error:
-                raise UndecodableEvent("INVALID_ATTRIBUTE", f"{ce.TIME}: {error}") from error
-        payload = cls()
-        try:
-            payload.ParseFromString(message.data)
-        except Exception as error:  # DecodeError, or RuntimeWarning-like parse failures
-            raise UndecodableEvent("UNDECODABLE_DATA", f"{cls.__name__}: {error}") from error
-        return ReceivedEvent(
-            id=event_id,
-            type=attributes[ce.TYPE],
-            source=attributes[ce.SOURCE],
-            time=time,
-            ordering_key=message.ordering_key,
-            message_id=message.message_id,
-            attributes=dict(attributes),
-            message=payload,
-            delivery_attempt=message.delivery_attempt or 0,
-        )
 
     def _apply(self, event: ReceivedEvent[Any], handler: Handler) -> bool:
         with self._engine.begin() as connection:
