@@ -64,8 +64,10 @@ protos: venv
 bench: venv
 	$(PY) -m bench.run
 
+# Tail a context's events as JSON lines: make events [ARGS="payments --count 5"].
+# Defaults to the ledger's topic on the local emulator that `make run` starts.
 events: venv
-	$(VENV)/bin/astra-events $(ARGS)
+	PUBSUB_EMULATOR_HOST=$${PUBSUB_EMULATOR_HOST-127.0.0.1:8085} $(VENV)/bin/astra-events $(or $(ARGS),ledger)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache .mypy_cache .ruff_cache
