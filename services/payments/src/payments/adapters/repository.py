@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from chassis.kernel.clock import utc
-from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from payments.adapters import tables
@@ -189,6 +189,37 @@ class PaymentsRepository:
             raise StaleWrite(payment.id)
         payment.version += 1
         self._write_transitions([payment])
+
+    def save_all(self, batch: Sequence[Payment]) -> None:
+        """``save`` for many payments: one UPDATE and one INSERT, each an executemany."""
+        if not batch:
+            return
+        if len(batch) == 1:
+            self.save(batch[0])
+            return
+        rows = [
+            {
+                "b_id": p.id,
+                "b_version": p.version,
+                "b_new_version": p.version + 1,
+                **{f"b_{k}": v for k, v in _mutable_columns(p).items()},
+            }
+            for p in batch
+        ]
+        statement = (
+            update(P)
+            .where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
+            .values(
+                version=bindparam("b_new_version"),
+                **{k: bindparam(f"b_{k}") for k in _mutable_columns(batch[0])},
+            )
+        )
+        result = self._c.execute(statement, rows)
+        if result.rowcount != len(batch):
+            raise StaleWrite(",".join(p.id for p in batch))
+        for payment in batch:
+            payment.version += 1
+        self._write_transitions(batch)
 
     def _write_transitions(self, batch: Sequence[Payment]) -> None:
         rows = []

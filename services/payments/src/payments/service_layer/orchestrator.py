@@ -126,6 +126,7 @@ class Orchestrator:
         def work(uow: PaymentsUnitOfWork) -> list[_Work]:
             now = deps.clock.now()
             claimed = []
+            touched = []
             for payment in uow.payments.claim_due(now, self._batch):
                 action = payment.next_action()
                 step = None
@@ -138,12 +139,13 @@ class Orchestrator:
                     payment.bank_attempts += 1
                 elif action is Action.NONE:
                     payment.next_action_at = None
-                    uow.payments.save(payment)
+                    touched.append(payment)
                     continue
                 payment.leased_until = now + deps.policy.lease
                 payment.next_action_at = payment.leased_until
-                uow.payments.save(payment)
+                touched.append(payment)
                 claimed.append(_Work(payment, action, step))
+            uow.payments.save_all(touched)
             return claimed
 
         return run_in_transaction(deps.uow, work)
@@ -214,7 +216,7 @@ class Orchestrator:
                 apply_result(payment, item, results[payment.id], now)
                 payment.leased_until = None
                 schedule(payment, now, deps.policy)
-                uow.payments.save(payment)
+            uow.payments.save_all(list(current.values()))
 
         run_in_transaction(deps.uow, work)
 
@@ -397,8 +399,8 @@ def apply_bank_events(deps: Deps, events: Sequence[BankEvent], next_after: int) 
         ledger_due = False
         for payment in changed.values():
             schedule(payment, now, deps.policy)
-            uow.payments.save(payment)
             ledger_due = ledger_due or payment.pending_ledger_step() is not None
+        uow.payments.save_all(list(changed.values()))
         uow.payments.set_cursor(FEED, next_after)
         return ledger_due
 

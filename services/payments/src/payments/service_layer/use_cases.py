@@ -27,7 +27,7 @@ from chassis.kernel.pagination import encode_page_token, parse_page
 from chassis.tracing import current_traceparent
 
 from payments.domain import validation
-from payments.domain.customers import VERIFIED
+from payments.domain.customers import VERIFIED, CustomerKyc
 from payments.domain.events import ReconciliationCompleted
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules, Velocity, Verdict, assess
@@ -127,8 +127,13 @@ def customer_status(deps: Deps, customer_id: str) -> CustomerStatus:
     """KYC status from payments' projection; identity is asked when it has none or no VERIFIED."""
     with deps.uow() as uow:
         known = uow.payments.customer(customer_id)
-    if known is not None and known.kyc_status == VERIFIED:
+    if known is not None and known.verified:
         return CustomerStatus(known.kyc_status, known.customer_since)
+    return ask_identity(deps, customer_id, known)
+
+
+def ask_identity(deps: Deps, customer_id: str, known: CustomerKyc | None) -> CustomerStatus:
+    """Identity's answer (stored in the projection), or the projection's when identity is down."""
     try:
         view = deps.identity.get_customer(customer_id)
     except IdentityUnavailable:
@@ -156,22 +161,35 @@ def customer_status(deps: Deps, customer_id: str) -> CustomerStatus:
 # --- creating payments ---------------------------------------------------------------------------
 
 
-def create_payment(deps: Deps, request: PaymentRequest, account_field: str) -> Payment:
-    """A payout or a collection (``request.kind``)."""
-    validation.validate_payment_request(request, account_field)
-    with deps.uow() as uow:
-        existing = uow.payments.get(request.payment_id, history=True)
-    if existing is not None:
-        return _replay(existing, request)
-    status = customer_status(deps, request.customer_id)
-    policy = deps.policy
+@dataclass(frozen=True, slots=True)
+class _AskIdentity:
+    """The projection cannot decide: identity must be asked, then the creation tried again."""
 
-    def work(uow: PaymentsUnitOfWork) -> Payment:
+    known: CustomerKyc | None
+
+
+def create_payment(deps: Deps, request: PaymentRequest, account_field: str) -> Payment:
+    """A payout or a collection (``request.kind``).
+
+    One transaction decides it when the projection knows the customer as
+    VERIFIED (the common case); otherwise identity is asked first.
+    """
+    validation.validate_payment_request(request, account_field)
+    policy = deps.policy
+    asked: CustomerStatus | None = None
+
+    def work(uow: PaymentsUnitOfWork) -> Payment | _AskIdentity:
+        existing = uow.payments.get(request.payment_id, history=True)
+        if existing is not None:
+            return _replay(existing, request)
         # One customer's payments are decided one at a time, so velocity rules hold under races.
-        uow.payments.customer(request.customer_id, lock=True)
-        again = uow.payments.get(request.payment_id, history=True)
-        if again is not None:
-            return _replay(again, request)
+        known = uow.payments.customer(request.customer_id, lock=True)
+        if asked is not None:
+            status = asked
+        elif known is not None and known.verified:
+            status = CustomerStatus(known.kyc_status, known.customer_since)
+        else:
+            return _AskIdentity(known)
         now = deps.clock.now()
         fee = policy.fees.fee_for(request.amount, request.currency)
         payment = Payment.create(
@@ -206,8 +224,12 @@ def create_payment(deps: Deps, request: PaymentRequest, account_field: str) -> P
         uow.payments.add(payment)
         return payment
 
-    payment = run_in_transaction(deps.uow, work)
-    return _after_create(deps, payment)
+    outcome = run_in_transaction(deps.uow, work)
+    if isinstance(outcome, _AskIdentity):
+        asked = ask_identity(deps, request.customer_id, outcome.known)
+        outcome = run_in_transaction(deps.uow, work)
+    assert isinstance(outcome, Payment)
+    return _after_create(deps, outcome)
 
 
 def refund_payment(
