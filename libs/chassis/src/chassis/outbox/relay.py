@@ -184,7 +184,8 @@ class Relay:
         )
         self._postgres = is_postgres(self._engine)
         self._table: Table = outbox_table(MetaData())
-        self._publisher = publisher or publisher_api()
+        # Made on first use: measuring lag needs no Pub/Sub (nor credentials).
+        self._publisher_client = publisher
         self._on_lag = on_lag
         self._leases: LaneLeases = (
             AdvisoryLaneLeases(settings.context)
@@ -222,6 +223,12 @@ class Relay:
             f"UPDATE {self._table.name} SET published_at = now() WHERE id = ANY(:ids)"
         )
 
+    @property
+    def _publisher(self) -> PublisherApi:
+        if self._publisher_client is None:
+            self._publisher_client = publisher_api()
+        return self._publisher_client
+
     # --- lifecycle ---
 
     def run(self) -> None:
@@ -253,6 +260,8 @@ class Relay:
             topic=self.topic,
             database="postgresql" if self._postgres else "sqlite",
         )
+        publisher = self._publisher  # made here, before the publishing threads share it
+        _log.debug("publisher ready", transport=type(publisher.transport).__name__)
         self.started.set()
         try:
             while not self._stop.is_set():
