@@ -16,6 +16,7 @@ Run alone: ``python -m bench.outbox_bench``.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -30,7 +31,7 @@ from astra.ledger.v1 import events_pb2 as ev
 from astra_testkit.ports import free_port
 from astra_testkit.processes import ServiceProcess
 from chassis.db.engine import create_db_engine
-from chassis.outbox.relay import Relay
+from chassis.outbox.relay import OutboxRow, Relay, to_pubsub_message
 from chassis.outbox.schema import outbox_table
 from chassis.outbox.settings import RelaySettings
 from chassis.outbox.writer import OutboxMessage, OutboxWriter
@@ -280,6 +281,80 @@ def steady_latency(env: BenchEnv, section: Section) -> None:
     section.latencies_ms["commit to subscriber (1,000 events/s)"] = samples
 
 
+def _row(message: OutboxMessage) -> OutboxRow:
+    return OutboxRow(
+        id=0,
+        event_id=message.event_id,
+        event_type=message.event_type,
+        ordering_key=message.ordering_key,
+        lane=0,
+        payload=message.payload,
+        headers=None,
+        occurred_at=message.occurred_at,
+    )
+
+
+def emulator_floor(env: BenchEnv, section: Section) -> None:
+    """The same load published straight to the emulator and received by a bare callback.
+
+    No database, relay or inbox: what the emulator and the client library alone
+    take on this machine, to read the full pipeline's latency against.
+    """
+    topic_id, subscription = _topic("emulator-floor", ordering=True)
+    topic = topic_path(PROJECT, topic_id)
+    publisher = publisher_api()
+    client = subscriber_client()
+    sent_at: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def on_message(message: Any) -> None:
+        now = time.time()
+        with lock:
+            arrived.setdefault(message.attributes["ce-id"], now)
+        message.ack()
+
+    future = client.subscribe(subscription, callback=on_message)
+    sent = 0
+    seconds = min(STEADY_SECONDS, 10.0)
+    try:
+        interval = PER_COMMIT / RATE_PER_S
+        started = time.perf_counter()
+        next_send = started
+        while next_send - started < seconds:
+            delay = next_send - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            rows = [_event(f"agg_{(sent + i) % LATENCY_KEYS}") for i in range(PER_COMMIT)]
+            messages = [to_pubsub_message(_row(m), "//astra.bench") for m in rows]
+            publisher.publish(topic=topic, messages=messages)
+            now = time.time()
+            for m in rows:
+                sent_at[m.event_id] = now
+            sent += PER_COMMIT
+            next_send += interval
+        warmup_end = time.time() - seconds + WARMUP_SECONDS
+        deadline = time.monotonic() + 30
+        while len(arrived) < sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        future.cancel()
+        with contextlib.suppress(Exception):
+            future.result(timeout=10)
+        client.close()
+    samples = [
+        (arrived[event_id] - at) * 1000
+        for event_id, at in sent_at.items()
+        if at >= warmup_end and event_id in arrived
+    ]
+    section.add(
+        "emulator alone (publish to bare callback) p50",
+        round(percentile(samples, 50), 1),
+        "ms",
+        note=f"p99 {percentile(samples, 99):.1f} ms; same rate and keys, ordered subscription",
+    )
+
+
 def measure(env: BenchEnv) -> Section:
     section = Section("Outbox relay and Pub/Sub (emulator)")
     previous = os.environ.get("PUBSUB_EMULATOR_HOST")
@@ -287,6 +362,7 @@ def measure(env: BenchEnv) -> Section:
     try:
         relay_throughput(env, section)
         steady_latency(env, section)
+        emulator_floor(env, section)
     finally:
         if previous is None:
             os.environ.pop("PUBSUB_EMULATOR_HOST", None)
@@ -317,7 +393,8 @@ def main() -> None:
     for figure in section.figures:
         met = figure.met()
         verdict = "" if met is None else (" (target met)" if met else " (TARGET MISSED)")
-        print(f"  {figure.name}: {figure.value} {figure.unit} {figure.target}{verdict}")
+        note = f" [{figure.note}]" if figure.note else ""
+        print(f"  {figure.name}: {figure.value} {figure.unit} {figure.target}{verdict}{note}")
 
 
 if __name__ == "__main__":

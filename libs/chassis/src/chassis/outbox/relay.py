@@ -260,8 +260,8 @@ class Relay:
             topic=self.topic,
             database="postgresql" if self._postgres else "sqlite",
         )
-        publisher = self._publisher  # made here, before the publishing threads share it
-        _log.debug("publisher ready", transport=type(publisher.transport).__name__)
+        # Made now, before the publishing threads share it.
+        self._publisher_client = self._publisher
         self.started.set()
         try:
             while not self._stop.is_set():
