@@ -173,7 +173,11 @@ class HttpBankGateway:
         response: httpx.Response | None = None
         error: BaseException | None = None
         try:
-            response = self.breaker.call(self._send, method, path, timeout, kwargs)
+            # ``calling()`` checks and updates the breaker under its lock but runs the
+            # request outside it; ``breaker.call`` would hold the lock for the whole
+            # request and so let only one request to the bank run at a time.
+            with self.breaker.calling():
+                response = self._send(method, path, timeout, kwargs)
             return response
         except pybreaker.CircuitBreakerError:
             error = BreakerOpen("the bank's circuit breaker is open")

@@ -30,6 +30,25 @@ K = tables.customer_kyc
 C = tables.bank_cursor
 R = tables.reconciliation_runs
 
+# Hot-path statements are built once, with bound parameters: building a statement from
+# literal values costs more Python time than running it.
+_GET = select(P).where(P.c.id == bindparam("b_id"))
+_GET_LOCKED = _GET.with_for_update()
+_HISTORY = select(T).where(T.c.payment_id == bindparam("b_id")).order_by(T.c.sequence)
+_INSERT = insert(P)
+_INSERT_TRANSITIONS = insert(T)
+_CUSTOMER = select(K).where(K.c.customer_id == bindparam("b_id"))
+_CUSTOMER_LOCKED = _CUSTOMER.with_for_update()
+_VELOCITY = select(
+    func.count(),
+    func.coalesce(func.sum(P.c.amount).filter(P.c.currency == bindparam("b_currency")), 0),
+).where(
+    P.c.customer_id == bindparam("b_customer"),
+    P.c.created_at >= bindparam("b_since"),
+    P.c.kind.in_((int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))),
+    P.c.state != int(PaymentState.DECLINED),
+)
+
 
 class StaleWrite(Exception):
     """The payment changed since it was loaded (a version check failed)."""
@@ -98,6 +117,19 @@ def _mutable_columns(p: Payment) -> dict[str, Any]:
     }
 
 
+_MUTABLE = (
+    "state", "reason", "review_required", "review_reason", "review_outcome", "bank_payment_id",
+    "bank_attempts", "bank_settled_at", "bank_returned_at", "ledger_done", "hold_uncertain",
+    "ledger_error", "next_action_at", "leased_until", "retries", "transition_count", "updated_at",
+)  # fmt: skip
+# One statement for every save, guarded by the version the payment was loaded with.
+_UPDATE = (
+    update(P)
+    .where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
+    .values(version=bindparam("b_new_version"), **{k: bindparam(f"b_{k}") for k in _MUTABLE})
+)
+
+
 def _columns(p: Payment) -> dict[str, Any]:
     return {
         "id": p.id,
@@ -139,10 +171,8 @@ class PaymentsRepository:
     # --- payments -------------------------------------------------------------------------
 
     def get(self, payment_id: str, *, lock: bool = False, history: bool = False) -> Payment | None:
-        statement = select(P).where(P.c.id == payment_id)
-        if lock and self._postgres:
-            statement = statement.with_for_update()
-        row = self._c.execute(statement).first()
+        statement = _GET_LOCKED if lock and self._postgres else _GET
+        row = self._c.execute(statement, {"b_id": payment_id}).first()
         if row is None:
             return None
         payment = self._track(_payment(row))
@@ -162,7 +192,7 @@ class PaymentsRepository:
         return {row.id: self._track(_payment(row)) for row in self._c.execute(statement)}
 
     def history(self, payment_id: str) -> list[Transition]:
-        rows = self._c.execute(select(T).where(T.c.payment_id == payment_id).order_by(T.c.sequence))
+        rows = self._c.execute(_HISTORY, {"b_id": payment_id})
         return [
             Transition(
                 PaymentState(r.from_state) if r.from_state is not None else None,
@@ -175,27 +205,16 @@ class PaymentsRepository:
 
     def add(self, payment: Payment) -> None:
         self._track(payment)
-        self._c.execute(insert(P).values(**_columns(payment)))
+        self._c.execute(_INSERT, _columns(payment))
         self._write_transitions([payment])
 
     def save(self, payment: Payment) -> None:
         """Write the payment's changes; refuse if someone else wrote it since it was loaded."""
-        result = self._c.execute(
-            update(P)
-            .where(P.c.id == payment.id, P.c.version == payment.version)
-            .values(**_mutable_columns(payment), version=payment.version + 1)
-        )
-        if result.rowcount != 1:
-            raise StaleWrite(payment.id)
-        payment.version += 1
-        self._write_transitions([payment])
+        self.save_all([payment])
 
     def save_all(self, batch: Sequence[Payment]) -> None:
         """``save`` for many payments: one UPDATE and one INSERT, each an executemany."""
         if not batch:
-            return
-        if len(batch) == 1:
-            self.save(batch[0])
             return
         rows = [
             {
@@ -206,15 +225,7 @@ class PaymentsRepository:
             }
             for p in batch
         ]
-        statement = (
-            update(P)
-            .where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
-            .values(
-                version=bindparam("b_new_version"),
-                **{k: bindparam(f"b_{k}") for k in _mutable_columns(batch[0])},
-            )
-        )
-        result = self._c.execute(statement, rows)
+        result = self._c.execute(_UPDATE, rows if len(rows) > 1 else rows[0])
         if result.rowcount != len(batch):
             raise StaleWrite(",".join(p.id for p in batch))
         for payment in batch:
@@ -238,7 +249,7 @@ class PaymentsRepository:
                 )
             payment.new_transitions = []
         if rows:
-            self._c.execute(insert(T), rows)
+            self._c.execute(_INSERT_TRANSITIONS, rows if len(rows) > 1 else rows[0])
 
     def claim_due(self, now: datetime, limit: int) -> list[Payment]:
         """Payments whose next action is due and that nobody is working on, locked."""
@@ -258,20 +269,8 @@ class PaymentsRepository:
 
     def velocity(self, customer_id: str, currency: str, since: datetime) -> tuple[int, int]:
         """(count, amount in ``currency``) of the customer's assessed payments since ``since``."""
-        assessed = (int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))
         row = self._c.execute(
-            select(
-                func.count(),
-                func.coalesce(
-                    func.sum(P.c.amount).filter(P.c.currency == currency),
-                    0,
-                ),
-            ).where(
-                P.c.customer_id == customer_id,
-                P.c.created_at >= since,
-                P.c.kind.in_(assessed),
-                P.c.state != int(PaymentState.DECLINED),
-            )
+            _VELOCITY, {"b_customer": customer_id, "b_currency": currency, "b_since": since}
         ).one()
         return int(row[0]), int(row[1])
 
@@ -315,10 +314,8 @@ class PaymentsRepository:
     # --- the KYC projection -------------------------------------------------------------------
 
     def customer(self, customer_id: str, *, lock: bool = False) -> CustomerKyc | None:
-        statement = select(K).where(K.c.customer_id == customer_id)
-        if lock and self._postgres:
-            statement = statement.with_for_update()
-        row = self._c.execute(statement).first()
+        statement = _CUSTOMER_LOCKED if lock and self._postgres else _CUSTOMER
+        row = self._c.execute(statement, {"b_id": customer_id}).first()
         if row is None:
             return None
         return CustomerKyc(
