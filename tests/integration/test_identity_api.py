@@ -13,16 +13,21 @@ from astra.identity.v1 import events_pb2 as ev
 from astra.identity.v1 import identity_pb2 as pb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from chassis.grpc.status import bad_request, reason_of
+from cryptography.fernet import Fernet
 from identity.adapters import tables
-from identity.bootstrap import Identity
+from identity.adapters.crypto import KeyEncryptionKeyError
+from identity.bootstrap import Identity, bootstrap
+from identity.service_layer import use_cases
 from sqlalchemy import func, select
 
 from tests.identity_fixtures import (
+    TEST_KEK,
     IdentityServer,
     identity,
     identity_clock,
     identity_db_url,
     identity_server,
+    identity_settings,
     identity_stub,
 )
 from tests.ledger_fixtures import MovableClock
@@ -464,3 +469,21 @@ def test_signing_keys_are_encrypted_at_rest(identity: Identity) -> None:
         sealed = bytes(row.encrypted_private_key)
         assert b"PRIVATE KEY" not in sealed
         assert "d" not in row.public_jwk  # the JWK column is the public half only
+
+
+def test_the_key_encryption_key_guards_the_signing_keys(
+    identity: Identity, identity_db_url: str
+) -> None:
+    stranger = Fernet.generate_key().decode()
+    with pytest.raises(KeyEncryptionKeyError, match="cannot be decrypted"):
+        bootstrap(identity_settings(identity_db_url, key_encryption_key=stranger))
+    # Rotating the key-encryption key: the new one first, the old one still listed.
+    rotated = bootstrap(
+        identity_settings(identity_db_url, key_encryption_key=f"{stranger},{TEST_KEK}")
+    )
+    try:
+        assert [k.kid for k in use_cases.published_keys(rotated.deps)] == [
+            k.kid for k in use_cases.published_keys(identity.deps)
+        ]
+    finally:
+        rotated.close()
