@@ -14,6 +14,7 @@ import pytest
 from chassis.auth.claims import new_private_key
 from chassis.auth.principal import PrincipalKind
 from chassis.auth.testing import TokenMint
+from chassis.auth.verifier import TokenVerifier
 from chassis.kernel.errors import DomainError, ErrorCategory
 from cryptography.hazmat.primitives import serialization
 
@@ -162,3 +163,70 @@ def test_refusal_messages_never_echo_the_token(mint: TokenMint) -> None:
     error = _refusal(mint, token)
     assert token not in error.message
     assert all(token not in v for v in error.metadata.values())
+
+
+# --- remembering verified tokens ------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _counting_decode(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts signature checks (PyJWT's decode) without changing what they do."""
+    calls = [0]
+    real = jwt.decode
+
+    def decode(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", decode)
+    return calls
+
+
+def test_a_verified_token_is_not_checked_again_until_it_expires(
+    mint: TokenMint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    verifier = TokenVerifier(
+        mint.verifier().keys,
+        issuer=mint.issuer,
+        audience=mint.audience,
+        leeway_seconds=0,
+        clock=clock,
+    )
+    token = mint.token(ttl=timedelta(minutes=5))
+    calls = _counting_decode(monkeypatch)
+    first = verifier.verify(token)
+    assert verifier.verify(token) is first
+    assert calls[0] == 1
+    clock.now += 301  # past exp: the remembered verification no longer counts
+    verifier.verify(token)  # PyJWT's own clock has not moved: it still verifies, afresh
+    assert calls[0] == 2
+
+
+def test_a_remembered_token_fails_once_its_key_is_withdrawn(mint: TokenMint) -> None:
+    verifier = mint.verifier()
+    token = mint.token()
+    verifier.verify(token)
+    old = mint.kid
+    mint.rotate()
+    mint.retire(old)
+    verifier.keys.refresh()  # the published key set is read again (as when it goes stale)
+    with pytest.raises(DomainError) as withdrawn:
+        verifier.verify(token)
+    assert withdrawn.value.reason == "UNKNOWN_SIGNING_KEY"
+
+
+def test_refused_tokens_are_never_remembered(mint: TokenMint) -> None:
+    verifier = mint.verifier()
+    token = mint.token(audience="somebody-else")
+    for _ in range(2):
+        with pytest.raises(DomainError) as refused:
+            verifier.verify(token)
+        assert refused.value.reason == "WRONG_AUDIENCE"

@@ -4,11 +4,20 @@ PyJWT does the parsing and the signature check with an explicit algorithm
 allow-list (ES256 only): a token with ``alg: none``, or an HS256 token "signed"
 with the public key, is refused by the library before any key is used. Each
 refusal has a stable reason; messages never contain the token.
+
+A service presents the same token on every call until it renews it, and an
+ES256 signature check costs tens of microseconds of CPU: a verified token is
+remembered (bounded, least recently used out first) until its expiry plus the
+leeway, and only while the key that signed it is still published. Only
+successful verifications are remembered; a refused token is checked afresh.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +42,8 @@ class TokenVerifier:
         audience: str,
         leeway_seconds: float = 30.0,
         algorithms: Sequence[str] = (ALGORITHM,),
+        cache_size: int = 4096,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not issuer or not audience:
             raise ValueError("a verifier needs an issuer and an audience")
@@ -41,8 +52,31 @@ class TokenVerifier:
         self._audience = audience
         self._leeway = leeway_seconds
         self._algorithms = list(algorithms)
+        self._cache_size = cache_size
+        self._clock = clock
+        self._verified: OrderedDict[str, tuple[Principal, str, float]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def verify(self, token: str) -> Principal:
+        with self._lock:
+            hit = self._verified.get(token)
+            if hit is not None:
+                self._verified.move_to_end(token)
+        if hit is not None:
+            principal, kid, valid_until = hit
+            if self._clock() < valid_until and self.keys.key_for(kid) is not None:
+                return principal
+            with self._lock:
+                self._verified.pop(token, None)
+        principal, kid = self._verify(token)
+        valid_until = principal.expires_at.timestamp() + self._leeway
+        with self._lock:
+            self._verified[token] = (principal, kid, valid_until)
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -56,7 +90,7 @@ class TokenVerifier:
         if key is None:
             raise _refused("UNKNOWN_SIGNING_KEY", "the token was signed by an unknown key")
         claims = self._decode(token, key)
-        return _principal(claims)
+        return _principal(claims), kid
 
     def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
         try:
