@@ -131,6 +131,7 @@ def running_suite(env: BenchEnv, folder: Path) -> Iterator[Suite]:
                 "PAYMENTS_WORKER_THREADS": "32",
                 "PAYMENTS_BANK_FEED_WAIT_SECONDS": "5",
                 "PAYMENTS_LOG_LEVEL": "WARNING",
+                "PAYMENTS_PROCESSES": os.environ.get("BENCH_PAYMENTS_PROCESSES", "1"),
             },
         ),
     }

@@ -27,9 +27,12 @@ from payments.adapters.ledger_client import GrpcLedger
 from payments.adapters.locks import advisory_lock
 from payments.adapters.metrics import count_transitions, states_sampler
 from payments.config import PaymentsSettings
+from payments.domain import validation
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
+from payments.domain.model import Payment, PaymentRequest
 from payments.domain.states import PaymentState
+from payments.service_layer.creation import Creation, CreationBatcher, create_payments
 from payments.service_layer.orchestrator import Orchestrator
 from payments.service_layer.ports import BankGateway, IdentityPort, LedgerPort
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
@@ -112,6 +115,7 @@ class Payments:
     engine: Engine
     deps: Deps
     orchestrator: Orchestrator
+    creator: CreationBatcher
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _sampler: Sampler | None = None
 
@@ -129,7 +133,13 @@ class Payments:
 
         self._sampler = states_sampler(count).start()
 
+    def create(self, request: PaymentRequest, account_field: str) -> Payment:
+        """Create a payout or collection, decided together with concurrent ones."""
+        validation.validate_payment_request(request, account_field)
+        return self.creator.submit(Creation(request, account_field))
+
     def close(self) -> None:
+        self.creator.close()
         self.orchestrator.close()
         if self._sampler is not None:
             self._sampler.stop()
@@ -203,4 +213,9 @@ def bootstrap(
         feed_lock=feed_lock,
     )
     deps.wake = orchestrator.wake
-    return Payments(settings, engine, deps, orchestrator, closers)
+    creator = CreationBatcher(
+        lambda creations: create_payments(deps, creations),
+        max_batch=settings.create_batch_max,
+        workers=settings.create_batch_workers,
+    )
+    return Payments(settings, engine, deps, orchestrator, creator, closers)

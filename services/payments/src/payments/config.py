@@ -71,6 +71,14 @@ class PaymentsSettings(ServiceSettings):
         10.0, ge=0, le=30, description="Long-poll wait of the bank's event feed"
     )
 
+    # --- creation ---
+    create_batch_max: int = Field(
+        200, ge=1, le=2000, description="Most concurrent creations decided in one transaction"
+    )
+    create_batch_workers: int = Field(
+        2, ge=1, le=32, description="Threads that decide grouped creations"
+    )
+
     # --- workers ---
     workers_enabled: bool = Field(
         True, description="Run the workers (bank feed, submissions, ledger follow-ups) in serve"

@@ -208,6 +208,15 @@ class PaymentsRepository:
         self._c.execute(_INSERT, _columns(payment))
         self._write_transitions([payment])
 
+    def add_all(self, batch: Sequence[Payment]) -> None:
+        if not batch:
+            return
+        for payment in batch:
+            self._track(payment)
+        rows = [_columns(p) for p in batch]
+        self._c.execute(_INSERT, rows if len(rows) > 1 else rows[0])
+        self._write_transitions(batch)
+
     def save(self, payment: Payment) -> None:
         """Write the payment's changes; refuse if someone else wrote it since it was loaded."""
         self.save_all([payment])
@@ -274,6 +283,31 @@ class PaymentsRepository:
         ).one()
         return int(row[0]), int(row[1])
 
+    def velocities(
+        self, keys: Iterable[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """``velocity`` for many (customer, currency) pairs in one statement."""
+        pairs = set(keys)
+        if not pairs:
+            return {}
+        customers = sorted({customer for customer, _ in pairs})
+        rows = self._c.execute(
+            select(P.c.customer_id, P.c.currency, func.count(), func.sum(P.c.amount))
+            .where(
+                P.c.customer_id.in_(customers),
+                P.c.created_at >= since,
+                P.c.kind.in_((int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))),
+                P.c.state != int(PaymentState.DECLINED),
+            )
+            .group_by(P.c.customer_id, P.c.currency)
+        ).all()
+        counts: dict[str, int] = {}
+        amounts: dict[tuple[str, str], int] = {}
+        for customer, currency, count, amount in rows:
+            counts[customer] = counts.get(customer, 0) + int(count)
+            amounts[(customer, currency)] = int(amount or 0)
+        return {(c, ccy): (counts.get(c, 0), amounts.get((c, ccy), 0)) for c, ccy in pairs}
+
     def refunded_amount(self, original_payment_id: str) -> int:
         dead = [int(s) for s in UNSUCCESSFUL]
         value = self._c.execute(
@@ -321,6 +355,23 @@ class PaymentsRepository:
         return CustomerKyc(
             row.customer_id, row.kyc_status, row.kyc_version, _dt(row.customer_since)
         )
+
+    def customers(
+        self, customer_ids: Iterable[str], *, lock: bool = False
+    ) -> dict[str, CustomerKyc]:
+        """Several customers, locked in id order (so batches never deadlock each other)."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return {}
+        statement = select(K).where(K.c.customer_id.in_(ids)).order_by(K.c.customer_id)
+        if lock and self._postgres:
+            statement = statement.with_for_update()
+        return {
+            row.customer_id: CustomerKyc(
+                row.customer_id, row.kyc_status, row.kyc_version, _dt(row.customer_since)
+            )
+            for row in self._c.execute(statement)
+        }
 
     def upsert_customer(self, kyc: CustomerKyc, now: datetime) -> bool:
         """Store ``kyc`` unless a newer (or the same) KYC version is already known."""

@@ -48,6 +48,11 @@ class FraudRules:
     new_customer_age: timedelta = timedelta(days=30)
     new_customer_max_amount: Mapping[str, int] = field(default_factory=dict)
 
+    @property
+    def uses_velocity(self) -> bool:
+        """Whether any rule needs the customer's recent payments counted."""
+        return bool(self.velocity_max_count or self.velocity_max_amount)
+
 
 @dataclass(frozen=True, slots=True)
 class Velocity:

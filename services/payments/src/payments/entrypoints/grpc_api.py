@@ -46,14 +46,14 @@ def _state_filter(value: int) -> PaymentState | None:
 
 class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     def __init__(self, app: Payments) -> None:
+        self._app = app
         self._deps = app.deps
 
     def CreatePayout(
         self, request: pb.CreatePayoutRequest, context: grpc.ServicerContext
     ) -> pb.CreatePayoutResponse:
         _check_owner(request.customer_id)
-        payment = use_cases.create_payment(
-            self._deps,
+        payment = self._app.create(
             PaymentRequest(
                 payment_id=request.payment_id,
                 kind=PaymentKind.PAYOUT,
@@ -73,8 +73,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         self, request: pb.CreateCollectionRequest, context: grpc.ServicerContext
     ) -> pb.CreateCollectionResponse:
         _check_owner(request.customer_id)
-        payment = use_cases.create_payment(
-            self._deps,
+        payment = self._app.create(
             PaymentRequest(
                 payment_id=request.payment_id,
                 kind=PaymentKind.COLLECTION,

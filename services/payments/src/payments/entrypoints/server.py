@@ -20,6 +20,7 @@ from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.logging import configure_logging
 from chassis.metrics import serve_metrics, serving_metrics
 from chassis.multiprocess import supervise
+from chassis.runtime import tune_gc
 from chassis.tracing import configure_tracing
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     serve_metrics(server, settings.grpc_host, settings.metrics_port)
     if settings.workers_enabled:
         _run_workers(app, settings)
+    tune_gc()
     port = server.start()
     log.info(
         "payments serving",

@@ -230,9 +230,10 @@ class Orchestrator:
         events, next_after = deps.bank.events(cursor, self._feed_wait)
         if not events:
             return 0
-        ledger_due = apply_bank_events(deps, events, next_after)
-        if ledger_due:
-            self.wake()
+        bookings = apply_bank_events(deps, events, next_after)
+        if bookings:
+            # Booked here and now rather than by a worker's next round: one claim fewer.
+            self._apply(bookings, self._act(bookings))
         return len(events)
 
     # --- threads ----------------------------------------------------------------------------------
@@ -372,13 +373,14 @@ def _apply_booking(payment: Payment, step: LedgerStep, result: LedgerResult | No
     )
 
 
-def apply_bank_events(deps: Deps, events: Sequence[BankEvent], next_after: int) -> bool:
+def apply_bank_events(deps: Deps, events: Sequence[BankEvent], next_after: int) -> list[_Work]:
     """Apply a page of the bank's feed and move the cursor, in one transaction.
 
-    Returns True when some payment now has a ledger booking to make.
+    Payments that now have a ledger booking to make are leased to the caller,
+    which books them at once; returns them.
     """
 
-    def work(uow: PaymentsUnitOfWork) -> bool:
+    def work(uow: PaymentsUnitOfWork) -> list[_Work]:
         now = deps.clock.now()
         references = {e.payment.reference for e in events}
         payments = uow.payments.get_many(references, lock=True)
@@ -396,12 +398,17 @@ def apply_bank_events(deps: Deps, events: Sequence[BankEvent], next_after: int) 
             _report(payment, event.status, event.payment, now)
             if (payment.transition_count, payment.bank_payment_id) != before:
                 changed[payment.id] = payment
-        ledger_due = False
+        bookings = []
         for payment in changed.values():
             schedule(payment, now, deps.policy)
-            ledger_due = ledger_due or payment.pending_ledger_step() is not None
+            step = payment.pending_ledger_step()
+            free = payment.leased_until is None or payment.leased_until <= now
+            if step is not None and free:
+                payment.leased_until = now + deps.policy.lease
+                payment.next_action_at = payment.leased_until
+                bookings.append(_Work(payment, Action.LEDGER, step))
         uow.payments.save_all(list(changed.values()))
         uow.payments.set_cursor(FEED, next_after)
-        return ledger_due
+        return bookings
 
     return run_in_transaction(deps.uow, work)

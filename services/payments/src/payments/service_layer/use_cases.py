@@ -161,6 +161,43 @@ def ask_identity(deps: Deps, customer_id: str, known: CustomerKyc | None) -> Cus
 # --- creating payments ---------------------------------------------------------------------------
 
 
+def decide_payment(
+    request: PaymentRequest,
+    status: CustomerStatus,
+    velocity: Velocity,
+    policy: Policy,
+    now: datetime,
+) -> Payment:
+    """A new payment from its request: declined, held for review, or ready for its hold."""
+    fee = policy.fees.fee_for(request.amount, request.currency)
+    payment = Payment.create(
+        request,
+        fee=fee if request.kind is PaymentKind.PAYOUT else 0,
+        ledger_account_id=customer_account_id(request.customer_id, request.currency),
+        now=now,
+    )
+    payment.trace_context = current_traceparent()
+    if status.kyc_status != VERIFIED:
+        payment.decline("CUSTOMER_NOT_VERIFIED", now)
+        return payment
+    decision = assess(
+        policy.fraud,
+        amount=request.amount,
+        currency=request.currency,
+        customer_since=status.customer_since,
+        now=now,
+        velocity=velocity,
+    )
+    if decision.verdict is Verdict.DECLINE:
+        payment.decline(decision.reason, now)
+    elif decision.verdict is Verdict.REVIEW:
+        payment.review_required = True
+        payment.review_reason = decision.reason
+        if not payment.outgoing:
+            payment.transition(PaymentState.IN_REVIEW, decision.reason, now)
+    return payment
+
+
 @dataclass(frozen=True, slots=True)
 class _AskIdentity:
     """The projection cannot decide: identity must be asked, then the creation tried again."""
@@ -191,35 +228,12 @@ def create_payment(deps: Deps, request: PaymentRequest, account_field: str) -> P
         else:
             return _AskIdentity(known)
         now = deps.clock.now()
-        fee = policy.fees.fee_for(request.amount, request.currency)
-        payment = Payment.create(
-            request,
-            fee=fee if request.kind is PaymentKind.PAYOUT else 0,
-            ledger_account_id=customer_account_id(request.customer_id, request.currency),
-            now=now,
-        )
-        payment.trace_context = current_traceparent()
-        if status.kyc_status != VERIFIED:
-            payment.decline("CUSTOMER_NOT_VERIFIED", now)
-        else:
+        count, amount = 0, 0
+        if policy.fraud.uses_velocity:
             count, amount = uow.payments.velocity(
                 request.customer_id, request.currency, now - policy.fraud.velocity_window
             )
-            decision = assess(
-                policy.fraud,
-                amount=request.amount,
-                currency=request.currency,
-                customer_since=status.customer_since,
-                now=now,
-                velocity=Velocity(count, amount),
-            )
-            if decision.verdict is Verdict.DECLINE:
-                payment.decline(decision.reason, now)
-            elif decision.verdict is Verdict.REVIEW:
-                payment.review_required = True
-                payment.review_reason = decision.reason
-                if not payment.outgoing:
-                    payment.transition(PaymentState.IN_REVIEW, decision.reason, now)
+        payment = decide_payment(request, status, Velocity(count, amount), policy, now)
         _lease_for_hold(payment, now, policy)
         uow.payments.add(payment)
         return payment
