@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from typing import Any
 
 import structlog
 from astra.payments.v1 import payments_pb2, payments_pb2_grpc
@@ -36,7 +37,7 @@ SERVICE = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"]
 def build_server(app: Payments, settings: PaymentsSettings) -> GrpcServer:
     servicer = PaymentsServicer(app)
     # GrpcServer puts the tracing and metrics interceptors in front of these itself.
-    interceptors: list = [  # type: ignore[type-arg]
+    interceptors: list[Any] = [
         CallInterceptor(ERROR_DOMAIN, transient_errors=(OperationalError,)),
     ]
     if settings.auth_enabled:
