@@ -227,3 +227,19 @@ def test_reconciliation_agrees_after_a_mixed_day(suite: Suite) -> None:
         pb.RunReconciliationRequest(run_id=run.id, statement_date=run.statement_date)
     ).run
     assert replay == run
+
+
+def test_the_daily_job_reconciles_yesterday_once(suite: Suite) -> None:
+    first = suite.app.orchestrator.reconcile_yesterday()
+    again = suite.app.orchestrator.reconcile_yesterday()
+    assert first == again
+    run = suite.payments.GetReconciliationRun(pb.GetReconciliationRunRequest(run_id=first)).run
+    assert list(run.breaks) == []
+    with suite.app.engine.connect() as connection:
+        completed = connection.execute(
+            select(tables.outbox.c.payload).where(
+                tables.outbox.c.event_type == ev.ReconciliationCompleted.DESCRIPTOR.full_name
+            )
+        ).scalars()
+        runs = [ev.ReconciliationCompleted.FromString(p).run.id for p in completed]
+    assert runs == [first]

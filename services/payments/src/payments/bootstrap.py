@@ -124,7 +124,11 @@ class Payments:
         return self.deps.uow
 
     def start_workers(self) -> None:
-        self.orchestrator.start(loops=self.settings.worker_loops, feed=True)
+        self.orchestrator.start(
+            loops=self.settings.worker_loops,
+            feed=True,
+            reconcile_every=self.settings.reconciliation_interval_seconds,
+        )
 
     def start_sampler(self) -> None:
         def count() -> dict[PaymentState, int]:

@@ -95,6 +95,11 @@ class PaymentsSettings(ServiceSettings):
     status_poll_seconds: float = Field(
         60.0, gt=0, le=86400, description="Ask the bank about a submitted payment after this"
     )
+    reconciliation_interval_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How often workers make sure yesterday's statement is reconciled (0: never)",
+    )
     retry_max_seconds: float = Field(
         60.0, gt=0, le=86400, description="Longest wait before retrying an unfinished action"
     )

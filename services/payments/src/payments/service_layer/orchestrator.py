@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from chassis.db.uow import run_in_transaction
@@ -50,7 +50,12 @@ from payments.service_layer.ports import (
     SubmitResult,
 )
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
-from payments.service_layer.use_cases import Deps, apply_hold_result, schedule
+from payments.service_layer.use_cases import (
+    Deps,
+    apply_hold_result,
+    run_reconciliation,
+    schedule,
+)
 
 _log = structlog.get_logger("payments.worker")
 
@@ -238,11 +243,31 @@ class Orchestrator:
 
     # --- threads ----------------------------------------------------------------------------------
 
-    def start(self, loops: int = 1, feed: bool = True) -> None:
+    def start(self, loops: int = 1, feed: bool = True, reconcile_every: float = 0.0) -> None:
         for i in range(loops):
             self._spawn(f"payments-worker-{i}", self._work_loop)
         if feed:
             self._spawn("payments-bank-feed", self._feed_loop)
+        if reconcile_every > 0:
+            self._spawn("payments-reconciliation", lambda: self._reconcile_loop(reconcile_every))
+
+    def reconcile_yesterday(self) -> str:
+        """Reconcile yesterday's (complete) statement once; returns the run id.
+
+        The run id is derived from the day, so every process and every tick
+        after the first gets the same run back instead of a second run.
+        """
+        day = self.deps.clock.now().date() - timedelta(days=1)
+        run_id = f"rec_daily_{day:%Y%m%d}"
+        run_reconciliation(self.deps, run_id, day.isoformat())
+        return run_id
+
+    def _reconcile_loop(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self.reconcile_yesterday()
+            except Exception:
+                _log.exception("daily reconciliation failed; will try again")
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
