@@ -15,15 +15,17 @@ batch and takes the single path, which asks identity first.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from chassis.db.uow import run_in_transaction
 from chassis.kernel.errors import DomainError
+from chassis.tracing import batch_span
 
 from payments.domain.fraud import Velocity
 from payments.domain.ledger_plan import accounts_for, operation_for
@@ -52,6 +54,8 @@ Outcome = Payment | BaseException
 class Creation:
     request: PaymentRequest
     account_field: str
+    # The calling RPC's context (request id, deadline, trace), for work done on its behalf.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 def create_payments(deps: Deps, creations: Sequence[Creation]) -> list[Outcome]:
@@ -92,7 +96,8 @@ def create_payments(deps: Deps, creations: Sequence[Creation]) -> list[Outcome]:
                 single.append(index)
                 continue
             counted = velocity.setdefault((request.customer_id, request.currency), [0, 0])
-            payment = decide_payment(
+            payment = creation.context.run(
+                decide_payment,
                 request,
                 CustomerStatus(known.kyc_status, known.customer_since),
                 Velocity(counted[0], counted[1]),
@@ -126,7 +131,9 @@ def create_payments(deps: Deps, creations: Sequence[Creation]) -> list[Outcome]:
     for index in single:
         creation = creations[index]
         try:
-            outcomes[index] = create_payment(deps, creation.request, creation.account_field)
+            outcomes[index] = creation.context.run(
+                create_payment, deps, creation.request, creation.account_field
+            )
         except DomainError as error:
             outcomes[index] = error
     if wake:
@@ -139,8 +146,10 @@ def hold_many(deps: Deps, payments: Sequence[Payment]) -> dict[str, Payment]:
     results: dict[str, LedgerResult | None] = {}
     try:
         specs = {s.id: s for p in payments for s in accounts_for(p)}
-        deps.ledger.ensure_accounts(list(specs.values()))
-        answers = deps.ledger.apply([operation_for(p, LedgerStep.HOLD) for p in payments])
+        traces = [p.trace_context for p in payments]
+        with batch_span("payments.hold", traces, payments=len(payments)):
+            deps.ledger.ensure_accounts(list(specs.values()))
+            answers = deps.ledger.apply([operation_for(p, LedgerStep.HOLD) for p in payments])
         results = {p.id: a for p, a in zip(payments, answers, strict=True)}
     except LedgerUnavailable:
         _log.warning("ledger unavailable for holds; a worker retries", count=len(payments))
