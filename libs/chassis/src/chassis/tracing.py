@@ -153,8 +153,16 @@ def tracing_configured() -> bool:
     return _provider is not None
 
 
+_tracers: dict[int, trace.Tracer] = {}
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(INSTRUMENTATION)
+    """The chassis' tracer from the current provider (made once per provider, not per call)."""
+    provider = trace.get_tracer_provider()
+    found = _tracers.get(id(provider))
+    if found is None:
+        found = _tracers[id(provider)] = provider.get_tracer(INSTRUMENTATION)
+    return found
 
 
 def current_trace_id() -> str | None:
@@ -188,7 +196,8 @@ class TracingServerInterceptor(ServerInterceptorBase):
 
         def traced(behaviour: Callable[..., Any], request: Any, ctx: grpc.ServicerContext) -> Any:
             carrier = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
-            parent = propagate.extract(carrier)
+            # No trace context sent: a new root, without parsing anything.
+            parent = propagate.extract(carrier) if "traceparent" in carrier else None
             with tracer().start_as_current_span(
                 method.lstrip("/"),
                 context=parent,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
@@ -23,6 +23,15 @@ EventMapper = Callable[[Any], OutboxMessage]
 
 
 class UnitOfWork:
+    """A transaction with its events. ``orm = False`` subclasses get a plain Core connection.
+
+    Contexts whose aggregates the ORM maps use the Session; a context that works
+    with Core only (the ledger's set-based hot path) skips the Session's
+    bookkeeping, measurable when transactions are small and many.
+    """
+
+    orm: ClassVar[bool] = True
+
     def __init__(
         self,
         engine: Engine,
@@ -37,11 +46,17 @@ class UnitOfWork:
         self._recorded: list[Any] = []
         self.committed_events: list[Any] = []
         self._session: Session | None = None
+        self._connection: Connection | None = None
 
     def __enter__(self) -> Self:
-        self._session = Session(self._engine, expire_on_commit=False, autoflush=True)
         self._recorded = []
-        self._open_repositories(self._session)
+        if self.orm:
+            self._session = Session(self._engine, expire_on_commit=False, autoflush=True)
+            self._open_repositories(self._session)
+        else:
+            self._connection = self._engine.connect()
+            self._connection.begin()
+            self._open_core_repositories(self._connection)
         return self
 
     def __exit__(
@@ -50,15 +65,24 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._session is not None
-        try:
-            self._session.rollback()
-        finally:
-            self._session.close()
-            self._session = None
+        if self._session is not None:
+            try:
+                self._session.rollback()
+            finally:
+                self._session.close()
+                self._session = None
+        if self._connection is not None:
+            try:
+                self._connection.rollback()
+            finally:
+                self._connection.close()
+                self._connection = None
 
     def _open_repositories(self, session: Session) -> None:
         """Subclasses attach their repositories to the session here."""
+
+    def _open_core_repositories(self, connection: Connection) -> None:
+        """``orm = False`` subclasses attach their repositories to the connection here."""
 
     def _aggregate_events(self) -> list[Any]:
         """Subclasses return events their repositories' aggregates recorded."""
@@ -72,24 +96,33 @@ class UnitOfWork:
 
     @property
     def connection(self) -> Connection:
+        if self._connection is not None:
+            return self._connection
         return self.session.connection()
 
     def record(self, *events: Any) -> None:
         self._recorded.extend(events)
 
     def commit(self) -> None:
-        session = self.session
-        session.flush()
+        if self._session is not None:
+            self._session.flush()
+        connection = self.connection
         events = [*self._aggregate_events(), *self._recorded]
         if events and self._outbox is not None and self._event_mapper is not None:
             messages = [self._event_mapper(e) for e in events]
-            self._outbox.write(session.connection(), with_trace_context(messages))
-        session.commit()
+            self._outbox.write(connection, with_trace_context(messages))
+        if self._session is not None:
+            self._session.commit()
+        else:
+            connection.commit()
         self._recorded = []
         self.committed_events.extend(events)
 
     def rollback(self) -> None:
-        self.session.rollback()
+        if self._session is not None:
+            self._session.rollback()
+        else:
+            self.connection.rollback()
         self._recorded = []
 
 

@@ -26,6 +26,7 @@ from chassis.kernel.ids import new_id
 from chassis.logging import configure_logging
 from chassis.metrics import serve_metrics
 from chassis.multiprocess import supervise
+from chassis.runtime import tune_gc
 from chassis.tracing import configure_tracing
 from sqlalchemy.exc import OperationalError
 
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     identity = bootstrap(settings)
     server = build_server(identity, settings)
     serve_metrics(server, settings.grpc_host, settings.metrics_port)
+    tune_gc()
     port = server.start()
     log.info("identity serving", port=port, database=_safe_url(settings.database_url))
     server.serve_forever()

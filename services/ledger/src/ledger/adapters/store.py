@@ -84,26 +84,29 @@ _ONE_STATEMENT_WRITE = """
 WITH new_transfers AS (
   INSERT INTO transfers (id, kind, ok, reason, message, fingerprint, legs, pending_transfer_id,
                          reversed_transfer_id, expires_at, metadata, created_at)
-  SELECT * FROM unnest(%s::text[], %s::smallint[], %s::bool[], %s::text[], %s::text[],
-                       %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
-                       %s::text[], %s::timestamptz[])
+  SELECT t.*, %(at)s::timestamptz
+  FROM unnest(%(t_id)s::text[], %(t_kind)s::smallint[], %(t_ok)s::bool[], %(t_reason)s::text[],
+              %(t_message)s::text[], %(t_fp)s::text[], %(t_legs)s::text[], %(t_pending)s::text[],
+              %(t_reversed)s::text[], %(t_expires)s::timestamptz[], %(t_metadata)s::text[]) AS t
 ), new_entries AS (
   INSERT INTO entries (account_id, sequence, transfer_id, kind, entry_type, direction, amount,
                        debits_posted, credits_posted, debits_pending, credits_pending, created_at)
-  SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::smallint[], %s::smallint[],
-                       %s::smallint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-                       %s::bigint[], %s::timestamptz[])
+  SELECT e.*, %(at)s::timestamptz
+  FROM unnest(%(e_account)s::text[], %(e_seq)s::bigint[], %(e_transfer)s::text[],
+              %(e_kind)s::smallint[], %(e_type)s::smallint[], %(e_direction)s::smallint[],
+              %(e_amount)s::bigint[], %(e_dp)s::bigint[], %(e_cp)s::bigint[], %(e_dq)s::bigint[],
+              %(e_cq)s::bigint[]) AS e
 ), updated_accounts AS (
   UPDATE accounts AS a SET debits_posted = v.dp, credits_posted = v.cp, debits_pending = v.dq,
-         credits_pending = v.cq, entry_sequence = v.seq, last_entry_at = v.at
-  FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-              %s::bigint[], %s::timestamptz[]) AS v(id, dp, cp, dq, cq, seq, at)
+         credits_pending = v.cq, entry_sequence = v.seq, last_entry_at = %(at)s::timestamptz
+  FROM unnest(%(a_id)s::text[], %(a_dp)s::bigint[], %(a_cp)s::bigint[], %(a_dq)s::bigint[],
+              %(a_cq)s::bigint[], %(a_seq)s::bigint[]) AS v(id, dp, cp, dq, cq, seq)
   WHERE a.id = v.id
 ), opened_holds AS (
   INSERT INTO open_holds (transfer_id, expires_at)
-  SELECT * FROM unnest(%s::text[], %s::timestamptz[])
+  SELECT * FROM unnest(%(h_id)s::text[], %(h_expires)s::timestamptz[])
 ), closed_holds AS (
-  DELETE FROM open_holds WHERE transfer_id = ANY(%s::text[])
+  DELETE FROM open_holds WHERE transfer_id = ANY(%(closed)s::text[])
 )
 SELECT 1
 """
@@ -122,17 +125,21 @@ _RECORD_SELECT = (
 )
 
 
-_ARRAY_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+# Tokens that need no quoting in an array literal (never the word NULL: ours all have a
+# prefix or are numbers, reasons, hex digests or encoded legs with ":" and ";").
+_ARRAY_SAFE = re.compile(r"[A-Za-z0-9_:;-]+")
 
 
-def _text_array(values: Sequence[str]) -> str | list[str]:
-    """A PostgreSQL array literal for identifiers, or the list itself if any needs quoting.
+def _array(values: Sequence[str | None]) -> str | list[str | None]:
+    """A text array: a literal when every value is a plain token (or None), else the list.
 
-    Binding a Python list makes psycopg adapt every element; a literal of
-    validated identifiers is one string, several times cheaper for thousands.
+    Binding a Python list makes psycopg adapt it element by element; a literal
+    is one string, several times cheaper to build for thousands of values.
+    Identifiers, reasons, fingerprints and encoded legs are plain tokens; free
+    text (messages, metadata JSON) falls back to psycopg's quoting.
     """
-    if all(_ARRAY_SAFE.fullmatch(v) for v in values):
-        return "{" + ",".join(values) + "}"
+    if all(v is None or _ARRAY_SAFE.fullmatch(v) for v in values):
+        return "{" + ",".join("NULL" if v is None else v for v in values) + "}"
     return list(values)
 
 
@@ -141,14 +148,24 @@ def _int_array(values: Iterable[int]) -> str:
 
 
 def _encode_legs(legs: Iterable[Leg]) -> str:
-    return json.dumps(
-        [[leg.account_id, int(leg.direction or 0), leg.amount, leg.currency] for leg in legs],
-        separators=(",", ":"),
+    """``acct_a:1:500:EUR;acct_b:2:500:EUR``: account, direction, amount, currency per leg.
+
+    Every part is validated to [A-Za-z0-9_-] or digits, so ``:`` and ``;`` can
+    never occur inside one, and the text needs no quoting in an array literal.
+    """
+    return ";".join(
+        f"{leg.account_id}:{int(leg.direction or 0)}:{leg.amount}:{leg.currency}" for leg in legs
     )
 
 
 def _decode_legs(raw: str) -> tuple[Leg, ...]:
-    return tuple(Leg(a, Direction(d), amount, c) for a, d, amount, c in json.loads(raw))
+    if not raw:
+        return ()
+    legs = []
+    for part in raw.split(";"):
+        account_id, direction, amount, currency = part.split(":")
+        legs.append(Leg(account_id, Direction(int(direction)), int(amount), currency))
+    return tuple(legs)
 
 
 def _encode_metadata(metadata: Metadata) -> str | None:
@@ -255,7 +272,7 @@ class LedgerStore:
     def _in(self, column: str, name: str, values: Sequence[str]) -> tuple[Any, dict[str, Any]]:
         """``column IN values`` as ``= ANY(array)`` on PostgreSQL (one parameter)."""
         if self._pg:
-            return f"{column} = ANY(CAST(:{name} AS text[]))", {name: _text_array(values)}
+            return f"{column} = ANY(CAST(:{name} AS text[]))", {name: _array(values)}
         return f"{column} IN :{name}", {name: list(values)}
 
     def _query(self, sql: str, params: dict[str, Any], expanding: Sequence[str] = ()) -> Any:
@@ -380,7 +397,7 @@ class LedgerStore:
         try:
             with raw.pipeline():
                 for cursor, (sql, ids) in zip(cursors, queries, strict=True):
-                    cursor.execute(sql, (_text_array(ids),))
+                    cursor.execute(sql, (_array(ids),))
             return [cursor.fetchall() for cursor in cursors]
         finally:
             for cursor in cursors:
@@ -406,6 +423,15 @@ class LedgerStore:
     # --- writing a batch's outcome ------------------------------------------------
 
     def write(self, outcome: BatchOutcome) -> None:
+        # A hold placed and resolved within the batch never needs indexing.
+        closed_now = set(outcome.closed_holds)
+        opened = [h for h in outcome.opened_holds if h.id not in closed_now]
+        opened_now = {h.id for h in outcome.opened_holds}
+        closed = [c for c in outcome.closed_holds if c not in opened_now]
+        accounts = list(outcome.accounts.values())
+        if self._pg and len(outcome.records) < COPY_THRESHOLD:
+            self._write_in_one_statement(outcome.records, outcome.entries, accounts, opened, closed)
+            return
         transfer_rows = [
             (
                 r.id,
@@ -440,15 +466,6 @@ class LedgerStore:
             )
             for e in outcome.entries
         ]
-        # A hold placed and resolved within the batch never needs indexing.
-        closed_now = set(outcome.closed_holds)
-        opened = [h for h in outcome.opened_holds if h.id not in closed_now]
-        opened_now = {h.id for h in outcome.opened_holds}
-        closed = [c for c in outcome.closed_holds if c not in opened_now]
-        accounts = list(outcome.accounts.values())
-        if self._pg and len(outcome.records) < COPY_THRESHOLD:
-            self._write_in_one_statement(transfer_rows, entry_rows, accounts, opened, closed)
-            return
         if self._pg:
             self._copy("transfers", _TRANSFER_COLUMNS, transfer_rows)
             self._copy("entries", _ENTRY_COLUMNS, entry_rows)
@@ -467,8 +484,8 @@ class LedgerStore:
 
     def _write_in_one_statement(
         self,
-        transfer_rows: list[tuple[Any, ...]],
-        entry_rows: list[tuple[Any, ...]],
+        records: list[TransferRecord],
+        entries: list[Entry],
         accounts: list[Account],
         opened: list[TransferRecord],
         closed: list[str],
@@ -476,24 +493,49 @@ class LedgerStore:
         """A small batch's whole write as one statement of writable CTEs: one round trip.
 
         COPY needs a round trip per table; for a few transfers (the batcher's
-        grouped single calls) the round trips, not the rows, are the cost.
+        grouped single calls) the round trips, not the rows, are the cost. A
+        batch is decided at one instant, sent once; columns of identifiers and
+        numbers go as array literals, which cost far less to build than
+        adapting Python lists element by element.
         """
-        transfers = [list(c) for c in zip(*transfer_rows, strict=True)] or [[]] * 12
-        entries = [list(c) for c in zip(*entry_rows, strict=True)] or [[]] * 12
-        params = [
-            *transfers,
-            *entries,
-            [a.id for a in accounts],
-            [a.debits_posted for a in accounts],
-            [a.credits_posted for a in accounts],
-            [a.debits_pending for a in accounts],
-            [a.credits_pending for a in accounts],
-            [a.entry_sequence for a in accounts],
-            [a.last_entry_at for a in accounts],
-            [h.id for h in opened],
-            [h.expires_at for h in opened],
-            closed,
-        ]
+        if not records:
+            return  # replays only: nothing new to write
+        instants = {r.created_at for r in records} | {e.created_at for e in entries}
+        assert len(instants) == 1, "a batch is decided at one instant"
+        params = {
+            "at": instants.pop(),
+            "t_id": _array([r.id for r in records]),
+            "t_kind": _int_array(int(r.kind) for r in records),
+            "t_ok": "{" + ",".join("t" if r.ok else "f" for r in records) + "}",
+            "t_reason": _array([r.reason or None for r in records]),
+            "t_message": _array([r.message or None for r in records]),
+            "t_fp": _array([r.fingerprint for r in records]),
+            "t_legs": _array([_encode_legs(r.legs) for r in records]),
+            "t_pending": _array([r.pending_transfer_id or None for r in records]),
+            "t_reversed": _array([r.reversed_transfer_id or None for r in records]),
+            "t_expires": [r.expires_at for r in records],
+            "t_metadata": _array([_encode_metadata(r.metadata) for r in records]),
+            "e_account": _array([e.account_id for e in entries]),
+            "e_seq": _int_array(e.sequence for e in entries),
+            "e_transfer": _array([e.transfer_id for e in entries]),
+            "e_kind": _int_array(int(e.kind) for e in entries),
+            "e_type": _int_array(int(e.entry_type) for e in entries),
+            "e_direction": _int_array(int(e.direction) for e in entries),
+            "e_amount": _int_array(e.amount for e in entries),
+            "e_dp": _int_array(e.debits_posted for e in entries),
+            "e_cp": _int_array(e.credits_posted for e in entries),
+            "e_dq": _int_array(e.debits_pending for e in entries),
+            "e_cq": _int_array(e.credits_pending for e in entries),
+            "a_id": _array([a.id for a in accounts]),
+            "a_dp": _int_array(a.debits_posted for a in accounts),
+            "a_cp": _int_array(a.credits_posted for a in accounts),
+            "a_dq": _int_array(a.debits_pending for a in accounts),
+            "a_cq": _int_array(a.credits_pending for a in accounts),
+            "a_seq": _int_array(a.entry_sequence for a in accounts),
+            "h_id": _array([h.id for h in opened]),
+            "h_expires": [h.expires_at for h in opened],
+            "closed": _array(closed),
+        }
         with self._driver().cursor() as cursor:
             cursor.execute(_ONE_STATEMENT_WRITE, params)
 
@@ -530,7 +572,7 @@ class LedgerStore:
                     "AS v(id, dp, cp, dq, cq, seq) WHERE a.id = v.id"
                 ).bindparams(bindparam("at", type_=DateTime(timezone=True))),
                 {
-                    "ids": _text_array([a.id for a in accounts]),
+                    "ids": _array([a.id for a in accounts]),
                     "dp": _int_array(a.debits_posted for a in accounts),
                     "cp": _int_array(a.credits_posted for a in accounts),
                     "dq": _int_array(a.debits_pending for a in accounts),

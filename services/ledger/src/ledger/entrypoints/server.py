@@ -13,6 +13,7 @@ from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.logging import configure_logging
 from chassis.metrics import serve_metrics
 from chassis.multiprocess import supervise
+from chassis.runtime import tune_gc
 from chassis.tracing import configure_tracing
 from sqlalchemy.exc import OperationalError
 
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     ledger.start_expiry_worker()
     server = build_server(ledger, settings)
     serve_metrics(server, settings.grpc_host, settings.metrics_port)
+    tune_gc()
     port = server.start()
     log.info("ledger serving", port=port, database=_safe_url(settings.database_url))
     server.serve_forever()

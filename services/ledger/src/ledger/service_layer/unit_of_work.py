@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from chassis.db.uow import EventMapper, UnitOfWork
 from chassis.outbox.writer import OutboxWriter
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine
 
 from ledger.adapters.store import LedgerStore
 
 
 class LedgerUnitOfWork(UnitOfWork):
+    # Core only: the ledger maps nothing with the ORM (see ledger.adapters.tables).
+    orm = False
     store: LedgerStore
 
     def __init__(
@@ -18,5 +19,5 @@ class LedgerUnitOfWork(UnitOfWork):
     ) -> None:
         super().__init__(engine, outbox, event_mapper)
 
-    def _open_repositories(self, session: Session) -> None:
-        self.store = LedgerStore(session.connection())
+    def _open_core_repositories(self, connection: Connection) -> None:
+        self.store = LedgerStore(connection)
