@@ -47,6 +47,9 @@ DATABASES = {
 }
 KEK_FILE = DATA / "identity.kek"
 DEV_CLIENT_FILE = DATA / "dev-client.json"
+ACCOUNT_JSON = json.dumps(
+    {"account": {"id": "acct_demo", "currency": "EUR", "normal_side": "NORMAL_SIDE_CREDIT"}}
+)
 PAYMENTS_SCOPES = [
     "ledger.accounts.read",
     "ledger.accounts.write",
@@ -135,7 +138,7 @@ class Suite:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         for name, process in reversed(self.processes):
@@ -258,7 +261,7 @@ A first grpcurl session:
       127.0.0.1:{IDENTITY_PORT} astra.identity.v1.IdentityService/IssueToken \\
       | {sys.executable} -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" \\
-      -d '{{"account": {{"id": "acct_demo", "currency": "EUR", "normal_side": "NORMAL_SIDE_CREDIT"}}}}' \\
+      -d '{ACCOUNT_JSON}' \\
       127.0.0.1:{LEDGER_PORT} astra.ledger.v1.LedgerService/OpenAccount
 
 Ctrl-C stops everything.""",
