@@ -30,7 +30,7 @@ class FaultSettings(BaseSettings):
     )
     retry_after_seconds: int = Field(1, ge=0, le=3600, description="Retry-After of a 429")
     slow_rate: float = Field(0.0, ge=0, le=1, description="Act normally after slow_seconds")
-    slow_seconds: float = Field(1.0, ge=0, le=600)
+    slow_seconds: float = Field(1.0, ge=0, le=600, description="How long a slow answer takes")
     hang_seconds: float = Field(
         30.0, ge=0, le=3600, description="How long a timeout or a lost response hangs"
     )
