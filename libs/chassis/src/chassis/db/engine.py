@@ -27,11 +27,14 @@ def create_db_engine(url: str, *, pool_size: int = 10, application_name: str = "
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
+    # No ping on every checkout (a round trip per transaction): a connection the
+    # server dropped fails its first statement, the pool invalidates it, and
+    # run_with_conflict_retry runs the transaction again on a fresh one.
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={"application_name": application_name},
     )

@@ -33,14 +33,18 @@ _CONFLICTS = (
 )
 
 
-def is_conflict(error: BaseException) -> bool:
-    if not isinstance(error, DBAPIError):
-        return False
-    original = error.orig
-    if isinstance(original, _CONFLICTS):
+def _lost_race(error: DBAPIError) -> bool:
+    if isinstance(error.orig, _CONFLICTS):
         return True
     # SQLite: another writer holds the lock past busy_timeout.
-    return isinstance(error, OperationalError) and "database is locked" in str(original)
+    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
+
+
+def is_conflict(error: BaseException) -> bool:
+    """A transaction that lost a race, or whose pooled connection turned out dead: run it again."""
+    if not isinstance(error, DBAPIError):
+        return False
+    return error.connection_invalidated or _lost_race(error)
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -66,4 +70,4 @@ def run_with_conflict_retry(fn: Callable[[], T], *, attempts: int = 10) -> T:
 
 def is_database_unavailable(error: BaseException) -> bool:
     """Connection refused or dropped: the caller should see UNAVAILABLE, not INTERNAL."""
-    return isinstance(error, OperationalError) and not is_conflict(error)
+    return isinstance(error, OperationalError) and not _lost_race(error)

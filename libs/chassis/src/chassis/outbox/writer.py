@@ -10,10 +10,12 @@ trip: on the hot path of small transactions the round trips are the cost).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Table, insert, text
 
@@ -85,6 +87,32 @@ class OutboxWriter:
                     copy.write_row(row)
             connection.execute(text("SELECT pg_notify(:c, '')"), {"c": self._channel})
             return
-        columns = [list(column) for column in zip(*rows, strict=True)]
         with raw.cursor() as cursor:
-            cursor.execute(self._insert_and_notify_sql, [*columns, self._channel])
+            cursor.execute(self._insert_and_notify_sql, [*_array_literals(rows), self._channel])
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.:;-]+")
+
+
+def _array_literals(rows: list[tuple[Any, ...]]) -> list[Any]:
+    """The columns as PostgreSQL array literals where that is safe, else as lists.
+
+    A literal is one string; a list is adapted by psycopg element by element,
+    which is most of this statement's client CPU for a handful of events.
+    Event ids, types and ordering keys are tokens; payloads go as hex bytea;
+    instants as quoted ISO text. Anything else (headers) is left to psycopg.
+    """
+    event_ids, types, keys, lanes, payloads, headers, instants = (
+        list(column) for column in zip(*rows, strict=True)
+    )
+    out: list[Any] = []
+    for texts in (event_ids, types, keys):
+        if all(_TOKEN.fullmatch(t) for t in texts):
+            out.append("{" + ",".join(texts) + "}")
+        else:
+            out.append(texts)
+    out.append("{" + ",".join(map(str, lanes)) + "}")
+    out.append("{" + ",".join(f'"\\\\x{p.hex()}"' for p in payloads) + "}")
+    out.append(headers if any(headers) else "{" + ",".join("NULL" for _ in headers) + "}")
+    out.append("{" + ",".join(f'"{i.isoformat()}"' for i in instants) + "}")
+    return out

@@ -391,7 +391,24 @@ class LedgerStore:
         return known, {row[0]: _snapshot(row) for row in account_rows}
 
     def _pipelined(self, *queries: tuple[str, Sequence[str]]) -> list[list[tuple[Any, ...]]]:
-        """Run several reads in one round trip (psycopg pipeline mode), in order."""
+        """Run several reads in one round trip, in order.
+
+        With identifiers only (always, for validated requests) the statements go
+        as one simple-protocol string with literal arrays: half the client CPU
+        of psycopg's pipeline mode, which remains the fallback.
+        """
+        literals = [_array(ids) for _, ids in queries]
+        if all(isinstance(literal, str) for literal in literals):
+            text = "; ".join(
+                sql.replace("%s", f"'{literal}'")
+                for (sql, _), literal in zip(queries, literals, strict=True)
+            )
+            with self._driver().cursor() as cursor:
+                cursor.execute(text.encode())
+                results = [cursor.fetchall()]
+                while cursor.nextset():
+                    results.append(cursor.fetchall())
+            return results
         raw = self._driver()
         cursors = [raw.cursor() for _ in queries]
         try:

@@ -1,0 +1,63 @@
+"""The database plumbing: a connection the server dropped costs a retry, not an error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from astra_testkit.postgres import PostgresServer
+from chassis.db.engine import create_db_engine
+from chassis.db.retry import is_database_unavailable, run_with_conflict_retry
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+
+@pytest.fixture
+def database(postgres: PostgresServer) -> Iterator[tuple[str, str]]:
+    name = postgres.create_database(prefix="astra_t_chassis")
+    yield name, postgres.url_for(name)
+    postgres.drop_database(name)
+
+
+def backend_count(postgres: PostgresServer, name: str) -> int:
+    with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_a_dropped_pooled_connection_is_replaced_transparently(
+    postgres: PostgresServer, database: tuple[str, str]
+) -> None:
+    name, url = database
+    engine: Engine = create_db_engine(url, pool_size=2)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar_one() == 1
+        assert backend_count(postgres, name) == 1  # the pooled connection stays open
+        with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+
+        def work() -> int:
+            with engine.begin() as connection:
+                return int(connection.execute(text("SELECT 41 + 1")).scalar_one())
+
+        assert run_with_conflict_retry(work) == 42
+    finally:
+        engine.dispose()
+
+
+def test_an_unreachable_database_is_unavailable_not_a_conflict() -> None:
+    engine = create_db_engine("postgresql://postgres@127.0.0.1:1/none", pool_size=1)
+    try:
+        with pytest.raises(OperationalError) as caught, engine.connect():
+            pass
+        assert is_database_unavailable(caught.value)
+    finally:
+        engine.dispose()
