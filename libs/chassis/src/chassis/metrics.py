@@ -35,7 +35,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from chassis.grpc.interceptors import INFRASTRUCTURE_PREFIXES, wrap_handler
+from chassis.grpc.interceptors import MethodInterceptor, wrap_handler
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -133,21 +133,15 @@ def status_code_of(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCo
     return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
 
 
-class MetricsInterceptor(ServerInterceptorBase):
+class MetricsInterceptor(MethodInterceptor):
     """Counts, times and tracks in-flight calls of every application method.
 
     Health checks and reflection are left out: probes would drown the figures.
     """
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(INFRASTRUCTURE_PREFIXES):
-            return handler
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         service, name = split_method(method)
         in_flight = GRPC_IN_FLIGHT.labels(service, name)
         latency = GRPC_HANDLING_SECONDS.labels(service, name)

@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from chassis.grpc.interceptors import INFRASTRUCTURE_PREFIXES, wrap_handler
+from chassis.grpc.interceptors import MethodInterceptor, wrap_handler
 from chassis.metrics import split_method, status_code_of
 from chassis.outbox.writer import OutboxMessage
 
@@ -174,7 +174,7 @@ def current_trace_id() -> str | None:
 # --- gRPC ---------------------------------------------------------------------
 
 
-class TracingServerInterceptor(ServerInterceptorBase):
+class TracingServerInterceptor(MethodInterceptor):
     """A server span per call, child of the caller's ``traceparent``.
 
     Our own rather than opentelemetry-instrumentation-grpc's server interceptor:
@@ -182,15 +182,9 @@ class TracingServerInterceptor(ServerInterceptorBase):
     our servers (rich error details), so its spans would call them all OK.
     """
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(INFRASTRUCTURE_PREFIXES):
-            return handler
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         service, name = split_method(method)
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -23,9 +23,8 @@ from chassis.auth.principal import Principal
 from chassis.auth.verifier import TokenVerifier
 from chassis.grpc.context import CallContext, current_call, reset_current_call, set_current_call
 from chassis.grpc.interceptors import (
-    INFRASTRUCTURE_PREFIXES,
     Behaviour,
-    ServerInterceptorBase,
+    MethodInterceptor,
     metadata_value,
     wrap_handler,
 )
@@ -48,22 +47,15 @@ def bearer_token(context: grpc.ServicerContext) -> str:
     return header[len(_BEARER) :].strip()
 
 
-class AuthInterceptor(ServerInterceptorBase):
+class AuthInterceptor(MethodInterceptor):
     def __init__(self, verifier: TokenVerifier, policy: AccessPolicy) -> None:
+        super().__init__()
         self._verifier = verifier
         self._policy = policy
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method: str = handler_call_details.method
-        if method.startswith(INFRASTRUCTURE_PREFIXES):
-            return handler
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         rule = self._policy.rule_for(method)
         if rule is not None and rule.allow_unauthenticated:
             return handler
