@@ -12,6 +12,15 @@ import pytest
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.pubsub_emulator import PubSubEmulator
 
+# Every context's fixtures, available to every test without importing them.
+pytest_plugins = [
+    "tests.ledger_fixtures",
+    "tests.identity_fixtures",
+    "tests.payments_fixtures",
+    "tests.outbox_fixtures",
+    "tests.observability_fixtures",
+]
+
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:

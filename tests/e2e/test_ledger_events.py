@@ -19,17 +19,13 @@ from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from chassis.pubsub import cloudevents as ce
 
-from tests.ledger_fixtures import clock, ledger, ledger_db_url, ledger_stub
 from tests.outbox_fixtures import (
     PROJECT,
     Topic,
     collecting,
-    emulator_env,
     relay_process,
     wait_until,
 )
-
-__all__ = ["clock", "emulator_env", "ledger", "ledger_db_url", "ledger_stub"]
 
 pytestmark = pytest.mark.e2e
 

@@ -26,17 +26,13 @@ from chassis.pubsub.clients import (
 )
 from chassis.pubsub.subscriber import Outcome
 
-from tests.ledger_fixtures import clock, ledger, ledger_db_url, ledger_stub
 from tests.outbox_fixtures import (
     CountingStore,
     OutboxFeeder,
     Topic,
-    counting_store,
     relay_process,
     wait_until,
 )
-
-__all__ = ["clock", "counting_store", "ledger", "ledger_db_url", "ledger_stub"]
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from astra_testkit.ports import free_port
@@ -50,7 +51,7 @@ def ledger_process(
         postgres.drop_database(database)
 
 
-def grpcurl(target: str, *args: str, data: dict[str, object] | None = None) -> str:
+def grpcurl(target: str, *args: str, data: Mapping[str, Any] | None = None) -> str:
     command = [str(GRPCURL), "-plaintext", "-H", f"authorization: Bearer {service_token()}"]
     if data is not None:
         command += ["-d", json.dumps(data)]
@@ -126,10 +127,10 @@ def test_grpcurl_session_against_a_real_ledger_process(
     assert balance["balance"]["available"] == "2500"
 
     # Refusals come back with their reason in the error details.
-    overdraw = {"transfer": {**transfer["transfer"], "id": "tr_second"}}
-    legs = overdraw["transfer"]["movement"]["legs"]  # type: ignore[index]
+    overdraw: dict[str, Any] = {"transfer": {**transfer["transfer"], "id": "tr_second"}}
+    legs = overdraw["transfer"]["movement"]["legs"]
     overdraw["transfer"]["movement"] = {
-        "legs": [  # type: ignore[index]
+        "legs": [
             {**legs[1], "direction": "DIRECTION_DEBIT", "amount": "9999"},
             {**legs[0], "direction": "DIRECTION_CREDIT", "amount": "9999"},
         ]

@@ -21,9 +21,6 @@ from ledger.entrypoints.server import build_server
 from sqlalchemy import func, select
 
 from tests.auth_forgery import forgeries
-from tests.ledger_fixtures import clock, ledger, ledger_db_url
-
-__all__ = ["clock", "ledger", "ledger_db_url"]
 
 
 @dataclass

@@ -19,24 +19,8 @@ from ledger.entrypoints.server import build_server
 
 from tests.identity_fixtures import (
     IdentityServer,
-    identity,
-    identity_clock,
-    identity_db_url,
-    identity_server,
-    identity_stub,
 )
-from tests.ledger_fixtures import clock, ledger, ledger_db_url, ledger_settings
-
-__all__ = [
-    "clock",
-    "identity",
-    "identity_clock",
-    "identity_db_url",
-    "identity_server",
-    "identity_stub",
-    "ledger",
-    "ledger_db_url",
-]
+from tests.ledger_fixtures import ledger_settings
 
 
 class Clock:

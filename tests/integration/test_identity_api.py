@@ -23,16 +23,9 @@ from sqlalchemy import func, select
 from tests.identity_fixtures import (
     TEST_KEK,
     IdentityServer,
-    identity,
-    identity_clock,
-    identity_db_url,
-    identity_server,
     identity_settings,
-    identity_stub,
 )
 from tests.ledger_fixtures import MovableClock
-
-__all__ = ["identity", "identity_clock", "identity_db_url", "identity_server", "identity_stub"]
 
 
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:

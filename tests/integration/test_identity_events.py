@@ -9,23 +9,7 @@ from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from chassis.pubsub.registry import decode
 
-from tests.identity_fixtures import (
-    identity,
-    identity_clock,
-    identity_db_url,
-    identity_server,
-    identity_stub,
-)
-from tests.outbox_fixtures import Topic, collecting, emulator_env, relay_settings, running_relay
-
-__all__ = [
-    "emulator_env",
-    "identity",
-    "identity_clock",
-    "identity_db_url",
-    "identity_server",
-    "identity_stub",
-]
+from tests.outbox_fixtures import Topic, collecting, relay_settings, running_relay
 
 
 def test_kyc_events_arrive_on_pubsub_in_order_per_customer(

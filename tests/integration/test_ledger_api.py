@@ -26,9 +26,20 @@ def leg(account: str, direction: int, amount: int, currency: str = "EUR") -> pb.
     return pb.Leg(account_id=account, direction=direction, amount=amount, currency=currency)  # type: ignore[arg-type]
 
 
-def movement(tid: str, src: str, dst: str, amount: int, **kw: object) -> pb.TransferSpec:
+def movement(
+    tid: str,
+    src: str,
+    dst: str,
+    amount: int,
+    *,
+    linked: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> pb.TransferSpec:
     return pb.TransferSpec(
-        id=tid, movement=pb.Movement(legs=[leg(src, D, amount), leg(dst, C, amount)]), **kw
+        id=tid,
+        linked=linked,
+        metadata=metadata,
+        movement=pb.Movement(legs=[leg(src, D, amount), leg(dst, C, amount)]),
     )
 
 
@@ -47,10 +58,11 @@ def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
 
 def journal_counts(ledger: Ledger) -> tuple[int, int, int, int]:
     with ledger.engine.connect() as c:
-        return tuple(  # type: ignore[return-value]
-            c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+        counts = [
+            int(c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
             for t in ("accounts", "transfers", "entries", "outbox")
-        )
+        ]
+    return counts[0], counts[1], counts[2], counts[3]
 
 
 @pytest.fixture

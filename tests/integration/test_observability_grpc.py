@@ -22,14 +22,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.observability_fixtures import (
-    collected_spans,
-    json_logs,
     sample,
     scrape,
     spans_named,
 )
-
-__all__ = ["collected_spans", "json_logs"]
 
 SERVICE = "astra.probe.v1.ObservedProbe"
 _log = structlog.get_logger("probe")

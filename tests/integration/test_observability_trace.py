@@ -20,31 +20,12 @@ from payments.domain.ledger_plan import AccountSpec, clearing_account_id, custom
 
 from tests.identity_fixtures import (
     IdentityServer,
-    identity,
-    identity_clock,
-    identity_db_url,
-    identity_server,
 )
-from tests.observability_fixtures import collected_spans
 from tests.payments_fixtures import (
     SandboxBank,
     Suite,
-    ledger_target,
     make_suite,
-    payments_db_url,
-    sandbox_bank,
 )
-
-__all__ = [
-    "collected_spans",
-    "identity",
-    "identity_clock",
-    "identity_db_url",
-    "identity_server",
-    "ledger_target",
-    "payments_db_url",
-    "sandbox_bank",
-]
 
 
 @pytest.fixture

@@ -27,15 +27,12 @@ from tests.outbox_fixtures import (
     Received,
     Topic,
     collecting,
-    emulator_env,
     posted_event,
     relay_settings,
     running_relay,
     unique,
     wait_until,
 )
-
-__all__ = ["emulator_env"]
 
 pytestmark = pytest.mark.integration
 

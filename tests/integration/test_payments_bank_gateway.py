@@ -14,9 +14,7 @@ from payments.service_layer.ports import BankInstruction, LookupResult, SubmitRe
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from tests.payments_fixtures import SandboxBank, sandbox_bank
-
-__all__ = ["sandbox_bank"]
+from tests.payments_fixtures import SandboxBank
 
 
 def instruction(key: str, amount: int = 1_000) -> BankInstruction:

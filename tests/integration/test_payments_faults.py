@@ -14,25 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from astra.payments.v1 import payments_pb2 as pb
 from payments.adapters.bank_gateway import HttpBankGateway
 
-from tests.identity_fixtures import identity, identity_clock, identity_db_url, identity_server
 from tests.payments_fixtures import (
     Suite,
-    ledger_target,
-    payments_db_url,
-    sandbox_bank,
-    suite,
 )
-
-__all__ = [
-    "identity",
-    "identity_clock",
-    "identity_db_url",
-    "identity_server",
-    "ledger_target",
-    "payments_db_url",
-    "sandbox_bank",
-    "suite",
-]
 
 PAYOUTS = 15
 AMOUNT = 1_000

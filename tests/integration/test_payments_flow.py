@@ -15,26 +15,10 @@ from chassis.grpc.status import reason_of
 from payments.adapters import tables
 from sqlalchemy import select
 
-from tests.identity_fixtures import identity, identity_clock, identity_db_url, identity_server
 from tests.payments_fixtures import (
     Suite,
-    ledger_target,
-    payments_db_url,
     rpc_error,
-    sandbox_bank,
-    suite,
 )
-
-__all__ = [
-    "identity",
-    "identity_clock",
-    "identity_db_url",
-    "identity_server",
-    "ledger_target",
-    "payments_db_url",
-    "sandbox_bank",
-    "suite",
-]
 
 S = pb
 

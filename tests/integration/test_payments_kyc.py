@@ -27,29 +27,12 @@ from sqlalchemy import func, select
 
 from tests.identity_fixtures import (
     IdentityServer,
-    identity,
-    identity_clock,
-    identity_db_url,
-    identity_server,
 )
 from tests.payments_fixtures import (
     SandboxBank,
     Suite,
-    ledger_target,
     make_suite,
-    payments_db_url,
-    sandbox_bank,
 )
-
-__all__ = [
-    "identity",
-    "identity_clock",
-    "identity_db_url",
-    "identity_server",
-    "ledger_target",
-    "payments_db_url",
-    "sandbox_bank",
-]
 
 PROJECT = "astra-local"
 

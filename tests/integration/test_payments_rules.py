@@ -15,32 +15,13 @@ from chassis.grpc.status import bad_request, reason_of
 
 from tests.identity_fixtures import (
     IdentityServer,
-    identity,
-    identity_clock,
-    identity_db_url,
-    identity_server,
 )
 from tests.payments_fixtures import (
     SandboxBank,
     Suite,
-    ledger_target,
     make_suite,
-    payments_db_url,
     rpc_error,
-    sandbox_bank,
-    suite,
 )
-
-__all__ = [
-    "identity",
-    "identity_clock",
-    "identity_db_url",
-    "identity_server",
-    "ledger_target",
-    "payments_db_url",
-    "sandbox_bank",
-    "suite",
-]
 
 RULES = {
     "fraud_max_amount": {"EUR": 50_000},

@@ -10,21 +10,8 @@ from astra.payments.v1 import payments_pb2 as pb
 
 from tests.identity_fixtures import (
     IdentityServer,
-    identity,
-    identity_clock,
-    identity_db_url,
-    identity_server,
 )
-from tests.payments_fixtures import SandboxBank, Suite, ledger_target, make_suite, sandbox_bank
-
-__all__ = [
-    "identity",
-    "identity_clock",
-    "identity_db_url",
-    "identity_server",
-    "ledger_target",
-    "sandbox_bank",
-]
+from tests.payments_fixtures import SandboxBank, Suite, make_suite
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.payments_fixtures import SandboxBank, sandbox_bank
-
-__all__ = ["sandbox_bank"]
+from tests.payments_fixtures import SandboxBank
 
 
 def body(reference: str, amount: int = 1_000, account: str = "DE0001", **kw: Any) -> dict[str, Any]:

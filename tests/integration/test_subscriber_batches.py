@@ -13,9 +13,7 @@ from chassis.pubsub import cloudevents as ce
 from chassis.pubsub.subscriber import EventSubscriber, Outcome, ReceivedEvent, SubscriberOptions
 from sqlalchemy import Connection, select
 
-from tests.outbox_fixtures import CountingStore, counting_store
-
-__all__ = ["counting_store"]
+from tests.outbox_fixtures import CountingStore
 
 
 @dataclass

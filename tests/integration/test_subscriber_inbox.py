@@ -26,14 +26,10 @@ from tests.outbox_fixtures import (
     OutboxFeeder,
     Topic,
     collecting,
-    counting_store,
-    emulator_env,
     relay_settings,
     running_relay,
     wait_until,
 )
-
-__all__ = ["counting_store", "emulator_env"]
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,6 @@ from typing import Any
 import grpc
 import pytest
 from chassis import metrics
-
-from tests.observability_fixtures import json_logs
-
-__all__ = ["json_logs"]
 from prometheus_client import REGISTRY
 
 

@@ -15,9 +15,7 @@ from chassis.outbox.writer import OutboxMessage
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.observability_fixtures import collected_spans, json_logs, spans_named
-
-__all__ = ["collected_spans", "json_logs"]
+from tests.observability_fixtures import spans_named
 
 
 def test_outside_any_trace_there_is_nothing_to_inject(

@@ -40,10 +40,6 @@ from chassis.grpc.interceptors import MethodInterceptor, wrap_handler
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    ServerInterceptorBase = grpc.ServerInterceptor[Any, Any]
-else:  # the stubs' generics do not exist at run time
-    ServerInterceptorBase = grpc.ServerInterceptor
-
 _log = structlog.get_logger("chassis.metrics")
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -26,7 +26,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import structlog
@@ -42,14 +42,10 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from chassis.grpc.bases import UnaryStreamClientBase, UnaryUnaryClientBase
 from chassis.grpc.interceptors import MethodInterceptor, wrap_handler
 from chassis.metrics import split_method, status_code_of
 from chassis.outbox.writer import OutboxMessage
-
-if TYPE_CHECKING:
-    ServerInterceptorBase = grpc.ServerInterceptor[Any, Any]
-else:  # the stubs' generics do not exist at run time
-    ServerInterceptorBase = grpc.ServerInterceptor
 
 _log = structlog.get_logger("chassis.tracing")
 
@@ -230,15 +226,7 @@ def server_interceptors() -> list[grpc.ServerInterceptor[Any, Any]]:
     return [TracingServerInterceptor()] if tracing_configured() else []
 
 
-if TYPE_CHECKING:
-    _UnaryUnary = grpc.UnaryUnaryClientInterceptor[Any, Any]
-    _UnaryStream = grpc.UnaryStreamClientInterceptor[Any, Any]
-else:  # the stubs' generics do not exist at run time
-    _UnaryUnary = grpc.UnaryUnaryClientInterceptor
-    _UnaryStream = grpc.UnaryStreamClientInterceptor
-
-
-class TracingClientInterceptor(_UnaryUnary, _UnaryStream):
+class TracingClientInterceptor(UnaryUnaryClientBase, UnaryStreamClientBase):
     """A client span per outgoing call, and ``traceparent`` in its metadata.
 
     Our own because the instrumentation's client interceptor implements its own

@@ -106,6 +106,9 @@ def bootstrap(settings: LedgerSettings, clock: Clock | None = None) -> Ledger:
         return use_cases.execute_batch(uow, clock, requests)
 
     batcher = TransferBatcher(
-        execute, max_batch=settings.batcher_max_batch, workers=settings.batcher_workers
+        execute,
+        max_batch=settings.batcher_max_batch,
+        workers=settings.batcher_workers,
+        name="transfer-batcher",
     )
     return Ledger(engine=engine, clock=clock, batcher=batcher, settings=settings, uow=uow)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import collections
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from chassis import tracing
+from chassis.grpc.bases import UnaryStreamClientBase, UnaryUnaryClientBase
 from chassis.grpc.context import current_call
 
 TokenSource = Callable[[], str]
@@ -33,15 +34,7 @@ class _ClientCallDetails(
     pass
 
 
-if TYPE_CHECKING:
-    _UnaryUnary = grpc.UnaryUnaryClientInterceptor[Any, Any]
-    _UnaryStream = grpc.UnaryStreamClientInterceptor[Any, Any]
-else:  # the stubs' generics do not exist at run time
-    _UnaryUnary = grpc.UnaryUnaryClientInterceptor
-    _UnaryStream = grpc.UnaryStreamClientInterceptor
-
-
-class PropagatingClientInterceptor(_UnaryUnary, _UnaryStream):
+class PropagatingClientInterceptor(UnaryUnaryClientBase, UnaryStreamClientBase):
     def __init__(self, default_timeout: float, token_source: TokenSource | None = None) -> None:
         self._default_timeout = default_timeout
         self._token_source = token_source

@@ -13,11 +13,12 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import structlog
 
+from chassis.grpc.bases import ServerInterceptorBase
 from chassis.grpc.context import (
     CallContext,
     reset_current_call,
@@ -32,11 +33,6 @@ _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # Methods that stay open and quiet: health probes and reflection.
 INFRASTRUCTURE_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
-
-if TYPE_CHECKING:
-    ServerInterceptorBase = grpc.ServerInterceptor[Any, Any]
-else:  # the stubs' generics do not exist at run time
-    ServerInterceptorBase = grpc.ServerInterceptor
 
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 Around = Callable[[Behaviour, Any, grpc.ServicerContext], Any]

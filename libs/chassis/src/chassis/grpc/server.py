@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from chassis import tracing
+from chassis.config import ServiceSettings
 from chassis.metrics import MetricsInterceptor
 
 _log = structlog.get_logger("chassis.server")
@@ -43,6 +44,17 @@ class ServerOptions:
     grace_seconds: float = 10.0
     max_message_bytes: int = 64 * 1024 * 1024
     extra_options: list[tuple[str, int | str]] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> ServerOptions:
+        """The options every service reads from its ``<SERVICE>_GRPC_*`` settings."""
+        return cls(
+            host=settings.grpc_host,
+            port=settings.grpc_port,
+            max_workers=settings.grpc_max_workers,
+            reuse_port=settings.grpc_reuse_port,
+            grace_seconds=settings.grace_seconds,
+        )
 
 
 class GrpcServer:

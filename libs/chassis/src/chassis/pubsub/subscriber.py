@@ -54,6 +54,7 @@ from google.pubsub_v1 import PubsubMessage
 from sqlalchemy import Connection, Engine, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
+from chassis.batching import drain
 from chassis.db.retry import is_database_unavailable, run_with_conflict_retry
 from chassis.metrics import EVENTS_HANDLED
 from chassis.outbox.schema import dead_letters_table, inbox_failures_table, inbox_table
@@ -555,17 +556,7 @@ class EventSubscriber:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            stop = False
-            while len(batch) < self.options.batch_size:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
+            batch, stop = drain(self._queue, first, self.options.batch_size)
             try:
                 self.handle_batch(batch)
             except Exception:

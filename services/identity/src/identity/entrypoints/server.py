@@ -49,13 +49,7 @@ def build_server(identity: Identity, settings: IdentitySettings) -> GrpcServer:
                 lambda s: identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, s),
             )
         ],
-        ServerOptions(
-            host=settings.grpc_host,
-            port=settings.grpc_port,
-            max_workers=settings.grpc_max_workers,
-            reuse_port=settings.grpc_reuse_port,
-            grace_seconds=settings.grace_seconds,
-        ),
+        ServerOptions.from_settings(settings),
         interceptors=[
             CallInterceptor(ERROR_DOMAIN, transient_errors=(OperationalError,)),
             AuthInterceptor(identity.verifier, AccessPolicy.for_services(SERVICE)),

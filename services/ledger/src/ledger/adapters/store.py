@@ -185,27 +185,6 @@ def _aware(value: datetime | str | None) -> datetime | None:
     return utc(value)
 
 
-def _account(row: Sequence[Any]) -> Account:
-    return Account(
-        id=row[0],
-        currency=row[1],
-        normal_side=NormalSide(row[2]),
-        debits_must_not_exceed_credits=bool(row[3]),
-        credits_must_not_exceed_debits=bool(row[4]),
-        debits_posted=row[5],
-        credits_posted=row[6],
-        debits_pending=row[7],
-        credits_pending=row[8],
-        entry_sequence=row[9],
-        last_entry_at=_aware(row[10]),
-        metadata=_decode_metadata(row[11]),
-        external_reference=row[12],
-        customer_id=row[13],
-        fingerprint=row[14],
-        created_at=_aware(row[15]),
-    )
-
-
 def _snapshot(row: Sequence[Any]) -> Account:
     """An account as a batch decision needs it (the columns of ``_LOCK_SELECT``)."""
     return Account(
@@ -221,6 +200,17 @@ def _snapshot(row: Sequence[Any]) -> Account:
         entry_sequence=row[9],
         last_entry_at=_aware(row[10]),
     )
+
+
+def _account(row: Sequence[Any]) -> Account:
+    """A whole account (the columns of ``_ACCOUNT_SELECT``: the snapshot's, then the rest)."""
+    account = _snapshot(row)
+    account.metadata = _decode_metadata(row[11])
+    account.external_reference = row[12]
+    account.customer_id = row[13]
+    account.fingerprint = row[14]
+    account.created_at = _aware(row[15])
+    return account
 
 
 def _record(row: Sequence[Any]) -> TransferRecord:

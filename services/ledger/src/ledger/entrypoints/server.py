@@ -48,13 +48,7 @@ def build_server(
                 lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s),
             )
         ],
-        ServerOptions(
-            host=settings.grpc_host,
-            port=settings.grpc_port,
-            max_workers=settings.grpc_max_workers,
-            reuse_port=settings.grpc_reuse_port,
-            grace_seconds=settings.grace_seconds,
-        ),
+        ServerOptions.from_settings(settings),
         interceptors=[
             CallInterceptor(ERROR_DOMAIN, transient_errors=(OperationalError,)),
             # Inside CallInterceptor: refusals are mapped and logged like any domain error.

@@ -58,13 +58,7 @@ def build_server(app: Payments, settings: PaymentsSettings) -> GrpcServer:
                 lambda s: payments_pb2_grpc.add_PaymentsServiceServicer_to_server(servicer, s),
             )
         ],
-        ServerOptions(
-            host=settings.grpc_host,
-            port=settings.grpc_port,
-            max_workers=settings.grpc_max_workers,
-            reuse_port=settings.grpc_reuse_port,
-            grace_seconds=settings.grace_seconds,
-        ),
+        ServerOptions.from_settings(settings),
         interceptors=interceptors,
     )
     server.on_stop(app.close)

@@ -16,13 +16,11 @@ batch and takes the single path, which asks identity first.
 from __future__ import annotations
 
 import contextvars
-import queue
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import structlog
+from chassis.batching import GroupCommitter
 from chassis.db.uow import run_in_transaction
 from chassis.kernel.errors import DomainError
 from chassis.tracing import batch_span
@@ -170,13 +168,10 @@ def hold_many(deps: Deps, payments: Sequence[Payment]) -> dict[str, Payment]:
     return run_in_transaction(deps.uow, work)
 
 
-@dataclass(slots=True)
-class _Job:
-    creation: Creation
-    future: Future[Outcome]
-
-
 class CreationBatcher:
+    """Concurrent creations decided together (``chassis.batching``): one transaction, one
+    ledger request for all holds, one transaction for the outcomes."""
+
     def __init__(
         self,
         execute: Callable[[Sequence[Creation]], list[Outcome]],
@@ -184,63 +179,15 @@ class CreationBatcher:
         max_batch: int = 200,
         workers: int = 2,
     ) -> None:
-        self._execute = execute
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._closed = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"creation-batcher-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._committer: GroupCommitter[Creation, Outcome] = GroupCommitter(
+            execute, max_batch=max_batch, workers=workers, name="creation-batcher"
+        )
 
     def submit(self, creation: Creation, timeout: float | None = None) -> Payment:
-        if self._closed.is_set():
-            raise RuntimeError("the creation batcher is closed")
-        job = _Job(creation, Future())
-        self._queue.put(job)
-        outcome = job.future.result(timeout)
+        outcome = self._committer.submit(creation, timeout)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs = [first]
-            stop = False
-            while len(jobs) < self._max_batch:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stop = True
-                    break
-                jobs.append(job)
-            self._flush(jobs)
-            if stop:
-                return
-
-    def _flush(self, jobs: list[_Job]) -> None:
-        live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
-        if not live:
-            return
-        try:
-            outcomes = self._execute([j.creation for j in live])
-        except BaseException as error:
-            for job in live:
-                job.future.set_exception(error)
-            return
-        for job, outcome in zip(live, outcomes, strict=True):
-            job.future.set_result(outcome)
-
     def close(self) -> None:
-        self._closed.set()
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout=30)
+        self._committer.close()
