@@ -12,6 +12,9 @@ Both run on a fresh ledger database (its outbox table) and the emulator.
   (wall clock, one machine).
 
 Run alone: ``python -m bench.outbox_bench``.
+
+Knobs for experiments (bench only): BENCH_OUTBOX_SECONDS (steady phase length),
+BENCH_SUBSCRIBER_WORKERS and BENCH_SUBSCRIBER_BATCH (the subscriber's options).
 """
 
 from __future__ import annotations
@@ -43,7 +46,12 @@ from chassis.pubsub.clients import (
     subscription_path,
     topic_path,
 )
-from chassis.pubsub.subscriber import EventSubscriber, ReceivedEvent, SubscriberTables
+from chassis.pubsub.subscriber import (
+    EventSubscriber,
+    ReceivedEvent,
+    SubscriberOptions,
+    SubscriberTables,
+)
 from ledger.bootstrap import migrate
 from sqlalchemy import Connection, Engine, MetaData, func, select, text
 
@@ -126,7 +134,8 @@ def relay_throughput(env: BenchEnv, section: Section) -> None:
         round(rate),
         "events/s",
         ">= 5000",
-        note=f"{relay.rounds} rounds, 1,000 messages per publish request, 4 in flight",
+        note=f"{relay.rounds} rounds, up to 1,000 messages per publish request, "
+        f"{settings.publish_concurrency} in flight",
     )
 
 
@@ -167,6 +176,10 @@ def _subscriber_process(
         engine=engine,
         tables=tables,
         handlers={ev.TransferPosted: log.handle},
+        options=SubscriberOptions(
+            workers=int(os.environ.get("BENCH_SUBSCRIBER_WORKERS", "8")),
+            batch_size=int(os.environ.get("BENCH_SUBSCRIBER_BATCH", "100")),
+        ),
     )
     subscriber.start()
     ready.set()
