@@ -59,7 +59,14 @@ def outbox_table(metadata: MetaData) -> Table:
             postgresql_where=text("published_at IS NULL"),
             sqlite_where=text("published_at IS NULL"),
         ),
-        Index("ix_outbox_published_at", "published_at"),
+        # Only purge reads it, and only for published rows: unpublished rows (every
+        # insert) stay out of it.
+        Index(
+            "ix_outbox_published_at",
+            "published_at",
+            postgresql_where=text("published_at IS NOT NULL"),
+            sqlite_where=text("published_at IS NOT NULL"),
+        ),
     )
 
 
