@@ -40,3 +40,25 @@ def test_make_targets_named_in_the_readme_exist() -> None:
     named = set(re.findall(r"`make ([a-z0-9-]+)", readme))
     assert named, "the README names its make targets"
     assert named - targets == set()
+
+
+def test_metrics_named_in_the_operations_section_are_registered() -> None:
+    import ledger.adapters.metrics  # noqa: F401  (registers the ledger's series)
+    import payments.adapters.metrics  # noqa: F401  (registers the payments series)
+    from prometheus_client import REGISTRY
+
+    readme = (ROOT / "README.md").read_text()
+    dashboards_and_alerts = readme[readme.index("### Dashboards") : readme.index("### Runbook")]
+    # Label lists and selectors name labels, not series.
+    without_labels = re.sub(r"by \([^)]*\)|\{[^}]*\}", "", dashboards_and_alerts)
+    named = set(re.findall(r"\b[a-z]+(?:_[a-z0-9]+)+\b", without_labels))
+    not_series = {"histogram_quantile", "dead_lettered"}  # a PromQL function, a label value
+    # A labelled series has no samples until first used, so derive its names from the family.
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    registered = {
+        family.name + suffix
+        for family in REGISTRY.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+    assert len(named - not_series) >= 15
+    assert named - not_series - registered == set()
