@@ -8,59 +8,54 @@ from chassis.outbox.writer import OutboxMessage
 from chassis.protos import set_timestamp
 from google.protobuf.message import Message
 
-from ledger.adapters.protos import account_to_pb, balance_to_pb, leg_to_pb
+from ledger.adapters.protos import account_to_pb, fill_balance, fill_leg
 from ledger.domain.events import AccountOpened, LedgerEvent, TransferApplied
 from ledger.domain.model import TransferKind
 
 EVENT_SOURCE = "//astra.ledger"
 
 
-def _transfer_event(event: TransferApplied) -> Message:
-    legs = [leg_to_pb(leg) for leg in event.legs]
-    balances = [balance_to_pb(b) for b in event.balances]
-    metadata = dict(event.metadata)
+TransferEventMessage = (
+    ev.TransferPosted
+    | ev.PendingTransferCreated
+    | ev.PendingTransferPosted
+    | ev.PendingTransferVoided
+    | ev.PendingTransferExpired
+    | ev.TransferReversed
+)
+
+
+def _transfer_event(event: TransferApplied) -> TransferEventMessage:
     kind = event.kind
-    message: Message
+    message: TransferEventMessage
     if kind is TransferKind.MOVEMENT:
-        message = ev.TransferPosted(
-            transfer_id=event.transfer_id, legs=legs, balances=balances, metadata=metadata
-        )
+        message = ev.TransferPosted(transfer_id=event.transfer_id)
     elif kind is TransferKind.PENDING:
-        message = ev.PendingTransferCreated(
-            transfer_id=event.transfer_id, legs=legs, balances=balances, metadata=metadata
-        )
+        message = ev.PendingTransferCreated(transfer_id=event.transfer_id)
         set_timestamp(message.expire_time, event.expires_at)
     elif kind is TransferKind.POST_PENDING:
         message = ev.PendingTransferPosted(
-            transfer_id=event.transfer_id,
-            pending_transfer_id=event.pending_transfer_id,
-            legs=legs,
-            balances=balances,
-            metadata=metadata,
+            transfer_id=event.transfer_id, pending_transfer_id=event.pending_transfer_id
         )
     elif kind is TransferKind.VOID_PENDING:
         message = ev.PendingTransferVoided(
-            transfer_id=event.transfer_id,
-            pending_transfer_id=event.pending_transfer_id,
-            legs=legs,
-            balances=balances,
-            metadata=metadata,
+            transfer_id=event.transfer_id, pending_transfer_id=event.pending_transfer_id
         )
     elif kind is TransferKind.EXPIRE_PENDING:
         message = ev.PendingTransferExpired(
-            transfer_id=event.transfer_id,
-            pending_transfer_id=event.pending_transfer_id,
-            legs=legs,
-            balances=balances,
+            transfer_id=event.transfer_id, pending_transfer_id=event.pending_transfer_id
         )
     else:
         message = ev.TransferReversed(
-            transfer_id=event.transfer_id,
-            reversed_transfer_id=event.reversed_transfer_id,
-            legs=legs,
-            balances=balances,
-            metadata=metadata,
+            transfer_id=event.transfer_id, reversed_transfer_id=event.reversed_transfer_id
         )
+    # Filled in place: building submessages and passing them in would copy each one.
+    for leg in event.legs:
+        fill_leg(message.legs.add(), leg)
+    for balance in event.balances:
+        fill_balance(message.balances.add(), balance)
+    if event.metadata and not isinstance(message, ev.PendingTransferExpired):
+        message.metadata.update(event.metadata)
     set_timestamp(message.occur_time, event.occurred_at)
     return message
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from chassis.metrics import counter
@@ -25,12 +26,22 @@ REJECTIONS = counter(
 
 
 def record_results(results: Iterable[ItemResult]) -> None:
+    # Tallied first: a batch of thousands costs one increment per distinct series.
+    replays: Counter[str] = Counter()
+    transfers: Counter[tuple[str, str]] = Counter()
+    rejections: Counter[str] = Counter()
     for result in results:
         if result.replayed:
-            REPLAYS.labels("applied" if result.ok else "refused").inc()
+            replays["applied" if result.ok else "refused"] += 1
         elif result.ok:
             kind = result.kind.name if result.kind is not None else "UNKNOWN"
             status = result.status.name if result.status is not None else "UNKNOWN"
-            TRANSFERS.labels(kind, status).inc()
+            transfers[(kind, status)] += 1
         else:
-            REJECTIONS.labels(result.reason or "UNKNOWN").inc()
+            rejections[result.reason or "UNKNOWN"] += 1
+    for outcome, count in replays.items():
+        REPLAYS.labels(outcome).inc(count)
+    for (kind, status), count in transfers.items():
+        TRANSFERS.labels(kind, status).inc(count)
+    for reason, count in rejections.items():
+        REJECTIONS.labels(reason).inc(count)

@@ -82,28 +82,36 @@ def transfer_request_from_pb(spec: pb.TransferSpec) -> TransferRequest:
 # --- domain -> messages -----------------------------------------------------------
 
 
+def fill_leg(target: pb.Leg, leg: Leg) -> None:
+    """Write ``leg`` into ``target``: a repeated field's ``add()`` avoids building and copying."""
+    target.account_id = leg.account_id
+    target.direction = int(leg.direction or 0)  # type: ignore[assignment]
+    target.amount = leg.amount
+    target.currency = leg.currency
+
+
 def leg_to_pb(leg: Leg) -> pb.Leg:
-    return pb.Leg(
-        account_id=leg.account_id,
-        direction=int(leg.direction or 0),  # type: ignore[arg-type]
-        amount=leg.amount,
-        currency=leg.currency,
-    )
+    message = pb.Leg()
+    fill_leg(message, leg)
+    return message
+
+
+def fill_balance(target: pb.Balance, balance: Balance) -> None:
+    target.account_id = balance.account_id
+    target.currency = balance.currency
+    target.debits_posted = balance.debits_posted
+    target.credits_posted = balance.credits_posted
+    target.debits_pending = balance.debits_pending
+    target.credits_pending = balance.credits_pending
+    target.posted = balance.posted
+    target.pending = balance.pending
+    target.available = balance.available
+    set_timestamp(target.as_of, balance.as_of)
 
 
 def balance_to_pb(balance: Balance) -> pb.Balance:
-    message = pb.Balance(
-        account_id=balance.account_id,
-        currency=balance.currency,
-        debits_posted=balance.debits_posted,
-        credits_posted=balance.credits_posted,
-        debits_pending=balance.debits_pending,
-        credits_pending=balance.credits_pending,
-        posted=balance.posted,
-        pending=balance.pending,
-        available=balance.available,
-    )
-    set_timestamp(message.as_of, balance.as_of)
+    message = pb.Balance()
+    fill_balance(message, balance)
     return message
 
 
