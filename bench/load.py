@@ -60,6 +60,9 @@ def run_closed_loop(
             options=[
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                # Otherwise grpc shares one connection among a process's channels to
+                # the same target, and SO_REUSEPORT would see a single client.
+                ("grpc.use_local_subchannel_pool", 1),
             ],
         )
         call = channel.unary_unary(method, request_serializer=_raw, response_deserializer=_raw)
