@@ -340,7 +340,7 @@ def emulator_floor(env: BenchEnv, section: Section) -> None:
                 time.sleep(delay)
             rows = [_event(f"agg_{(sent + i) % LATENCY_KEYS}") for i in range(PER_COMMIT)]
             messages = [to_pubsub_message(_row(m), "//astra.bench") for m in rows]
-            publisher.publish(topic=topic, messages=messages)
+            publisher.publish(request={"topic": topic, "messages": messages})
             now = time.time()
             for m in rows:
                 sent_at[m.event_id] = now

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from chassis.outbox.relay import OutboxRow, pack_requests, to_pubsub_message
 from chassis.outbox.schema import OUTBOX_LANES, lane_of
@@ -65,7 +66,7 @@ def test_a_request_stays_under_the_byte_limit() -> None:
 
 
 def test_a_row_becomes_a_cloudevent_message_with_its_ordering_key() -> None:
-    message = to_pubsub_message(
+    message: Any = to_pubsub_message(
         row(42, lane=3, payload=b"\x01\x02", headers=json.dumps({"traceparent": "00-a-b-01"})),
         "//astra.ledger",
     )

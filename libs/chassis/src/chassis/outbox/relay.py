@@ -33,8 +33,9 @@ from typing import Any
 
 import structlog
 from google.api_core import exceptions as gexc
+from google.protobuf.message import Message
 from google.pubsub_v1 import PublisherClient as PublisherApi
-from google.pubsub_v1 import PubsubMessage
+from google.pubsub_v1 import PublishRequest, PubsubMessage
 from sqlalchemy import (
     Connection,
     Engine,
@@ -145,9 +146,16 @@ def pack_requests(
     return requests, cut
 
 
-def to_pubsub_message(row: OutboxRow, source: str) -> PubsubMessage:
+# The raw protobuf classes under the client's proto-plus wrappers: building a
+# wrapper per message cost the relay a quarter of its CPU (about 9x a raw one).
+_RAW_MESSAGE: Any = PubsubMessage.pb()
+_RAW_PUBLISH_REQUEST: Any = PublishRequest.pb()
+
+
+def to_pubsub_message(row: OutboxRow, source: str) -> Message:
+    """The row as a raw ``google.pubsub.v1.PubsubMessage`` (CloudEvents binary mode)."""
     headers = json.loads(row.headers) if row.headers else None
-    return PubsubMessage(
+    message: Message = _RAW_MESSAGE(
         data=row.payload,
         ordering_key=row.ordering_key,
         attributes=cloudevents.binary_attributes(
@@ -158,6 +166,7 @@ def to_pubsub_message(row: OutboxRow, source: str) -> PubsubMessage:
             headers=headers,
         ),
     )
+    return message
 
 
 _COLUMNS = "id, event_id, event_type, ordering_key, lane, payload, headers, occurred_at"
@@ -472,9 +481,9 @@ class Relay:
 
     def _publish(self, rows: list[OutboxRow]) -> None:
         messages = [to_pubsub_message(row, self.source) for row in rows]
+        request = PublishRequest.wrap(_RAW_PUBLISH_REQUEST(topic=self.topic, messages=messages))
         response = self._publisher.publish(
-            topic=self.topic,
-            messages=messages,
+            request=request,
             retry=None,  # retries are the relay's, with the rows still unpublished
             timeout=self.settings.publish_timeout_seconds,
         )

@@ -327,13 +327,12 @@ class EventSubscriber:
                 }
                 for _, event, _ in decoded
             }
+            # Parameters given apart from the statement: its compiled form is cached
+            # and SQLAlchemy batches the rows; `.values(rows)` compiled anew every time.
             statement = (
-                _insert(connection, table)
-                .values(list(rows.values()))
-                .on_conflict_do_nothing()
-                .returning(table.c.event_id)
+                _insert(connection, table).on_conflict_do_nothing().returning(table.c.event_id)
             )
-            fresh = {row[0] for row in connection.execute(statement)}
+            fresh = {row[0] for row in connection.execute(statement, list(rows.values()))}
             applied: set[str] = set()
             for message, event, handler in decoded:
                 if event.id not in fresh or event.id in applied:
