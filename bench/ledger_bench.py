@@ -204,6 +204,25 @@ def measure_singles(target: str, accounts: list[list[str]], tag: str) -> LoadRes
     return result
 
 
+def add_load(
+    section: Section,
+    name: str,
+    result: LoadResult,
+    *,
+    transfers_per_call: int,
+    clients: int,
+    target: str = "",
+    series: str,
+) -> float:
+    """Throughput and p50/p99 per call of one measured load; returns transfers/s."""
+    rate = result.calls * transfers_per_call / result.seconds
+    section.add(f"{name}: transfers/s ({clients} clients)", rate, "transfers/s", target)
+    section.add(f"{name}: p50 per call", percentile(result.latencies_ms, 50), "ms")
+    section.add(f"{name}: p99 per call", percentile(result.latencies_ms, 99), "ms")
+    section.latencies_ms[series] = result.latencies_ms
+    return rate
+
+
 def measure(env: BenchEnv) -> Section:
     section = Section("Ledger over gRPC into PostgreSQL")
     with running_ledger(env) as target:
@@ -211,45 +230,43 @@ def measure(env: BenchEnv) -> Section:
             accounts = open_accounts(LedgerServiceStub(channel), clients=4)
         # Warm up connections, caches and the planner.
         measure_batches(target, accounts[:2], 1000, 2, 2, "warm")
-
         big = measure_batches(target, accounts[:2], 1000, 40, 2, "k")
-        rate = big.calls * 1000 / big.seconds
-        section.add(
-            "batches of 1,000, one process: transfers/s (2 clients)",
-            rate,
-            "transfers/s",
-            ">= 20000",
+        add_load(
+            section,
+            "batches of 1,000, one process",
+            big,
+            transfers_per_call=1000,
+            clients=2,
+            target=">= 20000",
+            series="CreateTransfers x1000",
         )
-        section.add("batches of 1,000: p50 per call", percentile(big.latencies_ms, 50), "ms")
-        section.add("batches of 1,000: p99 per call", percentile(big.latencies_ms, 99), "ms")
-        section.latencies_ms["CreateTransfers x1000"] = big.latencies_ms
-
         mid = measure_batches(target, accounts, 100, 60, 8, "h")
-        section.add(
-            "batches of 100: transfers/s (8 clients)", mid.calls * 100 / mid.seconds, "transfers/s"
+        add_load(
+            section,
+            "batches of 100, one process",
+            mid,
+            transfers_per_call=100,
+            clients=8,
+            series="CreateTransfers x100",
         )
-        section.add("batches of 100: p50 per call", percentile(mid.latencies_ms, 50), "ms")
-        section.add("batches of 100: p99 per call", percentile(mid.latencies_ms, 99), "ms")
-        section.latencies_ms["CreateTransfers x100"] = mid.latencies_ms
-
         one = measure_singles(target, accounts, "s")
-        section.add(
-            "single transfers (batch size 1): calls/s (16 clients)",
-            one.calls_per_second,
-            "transfers/s",
-            ">= 1000",
+        singles_rate = add_load(
+            section,
+            "single transfers (batch size 1), one process",
+            one,
+            transfers_per_call=1,
+            clients=16,
+            target=">= 1000",
+            series="CreateTransfer (16 clients)",
         )
-        section.add("single transfers: p50", percentile(one.latencies_ms, 50), "ms")
-        section.add("single transfers: p99", percentile(one.latencies_ms, 99), "ms")
         empty = env.figures.get("grpc.empty_calls_per_s")
         if empty:
             section.add(
                 "single transfers / empty gRPC calls (same run)",
-                one.calls_per_second / empty,
+                singles_rate / empty,
                 "ratio",
                 ">= 0.5",
             )
-        section.latencies_ms["CreateTransfer (16 clients)"] = one.latencies_ms
     # The production shape (DESIGN.md §8): several server processes per host on one
     # port (SO_REUSEPORT), so more than one core runs Python. Each simulated client
     # has its own connection, which the kernel hands to one of the processes.
@@ -258,32 +275,25 @@ def measure(env: BenchEnv) -> Section:
             accounts = open_accounts(LedgerServiceStub(channel), clients=6)
         measure_batches(target, accounts, 1000, 1, 6, "warm")
         scaled = measure_batches(target, accounts, 1000, 10, 6, "p")
-        section.add(
-            "batches of 1,000, two processes: transfers/s (6 clients)",
-            scaled.calls * 1000 / scaled.seconds,
-            "transfers/s",
-            ">= 20000",
+        add_load(
+            section,
+            "batches of 1,000, two processes",
+            scaled,
+            transfers_per_call=1000,
+            clients=6,
+            target=">= 20000",
+            series="CreateTransfers x1000 (2 processes)",
         )
-        section.add(
-            "batches of 1,000, two processes: p50 per call",
-            percentile(scaled.latencies_ms, 50),
-            "ms",
-        )
-        section.add(
-            "batches of 1,000, two processes: p99 per call",
-            percentile(scaled.latencies_ms, 99),
-            "ms",
-        )
-        section.latencies_ms["CreateTransfers x1000 (2 processes)"] = scaled.latencies_ms
         two = measure_singles(target, accounts, "t")
-        section.add(
-            "single transfers, two processes: calls/s (16 clients)",
-            two.calls_per_second,
-            "transfers/s",
-            ">= 1000",
+        add_load(
+            section,
+            "single transfers, two processes",
+            two,
+            transfers_per_call=1,
+            clients=16,
+            target=">= 1000",
+            series="CreateTransfer (16 clients, 2 processes)",
         )
-        section.add("single transfers, two processes: p99", percentile(two.latencies_ms, 99), "ms")
-        section.latencies_ms["CreateTransfer (16 clients, 2 processes)"] = two.latencies_ms
     section.notes.append(
         "Each client owns its accounts (2,000 overdraft-protected accounts per client); "
         "batches sharing accounts would queue on row locks by design. Single transfers "
