@@ -17,9 +17,7 @@ Run alone: ``python -m bench.payments_bench``.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -34,6 +32,7 @@ from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
+from astra_testkit.identity_cli import client_secret, identity_cli
 from astra_testkit.ports import free_port
 from astra_testkit.processes import ServiceProcess, python_module
 from chassis.grpc.client import open_channel
@@ -58,22 +57,6 @@ class Suite:
     token: str
 
 
-def _identity_cli(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [str(BIN / "astra-identity"), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return result.stdout
-
-
-def _secret(output: str) -> str:
-    return str(json.loads(output.strip().splitlines()[-1])["client_secret"])
-
-
 @contextmanager
 def running_suite(env: BenchEnv, folder: Path) -> Iterator[Suite]:
     databases = {
@@ -83,7 +66,7 @@ def running_suite(env: BenchEnv, folder: Path) -> Iterator[Suite]:
     url = {name: env.postgres.url_for(db) for name, db in databases.items()}
     port = {name: free_port() for name in ("identity", "ledger", "payments", "bank")}
     kek = folder / "kek"
-    _identity_cli({}, "generate-kek", "--out", str(kek))
+    identity_cli({}, "generate-kek", "--out", str(kek))
     identity_env = {
         "IDENTITY_DATABASE_URL": url["identity"],
         "IDENTITY_GRPC_PORT": str(port["identity"]),
@@ -91,8 +74,8 @@ def running_suite(env: BenchEnv, folder: Path) -> Iterator[Suite]:
         "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(kek),
         "IDENTITY_LOG_LEVEL": "WARNING",
     }
-    admin = _secret(_identity_cli(identity_env, "register-client", "cli_bench_admin"))
-    service = _secret(_identity_cli(identity_env, "register-client", "cli_bench_payments"))
+    admin = client_secret(identity_env, "cli_bench_admin")
+    service = client_secret(identity_env, "cli_bench_payments")
     identity = f"127.0.0.1:{port['identity']}"
     specs = {
         "identity": ([str(BIN / "astra-identity"), "serve"], identity_env),

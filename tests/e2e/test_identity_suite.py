@@ -5,7 +5,6 @@ under running processes; a disabled client is refused; no secret or token reache
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.ledger.v1 import ledger_pb2 as lpb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
+from astra_testkit.identity_cli import register_client
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
@@ -55,19 +55,6 @@ class Suite:
         return IdentityServiceStub(channel)
 
 
-def _cli(env: dict[str, str], *args: str) -> dict[str, object]:
-    result = subprocess.run(
-        [str(BIN / "astra-identity"), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
-
-
 @pytest.fixture(scope="module")
 def suite(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     folder = tmp_path_factory.mktemp("suite")
@@ -88,7 +75,7 @@ def suite(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
         "IDENTITY_LOG_LEVEL": "DEBUG",
     }
     # The first admin, registered the operator's way; its secret is printed once.
-    admin = _cli(identity_env, "register-client", "cli_e2e_admin", "--name", "E2E admin")
+    admin = register_client(identity_env, "cli_e2e_admin", "--name", "E2E admin")
     admin_secret = str(admin["client_secret"])
     identity = ServiceProcess(
         "identity", [str(BIN / "astra-identity"), "serve"], identity_env, log_dir=folder

@@ -15,7 +15,6 @@ the balance). Then:
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -30,6 +29,7 @@ from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
+from astra_testkit.identity_cli import client_secret, identity_cli
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
@@ -74,23 +74,6 @@ class Suite:
         return {name: process.logs() for name, process in self.processes.items()}
 
 
-def _identity_cli(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [str(BIN / "astra-identity"), *args],
-        env={**ServiceProcess("cli", [], env).env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def _secret_of(cli_output: str) -> str:
-    return str(json.loads(cli_output.strip().splitlines()[-1])["client_secret"])
-
-
 def _start(suite_processes: dict[str, ServiceProcess], process: ServiceProcess) -> None:
     suite_processes[process.name] = process.start()
 
@@ -119,7 +102,7 @@ def suite(
         "ASTRA_PUBSUB_CREATE_TOPICS": "true",
     }
     kek = folder / "kek"
-    _identity_cli({}, "generate-kek", "--out", str(kek))
+    identity_cli({}, "generate-kek", "--out", str(kek))
     identity_env = {
         **pubsub,
         "IDENTITY_DATABASE_URL": url["identity"],
@@ -130,8 +113,8 @@ def suite(
         "IDENTITY_LOG_LEVEL": "DEBUG",
     }
     # Registered the operator's way; each secret is printed once.
-    admin_secret = _secret_of(_identity_cli(identity_env, "register-client", "cli_obs_admin"))
-    payments_secret = _secret_of(_identity_cli(identity_env, "register-client", "cli_obs_payments"))
+    admin_secret = client_secret(identity_env, "cli_obs_admin")
+    payments_secret = client_secret(identity_env, "cli_obs_payments")
     identity_target = f"127.0.0.1:{ports['identity']}"
     processes: dict[str, ServiceProcess] = {}
     try:

@@ -31,6 +31,7 @@ from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra.payments.v1 import events_pb2 as pev
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
+from astra_testkit.identity_cli import client_secret, identity_cli
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
@@ -64,23 +65,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
-
-
-def identity_cli(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [str(BIN / "astra-identity"), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def secret_of(output: str) -> str:
-    return str(json.loads(output.strip().splitlines()[-1])["client_secret"])
 
 
 @dataclass
@@ -135,8 +119,8 @@ def running(
         "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(kek),
         "IDENTITY_GRACE_SECONDS": "2",
     }
-    admin_secret = secret_of(identity_cli(identity_env, "register-client", "cli_e2e_admin"))
-    payments_secret = secret_of(identity_cli(identity_env, "register-client", "cli_e2e_payments"))
+    admin_secret = client_secret(identity_env, "cli_e2e_admin")
+    payments_secret = client_secret(identity_env, "cli_e2e_payments")
     identity_target = f"127.0.0.1:{port['identity']}"
     specs = {
         "identity": ([str(BIN / "astra-identity"), "serve"], identity_env),

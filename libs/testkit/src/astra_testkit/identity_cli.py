@@ -1,0 +1,37 @@
+"""``astra-identity``'s operator commands, as tests and benchmarks set a suite up with them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+IDENTITY_BIN = Path(sys.executable).parent / "astra-identity"
+
+
+def identity_cli(env: Mapping[str, str], *args: str) -> str:
+    """Run one command with ``env`` over this process's environment; its stdout."""
+    result = subprocess.run(
+        [str(IDENTITY_BIN), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"astra-identity {args[0]} failed: {result.stderr}")
+    return result.stdout
+
+
+def register_client(env: Mapping[str, str], client_id: str, *options: str) -> dict[str, object]:
+    """Register a service client; what the command printed, its one-time secret included."""
+    output = identity_cli(env, "register-client", client_id, *options)
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def client_secret(env: Mapping[str, str], client_id: str) -> str:
+    return str(register_client(env, client_id)["client_secret"])
