@@ -11,9 +11,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from astra_testkit.waiting import wait_until
 from chassis.db.engine import create_db_engine
 from chassis.outbox.relay import Relay
 from chassis.outbox.schema import outbox_table
@@ -60,15 +60,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 PROJECT = "astra-test"
 RELAY_BIN = str(Path(sys.executable).with_name("astra-relay"))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll until ``predicate`` holds; fail naming ``what`` if it never does."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def unique(prefix: str) -> str:

@@ -17,6 +17,7 @@ from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from astra_testkit.waiting import wait_until
 from chassis.pubsub import cloudevents as ce
 
 from tests.outbox_fixtures import (
@@ -24,7 +25,6 @@ from tests.outbox_fixtures import (
     Topic,
     collecting,
     relay_process,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e

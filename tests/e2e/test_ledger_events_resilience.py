@@ -18,6 +18,7 @@ import pytest
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from astra_testkit.waiting import wait_until
 from chassis.pubsub.clients import (
     ensure_subscription,
     ensure_topic,
@@ -31,7 +32,6 @@ from tests.outbox_fixtures import (
     OutboxFeeder,
     Topic,
     relay_process,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -15,6 +14,7 @@ from astra.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
+from astra_testkit.waiting import wait_until
 
 from tests.ledger_fixtures import ledger_auth_env, service_metadata
 from tests.observability_fixtures import sample, scrape
@@ -45,14 +45,6 @@ def _serving(process: ServiceProcess) -> int:
     return process.logs().count('"event": "ledger serving"')
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def two_ledgers(
     postgres: PostgresServer, tmp_path: Path
@@ -77,7 +69,7 @@ def two_ledgers(
     target = f"127.0.0.1:{port}"
     try:
         process.wait_healthy(target)
-        _wait_for(lambda: _serving(process) == 2, "both server processes to serve")
+        wait_until(lambda: _serving(process) == 2, 60, "both server processes to serve")
         yield target, metrics_port, process
     finally:
         process.terminate()
@@ -129,8 +121,8 @@ def test_processes_share_the_port_and_the_metrics_endpoint_sums_them(
         now = _children(supervisor.pid)
         return len(now) == 2 and children[0] not in now
 
-    _wait_for(replaced, "the killed process to be replaced")
-    _wait_for(lambda: _serving(supervisor) == 3, "the new process to serve")
+    wait_until(replaced, 60, "the killed process to be replaced")
+    wait_until(lambda: _serving(supervisor) == 3, 60, "the new process to serve")
     for i in range(4):
         _open(target, f"acct_after_{i}").close()
     samples = scrape(metrics_port)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,28 +33,15 @@ from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from astra_testkit.waiting import wait_until
 from chassis.grpc.client import open_channel
 
 from tests.observability_fixtures import Samples, sample, scrape
+from tests.payments_fixtures import TERMINAL
 
 BIN = Path(sys.executable).parent
 PAYOUT_ACCOUNT = "DE89370400440532013000"
 COLLECTION_ACCOUNT = "FR7630006000011234567890189"
-TERMINAL = {
-    pb.PAYMENT_STATE_SETTLED,
-    pb.PAYMENT_STATE_FAILED,
-    pb.PAYMENT_STATE_CANCELED,
-    pb.PAYMENT_STATE_DECLINED,
-    pb.PAYMENT_STATE_RETURNED,
-}
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass
@@ -258,7 +244,7 @@ def traffic(suite: Suite) -> Suite:
             state = payment.state
             return state in TERMINAL and not payment.ledger_pending
 
-        _wait_for(done, f"payment {payment_id} to finish")
+        wait_until(done, 90, f"payment {payment_id} to finish")
         suite.payment_ids.append(payment_id)
         suite.outcomes[payment_id] = state
         return state
@@ -319,7 +305,7 @@ def _eventually(port: int, check: Callable[[Samples], bool], what: str) -> Sampl
         found = scrape(port)
         return check(found)
 
-    _wait_for(holds, what)
+    wait_until(holds, 90, what)
     return found
 
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from astra_testkit.waiting import wait_until
 from chassis.grpc.client import open_channel
 from chassis.pubsub.clients import (
     ensure_subscription,
@@ -48,23 +49,10 @@ from chassis.pubsub.clients import (
 from payments.domain.ledger_plan import clearing_account_id, customer_account_id, fee_account_id
 from sqlalchemy import create_engine, text
 
+from tests.payments_fixtures import TERMINAL
+
 BIN = Path(sys.executable).parent
 FEE = 150
-TERMINAL = {
-    pb.PAYMENT_STATE_SETTLED,
-    pb.PAYMENT_STATE_FAILED,
-    pb.PAYMENT_STATE_CANCELED,
-    pb.PAYMENT_STATE_DECLINED,
-    pb.PAYMENT_STATE_RETURNED,
-}
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @dataclass
@@ -182,7 +170,7 @@ def running(
                 processes[name].wait_healthy(identity_target)
         for name in ("ledger", "payments"):
             processes[name].wait_healthy(f"127.0.0.1:{port[name]}")
-        wait_for(lambda: _bank_up(port["bank"]), "the sandbox bank")
+        wait_until(lambda: _bank_up(port["bank"]), 90, "the sandbox bank")
         with open_channel(identity_target, default_timeout=30) as channel:
             token = (
                 IdentityServiceStub(channel)
@@ -278,7 +266,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
         )
     )
     # Identity's events reach payments' projection through its relay and Pub/Sub.
-    wait_for(lambda: projected_status(running, customer) == "VERIFIED", "the KYC projection")
+    wait_until(lambda: projected_status(running, customer) == "VERIFIED", 90, "the KYC projection")
 
     def finished(payment_id: str) -> pb.Payment:
         result: list[pb.Payment] = []
@@ -288,7 +276,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
             result[:] = [payment]
             return payment.state in TERMINAL and not payment.ledger_pending
 
-        wait_for(done, f"payment {payment_id}")
+        wait_until(done, 90, f"payment {payment_id}")
         return result[0]
 
     collection_id = f"pay_e2e_col_{uuid.uuid4().hex[:8]}"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
+from astra_testkit.waiting import wait_until
 from chassis.outbox.relay import OutboxLag, Relay
 from chassis.outbox.schema import OUTBOX_LANES, lane_of
 from chassis.pubsub import cloudevents as ce
@@ -31,7 +32,6 @@ from tests.outbox_fixtures import (
     relay_settings,
     running_relay,
     unique,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
+from astra_testkit.waiting import wait_until
 from chassis.pubsub import cloudevents as ce
 from chassis.pubsub.clients import publisher_api
 from chassis.pubsub.subscriber import (
@@ -28,7 +29,6 @@ from tests.outbox_fixtures import (
     collecting,
     relay_settings,
     running_relay,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
