@@ -18,7 +18,6 @@ Run alone: ``python -m bench.payments_bench``.
 from __future__ import annotations
 
 import os
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,21 +25,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psycopg
 from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
-from astra_testkit.identity_cli import client_secret, identity_cli
-from astra_testkit.ports import free_port
-from astra_testkit.processes import ServiceProcess, python_module
+from astra_testkit.suite import running_suite
 from chassis.grpc.client import open_channel
 
 from bench.common import BenchEnv, Section, percentile
 from bench.load import run_closed_loop
 
-BIN = Path(sys.executable).parent
 CUSTOMERS = int(os.environ.get("BENCH_PAYMENTS_CUSTOMERS", "64"))
 PAYOUTS = int(os.environ.get("BENCH_PAYMENTS_PAYOUTS", "6000"))
 CONCURRENCY = int(os.environ.get("BENCH_PAYMENTS_CONCURRENCY", "48"))
@@ -58,98 +53,29 @@ class Suite:
 
 
 @contextmanager
-def running_suite(env: BenchEnv, folder: Path) -> Iterator[Suite]:
-    databases = {
-        name: env.postgres.create_database(prefix=f"astra_bench_pay_{name}")
-        for name in ("identity", "ledger", "payments")
-    }
-    url = {name: env.postgres.url_for(db) for name, db in databases.items()}
-    port = {name: free_port() for name in ("identity", "ledger", "payments", "bank")}
-    kek = folder / "kek"
-    identity_cli({}, "generate-kek", "--out", str(kek))
-    identity_env = {
-        "IDENTITY_DATABASE_URL": url["identity"],
-        "IDENTITY_GRPC_PORT": str(port["identity"]),
-        "IDENTITY_METRICS_PORT": "0",
-        "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(kek),
-        "IDENTITY_LOG_LEVEL": "WARNING",
-    }
-    admin = client_secret(identity_env, "cli_bench_admin")
-    service = client_secret(identity_env, "cli_bench_payments")
-    identity = f"127.0.0.1:{port['identity']}"
-    specs = {
-        "identity": ([str(BIN / "astra-identity"), "serve"], identity_env),
-        "ledger": (
-            [str(BIN / "astra-ledger"), "serve"],
-            {
-                "LEDGER_DATABASE_URL": url["ledger"],
-                "LEDGER_GRPC_PORT": str(port["ledger"]),
-                "LEDGER_METRICS_PORT": "0",
-                "LEDGER_IDENTITY_TARGET": identity,
-                "LEDGER_LOG_LEVEL": "WARNING",
-            },
-        ),
-        "bank": (
-            python_module("sandbox_bank.main"),
-            {
-                "SANDBOX_BANK_PORT": str(port["bank"]),
-                "SANDBOX_BANK_DATABASE": str(folder / "bank.db"),
-                "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "0",
-                "SANDBOX_BANK_LOG_LEVEL": "WARNING",
-            },
-        ),
-        "payments": (
-            [str(BIN / "astra-payments"), "serve"],
-            {
-                "PAYMENTS_DATABASE_URL": url["payments"],
-                "PAYMENTS_GRPC_PORT": str(port["payments"]),
+def running_payments_suite(env: BenchEnv, folder: Path) -> Iterator[Suite]:
+    with running_suite(
+        env.postgres,
+        folder,
+        name="bench_pay",
+        log_level="WARNING",
+        env={
+            "ledger": {"LEDGER_DB_POOL_SIZE": "16"},
+            "payments": {
                 "PAYMENTS_GRPC_MAX_WORKERS": "64",
-                "PAYMENTS_METRICS_PORT": "0",
                 "PAYMENTS_DB_POOL_SIZE": "32",
-                "PAYMENTS_LEDGER_TARGET": f"127.0.0.1:{port['ledger']}",
-                "PAYMENTS_IDENTITY_TARGET": identity,
-                "PAYMENTS_CLIENT_ID": "cli_bench_payments",
-                "PAYMENTS_CLIENT_SECRET": service,
-                "PAYMENTS_BANK_URL": f"http://127.0.0.1:{port['bank']}",
                 "PAYMENTS_KYC_SUBSCRIBER_ENABLED": "false",
                 "PAYMENTS_WORKER_BATCH_SIZE": "500",
                 "PAYMENTS_WORKER_THREADS": "32",
+                "PAYMENTS_WORKER_POLL_SECONDS": "0.5",
                 "PAYMENTS_BANK_FEED_WAIT_SECONDS": "5",
-                "PAYMENTS_LOG_LEVEL": "WARNING",
                 "PAYMENTS_PROCESSES": PROCESSES,
             },
-        ),
-    }
-    processes: list[ServiceProcess] = []
-    try:
-        for name, (argv, process_env) in specs.items():
-            process = ServiceProcess(f"{name}-bench", argv, process_env, log_dir=folder).start()
-            processes.append(process)
-            if name == "identity":
-                process.wait_healthy(identity)
-        for name in ("ledger", "payments"):
-            processes[list(specs).index(name)].wait_healthy(f"127.0.0.1:{port[name]}")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port['bank']}/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        with open_channel(identity, default_timeout=30) as channel:
-            token = (
-                IdentityServiceStub(channel)
-                .IssueToken(ipb.IssueTokenRequest(client_id="cli_bench_admin", client_secret=admin))
-                .access_token
-            )
-        yield Suite(identity, f"127.0.0.1:{port['payments']}", url["payments"], token)
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for database in databases.values():
-            env.postgres.drop_database(database)
+        },
+    ) as suite:
+        yield Suite(
+            suite.identity, suite.payments, suite.database_urls["payments"], suite.admin_token()
+        )
 
 
 def _count(database_url: str, prefix: str, condition: str) -> int:
@@ -241,7 +167,7 @@ def measure(env: BenchEnv) -> Section:
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="astra-bench-payments-"))
-    with running_suite(env, folder) as suite:
+    with running_payments_suite(env, folder) as suite:
         tag = uuid.uuid4().hex[:6]
         customers = prepare(suite, tag)
         prefix = f"pay_{tag}_out_"

@@ -15,12 +15,10 @@ the balance). Then:
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import grpc
 import pytest
@@ -28,18 +26,16 @@ from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
-from astra_testkit.identity_cli import client_secret, identity_cli
-from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
-from astra_testkit.processes import ServiceProcess, python_module
+from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from astra_testkit.suite import running_suite
 from astra_testkit.waiting import wait_until
 from chassis.grpc.client import open_channel
 
 from tests.observability_fixtures import Samples, sample, scrape
 from tests.payments_fixtures import TERMINAL
 
-BIN = Path(sys.executable).parent
 PAYOUT_ACCOUNT = "DE89370400440532013000"
 COLLECTION_ACCOUNT = "FR7630006000011234567890189"
 
@@ -60,147 +56,42 @@ class Suite:
         return {name: process.logs() for name, process in self.processes.items()}
 
 
-def _start(suite_processes: dict[str, ServiceProcess], process: ServiceProcess) -> None:
-    suite_processes[process.name] = process.start()
-
-
 @pytest.fixture(scope="module")
 def suite(
     postgres: PostgresServer,
     pubsub_emulator: PubSubEmulator,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Suite]:
-    folder = tmp_path_factory.mktemp("observed-suite")
-    databases = {
-        name: postgres.create_database(prefix=f"astra_e2e_obs_{name}")
-        for name in ("identity", "ledger", "payments")
-    }
-    url = {name: postgres.url_for(db) for name, db in databases.items()}
-    ports = {name: free_port() for name in ("identity", "ledger", "payments", "bank")}
-    metrics = {
-        name: free_port()
-        for name in ("identity", "ledger", "payments", "relay-identity", "relay-payments")
-    }
-    project = f"astra-obs-{uuid.uuid4().hex[:8]}"
     pubsub = {
         "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
-        "ASTRA_PUBSUB_PROJECT": project,
+        "ASTRA_PUBSUB_PROJECT": f"astra-obs-{uuid.uuid4().hex[:8]}",
         "ASTRA_PUBSUB_CREATE_TOPICS": "true",
     }
-    kek = folder / "kek"
-    identity_cli({}, "generate-kek", "--out", str(kek))
-    identity_env = {
-        **pubsub,
-        "IDENTITY_DATABASE_URL": url["identity"],
-        "IDENTITY_GRPC_PORT": str(ports["identity"]),
-        "IDENTITY_METRICS_PORT": str(metrics["identity"]),
-        "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(kek),
-        "IDENTITY_GRACE_SECONDS": "2",
-        "IDENTITY_LOG_LEVEL": "DEBUG",
-    }
-    # Registered the operator's way; each secret is printed once.
-    admin_secret = client_secret(identity_env, "cli_obs_admin")
-    payments_secret = client_secret(identity_env, "cli_obs_payments")
-    identity_target = f"127.0.0.1:{ports['identity']}"
-    processes: dict[str, ServiceProcess] = {}
-    try:
-        _start(
-            processes,
-            ServiceProcess(
-                "identity", [str(BIN / "astra-identity"), "serve"], identity_env, log_dir=folder
-            ),
-        )
-        processes["identity"].wait_healthy(identity_target)
-        _start(
-            processes,
-            ServiceProcess(
-                "ledger",
-                [str(BIN / "astra-ledger"), "serve"],
-                {
-                    **pubsub,
-                    "LEDGER_DATABASE_URL": url["ledger"],
-                    "LEDGER_GRPC_PORT": str(ports["ledger"]),
-                    "LEDGER_METRICS_PORT": str(metrics["ledger"]),
-                    "LEDGER_IDENTITY_TARGET": identity_target,
-                    "LEDGER_GRACE_SECONDS": "2",
-                    "LEDGER_DB_POOL_SIZE": "4",
-                    "LEDGER_LOG_LEVEL": "DEBUG",
-                },
-                log_dir=folder,
-            ),
-        )
-        _start(
-            processes,
-            ServiceProcess(
-                "sandbox-bank",
-                python_module("sandbox_bank.main"),
-                {
-                    "SANDBOX_BANK_HOST": "127.0.0.1",
-                    "SANDBOX_BANK_PORT": str(ports["bank"]),
-                    "SANDBOX_BANK_DATABASE": str(folder / "bank.db"),
-                    "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "0",
-                    "SANDBOX_BANK_LOG_LEVEL": "DEBUG",
-                },
-                log_dir=folder,
-            ),
-        )
-        processes["ledger"].wait_healthy(f"127.0.0.1:{ports['ledger']}")
-        _start(
-            processes,
-            ServiceProcess(
-                "payments",
-                [str(BIN / "astra-payments"), "serve"],
-                {
-                    **pubsub,
-                    "PAYMENTS_DATABASE_URL": url["payments"],
-                    "PAYMENTS_GRPC_PORT": str(ports["payments"]),
-                    "PAYMENTS_METRICS_PORT": str(metrics["payments"]),
-                    "PAYMENTS_LEDGER_TARGET": f"127.0.0.1:{ports['ledger']}",
-                    "PAYMENTS_IDENTITY_TARGET": identity_target,
-                    "PAYMENTS_CLIENT_ID": "cli_obs_payments",
-                    "PAYMENTS_CLIENT_SECRET": payments_secret,
-                    "PAYMENTS_BANK_URL": f"http://127.0.0.1:{ports['bank']}",
-                    "PAYMENTS_WORKER_POLL_SECONDS": "0.1",
-                    "PAYMENTS_BANK_FEED_WAIT_SECONDS": "1",
-                    "PAYMENTS_STATUS_POLL_SECONDS": "2",
-                    "PAYMENTS_GRACE_SECONDS": "2",
-                    "PAYMENTS_DB_POOL_SIZE": "4",
-                    "PAYMENTS_LOG_LEVEL": "DEBUG",
-                },
-                log_dir=folder,
-            ),
-        )
-        # The relays start once their databases are migrated (by the services, at start).
-        processes["payments"].wait_healthy(f"127.0.0.1:{ports['payments']}")
-        for context in ("identity", "payments"):
-            _start(
-                processes,
-                ServiceProcess(
-                    f"relay-{context}",
-                    [str(BIN / "astra-relay"), "run"],
-                    {
-                        **pubsub,
-                        "RELAY_CONTEXT": context,
-                        "RELAY_DATABASE_URL": url[context],
-                        "RELAY_METRICS_PORT": str(metrics[f"relay-{context}"]),
-                        "RELAY_LAG_INTERVAL_SECONDS": "0.5",
-                        "RELAY_LOG_LEVEL": "DEBUG",
-                    },
-                    log_dir=folder,
-                ),
-            )
+    with running_suite(
+        postgres,
+        tmp_path_factory.mktemp("observed-suite"),
+        name="obs",
+        common_env=pubsub,
+        relays=("identity", "payments"),
+        metrics=True,
+        log_level="DEBUG",
+        env={
+            "payments": {"PAYMENTS_STATUS_POLL_SECONDS": "2"},
+            "relay": {"RELAY_LAG_INTERVAL_SECONDS": "0.5"},
+        },
+    ) as running:
         yield Suite(
-            identity=identity_target,
-            payments=f"127.0.0.1:{ports['payments']}",
-            metrics=metrics,
-            processes=processes,
-            secrets=[admin_secret, payments_secret, *kek.read_text().split()],
+            identity=running.identity,
+            payments=running.payments,
+            metrics=running.metrics_ports,
+            processes=running.processes,
+            # Registered the operator's way; each secret was printed once.
+            secrets=[
+                running.admin_secret,
+                running.payments_secret,
+                *running.kek.read_text().split(),
+            ],
         )
-    finally:
-        for process in reversed(processes.values()):
-            process.terminate()
-        for database in databases.values():
-            postgres.drop_database(database)
 
 
 @pytest.fixture(scope="module")

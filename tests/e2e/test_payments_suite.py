@@ -31,11 +31,10 @@ from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra.payments.v1 import events_pb2 as pev
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
-from astra_testkit.identity_cli import client_secret, identity_cli
-from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
-from astra_testkit.processes import ServiceProcess, python_module
+from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from astra_testkit.suite import running_suite
 from astra_testkit.waiting import wait_until
 from chassis.grpc.client import open_channel
 from chassis.pubsub.clients import (
@@ -77,13 +76,6 @@ def running(
     pubsub_emulator: PubSubEmulator,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Running]:
-    folder = tmp_path_factory.mktemp("payments-e2e")
-    databases = {
-        name: postgres.create_database(prefix=f"astra_e2e_pay_{name}")
-        for name in ("identity", "ledger", "payments")
-    }
-    url = {name: postgres.url_for(db) for name, db in databases.items()}
-    port = {name: free_port() for name in ("identity", "ledger", "payments", "bank")}
     project = f"astra-pay-{uuid.uuid4().hex[:8]}"
     pubsub = {
         "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
@@ -97,116 +89,35 @@ def running(
     ensure_topic(publisher_api(), topic)
     events_subscription = subscription_path(project, "e2e-payments-events")
     ensure_subscription(subscriber_client(), events_subscription, topic)
-    kek = folder / "kek"
-    identity_cli({}, "generate-kek", "--out", str(kek))
-    identity_env = {
-        **pubsub,
-        "IDENTITY_DATABASE_URL": url["identity"],
-        "IDENTITY_GRPC_PORT": str(port["identity"]),
-        "IDENTITY_METRICS_PORT": "0",
-        "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(kek),
-        "IDENTITY_GRACE_SECONDS": "2",
-    }
-    admin_secret = client_secret(identity_env, "cli_e2e_admin")
-    payments_secret = client_secret(identity_env, "cli_e2e_payments")
-    identity_target = f"127.0.0.1:{port['identity']}"
-    specs = {
-        "identity": ([str(BIN / "astra-identity"), "serve"], identity_env),
-        "ledger": (
-            [str(BIN / "astra-ledger"), "serve"],
-            {
-                **pubsub,
-                "LEDGER_DATABASE_URL": url["ledger"],
-                "LEDGER_GRPC_PORT": str(port["ledger"]),
-                "LEDGER_METRICS_PORT": "0",
-                "LEDGER_IDENTITY_TARGET": identity_target,
-                "LEDGER_GRACE_SECONDS": "2",
-                "LEDGER_DB_POOL_SIZE": "4",
-            },
-        ),
-        "sandbox-bank": (
-            python_module("sandbox_bank.main"),
-            {
-                "SANDBOX_BANK_PORT": str(port["bank"]),
-                "SANDBOX_BANK_DATABASE": str(folder / "bank.db"),
-                "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "0.2",
-            },
-        ),
-        "payments": (
-            [str(BIN / "astra-payments"), "serve"],
-            {
-                **pubsub,
-                "PAYMENTS_DATABASE_URL": url["payments"],
-                "PAYMENTS_GRPC_PORT": str(port["payments"]),
-                "PAYMENTS_METRICS_PORT": "0",
-                "PAYMENTS_LEDGER_TARGET": f"127.0.0.1:{port['ledger']}",
-                "PAYMENTS_IDENTITY_TARGET": identity_target,
-                "PAYMENTS_CLIENT_ID": "cli_e2e_payments",
-                "PAYMENTS_CLIENT_SECRET": payments_secret,
-                "PAYMENTS_BANK_URL": f"http://127.0.0.1:{port['bank']}",
-                "PAYMENTS_PAYOUT_FEE_FIXED": json.dumps({"EUR": FEE}),
-                "PAYMENTS_WORKER_POLL_SECONDS": "0.1",
-                "PAYMENTS_BANK_FEED_WAIT_SECONDS": "1",
-                "PAYMENTS_GRACE_SECONDS": "2",
-                "PAYMENTS_DB_POOL_SIZE": "4",
-            },
-        ),
-    }
-    for context in ("identity", "payments"):
-        specs[f"relay-{context}"] = (
-            [str(BIN / "astra-relay"), "run"],
-            {
-                **pubsub,
-                "RELAY_CONTEXT": context,
-                "RELAY_DATABASE_URL": url[context],
-                "RELAY_METRICS_PORT": "0",
-            },
-        )
-    processes: dict[str, ServiceProcess] = {}
     try:
-        for name, (argv, env) in specs.items():
-            processes[name] = ServiceProcess(name, argv, env, log_dir=folder).start()
-            if name == "identity":
-                processes[name].wait_healthy(identity_target)
-        for name in ("ledger", "payments"):
-            processes[name].wait_healthy(f"127.0.0.1:{port[name]}")
-        wait_until(lambda: _bank_up(port["bank"]), 90, "the sandbox bank")
-        with open_channel(identity_target, default_timeout=30) as channel:
-            token = (
-                IdentityServiceStub(channel)
-                .IssueToken(
-                    ipb.IssueTokenRequest(client_id="cli_e2e_admin", client_secret=admin_secret)
-                )
-                .access_token
+        with running_suite(
+            postgres,
+            tmp_path_factory.mktemp("payments-e2e"),
+            name="e2e",
+            common_env=pubsub,
+            relays=("identity", "payments"),
+            env={
+                "bank": {"SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "0.2"},
+                "payments": {"PAYMENTS_PAYOUT_FEE_FIXED": json.dumps({"EUR": FEE})},
+            },
+        ) as suite:
+            yield Running(
+                identity=suite.identity,
+                ledger=suite.ledger,
+                payments=suite.payments,
+                bank=suite.bank_url,
+                payments_db=suite.database_urls["payments"],
+                project=project,
+                events_subscription=events_subscription,
+                admin_token=suite.admin_token(),
+                processes=suite.processes,
             )
-        yield Running(
-            identity=identity_target,
-            ledger=f"127.0.0.1:{port['ledger']}",
-            payments=f"127.0.0.1:{port['payments']}",
-            bank=f"http://127.0.0.1:{port['bank']}",
-            payments_db=url["payments"],
-            project=project,
-            events_subscription=events_subscription,
-            admin_token=token,
-            processes=processes,
-        )
     finally:
-        for process in reversed(processes.values()):
-            process.terminate()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        for database in databases.values():
-            postgres.drop_database(database)
-
-
-def _bank_up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def projected_status(running: Running, customer_id: str) -> str | None:
