@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
+from astra_testkit.customers import create_customer
 from astra_testkit.suite import running_suite
 from chassis.grpc.client import open_channel
 
@@ -116,21 +116,7 @@ def prepare(suite: Suite, tag: str) -> list[str]:
     customers = []
     for i in range(CUSTOMERS):
         customer = f"cus_{tag}_{i}"
-        identity.CreateCustomer(
-            ipb.CreateCustomerRequest(
-                customer=ipb.Customer(id=customer, display_name="B", email=f"{customer}@b.test")
-            )
-        )
-        identity.SubmitKyc(
-            ipb.SubmitKycRequest(request_id=f"kyc_{customer}_1", customer_id=customer)
-        )
-        identity.ReviewKyc(
-            ipb.ReviewKycRequest(
-                request_id=f"kyc_{customer}_2",
-                customer_id=customer,
-                decision=ipb.KYC_DECISION_APPROVE,
-            )
-        )
+        create_customer(identity, customer)
         payments.CreateCollection(
             pb.CreateCollectionRequest(
                 payment_id=f"pay_{tag}_fund_{i}",

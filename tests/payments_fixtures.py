@@ -21,12 +21,12 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from astra.identity.v1 import identity_pb2 as idpb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.ledger.v1 import ledger_pb2 as lpb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
+from astra_testkit.customers import create_customer
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
@@ -208,24 +208,7 @@ class Suite:
 
     def customer(self, *, verified: bool = True) -> str:
         customer_id = self.new_id("cus")
-        self.identity.CreateCustomer(
-            idpb.CreateCustomerRequest(
-                customer=idpb.Customer(
-                    id=customer_id, display_name="Ada Test", email=f"{customer_id}@example.com"
-                )
-            )
-        )
-        if verified:
-            self.identity.SubmitKyc(
-                idpb.SubmitKycRequest(request_id=self.new_id("kyc"), customer_id=customer_id)
-            )
-            self.identity.ReviewKyc(
-                idpb.ReviewKycRequest(
-                    request_id=self.new_id("kyc"),
-                    customer_id=customer_id,
-                    decision=idpb.KYC_DECISION_APPROVE,
-                )
-            )
+        create_customer(self.identity, customer_id, verified=verified)
         return customer_id
 
     # --- payments ---

@@ -26,6 +26,7 @@ from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
+from astra_testkit.customers import create_customer
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
@@ -112,19 +113,7 @@ def traffic(suite: Suite) -> Suite:
     identity = IdentityServiceStub(identity_channel)
     payments = PaymentsServiceStub(payments_channel)
     customer = f"cus_obs_{uuid.uuid4().hex[:10]}"
-    identity.CreateCustomer(
-        ipb.CreateCustomerRequest(
-            customer=ipb.Customer(id=customer, display_name="Ada", email=f"{customer}@example.com")
-        )
-    )
-    identity.SubmitKyc(ipb.SubmitKycRequest(request_id=f"kyc_{customer}_1", customer_id=customer))
-    identity.ReviewKyc(
-        ipb.ReviewKycRequest(
-            request_id=f"kyc_{customer}_2",
-            customer_id=customer,
-            decision=ipb.KYC_DECISION_APPROVE,
-        )
-    )
+    create_customer(identity, customer)
 
     def settle(payment_id: str) -> int:
         state = pb.PAYMENT_STATE_UNSPECIFIED

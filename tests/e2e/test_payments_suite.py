@@ -24,13 +24,13 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.ledger.v1 import ledger_pb2 as lpb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra.payments.v1 import events_pb2 as pev
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
+from astra_testkit.customers import create_customer
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
@@ -165,17 +165,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
     payments = PaymentsServiceStub(running.channel(running.payments))
     ledger = LedgerServiceStub(running.channel(running.ledger))
     customer = f"cus_e2e_{uuid.uuid4().hex[:10]}"
-    identity.CreateCustomer(
-        ipb.CreateCustomerRequest(
-            customer=ipb.Customer(id=customer, display_name="Ada", email=f"{customer}@example.com")
-        )
-    )
-    identity.SubmitKyc(ipb.SubmitKycRequest(request_id=f"kyc_{customer}_1", customer_id=customer))
-    identity.ReviewKyc(
-        ipb.ReviewKycRequest(
-            request_id=f"kyc_{customer}_2", customer_id=customer, decision=ipb.KYC_DECISION_APPROVE
-        )
-    )
+    create_customer(identity, customer)
     # Identity's events reach payments' projection through its relay and Pub/Sub.
     wait_until(lambda: projected_status(running, customer) == "VERIFIED", 90, "the KYC projection")
 
