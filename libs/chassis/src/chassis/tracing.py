@@ -55,6 +55,7 @@ INSTRUMENTATION = "astra.chassis"
 # CloudEvents' distributed-tracing extension attributes, as the Pub/Sub binding names them.
 PUBSUB_ATTRIBUTE_PREFIX = "ce-"
 _TRACE_FIELDS = ("traceparent", "tracestate")
+_TRACEPARENT_ATTRIBUTE = PUBSUB_ATTRIBUTE_PREFIX + "traceparent"
 
 # Server statuses that mean the server failed (OpenTelemetry's gRPC conventions);
 # a refusal such as FAILED_PRECONDITION is the service doing its job.
@@ -113,6 +114,16 @@ def configure_tracing(service: str, exporter: SpanExporter | None = None) -> Tra
 
 def _records(provider: TracerProvider) -> bool:
     return provider.sampler is not sampling.ALWAYS_OFF
+
+
+def spans_recorded() -> bool:
+    """Whether a span started now could keep attributes: an SDK provider that records.
+
+    Per-message spans build their attributes only then; the dict is most of a
+    span's cost when nothing is recorded (the default, ``none`` exporter).
+    """
+    provider = trace.get_tracer_provider()
+    return isinstance(provider, TracerProvider) and _records(provider)
 
 
 def _exporter_name(exporter: SpanExporter | None) -> str:
@@ -333,8 +344,15 @@ def with_trace_context(messages: Sequence[OutboxMessage]) -> Sequence[OutboxMess
     return [m if m.headers else dataclasses.replace(m, headers=headers) for m in messages]
 
 
+_NO_CONTEXT = otel_context.Context()
+
+
 def extract_trace_context(attributes: Mapping[str, str]) -> otel_context.Context:
     """The context a message's attributes carry (an empty one when they carry none)."""
+    if _TRACEPARENT_ATTRIBUTE not in attributes:
+        # Most messages carry none (only recorded traces are stored with events):
+        # the propagator's parsing is skipped for them.
+        return _NO_CONTEXT
     carrier = {
         key[len(PUBSUB_ATTRIBUTE_PREFIX) :]: value
         for key, value in attributes.items()
@@ -359,24 +377,9 @@ def consumer_span(
             "messaging.destination.subscription.name": subscription,
             "messaging.message.id": attributes.get("ce-id", ""),
             "cloudevents.event_type": event_type or attributes.get("ce-type", ""),
-        },
-    ) as span:
-        yield span
-
-
-@contextmanager
-def producer_span(topic: str, attributes: Mapping[str, str]) -> Iterator[trace.Span]:
-    """The span a relay publishes one message in, child of the span that recorded it."""
-    with tracer().start_as_current_span(
-        f"{topic} publish",
-        context=extract_trace_context(attributes),
-        kind=SpanKind.PRODUCER,
-        attributes={
-            "messaging.system": "gcp_pubsub",
-            "messaging.operation": "publish",
-            "messaging.destination.name": topic,
-            "messaging.message.id": attributes.get("ce-id", ""),
-        },
+        }
+        if spans_recorded()
+        else None,
     ) as span:
         yield span
 
