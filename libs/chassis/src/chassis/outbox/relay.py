@@ -350,7 +350,13 @@ class Relay:
 
     def _connect(self) -> Connection:
         if self._connection is None:
-            self._connection = self._engine.connect()
+            connection = self._engine.connect()
+            if self._postgres:
+                # Every statement the relay sends stands alone (lane locks are the
+                # session's, a mark is one UPDATE): no BEGIN and COMMIT round trips
+                # around each read and each mark.
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            self._connection = connection
             self._next_rebalance = 0.0
         return self._connection
 
