@@ -5,13 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
+from chassis.db.engine import create_db_engine
 from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.subscriber import EventSubscriber, Outcome, ReceivedEvent, SubscriberOptions
-from sqlalchemy import Connection, select
+from chassis.pubsub.subscriber import (
+    EventSubscriber,
+    Outcome,
+    ReceivedEvent,
+    SubscriberOptions,
+    SubscriberTables,
+)
+from sqlalchemy import Column, Connection, MetaData, String, Table, select
 
 from tests.outbox_fixtures import CountingStore
 
@@ -103,3 +111,33 @@ def test_a_failing_handler_does_not_take_its_batch_down(counting_store: Counting
     assert Outcome.DEAD_LETTERED in last
     assert [d["event_id"] for d in counting_store.dead_letters()] == ["b1"]
     assert counting_store.applied_total() == 7
+
+
+def test_on_sqlite_a_batch_is_applied_once_too(tmp_path: Path) -> None:
+    """`make run`'s embedded database takes the portable inbox insert, not PostgreSQL's."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'subscriber.db'}")
+    metadata = MetaData()
+    effects = Table("effects", metadata, Column("event_id", String(64), nullable=False))
+    tables = SubscriberTables.define(metadata)
+    metadata.create_all(engine)
+
+    def handler(event: ReceivedEvent[Any], connection: Connection) -> None:
+        connection.execute(effects.insert().values(event_id=event.id))
+
+    sub = EventSubscriber(
+        subscription="projects/p/subscriptions/sqlite-batch",
+        engine=engine,
+        tables=tables,
+        handlers={ev.TransferPosted: handler},
+    )
+    try:
+        fresh = [envelope(f"s{i}", f"tr_{i}") for i in range(4)]
+        outcomes = sub.handle_batch([*fresh, envelope("s1", "tr_1")])
+        again = sub.handle_batch([envelope("s2", "tr_2"), envelope("s9", "tr_9")])
+        with engine.connect() as connection:
+            applied = sorted(connection.execute(select(effects.c.event_id)).scalars())
+    finally:
+        engine.dispose()
+    assert outcomes == [Outcome.APPLIED] * 4 + [Outcome.DUPLICATE]
+    assert again == [Outcome.DUPLICATE, Outcome.APPLIED]
+    assert applied == ["s0", "s1", "s2", "s3", "s9"]
