@@ -5,17 +5,17 @@ Both run on a fresh ledger database (its outbox table) and the emulator.
   relay (in this process, default settings); events/s from its start until the
   last row was acknowledged by Pub/Sub and marked.
 - Latency: a writer commits 10 events per transaction, 100 transactions per
-  second (1,000 events/s) for a while; ``astra-relay`` runs as its own process,
-  and so does a subscriber built on the chassis helper (streaming pull, ordered
-  subscription, inbox insert in PostgreSQL) that notes when each event reaches
-  its handler. Latency is from the writer's commit returning to that moment
-  (wall clock, one machine).
+  second (1,000 events/s): 5 s of cold start, then the measured steady phase.
+  ``astra-relay`` runs as its own process, and so does a subscriber built on
+  the chassis helper (streaming pull, ordered subscription, inbox insert in
+  PostgreSQL) that notes when each event reaches its handler. Latency is from
+  the writer's commit returning to that moment (wall clock, one machine).
 
 Run alone: ``python -m bench.outbox_bench``.
 
 Knobs for experiments (bench only): BENCH_OUTBOX_SECONDS (steady phase length),
-BENCH_SUBSCRIBER_WORKERS and BENCH_SUBSCRIBER_BATCH (the subscriber's options), BENCH_OUTBOX_DUMP (a file to
-write each event's commit instant and latency to, for a timeline).
+BENCH_SUBSCRIBER_WORKERS and BENCH_SUBSCRIBER_BATCH (the subscriber's options),
+BENCH_OUTBOX_DUMP (a file to write each event's commit instant and latency to).
 """
 
 from __future__ import annotations
