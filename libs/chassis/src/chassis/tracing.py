@@ -116,16 +116,6 @@ def _records(provider: TracerProvider) -> bool:
     return provider.sampler is not sampling.ALWAYS_OFF
 
 
-def spans_recorded() -> bool:
-    """Whether a span started now could keep attributes: an SDK provider that records.
-
-    Per-message spans build their attributes only then; the dict is most of a
-    span's cost when nothing is recorded (the default, ``none`` exporter).
-    """
-    provider = trace.get_tracer_provider()
-    return isinstance(provider, TracerProvider) and _records(provider)
-
-
 def _exporter_name(exporter: SpanExporter | None) -> str:
     if exporter is not None:
         return type(exporter).__name__
@@ -377,9 +367,7 @@ def consumer_span(
             "messaging.destination.subscription.name": subscription,
             "messaging.message.id": attributes.get("ce-id", ""),
             "cloudevents.event_type": event_type or attributes.get("ce-type", ""),
-        }
-        if spans_recorded()
-        else None,
+        },
     ) as span:
         yield span
 
