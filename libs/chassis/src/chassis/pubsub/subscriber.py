@@ -346,16 +346,9 @@ class EventSubscriber:
         self, decoded: list[tuple[PulledMessage, ReceivedEvent[Any], Handler]]
     ) -> set[str]:
         with self._engine.begin() as connection:
-            table = self._tables.inbox
-            rows = {
-                event.id: {
-                    "subscription": self.name,
-                    "event_id": event.id,
-                    "event_type": event.type,
-                }
-                for _, event, _ in decoded
-            }
-            fresh = self._record_in_inbox(connection, table, list(rows.values()))
+            # By id: a redelivered copy queued beside its original is one inbox row.
+            types = {event.id: event.type for _, event, _ in decoded}
+            fresh = self._record_in_inbox(connection, types)
             applied: set[str] = set()
             for message, event, handler in decoded:
                 if event.id not in fresh or event.id in applied:
@@ -365,26 +358,25 @@ class EventSubscriber:
                 applied.add(event.id)
             return fresh
 
-    def _record_in_inbox(
-        self, connection: Connection, table: Table, rows: list[dict[str, str]]
-    ) -> set[str]:
-        """Insert the rows the inbox lacks; the ids of those inserted (the events new to us)."""
+    def _record_in_inbox(self, connection: Connection, types: dict[str, str]) -> set[str]:
+        """Inbox rows for the event ids (mapped to their types) it lacks; the ids it lacked."""
         if connection.dialect.name == "postgresql":
             # One statement text whatever the batch size, the rows as three arrays:
             # psycopg parses and prepares it once. A multi-row VALUES list has a new
             # text for every batch size, parsed again each time.
             result = connection.exec_driver_sql(
                 self._inbox_insert_sql,
-                (
-                    [row["subscription"] for row in rows],
-                    [row["event_id"] for row in rows],
-                    [row["event_type"] for row in rows],
-                ),
+                ([self.name] * len(types), list(types), list(types.values())),
             )
             return {row[0] for row in result}
         # Parameters given apart from the statement: its compiled form is cached
         # and SQLAlchemy batches the rows; `.values(rows)` compiled anew every time.
+        table = self._tables.inbox
         statement = _insert(connection, table).on_conflict_do_nothing().returning(table.c.event_id)
+        rows = [
+            {"subscription": self.name, "event_id": event_id, "event_type": event_type}
+            for event_id, event_type in types.items()
+        ]
         return {row[0] for row in connection.execute(statement, rows)}
 
     def _handle(self, message: PulledMessage) -> Outcome:
