@@ -10,7 +10,6 @@ trip: on the hot path of small transactions the round trips are the cost).
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, insert, text
 
+from chassis.db.arrays import int_array, text_array
 from chassis.outbox.schema import lane_of
 
 COPY_THRESHOLD = 32
@@ -91,28 +91,23 @@ class OutboxWriter:
             cursor.execute(self._insert_and_notify_sql, [*_array_literals(rows), self._channel])
 
 
-_TOKEN = re.compile(r"[A-Za-z0-9_.:;-]+")
-
-
 def _array_literals(rows: list[tuple[Any, ...]]) -> list[Any]:
     """The columns as PostgreSQL array literals where that is safe, else as lists.
 
     A literal is one string; a list is adapted by psycopg element by element,
     which is most of this statement's client CPU for a handful of events.
-    Event ids, types and ordering keys are tokens; payloads go as hex bytea;
-    instants as quoted ISO text. Anything else (headers) is left to psycopg.
+    Payloads go as hex bytea, instants as quoted ISO text; headers (JSON) are
+    left to psycopg.
     """
     event_ids, types, keys, lanes, payloads, headers, instants = (
         list(column) for column in zip(*rows, strict=True)
     )
-    out: list[Any] = []
-    for texts in (event_ids, types, keys):
-        if all(_TOKEN.fullmatch(t) for t in texts):
-            out.append("{" + ",".join(texts) + "}")
-        else:
-            out.append(texts)
-    out.append("{" + ",".join(map(str, lanes)) + "}")
-    out.append("{" + ",".join(f'"\\\\x{p.hex()}"' for p in payloads) + "}")
-    out.append(headers if any(headers) else "{" + ",".join("NULL" for _ in headers) + "}")
-    out.append("{" + ",".join(f'"{i.isoformat()}"' for i in instants) + "}")
-    return out
+    return [
+        text_array(event_ids),
+        text_array(types),
+        text_array(keys),
+        int_array(lanes),
+        "{" + ",".join(f'"\\\\x{p.hex()}"' for p in payloads) + "}",
+        headers if any(headers) else "{" + ",".join("NULL" for _ in headers) + "}",
+        "{" + ",".join(f'"{i.isoformat()}"' for i in instants) + "}",
+    ]

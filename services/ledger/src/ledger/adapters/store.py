@@ -11,11 +11,11 @@ of COPY; it has one writer at a time anyway.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from chassis.db.arrays import int_array, text_array
 from chassis.kernel.clock import utc
 from sqlalchemy import Connection, DateTime, bindparam, insert, select, text, update
 
@@ -123,28 +123,6 @@ _RECORD_SELECT = (
     "LEFT JOIN transfers r ON r.pending_transfer_id = t.id AND r.ok "
     "LEFT JOIN transfers v ON v.reversed_transfer_id = t.id AND v.ok "
 )
-
-
-# Tokens that need no quoting in an array literal (never the word NULL: ours all have a
-# prefix or are numbers, reasons, hex digests or encoded legs with ":" and ";").
-_ARRAY_SAFE = re.compile(r"[A-Za-z0-9_:;-]+")
-
-
-def _array(values: Sequence[str | None]) -> str | list[str | None]:
-    """A text array: a literal when every value is a plain token (or None), else the list.
-
-    Binding a Python list makes psycopg adapt it element by element; a literal
-    is one string, several times cheaper to build for thousands of values.
-    Identifiers, reasons, fingerprints and encoded legs are plain tokens; free
-    text (messages, metadata JSON) falls back to psycopg's quoting.
-    """
-    if all(v is None or _ARRAY_SAFE.fullmatch(v) for v in values):
-        return "{" + ",".join("NULL" if v is None else v for v in values) + "}"
-    return list(values)
-
-
-def _int_array(values: Iterable[int]) -> str:
-    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _encode_legs(legs: Iterable[Leg]) -> str:
@@ -262,7 +240,7 @@ class LedgerStore:
     def _in(self, column: str, name: str, values: Sequence[str]) -> tuple[Any, dict[str, Any]]:
         """``column IN values`` as ``= ANY(array)`` on PostgreSQL (one parameter)."""
         if self._pg:
-            return f"{column} = ANY(CAST(:{name} AS text[]))", {name: _array(values)}
+            return f"{column} = ANY(CAST(:{name} AS text[]))", {name: text_array(values)}
         return f"{column} IN :{name}", {name: list(values)}
 
     def _query(self, sql: str, params: dict[str, Any], expanding: Sequence[str] = ()) -> Any:
@@ -387,7 +365,7 @@ class LedgerStore:
         as one simple-protocol string with literal arrays: half the client CPU
         of psycopg's pipeline mode, which remains the fallback.
         """
-        literals = [_array(ids) for _, ids in queries]
+        literals = [text_array(ids) for _, ids in queries]
         if all(isinstance(literal, str) for literal in literals):
             text = "; ".join(
                 sql.replace("%s", f"'{literal}'")
@@ -404,7 +382,7 @@ class LedgerStore:
         try:
             with raw.pipeline():
                 for cursor, (sql, ids) in zip(cursors, queries, strict=True):
-                    cursor.execute(sql, (_array(ids),))
+                    cursor.execute(sql, (text_array(ids),))
             return [cursor.fetchall() for cursor in cursors]
         finally:
             for cursor in cursors:
@@ -511,37 +489,37 @@ class LedgerStore:
         assert len(instants) == 1, "a batch is decided at one instant"
         params = {
             "at": instants.pop(),
-            "t_id": _array([r.id for r in records]),
-            "t_kind": _int_array(int(r.kind) for r in records),
+            "t_id": text_array([r.id for r in records]),
+            "t_kind": int_array(int(r.kind) for r in records),
             "t_ok": "{" + ",".join("t" if r.ok else "f" for r in records) + "}",
-            "t_reason": _array([r.reason or None for r in records]),
-            "t_message": _array([r.message or None for r in records]),
-            "t_fp": _array([r.fingerprint for r in records]),
-            "t_legs": _array([_encode_legs(r.legs) for r in records]),
-            "t_pending": _array([r.pending_transfer_id or None for r in records]),
-            "t_reversed": _array([r.reversed_transfer_id or None for r in records]),
+            "t_reason": text_array([r.reason or None for r in records]),
+            "t_message": text_array([r.message or None for r in records]),
+            "t_fp": text_array([r.fingerprint for r in records]),
+            "t_legs": text_array([_encode_legs(r.legs) for r in records]),
+            "t_pending": text_array([r.pending_transfer_id or None for r in records]),
+            "t_reversed": text_array([r.reversed_transfer_id or None for r in records]),
             "t_expires": [r.expires_at for r in records],
-            "t_metadata": _array([_encode_metadata(r.metadata) for r in records]),
-            "e_account": _array([e.account_id for e in entries]),
-            "e_seq": _int_array(e.sequence for e in entries),
-            "e_transfer": _array([e.transfer_id for e in entries]),
-            "e_kind": _int_array(int(e.kind) for e in entries),
-            "e_type": _int_array(int(e.entry_type) for e in entries),
-            "e_direction": _int_array(int(e.direction) for e in entries),
-            "e_amount": _int_array(e.amount for e in entries),
-            "e_dp": _int_array(e.debits_posted for e in entries),
-            "e_cp": _int_array(e.credits_posted for e in entries),
-            "e_dq": _int_array(e.debits_pending for e in entries),
-            "e_cq": _int_array(e.credits_pending for e in entries),
-            "a_id": _array([a.id for a in accounts]),
-            "a_dp": _int_array(a.debits_posted for a in accounts),
-            "a_cp": _int_array(a.credits_posted for a in accounts),
-            "a_dq": _int_array(a.debits_pending for a in accounts),
-            "a_cq": _int_array(a.credits_pending for a in accounts),
-            "a_seq": _int_array(a.entry_sequence for a in accounts),
-            "h_id": _array([h.id for h in opened]),
+            "t_metadata": text_array([_encode_metadata(r.metadata) for r in records]),
+            "e_account": text_array([e.account_id for e in entries]),
+            "e_seq": int_array(e.sequence for e in entries),
+            "e_transfer": text_array([e.transfer_id for e in entries]),
+            "e_kind": int_array(int(e.kind) for e in entries),
+            "e_type": int_array(int(e.entry_type) for e in entries),
+            "e_direction": int_array(int(e.direction) for e in entries),
+            "e_amount": int_array(e.amount for e in entries),
+            "e_dp": int_array(e.debits_posted for e in entries),
+            "e_cp": int_array(e.credits_posted for e in entries),
+            "e_dq": int_array(e.debits_pending for e in entries),
+            "e_cq": int_array(e.credits_pending for e in entries),
+            "a_id": text_array([a.id for a in accounts]),
+            "a_dp": int_array(a.debits_posted for a in accounts),
+            "a_cp": int_array(a.credits_posted for a in accounts),
+            "a_dq": int_array(a.debits_pending for a in accounts),
+            "a_cq": int_array(a.credits_pending for a in accounts),
+            "a_seq": int_array(a.entry_sequence for a in accounts),
+            "h_id": text_array([h.id for h in opened]),
             "h_expires": [h.expires_at for h in opened],
-            "closed": _array(closed),
+            "closed": text_array(closed),
         }
         with self._driver().cursor() as cursor:
             cursor.execute(_ONE_STATEMENT_WRITE, params)
@@ -579,12 +557,12 @@ class LedgerStore:
                     "AS v(id, dp, cp, dq, cq, seq) WHERE a.id = v.id"
                 ).bindparams(bindparam("at", type_=DateTime(timezone=True))),
                 {
-                    "ids": _array([a.id for a in accounts]),
-                    "dp": _int_array(a.debits_posted for a in accounts),
-                    "cp": _int_array(a.credits_posted for a in accounts),
-                    "dq": _int_array(a.debits_pending for a in accounts),
-                    "cq": _int_array(a.credits_pending for a in accounts),
-                    "seq": _int_array(a.entry_sequence for a in accounts),
+                    "ids": text_array([a.id for a in accounts]),
+                    "dp": int_array(a.debits_posted for a in accounts),
+                    "cp": int_array(a.credits_posted for a in accounts),
+                    "dq": int_array(a.debits_pending for a in accounts),
+                    "cq": int_array(a.credits_pending for a in accounts),
+                    "seq": int_array(a.entry_sequence for a in accounts),
                     "at": max(a.last_entry_at for a in accounts if a.last_entry_at),
                 },
             )
