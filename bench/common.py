@@ -8,13 +8,17 @@ their ratios come from the same run on the same (shared, noisy) machine.
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.pubsub_emulator import PubSubEmulator
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The longest a section waits for PostgreSQL to finish an earlier section's work.
+SETTLE_LIMIT_SECONDS = 60.0
 
 
 @dataclass
@@ -60,6 +64,36 @@ class BenchEnv:
         if self._emulator is None:
             self._emulator = PubSubEmulator().start()
         return self._emulator
+
+    def settle(self) -> str:
+        """Let PostgreSQL finish the work an earlier section left it, before the next measures.
+
+        A section that wrote millions of rows leaves dirty buffers and autovacuum
+        runs behind it; a checkpoint and autovacuum falling into the next
+        section's measured phase would be charged to that section (seen: the
+        outbox's latency p99 several times what it measured run alone). So the
+        buffers are flushed now and running autovacuum workers are waited for.
+        Returns what was done, for the section's notes.
+        """
+        started = time.perf_counter()
+        with psycopg.connect(self.postgres.admin_url, autocommit=True) as conn:
+            try:
+                conn.execute("CHECKPOINT")
+                checkpoint = "checkpoint"
+            except psycopg.errors.InsufficientPrivilege:
+                checkpoint = "no checkpoint (the bench's user may not)"
+            workers = 0
+            while time.perf_counter() - started < SETTLE_LIMIT_SECONDS:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                ).fetchone()
+                workers = row[0] if row else 0
+                if not workers:
+                    break
+                time.sleep(0.5)
+        waited = time.perf_counter() - started
+        left = f", {workers} autovacuum workers still running" if workers else ""
+        return f"PostgreSQL settled before this section: {checkpoint}, {waited:.1f} s{left}"
 
     def close(self) -> None:
         if self._emulator is not None:

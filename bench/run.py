@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 sections.append(skipped)
                 continue
             print(f"== {module}", flush=True)
+            settled = env.settle()
             section_started = time.perf_counter()
             try:
                 section = measure(env)
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 section = Section(module)
                 section.notes.append("FAILED: " + traceback.format_exc(limit=5))
                 traceback.print_exc()
+            section.notes.append(settled)
             section.notes.append(f"measured in {time.perf_counter() - section_started:.0f} s")
             sections.append(section)
             for figure in section.figures:
