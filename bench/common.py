@@ -73,7 +73,7 @@ class BenchEnv:
         section's measured phase would be charged to that section (seen: the
         outbox's latency p99 several times what it measured run alone). So the
         buffers are flushed now and running autovacuum workers are waited for.
-        Returns what was done, for the section's notes.
+        Returns what was done, for the notes.
         """
         started = time.perf_counter()
         with psycopg.connect(self.postgres.admin_url, autocommit=True) as conn:
@@ -93,7 +93,7 @@ class BenchEnv:
                 time.sleep(0.5)
         waited = time.perf_counter() - started
         left = f", {workers} autovacuum workers still running" if workers else ""
-        return f"PostgreSQL settled before this section: {checkpoint}, {waited:.1f} s{left}"
+        return f"{checkpoint}, {waited:.1f} s{left}"
 
     def close(self) -> None:
         if self._emulator is not None:

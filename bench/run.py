@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 section = Section(module)
                 section.notes.append("FAILED: " + traceback.format_exc(limit=5))
                 traceback.print_exc()
-            section.notes.append(settled)
+            section.notes.append(f"PostgreSQL settled before this section: {settled}")
             section.notes.append(f"measured in {time.perf_counter() - section_started:.0f} s")
             sections.append(section)
             for figure in section.figures:
