@@ -68,12 +68,12 @@ class BenchEnv:
     def settle(self) -> str:
         """Let PostgreSQL finish the work an earlier section left it, before the next measures.
 
-        A section that wrote millions of rows leaves dirty buffers and autovacuum
-        runs behind it; a checkpoint and autovacuum falling into the next
-        section's measured phase would be charged to that section (seen: the
-        outbox's latency p99 several times what it measured run alone). So the
-        buffers are flushed now and running autovacuum workers are waited for.
-        Returns what was done, for the notes.
+        A section that wrote millions of rows can leave dirty buffers and
+        autovacuum runs behind it; their I/O falling into the next section's
+        measured phase would be charged to that section. So the buffers are
+        flushed now and running autovacuum workers are waited for. Usually
+        little is left: dropping a section's database already forces a
+        checkpoint. Returns what was done, for the notes.
         """
         started = time.perf_counter()
         with psycopg.connect(self.postgres.admin_url, autocommit=True) as conn:
