@@ -464,6 +464,24 @@ def test_signing_keys_are_encrypted_at_rest(identity: Identity) -> None:
         assert "d" not in row.public_jwk  # the JWK column is the public half only
 
 
+def test_a_retired_key_keeps_only_its_public_half(
+    identity_stub: IdentityServiceStub, identity: Identity
+) -> None:
+    before = use_cases.published_keys(identity.deps)
+    assert len(before) == 1
+    identity_stub.RotateSigningKey(pb.RotateSigningKeyRequest(request_id="rot_erase"))
+    with identity.engine.connect() as connection:
+        rows = connection.execute(select(tables.signing_keys)).all()
+    (retired,) = (row for row in rows if not row.active)
+    assert retired.kid == before[0].kid
+    assert bytes(retired.encrypted_private_key) == b""
+    assert retired.public_jwk == before[0].public_jwk  # still published, still verifies
+    (active,) = (row for row in rows if row.active)
+    assert b"PRIVATE KEY" not in bytes(active.encrypted_private_key)
+    assert len(bytes(active.encrypted_private_key)) > 100  # the signing key keeps its own
+    assert [k.kid for k in use_cases.published_keys(identity.deps)] == [active.kid, retired.kid]
+
+
 def test_the_key_encryption_key_guards_the_signing_keys(
     identity: Identity, identity_db_url: str
 ) -> None:

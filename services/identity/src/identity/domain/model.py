@@ -8,7 +8,8 @@
   hash of its secret.
 - ``SigningKey``: one token signing key; its private half stays encrypted (the
   domain never sees it). A key is published while active and, once retired,
-  until every token it signed has expired.
+  until every token it signed has expired. Retiring it erases the private half:
+  it will never sign again, and key material kept is key material that can leak.
 """
 
 from __future__ import annotations
@@ -311,9 +312,13 @@ class SigningKey:
         return self.active or (self.retire_at is not None and self.retire_at > now)
 
     def retire(self, now: datetime, token_ttl: timedelta, margin: timedelta) -> None:
-        """Stop signing; stay published until the last token this key signed has expired."""
+        """Stop signing; stay published until the last token this key signed has expired.
+
+        The (encrypted) private half is erased now: verifying needs only the public half.
+        """
         self.active = False
         self.retire_at = now + token_ttl + margin
+        self.encrypted_private_key = b""
 
 
 @dataclass(frozen=True, slots=True)
