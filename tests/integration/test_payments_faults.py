@@ -7,12 +7,20 @@ reconciliation finds the ledger and the bank's statement in agreement.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import cast
 
 from astra.payments.v1 import payments_pb2 as pb
 from payments.adapters.bank_gateway import HttpBankGateway
+from payments.domain.model import BankStatus
+from payments.service_layer.orchestrator import FEED, Orchestrator
+from payments.service_layer.ports import BankEvent, BankGateway, BankPaymentView
 
 from tests.payments_fixtures import (
     Suite,
@@ -132,3 +140,55 @@ def test_bank_down_for_a_while_opens_the_breaker_which_recovers(suite: Suite) ->
     while gateway.breaker.current_state != "closed":
         assert time.monotonic() < deadline, "the breaker never closed again"
         time.sleep(0.05)
+
+
+def test_stopping_does_not_wait_out_the_feeds_long_poll_nor_apply_what_it_brings(
+    suite: Suite,
+) -> None:
+    polling, release, answered, loop_left = (threading.Event() for _ in range(4))
+    # An event for a payment nobody knows: applying it would only move the cursor.
+    late_page = [
+        BankEvent(
+            7,
+            BankStatus.SETTLED,
+            BankPaymentView("bpm_late", "pay_nobody", BankStatus.SETTLED, 100, "EUR"),
+        )
+    ]
+
+    class HeldFeed:
+        """The bank's event feed, held inside its long poll until the test releases it."""
+
+        def events(self, after: int, wait: float) -> tuple[list[BankEvent], int]:
+            polling.set()
+            release.wait(30)
+            answered.set()
+            return late_page, 7
+
+    @contextlib.contextmanager
+    def feed_lock() -> Iterator[bool]:
+        try:
+            yield True
+        finally:
+            loop_left.set()
+
+    def cursor() -> int:
+        with suite.app.deps.uow() as uow:
+            return uow.payments.cursor(FEED)
+
+    start = cursor()
+    bank = cast(BankGateway, HeldFeed())  # only the feed is called
+    orchestrator = Orchestrator(
+        replace(suite.app.deps, bank=bank), feed_wait_seconds=30, feed_lock=feed_lock
+    )
+    orchestrator.start(loops=0, feed=True)
+    assert polling.wait(10)
+    orchestrator.stop()
+    assert not answered.is_set()  # stop() came back with the poll still out
+
+    release.set()
+    assert loop_left.wait(10)
+    assert cursor() == start  # the page that came back after stop() was left alone
+
+    # The next reader gets that page and applies it.
+    assert orchestrator.follow_bank_feed() == 1
+    assert cursor() == 7

@@ -60,6 +60,8 @@ from payments.service_layer.use_cases import (
 _log = structlog.get_logger("payments.worker")
 
 FEED = "bank-events"
+# How long stopping waits for the feed thread, which may be inside a long poll.
+FEED_STOP_GRACE = 1.0
 # A void that finds nothing to release has nothing left to do.
 _VOID_DONE = frozenset({"PENDING_TRANSFER_NOT_FOUND", "ALREADY_VOIDED", "PENDING_TRANSFER_EXPIRED"})
 
@@ -110,6 +112,7 @@ class Orchestrator:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._feed_thread: threading.Thread | None = None
 
     # --- rounds ----------------------------------------------------------------------------
 
@@ -227,13 +230,17 @@ class Orchestrator:
 
     # --- the bank's event feed ----------------------------------------------------------------
 
-    def follow_bank_feed(self) -> int:
-        """Read the next events of the bank's feed (long poll) and apply them; returns how many."""
+    def follow_bank_feed(self, stopping: Callable[[], bool] = lambda: False) -> int:
+        """Read the next events of the bank's feed (long poll) and apply them; returns how many.
+
+        When ``stopping()`` is true once the poll returns, its page is left to the
+        next reader: the cursor moves only with the events' effects, so nothing is lost.
+        """
         deps = self.deps
         with deps.uow() as uow:
             cursor = uow.payments.cursor(FEED)
         events, next_after = deps.bank.events(cursor, self._feed_wait)
-        if not events:
+        if not events or stopping():
             return 0
         bookings = apply_bank_events(deps, events, next_after)
         if bookings:
@@ -247,7 +254,7 @@ class Orchestrator:
         for i in range(loops):
             self._spawn(f"payments-worker-{i}", self._work_loop)
         if feed:
-            self._spawn("payments-bank-feed", self._feed_loop)
+            self._feed_thread = self._spawn("payments-bank-feed", self._feed_loop)
         if reconcile_every > 0:
             self._spawn("payments-reconciliation", lambda: self._reconcile_loop(reconcile_every))
 
@@ -269,10 +276,11 @@ class Orchestrator:
             except Exception:
                 _log.exception("daily reconciliation failed; will try again")
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+    def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+        return thread
 
     def _work_loop(self) -> None:
         failures = 0
@@ -299,12 +307,14 @@ class Orchestrator:
                     continue
                 while not self._stop.is_set():
                     try:
-                        self.follow_bank_feed()
+                        self.follow_bank_feed(self._stop.is_set)
                         failures = 0
                     except BankUnavailable:
                         failures += 1
                         self._stop.wait(min(5.0, 0.1 * 2**failures))
                     except Exception:
+                        if self._stop.is_set():
+                            break  # stopping: the poll was cut short with its client
                         failures += 1
                         _log.exception("bank feed round failed; will try again")
                         self._stop.wait(min(10.0, 0.2 * 2**failures))
@@ -315,8 +325,14 @@ class Orchestrator:
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
-            thread.join(timeout=self._feed_wait + 5)
+            # The feed may be in its long poll (up to the feed wait): it has nothing
+            # to finish, since what it brings back now is not applied, so stopping
+            # does not wait for it. The other loops finish their round.
+            thread.join(
+                timeout=FEED_STOP_GRACE if thread is self._feed_thread else self._feed_wait + 5
+            )
         self._threads.clear()
+        self._feed_thread = None
 
     def close(self) -> None:
         self.stop()
