@@ -313,8 +313,6 @@ class Orchestrator:
                         failures += 1
                         self._stop.wait(min(5.0, 0.1 * 2**failures))
                     except Exception:
-                        if self._stop.is_set():
-                            break  # stopping: the poll was cut short with its client
                         failures += 1
                         _log.exception("bank feed round failed; will try again")
                         self._stop.wait(min(10.0, 0.2 * 2**failures))
