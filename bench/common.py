@@ -7,6 +7,7 @@ their ratios come from the same run on the same (shared, noisy) machine.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -113,3 +114,17 @@ def percentile(samples: list[float], p: float) -> float:
         if p < 100
         else max(samples)
     )
+
+
+def format_number(value: float) -> str:
+    """A figure as the report and the console show it: three significant digits or more."""
+    if math.isnan(value):
+        return "n/a"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 1:
+        return f"{value:,.2f}"
+    return f"{value:.3g}"

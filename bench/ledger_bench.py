@@ -4,7 +4,9 @@ The ledger runs as a real process (as in production) on a fresh database. The
 client sends requests serialized before the clock starts. Figures:
 - batches of 1,000 and of 100 (CreateTransfers), transfers/s and p50/p99 per call;
 - single-transfer calls (CreateTransfer, batch size 1) from 16 concurrent
-  clients, calls/s and p50/p99, and their ratio to the same run's empty-call rate.
+  clients, calls/s and p50/p99, and their ratio to the same run's empty-call rate;
+- for each measured load, the CPU it cost the ledger's processes and PostgreSQL
+  (and, for single calls, the load generator) per call or per 1,000 transfers.
 Each client works on its own set of accounts (as independent tenants would):
 batches that share accounts queue behind each other's row locks by design.
 
@@ -18,7 +20,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from astra.ledger.v1 import ledger_pb2 as pb
@@ -28,7 +31,8 @@ from astra_testkit.processes import ServiceProcess
 from chassis.auth.testing import TokenMint
 from chassis.grpc.client import open_channel
 
-from bench.common import BenchEnv, Section, percentile
+from bench.common import BenchEnv, Section, format_number, percentile
+from bench.cpu import CpuCost, Database, cpu_cost
 from bench.load import LoadResult, run_closed_loop
 
 SERVICE = "/astra.ledger.v1.LedgerService"
@@ -51,8 +55,19 @@ def _movement(tid: str, src: str, dst: str, amount: int) -> pb.TransferSpec:
 MINT = TokenMint()
 
 
+@dataclass(frozen=True)
+class RunningLedger:
+    target: str
+    pid: int
+    database: Database
+
+    def cpu_cost(self) -> AbstractContextManager[CpuCost]:
+        """The CPU a phase costs the ledger's processes and its database's backends."""
+        return cpu_cost([self.pid], self.database)
+
+
 @contextmanager
-def running_ledger(env: BenchEnv, **extra_env: str) -> Iterator[str]:
+def running_ledger(env: BenchEnv, **extra_env: str) -> Iterator[RunningLedger]:
     database = env.postgres.create_database(prefix="astra_bench_ledger")
     port = free_port()
     keys = Path(tempfile.mkdtemp(prefix="astra-bench-keys-"))
@@ -75,7 +90,7 @@ def running_ledger(env: BenchEnv, **extra_env: str) -> Iterator[str]:
     target = f"127.0.0.1:{port}"
     try:
         process.wait_healthy(target)
-        yield target
+        yield RunningLedger(target, process.pid, Database(env.postgres.admin_url, database))
     finally:
         process.terminate()
         env.postgres.drop_database(database)
@@ -223,14 +238,28 @@ def add_load(
     return rate
 
 
+def add_cpu(
+    section: Section, name: str, cost: CpuCost, units: float, per: str, clients: int = 0
+) -> tuple[float, float]:
+    """CPU the ledger's processes and PostgreSQL spent per ``per``; returns both, in ms."""
+    ledger_ms, postgres_ms = cost.server / units * 1000, cost.postgres / units * 1000
+    section.add(f"{name}: ledger CPU per {per}", ledger_ms, "ms")
+    section.add(f"{name}: PostgreSQL CPU per {per}", postgres_ms, "ms")
+    if clients:
+        section.add(f"{name}: load generator CPU per {per}", cost.client / units * 1000, "ms")
+    return ledger_ms, postgres_ms
+
+
 def measure(env: BenchEnv) -> Section:
     section = Section("Ledger over gRPC into PostgreSQL")
-    with running_ledger(env) as target:
+    with running_ledger(env) as ledger:
+        target = ledger.target
         with open_channel(target, default_timeout=120, token_source=MINT.token) as channel:
             accounts = open_accounts(LedgerServiceStub(channel), clients=4)
         # Warm up connections, caches and the planner.
         measure_batches(target, accounts[:2], 1000, 2, 2, "warm")
-        big = measure_batches(target, accounts[:2], 1000, 40, 2, "k")
+        with ledger.cpu_cost() as cost:
+            big = measure_batches(target, accounts[:2], 1000, 40, 2, "k")
         add_load(
             section,
             "batches of 1,000, one process",
@@ -240,6 +269,7 @@ def measure(env: BenchEnv) -> Section:
             target=">= 20000",
             series="CreateTransfers x1000",
         )
+        add_cpu(section, "batches of 1,000, one process", cost, big.calls, "1,000")
         mid = measure_batches(target, accounts, 100, 60, 8, "h")
         add_load(
             section,
@@ -249,7 +279,8 @@ def measure(env: BenchEnv) -> Section:
             clients=8,
             series="CreateTransfers x100",
         )
-        one = measure_singles(target, accounts, "s")
+        with ledger.cpu_cost() as cost:
+            one = measure_singles(target, accounts, "s")
         singles_rate = add_load(
             section,
             "single transfers (batch size 1), one process",
@@ -259,6 +290,9 @@ def measure(env: BenchEnv) -> Section:
             target=">= 1000",
             series="CreateTransfer (16 clients)",
         )
+        ledger_ms, _ = add_cpu(
+            section, "single transfers, one process", cost, one.calls, "call", clients=16
+        )
         empty = env.figures.get("grpc.empty_calls_per_s")
         if empty:
             section.add(
@@ -267,14 +301,24 @@ def measure(env: BenchEnv) -> Section:
                 "ratio",
                 ">= 0.5",
             )
+        empty_cpu_ms = env.figures.get("grpc.empty_call_server_cpu_ms")
+        if empty_cpu_ms:
+            section.add(
+                "empty call's server CPU / a single transfer's ledger CPU",
+                empty_cpu_ms / ledger_ms,
+                "ratio",
+                note="what the rate ratio comes to while one server process is the bottleneck",
+            )
     # The production shape (DESIGN.md §8): several server processes per host on one
     # port (SO_REUSEPORT), so more than one core runs Python. Each simulated client
     # has its own connection, which the kernel hands to one of the processes.
-    with running_ledger(env, LEDGER_PROCESSES="2", LEDGER_GRPC_REUSE_PORT="true") as target:
+    with running_ledger(env, LEDGER_PROCESSES="2", LEDGER_GRPC_REUSE_PORT="true") as ledger:
+        target = ledger.target
         with open_channel(target, default_timeout=120, token_source=MINT.token) as channel:
             accounts = open_accounts(LedgerServiceStub(channel), clients=6)
         measure_batches(target, accounts, 1000, 1, 6, "warm")
-        scaled = measure_batches(target, accounts, 1000, 10, 6, "p")
+        with ledger.cpu_cost() as cost:
+            scaled = measure_batches(target, accounts, 1000, 10, 6, "p")
         add_load(
             section,
             "batches of 1,000, two processes",
@@ -284,7 +328,9 @@ def measure(env: BenchEnv) -> Section:
             target=">= 20000",
             series="CreateTransfers x1000 (2 processes)",
         )
-        two = measure_singles(target, accounts, "t")
+        add_cpu(section, "batches of 1,000, two processes", cost, scaled.calls, "1,000")
+        with ledger.cpu_cost() as cost:
+            two = measure_singles(target, accounts, "t")
         add_load(
             section,
             "single transfers, two processes",
@@ -294,10 +340,17 @@ def measure(env: BenchEnv) -> Section:
             target=">= 1000",
             series="CreateTransfer (16 clients, 2 processes)",
         )
+        add_cpu(section, "single transfers, two processes", cost, two.calls, "call", clients=16)
     section.notes.append(
         "Each client owns its accounts (2,000 overdraft-protected accounts per client); "
         "batches sharing accounts would queue on row locks by design. Single transfers "
         "are grouped into shared commits by the ledger's batcher."
+    )
+    section.notes.append(
+        "CPU per call or per 1,000 transfers: user and system time of the ledger's "
+        "processes (with their workers), of the PostgreSQL backends serving its database, "
+        "and of the load generator (this process), over the measured phase. All share the "
+        "machine's cores."
     )
     return section
 
@@ -316,7 +369,7 @@ def main() -> None:
             for f in section.figures:
                 met = f.met()
                 flag = "" if met is None else (" (target met)" if met else " (TARGET MISSED)")
-                print(f"{f.name}: {f.value:,.1f} {f.unit} {f.target}{flag}")
+                print(f"{f.name}: {format_number(f.value)} {f.unit} {f.target}{flag}")
         print(f"took {time.perf_counter() - started:.0f}s")
     finally:
         env.close()

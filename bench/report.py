@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt
 from matplotlib import ticker
 
 from bench.common import RESULTS, Figure, Section, percentile
+from bench.common import format_number as _number
 
 REPORT_PATH = RESULTS / "REPORT.md"
 CHART_SUFFIX = "-latency.png"
@@ -121,19 +122,6 @@ def collect_environment(postgres_admin_url: str | None = None) -> dict[str, str]
 
 
 # --- Markdown ------------------------------------------------------------------
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "n/a"
-    if value == 0:
-        return "0"
-    magnitude = abs(value)
-    if magnitude >= 100:
-        return f"{value:,.0f}"
-    if magnitude >= 1:
-        return f"{value:,.2f}"
-    return f"{value:.3g}"
 
 
 def _met(figure: Figure) -> str:
