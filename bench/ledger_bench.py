@@ -5,8 +5,8 @@ client sends requests serialized before the clock starts. Figures:
 - batches of 1,000 and of 100 (CreateTransfers), transfers/s and p50/p99 per call;
 - single-transfer calls (CreateTransfer, batch size 1) from 16 concurrent
   clients, calls/s and p50/p99, and their ratio to the same run's empty-call rate;
-- for each measured load, the CPU it cost the ledger's processes and PostgreSQL
-  (and, for single calls, the load generator) per call or per 1,000 transfers.
+- for each measured load, the CPU it cost the ledger's processes, PostgreSQL and
+  the load generator, per call or per 1,000 transfers.
 Each client works on its own set of accounts (as independent tenants would):
 batches that share accounts queue behind each other's row locks by design.
 
@@ -238,16 +238,13 @@ def add_load(
     return rate
 
 
-def add_cpu(
-    section: Section, name: str, cost: CpuCost, units: float, per: str, clients: int = 0
-) -> tuple[float, float]:
-    """CPU the ledger's processes and PostgreSQL spent per ``per``; returns both, in ms."""
-    ledger_ms, postgres_ms = cost.server / units * 1000, cost.postgres / units * 1000
+def add_cpu(section: Section, name: str, cost: CpuCost, units: float, per: str) -> float:
+    """CPU per ``per``: the ledger, PostgreSQL, the load generator; returns the ledger's (ms)."""
+    ledger_ms = cost.server / units * 1000
     section.add(f"{name}: ledger CPU per {per}", ledger_ms, "ms")
-    section.add(f"{name}: PostgreSQL CPU per {per}", postgres_ms, "ms")
-    if clients:
-        section.add(f"{name}: load generator CPU per {per}", cost.client / units * 1000, "ms")
-    return ledger_ms, postgres_ms
+    section.add(f"{name}: PostgreSQL CPU per {per}", cost.postgres / units * 1000, "ms")
+    section.add(f"{name}: load generator CPU per {per}", cost.client / units * 1000, "ms")
+    return ledger_ms
 
 
 def measure(env: BenchEnv) -> Section:
@@ -290,9 +287,7 @@ def measure(env: BenchEnv) -> Section:
             target=">= 1000",
             series="CreateTransfer (16 clients)",
         )
-        ledger_ms, _ = add_cpu(
-            section, "single transfers, one process", cost, one.calls, "call", clients=16
-        )
+        ledger_ms = add_cpu(section, "single transfers, one process", cost, one.calls, "call")
         empty = env.figures.get("grpc.empty_calls_per_s")
         if empty:
             section.add(
@@ -340,7 +335,7 @@ def measure(env: BenchEnv) -> Section:
             target=">= 1000",
             series="CreateTransfer (16 clients, 2 processes)",
         )
-        add_cpu(section, "single transfers, two processes", cost, two.calls, "call", clients=16)
+        add_cpu(section, "single transfers, two processes", cost, two.calls, "call")
     section.notes.append(
         "Each client owns its accounts (2,000 overdraft-protected accounts per client); "
         "batches sharing accounts would queue on row locks by design. Single transfers "
