@@ -23,28 +23,19 @@ def _cpu_seconds(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def _tree(pids: Sequence[int]) -> list[psutil.Process]:
-    processes = []
+def _tree(pids: Sequence[int]) -> list[int]:
+    """The given processes and all their descendants."""
+    found = []
     for pid in pids:
-        root = psutil.Process(pid)
-        processes += [root, *root.children(recursive=True)]
-    return processes
+        found += [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    return found
 
 
-def _backends(admin_url: str, database: str) -> list[int]:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (database,),
-        ).fetchall()
-    return [row[0] for row in rows]
-
-
-def _by_pid(processes: Sequence[psutil.Process]) -> dict[int, float]:
+def _cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
     seconds = {}
-    for process in processes:
+    for pid in pids:
         try:
-            seconds[process.pid] = _cpu_seconds(process)
+            seconds[pid] = _cpu_seconds(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue  # it ended in between: its time is lost to both snapshots alike
     return seconds
@@ -69,6 +60,15 @@ class Database:
     admin_url: str
     name: str
 
+    def backends(self) -> list[int]:
+        """The server processes serving connections to this database now."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.name,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
 
 @contextmanager
 def cpu_cost(server_pids: Sequence[int], database: Database | None = None) -> Iterator[CpuCost]:
@@ -79,22 +79,11 @@ def cpu_cost(server_pids: Sequence[int], database: Database | None = None) -> It
     """
     cost = CpuCost()
     me = psutil.Process()
-
-    def backends() -> list[psutil.Process]:
-        if database is None:
-            return []
-        found = []
-        for pid in _backends(database.admin_url, database.name):
-            try:
-                found.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                continue
-        return found
-
-    servers_before = _by_pid(_tree(server_pids))
-    postgres_before = _by_pid(backends())
+    backends = database.backends if database is not None else list
+    servers_before = _cpu_by_pid(_tree(server_pids))
+    postgres_before = _cpu_by_pid(backends())
     client_before = _cpu_seconds(me)
     yield cost
     cost.client = _cpu_seconds(me) - client_before
-    cost.server = _spent(servers_before, _by_pid(_tree(server_pids)))
-    cost.postgres = _spent(postgres_before, _by_pid(backends()))
+    cost.server = _spent(servers_before, _cpu_by_pid(_tree(server_pids)))
+    cost.postgres = _spent(postgres_before, _cpu_by_pid(backends()))
