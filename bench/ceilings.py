@@ -6,18 +6,28 @@
   and concurrency as the ledger's single-transfer figure): no service call can
   go faster than this. With it, the CPU an empty call costs the server and the
   load generator: what any service call costs at least.
+- The same empty calls through the chassis every service runs (tracing,
+  metrics, request ids and access logs, token verification): what any of our
+  service calls costs before its own work starts.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from astra_testkit.ports import free_port, wait_for_port
 
-from bench.common import BenchEnv, Section, percentile
+from bench.common import MINT, BenchEnv, Section, percentile
 from bench.cpu import CpuCost, cpu_cost
 from bench.empty_server import METHOD
 from bench.load import LoadResult, run_closed_loop
@@ -47,26 +57,75 @@ def postgres_commit_rate(env: BenchEnv) -> float:
     return float(match.group(1))
 
 
-def measure_empty_calls(concurrency: int, seconds: float = 8.0) -> tuple[LoadResult, CpuCost]:
-    """The closed-loop load against the empty server, and the CPU it cost each side."""
+@dataclass(frozen=True)
+class EmptyServer:
+    target: str
+    pid: int
+    # What each call must carry: a token when the server runs the chassis.
+    metadata: tuple[tuple[str, str], ...]
+
+
+@contextmanager
+def empty_server(*, chassis: bool = False) -> Iterator[EmptyServer]:
+    """``bench.empty_server`` as a process, bare or (``chassis``) behind our chassis."""
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.empty_server", str(port)],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
+    keys = Path(tempfile.mkdtemp(prefix="astra-bench-keys-"))
+    argv = [sys.executable, "-m", "bench.empty_server", str(port)]
+    env = dict(os.environ)
+    metadata: tuple[tuple[str, str], ...] = ()
+    if chassis:
+        argv.append("--chassis")
+        env |= {
+            "BENCH_AUTH_ISSUER": MINT.issuer,
+            "BENCH_AUTH_AUDIENCE": MINT.audience,
+            "BENCH_AUTH_JWKS_FILE": str(MINT.write_jwks(keys / "jwks.json")),
+        }
+        metadata = MINT.metadata()
+    server = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, start_new_session=True)
     try:
         wait_for_port("127.0.0.1", port, 30)
-        target = f"127.0.0.1:{port}"
-        run_closed_loop(target, METHOD, [b""] * 500, concurrency=concurrency)  # warm up
-        with cpu_cost([server.pid]) as cost:
-            result = run_closed_loop(
-                target, METHOD, [b""] * 10_000_000, concurrency=concurrency, duration=seconds
-            )
-        return result, cost
+        yield EmptyServer(f"127.0.0.1:{port}", server.pid, metadata)
     finally:
         server.terminate()
         server.wait(timeout=10)
+        shutil.rmtree(keys, ignore_errors=True)
+
+
+def measure_empty_calls(
+    concurrency: int, seconds: float = 8.0, *, chassis: bool = False
+) -> tuple[LoadResult, CpuCost]:
+    """The closed-loop load against the empty server, and the CPU it cost each side."""
+    with empty_server(chassis=chassis) as server:
+        warm = run_closed_loop(
+            server.target, METHOD, [b""] * 500, concurrency=concurrency, metadata=server.metadata
+        )
+        if warm.errors:
+            raise RuntimeError(f"{warm.errors} of 500 empty calls failed")
+        with cpu_cost([server.pid]) as cost:
+            result = run_closed_loop(
+                server.target,
+                METHOD,
+                [b""] * 10_000_000,
+                concurrency=concurrency,
+                duration=seconds,
+                metadata=server.metadata,
+            )
+        return result, cost
+
+
+def add_empty_calls(
+    section: Section, name: str, result: LoadResult, cost: CpuCost
+) -> tuple[float, float]:
+    """Rate, p50/p99 and CPU per call of one empty-call load; returns (calls/s, server CPU ms)."""
+    rate, latencies = result.calls_per_second, result.latencies_ms
+    server_cpu_ms = cost.server / result.calls * 1000
+    section.add(f"{name}: calls/s (16 concurrent clients)", rate, "calls/s")
+    section.add(f"{name}: p50 per call", percentile(latencies, 50), "ms")
+    section.add(f"{name}: p99 per call", percentile(latencies, 99), "ms")
+    section.add(f"{name}: server CPU per call", server_cpu_ms, "ms")
+    section.add(f"{name}: client CPU per call", cost.client / result.calls * 1000, "ms")
+    section.latencies_ms[f"{name} (16 clients)"] = latencies
+    return rate, server_cpu_ms
 
 
 def measure(env: BenchEnv) -> Section:
@@ -74,16 +133,13 @@ def measure(env: BenchEnv) -> Section:
     tps = postgres_commit_rate(env)
     section.add("PostgreSQL single-row update commits/s (pgbench -N, 8 clients)", tps, "commits/s")
     env.figures["postgres.commits_per_s"] = tps
-    time.sleep(1)
-    empty, cost = measure_empty_calls(16)
-    rate, latencies = empty.calls_per_second, empty.latencies_ms
-    server_cpu_ms = cost.server / empty.calls * 1000
-    section.add("gRPC empty unary calls/s (16 concurrent clients)", rate, "calls/s")
-    section.add("gRPC empty call p50 (16 concurrent)", percentile(latencies, 50), "ms")
-    section.add("gRPC empty call p99 (16 concurrent)", percentile(latencies, 99), "ms")
-    section.add("gRPC empty call: server CPU per call", server_cpu_ms, "ms")
-    section.add("gRPC empty call: client CPU per call", cost.client / empty.calls * 1000, "ms")
-    section.latencies_ms["gRPC empty call (16 clients)"] = latencies
-    env.figures["grpc.empty_calls_per_s"] = rate
-    env.figures["grpc.empty_call_server_cpu_ms"] = server_cpu_ms
+    for chassis, name, key in (
+        (False, "gRPC empty calls, bare server", "grpc.empty"),
+        (True, "gRPC empty calls through the chassis", "grpc.chassis_empty"),
+    ):
+        time.sleep(1)
+        result, cost = measure_empty_calls(16, chassis=chassis)
+        rate, server_cpu_ms = add_empty_calls(section, name, result, cost)
+        env.figures[f"{key}_calls_per_s"] = rate
+        env.figures[f"{key}_call_server_cpu_ms"] = server_cpu_ms
     return section

@@ -16,8 +16,12 @@ from pathlib import Path
 import psycopg
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from chassis.auth.testing import TokenMint
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Calls carry real ES256 tokens, verified by the servers as in production; the
+# servers read the public keys from a JWKS file instead of a running identity.
+MINT = TokenMint()
 # The longest a section waits for PostgreSQL to finish an earlier section's work.
 SETTLE_LIMIT_SECONDS = 60.0
 
