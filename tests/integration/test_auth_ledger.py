@@ -187,6 +187,19 @@ def test_a_customer_sees_only_transfers_touching_its_accounts(guarded: Guarded) 
     assert theirs.transfer.id == "tr_bob"
 
 
+def test_only_services_look_up_transfers_in_bulk(guarded: Guarded) -> None:
+    request = pb.LookupTransfersRequest(transfer_ids=["tr_ann", "tr_bob"])
+    error = _refused(
+        lambda: guarded.stub.LookupTransfers(request, metadata=guarded.as_customer("cus_ann"))
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert reason_of(error) == "SERVICE_CALLER_REQUIRED"
+    found = guarded.stub.LookupTransfers(
+        request, metadata=guarded.as_service("ledger.transfers.read")
+    )
+    assert [t.id for t in found.transfers] == ["tr_ann", "tr_bob"]
+
+
 def test_health_and_reflection_stay_open(guarded: Guarded) -> None:
     with grpc.insecure_channel(guarded.target) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())

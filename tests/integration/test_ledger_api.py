@@ -291,6 +291,63 @@ def test_reversal_makes_the_correcting_transfer(funded: LedgerServiceStub) -> No
     )
 
 
+def test_lookup_returns_the_applied_transfers_asked_for_in_order(
+    funded: LedgerServiceStub,
+) -> None:
+    funded.CreateTransfers(
+        pb.CreateTransfersRequest(
+            transfers=[
+                movement("tr_one", "acct_alice", "acct_bob", 10),
+                movement("tr_refused", "acct_bob", "acct_alice", 10**6),
+                movement("tr_two", "acct_alice", "acct_bob", 20),
+            ]
+        )
+    )
+    funded.CreateTransfer(
+        pb.CreateTransferRequest(
+            transfer=pb.TransferSpec(
+                id="tr_hold",
+                pending=pb.PendingMovement(legs=[leg("acct_alice", D, 5), leg("acct_bob", C, 5)]),
+            )
+        )
+    )
+    funded.PostPendingTransfer(
+        pb.PostPendingTransferRequest(
+            transfer_id="tr_post",
+            pending_transfer_id="tr_hold",
+            legs=[leg("acct_alice", D, 3), leg("acct_bob", C, 3)],
+        )
+    )
+    asked = ["tr_two", "tr_unknown", "tr_refused", "tr_one", "tr_two", "tr_post", "tr_hold"]
+    found = funded.LookupTransfers(pb.LookupTransfersRequest(transfer_ids=asked)).transfers
+    # Refused and unknown ids are left out; a repeated id is answered once.
+    assert [t.id for t in found] == ["tr_two", "tr_one", "tr_post", "tr_hold"]
+    by_id = {t.id: t for t in found}
+    assert by_id == {
+        tid: funded.GetTransfer(pb.GetTransferRequest(transfer_id=tid)).transfer for tid in by_id
+    }
+    assert [(g.account_id, g.amount) for g in by_id["tr_post"].legs] == [
+        ("acct_alice", 3),
+        ("acct_bob", 3),
+    ]
+    assert by_id["tr_hold"].status == pb.TRANSFER_STATUS_POSTED
+    assert (
+        funded.LookupTransfers(pb.LookupTransfersRequest(transfer_ids=["tr_unknown"])).transfers
+        == []
+    )
+    for ids, field in (
+        ([], "transfer_ids"),
+        ([f"tr_{i}" for i in range(1001)], "transfer_ids"),
+        (["tr_one", "acct_alice"], "transfer_ids[1]"),
+    ):
+        request = pb.LookupTransfersRequest(transfer_ids=ids)
+        error = rpc_error(lambda: funded.LookupTransfers(request))  # noqa: B023 (called at once)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = bad_request(error)
+        assert details is not None
+        assert [v.field for v in details.field_violations] == [field]
+
+
 def test_balance_as_of_past_instants_and_entry_history(
     funded: LedgerServiceStub, clock: MovableClock
 ) -> None:

@@ -65,6 +65,8 @@ REVERSIBLE_KINDS = frozenset({TransferKind.MOVEMENT, TransferKind.POST_PENDING})
 
 MAX_LEGS = 64
 MAX_BATCH = 8189
+# Transfer ids one LookupTransfers call may ask for.
+MAX_LOOKUP = 1000
 MAX_PENDING_TIMEOUT = timedelta(days=366)
 MAX_METADATA_ENTRIES = 16
 MAX_METADATA_KEY = 64

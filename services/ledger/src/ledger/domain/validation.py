@@ -16,6 +16,7 @@ from ledger.domain.model import (
     MAX_BATCH,
     MAX_EXTERNAL_REFERENCE,
     MAX_LEGS,
+    MAX_LOOKUP,
     MAX_METADATA_ENTRIES,
     MAX_METADATA_KEY,
     MAX_METADATA_VALUE,
@@ -188,4 +189,19 @@ def validate_transfer(request: TransferRequest, path: str = "transfer") -> None:
     check_transfer(request, path, out)
     if request.linked:
         out.add(f"{path}.linked", "only items of a CreateTransfers batch can be linked")
+    out.raise_if_any()
+
+
+def validate_lookup(transfer_ids: Sequence[str], path: str = "transfer_ids") -> None:
+    out = Violations()
+    if not transfer_ids:
+        out.add(path, f"between 1 and {MAX_LOOKUP} transfer ids")
+    elif len(transfer_ids) > MAX_LOOKUP:
+        out.add(path, f"at most {MAX_LOOKUP} transfer ids, got {len(transfer_ids)}")
+    else:
+        for i, transfer_id in enumerate(transfer_ids):
+            if not is_valid_id(transfer_id, TRANSFER_PREFIX):
+                out.add(f"{path}[{i}]", id_rule(TRANSFER_PREFIX))
+            if len(out) > 100:  # enough to act on; the rest would only bloat the error
+                break
     out.raise_if_any()

@@ -154,6 +154,14 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
         return pb.GetTransferResponse(transfer=transfer_to_pb(record))
 
+    def LookupTransfers(
+        self, request: pb.LookupTransfersRequest, context: grpc.ServicerContext
+    ) -> pb.LookupTransfersResponse:
+        records = use_cases.lookup_transfers(
+            self._ledger.uow, list(request.transfer_ids), self._caller_of(context)
+        )
+        return pb.LookupTransfersResponse(transfers=[transfer_to_pb(r) for r in records])
+
     # --- balances and history -------------------------------------------------------
 
     def GetBalance(

@@ -195,6 +195,18 @@ def get_transfer(
     return record
 
 
+def lookup_transfers(
+    uow_factory: UowFactory, transfer_ids: Sequence[str], caller: Caller = SERVICE
+) -> list[TransferRecord]:
+    """The applied transfers among ``transfer_ids``, in the order first asked; no others."""
+    caller.require_service()
+    validation.validate_lookup(transfer_ids)
+    unique = list(dict.fromkeys(transfer_ids))
+    with uow_factory() as uow:
+        records = uow.store.load_records(unique)
+    return [record for tid in unique if (record := records.get(tid)) is not None and record.ok]
+
+
 def expire_due_holds(uow_factory: UowFactory, clock: Clock, limit: int = 500) -> int:
     """Void holds whose timeout has passed; returns how many were expired."""
     with uow_factory() as uow:

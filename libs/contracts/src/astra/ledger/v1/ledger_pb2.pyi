@@ -1181,6 +1181,50 @@ class GetTransferResponse(_message.Message):
 Global___GetTransferResponse: _TypeAlias = GetTransferResponse  # noqa: Y015
 
 @_typing.final
+class LookupTransfersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transfer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Required. 1 to 1,000 transfer ids; an id given twice is answered once."""
+
+    def __init__(
+        self,
+        *,
+        transfer_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfer_ids", b"transfer_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupTransfersRequest: _TypeAlias = LookupTransfersRequest  # noqa: Y015
+
+@_typing.final
+class LookupTransfersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transfers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Transfer]:
+        """The applied transfers among the ids asked for, in the order first asked."""
+
+    def __init__(
+        self,
+        *,
+        transfers: _abc.Iterable[Global___Transfer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfers", b"transfers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupTransfersResponse: _TypeAlias = LookupTransfersResponse  # noqa: Y015
+
+@_typing.final
 class GetBalanceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -97,6 +97,11 @@ class LedgerServiceStub:
                 request_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferRequest.SerializeToString,
                 response_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferResponse.FromString,
                 _registered_method=True)
+        self.LookupTransfers = channel.unary_unary(
+                '/astra.ledger.v1.LedgerService/LookupTransfers',
+                request_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.LookupTransfersRequest.SerializeToString,
+                response_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.LookupTransfersResponse.FromString,
+                _registered_method=True)
         self.GetBalance = channel.unary_unary(
                 '/astra.ledger.v1.LedgerService/GetBalance',
                 request_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.GetBalanceRequest.SerializeToString,
@@ -199,6 +204,15 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupTransfers(self, request, context):
+        """Returns the applied transfers among up to 1,000 ids, for services that
+        check many bookings at once (reconciliation). Ids of refused or unknown
+        transfers are left out rather than failing the call. Service callers only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetBalance(self, request, context):
         """Returns an account's balance now or as of a past instant.
         """
@@ -260,6 +274,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.GetTransfer,
                     request_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferRequest.FromString,
                     response_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferResponse.SerializeToString,
+            ),
+            'LookupTransfers': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupTransfers,
+                    request_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.LookupTransfersRequest.FromString,
+                    response_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.LookupTransfersResponse.SerializeToString,
             ),
             'GetBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBalance,
@@ -533,6 +552,33 @@ class LedgerService:
             '/astra.ledger.v1.LedgerService/GetTransfer',
             astra_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferRequest.SerializeToString,
             astra_dot_ledger_dot_v1_dot_ledger__pb2.GetTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupTransfers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/astra.ledger.v1.LedgerService/LookupTransfers',
+            astra_dot_ledger_dot_v1_dot_ledger__pb2.LookupTransfersRequest.SerializeToString,
+            astra_dot_ledger_dot_v1_dot_ledger__pb2.LookupTransfersResponse.FromString,
             options,
             channel_credentials,
             insecure,

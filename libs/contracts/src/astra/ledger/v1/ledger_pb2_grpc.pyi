@@ -78,6 +78,11 @@ class LedgerServiceStub:
     """
     GetTransfer: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetTransferRequest, _ledger_pb2.GetTransferResponse]
     """Returns a transfer by id."""
+    LookupTransfers: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.LookupTransfersRequest, _ledger_pb2.LookupTransfersResponse]
+    """Returns the applied transfers among up to 1,000 ids, for services that
+    check many bookings at once (reconciliation). Ids of refused or unknown
+    transfers are left out rather than failing the call. Service callers only.
+    """
     GetBalance: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetBalanceRequest, _ledger_pb2.GetBalanceResponse]
     """Returns an account's balance now or as of a past instant."""
     ListAccountEntries: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.ListAccountEntriesRequest, _ledger_pb2.ListAccountEntriesResponse]
@@ -133,6 +138,11 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """
     GetTransfer: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetTransferRequest, _ledger_pb2.GetTransferResponse]  # type: ignore[assignment]
     """Returns a transfer by id."""
+    LookupTransfers: _aio.UnaryUnaryMultiCallable[_ledger_pb2.LookupTransfersRequest, _ledger_pb2.LookupTransfersResponse]  # type: ignore[assignment]
+    """Returns the applied transfers among up to 1,000 ids, for services that
+    check many bookings at once (reconciliation). Ids of refused or unknown
+    transfers are left out rather than failing the call. Service callers only.
+    """
     GetBalance: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetBalanceRequest, _ledger_pb2.GetBalanceResponse]  # type: ignore[assignment]
     """Returns an account's balance now or as of a past instant."""
     ListAccountEntries: _aio.UnaryUnaryMultiCallable[_ledger_pb2.ListAccountEntriesRequest, _ledger_pb2.ListAccountEntriesResponse]  # type: ignore[assignment]
@@ -239,6 +249,17 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.GetTransferResponse, _abc.Awaitable[_ledger_pb2.GetTransferResponse]]:
         """Returns a transfer by id."""
+
+    @_abc_1.abstractmethod
+    def LookupTransfers(
+        self,
+        request: _ledger_pb2.LookupTransfersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.LookupTransfersResponse, _abc.Awaitable[_ledger_pb2.LookupTransfersResponse]]:
+        """Returns the applied transfers among up to 1,000 ids, for services that
+        check many bookings at once (reconciliation). Ids of refused or unknown
+        transfers are left out rather than failing the call. Service callers only.
+        """
 
     @_abc_1.abstractmethod
     def GetBalance(
