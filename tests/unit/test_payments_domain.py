@@ -25,7 +25,12 @@ from payments.domain.model import (
     bank_reason,
     transfer_id,
 )
-from payments.domain.reconciliation import BreakKind, StatementLine, reconcile
+from payments.domain.reconciliation import (
+    BreakKind,
+    StatementLine,
+    bookings_to_check,
+    reconcile,
+)
 from payments.domain.refunds import check_refund
 from payments.domain.states import TRANSITIONS, PaymentKind, PaymentState, is_allowed
 
@@ -388,6 +393,20 @@ def test_reconciliation_matches_and_reports_each_kind_of_break() -> None:
         "bpm_pay_stranger": BreakKind.UNKNOWN_AT_BANK,
     }
     assert (report.line_count, report.matched) == (6, 2)
+
+
+def test_reconciliation_needs_only_the_bookings_its_lines_name() -> None:
+    payout = settled_payment("pay_out", 100)
+    collection = settled_payment("pay_col", 70, PaymentKind.COLLECTION)
+    idle = settled_payment("pay_idle", 5)
+    payments = {p.id: p for p in (payout, collection, idle)}
+    returned = StatementLine(2, "bpm_pay_col", "pay_col", True, True, 70, "EUR")
+    lines = [line("pay_out", 100), line("pay_col", 70, outgoing=False), returned, line("pay_x", 1)]
+    assert bookings_to_check(lines, payments) == {
+        transfer_id("pay_out", LedgerStep.POST),
+        transfer_id("pay_col", LedgerStep.CREDIT),
+        transfer_id("pay_col", LedgerStep.REVERSE),
+    }
 
 
 def test_a_second_bank_payment_for_one_of_ours_is_a_break() -> None:

@@ -10,7 +10,7 @@ fails without an answer (unavailable, deadline exceeded...) raises
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import grpc
 import structlog
@@ -28,6 +28,13 @@ from payments.domain.ledger_plan import (
 from payments.service_layer.ports import LedgerResult, LedgerUnavailable
 
 _log = structlog.get_logger("payments.ledger")
+
+# The most transfer ids one LookupTransfers call takes.
+LOOKUP_LIMIT = 1000
+# Transfers whose legs are postings (a partial post's legs are the amounts posted).
+_POSTING_KINDS = frozenset(
+    {pb.TRANSFER_KIND_MOVEMENT, pb.TRANSFER_KIND_POST_PENDING, pb.TRANSFER_KIND_REVERSAL}
+)
 
 # Answers about the request, not failures to get one.
 _ANSWERS = frozenset(
@@ -127,26 +134,26 @@ class GrpcLedger:
             raise _unavailable(error, "CreateTransfers") from error
         return [LedgerResult(r.id, r.ok, r.reason, r.message) for r in reply.results]
 
-    def clearing_bookings(self, currency: str) -> dict[str, int]:
-        account = clearing_account_id(currency)
+    def clearing_bookings(self, transfer_ids: Collection[str]) -> dict[str, int]:
         bookings: dict[str, int] = {}
-        token = ""
-        while True:
+        ids = sorted(set(transfer_ids))
+        for start in range(0, len(ids), LOOKUP_LIMIT):
+            request = pb.LookupTransfersRequest(transfer_ids=ids[start : start + LOOKUP_LIMIT])
             try:
-                reply = self._stub.ListAccountEntries(
-                    pb.ListAccountEntriesRequest(
-                        account_id=account, page_size=1000, page_token=token
-                    )
-                )
+                reply = self._stub.LookupTransfers(request)
             except grpc.RpcError as error:
-                if error.code() is grpc.StatusCode.NOT_FOUND:
-                    return bookings  # never used: nothing booked
-                raise _unavailable(error, "ListAccountEntries") from error
-            for entry in reply.entries:
-                if entry.type != pb.ENTRY_TYPE_POSTED:
-                    continue
-                signed = entry.amount if entry.direction == pb.DIRECTION_DEBIT else -entry.amount
-                bookings[entry.transfer_id] = bookings.get(entry.transfer_id, 0) + signed
-            token = reply.next_page_token
-            if not token:
-                return bookings
+                raise _unavailable(error, "LookupTransfers") from error
+            for transfer in reply.transfers:
+                if transfer.kind not in _POSTING_KINDS:
+                    continue  # a hold, or its voiding: nothing posted
+                legs = [
+                    leg
+                    for leg in transfer.legs
+                    if leg.account_id == clearing_account_id(leg.currency)
+                ]
+                if legs:
+                    bookings[transfer.id] = sum(
+                        leg.amount if leg.direction == pb.DIRECTION_DEBIT else -leg.amount
+                        for leg in legs
+                    )
+        return bookings

@@ -71,6 +71,22 @@ def expected_lines(payments: Iterable[Payment], day: date) -> dict[tuple[str, bo
     return expected
 
 
+def booking_step(payment: Payment, line: StatementLine) -> LedgerStep:
+    """The ledger step whose clearing booking a statement line of ``payment`` must match."""
+    if line.is_return:
+        return LedgerStep.REVERSE
+    return LedgerStep.POST if payment.outgoing else LedgerStep.CREDIT
+
+
+def bookings_to_check(lines: Iterable[StatementLine], payments: Mapping[str, Payment]) -> set[str]:
+    """The transfer ids whose clearing bookings ``reconcile`` needs: one per line of ours."""
+    return {
+        transfer_id(payment.id, booking_step(payment, line))
+        for line in lines
+        if (payment := payments.get(line.reference)) is not None
+    }
+
+
 def reconcile(
     run_id: str,
     day: date,
@@ -131,11 +147,7 @@ def reconcile(
                 )
             )
             continue
-        step = (
-            LedgerStep.REVERSE
-            if line.is_return
-            else (LedgerStep.POST if payment.outgoing else LedgerStep.CREDIT)
-        )
+        step = booking_step(payment, line)
         want = clearing_amount(payment, step)
         booked = clearing_bookings.get(transfer_id(payment.id, step))
         if booked != want:

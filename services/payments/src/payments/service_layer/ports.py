@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
@@ -41,8 +41,12 @@ class LedgerPort(Protocol):
         """Unlinked operations in one request; one result per operation, in order."""
         ...
 
-    def clearing_bookings(self, currency: str) -> dict[str, int]:
-        """Transfer id -> signed amount (debit positive) posted to the bank clearing account."""
+    def clearing_bookings(self, transfer_ids: Collection[str]) -> dict[str, int]:
+        """Transfer id -> signed amount (debit positive) each posted to a bank clearing account.
+
+        Only the transfers asked for; those that do not exist, or post nothing
+        to clearing, are left out.
+        """
         ...
 
 

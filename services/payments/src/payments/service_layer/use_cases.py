@@ -33,7 +33,11 @@ from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules, Velocity, Verdict, assess
 from payments.domain.ledger_plan import accounts_for, customer_account_id, operation_for
 from payments.domain.model import Action, LedgerStep, Payment, PaymentRequest
-from payments.domain.reconciliation import ReconciliationReport, reconcile
+from payments.domain.reconciliation import (
+    ReconciliationReport,
+    bookings_to_check,
+    reconcile,
+)
 from payments.domain.refunds import check_refund
 from payments.domain.states import PaymentKind, PaymentState
 from payments.service_layer.ports import (
@@ -455,11 +459,10 @@ def run_reconciliation(deps: Deps, run_id: str, statement_date: str) -> Reconcil
         payments = {p.id: p for p in booked}
         referenced = {line.reference for line in lines} - set(payments)
         payments.update(uow.payments.get_many(referenced))
-    currencies = {line.currency for line in lines} | {p.currency for p in payments.values()}
-    bookings: dict[str, int] = {}
     try:
-        for currency in sorted(currencies):
-            bookings.update(deps.ledger.clearing_bookings(currency))
+        # Only the bookings the statement's lines name: the clearing account's
+        # whole journal grows with every payment ever made.
+        bookings = deps.ledger.clearing_bookings(bookings_to_check(lines, payments))
     except LedgerUnavailable:
         raise Unavailable("LEDGER_UNAVAILABLE", "the ledger could not be read") from None
     report = reconcile(run_id, day, lines, payments, bookings, deps.clock.now())
