@@ -7,6 +7,7 @@ what is measured is the server.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -101,4 +102,61 @@ def run_closed_loop(
     for thread in threads:
         thread.join()
     result.seconds = time.perf_counter() - began
+    return result
+
+
+def run_fixed_rate(
+    target: str,
+    method: str,
+    payloads: Sequence[bytes],
+    *,
+    rate_per_s: float,
+    metadata: Sequence[tuple[str, str]] = (),
+    timeout: float = 60.0,
+) -> LoadResult:
+    """Send the payloads at a fixed rate, whatever the server's pace (an open loop).
+
+    A closed loop measures latency at saturation, where it is mostly queueing;
+    this one measures it at a given load. Each latency runs from the call's
+    scheduled start, so a sender that falls behind is charged, not hidden.
+    """
+    result = LoadResult()
+    lock = threading.Lock()
+    channel = grpc.insecure_channel(
+        target,
+        options=[
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ],
+    )
+    call = channel.unary_unary(method, request_serializer=_raw, response_deserializer=_raw)
+    pending: list[grpc.Future[bytes]] = []
+
+    def record(scheduled: float) -> Callable[[grpc.Future[bytes]], None]:
+        def done(future: grpc.Future[bytes]) -> None:
+            elapsed_ms = (time.perf_counter() - scheduled) * 1000
+            with lock:
+                if future.exception() is None:
+                    result.calls += 1
+                    result.latencies_ms.append(elapsed_ms)
+                else:
+                    result.errors += 1
+
+        return done
+
+    interval = 1.0 / rate_per_s
+    began = time.perf_counter()
+    for index, payload in enumerate(payloads):
+        scheduled = began + index * interval
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent = call.future(payload, timeout=timeout, metadata=tuple(metadata))
+        sent.add_done_callback(record(scheduled))
+        pending.append(sent)
+    for future in pending:
+        with contextlib.suppress(grpc.RpcError):
+            future.result()
+    result.seconds = time.perf_counter() - began
+    channel.close()
     return result

@@ -1,4 +1,4 @@
-"""The bench's empty-call ceilings, on real server processes.
+"""The bench's empty-call ceilings and load generators, on real server processes.
 
 The chassis ceiling is only worth comparing against if its calls really pass
 through what a service call passes through: a call without a valid token for
@@ -13,6 +13,7 @@ import pytest
 from bench.ceilings import empty_server, measure_empty_calls
 from bench.common import MINT
 from bench.empty_server import METHOD
+from bench.load import run_fixed_rate
 
 
 def _call(target: str, metadata: tuple[tuple[str, str], ...]) -> bytes:
@@ -50,3 +51,13 @@ def test_empty_calls_are_counted_with_the_cpu_they_cost(chassis: bool) -> None:
     assert len(result.latencies_ms) == result.calls
     assert cost.server > 0
     assert cost.client > 0
+
+
+def test_a_fixed_rate_load_paces_its_calls_and_counts_them_all() -> None:
+    rate, count = 200.0, 100
+    with empty_server() as server:
+        result = run_fixed_rate(server.target, METHOD, [b""] * count, rate_per_s=rate)
+    assert (result.calls, result.errors) == (count, 0)
+    assert len(result.latencies_ms) == count
+    # The last call may not start before its turn: (count - 1) intervals after the first.
+    assert result.seconds >= (count - 1) / rate
