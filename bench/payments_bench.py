@@ -203,6 +203,16 @@ def measure(env: BenchEnv) -> Section:
         tag = uuid.uuid4().hex[:6]
         customers = prepare(suite, tag)
         token = [("authorization", f"Bearer {suite.token}")]
+        # Warm up (pools, prepared statements, the relays' lanes) at a low rate, not counted.
+        warm = f"pay_{tag}_warm_"
+        calls = run_fixed_rate(
+            suite.payments,
+            METHOD,
+            payout_payloads(warm, customers, 100),
+            rate_per_s=50.0,
+            metadata=token,
+        )
+        settle_all(suite, warm, calls, 100)
         paced: dict[float, PayoutRun] = {}
         for rate in RATES_PER_S:
             prefix = f"pay_{tag}_rate{int(rate)}_"
