@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
+# Batches of transfers are large messages; gRPC's default limit is 4 MiB.
+_MESSAGE_LIMITS = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
 
 def _raw(data: bytes) -> bytes:
     return data
@@ -59,8 +65,7 @@ def run_closed_loop(
         channel = grpc.insecure_channel(
             target,
             options=[
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                *_MESSAGE_LIMITS,
                 # Otherwise grpc shares one connection among a process's channels to
                 # the same target, and SO_REUSEPORT would see a single client.
                 ("grpc.use_local_subchannel_pool", 1),
@@ -122,13 +127,7 @@ def run_fixed_rate(
     """
     result = LoadResult()
     lock = threading.Lock()
-    channel = grpc.insecure_channel(
-        target,
-        options=[
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ],
-    )
+    channel = grpc.insecure_channel(target, options=_MESSAGE_LIMITS)
     call = channel.unary_unary(method, request_serializer=_raw, response_deserializer=_raw)
     pending: list[grpc.Future[bytes]] = []
 

@@ -203,28 +203,20 @@ def measure(env: BenchEnv) -> Section:
         tag = uuid.uuid4().hex[:6]
         customers = prepare(suite, tag)
         token = [("authorization", f"Bearer {suite.token}")]
-        # Warm up (pools, prepared statements, the relays' lanes) at a low rate, not counted.
-        warm = f"pay_{tag}_warm_"
-        calls = run_fixed_rate(
-            suite.payments,
-            METHOD,
-            payout_payloads(warm, customers, 100),
-            rate_per_s=50.0,
-            metadata=token,
-        )
-        settle_all(suite, warm, calls, 100)
-        paced: dict[float, PayoutRun] = {}
-        for rate in RATES_PER_S:
-            prefix = f"pay_{tag}_rate{int(rate)}_"
-            count = int(rate * RATE_SECONDS)
+
+        def offer(prefix: str, rate: float, count: int) -> PayoutRun:
+            payloads = payout_payloads(prefix, customers, count)
             calls = run_fixed_rate(
-                suite.payments,
-                METHOD,
-                payout_payloads(prefix, customers, count),
-                rate_per_s=rate,
-                metadata=token,
+                suite.payments, METHOD, payloads, rate_per_s=rate, metadata=token
             )
-            paced[rate] = settle_all(suite, prefix, calls, count)
+            return settle_all(suite, prefix, calls, count)
+
+        # Warm up (pools, prepared statements, the relays' lanes) at a low rate, not counted.
+        offer(f"pay_{tag}_warm_", 50.0, 100)
+        paced = {
+            rate: offer(f"pay_{tag}_rate{int(rate)}_", rate, int(rate * RATE_SECONDS))
+            for rate in RATES_PER_S
+        }
         prefix = f"pay_{tag}_out_"
         calls = run_closed_loop(
             suite.payments,
