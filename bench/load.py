@@ -7,7 +7,6 @@ what is measured is the server.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -126,20 +125,22 @@ def run_fixed_rate(
     scheduled start, so a sender that falls behind is charged, not hidden.
     """
     result = LoadResult()
-    lock = threading.Lock()
+    # gRPC runs a future's callbacks after result() may already have returned:
+    # the sender waits for the callbacks themselves, so no call goes uncounted.
+    finished = threading.Condition()
     channel = grpc.insecure_channel(target, options=_MESSAGE_LIMITS)
     call = channel.unary_unary(method, request_serializer=_raw, response_deserializer=_raw)
-    pending: list[grpc.Future[bytes]] = []
 
     def record(scheduled: float) -> Callable[[grpc.Future[bytes]], None]:
         def done(future: grpc.Future[bytes]) -> None:
             elapsed_ms = (time.perf_counter() - scheduled) * 1000
-            with lock:
+            with finished:
                 if future.exception() is None:
                     result.calls += 1
                     result.latencies_ms.append(elapsed_ms)
                 else:
                     result.errors += 1
+                finished.notify()
 
         return done
 
@@ -152,10 +153,8 @@ def run_fixed_rate(
             time.sleep(delay)
         sent = call.future(payload, timeout=timeout, metadata=tuple(metadata))
         sent.add_done_callback(record(scheduled))
-        pending.append(sent)
-    for future in pending:
-        with contextlib.suppress(grpc.RpcError):
-            future.result()
+    with finished:
+        finished.wait_for(lambda: result.calls + result.errors == len(payloads))
     result.seconds = time.perf_counter() - began
     channel.close()
     return result
