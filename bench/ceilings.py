@@ -13,21 +13,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from astra_testkit.ports import free_port, wait_for_port
 
-from bench.common import MINT, BenchEnv, Section, percentile
+from bench.common import MINT, BenchEnv, Section, mint_auth_env, percentile
 from bench.cpu import CpuCost, cpu_cost
 from bench.empty_server import METHOD
 from bench.load import LoadResult, run_closed_loop
@@ -69,26 +67,21 @@ class EmptyServer:
 def empty_server(*, chassis: bool = False) -> Iterator[EmptyServer]:
     """``bench.empty_server`` as a process, bare or (``chassis``) behind our chassis."""
     port = free_port()
-    keys = Path(tempfile.mkdtemp(prefix="astra-bench-keys-"))
     argv = [sys.executable, "-m", "bench.empty_server", str(port)]
-    env = dict(os.environ)
-    metadata: tuple[tuple[str, str], ...] = ()
-    if chassis:
-        argv.append("--chassis")
-        env |= {
-            "BENCH_AUTH_ISSUER": MINT.issuer,
-            "BENCH_AUTH_AUDIENCE": MINT.audience,
-            "BENCH_AUTH_JWKS_FILE": str(MINT.write_jwks(keys / "jwks.json")),
-        }
-        metadata = MINT.metadata()
-    server = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, start_new_session=True)
-    try:
-        wait_for_port("127.0.0.1", port, 30)
-        yield EmptyServer(f"127.0.0.1:{port}", server.pid, metadata)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        shutil.rmtree(keys, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        env = dict(os.environ)
+        metadata: tuple[tuple[str, str], ...] = ()
+        if chassis:
+            argv.append("--chassis")
+            env |= stack.enter_context(mint_auth_env("BENCH"))
+            metadata = MINT.metadata()
+        server = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, start_new_session=True)
+        try:
+            wait_for_port("127.0.0.1", port, 30)
+            yield EmptyServer(f"127.0.0.1:{port}", server.pid, metadata)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 def measure_empty_calls(

@@ -8,8 +8,12 @@ their ratios come from the same run on the same (shared, noisy) machine.
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +26,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # Calls carry real ES256 tokens, verified by the servers as in production; the
 # servers read the public keys from a JWKS file instead of a running identity.
 MINT = TokenMint()
+
+
+@contextmanager
+def mint_auth_env(prefix: str) -> Iterator[dict[str, str]]:
+    """``<prefix>_AUTH_*`` settings that make a server trust MINT (a JWKS file, removed after)."""
+    keys = Path(tempfile.mkdtemp(prefix="astra-bench-keys-"))
+    try:
+        yield {
+            f"{prefix}_AUTH_ISSUER": MINT.issuer,
+            f"{prefix}_AUTH_AUDIENCE": MINT.audience,
+            f"{prefix}_AUTH_JWKS_FILE": str(MINT.write_jwks(keys / "jwks.json")),
+        }
+    finally:
+        shutil.rmtree(keys, ignore_errors=True)
+
+
 # The longest a section waits for PostgreSQL to finish an earlier section's work.
 SETTLE_LIMIT_SECONDS = 60.0
 

@@ -15,11 +15,9 @@ Run alone: ``python -m bench.ledger_bench``.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from astra_testkit.ports import free_port
 from astra_testkit.processes import ServiceProcess
 from chassis.grpc.client import open_channel
 
-from bench.common import MINT, BenchEnv, Section, format_number, percentile
+from bench.common import MINT, BenchEnv, Section, format_number, mint_auth_env, percentile
 from bench.cpu import CpuCost, Database, cpu_cost
 from bench.load import LoadResult, run_closed_loop
 
@@ -64,31 +62,27 @@ class RunningLedger:
 def running_ledger(env: BenchEnv, **extra_env: str) -> Iterator[RunningLedger]:
     database = env.postgres.create_database(prefix="astra_bench_ledger")
     port = free_port()
-    keys = Path(tempfile.mkdtemp(prefix="astra-bench-keys-"))
-    MINT.write_jwks(keys / "jwks.json")
-    process = ServiceProcess(
-        "ledger-bench",
-        [str(Path(sys.executable).parent / "astra-ledger"), "serve"],
-        {
-            "LEDGER_DATABASE_URL": env.postgres.url_for(database),
-            "LEDGER_GRPC_PORT": str(port),
-            "LEDGER_MIGRATE_ON_START": "true",
-            "LEDGER_LOG_LEVEL": "WARNING",
-            "LEDGER_METRICS_PORT": "0",
-            "LEDGER_AUTH_ISSUER": MINT.issuer,
-            "LEDGER_AUTH_AUDIENCE": MINT.audience,
-            "LEDGER_AUTH_JWKS_FILE": str(keys / "jwks.json"),
-            **extra_env,
-        },
-    ).start()
-    target = f"127.0.0.1:{port}"
-    try:
-        process.wait_healthy(target)
-        yield RunningLedger(target, process.pid, Database(env.postgres.admin_url, database))
-    finally:
-        process.terminate()
-        env.postgres.drop_database(database)
-        shutil.rmtree(keys, ignore_errors=True)
+    with mint_auth_env("LEDGER") as auth_env:
+        process = ServiceProcess(
+            "ledger-bench",
+            [str(Path(sys.executable).parent / "astra-ledger"), "serve"],
+            {
+                "LEDGER_DATABASE_URL": env.postgres.url_for(database),
+                "LEDGER_GRPC_PORT": str(port),
+                "LEDGER_MIGRATE_ON_START": "true",
+                "LEDGER_LOG_LEVEL": "WARNING",
+                "LEDGER_METRICS_PORT": "0",
+                **auth_env,
+                **extra_env,
+            },
+        ).start()
+        target = f"127.0.0.1:{port}"
+        try:
+            process.wait_healthy(target)
+            yield RunningLedger(target, process.pid, Database(env.postgres.admin_url, database))
+        finally:
+            process.terminate()
+            env.postgres.drop_database(database)
 
 
 def open_accounts(stub: LedgerServiceStub, clients: int) -> list[list[str]]:
@@ -241,45 +235,40 @@ def add_cpu(section: Section, name: str, cost: CpuCost, units: float, per: str) 
     return ledger_ms
 
 
+# Per empty-call ceiling (the key its figures are stored under): how the rate
+# ratio and the CPU ratio are named, and the rate ratio's target.
+CEILINGS = [
+    (
+        "grpc.empty",
+        "single transfers / empty gRPC calls (same run)",
+        "empty call's server CPU / a single transfer's ledger CPU",
+        ">= 0.5",
+    ),
+    (
+        "grpc.chassis_empty",
+        "single transfers / empty calls through the chassis (same run)",
+        "empty call through the chassis: server CPU / a single transfer's ledger CPU",
+        "",
+    ),
+]
+
+
 def add_ceiling_ratios(
     section: Section, env: BenchEnv, singles_rate: float, ledger_cpu_ms: float
 ) -> None:
     """Single transfers against the same run's empty-call ceilings (those that were measured)."""
-    bound = "what the rate ratio comes to while one server process is the bottleneck"
-    ratios: list[tuple[str, str, Callable[[float], float], str, str]] = [
-        (
-            "single transfers / empty gRPC calls (same run)",
-            "grpc.empty_calls_per_s",
-            lambda ceiling: singles_rate / ceiling,
-            ">= 0.5",
-            "",
-        ),
-        (
-            "single transfers / empty calls through the chassis (same run)",
-            "grpc.chassis_empty_calls_per_s",
-            lambda ceiling: singles_rate / ceiling,
-            "",
-            "against a ceiling that pays for what every service call runs first",
-        ),
-        (
-            "empty call's server CPU / a single transfer's ledger CPU",
-            "grpc.empty_call_server_cpu_ms",
-            lambda ceiling: ceiling / ledger_cpu_ms,
-            "",
-            bound,
-        ),
-        (
-            "empty call through the chassis: server CPU / a single transfer's ledger CPU",
-            "grpc.chassis_empty_call_server_cpu_ms",
-            lambda ceiling: ceiling / ledger_cpu_ms,
-            "",
-            bound,
-        ),
-    ]
-    for name, key, ratio, target, note in ratios:
-        ceiling = env.figures.get(key)
-        if ceiling:
-            section.add(name, ratio(ceiling), "ratio", target, note)
+    for key, rate_name, cpu_name, target in CEILINGS:
+        rate = env.figures.get(f"{key}_calls_per_s")
+        if rate:
+            section.add(rate_name, singles_rate / rate, "ratio", target)
+        server_cpu_ms = env.figures.get(f"{key}_call_server_cpu_ms")
+        if server_cpu_ms:
+            section.add(
+                cpu_name,
+                server_cpu_ms / ledger_cpu_ms,
+                "ratio",
+                note="what the rate ratio comes to while one server process is the bottleneck",
+            )
 
 
 def measure(env: BenchEnv) -> Section:
