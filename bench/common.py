@@ -152,3 +152,12 @@ def format_number(value: float) -> str:
     if magnitude >= 1:
         return f"{value:,.2f}"
     return f"{value:.3g}"
+
+
+def print_figures(section: Section) -> None:
+    """A section's figures on the console: ``make bench`` and each section run alone."""
+    for figure in section.figures:
+        met = figure.met()
+        flag = "" if met is None else ("  [met]" if met else "  [MISSED]")
+        value = format_number(figure.value)
+        print(f"   {figure.name}: {value} {figure.unit} {figure.target}{flag}", flush=True)

@@ -28,7 +28,14 @@ from astra_testkit.ports import free_port
 from astra_testkit.processes import ServiceProcess
 from chassis.grpc.client import open_channel
 
-from bench.common import MINT, BenchEnv, Section, format_number, mint_auth_env, percentile
+from bench.common import (
+    MINT,
+    BenchEnv,
+    Section,
+    mint_auth_env,
+    percentile,
+    print_figures,
+)
 from bench.cpu import CpuCost, Database, cpu_cost
 from bench.load import LoadResult, run_closed_loop
 
@@ -370,10 +377,7 @@ def main() -> None:
         sections = [ceilings.measure(env), measure(env)]
         for section in sections:
             print(f"## {section.title}")
-            for f in section.figures:
-                met = f.met()
-                flag = "" if met is None else (" (target met)" if met else " (TARGET MISSED)")
-                print(f"{f.name}: {format_number(f.value)} {f.unit} {f.target}{flag}")
+            print_figures(section)
         print(f"took {time.perf_counter() - started:.0f}s")
     finally:
         env.close()

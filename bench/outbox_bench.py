@@ -56,7 +56,7 @@ from chassis.pubsub.subscriber import (
 from ledger.bootstrap import migrate
 from sqlalchemy import Connection, Engine, MetaData, func, select, text
 
-from bench.common import BenchEnv, Section, percentile
+from bench.common import BenchEnv, Section, percentile, print_figures
 
 PROJECT = "astra-bench"
 BACKLOG = 50_000
@@ -430,12 +430,8 @@ def main() -> None:
         section = measure(env)
     finally:
         env.close()
-    print(section.title)
-    for figure in section.figures:
-        met = figure.met()
-        verdict = "" if met is None else (" (target met)" if met else " (TARGET MISSED)")
-        note = f" [{figure.note}]" if figure.note else ""
-        print(f"  {figure.name}: {figure.value} {figure.unit} {figure.target}{verdict}{note}")
+    print(f"## {section.title}")
+    print_figures(section)
 
 
 if __name__ == "__main__":

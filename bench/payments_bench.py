@@ -37,7 +37,7 @@ from astra_testkit.customers import create_customer
 from astra_testkit.suite import running_suite
 from chassis.grpc.client import open_channel
 
-from bench.common import BenchEnv, Section, percentile
+from bench.common import BenchEnv, Section, percentile, print_figures
 from bench.load import LoadResult, run_closed_loop, run_fixed_rate
 
 CUSTOMERS = int(os.environ.get("BENCH_PAYMENTS_CUSTOMERS", "64"))
@@ -290,10 +290,7 @@ def main() -> None:
     try:
         section = measure(env)
         print(f"## {section.title}")
-        for figure in section.figures:
-            met = figure.met()
-            flag = "" if met is None else (" (target met)" if met else " (TARGET MISSED)")
-            print(f"{figure.name}: {figure.value:,.1f} {figure.unit} {figure.target}{flag}")
+        print_figures(section)
         for note in section.notes:
             print(note)
     finally:

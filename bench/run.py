@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from astra_testkit.postgres import PostgresServer
 
-from bench.common import BenchEnv, Section, format_number
+from bench.common import BenchEnv, Section, print_figures
 from bench.report import REPORT_PATH, collect_environment, write_report
 
 # In order: the ceilings first, so that later sections can compare against them.
@@ -70,11 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             section.notes.append(f"PostgreSQL settled before this section: {settled}")
             section.notes.append(f"measured in {time.perf_counter() - section_started:.0f} s")
             sections.append(section)
-            for figure in section.figures:
-                met = figure.met()
-                flag = "" if met is None else ("  [met]" if met else "  [MISSED]")
-                value = format_number(figure.value)
-                print(f"   {figure.name}: {value} {figure.unit} {figure.target}{flag}", flush=True)
+            print_figures(section)
         environment = collect_environment(env.postgres.admin_url)
         environment["benchmark wall time"] = f"{time.perf_counter() - started:.0f} s"
         path = write_report(sections, REPORT_PATH, environment)
