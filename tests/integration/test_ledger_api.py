@@ -291,6 +291,106 @@ def test_reversal_makes_the_correcting_transfer(funded: LedgerServiceStub) -> No
     )
 
 
+def test_a_reversal_books_what_a_spent_account_lacks_on_the_shortfall_account(
+    funded: LedgerServiceStub,
+) -> None:
+    open_account(funded, "acct_receivable", normal_side=pb.NORMAL_SIDE_DEBIT)
+    funded.CreateTransfers(
+        pb.CreateTransfersRequest(
+            transfers=[
+                movement("tr_in", "acct_alice", "acct_bob", 600),
+                movement("tr_spent", "acct_bob", "acct_alice", 450),
+                movement("tr_in2", "acct_alice", "acct_bob", 100),
+            ]
+        )
+    )
+    plain = rpc_error(
+        lambda: funded.ReverseTransfer(
+            pb.ReverseTransferRequest(transfer_id="tr_rev0", reversed_transfer_id="tr_in")
+        )
+    )
+    assert reason_of(plain) == "INSUFFICIENT_FUNDS"
+    reversal = funded.ReverseTransfer(
+        pb.ReverseTransferRequest(
+            transfer_id="tr_rev",
+            reversed_transfer_id="tr_in",
+            shortfall_account_id="acct_receivable",
+        )
+    ).transfer
+    assert [(x.account_id, x.direction, x.amount) for x in reversal.legs] == [
+        ("acct_alice", C, 600),
+        ("acct_bob", D, 250),
+        ("acct_receivable", D, 350),
+    ]
+
+    def balance(account_id: str) -> tuple[int, int]:
+        found = funded.GetBalance(pb.GetBalanceRequest(account_id=account_id)).balance
+        return found.posted, found.available
+
+    assert balance("acct_bob") == (0, 0)
+    assert balance("acct_receivable") == (350, 350)
+    # The same through a batch item: bob has nothing left, so all of it is a shortfall.
+    (result,) = funded.CreateTransfers(
+        pb.CreateTransfersRequest(
+            transfers=[
+                pb.TransferSpec(
+                    id="tr_rev2",
+                    reversal=pb.Reversal(
+                        transfer_id="tr_in2", shortfall_account_id="acct_receivable"
+                    ),
+                )
+            ]
+        )
+    ).results
+    assert result.ok, result.reason
+    assert balance("acct_receivable") == (450, 450)
+    assert balance("acct_bob") == (0, 0)
+    bad = rpc_error(
+        lambda: funded.ReverseTransfer(
+            pb.ReverseTransferRequest(
+                transfer_id="tr_rev3", reversed_transfer_id="tr_fund", shortfall_account_id="bob"
+            )
+        )
+    )
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = bad_request(bad)
+    assert details is not None
+    assert [v.field for v in details.field_violations] == ["shortfall_account_id"]
+
+
+def test_single_operation_calls_name_their_own_fields_in_violations(
+    funded: LedgerServiceStub,
+) -> None:
+    calls: list[tuple[Callable[[], object], list[str]]] = [
+        (
+            lambda: funded.ReverseTransfer(
+                pb.ReverseTransferRequest(transfer_id="x", reversed_transfer_id="acct_bob")
+            ),
+            ["transfer_id", "reversed_transfer_id"],
+        ),
+        (
+            lambda: funded.PostPendingTransfer(
+                pb.PostPendingTransferRequest(
+                    transfer_id="tr_p", pending_transfer_id="", legs=[leg("acct_bob", D, 0)]
+                )
+            ),
+            ["pending_transfer_id", "legs[0].amount"],
+        ),
+        (
+            lambda: funded.VoidPendingTransfer(
+                pb.VoidPendingTransferRequest(
+                    transfer_id="tr_v", pending_transfer_id="nope", metadata={"": "v"}
+                )
+            ),
+            ["metadata['']", "pending_transfer_id"],
+        ),
+    ]
+    for call, fields in calls:
+        details = bad_request(rpc_error(call))
+        assert details is not None
+        assert sorted(v.field for v in details.field_violations) == sorted(fields)
+
+
 def test_lookup_returns_the_applied_transfers_asked_for_in_order(
     funded: LedgerServiceStub,
 ) -> None:

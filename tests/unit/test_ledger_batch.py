@@ -310,6 +310,84 @@ def test_reversal_swaps_legs_once_and_respects_limits() -> None:
     assert not_reversible.results[1].reason == "TRANSFER_NOT_REVERSIBLE"
 
 
+def spent_book() -> Book:
+    """Bob received 600 from Alice and has since paid 450 of it away (150 left)."""
+    book = funded_book()
+    book.accounts["acct_receivable"] = account("acct_receivable", side=NormalSide.DEBIT)
+    book.accounts["acct_usd_receivable"] = account(
+        "acct_usd_receivable", "USD", side=NormalSide.DEBIT
+    )
+    book.run(
+        move("tr_in", debit("acct_alice", 600), credit("acct_bob", 600)),
+        move("tr_out", debit("acct_bob", 450), credit("acct_alice", 450)),
+    )
+    return book
+
+
+def test_a_reversal_spills_what_a_limited_account_cannot_take_to_the_shortfall_account() -> None:
+    book = spent_book()
+    outcome = book.run(reverse("tr_r", "tr_in", "acct_receivable"))
+    result = outcome.results[0]
+    assert result.ok, result.reason
+    record = outcome.records[0]
+    # Bob gives back the 150 he has; the receivable takes the 450 he spent; Alice gets all 600.
+    assert [(leg.account_id, leg.direction.name, leg.amount) for leg in record.legs] == [
+        ("acct_alice", "CREDIT", 600),
+        ("acct_bob", "DEBIT", 150),
+        ("acct_receivable", "DEBIT", 450),
+    ]
+    assert book.sums("acct_bob") == (600, 600, 0, 0)
+    assert book.sums("acct_receivable") == (450, 0, 0, 0)
+    assert book.sums("acct_alice") == (600, 1000 + 450 + 600, 0, 0)
+    # Replayed with the same content: the same result; with another shortfall account: refused.
+    assert book.run(reverse("tr_r", "tr_in", "acct_receivable")).results[0].replayed
+    reused = book.run(reverse("tr_r", "tr_in", "acct_alice")).results[0]
+    assert reused.reason == "IDEMPOTENCY_KEY_REUSED"
+
+
+def test_a_reversal_the_limits_allow_books_as_a_plain_mirror_even_with_a_shortfall_account() -> (
+    None
+):
+    book = spent_book()
+    outcome = book.run(reverse("tr_r", "tr_out", "acct_receivable"))
+    assert outcome.results[0].ok
+    assert [(leg.account_id, leg.amount) for leg in outcome.records[0].legs] == [
+        ("acct_bob", 450),
+        ("acct_alice", 450),
+    ]
+    assert book.sums("acct_receivable") == (0, 0, 0, 0)
+
+
+def test_held_funds_are_not_available_to_a_reversal() -> None:
+    book = spent_book()
+    assert book.run(hold("tr_h", debit("acct_bob", 100), credit("acct_alice", 100))).results[0].ok
+    outcome = book.run(reverse("tr_r", "tr_in", "acct_receivable"))
+    assert [(leg.account_id, leg.amount) for leg in outcome.records[0].legs][1:] == [
+        ("acct_bob", 50),
+        ("acct_receivable", 550),
+    ]
+    assert book.sums("acct_bob") == (500, 600, 100, 0)
+
+
+def test_a_shortfall_account_must_exist_and_hold_the_spilled_currency() -> None:
+    book = spent_book()
+    missing = book.run(reverse("tr_r1", "tr_in", "acct_nobody")).results[0]
+    assert missing.reason == "ACCOUNT_NOT_FOUND"
+    other_currency = book.run(reverse("tr_r2", "tr_in", "acct_usd_receivable")).results[0]
+    assert other_currency.reason == "CURRENCY_MISMATCH"
+    # Nothing moved, and the transfer is still reversible.
+    assert book.sums("acct_bob") == (450, 600, 0, 0)
+    assert book.run(reverse("tr_r3", "tr_in", "acct_receivable")).results[0].ok
+
+
+def test_a_limited_shortfall_account_is_held_to_its_own_limit() -> None:
+    book = spent_book()
+    book.accounts["acct_carol"] = account("acct_carol", no_overdraft=True)
+    refused = book.run(reverse("tr_r", "tr_in", "acct_carol")).results[0]
+    assert refused.reason == "INSUFFICIENT_FUNDS"
+    assert book.sums("acct_bob") == (450, 600, 0, 0)
+
+
 def test_balance_overflow_is_refused() -> None:
     big = 2**63 - 1
     book = Book(account("acct_a", side=NormalSide.DEBIT), account("acct_b"))

@@ -74,7 +74,7 @@ def transfer_request_from_pb(spec: pb.TransferSpec) -> TransferRequest:
     elif which == "void_pending":
         operation = VoidPendingOp(spec.void_pending.pending_transfer_id)
     elif which == "reversal":
-        operation = ReversalOp(spec.reversal.transfer_id)
+        operation = ReversalOp(spec.reversal.transfer_id, spec.reversal.shortfall_account_id)
     metadata = metadata_of(dict(spec.metadata)) if spec.metadata else ()
     return TransferRequest(spec.id, operation, spec.linked, metadata)
 

@@ -449,6 +449,8 @@ class _Decider:
             )
             for leg in original.legs
         )
+        if op.shortfall_account_id:
+            legs = self._spill(legs, op.shortfall_account_id)
         targets = [self._account(leg) for leg in legs]
         self._post_legs(request.id, TransferKind.REVERSAL, legs, targets, EntryType.POSTED)
         record = self._record(
@@ -458,6 +460,50 @@ class _Decider:
         assert self.sp is not None
         self.sp.undo.append(lambda: setattr(original, "reversed_by", ""))
         return record
+
+    def _spill(self, legs: tuple[Leg, ...], shortfall_id: str) -> tuple[Leg, ...]:
+        """``legs`` with what their limited accounts cannot take moved to ``shortfall_id``.
+
+        A limited account keeps as much of its leg as its available balance allows
+        now (after the batch's earlier items and this transfer's earlier legs); the
+        shortfall account takes the rest, one leg per direction and currency. Its
+        own limits, if it has any, are checked like any other account's.
+        """
+        if shortfall_id not in self.accounts:
+            raise _RefusalError("ACCOUNT_NOT_FOUND", f"account {shortfall_id} does not exist")
+        room: dict[tuple[str, Direction], int | None] = {}
+        kept: list[Leg] = []
+        spilled: dict[tuple[Direction, str], int] = {}
+        for leg in legs:
+            account = self._account(leg)
+            assert leg.direction is not None
+            key = (account.id, leg.direction)
+            if key not in room:
+                room[key] = _headroom(account, leg.direction)
+            left = room[key]
+            if left is None or left >= leg.amount or account.id == shortfall_id:
+                kept.append(leg)
+                room[key] = None if left is None else left - leg.amount
+                continue
+            if left > 0:
+                kept.append(Leg(leg.account_id, leg.direction, left, leg.currency))
+            room[key] = 0
+            spill = (leg.direction, leg.currency)
+            spilled[spill] = spilled.get(spill, 0) + leg.amount - left
+        extra = [
+            Leg(shortfall_id, direction, amount, currency)
+            for (direction, currency), amount in spilled.items()
+        ]
+        return (*kept, *extra)
+
+
+def _headroom(account: Account, direction: Direction) -> int | None:
+    """How much more the account's limit flags let it take in ``direction``; None: no limit."""
+    if direction is Direction.DEBIT and account.debits_must_not_exceed_credits:
+        return max(0, account.credits_posted - account.debits_posted - account.debits_pending)
+    if direction is Direction.CREDIT and account.credits_must_not_exceed_debits:
+        return max(0, account.debits_posted - account.credits_posted - account.credits_pending)
+    return None
 
 
 def _unresolve(record: TransferRecord) -> None:

@@ -280,6 +280,8 @@ class ExpirePendingOp:
 @dataclass(frozen=True, slots=True)
 class ReversalOp:
     transfer_id: str
+    # Takes what a reversing leg's limited account cannot (a receivable); "" for none.
+    shortfall_account_id: str = ""
 
 
 Operation = MovementOp | PendingOp | PostPendingOp | VoidPendingOp | ExpirePendingOp | ReversalOp
@@ -316,7 +318,26 @@ class TransferRequest:
             legs = ()
         timeout = op.timeout.total_seconds() if isinstance(op, PendingOp) and op.timeout else None
         target = getattr(op, "pending_transfer_id", None) or getattr(op, "transfer_id", None)
+        if isinstance(op, ReversalOp) and op.shortfall_account_id:
+            # Only when given, so that the digests of earlier reversals stay as stored.
+            return _fingerprint(
+                self.id,
+                int(self.kind),
+                legs,
+                timeout,
+                target,
+                self.metadata,
+                op.shortfall_account_id,
+            )
         return _fingerprint(self.id, int(self.kind), legs, timeout, target, self.metadata)
+
+    def account_ids(self) -> set[str]:
+        """The accounts this request names itself (not those of a transfer it refers to)."""
+        op = self.operation
+        named = {leg.account_id for leg in getattr(op, "legs", ())}
+        if isinstance(op, ReversalOp) and op.shortfall_account_id:
+            named.add(op.shortfall_account_id)
+        return named
 
     def referenced_transfer_id(self) -> str | None:
         op = self.operation

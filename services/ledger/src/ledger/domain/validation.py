@@ -159,8 +159,11 @@ def check_transfer(request: TransferRequest, path: str, out: Violations) -> None
     elif isinstance(op, VoidPendingOp):
         if not is_valid_id(op.pending_transfer_id, TRANSFER_PREFIX):
             out.add(f"{path}.void_pending.pending_transfer_id", id_rule(TRANSFER_PREFIX))
-    elif isinstance(op, ReversalOp) and not is_valid_id(op.transfer_id, TRANSFER_PREFIX):
-        out.add(f"{path}.reversal.transfer_id", id_rule(TRANSFER_PREFIX))
+    elif isinstance(op, ReversalOp):
+        if not is_valid_id(op.transfer_id, TRANSFER_PREFIX):
+            out.add(f"{path}.reversal.transfer_id", id_rule(TRANSFER_PREFIX))
+        if op.shortfall_account_id and not is_valid_id(op.shortfall_account_id, ACCOUNT_PREFIX):
+            out.add(f"{path}.reversal.shortfall_account_id", id_rule(ACCOUNT_PREFIX))
 
 
 def validate_transfers(requests: Sequence[TransferRequest], path: str = "transfers") -> None:

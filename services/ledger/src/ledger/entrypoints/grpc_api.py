@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import grpc
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1 import ledger_pb2_grpc
 from chassis.auth import current_principal
 from chassis.grpc.context import time_remaining
-from chassis.kernel.errors import Unauthenticated
+from chassis.kernel.errors import InvalidArgument, Unauthenticated
 from chassis.kernel.money import currency
 from chassis.protos import from_timestamp
 
@@ -47,6 +48,25 @@ def caller_from_principal(_context: grpc.ServicerContext) -> Caller:
         # Every LedgerService method requires a token; no principal means auth was bypassed.
         raise Unauthenticated("MISSING_TOKEN", "a bearer token is required")
     return Caller(customer_id=principal.customer_id)
+
+
+# PostPending-, VoidPending- and ReverseTransfer requests carry one transfer's
+# fields flat: the validator's paths into a TransferSpec, renamed to theirs.
+_FLAT = "request"
+_FLAT_FIELDS = {
+    "request.id": "transfer_id",
+    "request.reversal.transfer_id": "reversed_transfer_id",
+}
+_FLAT_PREFIXES = ("request.post_pending.", "request.void_pending.", "request.reversal.", "request.")
+
+
+def _flat_field(path: str) -> str:
+    if path in _FLAT_FIELDS:
+        return _FLAT_FIELDS[path]
+    for prefix in _FLAT_PREFIXES:
+        if path.startswith(prefix):
+            return path[len(prefix) :]
+    return path
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
@@ -105,7 +125,15 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self, transfer: TransferRequest, context: grpc.ServicerContext, path: str
     ) -> pb.Transfer:
         self._caller_of(context).require_service()
-        validation.validate_transfer(transfer, path)
+        try:
+            validation.validate_transfer(transfer, path)
+        except InvalidArgument as error:
+            if path != _FLAT:
+                raise
+            raise InvalidArgument(
+                [replace(v, field=_flat_field(v.field)) for v in error.violations],
+                reason=error.reason,
+            ) from None
         outcome = self._ledger.batcher.submit(transfer, timeout=time_remaining(context))
         record_results((outcome.result,))
         return transfer_to_pb(use_cases.transfer_or_error(outcome))
@@ -124,7 +152,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             PostPendingOp(request.pending_transfer_id, legs_from_pb(request.legs)),
             metadata=metadata_of(dict(request.metadata)),
         )
-        return pb.PostPendingTransferResponse(transfer=self._single(transfer, context, "request"))
+        return pb.PostPendingTransferResponse(transfer=self._single(transfer, context, _FLAT))
 
     def VoidPendingTransfer(
         self, request: pb.VoidPendingTransferRequest, context: grpc.ServicerContext
@@ -134,17 +162,17 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             VoidPendingOp(request.pending_transfer_id),
             metadata=metadata_of(dict(request.metadata)),
         )
-        return pb.VoidPendingTransferResponse(transfer=self._single(transfer, context, "request"))
+        return pb.VoidPendingTransferResponse(transfer=self._single(transfer, context, _FLAT))
 
     def ReverseTransfer(
         self, request: pb.ReverseTransferRequest, context: grpc.ServicerContext
     ) -> pb.ReverseTransferResponse:
         transfer = TransferRequest(
             request.transfer_id,
-            ReversalOp(request.reversed_transfer_id),
+            ReversalOp(request.reversed_transfer_id, request.shortfall_account_id),
             metadata=metadata_of(dict(request.metadata)),
         )
-        return pb.ReverseTransferResponse(transfer=self._single(transfer, context, "request"))
+        return pb.ReverseTransferResponse(transfer=self._single(transfer, context, _FLAT))
 
     def GetTransfer(
         self, request: pb.GetTransferRequest, context: grpc.ServicerContext

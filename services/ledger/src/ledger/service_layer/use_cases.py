@@ -131,9 +131,7 @@ def execute_batch(
 
     def work(uow: LedgerUnitOfWork) -> list[ItemOutcome]:
         referenced = {r for r in (q.referenced_transfer_id() for q in requests) if r}
-        leg_accounts = {
-            leg.account_id for q in requests for leg in getattr(q.operation, "legs", ())
-        }
+        leg_accounts = {account_id for q in requests for account_id in q.account_ids()}
         known, accounts = uow.store.load_for_batch(
             [q.id for q in requests], leg_accounts, referenced
         )

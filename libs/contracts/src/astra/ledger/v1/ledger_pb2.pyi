@@ -458,16 +458,26 @@ class Reversal(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    SHORTFALL_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """Required. The transfer to reverse; each transfer is reversed at most once."""
+    shortfall_account_id: _builtins.str
+    """Optional. Where a reversing leg goes that its account's balance limit
+    cannot take ("acct_..."). Without it such a reversal is refused
+    (INSUFFICIENT_FUNDS or CREDIT_LIMIT_EXCEEDED). With it, a limited account
+    is debited (or credited) only as far as its available balance allows at
+    that moment, and this account takes the rest in the same direction and
+    currency (as a receivable). The reversal's legs say what was booked where.
+    """
     def __init__(
         self,
         *,
         transfer_id: _builtins.str = ...,
+        shortfall_account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shortfall_account_id", b"shortfall_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1097,10 +1107,13 @@ class ReverseTransferRequest(_message.Message):
     TRANSFER_ID_FIELD_NUMBER: _builtins.int
     REVERSED_TRANSFER_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    SHORTFALL_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """Required. The id of the reversing transfer ("tr_..."): the idempotency key."""
     reversed_transfer_id: _builtins.str
     """Required. The transfer to reverse."""
+    shortfall_account_id: _builtins.str
+    """Optional. Takes what a limited account cannot (see Reversal.shortfall_account_id)."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Optional."""
@@ -1111,10 +1124,11 @@ class ReverseTransferRequest(_message.Message):
         transfer_id: _builtins.str = ...,
         reversed_transfer_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        shortfall_account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "reversed_transfer_id", b"reversed_transfer_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "reversed_transfer_id", b"reversed_transfer_id", "shortfall_account_id", b"shortfall_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
