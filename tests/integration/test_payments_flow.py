@@ -9,10 +9,17 @@ history and outbox events agree at the end of each test.
 from __future__ import annotations
 
 import grpc
+from astra.ledger.v1 import ledger_pb2 as lpb
 from astra.payments.v1 import events_pb2 as ev
 from astra.payments.v1 import payments_pb2 as pb
 from chassis.grpc.status import reason_of
 from payments.adapters import tables
+from payments.domain.ledger_plan import (
+    clearing_account_id,
+    customer_account_id,
+    returns_receivable_account_id,
+)
+from payments.domain.model import LedgerStep, transfer_id
 from sqlalchemy import select
 
 from tests.payments_fixtures import (
@@ -179,6 +186,39 @@ def test_a_return_after_settlement_reverses_the_payout(suite: Suite) -> None:
     assert returned.reason == "BANK_RETURNED"
     assert suite.customer_balance(customer) == 10_000
     assert suite.clearing().posted == 10_000
+
+
+def test_a_return_of_a_spent_collection_books_the_shortfall_as_a_receivable(
+    suite: Suite,
+) -> None:
+    customer = suite.customer()
+    collected = suite.fund(customer, 10_000)
+    payout = suite.payout(customer, 7_000)
+    assert suite.wait_for(payout.id).state == S.PAYMENT_STATE_SETTLED
+    left = suite.customer_balance(customer)  # what the payout and its fee did not take
+    assert 0 < left <= 3_000
+    suite.bank.return_payment(collected.bank_payment_id)
+    returned = suite.wait_for(collected.id, {S.PAYMENT_STATE_RETURNED})
+    assert states(returned)[-2:] == [S.PAYMENT_STATE_SETTLED, S.PAYMENT_STATE_RETURNED]
+    # The customer gave back all it had; the receivable holds what it owes.
+    assert suite.customer_balance(customer) == 0
+    assert suite.balance(returns_receivable_account_id("EUR")).posted == 10_000 - left
+    # The bank took back the whole collection, and the ledger's clearing says so.
+    assert suite.clearing().posted == 10_000 - 7_000 - 10_000
+    reversal = suite.ledger.GetTransfer(
+        lpb.GetTransferRequest(transfer_id=transfer_id(collected.id, LedgerStep.REVERSE))
+    ).transfer
+    assert sorted((leg.account_id, leg.direction, leg.amount) for leg in reversal.legs) == sorted(
+        [
+            (clearing_account_id("EUR"), lpb.DIRECTION_CREDIT, 10_000),
+            (customer_account_id(customer, "EUR"), lpb.DIRECTION_DEBIT, left),
+            (returns_receivable_account_id("EUR"), lpb.DIRECTION_DEBIT, 10_000 - left),
+        ]
+    )
+    run = suite.reconcile()
+    assert list(run.breaks) == []
+    # The collection, the payout, and the collection's return.
+    assert run.matched_count == run.statement_line_count == 3
 
 
 def test_idempotent_creation(suite: Suite) -> None:

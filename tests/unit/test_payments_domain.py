@@ -10,10 +10,12 @@ from payments.domain import fraud, validation
 from payments.domain.fees import FeeSchedule
 from payments.domain.ledger_plan import (
     OpKind,
+    accounts_for,
     clearing_account_id,
     customer_account_id,
     fee_account_id,
     operation_for,
+    returns_receivable_account_id,
 )
 from payments.domain.model import (
     Action,
@@ -229,6 +231,8 @@ def test_hold_books_amount_and_fee_as_separate_legs_of_one_transfer() -> None:
     assert (post.kind, post.target_transfer_id) == (OpKind.POST, "tr_pay_1_hold")
     reverse = operation_for(p, LedgerStep.REVERSE)
     assert (reverse.kind, reverse.target_transfer_id) == (OpKind.REVERSE, "tr_pay_1_post")
+    # A returned payout only credits the customer: nothing can fall short.
+    assert reverse.shortfall_account_id == ""
 
 
 def test_collection_credits_the_customer_from_clearing() -> None:
@@ -237,6 +241,13 @@ def test_collection_credits_the_customer_from_clearing() -> None:
     assert credit.kind is OpKind.MOVEMENT
     legs = {(leg.account_id, leg.debit): leg.amount for leg in credit.legs}
     assert legs == {(clearing_account_id("EUR"), True): 500, (p.ledger_account_id, False): 500}
+    # A return takes back what the customer may have spent: the receivable takes the rest.
+    reverse = operation_for(p, LedgerStep.REVERSE)
+    assert (reverse.target_transfer_id, reverse.shortfall_account_id) == (
+        "tr_pay_1_credit",
+        returns_receivable_account_id("EUR"),
+    )
+    assert returns_receivable_account_id("EUR") in {a.id for a in accounts_for(p)}
 
 
 def test_derived_ids_fit_the_ledger_for_the_longest_payment_id() -> None:

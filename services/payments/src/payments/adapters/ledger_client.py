@@ -73,6 +73,7 @@ def transfer_spec(operation: LedgerOperation) -> pb.TransferSpec:
         spec.void_pending.pending_transfer_id = operation.target_transfer_id
     else:
         spec.reversal.transfer_id = operation.target_transfer_id
+        spec.reversal.shortfall_account_id = operation.shortfall_account_id
     return spec
 
 

@@ -6,14 +6,20 @@ Accounts:
   (``debits_must_not_exceed_credits``), so concurrent payouts cannot overspend;
 - the bank clearing account per currency, ``acct_bank_clearing_<CCY>``:
   debit-normal, the money the suite holds at the bank;
-- the fee revenue account per currency, ``acct_fee_revenue_<CCY>``: credit-normal.
+- the fee revenue account per currency, ``acct_fee_revenue_<CCY>``: credit-normal;
+- the returns receivable per currency, ``acct_returns_receivable_<CCY>``:
+  debit-normal, what customers owe because a collection came back after they
+  had spent its money.
 
 Bookings (ids from ``model.transfer_id``):
 - payout / refund HOLD: pending; debit customer amount + fee, credit clearing
   amount, credit fee revenue fee (its own leg of the same transfer);
   POST on settlement, VOID when nothing was paid, REVERSE (of POST) on a return;
 - collection CREDIT on settlement: debit clearing, credit customer;
-  REVERSE (of CREDIT) on a return.
+  REVERSE (of CREDIT) on a return, with the returns receivable as its
+  shortfall account: the customer gives back what is available, the
+  receivable is debited with the rest, and clearing is always credited the
+  full amount the bank took back. A return is never refused for lack of funds.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ class LedgerOperation:
     legs: tuple[LedgerLeg, ...] = ()
     # For post, void and reverse: the transfer acted on.
     target_transfer_id: str = ""
+    # For reverse: the account that takes what the customer's account cannot give back.
+    shortfall_account_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +89,17 @@ def fee_account_id(currency: str) -> str:
     return f"acct_fee_revenue_{currency}"
 
 
+def returns_receivable_account_id(currency: str) -> str:
+    return f"acct_returns_receivable_{currency}"
+
+
 def accounts_for(payment: Payment) -> tuple[AccountSpec, ...]:
     currency = payment.currency
+    receivable = (
+        ()
+        if payment.outgoing
+        else (AccountSpec(returns_receivable_account_id(currency), currency, debit_normal=True),)
+    )
     return (
         AccountSpec(
             payment.ledger_account_id,
@@ -93,6 +110,7 @@ def accounts_for(payment: Payment) -> tuple[AccountSpec, ...]:
         ),
         AccountSpec(clearing_account_id(currency), currency, debit_normal=True),
         AccountSpec(fee_account_id(currency), currency, debit_normal=False),
+        *receivable,
     )
 
 
@@ -121,6 +139,8 @@ def operation_for(payment: Payment, step: LedgerStep) -> LedgerOperation:
             LedgerLeg(customer, False, payment.amount, currency),
         ]
         return LedgerOperation(payment.id, step, tid, OpKind.MOVEMENT, tuple(legs))
+    # A returned payout gives the customer money back: no limit can refuse it. A
+    # returned collection takes money back that may have been spent since.
     booked = LedgerStep.POST if payment.outgoing else LedgerStep.CREDIT
     return LedgerOperation(
         payment.id,
@@ -128,6 +148,7 @@ def operation_for(payment: Payment, step: LedgerStep) -> LedgerOperation:
         tid,
         OpKind.REVERSE,
         target_transfer_id=transfer_id(payment.id, booked),
+        shortfall_account_id="" if payment.outgoing else returns_receivable_account_id(currency),
     )
 
 
