@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from ledger.domain.batch import BatchOutcome, decide_batch
 from ledger.domain.model import (
     Account,
+    Direction,
     EntryType,
     ExpirePendingOp,
     NormalSide,
@@ -331,10 +332,10 @@ def test_a_reversal_spills_what_a_limited_account_cannot_take_to_the_shortfall_a
     assert result.ok, result.reason
     record = outcome.records[0]
     # Bob gives back the 150 he has; the receivable takes the 450 he spent; Alice gets all 600.
-    assert [(leg.account_id, leg.direction.name, leg.amount) for leg in record.legs] == [
-        ("acct_alice", "CREDIT", 600),
-        ("acct_bob", "DEBIT", 150),
-        ("acct_receivable", "DEBIT", 450),
+    assert [(leg.account_id, leg.direction, leg.amount) for leg in record.legs] == [
+        ("acct_alice", Direction.CREDIT, 600),
+        ("acct_bob", Direction.DEBIT, 150),
+        ("acct_receivable", Direction.DEBIT, 450),
     ]
     assert book.sums("acct_bob") == (600, 600, 0, 0)
     assert book.sums("acct_receivable") == (450, 0, 0, 0)
