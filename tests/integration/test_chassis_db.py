@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from astra_testkit.postgres import PostgresServer
 from chassis.db.engine import create_db_engine
-from chassis.db.retry import is_database_unavailable, run_with_conflict_retry
+from chassis.db.retry import is_conflict, is_database_unavailable, run_with_conflict_retry
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -59,5 +59,44 @@ def test_an_unreachable_database_is_unavailable_not_a_conflict() -> None:
         with pytest.raises(OperationalError) as caught, engine.connect():
             pass
         assert is_database_unavailable(caught.value)
+    finally:
+        engine.dispose()
+
+
+def test_raw_psycopg_errors_count_like_the_ones_sqlalchemy_wraps(
+    postgres: PostgresServer, database: tuple[str, str]
+) -> None:
+    """The ledger's set-based paths write through psycopg cursors, bypassing SQLAlchemy."""
+    name, url = database
+    engine: Engine = create_db_engine(url, pool_size=2)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE ids (id text PRIMARY KEY)"))
+            connection.execute(text("INSERT INTO ids VALUES ('taken')"))
+        keys = iter(["taken", "free"])
+
+        def insert_next() -> str:
+            key = next(keys)
+            with engine.begin() as connection:
+                raw = connection.connection.driver_connection
+                assert raw is not None
+                with raw.cursor() as cursor:
+                    cursor.execute("INSERT INTO ids VALUES (%s)", (key,))
+            return key
+
+        # The unique violation (another writer got there first) is retried.
+        assert run_with_conflict_retry(insert_next) == "free"
+        with engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+            with pytest.raises(psycopg.OperationalError) as caught, raw.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        assert is_database_unavailable(caught.value)
+        assert not is_conflict(caught.value)
     finally:
         engine.dispose()

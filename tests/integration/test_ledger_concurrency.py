@@ -231,3 +231,54 @@ def test_hot_accounts_under_concurrency(ledger_stub: LedgerServiceStub, ledger: 
 
     # Every success a client saw is in the journal (plus the six funding transfers).
     assert applied == tally.applied + len(EUR_HOT) + len(USD_HOT)
+
+
+def test_a_new_transfer_sent_twice_at_once_is_applied_once_and_replayed_once(
+    ledger_stub: LedgerServiceStub, ledger: Ledger
+) -> None:
+    """A client's retry racing its own first attempt (both paths: batch item and single call).
+
+    Both read the id as unknown before either commits; the loser's insert hits the
+    primary key. It must start over and replay the winner's result, never fail.
+    """
+    setup_accounts(ledger_stub)
+    rounds = 40
+    answers: list[str] = []
+
+    def as_batch(spec: pb.TransferSpec, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            request = pb.CreateTransfersRequest(transfers=[spec])
+            (result,) = ledger_stub.CreateTransfers(request).results
+            answers.append("ok" if result.ok else result.reason)
+        except grpc.RpcError as error:
+            answers.append(f"{error.code().name} {reason_of(error)} {error.details()}")
+
+    def as_single(spec: pb.TransferSpec, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            ledger_stub.CreateTransfer(pb.CreateTransferRequest(transfer=spec))
+            answers.append("ok")
+        except grpc.RpcError as error:
+            answers.append(f"{error.code().name} {reason_of(error)} {error.details()}")
+
+    for i in range(rounds):
+        spec = movement(f"tr_twice_{i}", "acct_eur_source", EUR_HOT[i % 4], 10, "EUR")
+        barrier = threading.Barrier(2)
+        threads = [
+            threading.Thread(target=send, args=(spec, barrier)) for send in (as_batch, as_single)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert [a for a in answers if a != "ok"] == []
+    assert len(answers) == 2 * rounds
+    with ledger.engine.connect() as c:
+        applied = c.execute(
+            text("SELECT count(*) FROM transfers WHERE id LIKE 'tr\\_twice\\_%' AND ok")
+        ).scalar_one()
+        entries = c.execute(
+            text("SELECT count(*) FROM entries WHERE transfer_id LIKE 'tr\\_twice\\_%'")
+        ).scalar_one()
+    assert (applied, entries) == (rounds, 2 * rounds)

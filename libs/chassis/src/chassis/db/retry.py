@@ -41,7 +41,13 @@ def _lost_race(error: DBAPIError) -> bool:
 
 
 def is_conflict(error: BaseException) -> bool:
-    """A transaction that lost a race, or whose pooled connection turned out dead: run it again."""
+    """A transaction that lost a race, or whose pooled connection turned out dead: run it again.
+
+    Set-based hot paths write through psycopg cursors directly, so their errors
+    arrive unwrapped by SQLAlchemy and count the same.
+    """
+    if isinstance(error, _CONFLICTS):
+        return True
     if not isinstance(error, DBAPIError):
         return False
     return error.connection_invalidated or _lost_race(error)
@@ -68,6 +74,14 @@ def run_with_conflict_retry(fn: Callable[[], T], *, attempts: int = 10) -> T:
     return retrying(fn)
 
 
+# What a dropped or refused connection raises: wrapped by SQLAlchemy, or straight
+# from psycopg on the raw-cursor paths. Errors that mean "lost a race" are retried
+# instead (and, once retries are spent, are still worth a retry by the caller).
+DATABASE_UNAVAILABLE = (OperationalError, psycopg.OperationalError)
+
+
 def is_database_unavailable(error: BaseException) -> bool:
     """Connection refused or dropped: the caller should see UNAVAILABLE, not INTERNAL."""
+    if isinstance(error, psycopg.OperationalError):
+        return not isinstance(error, _CONFLICTS)
     return isinstance(error, OperationalError) and not _lost_race(error)

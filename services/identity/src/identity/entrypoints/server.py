@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 from astra.identity.v1 import identity_pb2, identity_pb2_grpc
 from chassis.auth import AccessPolicy, AuthInterceptor, declared_scopes
+from chassis.db.retry import DATABASE_UNAVAILABLE
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.kernel.errors import AlreadyExists
@@ -28,7 +29,6 @@ from chassis.metrics import serve_metrics
 from chassis.multiprocess import supervise
 from chassis.runtime import tune_gc
 from chassis.tracing import configure_tracing
-from sqlalchemy.exc import OperationalError
 
 from identity.adapters.crypto import generate_key_encryption_key
 from identity.bootstrap import ERROR_DOMAIN, Identity, bootstrap, migrate
@@ -51,7 +51,7 @@ def build_server(identity: Identity, settings: IdentitySettings) -> GrpcServer:
         ],
         ServerOptions.from_settings(settings),
         interceptors=[
-            CallInterceptor(ERROR_DOMAIN, transient_errors=(OperationalError,)),
+            CallInterceptor(ERROR_DOMAIN, transient_errors=DATABASE_UNAVAILABLE),
             AuthInterceptor(identity.verifier, AccessPolicy.for_services(SERVICE)),
         ],
     )

@@ -7,7 +7,7 @@ import argparse
 import structlog
 from astra.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from chassis.auth import AccessPolicy, AuthInterceptor, TokenVerifier, build_verifier
-from chassis.db.retry import is_database_unavailable
+from chassis.db.retry import DATABASE_UNAVAILABLE, is_database_unavailable
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.logging import configure_logging
@@ -15,7 +15,6 @@ from chassis.metrics import serve_metrics
 from chassis.multiprocess import supervise
 from chassis.runtime import tune_gc
 from chassis.tracing import configure_tracing
-from sqlalchemy.exc import OperationalError
 
 from ledger.bootstrap import ERROR_DOMAIN, Ledger, bootstrap, migrate
 from ledger.config import LedgerSettings
@@ -50,7 +49,7 @@ def build_server(
         ],
         ServerOptions.from_settings(settings),
         interceptors=[
-            CallInterceptor(ERROR_DOMAIN, transient_errors=(OperationalError,)),
+            CallInterceptor(ERROR_DOMAIN, transient_errors=DATABASE_UNAVAILABLE),
             # Inside CallInterceptor: refusals are mapped and logged like any domain error.
             AuthInterceptor(verifier, AccessPolicy.for_services(SERVICE)),
         ],

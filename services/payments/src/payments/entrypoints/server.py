@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from astra.payments.v1 import payments_pb2, payments_pb2_grpc
+from chassis.db.retry import DATABASE_UNAVAILABLE
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.logging import configure_logging
@@ -24,7 +25,6 @@ from chassis.multiprocess import supervise
 from chassis.runtime import tune_gc
 from chassis.tracing import configure_tracing
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
 from payments.bootstrap import ERROR_DOMAIN, Payments, bootstrap, migrate
 from payments.config import PaymentsSettings
@@ -38,7 +38,7 @@ def build_server(app: Payments, settings: PaymentsSettings) -> GrpcServer:
     servicer = PaymentsServicer(app)
     # GrpcServer puts the tracing and metrics interceptors in front of these itself.
     interceptors: list[Any] = [
-        CallInterceptor(ERROR_DOMAIN, transient_errors=(OperationalError,)),
+        CallInterceptor(ERROR_DOMAIN, transient_errors=DATABASE_UNAVAILABLE),
     ]
     if settings.auth_enabled:
         from chassis.auth import AccessPolicy, AuthInterceptor
