@@ -214,10 +214,16 @@ def test_every_service_serves_the_operations_metrics_after_real_traffic(traffic:
     ) >= 3
 
     # payments: calls, payments by state (sampled), the bank calls and the breaker
+    # A scrape can land while the sampler is setting the states one by one: wait
+    # for the whole picture, not just its first part.
     payments = _eventually(
         ports["payments"],
-        lambda s: sample(s, "payments_by_state", state="SETTLED") == 2,
-        "payments_by_state to show both settled payments",
+        lambda s: (
+            sample(s, "payments_by_state", state="SETTLED") == 2
+            and sample(s, "payments_by_state", state="DECLINED") == 1
+            and sample(s, "payments_by_state", state="SUBMITTING") == 0
+        ),
+        "payments_by_state to show both settled payments and the declined one",
     )
     labels = {"grpc_service": "astra.payments.v1.PaymentsService", "grpc_method": "CreatePayout"}
     assert sample(payments, "grpc_server_handled_total", **labels) == 2  # every code
