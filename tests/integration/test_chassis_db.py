@@ -20,6 +20,21 @@ def database(postgres: PostgresServer) -> Iterator[tuple[str, str]]:
     postgres.drop_database(name)
 
 
+@pytest.fixture
+def engine(database: tuple[str, str]) -> Iterator[Engine]:
+    engine = create_db_engine(database[1], pool_size=2)
+    yield engine
+    engine.dispose()
+
+
+def terminate_backends(postgres: PostgresServer, name: str) -> None:
+    """Drop every connection to the database from the server side, as a restart would."""
+    with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+
+
 def backend_count(postgres: PostgresServer, name: str) -> int:
     with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
         row = admin.execute(
@@ -30,27 +45,18 @@ def backend_count(postgres: PostgresServer, name: str) -> int:
 
 
 def test_a_dropped_pooled_connection_is_replaced_transparently(
-    postgres: PostgresServer, database: tuple[str, str]
+    postgres: PostgresServer, database: tuple[str, str], engine: Engine
 ) -> None:
-    name, url = database
-    engine: Engine = create_db_engine(url, pool_size=2)
-    try:
-        with engine.connect() as connection:
-            assert connection.execute(text("SELECT 1")).scalar_one() == 1
-        assert backend_count(postgres, name) == 1  # the pooled connection stays open
-        with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT 1")).scalar_one() == 1
+    assert backend_count(postgres, database[0]) == 1  # the pooled connection stays open
+    terminate_backends(postgres, database[0])
 
-        def work() -> int:
-            with engine.begin() as connection:
-                return int(connection.execute(text("SELECT 41 + 1")).scalar_one())
+    def work() -> int:
+        with engine.begin() as connection:
+            return int(connection.execute(text("SELECT 41 + 1")).scalar_one())
 
-        assert run_with_conflict_retry(work) == 42
-    finally:
-        engine.dispose()
+    assert run_with_conflict_retry(work) == 42
 
 
 def test_an_unreachable_database_is_unavailable_not_a_conflict() -> None:
@@ -64,39 +70,30 @@ def test_an_unreachable_database_is_unavailable_not_a_conflict() -> None:
 
 
 def test_raw_psycopg_errors_count_like_the_ones_sqlalchemy_wraps(
-    postgres: PostgresServer, database: tuple[str, str]
+    postgres: PostgresServer, database: tuple[str, str], engine: Engine
 ) -> None:
     """The ledger's set-based paths write through psycopg cursors, bypassing SQLAlchemy."""
-    name, url = database
-    engine: Engine = create_db_engine(url, pool_size=2)
-    try:
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE ids (id text PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO ids VALUES ('taken')"))
+    keys = iter(["taken", "free"])
+
+    def insert_next() -> str:
+        key = next(keys)
         with engine.begin() as connection:
-            connection.execute(text("CREATE TABLE ids (id text PRIMARY KEY)"))
-            connection.execute(text("INSERT INTO ids VALUES ('taken')"))
-        keys = iter(["taken", "free"])
-
-        def insert_next() -> str:
-            key = next(keys)
-            with engine.begin() as connection:
-                raw = connection.connection.driver_connection
-                assert raw is not None
-                with raw.cursor() as cursor:
-                    cursor.execute("INSERT INTO ids VALUES (%s)", (key,))
-            return key
-
-        # The unique violation (another writer got there first) is retried.
-        assert run_with_conflict_retry(insert_next) == "free"
-        with engine.connect() as connection:
             raw = connection.connection.driver_connection
             assert raw is not None
-            with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
-                admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                    (name,),
-                )
-            with pytest.raises(psycopg.OperationalError) as caught, raw.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        assert is_database_unavailable(caught.value)
-        assert not is_conflict(caught.value)
-    finally:
-        engine.dispose()
+            with raw.cursor() as cursor:
+                cursor.execute("INSERT INTO ids VALUES (%s)", (key,))
+        return key
+
+    # The unique violation (another writer got there first) is retried.
+    assert run_with_conflict_retry(insert_next) == "free"
+    with engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        terminate_backends(postgres, database[0])
+        with pytest.raises(psycopg.OperationalError) as caught, raw.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    assert is_database_unavailable(caught.value)
+    assert not is_conflict(caught.value)
