@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 from chassis.metrics import MULTIPROC_DIR_ENV
-from chassis.multiprocess import PROCESS_INDEX_ENV, Supervisor
+from chassis.multiprocess import PROCESS_INDEX_ENV, Supervisor, is_first_process
 
 
 def _supervisor(**overrides: object) -> Supervisor:
@@ -43,3 +43,12 @@ def test_each_copy_is_one_process_sharing_the_port_without_migrating_or_serving_
     assert env["LEDGER_METRICS_PORT"] == "0"
     assert env[MULTIPROC_DIR_ENV] == supervisor.metrics_dir
     assert env[PROCESS_INDEX_ENV] == "1"
+
+
+def test_only_the_first_copy_or_a_lone_process_is_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PROCESS_INDEX_ENV, raising=False)
+    assert is_first_process()
+    monkeypatch.setenv(PROCESS_INDEX_ENV, "0")
+    assert is_first_process()
+    monkeypatch.setenv(PROCESS_INDEX_ENV, "1")
+    assert not is_first_process()

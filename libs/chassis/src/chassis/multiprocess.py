@@ -36,6 +36,18 @@ from chassis.metrics import MULTIPROC_DIR_ENV, MetricsServer
 _log = structlog.get_logger("chassis.multiprocess")
 
 PROCESS_INDEX_ENV = "ASTRA_PROCESS_INDEX"
+
+
+def is_first_process() -> bool:
+    """True when run alone, or as the first copy under a supervisor.
+
+    For work done once per service, not once per copy: a gauge sampled from the
+    database and written by every copy would show whichever copy wrote last,
+    which need not be the newest count.
+    """
+    return os.environ.get(PROCESS_INDEX_ENV, "0") == "0"
+
+
 _MAX_RESTART_DELAY = 30.0
 
 

@@ -21,7 +21,7 @@ from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.logging import configure_logging
 from chassis.metrics import serve_metrics, serving_metrics
-from chassis.multiprocess import supervise
+from chassis.multiprocess import is_first_process, supervise
 from chassis.runtime import tune_gc
 from chassis.tracing import configure_tracing
 from sqlalchemy.engine import make_url
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             migrate(settings.database_url)
         raise SystemExit(supervise(settings, "payments.entrypoints.server"))
     app = bootstrap(settings)
-    app.start_sampler()
+    if is_first_process():
+        app.start_sampler()
     database = make_url(settings.database_url).render_as_string(hide_password=True)
     if args.command == "workers":
         _run_workers(app, settings)
