@@ -282,3 +282,52 @@ def test_a_new_transfer_sent_twice_at_once_is_applied_once_and_replayed_once(
             text("SELECT count(*) FROM entries WHERE transfer_id LIKE 'tr\\_twice\\_%'")
         ).scalar_one()
     assert (applied, entries) == (rounds, 2 * rounds)
+
+
+def test_a_hold_posted_twice_at_once_under_two_ids_is_posted_once(
+    ledger_stub: LedgerServiceStub, ledger: Ledger
+) -> None:
+    """Two posts of one hold race (a batch item and a single call): one wins, one is refused."""
+    setup_accounts(ledger_stub)
+    rounds = 30
+    answers: list[str] = []
+
+    def post(transfer_id: str, hold_id: str, barrier: threading.Barrier, batch: bool) -> None:
+        spec = pb.TransferSpec(
+            id=transfer_id, post_pending=pb.PostPending(pending_transfer_id=hold_id)
+        )
+        barrier.wait()
+        try:
+            if batch:
+                request = pb.CreateTransfersRequest(transfers=[spec])
+                (result,) = ledger_stub.CreateTransfers(request).results
+                answers.append("ok" if result.ok else result.reason)
+            else:
+                ledger_stub.CreateTransfer(pb.CreateTransferRequest(transfer=spec))
+                answers.append("ok")
+        except grpc.RpcError as error:
+            answers.append(reason_of(error) or error.code().name)
+
+    for i in range(rounds):
+        hold = pb.TransferSpec(
+            id=f"tr_hold_{i}",
+            pending=pb.PendingMovement(
+                legs=[leg("acct_eur_source", D, 10, "EUR"), leg(EUR_HOT[i % 4], C, 10, "EUR")]
+            ),
+        )
+        ledger_stub.CreateTransfer(pb.CreateTransferRequest(transfer=hold))
+        barrier = threading.Barrier(2)
+        threads = [
+            threading.Thread(target=post, args=(f"tr_post_{i}_{batch}", hold.id, barrier, batch))
+            for batch in (True, False)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert Counter(answers) == {"ok": rounds, "ALREADY_POSTED": rounds}
+    with ledger.engine.connect() as c:
+        posts = c.execute(
+            text("SELECT count(*) FROM transfers WHERE id LIKE 'tr\\_post\\_%' AND ok")
+        ).scalar_one()
+    assert posts == rounds
