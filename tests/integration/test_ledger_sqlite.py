@@ -14,7 +14,7 @@ from ledger.domain.model import AccountSpec, NormalSide, TransferStatus
 from ledger.service_layer import use_cases
 from sqlalchemy import text
 
-from tests.ledger_builders import credit, debit, hold, move, post
+from tests.ledger_builders import credit, debit, hold, move, post, reverse
 from tests.ledger_fixtures import MovableClock, ledger_settings
 
 
@@ -57,7 +57,18 @@ def test_ledger_runs_on_an_embedded_sqlite_file(tmp_path: Path) -> None:
         assert (balance.posted, balance.available) == (300, 300)
         earlier = use_cases.get_balance(ledger.uow, "acct_w", start, clock)
         assert (earlier.posted, earlier.available) == (500, 300)
+        # Reversing tr_1 now wants 500 back from a wallet holding 300: a receivable takes 200.
+        use_cases.open_account(
+            ledger.uow, clock, AccountSpec("acct_receivable", "EUR", NormalSide.DEBIT)
+        )
+        (reversal,) = use_cases.execute_batch(
+            ledger.uow, clock, [reverse("tr_5", "tr_1", "acct_receivable")]
+        )
+        assert reversal.result.ok, reversal.result.reason
+        assert use_cases.get_balance(ledger.uow, "acct_w", None, clock).posted == 0
+        assert use_cases.get_balance(ledger.uow, "acct_receivable", None, clock).posted == 200
         with ledger.engine.connect() as c:
-            assert c.execute(text("SELECT count(*) FROM outbox")).scalar_one() == 5
+            # Five before, then the receivable's opening and the reversal.
+            assert c.execute(text("SELECT count(*) FROM outbox")).scalar_one() == 7
     finally:
         ledger.close()
