@@ -44,8 +44,10 @@ def void(transfer_id: str, pending_id: str) -> TransferRequest:
     return TransferRequest(transfer_id, VoidPendingOp(pending_id))
 
 
-def reverse(transfer_id: str, original_id: str, shortfall: str = "") -> TransferRequest:
-    return TransferRequest(transfer_id, ReversalOp(original_id, shortfall))
+def reverse(
+    transfer_id: str, original_id: str, shortfall: str = "", *, linked: bool = False
+) -> TransferRequest:
+    return TransferRequest(transfer_id, ReversalOp(original_id, shortfall), linked)
 
 
 def account(

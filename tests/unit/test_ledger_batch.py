@@ -381,6 +381,24 @@ def test_a_shortfall_account_must_exist_and_hold_the_spilled_currency() -> None:
     assert book.run(reverse("tr_r3", "tr_in", "acct_receivable")).results[0].ok
 
 
+def test_a_split_reversal_in_a_failed_chain_leaves_nothing_behind() -> None:
+    book = spent_book()
+    before = {a: book.sums(a) for a in ("acct_alice", "acct_bob", "acct_receivable")}
+    outcome = book.run(
+        reverse("tr_r", "tr_in", "acct_receivable", linked=True),
+        move("tr_x", debit("acct_bob", 1), credit("acct_alice", 1)),
+    )
+    assert [(r.ok, r.reason) for r in outcome.results] == [
+        (False, "LINKED_TRANSFER_FAILED"),
+        (False, "INSUFFICIENT_FUNDS"),
+    ]
+    assert {a: book.sums(a) for a in before} == before
+    assert [e for e in outcome.entries if e.transfer_id == "tr_r"] == []
+    # The reversal can still be made afterwards, split as before.
+    assert book.run(reverse("tr_r2", "tr_in", "acct_receivable")).results[0].ok
+    assert book.sums("acct_receivable") == (450, 0, 0, 0)
+
+
 def test_a_limited_shortfall_account_is_held_to_its_own_limit() -> None:
     book = spent_book()
     book.accounts["acct_carol"] = account("acct_carol", no_overdraft=True)
