@@ -471,39 +471,30 @@ class _Decider:
         """
         if shortfall_id not in self.accounts:
             raise _RefusalError("ACCOUNT_NOT_FOUND", f"account {shortfall_id} does not exist")
-        room: dict[tuple[str, Direction], int | None] = {}
+        # What each limited account can still take, per direction, as legs use it up.
+        room: dict[tuple[str, Direction], int] = {}
         kept: list[Leg] = []
         spilled: dict[tuple[Direction, str], int] = {}
         for leg in legs:
             account = self._account(leg)
             assert leg.direction is not None
-            key = (account.id, leg.direction)
-            if key not in room:
-                room[key] = _headroom(account, leg.direction)
-            left = room[key]
-            if left is None or left >= leg.amount or account.id == shortfall_id:
+            limit = account.limit_room(leg.direction)
+            if limit is None or account.id == shortfall_id:
                 kept.append(leg)
-                room[key] = None if left is None else left - leg.amount
                 continue
-            if left > 0:
-                kept.append(Leg(leg.account_id, leg.direction, left, leg.currency))
-            room[key] = 0
-            spill = (leg.direction, leg.currency)
-            spilled[spill] = spilled.get(spill, 0) + leg.amount - left
+            left = room.setdefault((account.id, leg.direction), max(0, limit))
+            covered = min(left, leg.amount)
+            room[(account.id, leg.direction)] = left - covered
+            if covered:
+                kept.append(Leg(leg.account_id, leg.direction, covered, leg.currency))
+            if covered < leg.amount:
+                spill = (leg.direction, leg.currency)
+                spilled[spill] = spilled.get(spill, 0) + leg.amount - covered
         extra = [
             Leg(shortfall_id, direction, amount, currency)
             for (direction, currency), amount in spilled.items()
         ]
         return (*kept, *extra)
-
-
-def _headroom(account: Account, direction: Direction) -> int | None:
-    """How much more the account's limit flags let it take in ``direction``; None: no limit."""
-    if direction is Direction.DEBIT and account.debits_must_not_exceed_credits:
-        return max(0, account.credits_posted - account.debits_posted - account.debits_pending)
-    if direction is Direction.CREDIT and account.credits_must_not_exceed_debits:
-        return max(0, account.debits_posted - account.credits_posted - account.credits_pending)
-    return None
 
 
 def _unresolve(record: TransferRecord) -> None:

@@ -225,17 +225,23 @@ class Account:
             self.entry_sequence,
         ) = sums
 
+    def limit_room(self, direction: Direction) -> int | None:
+        """How much more the limit flags let this account take in ``direction`` now.
+
+        Negative when its sums are already past the limit; None when no flag limits
+        that direction. Pending amounts count against it, as against availability.
+        """
+        if direction is Direction.DEBIT and self.debits_must_not_exceed_credits:
+            return self.credits_posted - self.debits_posted - self.debits_pending
+        if direction is Direction.CREDIT and self.credits_must_not_exceed_debits:
+            return self.debits_posted - self.credits_posted - self.credits_pending
+        return None
+
     def limit_breach(self) -> str | None:
         """The reason this account's balance-limit flags refuse its current sums, if any."""
-        if (
-            self.debits_must_not_exceed_credits
-            and self.debits_posted + self.debits_pending > self.credits_posted
-        ):
+        if (self.limit_room(Direction.DEBIT) or 0) < 0:
             return "INSUFFICIENT_FUNDS"
-        if (
-            self.credits_must_not_exceed_debits
-            and self.credits_posted + self.credits_pending > self.debits_posted
-        ):
+        if (self.limit_room(Direction.CREDIT) or 0) < 0:
             return "CREDIT_LIMIT_EXCEEDED"
         if (
             max(self.debits_posted, self.credits_posted) > MAX_AMOUNT
@@ -318,18 +324,15 @@ class TransferRequest:
             legs = ()
         timeout = op.timeout.total_seconds() if isinstance(op, PendingOp) and op.timeout else None
         target = getattr(op, "pending_transfer_id", None) or getattr(op, "transfer_id", None)
-        if isinstance(op, ReversalOp) and op.shortfall_account_id:
-            # Only when given, so that the digests of earlier reversals stay as stored.
-            return _fingerprint(
-                self.id,
-                int(self.kind),
-                legs,
-                timeout,
-                target,
-                self.metadata,
-                op.shortfall_account_id,
-            )
-        return _fingerprint(self.id, int(self.kind), legs, timeout, target, self.metadata)
+        # Only when given, so that the digests of earlier reversals stay as stored.
+        shortfall = (
+            (op.shortfall_account_id,)
+            if isinstance(op, ReversalOp) and op.shortfall_account_id
+            else ()
+        )
+        return _fingerprint(
+            self.id, int(self.kind), legs, timeout, target, self.metadata, *shortfall
+        )
 
     def account_ids(self) -> set[str]:
         """The accounts this request names itself (not those of a transfer it refers to)."""

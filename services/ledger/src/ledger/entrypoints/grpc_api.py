@@ -52,7 +52,6 @@ def caller_from_principal(_context: grpc.ServicerContext) -> Caller:
 
 # PostPending-, VoidPending- and ReverseTransfer requests carry one transfer's
 # fields flat: the validator's paths into a TransferSpec, renamed to theirs.
-_FLAT = "request"
 _FLAT_FIELDS = {
     "request.id": "transfer_id",
     "request.reversal.transfer_id": "reversed_transfer_id",
@@ -122,13 +121,14 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return pb.CreateTransfersResponse(results=results_to_pb(results))
 
     def _single(
-        self, transfer: TransferRequest, context: grpc.ServicerContext, path: str
+        self, transfer: TransferRequest, context: grpc.ServicerContext, *, flat: bool = True
     ) -> pb.Transfer:
+        """One transfer through the group commit; ``flat``: its fields are the request's own."""
         self._caller_of(context).require_service()
         try:
-            validation.validate_transfer(transfer, path)
+            validation.validate_transfer(transfer, "request" if flat else "transfer")
         except InvalidArgument as error:
-            if path != _FLAT:
+            if not flat:
                 raise
             raise InvalidArgument(
                 [replace(v, field=_flat_field(v.field)) for v in error.violations],
@@ -142,7 +142,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self, request: pb.CreateTransferRequest, context: grpc.ServicerContext
     ) -> pb.CreateTransferResponse:
         transfer = transfer_request_from_pb(request.transfer)
-        return pb.CreateTransferResponse(transfer=self._single(transfer, context, "transfer"))
+        return pb.CreateTransferResponse(transfer=self._single(transfer, context, flat=False))
 
     def PostPendingTransfer(
         self, request: pb.PostPendingTransferRequest, context: grpc.ServicerContext
@@ -152,7 +152,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             PostPendingOp(request.pending_transfer_id, legs_from_pb(request.legs)),
             metadata=metadata_of(dict(request.metadata)),
         )
-        return pb.PostPendingTransferResponse(transfer=self._single(transfer, context, _FLAT))
+        return pb.PostPendingTransferResponse(transfer=self._single(transfer, context))
 
     def VoidPendingTransfer(
         self, request: pb.VoidPendingTransferRequest, context: grpc.ServicerContext
@@ -162,7 +162,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             VoidPendingOp(request.pending_transfer_id),
             metadata=metadata_of(dict(request.metadata)),
         )
-        return pb.VoidPendingTransferResponse(transfer=self._single(transfer, context, _FLAT))
+        return pb.VoidPendingTransferResponse(transfer=self._single(transfer, context))
 
     def ReverseTransfer(
         self, request: pb.ReverseTransferRequest, context: grpc.ServicerContext
@@ -172,7 +172,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             ReversalOp(request.reversed_transfer_id, request.shortfall_account_id),
             metadata=metadata_of(dict(request.metadata)),
         )
-        return pb.ReverseTransferResponse(transfer=self._single(transfer, context, _FLAT))
+        return pb.ReverseTransferResponse(transfer=self._single(transfer, context))
 
     def GetTransfer(
         self, request: pb.GetTransferRequest, context: grpc.ServicerContext
