@@ -7,6 +7,16 @@ whatever has gathered as one batch (one transaction): each caller gets its own
 item's outcome, while the database sees a few large transactions instead of
 many small ones. Nothing waits on a timer: a worker takes what is queued the
 moment it is free, so a lone request goes straight through.
+
+Batching never means shared fate. A batch whose ``execute`` raises is split in
+halves and each half executed again, recursively, so an item that fails for
+reasons of its own ends up alone and only its caller gets the error; the
+others get their outcomes. This costs nothing while batches succeed. It relies
+on ``execute`` being idempotent per request: the half executed again may hold
+requests whose work was already committed (the error came after the commit),
+and it must replay their outcomes, not apply them twice. An unreachable
+database is the one error not split: it would fail every part again, and the
+outcome is unknown to everyone alike (retry with the same id).
 """
 
 from __future__ import annotations
@@ -15,8 +25,16 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+import structlog
+
+from chassis.db.retry import is_database_unavailable
+from chassis.kernel.errors import DeadlineExceeded
+
+_log = structlog.get_logger("chassis.batching")
 
 Request = TypeVar("Request")
 Outcome = TypeVar("Outcome")
@@ -49,7 +67,12 @@ class _Job(Generic[Request, Outcome]):
 
 
 class GroupCommitter(Generic[Request, Outcome]):
-    """Runs ``execute`` on batches of submitted requests; one outcome per request, in order."""
+    """Runs ``execute`` on batches of submitted requests; one outcome per request, in order.
+
+    ``execute`` must be idempotent per request (a request whose work it already
+    committed is answered with the same outcome again, without a second
+    effect): a failed batch is executed again in parts (see the module's doc).
+    """
 
     def __init__(
         self,
@@ -71,12 +94,22 @@ class GroupCommitter(Generic[Request, Outcome]):
             thread.start()
 
     def submit(self, request: Request, timeout: float | None = None) -> Outcome:
-        """Queue one request and wait for its outcome (or the batch's exception)."""
+        """Queue one request and wait for its outcome, or the error of its own item.
+
+        When ``timeout`` seconds pass first: a request not started yet is
+        withdrawn (it will never run), one under way runs on; either way the
+        caller gets ``DeadlineExceeded`` and learns the outcome by retrying
+        with the same id.
+        """
         if self._closed.is_set():
             raise RuntimeError("the batcher is closed")
         job: _Job[Request, Outcome] = _Job(request, Future())
         self._queue.put(job)
-        return job.future.result(timeout)
+        try:
+            return job.future.result(timeout)
+        except FutureTimeout:
+            job.future.cancel()
+            raise DeadlineExceeded() from None
 
     def _run(self) -> None:
         while True:
@@ -89,17 +122,45 @@ class GroupCommitter(Generic[Request, Outcome]):
                 return
 
     def _flush(self, jobs: list[_Job[Request, Outcome]]) -> None:
+        # A job whose caller gave up before it started is dropped here, unrun.
         live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
-        if not live:
-            return
+        if live:
+            self._settle(live, retry_alone=True)
+
+    def _settle(self, jobs: list[_Job[Request, Outcome]], *, retry_alone: bool) -> None:
+        """Execute ``jobs`` as one batch; on failure, in halves, until the failure is alone."""
         try:
-            outcomes = self._execute([j.request for j in live])
-        except BaseException as error:
-            for job in live:
-                job.future.set_exception(error)
+            outcomes = list(self._execute([j.request for j in jobs]))
+            if len(outcomes) != len(jobs):
+                raise RuntimeError(f"{len(jobs)} requests executed, {len(outcomes)} outcomes")
+        except Exception as error:
+            if is_database_unavailable(error):
+                # Every part would fail alike; whether anything committed is unknown.
+                self._fail(jobs, error)
+            elif len(jobs) > 1:
+                _log.warning(
+                    "batch failed; executing it again in halves", size=len(jobs), error=repr(error)
+                )
+                half = len(jobs) // 2
+                self._settle(jobs[:half], retry_alone=True)
+                self._settle(jobs[half:], retry_alone=True)
+            elif retry_alone:
+                # Alone now. If the error came after its commit, executing it
+                # again replays the committed outcome; if not, it fails again.
+                self._settle(jobs, retry_alone=False)
+            else:
+                self._fail(jobs, error)
             return
-        for job, outcome in zip(live, outcomes, strict=True):
+        except BaseException as error:
+            self._fail(jobs, error)
+            return
+        for job, outcome in zip(jobs, outcomes, strict=True):
             job.future.set_result(outcome)
+
+    @staticmethod
+    def _fail(jobs: list[_Job[Request, Outcome]], error: BaseException) -> None:
+        for job in jobs:
+            job.future.set_exception(error)
 
     def close(self) -> None:
         self._closed.set()

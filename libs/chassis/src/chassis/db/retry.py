@@ -22,6 +22,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from chassis.kernel.errors import RetryTransaction
+
 _log = structlog.get_logger("chassis.db")
 T = TypeVar("T")
 
@@ -43,10 +45,12 @@ def _lost_race(error: DBAPIError) -> bool:
 def is_conflict(error: BaseException) -> bool:
     """A transaction that lost a race, or whose pooled connection turned out dead: run it again.
 
+    So is one that asked to (``RetryTransaction``): what it read changed under it.
+
     Set-based hot paths write through psycopg cursors directly, so their errors
     arrive unwrapped by SQLAlchemy and count the same.
     """
-    if isinstance(error, _CONFLICTS):
+    if isinstance(error, _CONFLICTS | RetryTransaction):
         return True
     if not isinstance(error, DBAPIError):
         return False

@@ -108,6 +108,34 @@ class Unavailable(DomainError):
     category = ErrorCategory.UNAVAILABLE
 
 
+class DeadlineExceeded(DomainError):
+    """The caller's deadline passed before its outcome was known.
+
+    Not a refusal and not a server failure: the request may still have been
+    applied (it was under way) or not (it never started). Retrying with the same
+    client-chosen id returns the original outcome, whichever it was.
+    """
+
+    category = ErrorCategory.DEADLINE_EXCEEDED
+
+    def __init__(self, what: str = "the request") -> None:
+        super().__init__(
+            "DEADLINE_EXCEEDED",
+            f"the deadline passed before {what} was decided; it may or may not have been "
+            "applied: retry with the same id to learn its outcome",
+        )
+
+
+class RetryTransaction(Exception):
+    """What a transaction read changed before it could decide: run it again from the start.
+
+    Raised while nothing of the transaction has been written; the retry of
+    conflicting transactions (``chassis.db.retry``) treats it like a lost race.
+    Pure, so that a domain can raise it when the snapshot it was given is not
+    the one it needs.
+    """
+
+
 class IdempotencyKeyReused(AlreadyExists):
     """The client-chosen id was used before for different content (AIP-155)."""
 
