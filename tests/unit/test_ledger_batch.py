@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from chassis.kernel.errors import RetryTransaction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ledger.domain.batch import BatchOutcome, decide_batch
 from ledger.domain.model import (
     Account,
     Direction,
+    Entry,
     EntryType,
     ExpirePendingOp,
     NormalSide,
@@ -508,3 +510,178 @@ def test_every_item_gets_exactly_one_result_in_order(count: int) -> None:
     ]
     outcome = book.run(*requests)
     assert [r.id for r in outcome.results] == [r.id for r in requests]
+
+
+# --- every entry stores the sums after itself, and only itself -----------------------
+
+FLOW_ACCOUNTS = ["acct_a", "acct_b", "acct_c", "acct_d"]
+
+
+def _flow_request(
+    draw: st.DrawFn, tid: str, made: dict[str, tuple[str, str, str, int]]
+) -> TransferRequest:
+    """A random operation; ``made`` remembers (kind, debited, credited, amount) per id."""
+    kind = draw(st.sampled_from(["move", "hold", "post", "post_part", "void", "expire", "reverse"]))
+    linked = draw(st.booleans())
+    holds = [t for t, m in made.items() if m[0] == "hold"]
+    moved = [t for t, m in made.items() if m[0] == "move"]
+    if kind in ("post", "post_part", "void", "expire") and holds:
+        target = draw(st.sampled_from(holds))
+        _, src, dst, amount = made[target]
+        if kind == "post":
+            return post(tid, target)
+        if kind == "post_part":
+            part = draw(st.integers(min_value=1, max_value=amount))
+            return post(tid, target, debit(src, part), credit(dst, part))
+        if kind == "void":
+            return void(tid, target)
+        return TransferRequest(tid, ExpirePendingOp(target))
+    if kind == "reverse" and moved:
+        target = draw(st.sampled_from(moved))
+        shortfall = draw(st.sampled_from(["", "acct_r"]))
+        return reverse(tid, target, shortfall, linked=linked)
+    src, dst = draw(st.permutations(FLOW_ACCOUNTS))[:2]
+    amount = draw(st.integers(min_value=1, max_value=600))
+    if kind == "hold":
+        made[tid] = ("hold", src, dst, amount)
+        timeout = draw(st.sampled_from([None, timedelta(seconds=15)]))
+        return hold(tid, debit(src, amount), credit(dst, amount), timeout=timeout, linked=linked)
+    made[tid] = ("move", src, dst, amount)
+    return move(tid, debit(src, amount), credit(dst, amount), linked=linked)
+
+
+@st.composite
+def flows(draw: st.DrawFn) -> list[list[TransferRequest]]:
+    made: dict[str, tuple[str, str, str, int]] = {}
+    plan: list[list[TransferRequest]] = []
+    for b in range(draw(st.integers(min_value=1, max_value=5))):
+        batch = [
+            _flow_request(draw, f"tr_{b}_{i}", made)
+            for i in range(draw(st.integers(min_value=1, max_value=10)))
+        ]
+        last = batch[-1]
+        batch[-1] = TransferRequest(last.id, last.operation, False, last.metadata)
+        plan.append(batch)
+    return plan
+
+
+def _effect(entry_type: EntryType, direction: Direction, amount: int) -> tuple[int, ...]:
+    """What one entry adds to (debits posted, credits posted, debits pending, credits pending)."""
+    column = {
+        (EntryType.POSTED, Direction.DEBIT): 0,
+        (EntryType.POSTED, Direction.CREDIT): 1,
+        (EntryType.HOLD, Direction.DEBIT): 2,
+        (EntryType.HOLD, Direction.CREDIT): 3,
+        (EntryType.RELEASE, Direction.DEBIT): 2,
+        (EntryType.RELEASE, Direction.CREDIT): 3,
+    }[(entry_type, direction)]
+    sign = -1 if entry_type is EntryType.RELEASE else 1
+    return tuple(sign * amount if i == column else 0 for i in range(4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(flows())
+def test_every_entry_adds_exactly_its_own_effect_to_the_sums_before_it(
+    plan: list[list[TransferRequest]],
+) -> None:
+    """Movements, holds, full and partial posts, voids, expiries, reversals (split or not)."""
+    book = Book(
+        account("acct_a", no_overdraft=True),
+        account("acct_b", no_overdraft=True),
+        account("acct_c"),
+        account("acct_d", side=NormalSide.DEBIT),
+        account("acct_r", side=NormalSide.DEBIT),
+    )
+    seed = book.run(
+        move("tr_seed_a", debit("acct_d", 500), credit("acct_a", 500)),
+        move("tr_seed_b", debit("acct_d", 500), credit("acct_b", 500)),
+    )
+    last = {e.account_id: (e.sequence, *_entry_sums(e)) for e in seed.entries}
+    for b, batch in enumerate(plan):
+        # Time passes between batches: 15-second holds expire in the next batch but one.
+        outcome = book.run(*batch, now=NOW + timedelta(seconds=10 * (b + 1)))
+        for entry in outcome.entries:
+            sequence, *before = last.get(entry.account_id, (0, 0, 0, 0, 0))
+            effect = _effect(entry.entry_type, entry.direction, entry.amount)
+            assert entry.sequence == sequence + 1
+            assert _entry_sums(entry) == tuple(
+                x + d for x, d in zip(before, effect, strict=True)
+            ), entry
+            last[entry.account_id] = (entry.sequence, *_entry_sums(entry))
+    for account_id, (sequence, *sums) in last.items():
+        assert book.accounts[account_id].entry_sequence == sequence
+        assert book.sums(account_id) == tuple(sums)
+
+
+def _entry_sums(entry: Entry) -> tuple[int, int, int, int]:
+    return (entry.debits_posted, entry.credits_posted, entry.debits_pending, entry.credits_pending)
+
+
+def test_a_partial_post_releases_the_hold_and_then_posts_in_two_entries() -> None:
+    book = funded_book()
+    book.run(hold("tr_h", debit("acct_alice", 300), credit("acct_bob", 300)))
+    outcome = book.run(post("tr_p", "tr_h", debit("acct_alice", 100), credit("acct_bob", 100)))
+    alice = [
+        (e.entry_type, e.amount, _entry_sums(e))
+        for e in outcome.entries
+        if e.account_id == "acct_alice"
+    ]
+    assert alice == [
+        (EntryType.RELEASE, 300, (0, 1000, 0, 0)),
+        (EntryType.POSTED, 100, (100, 1000, 0, 0)),
+    ]
+
+
+def test_a_hold_with_a_timeout_says_when_it_expires_in_its_event() -> None:
+    book = funded_book()
+    outcome = book.run(
+        hold("tr_h", debit("acct_alice", 5), credit("acct_bob", 5), timeout=timedelta(minutes=2)),
+        hold("tr_h2", debit("acct_alice", 5), credit("acct_bob", 5)),
+    )
+    assert [e.expires_at for e in outcome.events] == [NOW + timedelta(minutes=2), None]
+
+
+@pytest.mark.parametrize("kind", ["post", "void", "reverse"])
+def test_a_referenced_transfer_whose_accounts_are_not_in_the_snapshot_is_decided_again(
+    kind: str,
+) -> None:
+    """It became visible after the accounts were locked: neither ACCOUNT_NOT_FOUND nor a crash."""
+    book = funded_book()
+    original = hold if kind != "reverse" else move
+    book.run(original("tr_x", debit("acct_alice", 5), credit("acct_bob", 5)))
+    request = {
+        "post": post("tr_r", "tr_x"),
+        "void": void("tr_r", "tr_x"),
+        "reverse": reverse("tr_r", "tr_x"),
+    }[kind]
+    partial = {"acct_alice": book.accounts["acct_alice"]}  # acct_bob was not locked
+    with pytest.raises(RetryTransaction):
+        decide_batch([request], partial, book.known, NOW)
+
+
+def test_balance_overflow_is_refused_on_every_kind_and_on_available() -> None:
+    big = 2**63 - 1
+    book = Book(
+        account("acct_a", side=NormalSide.DEBIT),
+        account("acct_b"),
+        account("acct_c"),
+        account("acct_d", side=NormalSide.DEBIT),
+    )
+    assert book.run(move("tr_1", debit("acct_a", big), credit("acct_b", big))).results[0].ok
+    # A hold onto the full account is fine (pending apart), its post is not.
+    assert book.run(hold("tr_h", debit("acct_c", 1), credit("acct_b", 1))).results[0].ok
+    assert book.run(post("tr_p", "tr_h")).results[0].reason == "BALANCE_OVERFLOW"
+    # Posted credits at the top and the same again pending against it: available
+    # would fall below the signed 64-bit floor.
+    assert book.run(move("tr_2", debit("acct_b", big), credit("acct_d", big))).results[0].ok
+    held = book.run(hold("tr_h2", debit("acct_a", big), credit("acct_d", big))).results[0]
+    assert held.reason == "BALANCE_OVERFLOW"
+    # A reversal past the top is refused too; a void only ever gives room back.
+    book.accounts["acct_e"] = account("acct_e")
+    book.accounts["acct_f"] = account("acct_f", side=NormalSide.DEBIT)
+    assert book.run(move("tr_3", debit("acct_e", 1), credit("acct_f", 1))).results[0].ok
+    assert book.run(move("tr_4", debit("acct_f", big), credit("acct_e", big))).results[0].ok
+    assert book.run(reverse("tr_r", "tr_4")).results[0].reason == "BALANCE_OVERFLOW"
+    assert book.run(void("tr_v", "tr_h")).results[0].ok
+    for a in book.accounts.values():
+        assert a.balance().available >= -(2**63)

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from chassis.kernel.errors import RetryTransaction
+
 from ledger.domain.events import TransferApplied
 from ledger.domain.model import (
     REVERSIBLE_KINDS,
@@ -253,9 +255,8 @@ class _Decider:
         if isinstance(op, MovementOp):
             return self._move(request, op.legs, TransferKind.MOVEMENT)
         if isinstance(op, PendingOp):
-            record = self._move(request, op.legs, TransferKind.PENDING)
-            if op.timeout is not None:
-                record.expires_at = self.now + op.timeout
+            expires_at = self.now + op.timeout if op.timeout is not None else None
+            record = self._move(request, op.legs, TransferKind.PENDING, expires_at)
             self.out.opened_holds.append(record)
             return record
         if isinstance(op, PostPendingOp | VoidPendingOp | ExpirePendingOp):
@@ -276,12 +277,16 @@ class _Decider:
         return account
 
     def _move(
-        self, request: TransferRequest, legs: tuple[Leg, ...], kind: TransferKind
+        self,
+        request: TransferRequest,
+        legs: tuple[Leg, ...],
+        kind: TransferKind,
+        expires_at: datetime | None = None,
     ) -> TransferRecord:
         targets = [self._account(leg) for leg in legs]
         entry_type = EntryType.HOLD if kind is TransferKind.PENDING else EntryType.POSTED
         self._post_legs(request.id, kind, legs, targets, entry_type)
-        return self._record(request, kind, legs, targets)
+        return self._record(request, kind, legs, targets, expires_at=expires_at)
 
     def _post_legs(
         self,
@@ -291,18 +296,27 @@ class _Decider:
         targets: Sequence[Account],
         entry_type: EntryType,
     ) -> None:
-        """Apply legs to accounts, refusing if any account's limits would be breached."""
+        """Apply legs to accounts, refusing if any account's limits would be breached.
+
+        Each leg's entry is made right after its own effect, so that an entry's
+        sums are the previous entry's plus its own amount even when one account
+        has two legs (a reversal's shortfall account). The limits hold the whole
+        transfer, checked once all legs are applied; a refusal undoes the entries
+        with the rest (the chain's savepoint).
+        """
         assert self.sp is not None
         for account in targets:
             self.sp.touch(account)
         for leg, account in zip(legs, targets, strict=True):
             _add(account, leg.direction, leg.amount, entry_type)
+            self._entry(account, transfer_id, kind, entry_type, leg.direction, leg.amount)
+        self._check_limits(targets)
+
+    def _check_limits(self, targets: Sequence[Account]) -> None:
         for account in targets:
             reason = account.limit_breach()
             if reason is not None:
                 raise _RefusalError(reason, _limit_message(reason, account))
-        for leg, account in zip(legs, targets, strict=True):
-            self._entry(account, transfer_id, kind, entry_type, leg.direction, leg.amount)
 
     def _entry(
         self,
@@ -314,6 +328,9 @@ class _Decider:
         amount: int,
     ) -> None:
         assert direction is not None
+        if account.overflows():
+            # Every state an entry stores must be representable, not only the last.
+            raise _RefusalError("BALANCE_OVERFLOW", _limit_message("BALANCE_OVERFLOW", account))
         account.entry_sequence += 1
         self.out.entries.append(
             Entry(
@@ -341,6 +358,7 @@ class _Decider:
         *,
         pending_transfer_id: str = "",
         reversed_transfer_id: str = "",
+        expires_at: datetime | None = None,
     ) -> TransferRecord:
         record = TransferRecord(
             id=request.id,
@@ -351,6 +369,7 @@ class _Decider:
             legs=legs,
             pending_transfer_id=pending_transfer_id,
             reversed_transfer_id=reversed_transfer_id,
+            expires_at=expires_at,
             metadata=request.metadata,
             new=True,
         )
@@ -368,6 +387,7 @@ class _Decider:
                 occurred_at=self.now,
                 pending_transfer_id=pending_transfer_id,
                 reversed_transfer_id=reversed_transfer_id,
+                expires_at=expires_at,
             )
         )
         return record
@@ -377,6 +397,16 @@ class _Decider:
         if record is None or not record.ok:
             reason = "PENDING_TRANSFER_NOT_FOUND" if pending else "TRANSFER_NOT_FOUND"
             raise _RefusalError(reason, f"transfer {transfer_id} does not exist")
+        missing = {leg.account_id for leg in record.legs} - self.accounts.keys()
+        if missing:
+            # The accounts of a transfer in the journal exist: they are missing
+            # from this snapshot because the transfer became visible after the
+            # accounts were locked (it was committing). Deciding now would refuse
+            # with a wrong reason, and record it; decide again on a new snapshot.
+            raise RetryTransaction(
+                f"transfer {transfer_id} names accounts not locked for this batch: "
+                f"{', '.join(sorted(missing))}"
+            )
         return record
 
     def _resolve(
@@ -405,21 +435,16 @@ class _Decider:
         for account in targets:
             self.sp.touch(account)
         applied: list[Leg] = []
+        # The release, then the posting: each entry stores the sums after itself only.
         for leg, account in zip(pending.legs, targets, strict=True):
             _release(account, leg.direction, leg.amount)
-            amount = posted.get(leg.account_id, 0)
-            if amount:
-                _add(account, leg.direction, amount, EntryType.POSTED)
-        for account in targets:
-            breach = account.limit_breach()
-            if breach is not None:
-                raise _RefusalError(breach, _limit_message(breach, account))
-        for leg, account in zip(pending.legs, targets, strict=True):
             self._entry(account, request.id, kind, EntryType.RELEASE, leg.direction, leg.amount)
             amount = posted.get(leg.account_id, 0)
             if amount:
+                _add(account, leg.direction, amount, EntryType.POSTED)
                 self._entry(account, request.id, kind, EntryType.POSTED, leg.direction, amount)
                 applied.append(Leg(leg.account_id, leg.direction, amount, leg.currency))
+        self._check_limits(targets)
         legs = tuple(applied) if kind is TransferKind.POST_PENDING else pending.legs
         record = self._record(request, kind, legs, targets, pending_transfer_id=pending.id)
         pending.resolution_kind = kind

@@ -243,12 +243,27 @@ class Account:
             return "INSUFFICIENT_FUNDS"
         if (self.limit_room(Direction.CREDIT) or 0) < 0:
             return "CREDIT_LIMIT_EXCEEDED"
+        if self.overflows():
+            return "BALANCE_OVERFLOW"
+        return None
+
+    def overflows(self) -> bool:
+        """True when a sum, or a figure derived from them, leaves the signed 64-bit range.
+
+        Each sum is at most MAX_AMOUNT and never negative, so posted and pending
+        always fit; only available (posted less the opposite side's pending) can
+        fall below the range's floor.
+        """
         if (
             max(self.debits_posted, self.credits_posted) > MAX_AMOUNT
             or max(self.debits_pending, self.credits_pending) > MAX_AMOUNT
         ):
-            return "BALANCE_OVERFLOW"
-        return None
+            return True
+        if self.normal_side is NormalSide.DEBIT:
+            available = self.debits_posted - self.credits_posted - self.credits_pending
+        else:
+            available = self.credits_posted - self.debits_posted - self.debits_pending
+        return available < -MAX_AMOUNT - 1
 
 
 # --- operations a client asks for --------------------------------------------
