@@ -9,6 +9,7 @@ import pytest
 from astra_testkit.postgres import PostgresServer
 from chassis.db.engine import create_db_engine
 from chassis.db.retry import is_conflict, is_database_unavailable, run_with_conflict_retry
+from chassis.kernel.errors import RetryTransaction
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -97,3 +98,4 @@ def test_raw_psycopg_errors_count_like_the_ones_sqlalchemy_wraps(
             cursor.execute("SELECT 1")
     assert is_database_unavailable(caught.value)
     assert not is_conflict(caught.value)
+    assert is_conflict(RetryTransaction("what it read changed"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter, defaultdict
 
 import grpc
@@ -331,3 +332,114 @@ def test_a_hold_posted_twice_at_once_under_two_ids_is_posted_once(
             text("SELECT count(*) FROM transfers WHERE id LIKE 'tr\\_post\\_%' AND ok")
         ).scalar_one()
     assert posts == rounds
+
+
+# --- an operation naming a transfer that is still committing ---------------------------
+
+# What a reference to a transfer may be refused with when it was sent before that
+# transfer's creation was acknowledged (its transaction may not have committed yet).
+NOT_YET = {"TRANSFER_NOT_FOUND", "PENDING_TRANSFER_NOT_FOUND"}
+REFERENCE_KINDS = ("reverse", "post", "post_partial", "void")
+
+
+def _reference_spec(kind: str, tid: str, target: str) -> pb.TransferSpec:
+    if kind == "reverse":
+        return pb.TransferSpec(id=tid, reversal=pb.Reversal(transfer_id=target))
+    if kind == "void":
+        return pb.TransferSpec(id=tid, void_pending=pb.VoidPending(pending_transfer_id=target))
+    legs = []
+    if kind == "post_partial":
+        legs = [leg("acct_eur_source", D, 4, "EUR"), leg("acct_eur_sink", C, 4, "EUR")]
+    return pb.TransferSpec(
+        id=tid, post_pending=pb.PostPending(pending_transfer_id=target, legs=legs)
+    )
+
+
+def _send(stub: LedgerServiceStub, spec: pb.TransferSpec, batch: bool) -> str:
+    """Send one transfer as a CreateTransfers item or as a single call: "ok" or the reason."""
+    try:
+        if batch:
+            (result,) = stub.CreateTransfers(
+                pb.CreateTransfersRequest(transfers=[spec]), timeout=60
+            ).results
+            return "ok" if result.ok else result.reason
+        stub.CreateTransfer(pb.CreateTransferRequest(transfer=spec), timeout=60)
+        return "ok"
+    except grpc.RpcError as error:
+        return f"{error.code().name}:{reason_of(error)}"
+
+
+def _race(
+    stub: LedgerServiceStub, target: pb.TransferSpec, reference: pb.TransferSpec, batch: bool
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Send both at once from two threads: their answers, when the target was acknowledged
+    and when the reference was sent. ``batch``: the target as a CreateTransfers item, the
+    reference as a single call (else the other way round)."""
+    times: dict[str, float] = {}
+    answers: dict[str, str] = {}
+    barrier = threading.Barrier(2)
+
+    def create() -> None:
+        barrier.wait()
+        answers["target"] = _send(stub, target, batch)
+        times["acked"] = time.monotonic()
+
+    def refer() -> None:
+        barrier.wait()
+        times["sent"] = time.monotonic()
+        answers["reference"] = _send(stub, reference, not batch)
+
+    threads = [threading.Thread(target=create), threading.Thread(target=refer)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers, times
+
+
+def test_an_operation_naming_a_transfer_still_committing_is_decided_on_the_committed_state(
+    ledger_stub: LedgerServiceStub, ledger: Ledger
+) -> None:
+    """(create X, reverse/post/void X) sent at once, from two threads, on both paths.
+
+    The referring operation is decided under the locks of X's accounts, on what is
+    committed then: it is applied, or refused with X not found when it was sent
+    before X was acknowledged; never ACCOUNT_NOT_FOUND (X's accounts exist), never
+    INTERNAL. Its retry with the same id after both calls ended answers the same.
+    """
+    setup_accounts(ledger_stub)
+    rounds = 160
+    wrong: list[str] = []
+    outcomes: Counter[str] = Counter()
+    for i in range(rounds):
+        kind = REFERENCE_KINDS[i % len(REFERENCE_KINDS)]
+        target_id, ref_id = f"tr_race_x{i}", f"tr_race_r{i}"
+        legs = [leg("acct_eur_source", D, 10, "EUR"), leg("acct_eur_sink", C, 10, "EUR")]
+        target = (
+            pb.TransferSpec(id=target_id, movement=pb.Movement(legs=legs))
+            if kind == "reverse"
+            else pb.TransferSpec(id=target_id, pending=pb.PendingMovement(legs=legs))
+        )
+        reference = _reference_spec(kind, ref_id, target_id)
+        # Alternate which side goes through the group commit: two single calls
+        # share one batcher worker and never race each other in one process.
+        target_batch = i % 2 == 0
+        answers, times = _race(ledger_stub, target, reference, target_batch)
+        first = answers["reference"]
+        outcomes[first if first == "ok" else first.split(":")[-1]] += 1
+        if answers["target"] != "ok":
+            wrong.append(f"{target_id}: {answers['target']}")
+        reason = first.split(":")[-1]
+        if first != "ok" and not (reason in NOT_YET and times["sent"] < times["acked"]):
+            wrong.append(f"{kind} {ref_id}: {first}")
+        retry = _send(ledger_stub, reference, not target_batch)
+        if retry != first:
+            wrong.append(f"{kind} {ref_id}: first {first}, retried {retry}")
+        if first != "ok":
+            # The refusal stays recorded under its id (TigerBeetle's rule); a new id
+            # sent after the target's acknowledgement always finds it.
+            again = _reference_spec(kind, f"{ref_id}_again", target_id)
+            if (later := _send(ledger_stub, again, not target_batch)) != "ok":
+                wrong.append(f"{kind} {ref_id}_again after the ack: {later}")
+    assert wrong == [], (len(wrong), outcomes)
+    assert outcomes["ok"] > 0

@@ -50,7 +50,7 @@ def is_conflict(error: BaseException) -> bool:
     Set-based hot paths write through psycopg cursors directly, so their errors
     arrive unwrapped by SQLAlchemy and count the same.
     """
-    if isinstance(error, _CONFLICTS | RetryTransaction):
+    if isinstance(error, (*_CONFLICTS, RetryTransaction)):
         return True
     if not isinstance(error, DBAPIError):
         return False

@@ -320,6 +320,11 @@ class LedgerStore:
         trip. With references, the referenced transfers' legs name more accounts:
         read them first, then lock everything in id order and re-read the
         referenced transfers' state, which only now (under the locks) is final.
+        A referenced transfer that was still committing at the first read and is
+        visible at the second names accounts this batch has not locked: the
+        decision then asks for the transaction to start over
+        (``RetryTransaction``), and the next first read sees it (rare: the
+        reference has to be sent while its transfer commits).
         """
         referenced = set(referenced_ids)
         account_ids = set(leg_account_ids)
