@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -11,8 +12,10 @@ from astra.ledger.v1 import events_pb2
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from chassis.grpc.status import bad_request, error_info, reason_of
+from chassis.kernel.ids import MAX_ID_BODY
 from chassis.protos import to_timestamp
 from google.protobuf.duration_pb2 import Duration
+from ledger.adapters.store import LedgerStore
 from ledger.bootstrap import Ledger
 from ledger.service_layer import use_cases
 from sqlalchemy import text
@@ -591,3 +594,210 @@ def test_the_journal_cannot_be_edited(funded: LedgerServiceStub, ledger: Ledger)
     ):
         with ledger.engine.connect() as c, pytest.raises(Exception, match="immutable"):
             c.execute(text(statement))
+
+
+# --- as-of answers never change ----------------------------------------------------------
+
+
+def test_an_as_of_answer_past_the_last_entry_stays_the_same_when_later_writers_lag(
+    funded: LedgerServiceStub, ledger: Ledger, clock: MovableClock
+) -> None:
+    """A batch stamps before it commits, on its own process' clock: one whose clock
+    lags may not stamp into an instant a reader has already answered for."""
+    clock.advance(timedelta(seconds=5))
+    asked = clock.now()
+
+    def posted_at(instant: object) -> int:
+        request = pb.GetBalanceRequest(account_id="acct_bob", as_of=to_timestamp(instant))  # type: ignore[arg-type]
+        return funded.GetBalance(request).balance.posted
+
+    assert posted_at(asked) == 0
+    # A writer whose clock shows the very instant answered for (or an earlier one).
+    ledger.clock.current = asked - timedelta(seconds=1)  # type: ignore[attr-defined]
+    funded.CreateTransfer(
+        pb.CreateTransferRequest(transfer=movement("tr_late", "acct_alice", "acct_bob", 7))
+    )
+    assert posted_at(asked) == 0
+    stamp = funded.GetTransfer(pb.GetTransferRequest(transfer_id="tr_late")).transfer.create_time
+    assert stamp.ToDatetime(tzinfo=asked.tzinfo) > asked
+    clock.current = asked + timedelta(seconds=1)
+    assert posted_at(clock.now()) == 7
+
+
+def test_an_as_of_read_waits_for_a_batch_that_stamped_its_instant_and_has_not_committed(
+    funded: LedgerServiceStub, ledger: Ledger, clock: MovableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = threading.Event()
+    release = threading.Event()
+    original_write = LedgerStore.write
+
+    def write_then_wait(self: LedgerStore, outcome: object) -> None:
+        original_write(self, outcome)  # type: ignore[arg-type]
+        if any(r.id == "tr_slow" for r in outcome.records):  # type: ignore[attr-defined]
+            written.set()
+            release.wait(30)
+
+    monkeypatch.setattr(LedgerStore, "write", write_then_wait)
+    clock.advance(timedelta(seconds=5))
+    writer = threading.Thread(
+        target=lambda: funded.CreateTransfer(
+            pb.CreateTransferRequest(transfer=movement("tr_slow", "acct_alice", "acct_bob", 9))
+        )
+    )
+    writer.start()
+    assert written.wait(30)  # stamped at clock.now(), locked, not committed
+    answers: list[int] = []
+    request = pb.GetBalanceRequest(account_id="acct_bob", as_of=to_timestamp(clock.now()))  # type: ignore[arg-type]
+    reader = threading.Thread(
+        target=lambda: answers.append(funded.GetBalance(request).balance.posted)
+    )
+    reader.start()
+    reader.join(0.5)  # gives a reader that would not wait the time to answer
+    release.set()
+    writer.join()
+    reader.join()
+    assert [*answers, funded.GetBalance(request).balance.posted] == [9, 9]
+
+
+def test_an_as_of_instant_in_the_future_is_answered_as_of_now(
+    funded: LedgerServiceStub, clock: MovableClock
+) -> None:
+    future = clock.now() + timedelta(days=1)
+    request = pb.GetBalanceRequest(account_id="acct_alice", as_of=to_timestamp(future))  # type: ignore[arg-type]
+    balance = funded.GetBalance(request).balance
+    assert balance.as_of.ToDatetime(tzinfo=future.tzinfo) == clock.now()
+    assert balance.posted == 1000
+
+
+# --- the longest ids the contract allows, and sums at the int64 limit -----------------------
+
+LONGEST = "x" * MAX_ID_BODY
+
+
+def test_every_call_takes_the_longest_ids_the_contract_allows(
+    ledger_stub: LedgerServiceStub, ledger: Ledger
+) -> None:
+    bank, wallet, receivable = (f"acct_{c}{LONGEST[1:]}" for c in "bwr")
+    customer = f"cus_{LONGEST}"
+    assert (len(bank), len(customer)) == (65, 64)
+    open_account(ledger_stub, bank, normal_side=pb.NORMAL_SIDE_DEBIT)
+    opened = open_account(
+        ledger_stub, wallet, debits_must_not_exceed_credits=True, customer_id=customer
+    )
+    assert (opened.id, opened.customer_id) == (wallet, customer)
+    open_account(ledger_stub, receivable, normal_side=pb.NORMAL_SIDE_DEBIT)
+    ids = {name: f"tr_{name[0]}{LONGEST[1:]}" for name in ("move", "hold", "post", "void", "rev")}
+    hold2 = f"tr_h2{LONGEST[2:]}"
+    assert {len(i) for i in [*ids.values(), hold2]} == {63}
+    ledger_stub.CreateTransfer(
+        pb.CreateTransferRequest(transfer=movement(ids["move"], bank, wallet, 100))
+    )
+    for hold_id in (ids["hold"], hold2):
+        ledger_stub.CreateTransfer(
+            pb.CreateTransferRequest(
+                transfer=pb.TransferSpec(
+                    id=hold_id,
+                    pending=pb.PendingMovement(legs=[leg(wallet, D, 10), leg(bank, C, 10)]),
+                )
+            )
+        )
+    ledger_stub.PostPendingTransfer(
+        pb.PostPendingTransferRequest(
+            transfer_id=ids["post"],
+            pending_transfer_id=ids["hold"],
+            legs=[leg(wallet, D, 4), leg(bank, C, 4)],
+        )
+    )
+    ledger_stub.VoidPendingTransfer(
+        pb.VoidPendingTransferRequest(transfer_id=ids["void"], pending_transfer_id=hold2)
+    )
+    # The wallet spends what it has left, so the reversal needs the shortfall account.
+    spend = f"tr_s{LONGEST[1:]}"
+    ledger_stub.CreateTransfer(pb.CreateTransferRequest(transfer=movement(spend, wallet, bank, 90)))
+    reversal = ledger_stub.ReverseTransfer(
+        pb.ReverseTransferRequest(
+            transfer_id=ids["rev"],
+            reversed_transfer_id=ids["move"],
+            shortfall_account_id=receivable,
+        )
+    ).transfer
+    assert sorted((x.account_id, x.amount) for x in reversal.legs) == sorted(
+        [(wallet, 6), (receivable, 94), (bank, 100)]
+    )
+    assert (
+        ledger_stub.GetTransfer(pb.GetTransferRequest(transfer_id=ids["rev"])).transfer.id
+        == ids["rev"]
+    )
+    balance = ledger_stub.GetBalance(pb.GetBalanceRequest(account_id=wallet)).balance
+    assert (balance.account_id, balance.posted) == (wallet, 0)
+    entries = ledger_stub.ListAccountEntries(
+        pb.ListAccountEntriesRequest(account_id=wallet, page_size=50)
+    ).entries
+    assert {e.transfer_id for e in entries} == {*ids.values(), hold2, spend}
+    listed = ledger_stub.ListAccounts(pb.ListAccountsRequest(customer_id=customer)).accounts
+    assert [a.id for a in listed] == [wallet]
+
+
+def test_sums_at_the_int64_limit_are_refused_with_balance_overflow_on_every_kind(
+    ledger_stub: LedgerServiceStub, ledger: Ledger
+) -> None:
+    top = 2**63 - 1
+    open_account(ledger_stub, "acct_src", normal_side=pb.NORMAL_SIDE_DEBIT)
+    open_account(ledger_stub, "acct_full")
+    open_account(ledger_stub, "acct_other")
+    open_account(ledger_stub, "acct_neg")
+    before = journal_counts(ledger)
+
+    def create(spec: pb.TransferSpec) -> str:
+        try:
+            ledger_stub.CreateTransfer(pb.CreateTransferRequest(transfer=spec))
+        except grpc.RpcError as error:
+            return f"{error.code().name}:{reason_of(error)}"
+        return "ok"
+
+    def pending(tid: str, src: str, dst: str, amount: int) -> pb.TransferSpec:
+        legs = [leg(src, D, amount), leg(dst, C, amount)]
+        return pb.TransferSpec(id=tid, pending=pb.PendingMovement(legs=legs))
+
+    overflow = "FAILED_PRECONDITION:BALANCE_OVERFLOW"
+    assert create(movement("tr_top", "acct_src", "acct_full", top)) == "ok"
+    # Posting a hold onto the full account would take its credits past the top.
+    assert create(pending("tr_h", "acct_other", "acct_full", 1)) == "ok"
+    post = pb.TransferSpec(id="tr_p", post_pending=pb.PostPending(pending_transfer_id="tr_h"))
+    assert create(post) == overflow
+    void = pb.TransferSpec(id="tr_v", void_pending=pb.VoidPending(pending_transfer_id="tr_h"))
+    assert create(void) == "ok"
+    # Debits at the top, and a hold past what available can show.
+    assert create(movement("tr_x", "acct_other", "acct_neg", 5)) == "ok"
+    assert create(movement("tr_neg", "acct_neg", "acct_other", top)) == "ok"
+    assert create(pending("tr_h2", "acct_neg", "acct_src", 10)) == overflow
+    # A reversal whose debit would take the account past the top.
+    assert create(pb.TransferSpec(id="tr_r", reversal=pb.Reversal(transfer_id="tr_x"))) == overflow
+    for account_id in ("acct_src", "acct_full", "acct_other", "acct_neg"):
+        balance = ledger_stub.GetBalance(pb.GetBalanceRequest(account_id=account_id)).balance
+        assert balance.available >= -(2**63)
+    assert journal_counts(ledger)[1] == before[1] + 8  # refusals are recorded too
+
+
+def test_a_hold_with_a_timeout_carries_its_expiry_in_its_event(
+    funded: LedgerServiceStub, ledger: Ledger
+) -> None:
+    held = funded.CreateTransfer(
+        pb.CreateTransferRequest(
+            transfer=pb.TransferSpec(
+                id="tr_hold_ev",
+                pending=pb.PendingMovement(
+                    legs=[leg("acct_alice", D, 5), leg("acct_bob", C, 5)],
+                    timeout=Duration(seconds=90),
+                ),
+            )
+        )
+    ).transfer
+    with ledger.engine.connect() as c:
+        payload = c.execute(
+            text("SELECT payload FROM outbox WHERE event_type = :t ORDER BY id DESC LIMIT 1"),
+            {"t": events_pb2.PendingTransferCreated.DESCRIPTOR.full_name},
+        ).scalar_one()
+    event = events_pb2.PendingTransferCreated.FromString(payload)
+    assert event.HasField("expire_time")
+    assert event.expire_time == held.expire_time

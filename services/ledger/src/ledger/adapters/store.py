@@ -74,8 +74,8 @@ _ENTRY_COLUMNS = (
 _ACCOUNT_SELECT = (
     "SELECT id, currency, normal_side, debits_must_not_exceed_credits, "
     "credits_must_not_exceed_debits, debits_posted, credits_posted, debits_pending, "
-    "credits_pending, entry_sequence, last_entry_at, metadata, external_reference, "
-    "customer_id, fingerprint, created_at FROM accounts"
+    "credits_pending, entry_sequence, last_entry_at, sealed_through, metadata, "
+    "external_reference, customer_id, fingerprint, created_at FROM accounts"
 )
 # Below this many records a batch is written with one statement; above, with COPY.
 COPY_THRESHOLD = 64
@@ -114,7 +114,7 @@ SELECT 1
 _LOCK_SELECT = (
     "SELECT id, currency, normal_side, debits_must_not_exceed_credits, "
     "credits_must_not_exceed_debits, debits_posted, credits_posted, debits_pending, "
-    "credits_pending, entry_sequence, last_entry_at FROM accounts"
+    "credits_pending, entry_sequence, last_entry_at, sealed_through FROM accounts"
 )
 _RECORD_SELECT = (
     "SELECT t.id, t.kind, t.ok, t.reason, t.message, t.fingerprint, t.legs, "
@@ -177,17 +177,18 @@ def _snapshot(row: Sequence[Any]) -> Account:
         credits_pending=row[8],
         entry_sequence=row[9],
         last_entry_at=_aware(row[10]),
+        sealed_through=_aware(row[11]),
     )
 
 
 def _account(row: Sequence[Any]) -> Account:
     """A whole account (the columns of ``_ACCOUNT_SELECT``: the snapshot's, then the rest)."""
     account = _snapshot(row)
-    account.metadata = _decode_metadata(row[11])
-    account.external_reference = row[12]
-    account.customer_id = row[13]
-    account.fingerprint = row[14]
-    account.created_at = _aware(row[15])
+    account.metadata = _decode_metadata(row[12])
+    account.external_reference = row[13]
+    account.customer_id = row[14]
+    account.fingerprint = row[15]
+    account.created_at = _aware(row[16])
     return account
 
 
@@ -598,6 +599,24 @@ class LedgerStore:
         )
 
     # --- history ------------------------------------------------------------------
+
+    def seal_history(self, account_id: str, through: datetime) -> None:
+        """Make ``account_id``'s history through ``through`` final: no entry will be stamped
+        at or before it.
+
+        The update waits for the account's lock, so a batch that is writing the
+        account (and may have stamped its entries at or before ``through``)
+        commits first; every later batch reads the seal under that lock and
+        stamps after it. Only an as-of read of an instant past the account's
+        last entry needs this; it costs that read one small write.
+        """
+        column = t.accounts.c.sealed_through
+        self._c.execute(
+            update(t.accounts)
+            .where(t.accounts.c.id == account_id)
+            .where((column.is_(None)) | (column < through))
+            .values(sealed_through=through)
+        )
 
     def entry_as_of(self, account_id: str, as_of: datetime) -> Entry | None:
         statement = text(

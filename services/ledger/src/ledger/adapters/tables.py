@@ -30,10 +30,14 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# Every id column: a type prefix, "_" and up to 60 characters (chassis.kernel.ids)
+# fit with room to spare; the longest, "acct_" and 60, is 65.
+ID_LENGTH = 80
+
 accounts = Table(
     "accounts",
     metadata,
-    Column("id", String(64), primary_key=True),
+    Column("id", String(ID_LENGTH), primary_key=True),
     Column("currency", String(3), nullable=False),
     Column("normal_side", SmallInteger, nullable=False),
     Column("debits_must_not_exceed_credits", Boolean, nullable=False),
@@ -44,9 +48,12 @@ accounts = Table(
     Column("credits_pending", BigInteger, nullable=False, server_default="0"),
     Column("entry_sequence", BigInteger, nullable=False, server_default="0"),
     Column("last_entry_at", DateTime(timezone=True), nullable=True),
+    # No entry will ever be stamped at or before this instant: an as-of read of
+    # a recent instant sets it (see LedgerStore.seal_history), writers stamp after it.
+    Column("sealed_through", DateTime(timezone=True), nullable=True),
     Column("metadata", Text, nullable=True),
     Column("external_reference", String(128), nullable=False, server_default=""),
-    Column("customer_id", String(64), nullable=False, server_default=""),
+    Column("customer_id", String(ID_LENGTH), nullable=False, server_default=""),
     Column("fingerprint", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     CheckConstraint(
@@ -60,7 +67,7 @@ accounts = Table(
 transfers = Table(
     "transfers",
     metadata,
-    Column("id", String(80), primary_key=True),
+    Column("id", String(ID_LENGTH), primary_key=True),
     Column("kind", SmallInteger, nullable=False),
     Column("ok", Boolean, nullable=False),
     Column("reason", String(64), nullable=True),
@@ -68,8 +75,8 @@ transfers = Table(
     Column("fingerprint", String(64), nullable=False),
     # JSON list of [account_id, direction, amount, currency]; empty for refusals.
     Column("legs", Text, nullable=False),
-    Column("pending_transfer_id", String(80), nullable=True),
-    Column("reversed_transfer_id", String(80), nullable=True),
+    Column("pending_transfer_id", String(ID_LENGTH), nullable=True),
+    Column("reversed_transfer_id", String(ID_LENGTH), nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("metadata", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -93,9 +100,9 @@ transfers = Table(
 entries = Table(
     "entries",
     metadata,
-    Column("account_id", String(64), primary_key=True),
+    Column("account_id", String(ID_LENGTH), primary_key=True),
     Column("sequence", BigInteger, primary_key=True),
-    Column("transfer_id", String(80), nullable=False),
+    Column("transfer_id", String(ID_LENGTH), nullable=False),
     Column("kind", SmallInteger, nullable=False),
     Column("entry_type", SmallInteger, nullable=False),
     Column("direction", SmallInteger, nullable=False),
@@ -112,7 +119,7 @@ entries = Table(
 open_holds = Table(
     "open_holds",
     metadata,
-    Column("transfer_id", String(80), primary_key=True),
+    Column("transfer_id", String(ID_LENGTH), primary_key=True),
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Index("ix_open_holds_expiry", "expires_at"),
 )

@@ -63,6 +63,9 @@ RESOLUTION_STATUS = {
 # Kinds whose legs moved posted money and so can be reversed.
 REVERSIBLE_KINDS = frozenset({TransferKind.MOVEMENT, TransferKind.POST_PENDING})
 
+# The journal's time resolution (PostgreSQL timestamps, Python datetimes).
+STAMP_STEP = timedelta(microseconds=1)
+
 MAX_LEGS = 64
 MAX_BATCH = 8189
 # Transfer ids one LookupTransfers call may ask for.
@@ -173,6 +176,8 @@ class Account:
     credits_pending: int = 0
     entry_sequence: int = 0
     last_entry_at: datetime | None = None
+    # No entry will be stamped at or before this instant (an as-of read sealed it).
+    sealed_through: datetime | None = None
     created_at: datetime | None = None
     metadata: Metadata = ()
     external_reference: str = ""
@@ -206,6 +211,26 @@ class Account:
             self.credits_pending,
             as_of,
         )
+
+    def history_final_through(self, instant: datetime) -> bool:
+        """True when no entry stamped at or before ``instant`` can still appear.
+
+        Batches stamp an account's entries under its lock, never before its last
+        entry and always after its seal (``next_stamp``): so what this account's
+        committed row says bounds every entry still to come.
+        """
+        if self.last_entry_at is not None and instant < self.last_entry_at:
+            return True
+        return self.sealed_through is not None and instant <= self.sealed_through
+
+    def next_stamp(self, now: datetime) -> datetime:
+        """The earliest instant, from ``now`` on, at which a batch may stamp this account's
+        entries: its history never runs backwards, and what was sealed stays final."""
+        if self.last_entry_at is not None and self.last_entry_at > now:
+            now = self.last_entry_at
+        if self.sealed_through is not None and self.sealed_through >= now:
+            now = self.sealed_through + STAMP_STEP
+        return now
 
     def sums(self) -> tuple[int, int, int, int, int]:
         return (

@@ -137,8 +137,7 @@ def execute_batch(
         )
         now = clock.now()
         for account in accounts.values():
-            if account.last_entry_at is not None and account.last_entry_at > now:
-                now = account.last_entry_at  # an account's history never runs backwards
+            now = account.next_stamp(now)
         outcome = decide_batch(requests, accounts, known, now)
         for account in outcome.accounts.values():
             account.last_entry_at = now
@@ -229,15 +228,29 @@ def get_balance(
     clock: Clock,
     caller: Caller = SERVICE,
 ) -> Balance:
+    """The balance now, or as of an instant: an as-of answer never changes afterwards.
+
+    Entries are stamped before their batch commits, so an instant past the
+    account's last entry could still gain one; such a read first seals the
+    account's history through that instant (``LedgerStore.seal_history``). An
+    instant in the future is answered as of now, and the answer says so.
+    """
     with uow_factory() as uow:
         account = uow.store.get_account(account_id)
         if account is None:
             raise account_not_found(account_id)
         caller.check_account(account)
+        now = clock.now()
         if as_of is None:
-            return account.balance(clock.now())
-        as_of = utc(as_of)
-        entry = uow.store.entry_as_of(account_id, as_of)
+            return account.balance(now)
+        as_of = min(utc(as_of), now)
+        final = account.history_final_through(as_of)
+        if final:
+            entry = uow.store.entry_as_of(account_id, as_of)
+    if not final:
+        run_in_transaction(uow_factory, lambda u: u.store.seal_history(account_id, as_of))
+        with uow_factory() as uow:
+            entry = uow.store.entry_as_of(account_id, as_of)
     if entry is None:
         return Balance(account.id, account.currency, account.normal_side, as_of=as_of)
     return Balance(
