@@ -10,12 +10,18 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
+import pytest
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from chassis.grpc.status import reason_of
 from ledger.bootstrap import Ledger
+from ledger.domain.model import Direction, Leg, MovementOp, TransferRequest
+from ledger.service_layer import use_cases
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 D, C = pb.DIRECTION_DEBIT, pb.DIRECTION_CREDIT
@@ -443,3 +449,162 @@ def test_an_operation_naming_a_transfer_still_committing_is_decided_on_the_commi
                 wrong.append(f"{kind} {ref_id}_again after the ack: {later}")
     assert wrong == [], (len(wrong), outcomes)
     assert outcomes["ok"] > 0
+
+
+# --- the group commit: deadlines, and no shared fate ---------------------------------------
+
+
+def _handled(code: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "grpc_server_handled_total",
+            {
+                "grpc_service": "astra.ledger.v1.LedgerService",
+                "grpc_method": "CreateTransfer",
+                "grpc_code": code,
+            },
+        )
+        or 0.0
+    )
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for ``condition`` (a bounded wait for another thread's progress, not a timing)."""
+    for _ in range(2000):
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+def _lock_waiters(ledger: Ledger) -> int:
+    with ledger.engine.connect() as c:
+        return int(
+            c.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+            ).scalar_one()
+        )
+
+
+def _applied(ledger: Ledger, transfer_id: str) -> bool:
+    with ledger.engine.connect() as c:
+        found = c.execute(
+            text("SELECT ok FROM transfers WHERE id = :id"), {"id": transfer_id}
+        ).scalar()
+    return bool(found)
+
+
+def test_a_deadline_passing_inside_the_group_commit_is_deadline_exceeded_and_learnable(
+    ledger_stub: LedgerServiceStub, ledger: Ledger
+) -> None:
+    """Never INTERNAL: a call still queued is withdrawn, one under way runs on; the same id
+    afterwards returns the outcome either way."""
+    setup_accounts(ledger_stub)
+    internal, exceeded = _handled("INTERNAL"), _handled("DEADLINE_EXCEEDED")
+    running = movement("tr_dl_running", "acct_eur_source", "acct_eur_sink", 5, "EUR")
+    queued = movement("tr_dl_queued", "acct_eur_source", EUR_HOT[0], 5, "EUR")
+    codes: list[grpc.StatusCode] = []
+
+    def call(spec: pb.TransferSpec, timeout: float) -> None:
+        try:
+            ledger_stub.CreateTransfer(pb.CreateTransferRequest(transfer=spec), timeout=timeout)
+        except grpc.RpcError as error:
+            codes.append(error.code())
+
+    with ledger.engine.connect() as holder:
+        # The batcher's one worker waits on this lock with the first call's batch.
+        holder.execute(text("SELECT id FROM accounts WHERE id = 'acct_eur_sink' FOR UPDATE"))
+        first = threading.Thread(target=call, args=(running, 1.0))
+        first.start()
+        _until(lambda: _lock_waiters(ledger) == 1, "the first batch waits on the lock")
+        call(queued, 0.3)
+        first.join()
+        _until(lambda: _handled("DEADLINE_EXCEEDED") == exceeded + 2, "both calls answered")
+        holder.rollback()
+    assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
+    assert _handled("INTERNAL") == internal
+    _until(lambda: _applied(ledger, "tr_dl_running"), "the batch under way commits")
+    assert not _applied(ledger, "tr_dl_queued")  # withdrawn before it started
+    for spec in (running, queued):
+        again = ledger_stub.CreateTransfer(pb.CreateTransferRequest(transfer=spec), timeout=60)
+        assert again.transfer.id == spec.id
+    with ledger.engine.connect() as c:
+        applied = c.execute(
+            text("SELECT count(*) FROM transfers WHERE id LIKE 'tr\\_dl\\_%' AND ok")
+        ).scalar_one()
+    assert applied == 2
+
+
+def test_one_item_failing_in_the_database_fails_alone_and_its_group_is_applied(
+    ledger_stub: LedgerServiceStub, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that passed the edge but fails in the database (here a NUL byte in its id,
+    sent past validation) shares a group commit with good ones: only its caller gets an
+    error, and nothing of it is written."""
+    setup_accounts(ledger_stub)
+    sizes: list[int] = []
+    execute_batch = use_cases.execute_batch
+
+    def counted(uow: Any, clock: Any, requests: Sequence[TransferRequest]) -> Any:
+        sizes.append(len(requests))
+        return execute_batch(uow, clock, requests)
+
+    monkeypatch.setattr(use_cases, "execute_batch", counted)
+    good = [
+        TransferRequest(
+            f"tr_group_{i}",
+            MovementOp(
+                (
+                    Leg("acct_eur_source", Direction.DEBIT, 3, "EUR"),
+                    Leg(EUR_HOT[i % 4], Direction.CREDIT, 3, "EUR"),
+                )
+            ),
+        )
+        for i in range(12)
+    ]
+    bad = TransferRequest("tr_group_bad\x00", good[0].operation)
+    blocker = TransferRequest(
+        "tr_group_blocker",
+        MovementOp(
+            (
+                Leg("acct_eur_source", Direction.DEBIT, 1, "EUR"),
+                Leg("acct_eur_sink", Direction.CREDIT, 1, "EUR"),
+            )
+        ),
+    )
+    answers: dict[str, str] = {}
+
+    def submit(request: TransferRequest) -> None:
+        try:
+            outcome = ledger.batcher.submit(request, timeout=60)
+            answers[request.id] = "ok" if outcome.result.ok else outcome.result.reason
+        except Exception as error:
+            answers[request.id] = f"error:{type(error).__name__}"
+
+    group = [*good[:6], bad, *good[6:]]
+    with ledger.engine.connect() as holder:
+        holder.execute(text("SELECT id FROM accounts WHERE id = 'acct_eur_sink' FOR UPDATE"))
+        threads = [threading.Thread(target=submit, args=(blocker,))]
+        threads[0].start()
+        _until(lambda: _lock_waiters(ledger) == 1, "the blocker's batch waits on the lock")
+        for request in group:
+            threads.append(threading.Thread(target=submit, args=(request,)))
+            threads[-1].start()
+        _until(lambda: ledger.batcher._queue.qsize() == len(group), "the group is queued")
+        holder.rollback()
+    for thread in threads:
+        thread.join()
+    assert len(group) in sizes  # they were executed as one group first
+    assert answers.pop(bad.id).startswith("error:")
+    assert answers == {r.id: "ok" for r in [blocker, *good]}
+    with ledger.engine.connect() as c:
+        applied = c.execute(
+            text("SELECT count(*) FROM transfers WHERE id LIKE 'tr\\_group\\_%' AND ok")
+        ).scalar_one()
+        bad_rows = c.execute(
+            text("SELECT count(*) FROM transfers WHERE id LIKE 'tr\\_group\\_bad%'")
+        ).scalar_one()
+    assert (applied, bad_rows) == (len(good) + 1, 0)
