@@ -1248,7 +1248,10 @@ class GetBalanceRequest(_message.Message):
     """Required."""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
-        """Optional. The instant to report; unset means now."""
+        """Optional. The instant to report; unset means now. The answer for an
+        instant never changes afterwards. An instant in the future is answered as
+        of now (the balance's `as_of` says which instant it describes).
+        """
 
     def __init__(
         self,
