@@ -17,6 +17,7 @@ from chassis.protos import to_timestamp
 from google.protobuf.duration_pb2 import Duration
 from ledger.adapters.store import LedgerStore
 from ledger.bootstrap import Ledger
+from ledger.domain.batch import BatchOutcome
 from ledger.service_layer import use_cases
 from sqlalchemy import text
 
@@ -631,9 +632,9 @@ def test_an_as_of_read_waits_for_a_batch_that_stamped_its_instant_and_has_not_co
     release = threading.Event()
     original_write = LedgerStore.write
 
-    def write_then_wait(self: LedgerStore, outcome: object) -> None:
-        original_write(self, outcome)  # type: ignore[arg-type]
-        if any(r.id == "tr_slow" for r in outcome.records):  # type: ignore[attr-defined]
+    def write_then_wait(self: LedgerStore, outcome: BatchOutcome) -> None:
+        original_write(self, outcome)
+        if any(r.id == "tr_slow" for r in outcome.records):
             written.set()
             release.wait(30)
 
@@ -647,7 +648,7 @@ def test_an_as_of_read_waits_for_a_batch_that_stamped_its_instant_and_has_not_co
     writer.start()
     assert written.wait(30)  # stamped at clock.now(), locked, not committed
     answers: list[int] = []
-    request = pb.GetBalanceRequest(account_id="acct_bob", as_of=to_timestamp(clock.now()))  # type: ignore[arg-type]
+    request = pb.GetBalanceRequest(account_id="acct_bob", as_of=to_timestamp(clock.now()))
     reader = threading.Thread(
         target=lambda: answers.append(funded.GetBalance(request).balance.posted)
     )
@@ -663,7 +664,7 @@ def test_an_as_of_instant_in_the_future_is_answered_as_of_now(
     funded: LedgerServiceStub, clock: MovableClock
 ) -> None:
     future = clock.now() + timedelta(days=1)
-    request = pb.GetBalanceRequest(account_id="acct_alice", as_of=to_timestamp(future))  # type: ignore[arg-type]
+    request = pb.GetBalanceRequest(account_id="acct_alice", as_of=to_timestamp(future))
     balance = funded.GetBalance(request).balance
     assert balance.as_of.ToDatetime(tzinfo=future.tzinfo) == clock.now()
     assert balance.posted == 1000

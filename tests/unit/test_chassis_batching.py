@@ -121,7 +121,7 @@ def test_an_unreachable_database_fails_the_whole_batch_at_once() -> None:
         answers = submit_all_at_once(gc, book, requests)
     finally:
         gc.close()
-    assert answers == {r: "error:OperationalError" for r in ["warmup", *requests]}
+    assert answers == dict.fromkeys(["warmup", *requests], "error:OperationalError")
     assert book.batches[1] == requests  # executed once, not split
     assert len(book.batches) == 2
 
