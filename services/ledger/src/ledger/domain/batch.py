@@ -295,6 +295,8 @@ class _Decider:
         legs: Sequence[Leg],
         targets: Sequence[Account],
         entry_type: EntryType,
+        *,
+        shared_accounts: bool = False,
     ) -> None:
         """Apply legs to accounts, refusing if any account's limits would be breached.
 
@@ -302,13 +304,18 @@ class _Decider:
         sums are the previous entry's plus its own amount even when one account
         has two legs (a reversal's shortfall account). The limits hold the whole
         transfer, checked once all legs are applied; a refusal undoes the entries
-        with the rest (the chain's savepoint).
+        with the rest (the chain's savepoint). With ``shared_accounts`` (an
+        account may have two legs) every entry's sums must be representable,
+        not only the last: a debit's entry could leave the range its credit
+        would bring back.
         """
         assert self.sp is not None
         for account in targets:
             self.sp.touch(account)
         for leg, account in zip(legs, targets, strict=True):
             _add(account, leg.direction, leg.amount, entry_type)
+            if shared_accounts and account.overflows():
+                raise _RefusalError("BALANCE_OVERFLOW", _limit_message("BALANCE_OVERFLOW", account))
             self._entry(account, transfer_id, kind, entry_type, leg.direction, leg.amount)
         self._check_limits(targets)
 
@@ -328,9 +335,6 @@ class _Decider:
         amount: int,
     ) -> None:
         assert direction is not None
-        if account.overflows():
-            # Every state an entry stores must be representable, not only the last.
-            raise _RefusalError("BALANCE_OVERFLOW", _limit_message("BALANCE_OVERFLOW", account))
         account.entry_sequence += 1
         self.out.entries.append(
             Entry(
@@ -436,6 +440,8 @@ class _Decider:
             self.sp.touch(account)
         applied: list[Leg] = []
         # The release, then the posting: each entry stores the sums after itself only.
+        # A release only lowers a pending sum, so no state between them can leave
+        # the range when the one before the post and the one after it are in it.
         for leg, account in zip(pending.legs, targets, strict=True):
             _release(account, leg.direction, leg.amount)
             self._entry(account, request.id, kind, EntryType.RELEASE, leg.direction, leg.amount)
@@ -477,7 +483,14 @@ class _Decider:
         if op.shortfall_account_id:
             legs = self._spill(legs, op.shortfall_account_id)
         targets = [self._account(leg) for leg in legs]
-        self._post_legs(request.id, TransferKind.REVERSAL, legs, targets, EntryType.POSTED)
+        self._post_legs(
+            request.id,
+            TransferKind.REVERSAL,
+            legs,
+            targets,
+            EntryType.POSTED,
+            shared_accounts=bool(op.shortfall_account_id),
+        )
         record = self._record(
             request, TransferKind.REVERSAL, legs, targets, reversed_transfer_id=original.id
         )

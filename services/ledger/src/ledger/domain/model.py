@@ -263,12 +263,23 @@ class Account:
         return None
 
     def limit_breach(self) -> str | None:
-        """The reason this account's balance-limit flags refuse its current sums, if any."""
-        if (self.limit_room(Direction.DEBIT) or 0) < 0:
+        """The reason this account's balance-limit flags refuse its current sums, if any.
+
+        Called for every account of every transfer: the arithmetic of
+        ``limit_room`` and ``overflows`` inline, the exact range check only when
+        a sum is near the top.
+        """
+        dp, cp, dq, cq = (
+            self.debits_posted,
+            self.credits_posted,
+            self.debits_pending,
+            self.credits_pending,
+        )
+        if self.debits_must_not_exceed_credits and cp - dp - dq < 0:
             return "INSUFFICIENT_FUNDS"
-        if (self.limit_room(Direction.CREDIT) or 0) < 0:
+        if self.credits_must_not_exceed_debits and dp - cp - cq < 0:
             return "CREDIT_LIMIT_EXCEEDED"
-        if self.overflows():
+        if (dp + dq > MAX_AMOUNT or cp + cq > MAX_AMOUNT) and self.overflows():
             return "BALANCE_OVERFLOW"
         return None
 
