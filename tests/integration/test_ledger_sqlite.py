@@ -72,3 +72,30 @@ def test_ledger_runs_on_an_embedded_sqlite_file(tmp_path: Path) -> None:
             assert c.execute(text("SELECT count(*) FROM outbox")).scalar_one() == 7
     finally:
         ledger.close()
+
+
+def test_as_of_answers_stay_final_and_long_ids_fit_on_sqlite(tmp_path: Path) -> None:
+    """Migration 0003 and the as-of seal on the embedded default."""
+    clock = MovableClock()
+    url = f"sqlite:///{tmp_path / 'data' / 'ledger.db'}"
+    ledger = bootstrap(ledger_settings(url, migrate_on_start=True), clock=clock)
+    source, wallet = "acct_s" + "x" * 59, "acct_w" + "x" * 59
+    try:
+        for account_id, side in ((source, NormalSide.DEBIT), (wallet, NormalSide.CREDIT)):
+            use_cases.open_account(ledger.uow, clock, AccountSpec(account_id, "EUR", side))
+        use_cases.create_transfers(
+            ledger.uow, clock, [move("tr_1", debit(source, 5), credit(wallet, 5))]
+        )
+        clock.advance(timedelta(seconds=10))
+        asked = clock.now()
+        assert use_cases.get_balance(ledger.uow, wallet, asked, clock).posted == 5
+        clock.current = asked - timedelta(seconds=3)  # a writer whose clock lags
+        use_cases.create_transfers(
+            ledger.uow, clock, [move("tr_2", debit(source, 2), credit(wallet, 2))]
+        )
+        clock.current = asked + timedelta(seconds=1)
+        assert use_cases.get_balance(ledger.uow, wallet, asked, clock).posted == 5
+        assert use_cases.get_balance(ledger.uow, wallet, clock.now(), clock).posted == 7
+        assert use_cases.get_transfer(ledger.uow, "tr_2").created_at > asked
+    finally:
+        ledger.close()
