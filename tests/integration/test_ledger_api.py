@@ -613,11 +613,12 @@ def test_an_as_of_answer_past_the_last_entry_stays_the_same_when_later_writers_l
         return funded.GetBalance(request).balance.posted
 
     assert posted_at(asked) == 0
-    # A writer whose clock shows the very instant answered for (or an earlier one).
-    ledger.clock.current = asked - timedelta(seconds=1)  # type: ignore[attr-defined]
+    # A writer whose clock lags behind the instant answered for.
+    clock.current = asked - timedelta(seconds=1)
     funded.CreateTransfer(
         pb.CreateTransferRequest(transfer=movement("tr_late", "acct_alice", "acct_bob", 7))
     )
+    clock.current = asked
     assert posted_at(asked) == 0
     stamp = funded.GetTransfer(pb.GetTransferRequest(transfer_id="tr_late")).transfer.create_time
     assert stamp.ToDatetime(tzinfo=asked.tzinfo) > asked
