@@ -881,6 +881,13 @@ def check_statuses(log: WorkloadLog, findings: Findings) -> None:
                 ),
             )
     findings.note(f"attempts by status: {dict(sorted(codes.items()))}")
+    failures = Counter(
+        f"{a.code} under a {'tight' if a.timeout < NORMAL_TIMEOUT else 'normal'} deadline"
+        for _what, a in log.every_attempt()
+        if a.code in ("INTERNAL", "UNKNOWN")
+    )
+    if failures:
+        findings.note(f"server errors seen by clients: {dict(failures)}")
     slow = [
         (w, a)
         for w, a in log.every_attempt()
@@ -1339,11 +1346,20 @@ def summarize(log: WorkloadLog) -> str:
             "unanswered" if answer is None else "ok" if answer.ok else answer.reason or answer.code
         )
         outcomes[f"{op.kind}:{what}"] += 1
+    first_kill = min((o.killed_at for o in log.outages), default=None)
+    before_kill = sum(
+        1
+        for op in log.ops.values()
+        if op.answer is not None and op.answer.ok and first_kill and op.answer.at < first_kill
+    )
+    across = sum(1 for op in log.ops.values() if any(a.code == "UNAVAILABLE" for a in op.attempts))
     lines = [
         f"{len(log.ops)} transfer ids in {len(log.batches)} batches and single calls; "
         f"{len(log.replays)} replays; {len(log.readings)} as-of readings; "
         f"outages {[round(o.healthy_at - o.killed_at, 2) for o in log.outages]} s",
         "outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items())),
+        f"{before_kill} successes acknowledged before the first kill; {across} ids in flight "
+        "at a kill, retried with the same id",
     ]
     return "\n".join(lines)
 
