@@ -23,12 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 from astra_testkit.ledger_workload.chart import bank_chart
 from astra_testkit.ledger_workload.checks import (
     Delivered,
     check_everything,
+    count_events,
     open_timed_holds,
     summarize,
     unpublished_events,
@@ -56,12 +56,6 @@ pytestmark = pytest.mark.e2e
 LEDGER_BIN = str(Path(sys.executable).parent / "astra-ledger")
 # Down this long between the kill and the restart: clients find nobody there.
 DOWNTIME_SECONDS = 0.5
-
-
-def outbox_size(database_url: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM outbox").fetchone()
-    return int(row[0]) if row else 0
 
 
 def distinct_received(collector: Collector) -> int:
@@ -94,6 +88,7 @@ def test_a_bank_workload_through_a_crash_keeps_every_guarantee(
         },
         log_dir=tmp_path,
     ).start()
+    started = time.monotonic()
     token = CachedToken(service_token)
 
     def crash() -> Outage:
@@ -105,7 +100,6 @@ def test_a_bank_workload_through_a_crash_keeps_every_guarantee(
         return Outage(killed_at, time.time())
 
     relay: ServiceProcess | None = None
-    started = time.monotonic()
     try:
         topic = Topic.create()
         relay = relay_process(database_url, own_emulator.host, topic.id)
@@ -120,7 +114,7 @@ def test_a_bank_workload_through_a_crash_keeps_every_guarantee(
             # A wait that runs out is not a failure of its own: the checks say what is missing.
             eventually(lambda: open_timed_holds(database_url) == 0, 60)
             eventually(lambda: unpublished_events(database_url) == 0, 120)
-            written = outbox_size(database_url)
+            written = count_events(database_url)
             eventually(lambda: distinct_received(collector) >= written, 120)
             delivered = [
                 Delivered(m.attributes, m.data, m.ordering_key) for m in collector.snapshot()

@@ -280,24 +280,26 @@ def load_tables(database_url: str) -> Tables:
     return Tables(journal, entries, accounts, outbox)
 
 
-def count_transfers(database_url: str) -> int:
+def _count(database_url: str, query: str) -> int:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM transfers").fetchone()
+        row = conn.execute(query).fetchone()
     return int(row[0]) if row else 0
+
+
+def count_transfers(database_url: str) -> int:
+    return _count(database_url, "SELECT count(*) FROM transfers")
 
 
 def open_timed_holds(database_url: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM open_holds WHERE expires_at IS NOT NULL"
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return _count(database_url, "SELECT count(*) FROM open_holds WHERE expires_at IS NOT NULL")
+
+
+def count_events(database_url: str) -> int:
+    return _count(database_url, "SELECT count(*) FROM outbox")
 
 
 def unpublished_events(database_url: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()
-    return int(row[0]) if row else 0
+    return _count(database_url, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
 
 
 # --- balances: zero-sum, running sums, limits -------------------------------------------
@@ -560,8 +562,10 @@ def check_journal(tables: Tables, findings: Findings) -> None:
 # --- the clients' knowledge against the journal ------------------------------------------
 
 
-def legit_refusals(op: Op, log: WorkloadLog, tables: Tables) -> Callable[[str], bool]:
-    """Whether a refusal reason is one the ledger may give this op, given what happened."""
+def fair_refusal(op: Op, reason: str, log: WorkloadLog, tables: Tables) -> bool:
+    """Whether ``reason`` is a refusal the ledger may give ``op``, given what happened:
+    the workload's own doing (limits it ran into, races it started), never a lost
+    transfer or account."""
     journal = tables.journal
     me = journal.get(op.id)
     accounts = tables.accounts
@@ -576,12 +580,10 @@ def legit_refusals(op: Op, log: WorkloadLog, tables: Tables) -> Callable[[str], 
             account = accounts.get(account_id)
             if account is None:
                 continue
-            if reason == "INSUFFICIENT_FUNDS" and direction == DEBIT and account.no_overdraft:
-                return True
-            if (
-                reason == "CREDIT_LIMIT_EXCEEDED"
-                and direction == CREDIT
-                and (account.no_excess_credit)
+            debit_limited = direction == DEBIT and account.no_overdraft
+            credit_limited = direction == CREDIT and account.no_excess_credit
+            if (reason == "INSUFFICIENT_FUNDS" and debit_limited) or (
+                reason == "CREDIT_LIMIT_EXCEEDED" and credit_limited
             ):
                 return True
         return False
@@ -638,7 +640,7 @@ def legit_refusals(op: Op, log: WorkloadLog, tables: Tables) -> Callable[[str], 
             return False
         return False
 
-    return legit
+    return legit(reason)
 
 
 def _code_of(reason: str) -> str:
@@ -678,8 +680,7 @@ def check_answers(log: WorkloadLog, tables: Tables, findings: Findings) -> None:
             if row is not None and row.ok:
                 check_content(op, answer, row, log, tables, findings)
             continue
-        legit = legit_refusals(op, log, tables)
-        fair = legit(answer.reason) and (
+        fair = fair_refusal(op, answer.reason, log, tables) and (
             answer.result is not None or answer.code == _code_of(answer.reason)
         )
         if not fair:
