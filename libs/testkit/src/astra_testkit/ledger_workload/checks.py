@@ -925,8 +925,8 @@ def _log_summary(line: str) -> str:
     """A JSON log line as its event, method and the exception's last line."""
     try:
         record = json.loads(line)
-    except ValueError:
-        return re.sub(r"\s+", " ", line)[:300]
+    except ValueError:  # e.g. a line the kill cut short, continued by the next process
+        return "unparsed line: " + re.sub(r"\s+", " ", line)[:300]
     exception = str(record.get("exception", "")).strip().splitlines()
     return (
         f"{record.get('event')} {record.get('method', '')} "
