@@ -75,6 +75,15 @@ def emulator_env(
     return pubsub_emulator
 
 
+@pytest.fixture
+def own_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[PubSubEmulator]:
+    """An emulator for this test alone: it keeps a thread per ordering key of an ordered
+    subscription for good, and thousands of keys should not weigh on the session's."""
+    with PubSubEmulator() as emulator:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+        yield emulator
+
+
 @dataclass
 class Topic:
     """A fresh topic with an ordered subscription for the test to read."""

@@ -86,15 +86,6 @@ def published(outbox: OutboxFeeder) -> int:
     return outbox.total() - outbox.unpublished()
 
 
-@pytest.fixture
-def own_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[PubSubEmulator]:
-    """An emulator for this test alone: it keeps a thread per ordering key of an ordered
-    subscription for good, and thousands of keys should not weigh on the session's."""
-    with PubSubEmulator() as emulator:
-        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
-        yield emulator
-
-
 def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_have_no_effect(
     own_emulator: PubSubEmulator,
     ledger_stub: LedgerServiceStub,
