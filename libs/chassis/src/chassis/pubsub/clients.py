@@ -91,14 +91,20 @@ def ensure_subscription(
     ack_deadline_seconds: int = 30,
     min_redelivery_backoff: timedelta = timedelta(seconds=1),
     max_redelivery_backoff: timedelta = timedelta(seconds=60),
+    retention: timedelta | None = None,
+    expires_after_idle: timedelta | None = None,
 ) -> bool:
     """Create the subscription unless it exists; True when it was created.
 
     Ordering is on by default: one ordering key's messages are delivered one
     after another, in publish order. A nacked message comes back after the
     retry policy's backoff, not at once, so a failing handler does not spin.
+    ``retention`` bounds how long unacknowledged messages are kept (Pub/Sub:
+    10 minutes to 7 days); ``expires_after_idle`` deletes the subscription
+    after that long without a subscriber (at least a day); None keeps Pub/Sub's
+    defaults.
     """
-    request = {
+    request: dict[str, Any] = {
         "name": path,
         "topic": topic,
         "enable_message_ordering": ordering,
@@ -108,6 +114,10 @@ def ensure_subscription(
             "maximum_backoff": max_redelivery_backoff,
         },
     }
+    if retention is not None:
+        request["message_retention_duration"] = retention
+    if expires_after_idle is not None:
+        request["expiration_policy"] = {"ttl": expires_after_idle}
     try:
         subscriber.create_subscription(request=request)
     except gexc.AlreadyExists:
