@@ -94,7 +94,9 @@ class TransferPosted(_message.Message):
     @_builtins.property
     def balances(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Balance]:
         """The balances of every account in `legs`, right after the transfer. Their
-        `as_of` is left unset in events: `occur_time` is that instant.
+        `as_of` is left unset in events: `occur_time` is that instant. Two
+        transfers on one account need not share an ordering key: a consumer keeping
+        balances keeps the one with the highest `version`.
         """
 
     @_builtins.property
