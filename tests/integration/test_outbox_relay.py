@@ -275,3 +275,26 @@ def test_many_aggregates_share_a_bounded_set_of_ordering_keys_each_in_order(
     assert seqs_by_transfer(received) == {t: [1, 2] for t in transfers}
     # A few threads come and go with the streaming pull; one per key would be 2,000.
     assert added_threads <= OUTBOX_LANES + 32, f"the emulator grew by {added_threads} threads"
+
+
+def test_the_subscriptions_consumers_need_exist_before_anything_is_published(
+    ledger_db_url: str, feeder: OutboxFeeder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An emulator of its own: it is restarted empty, as when `make run` restarts it.
+    with PubSubEmulator() as emulator:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+        topic_id = unique("provisioned")
+        consumer = unique("consumer")
+        settings = relay_settings(ledger_db_url, topic_id, subscriptions=f" {consumer} ,")
+        early = feeder.write(["tr_early_1", "tr_early_2"])  # before the relay or topic exist
+        with running_relay(settings):
+            wait_until(lambda: feeder.unpublished() == 0, 60, "the early rows published")
+            with collecting(subscription_path(PROJECT, consumer)) as collector:
+                first = collector.wait_for(2)
+            emulator.restart()  # topics and subscriptions gone
+            late = feeder.write(["tr_late_1", "tr_late_2", "tr_late_3"])
+            wait_until(lambda: feeder.unpublished() == 0, 60, "the late rows published")
+            with collecting(subscription_path(PROJECT, consumer)) as collector:
+                second = collector.wait_for(3)
+    assert {m.attributes[ce.ID] for m in first} == {m.event_id for m in early}
+    assert {m.attributes[ce.ID] for m in second} == {m.event_id for m in late}

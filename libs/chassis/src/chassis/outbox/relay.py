@@ -18,7 +18,11 @@ never has more than ``OUTBOX_LANES`` keys.
 The relay wakes on the writer's NOTIFY (PostgreSQL), with a short fallback
 poll. Whatever fails (Pub/Sub unavailable, the topic gone after an emulator
 restart, the database) is retried with exponential backoff and full jitter;
-rows stay unpublished meanwhile, so nothing is lost or reordered. A crash
+rows stay unpublished meanwhile, so nothing is lost or reordered. When it may
+create its topic (development), it creates the subscriptions consumers need
+(``RELAY_SUBSCRIPTIONS``) with it, before its first publish and again when the
+topic turns out gone: an event published to a topic without its consumers'
+subscriptions would be dropped for them. In production Terraform creates both. A crash
 between a publish and its mark republishes those rows: duplicates, which
 subscribers absorb through their inbox.
 """
@@ -71,7 +75,14 @@ from chassis.outbox.schema import ordering_key_of_lane, outbox_table
 from chassis.outbox.settings import RelaySettings
 from chassis.outbox.writer import notify_channel
 from chassis.pubsub import cloudevents
-from chassis.pubsub.clients import ensure_topic, publisher_api, topic_path
+from chassis.pubsub.clients import (
+    ensure_subscription,
+    ensure_topic,
+    publisher_api,
+    subscriber_client,
+    subscription_path,
+    topic_path,
+)
 
 _log = structlog.get_logger("chassis.relay")
 
@@ -195,6 +206,7 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.topic = topic_path(project, settings.topic_id)
+        self.subscriptions = [subscription_path(project, s) for s in settings.subscription_ids]
         self.source = settings.event_source
         self._create_topic = create_topic
         self._owns_engine = engine is None
@@ -435,8 +447,7 @@ class Relay:
         if slots <= 0 or not lanes:
             return False
         if not self._topic_ready:
-            if ensure_topic(self._publisher, self.topic):
-                _log.info("topic created", topic=self.topic)
+            self._provision()
             self._topic_ready = True
         rows, full = self._fetch(connection, lanes)
         if not rows:
@@ -449,6 +460,20 @@ class Relay:
             future.add_done_callback(self._on_done)
         self.rounds += 1
         return full or cut or len(requests) > slots
+
+    def _provision(self) -> None:
+        """The topic and the subscriptions consumers need, before anything is published."""
+        if ensure_topic(self._publisher, self.topic):
+            _log.info("topic created", topic=self.topic)
+        if not self.subscriptions:
+            return
+        subscriber = subscriber_client()
+        try:
+            for subscription in self.subscriptions:
+                if ensure_subscription(subscriber, subscription, self.topic):
+                    _log.info("subscription created", subscription=subscription, topic=self.topic)
+        finally:
+            subscriber.close()
 
     def _on_done(self, _future: Future[None]) -> None:
         self._wake.set()
