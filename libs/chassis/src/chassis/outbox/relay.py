@@ -75,14 +75,7 @@ from chassis.outbox.schema import ordering_key_of_lane, outbox_table
 from chassis.outbox.settings import RelaySettings
 from chassis.outbox.writer import notify_channel
 from chassis.pubsub import cloudevents
-from chassis.pubsub.clients import (
-    ensure_subscription,
-    ensure_topic,
-    publisher_api,
-    subscriber_client,
-    subscription_path,
-    topic_path,
-)
+from chassis.pubsub.clients import provision, publisher_api, subscription_path, topic_path
 
 _log = structlog.get_logger("chassis.relay")
 
@@ -463,17 +456,8 @@ class Relay:
 
     def _provision(self) -> None:
         """The topic and the subscriptions consumers need, before anything is published."""
-        if ensure_topic(self._publisher, self.topic):
-            _log.info("topic created", topic=self.topic)
-        if not self.subscriptions:
-            return
-        subscriber = subscriber_client()
-        try:
-            for subscription in self.subscriptions:
-                if ensure_subscription(subscriber, subscription, self.topic):
-                    _log.info("subscription created", subscription=subscription, topic=self.topic)
-        finally:
-            subscriber.close()
+        for path in provision(self._publisher, self.topic, self.subscriptions):
+            _log.info("created", path=path, topic=self.topic)
 
     def _on_done(self, _future: Future[None]) -> None:
         self._wake.set()

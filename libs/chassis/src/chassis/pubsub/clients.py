@@ -9,6 +9,7 @@ emulator is back.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -123,6 +124,26 @@ def ensure_subscription(
     except gexc.AlreadyExists:
         return False
     return True
+
+
+def provision(publisher: PublisherApi, topic: str, subscriptions: Sequence[str]) -> list[str]:
+    """Create the topic and its subscriptions (full paths) where missing; the paths created.
+
+    For where services create their own topics (the emulator): the subscriptions
+    consumers need must exist before the first publish, or what is published
+    before them is not delivered to them.
+    """
+    created = [topic] if ensure_topic(publisher, topic) else []
+    if not subscriptions:
+        return created
+    subscriber = subscriber_client()
+    try:
+        for subscription in subscriptions:
+            if ensure_subscription(subscriber, subscription, topic):
+                created.append(subscription)
+    finally:
+        subscriber.close()
+    return created
 
 
 def delete_subscription(subscriber: pubsub_v1.SubscriberClient, path: str) -> None:
