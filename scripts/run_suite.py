@@ -65,6 +65,14 @@ class StopRequested(Exception):
     """Ctrl-C or SIGTERM arrived while the suite was starting."""
 
 
+def next_restart(quick_deaths: int, lived_seconds: float) -> tuple[float, int]:
+    """The pause before starting a process again, and its quick deaths counting this one."""
+    if lived_seconds >= STABLE_AFTER_SECONDS:
+        quick_deaths = 0
+    delay = min(RESTART_FIRST_SECONDS * 2**quick_deaths, RESTART_MAX_SECONDS)
+    return delay, quick_deaths + 1
+
+
 def say(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
@@ -251,7 +259,13 @@ class Suite:
             if child.process is not None and child.process.poll() is not None:
                 self._schedule_restart(child, now)
             elif child.process is None and child.restart_at is not None and now >= child.restart_at:
-                child.spawn()
+                try:
+                    child.spawn()
+                except OSError as error:  # e.g. its program gone: try again later
+                    delay, child.quick_deaths = next_restart(child.quick_deaths, 0.0)
+                    child.restart_at = now + delay
+                    say(f"cannot start {child.name} ({error}); trying again in {delay:.0f}s")
+                    continue
                 child.restarts += 1
                 assert child.process is not None
                 say(f"restarted {child.name:<14} pid {child.process.pid:<7} #{child.restarts}")
@@ -272,10 +286,7 @@ class Suite:
         # A crashed leader may leave children behind in its group (e.g. the server
         # copies of <SERVICE>_PROCESSES): they would hold the port against the restart.
         child.signal_group(signal.SIGKILL)
-        if lived >= STABLE_AFTER_SECONDS:
-            child.quick_deaths = 0
-        delay = min(RESTART_FIRST_SECONDS * 2**child.quick_deaths, RESTART_MAX_SECONDS)
-        child.quick_deaths += 1
+        delay, child.quick_deaths = next_restart(child.quick_deaths, lived)
         child.process = None
         child.restart_at = now + delay
         say(
