@@ -84,6 +84,17 @@ def exit_description(code: int) -> str:
     return f"code {code}"
 
 
+def readable(line: str) -> str:
+    """A JSON log line as its message and traceback (an uncaught exception is one too)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict) or "event" not in record:
+        return line
+    return "\n".join(str(record[key]) for key in ("event", "exception") if key in record)
+
+
 def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -217,7 +228,8 @@ class Suite:
     def run(self, argv: list[str]) -> str:
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise SystemExit(f"{' '.join(argv[:2])} failed:\n{done.stderr[-2000:]}")
+            output = "\n".join(readable(line) for line in (done.stdout + done.stderr).splitlines())
+            raise SystemExit(f"{' '.join(argv[:2])} failed:\n{output[-3000:]}")
         return done.stdout
 
     def wait_until(
