@@ -18,13 +18,15 @@ never has more than ``OUTBOX_LANES`` keys.
 The relay wakes on the writer's NOTIFY (PostgreSQL), with a short fallback
 poll. Whatever fails (Pub/Sub unavailable, the topic gone after an emulator
 restart, the database) is retried with exponential backoff and full jitter;
-rows stay unpublished meanwhile, so nothing is lost or reordered. When it may
-create its topic (development), it creates the subscriptions consumers need
-(``RELAY_SUBSCRIPTIONS``) with it, before its first publish and again when the
-topic turns out gone: an event published to a topic without its consumers'
-subscriptions would be dropped for them. In production Terraform creates both. A crash
+rows stay unpublished meanwhile, so nothing is lost or reordered. A crash
 between a publish and its mark republishes those rows: duplicates, which
 subscribers absorb through their inbox.
+
+Where the relay may create its topic (development), it creates the
+subscriptions consumers need (``RELAY_SUBSCRIPTIONS``) with it, before its
+first publish and again when the topic turns out gone (an emulator restarted
+empty): an event published before its consumers' subscriptions exist is never
+delivered to them. In production Terraform creates both.
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ def ordering_key_of_lane(lane: int) -> str:
     What consumers need in order is one aggregate's events (a payment's
     lifecycle, a customer's KYC changes, a hold and its post or void); an
     aggregate's events all fall in one lane, so they share one key. A key per
-    aggregate would buy nothing more and costs a thread per key in the emulator
-    and an ordering slot per key in every ordered subscriber.
+    aggregate would buy no order anyone needs, and the emulator keeps a thread
+    for every key an ordered subscription has seen.
     """
     return f"lane-{lane:02d}"
 
