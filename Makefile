@@ -65,9 +65,11 @@ bench: venv
 	$(PY) -m bench.run
 
 # Tail a context's events as JSON lines: make events [ARGS="payments --count 5"].
-# Defaults to the ledger's topic on the local emulator that `make run` starts.
+# Defaults to the ledger's topic on the local emulator that `make run` starts
+# (on ASTRA_PUBSUB_EMULATOR_PORT when that moved it).
 events: venv
-	PUBSUB_EMULATOR_HOST=$${PUBSUB_EMULATOR_HOST-127.0.0.1:8085} $(VENV)/bin/astra-events $(or $(ARGS),ledger)
+	PUBSUB_EMULATOR_HOST=$${PUBSUB_EMULATOR_HOST-127.0.0.1:$${ASTRA_PUBSUB_EMULATOR_PORT-8085}} \
+		$(VENV)/bin/astra-events $(or $(ARGS),ledger)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache .mypy_cache .ruff_cache

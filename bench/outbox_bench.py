@@ -36,7 +36,7 @@ from astra_testkit.ports import free_port
 from astra_testkit.processes import ServiceProcess
 from chassis.db.engine import create_db_engine
 from chassis.outbox.relay import OutboxRow, Relay, to_pubsub_message
-from chassis.outbox.schema import outbox_table
+from chassis.outbox.schema import OUTBOX_LANES, lane_of, outbox_table
 from chassis.outbox.settings import RelaySettings
 from chassis.outbox.writer import OutboxMessage, OutboxWriter
 from chassis.pubsub.clients import (
@@ -67,7 +67,7 @@ STEADY_SECONDS = float(os.environ.get("BENCH_OUTBOX_SECONDS", "20"))
 # fresh topic are a cold start (the emulator starts a thread for each ordering key
 # it meets, our processes' first statements are prepared): measured separately.
 WARMUP_SECONDS = 5.0
-# Aggregates the steady load spreads over (see the note on the emulator's threads).
+# Aggregates the steady load spreads over (published under at most OUTBOX_LANES keys).
 LATENCY_KEYS = 500
 
 
@@ -81,7 +81,7 @@ def _event(key: str) -> OutboxMessage:
     message.occur_time.FromDatetime(occurred)
     return OutboxMessage(
         event_type=message.DESCRIPTOR.full_name,
-        ordering_key=key,
+        aggregate_id=key,
         payload=message.SerializeToString(),
         occurred_at=occurred,
     )
@@ -114,8 +114,7 @@ def relay_throughput(env: BenchEnv, section: Section) -> None:
         for start in range(0, BACKLOG, 5000):
             with engine.begin() as connection:
                 writer.write(connection, [_event(f"tr_b{i}") for i in range(start, start + 5000)])
-        # Unordered: the emulator keeps a thread per ordering key of an ordered subscription
-        # for good, and 50,000 keys exhaust it. The relay publishes the same either way.
+        # Nobody reads this topic's messages: the relay publishes the same either way.
         topic_id, _subscription = _topic("relay-throughput", ordering=False)
         settings = RelaySettings(database_url=url, context="ledger", topic=topic_id)
         relay = Relay(settings, project=PROJECT)
@@ -321,8 +320,8 @@ def _row(message: OutboxMessage) -> OutboxRow:
         id=0,
         event_id=message.event_id,
         event_type=message.event_type,
-        ordering_key=message.ordering_key,
-        lane=0,
+        aggregate_id=message.aggregate_id,
+        lane=lane_of(message.aggregate_id),
         payload=message.payload,
         headers=None,
         occurred_at=message.occurred_at,
@@ -410,10 +409,9 @@ def measure(env: BenchEnv) -> Section:
         "(reported apart), then 20 s measured; "
         "relay as its own process woken by NOTIFY; subscriber = chassis EventSubscriber "
         "(ordered streaming pull, inbox insert in PostgreSQL) noting arrival in its handler. "
-        f"Events spread over {LATENCY_KEYS} ordering keys: the emulator (0.8.20) starts a thread "
-        "per ordering key of an ordered subscription and never frees it, so a unique key per "
-        "event would measure the emulator's thread exhaustion. Throughput uses an unordered "
-        "subscription for the same reason; the relay sends ordering keys either way. "
+        f"Events spread over {LATENCY_KEYS} aggregates, published under at most "
+        f"{OUTBOX_LANES} ordering keys (one per outbox lane): the emulator (0.8.20) starts a "
+        "thread per ordering key of an ordered subscription and never frees it. "
         "The emulator delivers to a streaming pull in rounds: its pusher thread sleeps 50 ms "
         "after every round (FakePubsubServer$StreamingPullPusher.run in the 0.8.20 jar), so "
         "0 to 50 ms of every event's latency is the emulator's polling; Pub/Sub itself pushes."

@@ -1,52 +1,45 @@
-"""``make run``: the whole suite on its embedded defaults, until Ctrl-C.
+"""``make run``: the whole suite on its embedded defaults, until Ctrl-C (or SIGTERM).
 
 Starts, in order: the Pub/Sub emulator (when the Cloud SDK has it), identity,
 the ledger, the sandbox bank, payments, and one outbox relay per context. Data
-lives in SQLite files under .data/ (and survives restarts); each process logs
-JSON lines to .data/logs/<name>.log. A development client is registered in
-identity and its secret written to .data/dev-client.json (mode 0600); the
-closing message says how to get a token and call the suite with grpcurl.
+lives in SQLite files under .data/ (``ASTRA_DATA_DIR`` moves it; the files
+survive restarts); each process logs to <data>/logs/<name>.log. A development
+client is registered in identity and its secret written to
+<data>/dev-client.json (mode 0600); the closing message says how to get a token
+and call the suite with grpcurl.
 
-Ports are the services' defaults unless their own variables say otherwise
-(IDENTITY_GRPC_PORT, LEDGER_GRPC_PORT, PAYMENTS_GRPC_PORT, SANDBOX_BANK_PORT);
-ASTRA_PUBSUB_EMULATOR_PORT (8085) moves the emulator.
+Every setting is the services' own: their environment variables override the
+defaults (ports, metrics ports, database URLs: PostgreSQL works too), and the
+banner prints what is in effect. ``ASTRA_PUBSUB_EMULATOR_PORT`` (8085) moves the
+emulator.
+
+Supervision: a process that exits on its own is logged and started again after
+a pause that doubles with every quick death (1 s up to 30 s; back to 1 s once it
+has stayed up 30 s), while the others keep serving. The emulator comes back
+empty: the topics and the subscriptions consumers need are created again before
+anything is published (here, and by the relays, which create them with their
+topic). Each process runs in its own process group (the emulator's launcher
+execs its JVM), and Ctrl-C or SIGTERM stops every group, the emulator's too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / ".data"
-LOGS = DATA / "logs"
 BIN = Path(sys.executable).parent
-
-
-def _port(variable: str, default: int) -> int:
-    return int(os.environ.get(variable, default))
-
-
-IDENTITY_PORT = _port("IDENTITY_GRPC_PORT", 50051)
-LEDGER_PORT = _port("LEDGER_GRPC_PORT", 50052)
-PAYMENTS_PORT = _port("PAYMENTS_GRPC_PORT", 50053)
-BANK_PORT = _port("SANDBOX_BANK_PORT", 8181)
-EMULATOR_PORT = _port("ASTRA_PUBSUB_EMULATOR_PORT", 8085)
-
-# The embedded defaults, written out so the relays read the same files.
-DATABASES = {
-    "identity": os.environ.get("IDENTITY_DATABASE_URL", f"sqlite:///{DATA / 'identity.db'}"),
-    "ledger": os.environ.get("LEDGER_DATABASE_URL", f"sqlite:///{DATA / 'ledger.db'}"),
-    "payments": os.environ.get("PAYMENTS_DATABASE_URL", f"sqlite:///{DATA / 'payments.db'}"),
-}
-KEK_FILE = DATA / "identity.kek"
-DEV_CLIENT_FILE = DATA / "dev-client.json"
+CONTEXTS = ("identity", "ledger", "payments")
 ACCOUNT_JSON = json.dumps(
     {"account": {"id": "acct_demo", "currency": "EUR", "normal_side": "NORMAL_SIDE_CREDIT"}}
 )
@@ -58,97 +51,306 @@ PAYMENTS_SCOPES = [
     "identity.customers.read",
 ]
 
+# Restarts: the first after 1 s, doubling up to 30 s while a process keeps dying
+# young; a process that stayed up 30 s starts again from 1 s.
+RESTART_FIRST_SECONDS = 1.0
+RESTART_MAX_SECONDS = 30.0
+STABLE_AFTER_SECONDS = 30.0
+STOP_GRACE_SECONDS = 20.0
+# Addresses that mean "every interface" when a server binds them.
+WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")  # noqa: S104 (compared against, never bound)
+
+
+class StopRequested(Exception):
+    """Ctrl-C or SIGTERM arrived while the suite was starting."""
+
+
+def next_restart(quick_deaths: int, lived_seconds: float) -> tuple[float, int]:
+    """The pause before starting a process again, and its quick deaths counting this one."""
+    if lived_seconds >= STABLE_AFTER_SECONDS:
+        quick_deaths = 0
+    delay = min(RESTART_FIRST_SECONDS * 2**quick_deaths, RESTART_MAX_SECONDS)
+    return delay, quick_deaths + 1
+
+
+def say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def exit_description(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"code {code}"
+
+
+def readable(line: str) -> str:
+    """A JSON log line as its message and traceback (an uncaught exception is one too)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict) or "event" not in record:
+        return line
+    return "\n".join(str(record[key]) for key in ("event", "exception") if key in record)
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def local(host: str) -> str:
+    """Where to reach a server bound to ``host`` from this machine."""
+    return "127.0.0.1" if host in WILDCARD_HOSTS else host
+
+
+def without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@dataclass
+class Child:
+    """One supervised process: how to start it, and its restart bookkeeping."""
+
+    name: str
+    argv: list[str]
+    env: Mapping[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float | None = None
+    on_start: Callable[[], None] | None = None
+    restarts: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def spawn(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=dict(self.env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own process group: stopping the group stops its children too,
+                # and the terminal's Ctrl-C reaches only this supervisor.
+                start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def signal_group(self, signum: int) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signum)
+
 
 class Suite:
     def __init__(self) -> None:
-        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.env = {
-            **os.environ,
-            "IDENTITY_DATABASE_URL": DATABASES["identity"],
-            "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(KEK_FILE),
-            "LEDGER_DATABASE_URL": DATABASES["ledger"],
-            "LEDGER_IDENTITY_TARGET": f"127.0.0.1:{IDENTITY_PORT}",
-            "PAYMENTS_DATABASE_URL": DATABASES["payments"],
-            "PAYMENTS_LEDGER_TARGET": f"127.0.0.1:{LEDGER_PORT}",
-            "PAYMENTS_IDENTITY_TARGET": f"127.0.0.1:{IDENTITY_PORT}",
-            "PAYMENTS_BANK_URL": f"http://127.0.0.1:{BANK_PORT}",
-            "SANDBOX_BANK_DATABASE": os.environ.get(
-                "SANDBOX_BANK_DATABASE", str(DATA / "sandbox_bank.db")
-            ),
-            "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": os.environ.get(
-                "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS", "2"
-            ),
+        self.data = Path(os.environ.get("ASTRA_DATA_DIR", str(ROOT / ".data"))).resolve()
+        self.logs = self.data / "logs"
+        self.kek_file = self.data / "identity.kek"
+        self.dev_client_file = self.data / "dev-client.json"
+        self.emulator_port = int(os.environ.get("ASTRA_PUBSUB_EMULATOR_PORT", "8085"))
+        self.children: list[Child] = []
+        self.stopping = False
+        self.pubsub = False
+        # Set when the emulator (re)started: its topics and subscriptions are due.
+        self.provision_due = False
+        self._configure_environment()
+
+    # --- configuration: the services' own settings, from one environment ---------
+
+    def _configure_environment(self) -> None:
+        """The embedded defaults where the environment says nothing; then what is in effect.
+
+        The environment is this process's and every child's, so the settings read
+        here are the ones the services will read.
+        """
+        defaults = {
+            "IDENTITY_DATABASE_URL": f"sqlite:///{self.data / 'identity.db'}",
+            "LEDGER_DATABASE_URL": f"sqlite:///{self.data / 'ledger.db'}",
+            "PAYMENTS_DATABASE_URL": f"sqlite:///{self.data / 'payments.db'}",
+            "SANDBOX_BANK_DATABASE": str(self.data / "sandbox_bank.db"),
+            "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "2",
+            "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(self.kek_file),
         }
+        for name, value in defaults.items():
+            os.environ.setdefault(name, value)
+        from identity.config import IdentitySettings
+        from ledger.config import LedgerSettings
+        from payments.config import PaymentsSettings
+        from sandbox_bank.config import BankSettings
+
+        self.identity = IdentitySettings()
+        self.ledger = LedgerSettings()
+        self.bank = BankSettings()
+        identity_target = f"{local(self.identity.grpc_host)}:{self.identity.grpc_port}"
+        ledger_target = f"{local(self.ledger.grpc_host)}:{self.ledger.grpc_port}"
+        os.environ.setdefault("LEDGER_IDENTITY_TARGET", identity_target)
+        os.environ.setdefault("PAYMENTS_IDENTITY_TARGET", identity_target)
+        os.environ.setdefault("PAYMENTS_LEDGER_TARGET", ledger_target)
+        os.environ.setdefault(
+            "PAYMENTS_BANK_URL", f"http://{local(self.bank.host)}:{self.bank.port}"
+        )
+        self.payments = PaymentsSettings()
+        for name, settings in (
+            ("identity", self.identity),
+            ("ledger", self.ledger),
+            ("payments", self.payments),
+        ):
+            if settings.grpc_port == 0:
+                raise SystemExit(f"{name.upper()}_GRPC_PORT=0: make run needs fixed ports")
+
+    def database_url(self, context: str) -> str:
+        settings = {"identity": self.identity, "ledger": self.ledger, "payments": self.payments}
+        return settings[context].database_url
 
     # --- processes -------------------------------------------------------------
 
-    def start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
-        log = (LOGS / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env={**self.env, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group: stopping it stops its children too
-        )
-        self.processes.append((name, process))
-        print(f"  started {name:<16} pid {process.pid:<7} log .data/logs/{name}.log")
+    def add(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Child:
+        child = Child(name, argv, {**os.environ, **(env or {})}, self.logs / f"{name}.log")
+        self.children.append(child)
+        child.spawn()
+        assert child.process is not None
+        say(f"started {name:<16} pid {child.process.pid:<7} log {child.log}")
+        return child
 
-    def run(self, argv: list[str], env: Mapping[str, str] | None = None) -> str:
-        done = subprocess.run(
-            argv, cwd=ROOT, env={**self.env, **(env or {})}, capture_output=True, text=True
-        )
+    def run(self, argv: list[str]) -> str:
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise SystemExit(f"{' '.join(argv[:2])} failed:\n{done.stderr[-2000:]}")
+            output = "\n".join(readable(line) for line in (done.stdout + done.stderr).splitlines())
+            raise SystemExit(f"{' '.join(argv[:2])} failed:\n{output[-3000:]}")
         return done.stdout
 
-    def wait_healthy(self, name: str, port: int, timeout: float = 60.0) -> None:
+    def wait_until(
+        self, child: Child, ready: Callable[[], bool], what: str, timeout: float = 60.0
+    ) -> None:
+        """Wait for ``ready`` during start-up; a process that dies now stops the suite."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.stopping:
+                raise StopRequested
+            if not child.alive:
+                raise SystemExit(f"{child.name} exited while starting; see {child.log}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{child.name} not {what} after {timeout:.0f}s; see {child.log}")
+            time.sleep(0.2)
+
+    def grpc_serving(self, host: str, port: int) -> Callable[[], bool]:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        deadline = time.monotonic() + timeout
-        process = dict(self.processes)[name]
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                if process.poll() is not None:
-                    raise SystemExit(f"{name} exited; see .data/logs/{name}.log")
+        def check() -> bool:
+            with grpc.insecure_channel(f"{local(host)}:{port}") as channel:
                 try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
                 except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{name} not healthy after {timeout:.0f}s; see its log")
-                time.sleep(0.2)
+                    return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-    def wait_http(self, name: str, port: int, timeout: float = 30.0) -> None:
-        import socket
+        return check
 
-        deadline = time.monotonic() + timeout
-        while True:
+    # --- supervision -------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """One look at every process: note the dead, start those whose pause is over."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is not None and child.process.poll() is not None:
+                self._schedule_restart(child, now)
+            elif child.process is None and child.restart_at is not None and now >= child.restart_at:
+                try:
+                    child.spawn()
+                except OSError as error:  # e.g. its program gone: try again later
+                    delay, child.quick_deaths = next_restart(child.quick_deaths, 0.0)
+                    child.restart_at = now + delay
+                    say(f"cannot start {child.name} ({error}); trying again in {delay:.0f}s")
+                    continue
+                child.restarts += 1
+                assert child.process is not None
+                say(f"restarted {child.name:<14} pid {child.process.pid:<7} #{child.restarts}")
+                if child.on_start is not None:
+                    child.on_start()
+        if self.provision_due and port_open("127.0.0.1", self.emulator_port):
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{name} not listening on {port}; see its log") from None
-                time.sleep(0.2)
+                self.provision()
+            except Exception as error:  # the emulator may still be warming up: next round
+                say(f"provisioning Pub/Sub failed ({type(error).__name__}); trying again")
+            else:
+                self.provision_due = False
+
+    def _schedule_restart(self, child: Child, now: float) -> None:
+        assert child.process is not None
+        code = child.process.returncode
+        lived = now - child.started_at
+        # A crashed leader may leave children behind in its group (e.g. the server
+        # copies of <SERVICE>_PROCESSES): they would hold the port against the restart.
+        child.signal_group(signal.SIGKILL)
+        delay, child.quick_deaths = next_restart(child.quick_deaths, lived)
+        child.process = None
+        child.restart_at = now + delay
+        say(
+            f"{child.name} exited with {exit_description(code)} after {lived:.1f}s; "
+            f"restarting in {delay:.0f}s (see {child.log})"
+        )
 
     def stop(self) -> None:
-        for _name, process in reversed(self.processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for name, process in reversed(self.processes):
+        self.stopping = True
+        started = [c for c in reversed(self.children) if c.process is not None]
+        for child in started:
+            if child.alive:
+                child.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in started:
+            assert child.process is not None
             try:
-                process.wait(timeout=20)
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-            print(f"  stopped {name}")
+                say(f"{child.name} did not stop in time; killing it")
+            # Whatever is left of its group (the leader gone or not) goes now.
+            child.signal_group(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=5)
+            say(f"stopped {child.name}")
 
-    # --- the suite --------------------------------------------------------------
+    # --- Pub/Sub ------------------------------------------------------------------
+
+    def subscriptions_by_context(self) -> dict[str, list[str]]:
+        """The subscriptions consumers in the suite need, by the producing context's topic."""
+        needed: dict[str, list[str]] = {context: [] for context in CONTEXTS}
+        if self.payments.kyc_subscriber_enabled:
+            needed["identity"].append(self.payments.kyc_subscription)
+        return needed
+
+    def provision(self) -> None:
+        from chassis.config import PubSubSettings
+        from chassis.pubsub.clients import (
+            context_topic,
+            provision,
+            publisher_api,
+            subscription_path,
+            topic_path,
+        )
+
+        project = PubSubSettings().project
+        publisher = publisher_api()
+        for context, subscriptions in self.subscriptions_by_context().items():
+            topic = topic_path(project, context_topic(context))
+            paths = [subscription_path(project, s) for s in subscriptions]
+            for created in provision(publisher, topic, paths):
+                say(f"created {created}")
 
     def emulator_launcher(self) -> Path | None:
         sys.path.insert(0, str(ROOT / "libs" / "testkit" / "src"))
@@ -159,36 +361,55 @@ class Suite:
         except EmulatorUnavailable:
             return None
 
+    def start_emulator(self, launcher: Path) -> Child:
+        emulator_data = self.data / "pubsub"
+        emulator_data.mkdir(exist_ok=True)
+        os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{self.emulator_port}"
+        # The launcher execs its JVM: the pid (and group) is the emulator's own.
+        child = self.add(
+            "pubsub-emulator",
+            [str(launcher), "--host=127.0.0.1", f"--port={self.emulator_port}"],
+        )
+        child.on_start = self._emulator_restarted
+        return child
+
+    def _emulator_restarted(self) -> None:
+        # It comes back empty; the relays also recreate what they need before publishing.
+        self.provision_due = True
+
+    # --- the suite --------------------------------------------------------------
+
     def up(self) -> None:
-        DATA.mkdir(exist_ok=True)
-        LOGS.mkdir(exist_ok=True)
-        print("Astra suite (embedded defaults: SQLite under .data/)")
+        """Start everything, each part as soon as what it needs is there.
+
+        The ledger and the bank need nothing at start (the ledger fetches
+        identity's keys at its first call), so they start while identity's
+        database and clients are prepared; payments needs its client and starts
+        last among the servers; the relays start once their topics exist.
+        """
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        say(f"Astra suite, data in {self.data}")
 
         launcher = self.emulator_launcher()
-        pubsub = launcher is not None
-        if pubsub:
-            emulator_data = DATA / "pubsub"
-            emulator_data.mkdir(exist_ok=True)
-            self.start(
-                "pubsub-emulator",
-                [str(launcher), "--host=127.0.0.1", f"--port={EMULATOR_PORT}"],
+        self.pubsub = launcher is not None
+        emulator = self.start_emulator(launcher) if launcher is not None else None
+        if emulator is None:
+            say(
+                "no Pub/Sub emulator found: events stay in the outbox tables; "
+                "payments asks identity for KYC instead of following its events"
             )
-            self.env["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{EMULATOR_PORT}"
-            self.wait_http("pubsub-emulator", EMULATOR_PORT, timeout=60)
-        else:
-            print(
-                "  (no Pub/Sub emulator found: events stay in the outbox tables; "
-                "payments asks identity for KYC instead of following its events)"
-            )
-            self.env["PAYMENTS_KYC_SUBSCRIBER_ENABLED"] = "false"
+            os.environ["PAYMENTS_KYC_SUBSCRIBER_ENABLED"] = "false"
+        ledger = self.add("ledger", [str(BIN / "astra-ledger"), "serve"])
+        bank = self.add("sandbox-bank", [str(BIN / "astra-sandbox-bank")])
 
-        identity = str(BIN / "astra-identity")
-        self.run([identity, "generate-kek", "--out", str(KEK_FILE), "--if-missing"])
-        self.run([identity, "migrate"])
+        identity_cli = str(BIN / "astra-identity")
+        self.run([identity_cli, "generate-kek", "--out", str(self.kek_file), "--if-missing"])
+        self.run([identity_cli, "migrate"])
         dev = json.loads(
             self.run(
                 [
-                    identity,
+                    identity_cli,
                     "register-client",
                     "cli_dev",
                     "--name",
@@ -201,7 +422,7 @@ class Suite:
         payments_client = json.loads(
             self.run(
                 [
-                    identity,
+                    identity_cli,
                     "register-client",
                     "cli_payments",
                     "--name",
@@ -211,16 +432,19 @@ class Suite:
                 ]
             )
         )
-        DEV_CLIENT_FILE.write_text(json.dumps(dev, indent=2))
-        DEV_CLIENT_FILE.chmod(0o600)
+        self.dev_client_file.write_text(json.dumps(dev, indent=2))
+        self.dev_client_file.chmod(0o600)
+        identity = self.add("identity", [identity_cli, "serve"])
 
-        self.start("identity", [identity, "serve"])
-        self.wait_healthy("identity", IDENTITY_PORT)
-        self.start("ledger", [str(BIN / "astra-ledger"), "serve"])
-        self.wait_healthy("ledger", LEDGER_PORT)
-        self.start("sandbox-bank", [str(BIN / "astra-sandbox-bank")])
-        self.wait_http("sandbox-bank", BANK_PORT)
-        self.start(
+        if emulator is not None:
+            emulator_up = partial(port_open, "127.0.0.1", self.emulator_port)
+            self.wait_until(emulator, emulator_up, "listening")
+            self.provision()
+        bank_address = (local(self.bank.host), self.bank.port)
+        self.wait_until(bank, partial(port_open, *bank_address), "listening")
+        for child, settings in ((identity, self.identity), (ledger, self.ledger)):
+            self.wait_until(child, self.grpc_serving(settings.grpc_host, settings.grpc_port), "up")
+        payments = self.add(
             "payments",
             [str(BIN / "astra-payments"), "serve"],
             {
@@ -228,66 +452,88 @@ class Suite:
                 "PAYMENTS_CLIENT_SECRET": payments_client["client_secret"],
             },
         )
-        self.wait_healthy("payments", PAYMENTS_PORT)
-        if pubsub:
-            for context in ("identity", "ledger", "payments"):
-                self.start(
+        payments_up = self.grpc_serving(self.payments.grpc_host, self.payments.grpc_port)
+        self.wait_until(payments, payments_up, "up")
+        if emulator is not None:
+            needed = self.subscriptions_by_context()
+            for context in CONTEXTS:
+                self.add(
                     f"relay-{context}",
                     [str(BIN / "astra-relay"), "run"],
-                    {"RELAY_CONTEXT": context, "RELAY_DATABASE_URL": DATABASES[context]},
+                    {
+                        "RELAY_CONTEXT": context,
+                        "RELAY_DATABASE_URL": self.database_url(context),
+                        "RELAY_SUBSCRIPTIONS": ",".join(needed[context]),
+                    },
                 )
-        self.banner(dev, pubsub)
+        self.banner(dev)
 
-    def banner(self, dev: Mapping[str, str], pubsub: bool) -> None:
+    def banner(self, dev: Mapping[str, str]) -> None:
         grpcurl = BIN / "grpcurl"
-        print(f"""
-Running. Endpoints (gRPC with server reflection; health: grpc.health.v1.Health):
-  identity  127.0.0.1:{IDENTITY_PORT}   astra.identity.v1.IdentityService   metrics :9101/metrics
-  ledger    127.0.0.1:{LEDGER_PORT}   astra.ledger.v1.LedgerService       metrics :9102/metrics
-  payments  127.0.0.1:{PAYMENTS_PORT}   astra.payments.v1.PaymentsService   metrics :9103/metrics
-  sandbox bank  http://127.0.0.1:{BANK_PORT}/v1   (faults: PUT /admin/faults)""")
-        if pubsub:
-            print(
-                f"  Pub/Sub emulator 127.0.0.1:{EMULATOR_PORT}; relays publish to "
+
+        def metrics(port: int, host: str) -> str:
+            return f"http://{local(host)}:{port}/metrics" if port else "off"
+
+        lines = ["", "Running. Endpoints (gRPC with reflection; health: grpc.health.v1.Health):"]
+        for name, settings, service in (
+            ("identity", self.identity, "astra.identity.v1.IdentityService"),
+            ("ledger", self.ledger, "astra.ledger.v1.LedgerService"),
+            ("payments", self.payments, "astra.payments.v1.PaymentsService"),
+        ):
+            lines += [
+                f"  {name:<9} {settings.grpc_host}:{settings.grpc_port}  {service}",
+                f"            metrics {metrics(settings.metrics_port, settings.grpc_host)}",
+                f"            database {without_password(settings.database_url)}",
+            ]
+        lines.append(
+            f"  sandbox bank  http://{self.bank.host}:{self.bank.port}/v1  "
+            f"(faults: PUT /admin/faults), database {self.bank.database}"
+        )
+        if self.pubsub:
+            lines.append(
+                f"  Pub/Sub emulator 127.0.0.1:{self.emulator_port}; relays publish to "
                 "astra-<context>-events; `make events` tails the ledger's"
             )
+        lines.append(f"  logs in {self.logs}")
+        identity_target = f"{local(self.identity.grpc_host)}:{self.identity.grpc_port}"
+        ledger_target = f"{local(self.ledger.grpc_host)}:{self.ledger.grpc_port}"
         print(
-            f"""
-Development client: {dev["client_id"]} (secret in {DEV_CLIENT_FILE.relative_to(ROOT)}, mode 0600)
+            "\n".join(lines)
+            + f"""
+
+Development client: {dev["client_id"]} (secret in {self.dev_client_file}, mode 0600)
 
 A first grpcurl session:
-  {grpcurl} -plaintext 127.0.0.1:{LEDGER_PORT} list
-  TOKEN=$({grpcurl} -plaintext -d "$(cat .data/dev-client.json)" \\
-      127.0.0.1:{IDENTITY_PORT} astra.identity.v1.IdentityService/IssueToken \\
+  {grpcurl} -plaintext {ledger_target} list
+  TOKEN=$({grpcurl} -plaintext -d "$(cat {self.dev_client_file})" \\
+      {identity_target} astra.identity.v1.IdentityService/IssueToken \\
       | {sys.executable} -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" \\
       -d '{ACCOUNT_JSON}' \\
-      127.0.0.1:{LEDGER_PORT} astra.ledger.v1.LedgerService/OpenAccount
+      {ledger_target} astra.ledger.v1.LedgerService/OpenAccount
 
-Ctrl-C stops everything.""",
+A process that exits is started again; Ctrl-C stops everything.""",
             flush=True,
         )
 
 
 def main() -> None:
     suite = Suite()
-    stop = {"requested": False}
 
     def request_stop(_signum: int, _frame: object) -> None:
-        stop["requested"] = True
+        suite.stopping = True
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
         suite.up()
-        while not stop["requested"]:
-            for name, process in suite.processes:
-                if process.poll() is not None:
-                    print(f"{name} exited with {process.returncode}; see .data/logs/{name}.log")
-                    stop["requested"] = True
-            time.sleep(0.5)
+        while not suite.stopping:
+            suite.supervise()
+            time.sleep(0.2)
+    except StopRequested:
+        pass
     finally:
-        print("\nstopping...")
+        say("stopping...")
         suite.stop()
 
 

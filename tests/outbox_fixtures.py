@@ -177,13 +177,13 @@ def collecting(subscription: str) -> Iterator[Collector]:
 
 
 def posted_event(transfer_id: str, sequence: int) -> OutboxMessage:
-    """A TransferPosted outbox row whose metadata carries its place in the key's sequence."""
+    """A TransferPosted outbox row whose metadata carries its place in its transfer's sequence."""
     occurred = datetime.now(UTC)
     message = ev.TransferPosted(transfer_id=transfer_id, metadata={"seq": str(sequence)})
     message.occur_time.FromDatetime(occurred)
     return OutboxMessage(
         event_type=message.DESCRIPTOR.full_name,
-        ordering_key=transfer_id,
+        aggregate_id=transfer_id,
         payload=message.SerializeToString(),
         occurred_at=occurred,
     )
@@ -297,9 +297,9 @@ def relay_process(
 
 
 class CountingStore:
-    """A subscriber's own database: per-key counters (the effect) and the inbox tables.
+    """A subscriber's own database: per-transfer counters (the effect) and the inbox tables.
 
-    Each applied event adds one to its key's counter in the handler's
+    Each applied event adds one to its transfer's counter in the handler's
     transaction, so a duplicate that slipped past the inbox would show as 2.
     """
 
@@ -321,10 +321,10 @@ class CountingStore:
         metadata.create_all(self.engine)
 
     def count_posted(self, event: ReceivedEvent[Any], connection: Connection) -> None:
-        # Test feeds number each key's events; a ledger transfer has one event per key.
+        # Test feeds number each transfer's events (in real life a transfer has one).
         sequence = int(event.message.metadata.get("seq", "1"))
         statement = pg_insert(self.counters).values(
-            key=event.ordering_key,
+            key=event.message.transfer_id,
             applied=1,
             last_seq=sequence,
             out_of_order=0 if sequence == 1 else 1,
@@ -335,7 +335,7 @@ class CountingStore:
                 set_={
                     "applied": self.counters.c.applied + 1,
                     "last_seq": statement.excluded.last_seq,
-                    # Events of one key must come in sequence: 1, 2, 3...
+                    # Events of one transfer must come in sequence: 1, 2, 3...
                     "out_of_order": self.counters.c.out_of_order
                     + text("CASE WHEN excluded.last_seq = counters.last_seq + 1 THEN 0 ELSE 1 END"),
                 },

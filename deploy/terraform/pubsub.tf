@@ -53,7 +53,8 @@ resource "google_pubsub_subscription" "events" {
   topic                      = google_pubsub_topic.events[each.value.producer].id
   ack_deadline_seconds       = var.ack_deadline_seconds
   message_retention_duration = var.message_retention
-  # Events of one aggregate carry one ordering key: they arrive in order.
+  # Events of one aggregate share an ordering key (one of 64 per topic, see the
+  # README's Events): they arrive in order.
   enable_message_ordering = true
 
   retry_policy {

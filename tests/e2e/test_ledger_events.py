@@ -18,6 +18,7 @@ from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.waiting import wait_until
+from chassis.outbox.schema import lane_of, ordering_key_of_lane
 from chassis.pubsub import cloudevents as ce
 
 from tests.outbox_fixtures import (
@@ -93,7 +94,8 @@ def test_a_transfer_posted_over_grpc_arrives_as_a_decoded_event(
     by_type = {m.attributes[ce.TYPE]: m for m in received}
     assert set(by_type) == {"astra.ledger.v1.AccountOpened", "astra.ledger.v1.TransferPosted"}
     message = by_type["astra.ledger.v1.TransferPosted"]
-    assert message.ordering_key == "tr_e2e_1"
+    assert message.attributes[ce.SUBJECT] == "tr_e2e_1"
+    assert message.ordering_key == ordering_key_of_lane(lane_of("tr_e2e_1"))
     attributes = message.attributes
     assert attributes[ce.SOURCE] == "//astra.ledger"
     assert attributes[ce.SPECVERSION] == "1.0"
@@ -110,7 +112,7 @@ def test_a_transfer_posted_over_grpc_arrives_as_a_decoded_event(
     assert dict(event.metadata) == {"invoice": "inv-42"}
     assert attributes[ce.TIME] == ce.format_time(event.occur_time.ToDatetime())
     openings = [m for m in received if m.attributes[ce.TYPE].endswith("AccountOpened")]
-    assert sorted(m.ordering_key for m in openings) == ["acct_payee", "acct_payer"]
+    assert sorted(m.attributes[ce.SUBJECT] for m in openings) == ["acct_payee", "acct_payer"]
 
     # The tail tool printed the same three events, decoded, one JSON object per line.
     lines = [json.loads(line) for line in tail.logs().splitlines() if line.startswith("{")]
@@ -119,6 +121,7 @@ def test_a_transfer_posted_over_grpc_arrives_as_a_decoded_event(
     posted = printed["astra.ledger.v1.TransferPosted"]
     assert posted["event"]["transfer_id"] == "tr_e2e_1"
     assert posted["event"]["metadata"] == {"invoice": "inv-42"}
-    assert posted["ordering_key"] == "tr_e2e_1"
+    assert posted["subject"] == "tr_e2e_1"
+    assert posted["ordering_key"] == message.ordering_key
     assert posted["attributes"][ce.ID] == attributes[ce.ID]
     assert posted["id"] == attributes[ce.ID]

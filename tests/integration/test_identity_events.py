@@ -7,6 +7,8 @@ from astra.identity.v1 import events_pb2 as ev
 from astra.identity.v1 import identity_pb2 as pb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from chassis.outbox.schema import lane_of, ordering_key_of_lane
+from chassis.pubsub import cloudevents as ce
 from chassis.pubsub.registry import decode
 
 from tests.outbox_fixtures import Topic, collecting, relay_settings, running_relay
@@ -53,7 +55,8 @@ def test_kyc_events_arrive_on_pubsub_in_order_per_customer(
         assert message.attributes["ce-specversion"] == "1.0"
         assert message.attributes["content-type"] == "application/protobuf"
         event = decode(message.attributes["ce-type"], message.data)
-        by_customer.setdefault(message.ordering_key, []).append(
+        assert message.ordering_key == ordering_key_of_lane(lane_of(message.attributes[ce.SUBJECT]))
+        by_customer.setdefault(message.attributes[ce.SUBJECT], []).append(
             (message.attributes["ce-type"], event)
         )
     assert set(by_customer) == {"cus_ev_a", "cus_ev_b"}

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
+from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.waiting import wait_until
 from chassis.outbox.relay import OutboxLag, Relay
-from chassis.outbox.schema import OUTBOX_LANES, lane_of
+from chassis.outbox.schema import OUTBOX_LANES, lane_of, ordering_key_of_lane
 from chassis.pubsub import cloudevents as ce
 from chassis.pubsub.clients import (
     ensure_subscription,
@@ -47,11 +48,14 @@ def feeder(ledger_db_url: str) -> Iterator[OutboxFeeder]:
     feeder.close()
 
 
-def seqs_by_key(received: list[Received]) -> dict[str, list[int]]:
+def seqs_by_transfer(received: list[Received]) -> dict[str, list[int]]:
+    """Each transfer's sequence numbers in the order they arrived (``ce-subject`` names it)."""
     seen: dict[str, list[int]] = defaultdict(list)
     for message in received:
         event = ev.TransferPosted.FromString(message.data)
-        seen[message.ordering_key].append(int(event.metadata["seq"]))
+        assert message.attributes[ce.SUBJECT] == event.transfer_id
+        assert message.ordering_key == ordering_key_of_lane(lane_of(event.transfer_id))
+        seen[event.transfer_id].append(int(event.metadata["seq"]))
     return dict(seen)
 
 
@@ -62,7 +66,7 @@ def test_publishes_each_row_as_a_cloudevent_and_marks_it_published(
     traced = posted_event("tr_traced", 1)
     traced = type(traced)(
         event_type=traced.event_type,
-        ordering_key=traced.ordering_key,
+        aggregate_id=traced.aggregate_id,
         payload=traced.payload,
         occurred_at=traced.occurred_at,
         headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
@@ -82,7 +86,8 @@ def test_publishes_each_row_as_a_cloudevent_and_marks_it_published(
     assert set(by_id) == {w.event_id for w in written}
     for row in written:
         message = by_id[row.event_id]
-        assert message.ordering_key == row.ordering_key
+        assert message.ordering_key == ordering_key_of_lane(lane_of(row.aggregate_id))
+        assert message.attributes[ce.SUBJECT] == row.aggregate_id
         assert message.data == row.payload
         assert message.attributes[ce.TYPE] == "astra.ledger.v1.TransferPosted"
         assert message.attributes[ce.SOURCE] == "//astra.ledger"
@@ -90,7 +95,7 @@ def test_publishes_each_row_as_a_cloudevent_and_marks_it_published(
         assert message.attributes[ce.CONTENT_TYPE] == "application/protobuf"
         assert message.attributes[ce.TIME] == ce.format_time(row.occurred_at)
         decoded = ev.TransferPosted.FromString(message.data)
-        assert decoded.transfer_id == row.ordering_key
+        assert decoded.transfer_id == row.aggregate_id
     assert by_id[traced.event_id].attributes["traceparent"].startswith("00-0af7651916cd43dd")
     assert feeder.total() == 3
 
@@ -150,7 +155,7 @@ def test_two_relays_split_the_lanes_and_keep_each_aggregates_order(
         wait_until(lambda: feeder.unpublished() == 0, 30, "every row marked published")
         published = (first.published_total, second.published_total)
 
-    assert seqs_by_key(received) == {key: list(range(1, per_key + 1)) for key in keys}
+    assert seqs_by_transfer(received) == {key: list(range(1, per_key + 1)) for key in keys}
     assert sum(published) == len(keys) * per_key
     lanes_used = {lane_of(k) for k in keys}
     assert len(lanes_used) > 1
@@ -240,8 +245,56 @@ def test_on_sqlite_one_relay_owns_every_lane_and_another_waits(
             wait_until(lambda: feeder.unpublished() == 0, 30, "rows marked published")
     finally:
         feeder.close()
-    assert [m.attributes[ce.ID] for m in received if m.ordering_key == "tr_sqlite_a"] == [
+    assert [m.attributes[ce.ID] for m in received if m.attributes[ce.SUBJECT] == "tr_sqlite_a"] == [
         written[0].event_id,
         written[2].event_id,
     ]
     assert json.loads(json.dumps(received[0].attributes))[ce.SOURCE] == "//astra.ledger"
+
+
+def test_many_aggregates_share_a_bounded_set_of_ordering_keys_each_in_order(
+    emulator_env: PubSubEmulator, ledger_db_url: str, feeder: OutboxFeeder
+) -> None:
+    # One ordering key per transfer took the emulator to ~14,000 threads under load:
+    # it keeps a thread per key of an ordered subscription for good.
+    topic = Topic.create()
+    transfers = [f"tr_many_{i}" for i in range(2000)]
+    threads_before = emulator_env.thread_count()
+    with collecting(topic.subscription) as collector:
+        for start in range(0, len(transfers), 500):
+            feeder.write(transfers[start : start + 500])
+        feeder.write(list(reversed(transfers)))  # each transfer's second event
+        with running_relay(relay_settings(ledger_db_url, topic.id)):
+            received = collector.wait_for(2 * len(transfers), timeout=120)
+    keys = {m.ordering_key for m in received}
+    added_threads = emulator_env.thread_count() - threads_before
+
+    assert len(received) == 2 * len(transfers)
+    assert len(keys) <= OUTBOX_LANES, f"{len(keys)} ordering keys for {len(transfers)} transfers"
+    assert keys <= {ordering_key_of_lane(lane) for lane in range(OUTBOX_LANES)}
+    assert seqs_by_transfer(received) == {t: [1, 2] for t in transfers}
+    # A few threads come and go with the streaming pull; one per key would be 2,000.
+    assert added_threads <= OUTBOX_LANES + 32, f"the emulator grew by {added_threads} threads"
+
+
+def test_the_subscriptions_consumers_need_exist_before_anything_is_published(
+    ledger_db_url: str, feeder: OutboxFeeder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An emulator of its own: it is restarted empty, as when `make run` restarts it.
+    with PubSubEmulator() as emulator:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+        topic_id = unique("provisioned")
+        consumer = unique("consumer")
+        settings = relay_settings(ledger_db_url, topic_id, subscriptions=f" {consumer} ,")
+        early = feeder.write(["tr_early_1", "tr_early_2"])  # before the relay or topic exist
+        with running_relay(settings):
+            wait_until(lambda: feeder.unpublished() == 0, 60, "the early rows published")
+            with collecting(subscription_path(PROJECT, consumer)) as collector:
+                first = collector.wait_for(2)
+            emulator.restart()  # topics and subscriptions gone
+            late = feeder.write(["tr_late_1", "tr_late_2", "tr_late_3"])
+            wait_until(lambda: feeder.unpublished() == 0, 60, "the late rows published")
+            with collecting(subscription_path(PROJECT, consumer)) as collector:
+                second = collector.wait_for(3)
+    assert {m.attributes[ce.ID] for m in first} == {m.event_id for m in early}
+    assert {m.attributes[ce.ID] for m in second} == {m.event_id for m in late}

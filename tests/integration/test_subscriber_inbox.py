@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
 from astra_testkit.waiting import wait_until
+from chassis.outbox.schema import lane_of, ordering_key_of_lane
 from chassis.pubsub import cloudevents as ce
 from chassis.pubsub.clients import publisher_api
 from chassis.pubsub.subscriber import (
@@ -88,7 +89,7 @@ def test_a_handler_that_always_fails_ends_on_the_dead_letter_path(
     poisoned = "tr_poison"
 
     def handler(event: ReceivedEvent[Any], connection: Connection) -> None:
-        if event.ordering_key == poisoned and event.message.metadata["seq"] == "2":
+        if event.subject == poisoned and event.message.metadata["seq"] == "2":
             raise ValueError("cannot apply this one")
         counting_store.count_posted(event, connection)
 
@@ -118,7 +119,8 @@ def test_a_handler_that_always_fails_ends_on_the_dead_letter_path(
     assert letter["reason"] == "HANDLER_FAILED"
     assert letter["attempts"] == 3
     assert "ValueError: cannot apply this one" in letter["error"]
-    assert letter["ordering_key"] == poisoned
+    assert letter["ordering_key"] == ordering_key_of_lane(lane_of(poisoned))
+    assert json.loads(letter["attributes"])[ce.SUBJECT] == poisoned
     assert ev.TransferPosted.FromString(letter["data"]).metadata["seq"] == "2"
     assert json.loads(letter["attributes"])[ce.TYPE] == "astra.ledger.v1.TransferPosted"
     assert subscriber.counts()[Outcome.RETRY] == 2

@@ -6,6 +6,7 @@ test fails and says so, it does not skip.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from functools import cache
@@ -184,3 +185,27 @@ def test_metrics_are_announced_for_scraping(manifests: tuple[Manifest, ...]) -> 
             for p in deployments[name]["spec"]["template"]["spec"]["containers"][0]["ports"]
         }
         assert ports["metrics"] == metrics_port
+
+
+def test_payments_follows_identity_through_the_subscription_terraform_declares(
+    manifests: tuple[Manifest, ...],
+) -> None:
+    variables = (ROOT / "deploy" / "terraform" / "variables.tf").read_text()
+    declared = {
+        name: (consumer, producer)
+        for name, consumer, producer in re.findall(
+            r'"([a-z0-9-]+)"\s*=\s*\{\s*consumer\s*=\s*"(\w+)",\s*producer\s*=\s*"(\w+)"\s*\}',
+            variables,
+        )
+    }
+    config = next(
+        m["data"]
+        for name, m in of_kind(manifests, "ConfigMap").items()
+        if name.startswith("payments-config")
+    )
+    subscription = config["PAYMENTS_KYC_SUBSCRIPTION"]
+    assert declared.get(subscription) == ("payments", "identity"), (subscription, declared)
+    # Where the relay creates topics (dev), it creates this subscription before publishing.
+    (relay,) = pod_specs(manifests)["identity-relay"]["containers"]
+    env = {variable["name"]: variable.get("value", "") for variable in relay.get("env", [])}
+    assert subscription in env["RELAY_SUBSCRIPTIONS"].split(",")

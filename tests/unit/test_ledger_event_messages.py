@@ -41,7 +41,7 @@ def _event(kind: TransferKind, **extra: object) -> TransferApplied:
 
 
 @pytest.mark.parametrize(
-    ("kind", "extra", "message_type", "ordering_key"),
+    ("kind", "extra", "message_type", "aggregate_id"),
     [
         (TransferKind.MOVEMENT, {}, ev.TransferPosted, "tr_2"),
         (
@@ -72,12 +72,12 @@ def _event(kind: TransferKind, **extra: object) -> TransferApplied:
     ],
 )
 def test_each_transfer_kind_becomes_its_event_with_everything_a_subscriber_needs(
-    kind: TransferKind, extra: dict[str, object], message_type: type[Message], ordering_key: str
+    kind: TransferKind, extra: dict[str, object], message_type: type[Message], aggregate_id: str
 ) -> None:
     outbox = to_outbox_message(_event(kind, **extra))
 
     assert outbox.event_type == message_type.DESCRIPTOR.full_name
-    assert outbox.ordering_key == ordering_key
+    assert outbox.aggregate_id == aggregate_id
     message: Any = message_type.FromString(outbox.payload)
     assert message.transfer_id == "tr_2"
     assert [(leg.account_id, leg.direction, leg.amount, leg.currency) for leg in message.legs] == [

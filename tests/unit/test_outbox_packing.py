@@ -17,7 +17,7 @@ def row(row_id: int, lane: int, payload: bytes = b"x", headers: str | None = Non
         id=row_id,
         event_id=f"ev-{row_id}",
         event_type="astra.ledger.v1.TransferPosted",
-        ordering_key=f"k{lane}",
+        aggregate_id=f"tr_{row_id}",
         lane=lane,
         payload=payload,
         headers=headers,
@@ -65,15 +65,16 @@ def test_a_request_stays_under_the_byte_limit() -> None:
             assert ids[0] == first_of_lane, "a lane must start from its oldest row"
 
 
-def test_a_row_becomes_a_cloudevent_message_with_its_ordering_key() -> None:
+def test_a_row_becomes_a_cloudevent_message_with_its_lanes_ordering_key() -> None:
     message: Any = to_pubsub_message(
         row(42, lane=3, payload=b"\x01\x02", headers=json.dumps({"traceparent": "00-a-b-01"})),
         "//astra.ledger",
     )
     assert message.data == b"\x01\x02"
-    assert message.ordering_key == "k3"
+    assert message.ordering_key == "lane-03"
     assert dict(message.attributes) == {
         "ce-id": "ev-42",
+        "ce-subject": "tr_42",
         "ce-type": "astra.ledger.v1.TransferPosted",
         "ce-source": "//astra.ledger",
         "ce-specversion": "1.0",

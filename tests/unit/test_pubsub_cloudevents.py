@@ -33,12 +33,13 @@ class Received:
         self.acked.append("nack")
 
 
-def attributes_for(event_id: str = "ev-1", **extra: str) -> dict[str, str]:
+def attributes_for(event_id: str = "ev-1", subject: str = "", **extra: str) -> dict[str, str]:
     return ce.binary_attributes(
         event_id=event_id,
         event_type="astra.ledger.v1.TransferPosted",
         source="//astra.ledger",
         time=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        subject=subject,
         headers=extra or None,
     )
 
@@ -58,6 +59,9 @@ def test_extra_headers_are_added_but_never_replace_the_event_context() -> None:
     attributes = attributes_for(traceparent="00-abc-def-01", **{"ce-id": "forged"})
     assert attributes["traceparent"] == "00-abc-def-01"
     assert attributes["ce-id"] == "ev-1"
+    # A forged subject is dropped when the event has none of its own.
+    assert "ce-subject" not in attributes_for(**{"ce-subject": "forged"})
+    assert attributes_for(subject="tr_7", **{"ce-subject": "forged"})["ce-subject"] == "tr_7"
 
 
 def test_times_are_rfc3339_utc_and_read_back_exactly() -> None:
@@ -75,7 +79,7 @@ def test_source_of_a_context() -> None:
 def test_decode_event_reads_the_proto_and_its_context() -> None:
     posted = ev.TransferPosted(transfer_id="tr_1", metadata={"k": "v"})
     event = decode_event(
-        Received(posted.SerializeToString(), attributes_for(), delivery_attempt=3),
+        Received(posted.SerializeToString(), attributes_for(subject="tr_1"), delivery_attempt=3),
         ev.TransferPosted,
     )
     assert event.message == posted
@@ -83,6 +87,7 @@ def test_decode_event_reads_the_proto_and_its_context() -> None:
     assert event.type == "astra.ledger.v1.TransferPosted"
     assert event.time == datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     assert (event.ordering_key, event.message_id, event.delivery_attempt) == ("tr_1", "101", 3)
+    assert event.subject == "tr_1"
 
 
 @pytest.mark.parametrize(
@@ -123,14 +128,15 @@ def test_the_tail_renders_a_message_as_json_ready_fields() -> None:
     line = render(
         Received(
             posted.SerializeToString(),
-            attributes_for("ev-9"),
-            ordering_key="tr_9",
+            attributes_for("ev-9", subject="tr_9"),
+            ordering_key="lane-09",
             publish_time=datetime(2026, 1, 2, tzinfo=UTC),
         )
     )
     assert line["type"] == "astra.ledger.v1.TransferPosted"
     assert line["id"] == "ev-9"
-    assert line["ordering_key"] == "tr_9"
+    assert line["ordering_key"] == "lane-09"
+    assert line["subject"] == "tr_9"
     assert line["event"] == {"transfer_id": "tr_9", "metadata": {"invoice": "inv-1"}}
     assert line["publish_time"] == "2026-01-02T00:00:00+00:00"
     garbage = render(Received(b"\xff\xff", attributes_for("ev-10")))

@@ -1,5 +1,16 @@
 """Structured JSON logs to stdout, one object per line.
 
+Every line, ours (structlog) or a library's (the standard ``logging`` module:
+grpc, SQLAlchemy, the Pub/Sub client, uvicorn), goes through one writer that
+holds one lock while it writes the whole line and its newline in one
+``write`` and flushes. Two writers with their own locks (structlog's
+``PrintLogger`` prints the text and the newline as two writes under its lock,
+the standard handler writes under another) let two threads' lines land on one
+line now and then. One ``write`` of a whole line per flush also keeps lines
+whole across processes sharing a pipe (the multi-process supervisor's copies),
+as long as a line is at most ``PIPE_BUF`` (4,096) bytes; a regular file opened
+for append keeps longer ones whole too.
+
 Every line carries the service name and, inside a call, the request id and
 method (bound by the request-context interceptor through contextvars) and the
 trace and span ids of the current OpenTelemetry span. Values under secret-like
@@ -10,10 +21,13 @@ caller passed.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
-from typing import Any
+from types import TracebackType
+from typing import Any, TextIO
 
 import structlog
 from opentelemetry import trace
@@ -84,8 +98,84 @@ def add_trace_context(
     return event_dict
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    """JSON lines on stdout for our logs and for the libraries' stdlib logging."""
+class _LineOutput:
+    """The one place log lines are written: a whole line per write, under one lock.
+
+    The lock is reentrant: a signal handler that logs runs on the main thread,
+    possibly while that thread is inside ``write_line``; the line it interrupted
+    was already written whole (one ``write`` call), so writing another is safe.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.stream: TextIO = sys.stdout
+        os.register_at_fork(after_in_child=self._reset_lock)
+
+    def _reset_lock(self) -> None:
+        # A fork while another thread held the lock would leave it held forever.
+        self.lock = threading.RLock()
+
+    def write_line(self, line: str) -> None:
+        with self.lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+_OUTPUT = _LineOutput()
+
+
+class _JsonLineLogger:
+    """structlog's final logger: hands each rendered line to the shared output."""
+
+    def msg(self, message: str) -> None:
+        _OUTPUT.write_line(message)
+
+    log = debug = info = warn = warning = msg
+    err = error = critical = exception = fatal = failure = msg
+
+
+def _json_line_logger(*_args: Any) -> _JsonLineLogger:
+    return _JsonLineLogger()
+
+
+class _JsonLineHandler(logging.Handler):
+    """The standard library's records, formatted as JSON, through the shared output."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _OUTPUT.write_line(self.format(record))
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, traceback: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)
+        return
+    logging.getLogger("uncaught").critical("uncaught exception", exc_info=(kind, value, traceback))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or issubclass(args.exc_type, SystemExit):
+        return
+    thread = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("uncaught").error(
+        "uncaught exception in thread %s",
+        thread,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
+def configure_logging(service: str, level: str = "INFO", stream: TextIO | None = None) -> None:
+    """JSON lines on ``stream`` (default: stdout) for our logs and the libraries' stdlib logging.
+
+    Warnings and uncaught exceptions (main thread and other threads) become
+    JSON lines too, instead of multi-line text on stderr between the JSON.
+    """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
@@ -104,7 +194,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=_json_line_logger,
         # Services configure logging once, before anything logs; caching saves
         # rebuilding a logger on every call (measured ~8 us per gRPC call).
         cache_logger_on_first_use=True,
@@ -118,11 +208,16 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(),
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    # Every logger, including ones cached before this call, writes to the new stream.
+    _OUTPUT.stream = stream if stream is not None else sys.stdout
+    handler = _JsonLineHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     # Chatty libraries stay at WARNING unless asked for DEBUG.
     for noisy in ("sqlalchemy", "alembic", "google", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

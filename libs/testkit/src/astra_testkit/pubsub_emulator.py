@@ -74,6 +74,18 @@ class PubSubEmulator:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def thread_count(self) -> int:
+        """Threads of the emulator's JVM (the launcher execs java: same pid); Linux only.
+
+        The emulator starts a thread per ordering key it meets on an ordered
+        subscription and never ends it, so this shows how many keys it holds.
+        """
+        assert self._process is not None, "the emulator is not running"
+        status = Path(f"/proc/{self._process.pid}/status").read_text()
+        return int(
+            next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1]
+        )
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:

@@ -10,12 +10,23 @@ out at once, without waiting for a slow request of another lane. Rows are
 found by ``published_at IS NULL``, never by an id high-water mark, so a
 transaction that took its ids early and committed late is still picked up.
 
+Each lane is published under one ordering key (``lane-NN``): Pub/Sub keeps a
+key's messages in publish order, and a lane's requests go one after another,
+so each aggregate's events (all in one lane) arrive in order while a topic
+never has more than ``OUTBOX_LANES`` keys.
+
 The relay wakes on the writer's NOTIFY (PostgreSQL), with a short fallback
 poll. Whatever fails (Pub/Sub unavailable, the topic gone after an emulator
 restart, the database) is retried with exponential backoff and full jitter;
 rows stay unpublished meanwhile, so nothing is lost or reordered. A crash
 between a publish and its mark republishes those rows: duplicates, which
 subscribers absorb through their inbox.
+
+Where the relay may create its topic (development), it creates the
+subscriptions consumers need (``RELAY_SUBSCRIPTIONS``) with it, before its
+first publish and again when the topic turns out gone (an emulator restarted
+empty): an event published before its consumers' subscriptions exist is never
+delivered to them. In production Terraform creates both.
 """
 
 from __future__ import annotations
@@ -62,11 +73,11 @@ from chassis.kernel.clock import utc
 from chassis.metrics import OUTBOX_PUBLISHED, OUTBOX_RELAY_FAILURES
 from chassis.outbox.leases import AdvisoryLaneLeases, FileLaneLeases, LaneLeases
 from chassis.outbox.listener import NotifyListener
-from chassis.outbox.schema import outbox_table
+from chassis.outbox.schema import ordering_key_of_lane, outbox_table
 from chassis.outbox.settings import RelaySettings
 from chassis.outbox.writer import notify_channel
 from chassis.pubsub import cloudevents
-from chassis.pubsub.clients import ensure_topic, publisher_api, topic_path
+from chassis.pubsub.clients import provision, publisher_api, subscription_path, topic_path
 
 _log = structlog.get_logger("chassis.relay")
 
@@ -81,15 +92,15 @@ class OutboxRow:
     id: int
     event_id: str
     event_type: str
-    ordering_key: str
+    aggregate_id: str
     lane: int
     payload: bytes
     headers: str | None
     occurred_at: datetime
 
     def approximate_size(self) -> int:
-        # Data, key and the CloudEvents attributes (about 250 bytes with their names).
-        return len(self.payload) + len(self.ordering_key) + len(self.headers or "") + 300
+        # Data, subject, key and the CloudEvents attributes (about 250 bytes with names).
+        return len(self.payload) + len(self.aggregate_id) + len(self.headers or "") + 320
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,16 +164,21 @@ _RAW_PUBLISH_REQUEST: Any = PublishRequest.pb()
 
 
 def to_pubsub_message(row: OutboxRow, source: str) -> Message:
-    """The row as a raw ``google.pubsub.v1.PubsubMessage`` (CloudEvents binary mode)."""
+    """The row as a raw ``google.pubsub.v1.PubsubMessage`` (CloudEvents binary mode).
+
+    The ordering key is the row's lane's, not the aggregate's: a topic carries
+    at most ``OUTBOX_LANES`` keys. The aggregate's id goes in ``ce-subject``.
+    """
     headers = json.loads(row.headers) if row.headers else None
     message: Message = _RAW_MESSAGE(
         data=row.payload,
-        ordering_key=row.ordering_key,
+        ordering_key=ordering_key_of_lane(row.lane),
         attributes=cloudevents.binary_attributes(
             event_id=row.event_id,
             event_type=row.event_type,
             source=source,
             time=row.occurred_at,
+            subject=row.aggregate_id,
             headers=headers,
         ),
     )
@@ -185,6 +201,7 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.topic = topic_path(project, settings.topic_id)
+        self.subscriptions = [subscription_path(project, s) for s in settings.subscription_ids]
         self.source = settings.event_source
         self._create_topic = create_topic
         self._owns_engine = engine is None
@@ -425,8 +442,7 @@ class Relay:
         if slots <= 0 or not lanes:
             return False
         if not self._topic_ready:
-            if ensure_topic(self._publisher, self.topic):
-                _log.info("topic created", topic=self.topic)
+            self._provision()
             self._topic_ready = True
         rows, full = self._fetch(connection, lanes)
         if not rows:
@@ -439,6 +455,11 @@ class Relay:
             future.add_done_callback(self._on_done)
         self.rounds += 1
         return full or cut or len(requests) > slots
+
+    def _provision(self) -> None:
+        """The topic and the subscriptions consumers need, before anything is published."""
+        for path in provision(self._publisher, self.topic, self.subscriptions):
+            _log.info("created", path=path, topic=self.topic)
 
     def _on_done(self, _future: Future[None]) -> None:
         self._wake.set()

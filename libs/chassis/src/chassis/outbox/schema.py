@@ -24,17 +24,32 @@ from sqlalchemy import (
     text,
 )
 
-# Rows are spread over a fixed number of lanes by a hash of the ordering key, so
-# several relays can share the work while one aggregate's events stay in one
-# lane, in order. Changing it needs a migration of existing rows.
+# Rows are spread over a fixed number of lanes by a hash of their aggregate's id,
+# so several relays can share the work while one aggregate's events stay in one
+# lane, in order. Each lane is published under one Pub/Sub ordering key of its
+# own (``ordering_key_of_lane``), so a topic never carries more than this many
+# keys, however many aggregates there are. Changing it needs a migration of
+# existing rows.
 OUTBOX_LANES = 64
 
 # An identity column on PostgreSQL; SQLite's INTEGER PRIMARY KEY is its rowid.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def lane_of(ordering_key: str) -> int:
-    return zlib.crc32(ordering_key.encode("utf-8")) % OUTBOX_LANES
+def lane_of(aggregate_id: str) -> int:
+    return zlib.crc32(aggregate_id.encode("utf-8")) % OUTBOX_LANES
+
+
+def ordering_key_of_lane(lane: int) -> str:
+    """The Pub/Sub ordering key of a lane's events: one key per lane, ``lane-00`` to ``lane-63``.
+
+    What consumers need in order is one aggregate's events (a payment's
+    lifecycle, a customer's KYC changes, a hold and its post or void); an
+    aggregate's events all fall in one lane, so they share one key. A key per
+    aggregate would buy no order anyone needs, and the emulator keeps a thread
+    for every key an ordered subscription has seen.
+    """
+    return f"lane-{lane:02d}"
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -44,6 +59,9 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("id", _ID, primary_key=True, autoincrement=True),
         Column("event_id", String(64), nullable=False),
         Column("event_type", String(200), nullable=False),
+        # The aggregate whose events must stay in order (its id; named before the
+        # published key became the lane's): it picks the lane and is published as
+        # the event's ce-subject.
         Column("ordering_key", String(200), nullable=False),
         Column("lane", SmallInteger, nullable=False),
         Column("payload", LargeBinary, nullable=False),

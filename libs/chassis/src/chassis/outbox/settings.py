@@ -25,6 +25,12 @@ class RelaySettings(BaseSettings):
     )
     topic: str = Field("", description="Topic id or full path; default astra-<context>-events")
     source: str = Field("", description="ce-source of the events; default //astra.<context>")
+    subscriptions: str = Field(
+        "",
+        description="Comma-separated subscriptions to the topic that consumers need: with "
+        "ASTRA_PUBSUB_CREATE_TOPICS they are created with the topic, before anything is "
+        "published (again after an emulator restart), so no event goes out before they exist",
+    )
     batch_size: int = Field(
         1000, ge=1, le=1000, description="Most messages in one publish request (Pub/Sub max 1000)"
     )
@@ -67,6 +73,10 @@ class RelaySettings(BaseSettings):
     @property
     def topic_id(self) -> str:
         return self.topic or context_topic(self.context)
+
+    @property
+    def subscription_ids(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.subscriptions.split(",") if s.strip())
 
     @property
     def event_source(self) -> str:

@@ -26,10 +26,15 @@ COPY_THRESHOLD = 32
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
-    """One event as it will be published: the proto's full name, its bytes, its ordering key."""
+    """One event as it will be published: the proto's full name, its bytes, its aggregate.
+
+    The aggregate's id picks the event's lane, and so its Pub/Sub ordering key
+    (``chassis.outbox.schema.ordering_key_of_lane``): one aggregate's events
+    arrive in order. It travels as the event's ``ce-subject``.
+    """
 
     event_type: str
-    ordering_key: str
+    aggregate_id: str
     payload: bytes
     occurred_at: datetime
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -63,8 +68,8 @@ class OutboxWriter:
             (
                 m.event_id,
                 m.event_type,
-                m.ordering_key,
-                lane_of(m.ordering_key),
+                m.aggregate_id,
+                lane_of(m.aggregate_id),
                 m.payload,
                 json.dumps(m.headers) if m.headers else None,
                 m.occurred_at,

@@ -9,6 +9,7 @@ emulator is back.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -91,14 +92,20 @@ def ensure_subscription(
     ack_deadline_seconds: int = 30,
     min_redelivery_backoff: timedelta = timedelta(seconds=1),
     max_redelivery_backoff: timedelta = timedelta(seconds=60),
+    retention: timedelta | None = None,
+    expires_after_idle: timedelta | None = None,
 ) -> bool:
     """Create the subscription unless it exists; True when it was created.
 
     Ordering is on by default: one ordering key's messages are delivered one
     after another, in publish order. A nacked message comes back after the
     retry policy's backoff, not at once, so a failing handler does not spin.
+    ``retention`` bounds how long unacknowledged messages are kept (Pub/Sub:
+    10 minutes to 7 days); ``expires_after_idle`` deletes the subscription
+    after that long without a subscriber (at least a day); None keeps Pub/Sub's
+    defaults.
     """
-    request = {
+    request: dict[str, Any] = {
         "name": path,
         "topic": topic,
         "enable_message_ordering": ordering,
@@ -108,11 +115,35 @@ def ensure_subscription(
             "maximum_backoff": max_redelivery_backoff,
         },
     }
+    if retention is not None:
+        request["message_retention_duration"] = retention
+    if expires_after_idle is not None:
+        request["expiration_policy"] = {"ttl": expires_after_idle}
     try:
         subscriber.create_subscription(request=request)
     except gexc.AlreadyExists:
         return False
     return True
+
+
+def provision(publisher: PublisherApi, topic: str, subscriptions: Sequence[str]) -> list[str]:
+    """Create the topic and its subscriptions (full paths) where missing; the paths created.
+
+    For where services create their own topics (the emulator): the subscriptions
+    consumers need must exist before the first publish, or what is published
+    before them is not delivered to them.
+    """
+    created = [topic] if ensure_topic(publisher, topic) else []
+    if not subscriptions:
+        return created
+    subscriber = subscriber_client()
+    try:
+        for subscription in subscriptions:
+            if ensure_subscription(subscriber, subscription, topic):
+                created.append(subscription)
+    finally:
+        subscriber.close()
+    return created
 
 
 def delete_subscription(subscriber: pubsub_v1.SubscriberClient, path: str) -> None:

@@ -21,6 +21,8 @@ TYPE = "ce-type"
 SOURCE = "ce-source"
 SPECVERSION = "ce-specversion"
 TIME = "ce-time"
+# The aggregate the event is about (a transfer, payment or customer id).
+SUBJECT = "ce-subject"
 CONTENT_TYPE = "content-type"
 
 REQUIRED = (ID, TYPE, SOURCE, SPECVERSION)
@@ -48,6 +50,7 @@ def binary_attributes(
     event_type: str,
     source: str,
     time: datetime,
+    subject: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The attributes of one event. Extra ``headers`` (e.g. trace context) never replace ours."""
@@ -62,4 +65,8 @@ def binary_attributes(
             CONTENT_TYPE: CONTENT_TYPE_PROTOBUF,
         }
     )
+    if subject:
+        attributes[SUBJECT] = subject
+    else:
+        attributes.pop(SUBJECT, None)
     return attributes

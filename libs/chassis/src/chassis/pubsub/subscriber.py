@@ -104,6 +104,8 @@ class ReceivedEvent(Generic[M]):
     type: str
     source: str
     time: datetime | None
+    # The aggregate the event is about (``ce-subject``); "" when the producer set none.
+    subject: str
     ordering_key: str
     message_id: str
     attributes: Mapping[str, str]
@@ -243,6 +245,7 @@ def decode_event(message: PulledMessage, cls: type[M]) -> ReceivedEvent[M]:
         type=attributes[ce.TYPE],
         source=attributes[ce.SOURCE],
         time=time,
+        subject=attributes.get(ce.SUBJECT, ""),
         ordering_key=message.ordering_key,
         message_id=message.message_id,
         attributes=dict(attributes),

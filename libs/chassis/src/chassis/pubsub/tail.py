@@ -1,10 +1,17 @@
 """``astra-events``: tail a topic and print each event as one JSON object per line.
 
-It creates a temporary subscription (with ordering, so one aggregate's events
-print in order), prints what arrives from then on, and deletes the
-subscription on exit. Each line holds the message's attributes, ordering key
-and Pub/Sub ids, and the event decoded by ``ce-type`` from every installed
-contract (``"error"`` instead when it cannot be decoded).
+It creates a temporary subscription, prints what arrives from then on, and
+deletes the subscription on exit. Each line holds the message's attributes,
+subject (the aggregate), ordering key and Pub/Sub ids, and the event decoded by
+``ce-type`` from every installed contract (``"error"`` instead when it cannot be
+decoded).
+
+Safe to point at a busy topic: the subscription is unordered unless
+``--ordered`` asks for one aggregate's events in order (an ordered
+subscription costs the emulator a thread per ordering key); flow control holds
+at most ``--max-outstanding`` messages while the terminal catches up; and the
+subscription keeps at most ten minutes of backlog and expires a day after a
+tail killed without cleaning up.
 
     astra-events ledger                 # the ledger context's topic
     astra-events --count 5 astra-ledger-events
@@ -22,8 +29,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TextIO
 
+from google.cloud import pubsub_v1
 from google.protobuf.json_format import MessageToDict
 
 from chassis.config import PubSubSettings
@@ -38,6 +47,11 @@ from chassis.pubsub.clients import (
 )
 from chassis.pubsub.registry import UndecodableEvent, decode, import_contract_events
 
+DEFAULT_MAX_OUTSTANDING = 100
+# A tail that was killed leaves its subscription behind: it keeps little and goes away.
+_RETENTION = timedelta(minutes=10)
+_EXPIRES_AFTER_IDLE = timedelta(days=1)
+
 
 def render(message: Any) -> dict[str, Any]:
     """One received message as a JSON-ready dict."""
@@ -45,6 +59,7 @@ def render(message: Any) -> dict[str, Any]:
     line: dict[str, Any] = {
         "type": attributes.get(ce.TYPE, ""),
         "id": attributes.get(ce.ID, ""),
+        "subject": attributes.get(ce.SUBJECT, ""),
         "ordering_key": message.ordering_key,
         "message_id": message.message_id,
         "publish_time": message.publish_time.isoformat() if message.publish_time else None,
@@ -76,31 +91,50 @@ def tail(
     out: TextIO,
     stop: threading.Event | None = None,
     on_ready: Callable[[str, str], None] | None = None,
+    ordered: bool = False,
+    max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
 ) -> int:
     """Print events until ``count`` arrived, ``timeout`` passed or ``stop``; how many printed."""
     import_contract_events()
     client = subscriber_client()
     full_topic = topic_path(project, _topic_name(topic))
     path = subscription_path(project, f"astra-events-{uuid.uuid4().hex[:12]}")
-    ensure_subscription(client, path, full_topic, ordering=True)
+    ensure_subscription(
+        client,
+        path,
+        full_topic,
+        ordering=ordered,
+        retention=_RETENTION,
+        expires_after_idle=_EXPIRES_AFTER_IDLE,
+    )
     done = threading.Event()
     lock = threading.Lock()
     printed = 0
 
     def on_message(message: Any) -> None:
         nonlocal printed
+        line = json.dumps(render(message), sort_keys=True) + "\n"
         with lock:
-            if count is not None and printed >= count:
+            if done.is_set():
                 message.nack()
                 return
-            out.write(json.dumps(render(message), sort_keys=True) + "\n")
-            out.flush()
+            try:
+                out.write(line)
+                out.flush()
+            except OSError:  # the reader went away (e.g. a closed pipe): nothing more to do
+                done.set()
+                message.nack()
+                return
             printed += 1
             if count is not None and printed >= count:
                 done.set()
         message.ack()
 
-    future = client.subscribe(path, callback=on_message)
+    future = client.subscribe(
+        path,
+        callback=on_message,
+        flow_control=pubsub_v1.types.FlowControl(max_messages=max_outstanding),
+    )
     if on_ready is not None:
         on_ready(full_topic, path)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -127,7 +161,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=None, help="exit after this many events")
     parser.add_argument("--timeout", type=float, default=None, help="exit after so many seconds")
     parser.add_argument("--project", default=None, help="default: ASTRA_PUBSUB_PROJECT")
+    parser.add_argument(
+        "--ordered",
+        action="store_true",
+        help="an ordered subscription: each aggregate's events print in order",
+    )
+    parser.add_argument(
+        "--max-outstanding",
+        type=int,
+        default=DEFAULT_MAX_OUTSTANDING,
+        help="most messages held unprinted at once (flow control)",
+    )
     args = parser.parse_args(argv)
+    if args.max_outstanding < 1:
+        parser.error("--max-outstanding must be at least 1")
     project = args.project or PubSubSettings().project
     if not os.environ.get("PUBSUB_EMULATOR_HOST"):
         print(
@@ -143,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         timeout=args.timeout,
         out=sys.stdout,
         stop=stop,
+        ordered=args.ordered,
+        max_outstanding=args.max_outstanding,
         on_ready=lambda topic, subscription: print(
             f"astra-events: tailing {topic} through {subscription}", file=sys.stderr, flush=True
         ),

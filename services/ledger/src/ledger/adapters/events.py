@@ -72,7 +72,7 @@ def to_outbox_message(event: LedgerEvent) -> OutboxMessage:
         message = _transfer_event(event)
     return OutboxMessage(
         event_type=message.DESCRIPTOR.full_name,
-        ordering_key=event.aggregate_id,
+        aggregate_id=event.aggregate_id,
         payload=message.SerializeToString(),
         occurred_at=event.occurred_at,
     )

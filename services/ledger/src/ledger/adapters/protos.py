@@ -107,6 +107,7 @@ def fill_balance(target: pb.Balance, balance: Balance) -> None:
     target.pending = balance.pending
     target.available = balance.available
     set_timestamp(target.as_of, balance.as_of)
+    target.version = balance.version
 
 
 def balance_to_pb(balance: Balance) -> pb.Balance:
@@ -184,6 +185,7 @@ def entry_to_pb(entry: Entry, account: Account) -> pb.Entry:
         entry.debits_pending,
         entry.credits_pending,
         entry.created_at,
+        entry.sequence,
     )
     message = pb.Entry(
         sequence=entry.sequence,

@@ -140,6 +140,8 @@ class Balance:
     debits_pending: int = 0
     credits_pending: int = 0
     as_of: datetime | None = None
+    # The sequence of the account's latest entry: of two balances, the higher is newer.
+    version: int = 0
 
     @property
     def posted(self) -> int:
@@ -210,6 +212,7 @@ class Account:
             self.debits_pending,
             self.credits_pending,
             as_of,
+            self.entry_sequence,
         )
 
     def history_final_through(self, instant: datetime) -> bool:

@@ -262,6 +262,7 @@ def get_balance(
         entry.debits_pending,
         entry.credits_pending,
         as_of,
+        entry.sequence,
     )
 
 

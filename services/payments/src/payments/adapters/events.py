@@ -27,7 +27,7 @@ def to_outbox_message(event: PaymentsEvent) -> OutboxMessage:
     set_timestamp(message.occur_time, event.occurred_at)
     return OutboxMessage(
         event_type=message.DESCRIPTOR.full_name,
-        ordering_key=event.aggregate_id,
+        aggregate_id=event.aggregate_id,
         payload=message.SerializeToString(),
         occurred_at=event.occurred_at,
     )

@@ -25,8 +25,10 @@ class CustomerCreated(_message.Message):
     Each message is the data of one Pub/Sub message; its CloudEvents attributes
     (binary mode) carry ce-id (the event id), ce-type (the full name of the
     message below, e.g. "astra.identity.v1.CustomerKycChanged"), ce-source,
-    ce-time and content-type "application/protobuf". The ordering key is the
-    customer id, so one customer's events arrive in commit order.
+    ce-time, ce-subject (the customer id) and content-type
+    "application/protobuf". The ordering key is one of 64 ("lane-00" to
+    "lane-63") that a customer's events always share, so one customer's events
+    arrive in commit order on an ordered subscription.
 
     Delivery is at least once and a consumer may start late: each event carries
     the customer's `kyc_version` after the change, so a projection applies an
@@ -34,7 +36,7 @@ class CustomerCreated(_message.Message):
     an older event is then ignored; a gap shows as a jump in versions).
 
     A customer was created (KYC status UNVERIFIED, kyc_version 0).
-    Ordering key: the customer id.
+    Subject: the customer id.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -63,7 +65,7 @@ Global___CustomerCreated: _TypeAlias = CustomerCreated  # noqa: Y015
 
 @_typing.final
 class CustomerKycChanged(_message.Message):
-    """A customer's KYC status changed. Ordering key: the customer id."""
+    """A customer's KYC status changed. Subject: the customer id."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

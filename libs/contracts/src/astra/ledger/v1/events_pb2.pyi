@@ -26,11 +26,13 @@ class AccountOpened(_message.Message):
 
     Each message is the data of one Pub/Sub message; its CloudEvents attributes
     (binary mode) carry ce-id (the event id), ce-type (the full name of the
-    message below, e.g. "astra.ledger.v1.TransferPosted"), ce-source, ce-time
-    and content-type "application/protobuf". The ordering key is the aggregate
-    named on each message, so one aggregate's events arrive in commit order.
+    message below, e.g. "astra.ledger.v1.TransferPosted"), ce-source, ce-time,
+    ce-subject (the aggregate named on each message) and content-type
+    "application/protobuf". The ordering key is one of 64 ("lane-00" to
+    "lane-63") that an aggregate's events always share, so one aggregate's events
+    arrive in commit order on an ordered subscription.
 
-    An account was opened. Ordering key: the account id.
+    An account was opened. Subject: the account id.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -57,7 +59,7 @@ Global___AccountOpened: _TypeAlias = AccountOpened  # noqa: Y015
 
 @_typing.final
 class TransferPosted(_message.Message):
-    """Money moved at once. Ordering key: the transfer id."""
+    """Money moved at once. Subject: the transfer id."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -92,7 +94,9 @@ class TransferPosted(_message.Message):
     @_builtins.property
     def balances(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Balance]:
         """The balances of every account in `legs`, right after the transfer. Their
-        `as_of` is left unset in events: `occur_time` is that instant.
+        `as_of` is left unset in events: `occur_time` is that instant. Two
+        transfers on one account need not share an ordering key: a consumer keeping
+        balances keeps the one with the highest `version`.
         """
 
     @_builtins.property
@@ -118,7 +122,7 @@ Global___TransferPosted: _TypeAlias = TransferPosted  # noqa: Y015
 
 @_typing.final
 class PendingTransferCreated(_message.Message):
-    """Money was held. Ordering key: the pending transfer id."""
+    """Money was held. Subject: the pending transfer id."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -182,7 +186,7 @@ Global___PendingTransferCreated: _TypeAlias = PendingTransferCreated  # noqa: Y0
 @_typing.final
 class PendingTransferPosted(_message.Message):
     """A hold was posted, fully or partially; the rest was released.
-    Ordering key: the pending transfer id.
+    Subject: the pending transfer id.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -246,7 +250,7 @@ Global___PendingTransferPosted: _TypeAlias = PendingTransferPosted  # noqa: Y015
 
 @_typing.final
 class PendingTransferVoided(_message.Message):
-    """A hold was voided by a client. Ordering key: the pending transfer id."""
+    """A hold was voided by a client. Subject: the pending transfer id."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -310,7 +314,7 @@ Global___PendingTransferVoided: _TypeAlias = PendingTransferVoided  # noqa: Y015
 @_typing.final
 class PendingTransferExpired(_message.Message):
     """A hold passed its timeout and the ledger voided it.
-    Ordering key: the pending transfer id.
+    Subject: the pending transfer id.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -349,7 +353,7 @@ Global___PendingTransferExpired: _TypeAlias = PendingTransferExpired  # noqa: Y0
 @_typing.final
 class TransferReversed(_message.Message):
     """A posted transfer was corrected by its reversal.
-    Ordering key: the reversed transfer id.
+    Subject: the reversed transfer id.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -263,6 +263,7 @@ class Balance(_message.Message):
     PENDING_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Output only."""
     currency: _builtins.str
@@ -281,6 +282,11 @@ class Balance(_message.Message):
     """Output only. Net pending amount on the account's normal side."""
     available: _builtins.int
     """Output only. Posted balance less pending amounts that would reduce it."""
+    version: _builtins.int
+    """Output only. The account's version when this balance was taken: the
+    sequence of its latest entry (0 before any). Of two balances of one
+    account, the higher version is the newer, whatever order they arrive in.
+    """
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """Output only. The instant the balance describes."""
@@ -298,10 +304,11 @@ class Balance(_message.Message):
         pending: _builtins.int = ...,
         available: _builtins.int = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of", b"as_of", "available", b"available", "credits_pending", b"credits_pending", "credits_posted", b"credits_posted", "currency", b"currency", "debits_pending", b"debits_pending", "debits_posted", b"debits_posted", "pending", b"pending", "posted", b"posted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of", b"as_of", "available", b"available", "credits_pending", b"credits_pending", "credits_posted", b"credits_posted", "currency", b"currency", "debits_pending", b"debits_pending", "debits_posted", b"debits_posted", "pending", b"pending", "posted", b"posted", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

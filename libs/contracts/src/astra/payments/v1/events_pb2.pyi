@@ -25,10 +25,13 @@ class PaymentStateChanged(_message.Message):
     Each message is the data of one Pub/Sub message; its CloudEvents attributes
     (binary mode) carry ce-id (the event id), ce-type (the full name of the
     message below, e.g. "astra.payments.v1.PaymentStateChanged"), ce-source,
-    ce-time and content-type "application/protobuf".
+    ce-time, ce-subject (the aggregate named on each message) and content-type
+    "application/protobuf". The ordering key is one of 64 ("lane-00" to
+    "lane-63") that an aggregate's events always share, so one aggregate's
+    events arrive in commit order on an ordered subscription.
 
     A payment changed state (one event per change, including its creation).
-    Ordering key: the payment id, so one payment's changes arrive in order.
+    Subject: the payment id (one payment's changes arrive in order).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -68,7 +71,7 @@ Global___PaymentStateChanged: _TypeAlias = PaymentStateChanged  # noqa: Y015
 
 @_typing.final
 class ReconciliationCompleted(_message.Message):
-    """A reconciliation run finished. Ordering key: the run id."""
+    """A reconciliation run finished. Subject: the run id."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
