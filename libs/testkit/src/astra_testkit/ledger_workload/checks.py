@@ -1238,9 +1238,15 @@ def check_written_events(tables: Tables, chart: Chart, findings: Findings) -> No
             )
 
 
+# The most Pub/Sub ordering keys a topic may carry (the outbox's lanes): the emulator
+# keeps a thread per key it has seen, so keys must not grow with the aggregates.
+MAX_ORDERING_KEYS = 64
+
+
 def check_delivery(tables: Tables, delivered: Sequence[Delivered], findings: Findings) -> None:
     outbox_by_id = {written.event_id: written for written in tables.outbox}
     first_seen: dict[str, int] = {}
+    keys_of_aggregate: dict[str, set[str]] = defaultdict(set)
     duplicates = 0
     for position, received in enumerate(delivered):
         event_id = received.attributes.get("ce-id", "")
@@ -1254,12 +1260,29 @@ def check_delivery(tables: Tables, delivered: Sequence[Delivered], findings: Fin
             source is not None
             and source.payload == received.data
             and source.event_type == received.attributes.get("ce-type")
-            and source.ordering_key == received.ordering_key,
+            # The outbox row names the aggregate; the message carries it as its subject.
+            and source.ordering_key == received.attributes.get("ce-subject"),
             lambda: (
                 f"received {event_id}: "
                 f"{'not in the outbox' if source is None else 'differs from its outbox row'}"
             ),
         )
+        if source is not None:
+            keys_of_aggregate[source.ordering_key].add(received.ordering_key)
+    # One aggregate's events share one Pub/Sub ordering key (that is what keeps them in
+    # order), and a topic carries a bounded number of keys however many aggregates.
+    for aggregate, keys in keys_of_aggregate.items():
+        findings.expect(
+            "events_delivered",
+            len(keys) == 1,
+            lambda: f"{aggregate}'s events arrived under {len(keys)} ordering keys {sorted(keys)}",
+        )
+    published_keys = set().union(*keys_of_aggregate.values()) if keys_of_aggregate else set()
+    findings.expect(
+        "events_delivered",
+        len(published_keys) <= MAX_ORDERING_KEYS,
+        lambda: f"{len(published_keys)} ordering keys on one topic (at most {MAX_ORDERING_KEYS})",
+    )
     findings.saw("events_delivered", len(tables.outbox))
     for written in tables.outbox:
         if written.event_id not in first_seen:
