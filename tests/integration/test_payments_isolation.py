@@ -574,3 +574,39 @@ def test_the_real_group_committer_splits_a_group_whose_transaction_fails(
     transaction_fails_for(monkeypatch, scenario.bad_id)
     bad, goods = scenario.run()
     check_split(scenario, bad, goods)
+
+
+# --- a worker round: one payment's failure is its own ------------------------------------------
+
+
+def test_a_bank_call_that_raises_for_one_payment_leaves_the_rest_of_the_round_going(
+    scenario: Scenario,
+) -> None:
+    suite = scenario.suite
+    unlucky, lucky = (
+        suite.payout(scenario.customer, AMOUNT, payment_id=pid) for pid in scenario.good_ids[:2]
+    )
+    deps = suite.app.deps
+    real = deps.bank
+
+    class FailingFor:
+        def submit(self, instruction: Any) -> Any:
+            if instruction.idempotency_key == unlucky.id:
+                raise RuntimeError("injected: the bank client broke on this payment")
+            return real.submit(instruction)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    deps.bank = FailingFor()
+    try:
+        assert suite.app.orchestrator.process_due() == 2
+    finally:
+        deps.bank = real
+    # The other payment of the round went to the bank; the unlucky one is retried, not lost.
+    assert suite.get(lucky.id).state in (pb.PAYMENT_STATE_SUBMITTED, pb.PAYMENT_STATE_SETTLED)
+    assert suite.get(unlucky.id).state == pb.PAYMENT_STATE_SUBMITTING
+    finals = settle(suite, [unlucky.id, lucky.id])
+    assert {p.state for p in finals} == {pb.PAYMENT_STATE_SETTLED}
+    references = Counter(p["reference"] for p in suite.bank.payments())
+    assert (references[unlucky.id], references[lucky.id]) == (1, 1)
