@@ -40,7 +40,7 @@ def variables(settings: type[BaseSettings]) -> list[tuple[str, str, str]]:
         if field.is_required():
             default = "(required)"
         else:
-            value = field.default
+            value = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
             default = json.dumps(value) if isinstance(value, dict | list) else str(value)
             default = f"`{default}`" if default not in ("", "None") else "(unset)"
         rows.append((f"{prefix}{name}".upper(), default, _description(settings, name)))

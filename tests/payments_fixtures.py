@@ -30,6 +30,7 @@ from astra_testkit.customers import create_customer
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
+from chassis.grpc.client import open_channel
 from ledger.bootstrap import Ledger
 from ledger.entrypoints.server import build_server as build_ledger_server
 from payments.adapters.identity_client import GrpcIdentity
@@ -182,6 +183,17 @@ def payments_settings(database_url: str, bank_url: str, **overrides: object) -> 
     return PaymentsSettings(**values)  # type: ignore[arg-type]
 
 
+# The service client that reviews payments: another client than the one creating them.
+REVIEWER = "cli_reviewer"
+
+
+def client_channel(target: str, client_id: str) -> grpc.Channel:
+    """A channel whose calls carry a token of service client ``client_id``, every scope."""
+    return open_channel(
+        target, default_timeout=300.0, token_source=lambda: LEDGER_AUTH.token(subject=client_id)
+    )
+
+
 @pytest.fixture
 def ledger_target(ledger: Ledger) -> Iterator[str]:
     server = build_ledger_server(ledger, ledger.settings)
@@ -199,6 +211,8 @@ class Suite:
     ledger: LedgerServiceStub
     identity: IdentityServiceStub
     bank: SandboxBank
+    # PaymentsService as REVIEWER calls it (approve, reject).
+    reviewer: PaymentsServiceStub
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
     def new_id(self, prefix: str) -> str:
@@ -309,16 +323,19 @@ def make_suite(
     server = build_server(app, settings)
     port = server.start()
     payments_channel = authorized_channel(f"127.0.0.1:{port}")
+    reviewer_channel = client_channel(f"127.0.0.1:{port}", REVIEWER)
     suite = Suite(
         app=app,
         payments=PaymentsServiceStub(payments_channel),
         ledger=LedgerServiceStub(ledger_channel),
         identity=IdentityServiceStub(identity_channel),
         bank=bank,
+        reviewer=PaymentsServiceStub(reviewer_channel),
     )
 
     def close() -> None:
         payments_channel.close()
+        reviewer_channel.close()
         server.stop(0)
         ledger_channel.close()
         identity_channel.close()

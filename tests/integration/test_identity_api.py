@@ -498,3 +498,62 @@ def test_the_key_encryption_key_guards_the_signing_keys(
         ]
     finally:
         rotated.close()
+
+
+# --- every id and text at its maximum ------------------------------------------------------
+
+
+def test_every_id_and_text_at_its_maximum_goes_through_every_rpc(
+    identity_stub: IdentityServiceStub, identity_server: IdentityServer, identity: Identity
+) -> None:
+    """Each limit of the contract fits its column, on PostgreSQL, with text that is not ASCII."""
+    admin = "cli_" + "A" * 60
+    name = ("Zoë Ångström 漢字 " * 13)[:200]
+    assert len(name) == 200
+    every_scope = [
+        "identity.customers.read",
+        "identity.customers.write",
+        "identity.kyc.review",
+        "identity.clients.admin",
+        "identity.tokens.issue_customer",
+        "identity.keys.admin",
+    ]
+    secret = identity_stub.RegisterClient(
+        pb.RegisterClientRequest(
+            client=pb.Client(id=admin, display_name=name, allowed_scopes=every_scope)
+        )
+    ).client_secret
+    # Every call from here is made as the client with the longest id: it is the recorded actor.
+    stub = IdentityServiceStub(identity_server.channel(client_id=admin, secret=secret))
+    customer = "cus_" + "c" * 60
+    email = "e" * 64 + "@" + ("d" * 63 + ".") * 2 + "d" * 58 + ".io"  # 254 characters
+    assert len(email) == 254
+    created = create(stub, customer, display_name=name, email=email)
+    assert (created.id, created.display_name, created.email) == (customer, name, email)
+    reason = "Pièce d'identité illisible — 请重新提交 " * 15
+    reason = reason[:500]
+    stub.SubmitKyc(pb.SubmitKycRequest(request_id="kyc_" + "1" * 60, customer_id=customer))
+    rejected = stub.ReviewKyc(
+        pb.ReviewKycRequest(
+            request_id="kyc_" + "2" * 60,
+            customer_id=customer,
+            decision=pb.KYC_DECISION_REJECT,
+            reason=reason,
+        )
+    ).customer
+    assert (rejected.kyc_status, rejected.kyc_reason) == (pb.KYC_STATUS_REJECTED, reason)
+    with identity.engine.connect() as connection:
+        actors = connection.execute(
+            select(tables.kyc_changes.c.actor).where(tables.kyc_changes.c.customer_id == customer)
+        ).scalars()
+        assert set(actors) == {admin}
+    token = stub.IssueCustomerToken(pb.IssueCustomerTokenRequest(customer_id=customer))
+    assert jwt.decode(token.access_token, options={"verify_signature": False})["sub"] == customer
+    rotated = stub.RotateSigningKey(pb.RotateSigningKeyRequest(request_id="rot_" + "3" * 60))
+    assert rotated.key.kid
+    other = "cli_" + "B" * 60
+    register(stub, other, "ledger.accounts.read")
+    assert stub.GetClient(pb.GetClientRequest(client_id=other)).client.id == other
+    assert stub.DisableClient(pb.DisableClientRequest(client_id=other)).client.disabled
+    found = stub.GetCustomer(pb.GetCustomerRequest(customer_id=customer)).customer
+    assert found.kyc_reason == reason

@@ -16,7 +16,9 @@ from chassis.grpc.status import bad_request, reason_of
 from tests.identity_fixtures import (
     IdentityServer,
 )
+from tests.ledger_fixtures import LEDGER_AUTH
 from tests.payments_fixtures import (
+    REVIEWER,
     SandboxBank,
     Suite,
     make_suite,
@@ -128,7 +130,7 @@ def test_review_holds_then_approve_or_reject(ruled: Suite) -> None:
     big = ruled.collection(customer, 12_000)
     assert (big.state, big.review_reason) == (pb.PAYMENT_STATE_IN_REVIEW, "LARGE_AMOUNT")
     assert big.id not in at_bank(ruled)
-    approved = ruled.payments.ApprovePayment(pb.ApprovePaymentRequest(payment_id=big.id)).payment
+    approved = ruled.reviewer.ApprovePayment(pb.ApprovePaymentRequest(payment_id=big.id)).payment
     assert approved.state == pb.PAYMENT_STATE_SUBMITTING
     assert ruled.wait_for(big.id).state == pb.PAYMENT_STATE_SETTLED
     ruled.fund(customer, 1_000)
@@ -136,16 +138,52 @@ def test_review_holds_then_approve_or_reject(ruled: Suite) -> None:
     assert held.state == pb.PAYMENT_STATE_IN_REVIEW
     # Funds are held while the reviewer looks.
     assert ruled.customer_balance(customer) == 13_000 - 12_100
-    rejected = ruled.payments.RejectPayment(pb.RejectPaymentRequest(payment_id=held.id)).payment
+    rejected = ruled.reviewer.RejectPayment(pb.RejectPaymentRequest(payment_id=held.id)).payment
     assert (rejected.state, rejected.reason) == (pb.PAYMENT_STATE_DECLINED, "REJECTED_IN_REVIEW")
     ruled.wait_for(held.id)
     assert ruled.customer_balance(customer) == 13_000
     assert held.id not in at_bank(ruled)
     # A decision is final: approving a rejected payment is an illegal transition.
     late = rpc_error(
-        lambda: ruled.payments.ApprovePayment(pb.ApprovePaymentRequest(payment_id=held.id))
+        lambda: ruled.reviewer.ApprovePayment(pb.ApprovePaymentRequest(payment_id=held.id))
     )
     assert (late.code(), reason_of(late)) == (FP, "ILLEGAL_TRANSITION")
+
+
+PD = grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_payment_in_review_is_decided_by_another_client_and_never_by_a_customer(
+    ruled: Suite,
+) -> None:
+    customer = ruled.customer()
+    held = ruled.collection(customer, 12_000)
+    assert held.state == pb.PAYMENT_STATE_IN_REVIEW
+    approve = pb.ApprovePaymentRequest(payment_id=held.id)
+    reject = pb.RejectPaymentRequest(payment_id=held.id)
+    # The client that created it cannot wave it through (nor decide it at all): four eyes.
+    assert refusal(lambda: ruled.payments.ApprovePayment(approve)) == (PD, "REVIEWER_IS_REQUESTER")
+    assert refusal(lambda: ruled.payments.RejectPayment(reject)) == (PD, "REVIEWER_IS_REQUESTER")
+    # A customer token decides no review, not even of its own payment, whatever its scopes.
+    token = LEDGER_AUTH.customer_token(
+        customer, ["payments.payments.review", "payments.payments.read"]
+    )
+    metadata = (("authorization", f"Bearer {token}"),)
+    for call in (
+        lambda: ruled.reviewer.ApprovePayment(approve, metadata=metadata),
+        lambda: ruled.reviewer.RejectPayment(reject, metadata=metadata),
+    ):
+        assert refusal(call) == (PD, "SERVICE_CALLER_REQUIRED")
+    assert ruled.get(held.id).state == pb.PAYMENT_STATE_IN_REVIEW
+    approved = ruled.reviewer.ApprovePayment(approve).payment
+    assert approved.state == pb.PAYMENT_STATE_SUBMITTING
+    with ruled.app.deps.uow() as uow:
+        recorded = uow.payments.get(held.id)
+    assert recorded is not None
+    assert (recorded.created_by, recorded.reviewed_by) == ("cli_test", REVIEWER)
+    # Approving again is idempotent for the reviewer, still refused to the creator.
+    assert ruled.reviewer.ApprovePayment(approve).payment.id == held.id
+    assert refusal(lambda: ruled.payments.ApprovePayment(approve)) == (PD, "REVIEWER_IS_REQUESTER")
 
 
 def test_refunds_only_of_settled_collections(suite: Suite) -> None:

@@ -25,18 +25,19 @@ from payments.adapters.events import to_outbox_message
 from payments.adapters.identity_client import GrpcIdentity
 from payments.adapters.ledger_client import GrpcLedger
 from payments.adapters.locks import advisory_lock
-from payments.adapters.metrics import count_transitions, states_sampler
+from payments.adapters.metrics import count_transitions, record_house_account, states_sampler
 from payments.config import PaymentsSettings
-from payments.domain import validation
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
+from payments.domain.limits import AmountLimits
 from payments.domain.model import Payment, PaymentRequest
 from payments.domain.states import PaymentState
+from payments.service_layer.capacity import CapacityWatch
 from payments.service_layer.creation import Creation, CreationBatcher, create_payments
 from payments.service_layer.orchestrator import Orchestrator
 from payments.service_layer.ports import BankGateway, IdentityPort, LedgerPort
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
-from payments.service_layer.use_cases import Deps, Policy
+from payments.service_layer.use_cases import SERVICE, Caller, Deps, Policy, check_creation
 
 _log = structlog.get_logger("payments")
 
@@ -69,9 +70,11 @@ def policy_from(settings: PaymentsSettings) -> Policy:
             new_customer_age=timedelta(days=settings.fraud_new_customer_days),
             new_customer_max_amount=dict(settings.fraud_new_customer_max_amount),
         ),
+        limits=AmountLimits(settings.amount_max_major_units, dict(settings.amount_max)),
         lease=timedelta(seconds=settings.worker_lease_seconds),
         status_poll=timedelta(seconds=settings.status_poll_seconds),
         retry_max_seconds=settings.retry_max_seconds,
+        stuck_after=settings.stuck_after_retries,
     )
 
 
@@ -118,6 +121,7 @@ class Payments:
     creator: CreationBatcher
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _sampler: Sampler | None = None
+    _capacity_sampler: Sampler | None = None
 
     @property
     def uow(self) -> Callable[[], PaymentsUnitOfWork]:
@@ -135,18 +139,43 @@ class Payments:
             with self.deps.uow() as uow:
                 return uow.payments.count_by_state()
 
-        self._sampler = states_sampler(count).start()
+        def stuck() -> int:
+            with self.deps.uow() as uow:
+                return uow.payments.count_stuck(self.deps.policy.stuck_after)
 
-    def create(self, request: PaymentRequest, account_field: str) -> Payment:
-        """Create a payout or collection, decided together with concurrent ones."""
-        validation.validate_payment_request(request, account_field)
-        return self.creator.submit(Creation(request, account_field))
+        self._sampler = states_sampler(count, stuck).start()
+
+    def start_capacity_watch(self) -> None:
+        """Read the house accounts' totals now and then (every serving process checks them)."""
+
+        def read() -> None:
+            self.deps.capacity.refresh(self.deps.ledger)
+
+        self._capacity_sampler = Sampler(
+            "payments-house-accounts", read, interval=self.settings.house_account_check_seconds
+        ).start()
+
+    def create(
+        self,
+        request: PaymentRequest,
+        account_field: str,
+        caller: Caller = SERVICE,
+        timeout: float | None = None,
+    ) -> Payment:
+        """Create a payout or collection, decided together with concurrent ones.
+
+        Whatever can refuse it alone is checked first: it joins a group only when
+        nothing about it can fail that group.
+        """
+        check_creation(self.deps, request, account_field, caller)
+        return self.creator.submit(Creation(request, account_field), timeout)
 
     def close(self) -> None:
         self.creator.close()
         self.orchestrator.close()
-        if self._sampler is not None:
-            self._sampler.stop()
+        for sampler in (self._sampler, self._capacity_sampler):
+            if sampler is not None:
+                sampler.stop()
         for close in reversed(self._closers):
             with contextlib.suppress(Exception):
                 close()
@@ -201,6 +230,7 @@ def bootstrap(
         identity=identity,
         bank=bank,
         policy=policy_from(settings),
+        capacity=CapacityWatch(settings.house_account_stop_ratio, record_house_account),
     )
 
     @contextlib.contextmanager

@@ -2,14 +2,20 @@
 
 Amount limits are JSON objects of minor units per ISO 4217 code, e.g.
 ``PAYMENTS_FRAUD_MAX_AMOUNT='{"EUR": 1000000}'``; a currency without an entry
-has no such limit.
+has no such fraud limit (``PAYMENTS_AMOUNT_MAX``: the major-unit default applies).
 """
 
 from __future__ import annotations
 
 from chassis.config import ServiceSettings
-from pydantic import Field, SecretStr
+from chassis.kernel.money import MAX_AMOUNT, is_currency
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
+
+from payments.domain.limits import DEFAULT_MAX_MAJOR_UNITS, DEFAULT_STOP_RATIO
+
+# Every currency's default maximum fits int64, up to ISO 4217's largest exponent (4).
+_MAX_MAJOR_UNITS = MAX_AMOUNT // 10**4
 
 
 class PaymentsSettings(ServiceSettings):
@@ -104,6 +110,31 @@ class PaymentsSettings(ServiceSettings):
         60.0, gt=0, le=86400, description="Longest wait before retrying an unfinished action"
     )
 
+    # --- limits ---
+    amount_max_major_units: int = Field(
+        DEFAULT_MAX_MAJOR_UNITS,
+        ge=1,
+        le=_MAX_MAJOR_UNITS,
+        description="Largest payment, in major units of its currency, unless amount_max sets one",
+    )
+    amount_max: dict[str, int] = Field(
+        default_factory=dict,
+        description="Largest payment per currency (minor units), instead of the major-unit default",
+    )
+    house_account_stop_ratio: float = Field(
+        DEFAULT_STOP_RATIO,
+        gt=0,
+        le=1,
+        description="Share of the int64 range at which a house account's totals stop new payments "
+        "in its currency (the rest books those accepted)",
+    )
+    house_account_check_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How often the house accounts' totals are read"
+    )
+    stuck_after_retries: int = Field(
+        10, ge=1, le=1000, description="Failed attempts after which a payment counts as stuck"
+    )
+
     # --- fees and fraud rules ---
     payout_fee_basis_points: int = Field(0, ge=0, le=10_000, description="Payout fee rate")
     payout_fee_fixed: dict[str, int] = Field(
@@ -130,3 +161,20 @@ class PaymentsSettings(ServiceSettings):
     fraud_new_customer_max_amount: dict[str, int] = Field(
         default_factory=dict, description="Per-payment limit per currency for new customers"
     )
+
+    @field_validator(
+        "amount_max",
+        "payout_fee_fixed",
+        "fraud_max_amount",
+        "fraud_review_amount",
+        "fraud_velocity_max_amount",
+        "fraud_new_customer_max_amount",
+    )
+    @classmethod
+    def _amounts_per_currency(cls, value: dict[str, int]) -> dict[str, int]:
+        for code, amount in value.items():
+            if not is_currency(code):
+                raise ValueError(f"{code!r} is not an ISO 4217 code with minor units")
+            if not 0 <= amount <= MAX_AMOUNT:
+                raise ValueError(f"{code}: {amount} is outside 0..{MAX_AMOUNT} minor units")
+        return value

@@ -5,6 +5,12 @@ incoming call's) and the transfer ids derived from the payment, so a retry of
 any booking is a replay at the ledger, never a second booking. A call that
 fails without an answer (unavailable, deadline exceeded...) raises
 ``LedgerUnavailable``: the caller retries later with the same ids.
+
+One operation never costs another its answer here: an operation that cannot
+even be expressed in the contract (an amount past int64) is refused alone
+without being sent, and a request the ledger refuses as a whole (one malformed
+item fails a batch) raises ``LedgerRequestRefused`` so the caller asks again
+in parts (``use_cases.book``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from payments.domain.ledger_plan import (
     OpKind,
     clearing_account_id,
 )
-from payments.service_layer.ports import LedgerResult, LedgerUnavailable
+from payments.domain.limits import RunningTotals
+from payments.service_layer.ports import LedgerRequestRefused, LedgerResult, LedgerUnavailable
 
 _log = structlog.get_logger("payments.ledger")
 
@@ -77,6 +84,25 @@ def transfer_spec(operation: LedgerOperation) -> pb.TransferSpec:
     return spec
 
 
+def _expressible(operation: LedgerOperation) -> pb.TransferSpec | LedgerResult:
+    """The operation as the contract's message, or its refusal when it cannot be one."""
+    try:
+        return transfer_spec(operation)
+    except (ValueError, TypeError) as error:
+        _log.error(
+            "a ledger operation cannot be expressed; refused without sending it",
+            transfer_id=operation.transfer_id,
+            error=str(error),
+        )
+        return LedgerResult(operation.transfer_id, False, "INVALID_LEDGER_OPERATION", str(error))
+
+
+def _refusal(operation: LedgerOperation, error: grpc.RpcError) -> LedgerResult:
+    return LedgerResult(
+        operation.transfer_id, False, reason_of(error) or error.code().name, error.details() or ""
+    )
+
+
 def _unavailable(error: grpc.RpcError, what: str) -> LedgerUnavailable:
     code = error.code()
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
@@ -104,6 +130,15 @@ class GrpcLedger:
             try:
                 self._stub.OpenAccount(pb.OpenAccountRequest(account=account))
             except grpc.RpcError as error:
+                if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                    # This account alone: bookings on it are refused (ACCOUNT_NOT_FOUND), no others.
+                    _log.error(
+                        "the ledger refused to open an account",
+                        account_id=spec.id,
+                        reason=reason_of(error),
+                        message=error.details(),
+                    )
+                    continue
                 if error.code() is not grpc.StatusCode.ALREADY_EXISTS:
                     raise _unavailable(error, "OpenAccount") from error
                 # Opened before with other settings (by an operator): it exists, use it.
@@ -112,28 +147,59 @@ class GrpcLedger:
                 self._opened.add(spec.id)
 
     def apply_one(self, operation: LedgerOperation) -> LedgerResult:
+        spec = _expressible(operation)
+        if isinstance(spec, LedgerResult):
+            return spec
         try:
-            self._stub.CreateTransfer(pb.CreateTransferRequest(transfer=transfer_spec(operation)))
+            self._stub.CreateTransfer(pb.CreateTransferRequest(transfer=spec))
         except grpc.RpcError as error:
             if error.code() in _ANSWERS:
-                return LedgerResult(
-                    operation.transfer_id,
-                    False,
-                    reason_of(error) or error.code().name,
-                    error.details() or "",
-                )
+                return _refusal(operation, error)
             raise _unavailable(error, "CreateTransfer") from error
         return LedgerResult(operation.transfer_id, True)
 
     def apply(self, operations: Sequence[LedgerOperation]) -> list[LedgerResult]:
-        if not operations:
-            return []
-        request = pb.CreateTransfersRequest(transfers=[transfer_spec(op) for op in operations])
-        try:
-            reply = self._stub.CreateTransfers(request)
-        except grpc.RpcError as error:
-            raise _unavailable(error, "CreateTransfers") from error
-        return [LedgerResult(r.id, r.ok, r.reason, r.message) for r in reply.results]
+        results: list[LedgerResult | None] = []
+        sent: list[tuple[int, pb.TransferSpec]] = []
+        for operation in operations:
+            spec = _expressible(operation)
+            if isinstance(spec, LedgerResult):
+                results.append(spec)
+            else:
+                sent.append((len(results), spec))
+                results.append(None)
+        if sent:
+            request = pb.CreateTransfersRequest(transfers=[spec for _, spec in sent])
+            try:
+                reply = self._stub.CreateTransfers(request)
+            except grpc.RpcError as error:
+                if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                    if len(sent) > 1:
+                        raise LedgerRequestRefused(error.details() or "") from error
+                    results[sent[0][0]] = _refusal(operations[sent[0][0]], error)
+                    return [r for r in results if r is not None]
+                raise _unavailable(error, "CreateTransfers") from error
+            for (index, _), answer in zip(sent, reply.results, strict=True):
+                results[index] = LedgerResult(answer.id, answer.ok, answer.reason, answer.message)
+        return [r for r in results if r is not None]
+
+    def running_totals(self, account_ids: Collection[str]) -> dict[str, RunningTotals]:
+        totals: dict[str, RunningTotals] = {}
+        for account_id in sorted(set(account_ids)):
+            try:
+                reply = self._stub.GetBalance(pb.GetBalanceRequest(account_id=account_id))
+            except grpc.RpcError as error:
+                if error.code() is grpc.StatusCode.NOT_FOUND:
+                    continue
+                raise _unavailable(error, "GetBalance") from error
+            balance = reply.balance
+            totals[account_id] = RunningTotals(
+                balance.debits_posted,
+                balance.credits_posted,
+                balance.debits_pending,
+                balance.credits_pending,
+            )
+        return totals
 
     def clearing_bookings(self, transfer_ids: Collection[str]) -> dict[str, int]:
         bookings: dict[str, int] = {}

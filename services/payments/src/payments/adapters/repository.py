@@ -92,6 +92,8 @@ def _payment(row: Row[Any]) -> Payment:
         version=m["version"],
         transition_count=m["transition_count"],
         trace_context=m["trace_context"],
+        created_by=m["created_by"],
+        reviewed_by=m["reviewed_by"],
     )
 
 
@@ -102,6 +104,7 @@ def _mutable_columns(p: Payment) -> dict[str, Any]:
         "review_required": p.review_required,
         "review_reason": p.review_reason,
         "review_outcome": p.review_outcome,
+        "reviewed_by": p.reviewed_by,
         "bank_payment_id": p.bank_payment_id,
         "bank_attempts": p.bank_attempts,
         "bank_settled_at": p.bank_settled_at,
@@ -118,9 +121,10 @@ def _mutable_columns(p: Payment) -> dict[str, Any]:
 
 
 _MUTABLE = (
-    "state", "reason", "review_required", "review_reason", "review_outcome", "bank_payment_id",
-    "bank_attempts", "bank_settled_at", "bank_returned_at", "ledger_done", "hold_uncertain",
-    "ledger_error", "next_action_at", "leased_until", "retries", "transition_count", "updated_at",
+    "state", "reason", "review_required", "review_reason", "review_outcome", "reviewed_by",
+    "bank_payment_id", "bank_attempts", "bank_settled_at", "bank_returned_at", "ledger_done",
+    "hold_uncertain", "ledger_error", "next_action_at", "leased_until", "retries",
+    "transition_count", "updated_at",
 )  # fmt: skip
 # One statement for every save, guarded by the version the payment was loaded with.
 _UPDATE = (
@@ -147,6 +151,7 @@ def _columns(p: Payment) -> dict[str, Any]:
         "created_at": p.created_at,
         "version": p.version,
         "trace_context": p.trace_context,
+        "created_by": p.created_by,
         **_mutable_columns(p),
     }
 
@@ -344,6 +349,17 @@ class PaymentsRepository:
     def count_by_state(self) -> dict[PaymentState, int]:
         rows = self._c.execute(select(P.c.state, func.count()).group_by(P.c.state))
         return {PaymentState(state): int(count) for state, count in rows}
+
+    def count_stuck(self, min_retries: int) -> int:
+        """Payments whose next action failed ``min_retries`` times or more in a row.
+
+        Only payments with work left are looked at (``ix_payments_due``): a payment
+        that is retrying always has its next attempt scheduled.
+        """
+        value = self._c.execute(
+            select(func.count()).where(P.c.next_action_at.is_not(None), P.c.retries >= min_retries)
+        ).scalar_one()
+        return int(value)
 
     # --- the KYC projection -------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chassis.kernel.ids import MAX_ID_BODY
 from chassis.outbox.schema import outbox_table
 from chassis.pubsub.subscriber import SubscriberTables
 from sqlalchemy import (
@@ -22,6 +23,12 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+
+# The longest id of a prefix by the suite's id rule: "<prefix>_" and 1 to 60 characters.
+def _id_length(prefix: str) -> int:
+    return len(prefix) + 1 + MAX_ID_BODY
+
+
 payments = Table(
     "payments",
     metadata,
@@ -37,7 +44,8 @@ payments = Table(
     Column("description", String(140), nullable=False),
     Column("original_payment_id", String(64), nullable=False),
     Column("fingerprint", String(32), nullable=False),
-    Column("ledger_account_id", String(64), nullable=False),
+    # The customer's ledger account: an "acct_" id of the ledger's contract.
+    Column("ledger_account_id", String(_id_length("acct")), nullable=False),
     Column("reason", String(64), nullable=False),
     Column("review_required", Boolean, nullable=False),
     Column("review_reason", String(64), nullable=False),
@@ -55,6 +63,9 @@ payments = Table(
     Column("version", Integer, nullable=False),
     Column("transition_count", Integer, nullable=False),
     Column("trace_context", String(128), nullable=False, server_default=""),
+    # The service clients that created it and reviewed it ("cli_" ids; empty when unknown).
+    Column("created_by", String(_id_length("cli")), nullable=False, server_default=""),
+    Column("reviewed_by", String(_id_length("cli")), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # The workers' queue: only payments with something to do are indexed.

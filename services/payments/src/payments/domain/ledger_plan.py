@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from dataclasses import dataclass
 
 from chassis.kernel.ids import MAX_ID_BODY
@@ -73,12 +74,36 @@ class AccountSpec:
     customer_id: str = ""
 
 
+# Customer account ids stay within 64 characters ("acct_" and 59), one less than the
+# ledger's contract allows: every ledger database ever deployed stores them.
+MAX_CUSTOMER_ACCOUNT_BODY = MAX_ID_BODY - 1
+# The account of a customer whose id is too long to spell out keeps a digest of the id instead.
+_DIGEST_FORM = re.compile(r"cus_h[0-9a-f]{40}")
+
+
 def customer_account_id(customer_id: str, currency: str) -> str:
+    """``acct_<customer id>_<CCY>``, a valid ledger account id for every valid customer id.
+
+    A customer id too long for that ("cus_" + 52 to 60) is replaced by
+    ``cus_h`` and 40 hex digits of its SHA-256. So is a customer id that
+    already has exactly that form: spelled out, its account would be another
+    customer's digest account, which a customer could otherwise claim by
+    choosing its id.
+    """
     body = f"{customer_id}_{currency}"
-    if len(body) > MAX_ID_BODY:
+    if len(body) > MAX_CUSTOMER_ACCOUNT_BODY or _DIGEST_FORM.fullmatch(customer_id):
         digest = hashlib.sha256(customer_id.encode()).hexdigest()[:40]
         body = f"cus_h{digest}_{currency}"
     return f"acct_{body}"
+
+
+def house_account_ids(currency: str) -> tuple[str, ...]:
+    """The accounts every customer's payments in ``currency`` share."""
+    return (
+        clearing_account_id(currency),
+        fee_account_id(currency),
+        returns_receivable_account_id(currency),
+    )
 
 
 def clearing_account_id(currency: str) -> str:

@@ -9,7 +9,9 @@ from chassis.kernel.errors import NotFound, Violations
 from chassis.kernel.ids import id_rule, is_valid_id
 from chassis.kernel.money import MAX_AMOUNT, is_currency
 
-from payments.domain.model import PaymentRequest
+from payments.domain.ledger_plan import customer_account_id
+from payments.domain.limits import AmountLimits
+from payments.domain.model import LedgerStep, PaymentRequest, transfer_id
 
 PAYMENT_PREFIX = "pay"
 CUSTOMER_PREFIX = "cus"
@@ -17,6 +19,7 @@ RUN_PREFIX = "rec"
 # Short enough that every ledger transfer id derived from it ("tr_<id>_<step>") fits.
 MAX_PAYMENT_ID_BODY = 48
 MAX_TEXT = 140
+AMOUNT_OUT_OF_RANGE = "AMOUNT_OUT_OF_RANGE"
 _PAYMENT_ID = re.compile(r"pay_[A-Za-z0-9_-]{1,48}")
 _ACCOUNT_NUMBER = re.compile(r"[A-Za-z0-9]{1,34}")
 
@@ -28,15 +31,29 @@ def is_payment_id(value: str) -> bool:
 PAYMENT_ID_RULE = f'must be "pay_" followed by 1 to {MAX_PAYMENT_ID_BODY} of [A-Za-z0-9_-]'
 
 
-def validate_payment_request(request: PaymentRequest, account_field: str) -> None:
+def validate_payment_request(
+    request: PaymentRequest,
+    account_field: str,
+    limits: AmountLimits | None = None,
+    fee: int = 0,
+) -> None:
+    """Everything about one creation that can be known without reading anything.
+
+    ``fee`` is what the payment would be charged; amount plus fee is one ledger leg.
+    """
     out = Violations()
     if not is_payment_id(request.payment_id):
         out.add("payment_id", PAYMENT_ID_RULE)
     if not is_valid_id(request.customer_id, CUSTOMER_PREFIX):
         out.add("customer_id", id_rule(CUSTOMER_PREFIX))
-    _check_amount(request.amount, out)
     if not is_currency(request.currency):
         out.add("currency", "must be an ISO 4217 code with minor units", "UNKNOWN_CURRENCY")
+        _check_amount(request.amount, out)
+    else:
+        top = (limits or AmountLimits()).max_amount(request.currency)
+        _check_amount(request.amount, out, top, request.currency, fee)
+    if not out:
+        _check_derived_ids(request, out)
     if not _ACCOUNT_NUMBER.fullmatch(request.counterparty.account_number):
         out.add(f"{account_field}.account_number", "must be 1 to 34 of [A-Za-z0-9]")
     if len(request.counterparty.holder_name) > MAX_TEXT:
@@ -58,9 +75,51 @@ def validate_refund(refund_id: str, payment_id: str, amount: int, reason: str) -
     out.raise_if_any()
 
 
-def _check_amount(amount: int, out: Violations) -> None:
-    if not 0 < amount <= MAX_AMOUNT:
-        out.add("amount", f"must be between 1 and {MAX_AMOUNT} minor units")
+def _check_amount(
+    amount: int, out: Violations, top: int = MAX_AMOUNT, currency: str = "", fee: int = 0
+) -> None:
+    unit = f" of {currency}" if currency else ""
+    if not 0 < amount <= top:
+        out.add("amount", f"must be between 1 and {top} minor units{unit}", AMOUNT_OUT_OF_RANGE)
+    elif amount + fee > MAX_AMOUNT:
+        out.add(
+            "amount",
+            f"with its fee of {fee} exceeds the {MAX_AMOUNT} minor units one booking can hold",
+            AMOUNT_OUT_OF_RANGE,
+        )
+
+
+def _check_derived_ids(request: PaymentRequest, out: Violations) -> None:
+    """The ledger ids derived from a valid request are valid by the ledger's contract.
+
+    True by construction (tested for every length); checked here too because a
+    request that broke it would fail in the ledger only after it was accepted.
+    """
+    account = customer_account_id(request.customer_id, request.currency)
+    if not is_valid_id(account, "acct"):
+        out.add("customer_id", f"gives the ledger account id {account}, which is not valid")
+    for step in LedgerStep:
+        if not is_valid_id(transfer_id(request.payment_id, step), "tr"):
+            out.add("payment_id", "is too long for the ledger transfer ids derived from it")
+            return
+
+
+def validate_customer_filter(customer_id: str) -> None:
+    out = Violations()
+    if customer_id and not is_valid_id(customer_id, CUSTOMER_PREFIX):
+        out.add("customer_id", id_rule(CUSTOMER_PREFIX))
+    out.raise_if_any()
+
+
+def validate_run_id(run_id: str) -> None:
+    out = Violations()
+    _check_run_id(run_id, out)
+    out.raise_if_any()
+
+
+def _check_run_id(run_id: str, out: Violations) -> None:
+    if not is_valid_id(run_id, RUN_PREFIX):
+        out.add("run_id", id_rule(RUN_PREFIX))
 
 
 def validate_payment_id(payment_id: str, field: str = "payment_id") -> None:
@@ -79,13 +138,16 @@ def validate_note(text: str, field: str) -> None:
 
 def validate_run(run_id: str, statement_date: str) -> date:
     out = Violations()
-    if not is_valid_id(run_id, RUN_PREFIX):
-        out.add("run_id", id_rule(RUN_PREFIX))
+    _check_run_id(run_id, out)
     day: date | None = None
     try:
         day = date.fromisoformat(statement_date)
     except ValueError:
         out.add("statement_date", "must be a day as YYYY-MM-DD")
+    else:
+        if day == date.max:
+            # A statement covers its day up to the next one, which must exist.
+            out.add("statement_date", f"must be a day before {date.max.isoformat()}")
     out.raise_if_any()
     assert day is not None
     return day

@@ -1,7 +1,9 @@
 """``astra.payments.v1.PaymentsService``: thin, proto -> command -> proto.
 
-Object-level rule: a customer token (a service acting for one customer) sees
-and moves only that customer's payments; service clients see all.
+The verified caller becomes a ``use_cases.Caller``; the object-level rules it
+carries (a customer token acts only on its customer's payments; a review is
+made by another client than the one that created the payment) live in the
+service layer.
 """
 
 from __future__ import annotations
@@ -10,30 +12,23 @@ import grpc
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1 import payments_pb2_grpc
 from chassis.auth import current_principal
-from chassis.kernel.errors import FieldViolation, InvalidArgument, PermissionDenied
+from chassis.grpc.context import time_remaining
+from chassis.kernel.errors import FieldViolation, InvalidArgument
 
 from payments.adapters.metrics import record_reconciliation
 from payments.adapters.protos import payment_to_pb, report_to_pb
 from payments.bootstrap import Payments
-from payments.domain.model import BankAccount, Payment, PaymentRequest
+from payments.domain.model import BankAccount, PaymentRequest
 from payments.domain.states import PaymentKind, PaymentState
 from payments.service_layer import use_cases
+from payments.service_layer.use_cases import SERVICE, Caller
 
 
-def _caller_customer() -> str:
+def _caller() -> Caller:
     principal = current_principal()
-    return principal.customer_id if principal is not None else ""
-
-
-def _check_owner(customer_id: str) -> None:
-    caller = _caller_customer()
-    if caller and caller != customer_id:
-        raise PermissionDenied("NOT_PAYMENT_OWNER", "a customer may act only on its own payments")
-
-
-def _owned(payment: Payment) -> Payment:
-    _check_owner(payment.customer_id)
-    return payment
+    if principal is None:
+        return SERVICE
+    return Caller(client_id=principal.client_id, customer_id=principal.customer_id)
 
 
 def _state_filter(value: int) -> PaymentState | None:
@@ -52,7 +47,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     def CreatePayout(
         self, request: pb.CreatePayoutRequest, context: grpc.ServicerContext
     ) -> pb.CreatePayoutResponse:
-        _check_owner(request.customer_id)
+        caller = _caller()
         payment = self._app.create(
             PaymentRequest(
                 payment_id=request.payment_id,
@@ -64,15 +59,18 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                     request.destination.account_number, request.destination.holder_name
                 ),
                 description=request.description,
+                requested_by=caller.client_id,
             ),
             "destination",
+            caller,
+            time_remaining(context),
         )
         return pb.CreatePayoutResponse(payment=payment_to_pb(payment))
 
     def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.ServicerContext
     ) -> pb.CreateCollectionResponse:
-        _check_owner(request.customer_id)
+        caller = _caller()
         payment = self._app.create(
             PaymentRequest(
                 payment_id=request.payment_id,
@@ -82,58 +80,59 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 currency=request.currency,
                 counterparty=BankAccount(request.source.account_number, request.source.holder_name),
                 description=request.description,
+                requested_by=caller.client_id,
             ),
             "source",
+            caller,
+            time_remaining(context),
         )
         return pb.CreateCollectionResponse(payment=payment_to_pb(payment))
 
     def RefundPayment(
         self, request: pb.RefundPaymentRequest, context: grpc.ServicerContext
     ) -> pb.RefundPaymentResponse:
-        if _caller_customer():
-            _owned(use_cases.get_payment(self._deps, request.payment_id))
         refund = use_cases.refund_payment(
-            self._deps, request.refund_id, request.payment_id, request.amount, request.reason
+            self._deps,
+            request.refund_id,
+            request.payment_id,
+            request.amount,
+            request.reason,
+            _caller(),
         )
         return pb.RefundPaymentResponse(refund=payment_to_pb(refund))
 
     def CancelPayment(
         self, request: pb.CancelPaymentRequest, context: grpc.ServicerContext
     ) -> pb.CancelPaymentResponse:
-        if _caller_customer():
-            _owned(use_cases.get_payment(self._deps, request.payment_id))
-        payment = use_cases.cancel_payment(self._deps, request.payment_id, request.reason)
+        payment = use_cases.cancel_payment(
+            self._deps, request.payment_id, request.reason, _caller()
+        )
         return pb.CancelPaymentResponse(payment=payment_to_pb(payment))
 
     def ApprovePayment(
         self, request: pb.ApprovePaymentRequest, context: grpc.ServicerContext
     ) -> pb.ApprovePaymentResponse:
-        payment = use_cases.approve_payment(self._deps, request.payment_id, request.note)
+        payment = use_cases.approve_payment(self._deps, request.payment_id, request.note, _caller())
         return pb.ApprovePaymentResponse(payment=payment_to_pb(payment))
 
     def RejectPayment(
         self, request: pb.RejectPaymentRequest, context: grpc.ServicerContext
     ) -> pb.RejectPaymentResponse:
-        payment = use_cases.reject_payment(self._deps, request.payment_id, request.note)
+        payment = use_cases.reject_payment(self._deps, request.payment_id, request.note, _caller())
         return pb.RejectPaymentResponse(payment=payment_to_pb(payment))
 
     def GetPayment(
         self, request: pb.GetPaymentRequest, context: grpc.ServicerContext
     ) -> pb.GetPaymentResponse:
-        payment = _owned(use_cases.get_payment(self._deps, request.payment_id))
+        payment = use_cases.get_payment(self._deps, request.payment_id, _caller())
         return pb.GetPaymentResponse(payment=payment_to_pb(payment))
 
     def ListPayments(
         self, request: pb.ListPaymentsRequest, context: grpc.ServicerContext
     ) -> pb.ListPaymentsResponse:
-        customer_id = request.customer_id
-        caller = _caller_customer()
-        if caller:
-            _check_owner(customer_id or caller)
-            customer_id = caller
         state = _state_filter(request.state)
         page = use_cases.list_payments(
-            self._deps, request.page_size, request.page_token, customer_id, state
+            self._deps, request.page_size, request.page_token, request.customer_id, state, _caller()
         )
         return pb.ListPaymentsResponse(
             payments=[payment_to_pb(p, history=False) for p in page.items],

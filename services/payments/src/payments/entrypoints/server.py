@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     app = bootstrap(settings)
     if is_first_process():
         app.start_sampler()
+    app.start_capacity_watch()
     database = make_url(settings.database_url).render_as_string(hide_password=True)
     if args.command == "workers":
         _run_workers(app, settings)

@@ -43,7 +43,6 @@ from payments.service_layer.ports import (
     BankPaymentView,
     BankUnavailable,
     LedgerResult,
-    LedgerUnavailable,
     LookupOutcome,
     LookupResult,
     SubmitOutcome,
@@ -53,6 +52,7 @@ from payments.service_layer.unit_of_work import PaymentsUnitOfWork
 from payments.service_layer.use_cases import (
     Deps,
     apply_hold_result,
+    book,
     run_reconciliation,
     schedule,
 )
@@ -186,10 +186,15 @@ class Orchestrator:
             specs = {s.id: s for p in needs_accounts for s in accounts_for(p)}
             if specs:
                 self.deps.ledger.ensure_accounts(list(specs.values()))
-            return list(self.deps.ledger.apply(operations))
-        except LedgerUnavailable:
-            _log.warning("ledger unavailable; bookings retried later", count=len(operations))
+        except Exception as error:
+            # Booking on an account that may not be open would be refused for good.
+            _log.warning(
+                "ledger accounts not ensured; bookings retried later",
+                count=len(operations),
+                error=repr(error),
+            )
             return [None] * len(operations)
+        return book(self.deps.ledger, operations)
 
     def _bank_call(self, work: _Work) -> _Result:
         with resumed_span(
@@ -197,7 +202,14 @@ class Orchestrator:
             f"payments.bank.{work.action.name.lower()}",
             payment_id=work.payment.id,
         ):
-            return self._bank_call_traced(work)
+            try:
+                return self._bank_call_traced(work)
+            except Exception:
+                # This payment's call alone: the round's other payments go on.
+                _log.exception(
+                    "bank call failed unexpectedly; retried later", payment_id=work.payment.id
+                )
+                return _Result()
 
     def _bank_call_traced(self, work: _Work) -> _Result:
         bank = self.deps.bank
@@ -221,7 +233,13 @@ class Orchestrator:
                 payment = current.get(item.payment.id)
                 if payment is None:
                     continue
-                apply_result(payment, item, results[payment.id], now)
+                try:
+                    apply_result(payment, item, results[payment.id], now)
+                except Exception:
+                    _log.exception(
+                        "applying an answer failed; retried later", payment_id=payment.id
+                    )
+                    payment.retries += 1
                 payment.leased_until = None
                 schedule(payment, now, deps.policy)
             uow.payments.save_all(list(current.values()))

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from payments.domain.customers import CustomerKyc
 from payments.domain.ledger_plan import AccountSpec, LedgerOperation
+from payments.domain.limits import RunningTotals
 from payments.domain.model import BankAccount, BankStatus
 from payments.domain.reconciliation import StatementLine
 
@@ -18,6 +19,13 @@ from payments.domain.reconciliation import StatementLine
 
 class LedgerUnavailable(Exception):
     """The ledger could not be reached or did not answer in time: nothing is known."""
+
+
+class LedgerRequestRefused(Exception):
+    """The ledger refused a request of several operations as a whole (one is malformed).
+
+    Nothing was booked; each operation alone gets its own answer.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +46,14 @@ class LedgerPort(Protocol):
         ...
 
     def apply(self, operations: Sequence[LedgerOperation]) -> list[LedgerResult]:
-        """Unlinked operations in one request; one result per operation, in order."""
+        """Unlinked operations in one request; one result per operation, in order.
+
+        Raises ``LedgerRequestRefused`` when the ledger refuses the request as a whole.
+        """
+        ...
+
+    def running_totals(self, account_ids: Collection[str]) -> dict[str, RunningTotals]:
+        """The sums of each account that exists (those that do not are left out)."""
         ...
 
     def clearing_bookings(self, transfer_ids: Collection[str]) -> dict[str, int]:

@@ -10,7 +10,7 @@ is paid later by a worker (``service_layer.orchestrator``).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
@@ -21,6 +21,7 @@ from chassis.kernel.errors import (
     FailedPrecondition,
     IdempotencyKeyReused,
     NotFound,
+    PermissionDenied,
     Unavailable,
 )
 from chassis.kernel.pagination import encode_page_token, parse_page
@@ -31,7 +32,13 @@ from payments.domain.customers import VERIFIED, CustomerKyc
 from payments.domain.events import ReconciliationCompleted
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules, Velocity, Verdict, assess
-from payments.domain.ledger_plan import accounts_for, customer_account_id, operation_for
+from payments.domain.ledger_plan import (
+    LedgerOperation,
+    accounts_for,
+    customer_account_id,
+    operation_for,
+)
+from payments.domain.limits import AmountLimits
 from payments.domain.model import Action, LedgerStep, Payment, PaymentRequest
 from payments.domain.reconciliation import (
     ReconciliationReport,
@@ -40,6 +47,7 @@ from payments.domain.reconciliation import (
 )
 from payments.domain.refunds import check_refund
 from payments.domain.states import PaymentKind, PaymentState
+from payments.service_layer.capacity import CapacityWatch
 from payments.service_layer.ports import (
     BankGateway,
     BankUnavailable,
@@ -62,9 +70,12 @@ class Policy:
 
     fees: FeeSchedule = field(default_factory=FeeSchedule)
     fraud: FraudRules = field(default_factory=FraudRules)
+    limits: AmountLimits = field(default_factory=AmountLimits)
     lease: timedelta = timedelta(seconds=30)
     status_poll: timedelta = timedelta(seconds=60)
     retry_max_seconds: float = 60.0
+    # Failed attempts after which a payment is reported as unable to progress.
+    stuck_after: int = 10
 
 
 @dataclass
@@ -77,6 +88,48 @@ class Deps:
     policy: Policy = field(default_factory=Policy)
     # Tells this process's workers there is work now (they also poll).
     wake: Callable[[], None] = lambda: None
+    # How full the ledger's house accounts are, per currency (read now and then).
+    capacity: CapacityWatch = field(default_factory=CapacityWatch)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks, as far as object-level rules care.
+
+    A customer token (a service acting for one customer) acts only on that
+    customer's payments and reviews none. A payment held for review is approved
+    or rejected by another service client than the one that created it (four
+    eyes). An empty ``client_id`` (auth off) has no identity to compare.
+    """
+
+    client_id: str = ""
+    customer_id: str = ""
+
+    def check_customer(self, customer_id: str) -> None:
+        if self.customer_id and self.customer_id != customer_id:
+            raise PermissionDenied(
+                "NOT_PAYMENT_OWNER", "a customer may act only on its own payments"
+            )
+
+    def check_owner(self, payment: Payment) -> Payment:
+        self.check_customer(payment.customer_id)
+        return payment
+
+    def check_reviewer(self, payment: Payment) -> None:
+        if self.customer_id:
+            raise PermissionDenied(
+                "SERVICE_CALLER_REQUIRED", "a customer token cannot approve or reject payments"
+            )
+        if self.client_id and self.client_id == payment.created_by:
+            raise PermissionDenied(
+                "REVIEWER_IS_REQUESTER",
+                f"payment {payment.id} was created by {payment.created_by}: "
+                "another client must approve or reject it",
+                metadata={"payment_id": payment.id},
+            )
+
+
+SERVICE = Caller()
 
 
 # --- scheduling ----------------------------------------------------------------------------
@@ -98,6 +151,16 @@ def schedule(payment: Payment, now: datetime, policy: Policy) -> None:
         payment.next_action_at = now + policy.status_poll
     elif payment.retries:
         payment.next_action_at = now + backoff(payment.retries, policy.retry_max_seconds)
+        if payment.retries == policy.stuck_after:
+            # Once per payment: the line (and payments_stuck) is what an alert fires on.
+            _log.error(
+                "payment cannot progress",
+                payment_id=payment.id,
+                state=payment.state.name,
+                action=action.value,
+                retries=payment.retries,
+                ledger_error=payment.ledger_error,
+            )
     else:
         payment.next_action_at = now
 
@@ -165,6 +228,27 @@ def ask_identity(deps: Deps, customer_id: str, known: CustomerKyc | None) -> Cus
 # --- creating payments ---------------------------------------------------------------------------
 
 
+def check_creation(
+    deps: Deps, request: PaymentRequest, account_field: str, caller: Caller = SERVICE
+) -> None:
+    """Everything that can refuse one creation on its own, before it joins others.
+
+    Nothing is read or written: a refusal here costs no one else anything.
+    (The currency's capacity is checked once the request is known to be new:
+    a replay gets its payment whatever the capacity now.)
+    """
+    caller.check_customer(request.customer_id)
+    validation.validate_payment_request(
+        request, account_field, deps.policy.limits, fee_of(request, deps.policy)
+    )
+
+
+def fee_of(request: PaymentRequest, policy: Policy) -> int:
+    if request.kind is not PaymentKind.PAYOUT:
+        return 0
+    return policy.fees.fee_for(request.amount, request.currency)
+
+
 def decide_payment(
     request: PaymentRequest,
     status: CustomerStatus,
@@ -173,10 +257,9 @@ def decide_payment(
     now: datetime,
 ) -> Payment:
     """A new payment from its request: declined, held for review, or ready for its hold."""
-    fee = policy.fees.fee_for(request.amount, request.currency)
     payment = Payment.create(
         request,
-        fee=fee if request.kind is PaymentKind.PAYOUT else 0,
+        fee=fee_of(request, policy),
         ledger_account_id=customer_account_id(request.customer_id, request.currency),
         now=now,
     )
@@ -215,7 +298,7 @@ def create_payment(deps: Deps, request: PaymentRequest, account_field: str) -> P
     One transaction decides it when the projection knows the customer as
     VERIFIED (the common case); otherwise identity is asked first.
     """
-    validation.validate_payment_request(request, account_field)
+    check_creation(deps, request, account_field)
     policy = deps.policy
     asked: CustomerStatus | None = None
 
@@ -223,6 +306,7 @@ def create_payment(deps: Deps, request: PaymentRequest, account_field: str) -> P
         existing = uow.payments.get(request.payment_id, history=True)
         if existing is not None:
             return _replay(existing, request)
+        deps.capacity.check(request.currency)
         # One customer's payments are decided one at a time, so velocity rules hold under races.
         known = uow.payments.customer(request.customer_id, lock=True)
         if asked is not None:
@@ -251,13 +335,19 @@ def create_payment(deps: Deps, request: PaymentRequest, account_field: str) -> P
 
 
 def refund_payment(
-    deps: Deps, refund_id: str, payment_id: str, amount: int, reason: str
+    deps: Deps,
+    refund_id: str,
+    payment_id: str,
+    amount: int,
+    reason: str,
+    caller: Caller = SERVICE,
 ) -> Payment:
     validation.validate_refund(refund_id, payment_id, amount, reason)
     with deps.uow() as uow:
         original = uow.payments.get(payment_id)
     if original is None:
         raise validation.payment_not_found(payment_id)
+    caller.check_owner(original)
     request = PaymentRequest(
         payment_id=refund_id,
         kind=PaymentKind.REFUND,
@@ -267,11 +357,13 @@ def refund_payment(
         counterparty=original.counterparty,
         description=reason,
         original_payment_id=original.id,
+        requested_by=caller.client_id,
     )
     with deps.uow() as uow:
         existing = uow.payments.get(refund_id, history=True)
     if existing is not None:
         return _replay(existing, request)
+    deps.capacity.check(original.currency)
     status = customer_status(deps, original.customer_id)
 
     def work(uow: PaymentsUnitOfWork) -> Payment:
@@ -317,7 +409,12 @@ def _after_create(deps: Deps, payment: Payment) -> Payment:
 
 
 def place_hold(deps: Deps, payment: Payment) -> Payment:
-    """Hold an outgoing payment's funds in the ledger and record what happened."""
+    """Hold an outgoing payment's funds in the ledger and record what happened.
+
+    The payment is committed already: if the outcome cannot be recorded, the
+    caller still gets the payment as committed (CREATED), and a worker places
+    the hold again once the lease ends (the same transfer id: never held twice).
+    """
     result = hold_funds(deps.ledger, payment)
 
     def work(uow: PaymentsUnitOfWork) -> Payment:
@@ -330,7 +427,13 @@ def place_hold(deps: Deps, payment: Payment) -> Payment:
         uow.payments.save(current)
         return current
 
-    return run_in_transaction(deps.uow, work)
+    try:
+        return run_in_transaction(deps.uow, work)
+    except Exception:
+        _log.exception(
+            "the hold's outcome was not recorded; a worker redoes it", payment_id=payment.id
+        )
+        return payment
 
 
 def hold_funds(ledger: LedgerPort, payment: Payment) -> LedgerResult | None:
@@ -341,6 +444,37 @@ def hold_funds(ledger: LedgerPort, payment: Payment) -> LedgerResult | None:
     except LedgerUnavailable:
         _log.warning("ledger unavailable for a hold; a worker retries", payment_id=payment.id)
         return None
+    except Exception:
+        # Its outcome is unknown, like a timeout's: asked again later under the same id.
+        _log.exception("a hold failed unexpectedly; a worker retries", payment_id=payment.id)
+        return None
+
+
+def book(ledger: LedgerPort, operations: Sequence[LedgerOperation]) -> list[LedgerResult | None]:
+    """The ledger's answer to each operation, in order; None where no answer came.
+
+    One request for all of them. If it fails as a whole for another reason than
+    the ledger being out of reach (one malformed operation, a bug), it is split
+    in halves and each is asked again, down to single operations: one bad
+    operation costs only its own answer. Asking again is safe: every operation
+    carries its own transfer id, so the ledger replays what it already did.
+    """
+    if not operations:
+        return []
+    try:
+        return list(ledger.apply(operations))
+    except LedgerUnavailable:
+        _log.warning("ledger unavailable; bookings retried later", count=len(operations))
+        return [None] * len(operations)
+    except Exception:
+        if len(operations) == 1:
+            _log.exception(
+                "a ledger booking failed; retried later",
+                transfer_id=operations[0].transfer_id,
+            )
+            return [None]
+        half = len(operations) // 2
+        return book(ledger, operations[:half]) + book(ledger, operations[half:])
 
 
 def apply_hold_result(payment: Payment, result: LedgerResult | None, now: datetime) -> None:
@@ -361,13 +495,19 @@ def apply_hold_result(payment: Payment, result: LedgerResult | None, now: dateti
 # --- changing payments ----------------------------------------------------------------------------
 
 
-def _change(deps: Deps, payment_id: str, change: Callable[[Payment, datetime], None]) -> Payment:
+def _change(
+    deps: Deps,
+    payment_id: str,
+    change: Callable[[Payment, datetime], None],
+    check: Callable[[Payment], object],
+) -> Payment:
     validation.validate_payment_id(payment_id)
 
     def work(uow: PaymentsUnitOfWork) -> Payment:
         payment = uow.payments.get(payment_id, lock=True, history=True)
         if payment is None:
             raise validation.payment_not_found(payment_id)
+        check(payment)
         before = payment.transition_count
         now = deps.clock.now()
         change(payment, now)
@@ -383,19 +523,31 @@ def _change(deps: Deps, payment_id: str, change: Callable[[Payment, datetime], N
     return payment
 
 
-def cancel_payment(deps: Deps, payment_id: str, reason: str = "") -> Payment:
+def cancel_payment(
+    deps: Deps, payment_id: str, reason: str = "", caller: Caller = SERVICE
+) -> Payment:
     validation.validate_note(reason, "reason")
-    return _change(deps, payment_id, lambda p, now: p.cancel(now, _reason(reason)))
+    return _change(
+        deps, payment_id, lambda p, now: p.cancel(now, _reason(reason)), caller.check_owner
+    )
 
 
-def approve_payment(deps: Deps, payment_id: str, note: str = "") -> Payment:
+def approve_payment(
+    deps: Deps, payment_id: str, note: str = "", caller: Caller = SERVICE
+) -> Payment:
     validation.validate_note(note, "note")
-    return _change(deps, payment_id, lambda p, now: p.approve(now, note))
+    return _change(
+        deps, payment_id, lambda p, now: p.approve(now, caller.client_id), caller.check_reviewer
+    )
 
 
-def reject_payment(deps: Deps, payment_id: str, note: str = "") -> Payment:
+def reject_payment(
+    deps: Deps, payment_id: str, note: str = "", caller: Caller = SERVICE
+) -> Payment:
     validation.validate_note(note, "note")
-    return _change(deps, payment_id, lambda p, now: p.reject(now, note))
+    return _change(
+        deps, payment_id, lambda p, now: p.reject(now, caller.client_id), caller.check_reviewer
+    )
 
 
 def _reason(text: str) -> str:
@@ -408,13 +560,13 @@ def _reason(text: str) -> str:
 # --- queries --------------------------------------------------------------------------------------
 
 
-def get_payment(deps: Deps, payment_id: str) -> Payment:
+def get_payment(deps: Deps, payment_id: str, caller: Caller = SERVICE) -> Payment:
     validation.validate_payment_id(payment_id)
     with deps.uow() as uow:
         payment = uow.payments.get(payment_id, history=True)
     if payment is None:
         raise validation.payment_not_found(payment_id)
-    return payment
+    return caller.check_owner(payment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,7 +581,12 @@ def list_payments(
     page_token: str,
     customer_id: str = "",
     state: PaymentState | None = None,
+    caller: Caller = SERVICE,
 ) -> Page:
+    validation.validate_customer_filter(customer_id)
+    if caller.customer_id:
+        caller.check_customer(customer_id or caller.customer_id)
+        customer_id = caller.customer_id
     filters = {"customer_id": customer_id, "state": int(state) if state else 0}
     page = parse_page(page_size, page_token, filters)
     with deps.uow() as uow:
@@ -494,6 +651,7 @@ def _replay_run(existing: ReconciliationReport, day: date) -> ReconciliationRepo
 
 
 def get_reconciliation_run(deps: Deps, run_id: str) -> ReconciliationReport:
+    validation.validate_run_id(run_id)
     with deps.uow() as uow:
         run = uow.payments.get_run(run_id)
     if run is None:

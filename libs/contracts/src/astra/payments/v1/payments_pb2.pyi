@@ -283,7 +283,10 @@ class Payment(_message.Message):
     bank_payment_id: _builtins.str
     """Output only. The bank's id of the payment, once the bank has it."""
     ledger_account_id: _builtins.str
-    """Output only. The customer's ledger account."""
+    """Output only. The customer's ledger account: "acct_<customer id>_<currency>",
+    or, for a customer id too long to spell out in 64 characters,
+    "acct_cus_h<40 hex digits of its SHA-256>_<currency>".
+    """
     ledger_pending: _builtins.bool
     """Output only. True while the ledger has yet to book the current state
     (e.g. the ledger was unavailable); a worker books it.
@@ -348,9 +351,13 @@ class CreatePayoutRequest(_message.Message):
     payment_id: _builtins.str
     """Required. Client-chosen: "pay_" followed by 1 to 48 of [A-Za-z0-9_-]."""
     customer_id: _builtins.str
-    """Required. The paying customer ("cus_...")."""
+    """Required. The paying customer: "cus_" followed by 1 to 60 of
+    [A-Za-z0-9_-].
+    """
     amount: _builtins.int
-    """Required. Minor units, greater than zero."""
+    """Required. Minor units, greater than zero and at most the currency's
+    maximum; with the fee, at most 9223372036854775807.
+    """
     currency: _builtins.str
     """Required. ISO 4217 code."""
     description: _builtins.str
@@ -410,9 +417,13 @@ class CreateCollectionRequest(_message.Message):
     payment_id: _builtins.str
     """Required. Client-chosen: "pay_" followed by 1 to 48 of [A-Za-z0-9_-]."""
     customer_id: _builtins.str
-    """Required. The customer credited ("cus_...")."""
+    """Required. The customer credited: "cus_" followed by 1 to 60 of
+    [A-Za-z0-9_-].
+    """
     amount: _builtins.int
-    """Required. Minor units, greater than zero."""
+    """Required. Minor units, greater than zero and at most the currency's
+    maximum.
+    """
     currency: _builtins.str
     """Required. ISO 4217 code."""
     description: _builtins.str
@@ -704,7 +715,9 @@ class ListPaymentsRequest(_message.Message):
     page_token: _builtins.str
     """Optional. From a previous response's next_page_token."""
     customer_id: _builtins.str
-    """Optional. Only this customer's payments."""
+    """Optional. Only this customer's payments ("cus_..."). A customer token
+    lists only its own.
+    """
     state: Global___PaymentState.ValueType
     """Optional. Only payments in this state."""
     def __init__(
@@ -885,7 +898,7 @@ class GetReconciliationRunRequest(_message.Message):
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
-    """Required."""
+    """Required. "rec_" followed by 1 to 60 of [A-Za-z0-9_-]."""
     def __init__(
         self,
         *,

@@ -43,6 +43,21 @@ class PaymentsServiceStub:
     payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
+
+    Limits: an amount is at most its currency's maximum (by default a billion
+    major units, e.g. 100000000000 for EUR; the operator may set others), and a
+    payout's amount plus its fee at most 9223372036854775807; beyond, the call
+    fails with INVALID_ARGUMENT, a field violation on `amount` with reason
+    AMOUNT_OUT_OF_RANGE, and nothing is written. While the ledger's shared
+    accounts of a currency are near the end of what their running totals can
+    hold, new payments in it fail with RESOURCE_EXHAUSTED and reason
+    CURRENCY_CAPACITY_EXHAUSTED (payments already accepted go on).
+
+    Object-level rules (PERMISSION_DENIED): a customer token acts only on its
+    customer's payments (NOT_PAYMENT_OWNER) and reviews none
+    (SERVICE_CALLER_REQUIRED); a payment held for review is approved or
+    rejected by another service client than the one that created it
+    (REVIEWER_IS_REQUESTER).
     """
 
     def __init__(self, channel):
@@ -121,6 +136,21 @@ class PaymentsServiceServicer:
     payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
+
+    Limits: an amount is at most its currency's maximum (by default a billion
+    major units, e.g. 100000000000 for EUR; the operator may set others), and a
+    payout's amount plus its fee at most 9223372036854775807; beyond, the call
+    fails with INVALID_ARGUMENT, a field violation on `amount` with reason
+    AMOUNT_OUT_OF_RANGE, and nothing is written. While the ledger's shared
+    accounts of a currency are near the end of what their running totals can
+    hold, new payments in it fail with RESOURCE_EXHAUSTED and reason
+    CURRENCY_CAPACITY_EXHAUSTED (payments already accepted go on).
+
+    Object-level rules (PERMISSION_DENIED): a customer token acts only on its
+    customer's payments (NOT_PAYMENT_OWNER) and reviews none
+    (SERVICE_CALLER_REQUIRED); a payment held for review is approved or
+    rejected by another service client than the one that created it
+    (REVIEWER_IS_REQUESTER).
     """
 
     def CreatePayout(self, request, context):
@@ -159,14 +189,16 @@ class PaymentsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ApprovePayment(self, request, context):
-        """Approves a payment that fraud rules held for review.
+        """Approves a payment that fraud rules held for review. The caller must be
+        a service client other than the one that created the payment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RejectPayment(self, request, context):
-        """Rejects a payment that fraud rules held for review (it is declined).
+        """Rejects a payment that fraud rules held for review (it is declined). The
+        caller must be a service client other than the one that created it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -280,6 +312,21 @@ class PaymentsService:
     payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
+
+    Limits: an amount is at most its currency's maximum (by default a billion
+    major units, e.g. 100000000000 for EUR; the operator may set others), and a
+    payout's amount plus its fee at most 9223372036854775807; beyond, the call
+    fails with INVALID_ARGUMENT, a field violation on `amount` with reason
+    AMOUNT_OUT_OF_RANGE, and nothing is written. While the ledger's shared
+    accounts of a currency are near the end of what their running totals can
+    hold, new payments in it fail with RESOURCE_EXHAUSTED and reason
+    CURRENCY_CAPACITY_EXHAUSTED (payments already accepted go on).
+
+    Object-level rules (PERMISSION_DENIED): a customer token acts only on its
+    customer's payments (NOT_PAYMENT_OWNER) and reviews none
+    (SERVICE_CALLER_REQUIRED); a payment held for review is approved or
+    rejected by another service client than the one that created it
+    (REVIEWER_IS_REQUESTER).
     """
 
     @staticmethod

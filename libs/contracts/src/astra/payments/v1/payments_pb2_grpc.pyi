@@ -44,6 +44,21 @@ class PaymentsServiceStub:
     payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
+
+    Limits: an amount is at most its currency's maximum (by default a billion
+    major units, e.g. 100000000000 for EUR; the operator may set others), and a
+    payout's amount plus its fee at most 9223372036854775807; beyond, the call
+    fails with INVALID_ARGUMENT, a field violation on `amount` with reason
+    AMOUNT_OUT_OF_RANGE, and nothing is written. While the ledger's shared
+    accounts of a currency are near the end of what their running totals can
+    hold, new payments in it fail with RESOURCE_EXHAUSTED and reason
+    CURRENCY_CAPACITY_EXHAUSTED (payments already accepted go on).
+
+    Object-level rules (PERMISSION_DENIED): a customer token acts only on its
+    customer's payments (NOT_PAYMENT_OWNER) and reviews none
+    (SERVICE_CALLER_REQUIRED); a payment held for review is approved or
+    rejected by another service client than the one that created it
+    (REVIEWER_IS_REQUESTER).
     """
 
     @_typing.overload
@@ -70,9 +85,13 @@ class PaymentsServiceStub:
     hold is released.
     """
     ApprovePayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ApprovePaymentRequest, _payments_pb2.ApprovePaymentResponse]
-    """Approves a payment that fraud rules held for review."""
+    """Approves a payment that fraud rules held for review. The caller must be
+    a service client other than the one that created the payment.
+    """
     RejectPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RejectPaymentRequest, _payments_pb2.RejectPaymentResponse]
-    """Rejects a payment that fraud rules held for review (it is declined)."""
+    """Rejects a payment that fraud rules held for review (it is declined). The
+    caller must be a service client other than the one that created it.
+    """
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.GetPaymentResponse]
     """Returns a payment with its state history."""
     ListPayments: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentsRequest, _payments_pb2.ListPaymentsResponse]
@@ -103,6 +122,21 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
+
+    Limits: an amount is at most its currency's maximum (by default a billion
+    major units, e.g. 100000000000 for EUR; the operator may set others), and a
+    payout's amount plus its fee at most 9223372036854775807; beyond, the call
+    fails with INVALID_ARGUMENT, a field violation on `amount` with reason
+    AMOUNT_OUT_OF_RANGE, and nothing is written. While the ledger's shared
+    accounts of a currency are near the end of what their running totals can
+    hold, new payments in it fail with RESOURCE_EXHAUSTED and reason
+    CURRENCY_CAPACITY_EXHAUSTED (payments already accepted go on).
+
+    Object-level rules (PERMISSION_DENIED): a customer token acts only on its
+    customer's payments (NOT_PAYMENT_OWNER) and reviews none
+    (SERVICE_CALLER_REQUIRED); a payment held for review is approved or
+    rejected by another service client than the one that created it
+    (REVIEWER_IS_REQUESTER).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -126,9 +160,13 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     hold is released.
     """
     ApprovePayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.ApprovePaymentRequest, _payments_pb2.ApprovePaymentResponse]  # type: ignore[assignment]
-    """Approves a payment that fraud rules held for review."""
+    """Approves a payment that fraud rules held for review. The caller must be
+    a service client other than the one that created the payment.
+    """
     RejectPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.RejectPaymentRequest, _payments_pb2.RejectPaymentResponse]  # type: ignore[assignment]
-    """Rejects a payment that fraud rules held for review (it is declined)."""
+    """Rejects a payment that fraud rules held for review (it is declined). The
+    caller must be a service client other than the one that created it.
+    """
     GetPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.GetPaymentResponse]  # type: ignore[assignment]
     """Returns a payment with its state history."""
     ListPayments: _aio.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentsRequest, _payments_pb2.ListPaymentsResponse]  # type: ignore[assignment]
@@ -158,6 +196,21 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
+
+    Limits: an amount is at most its currency's maximum (by default a billion
+    major units, e.g. 100000000000 for EUR; the operator may set others), and a
+    payout's amount plus its fee at most 9223372036854775807; beyond, the call
+    fails with INVALID_ARGUMENT, a field violation on `amount` with reason
+    AMOUNT_OUT_OF_RANGE, and nothing is written. While the ledger's shared
+    accounts of a currency are near the end of what their running totals can
+    hold, new payments in it fail with RESOURCE_EXHAUSTED and reason
+    CURRENCY_CAPACITY_EXHAUSTED (payments already accepted go on).
+
+    Object-level rules (PERMISSION_DENIED): a customer token acts only on its
+    customer's payments (NOT_PAYMENT_OWNER) and reviews none
+    (SERVICE_CALLER_REQUIRED); a payment held for review is approved or
+    rejected by another service client than the one that created it
+    (REVIEWER_IS_REQUESTER).
     """
 
     @_abc_1.abstractmethod
@@ -209,7 +262,9 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.ApprovePaymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.ApprovePaymentResponse, _abc.Awaitable[_payments_pb2.ApprovePaymentResponse]]:
-        """Approves a payment that fraud rules held for review."""
+        """Approves a payment that fraud rules held for review. The caller must be
+        a service client other than the one that created the payment.
+        """
 
     @_abc_1.abstractmethod
     def RejectPayment(
@@ -217,7 +272,9 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.RejectPaymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.RejectPaymentResponse, _abc.Awaitable[_payments_pb2.RejectPaymentResponse]]:
-        """Rejects a payment that fraud rules held for review (it is declined)."""
+        """Rejects a payment that fraud rules held for review (it is declined). The
+        caller must be a service client other than the one that created it.
+        """
 
     @_abc_1.abstractmethod
     def GetPayment(
