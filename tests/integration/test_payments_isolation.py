@@ -15,14 +15,13 @@ is the bad request and the good ones together.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import payments.bootstrap
@@ -49,83 +48,11 @@ Req = TypeVar("Req")
 Out = TypeVar("Out")
 
 
-class SplittingCommitter(Generic[Req, Out]):
-    """Group commit as the suite's contract now states it (see chassis.batching).
-
-    When ``execute`` raises for a group of several requests, the group is split
-    in halves and each half executed again, so only the failing request's caller
-    gets the error. That relies on ``execute`` replaying what a first run
-    committed, which is what these tests check of ``create_payments``.
-    """
-
-    def __init__(
-        self,
-        execute: Callable[[Sequence[Req]], Sequence[Out]],
-        *,
-        max_batch: int,
-        workers: int,
-        name: str,
-    ) -> None:
-        self._execute = execute
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[Req, Future[Out]] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, request: Req, timeout: float | None = None) -> Out:
-        future: Future[Out] = Future()
-        self._queue.put((request, future))
-        return future.result(timeout)
-
-    def _run(self) -> None:
-        while (first := self._queue.get()) is not None:
-            jobs = [first]
-            while len(jobs) < self._max_batch:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    self._queue.put(None)
-                    break
-                jobs.append(job)
-            self._flush(jobs)
-
-    def _flush(self, jobs: list[tuple[Req, Future[Out]]]) -> None:
-        try:
-            outcomes = self._execute([request for request, _ in jobs])
-        except Exception as error:
-            if len(jobs) == 1:
-                jobs[0][1].set_exception(error)
-                return
-            half = len(jobs) // 2
-            self._flush(jobs[:half])
-            self._flush(jobs[half:])
-            return
-        for (_, future), outcome in zip(jobs, outcomes, strict=True):
-            future.set_result(outcome)
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-
 # --- the suite and the gate ----------------------------------------------------------------
 
 
-def grouped_suite(
-    request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
-    committer: str,
-) -> Iterator[Suite]:
-    if committer == "splitting":
-        monkeypatch.setattr(payments.service_layer.creation, "GroupCommitter", SplittingCommitter)
+@pytest.fixture
+def suite(request: pytest.FixtureRequest) -> Iterator[Suite]:
     made, close = make_suite(
         request.getfixturevalue("payments_db_url"),
         request.getfixturevalue("sandbox_bank"),
@@ -137,18 +64,6 @@ def grouped_suite(
     )
     yield made
     close()
-
-
-@pytest.fixture
-def suite(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Suite]:
-    yield from grouped_suite(request, monkeypatch, "real")
-
-
-@pytest.fixture
-def splitting_suite(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Suite]:
-    yield from grouped_suite(request, monkeypatch, "splitting")
 
 
 @dataclass
@@ -553,21 +468,6 @@ def check_split(scenario: Scenario, bad: Any, goods: dict[str, Any]) -> None:
     check_nothing_paid_twice(scenario, [scenario.blocker_id, *scenario.good_ids])
 
 
-def test_a_group_whose_transaction_fails_is_split_and_only_the_bad_request_fails(
-    splitting_suite: Suite, gate: Gate, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    scenario = start(splitting_suite, gate)
-    transaction_fails_for(monkeypatch, scenario.bad_id)
-    bad, goods = scenario.run()
-    check_split(scenario, bad, goods)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="chassis.batching.GroupCommitter gives a failed group's error to every caller until "
-    "it splits failed groups (the change the splitting test above stands in for); "
-    "remove this mark once it does",
-)
 def test_the_real_group_committer_splits_a_group_whose_transaction_fails(
     scenario: Scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:

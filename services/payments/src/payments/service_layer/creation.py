@@ -28,7 +28,7 @@ import structlog
 from chassis.batching import GroupCommitter
 from chassis.db.retry import DATABASE_UNAVAILABLE
 from chassis.db.uow import run_in_transaction
-from chassis.kernel.errors import DomainError, ErrorCategory
+from chassis.kernel.errors import DomainError
 from chassis.tracing import batch_span
 
 from payments.domain.fraud import Velocity
@@ -250,16 +250,7 @@ class CreationBatcher:
 
     def submit(self, creation: Creation, timeout: float | None = None) -> Payment:
         """The creation's payment, or its own refusal; ``timeout``: the caller's time left."""
-        try:
-            outcome = self._committer.submit(creation, timeout)
-        except TimeoutError:
-            raise DomainError(
-                "DEADLINE_EXCEEDED",
-                f"the deadline passed while payment {creation.request.payment_id} waited to be "
-                "created; ask again with the same payment_id to learn the outcome",
-                category=ErrorCategory.DEADLINE_EXCEEDED,
-                metadata={"payment_id": creation.request.payment_id},
-            ) from None
+        outcome = self._committer.submit(creation, timeout)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
