@@ -24,6 +24,10 @@ SCOPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,4}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
+def is_customer_id(value: str) -> bool:
+    return is_valid_id(value, CUSTOMER_PREFIX)
+
+
 def check_id(violations: Violations, field: str, value: str, prefix: str) -> None:
     if not value:
         violations.add(field, "is required")

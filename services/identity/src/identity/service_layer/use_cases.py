@@ -117,7 +117,7 @@ def list_customers(
     deps: Deps, page_size: int, page_token: str, status: KycStatus | None
 ) -> Page[CustomerView]:
     filters = {"kyc_status": status.name if status else ""}
-    page = parse_page(page_size, page_token, filters)
+    page = parse_page(page_size, page_token, filters, after_rule=validation.is_customer_id)
     with deps.uow() as uow:
         found = uow.customers.list(page.after, page.size + 1, status)
         views = [c.view() for c in found[: page.size]]

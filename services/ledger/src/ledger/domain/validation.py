@@ -38,6 +38,10 @@ TRANSFER_PREFIX = "tr"
 CUSTOMER_PREFIX = "cus"
 
 
+def is_account_id(value: str) -> bool:
+    return is_valid_id(value, ACCOUNT_PREFIX)
+
+
 def check_metadata(metadata: Metadata, path: str, out: Violations) -> None:
     if len(metadata) > MAX_METADATA_ENTRIES:
         out.add(path, f"at most {MAX_METADATA_ENTRIES} entries")

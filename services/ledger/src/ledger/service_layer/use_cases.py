@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 from chassis.db.uow import run_in_transaction
 from chassis.kernel.clock import Clock, utc
 from chassis.kernel.errors import IdempotencyKeyReused, PermissionDenied
-from chassis.kernel.pagination import encode_page_token, parse_page
+from chassis.kernel.pagination import encode_page_token, is_sequence, parse_page
 
 from ledger.domain import validation
 from ledger.domain.batch import decide_batch
@@ -112,7 +112,7 @@ def list_accounts(
             raise PermissionDenied("NOT_ACCOUNT_OWNER", "a customer may list only its own accounts")
         customer_id = caller.customer_id
     filters = {"customer_id": customer_id}
-    page = parse_page(page_size, page_token, filters)
+    page = parse_page(page_size, page_token, filters, after_rule=validation.is_account_id)
     with uow_factory() as uow:
         items = uow.store.list_accounts(page.after, page.size + 1, customer_id)
     more = len(items) > page.size
@@ -260,8 +260,8 @@ def list_entries(
     caller: Caller = SERVICE,
 ) -> tuple[Account, Page[Entry]]:
     filters = {"account_id": account_id}
-    page = parse_page(page_size, page_token, filters)
-    after = int(page.after) if page.after and page.after.isdigit() else 0
+    page = parse_page(page_size, page_token, filters, after_rule=is_sequence)
+    after = int(page.after) if page.after else 0
     with uow_factory() as uow:
         account = uow.store.get_account(account_id)
         if account is None:

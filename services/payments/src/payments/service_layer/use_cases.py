@@ -431,7 +431,7 @@ def list_payments(
     state: PaymentState | None = None,
 ) -> Page:
     filters = {"customer_id": customer_id, "state": int(state) if state else 0}
-    page = parse_page(page_size, page_token, filters)
+    page = parse_page(page_size, page_token, filters, after_rule=validation.is_payment_id)
     with deps.uow() as uow:
         items = uow.payments.page(page.after, page.size + 1, customer_id, state)
     more = len(items) > page.size
