@@ -9,7 +9,9 @@ naming the request's field, never an OverflowError of ours.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -96,3 +98,21 @@ def to_duration(value: timedelta) -> Duration:
     seconds, rest = divmod(abs(micros), 1_000_000)
     sign = -1 if micros < 0 else 1
     return Duration(seconds=sign * seconds, nanos=sign * rest * 1000)
+
+
+T = TypeVar("T")
+
+
+def enum_filter(
+    value: int, known: Mapping[int, T], name_of: Callable[[Any], str], field: str
+) -> T | None:
+    """A list filter on an enum: unset (0) filters nothing, a number of ``known`` selects its
+    value, and any other number is refused naming ``field`` (``name_of``: the generated
+    enum's ``Name``, for the message)."""
+    if value == 0:
+        return None
+    found = known.get(value)
+    if found is None:
+        names = ", ".join(name_of(number) for number in sorted(known))
+        raise InvalidArgument([FieldViolation(field, f"must be unset or one of {names}")])
+    return found
