@@ -83,6 +83,7 @@ def open_account(uow_factory: UowFactory, clock: Clock, spec: AccountSpec) -> Ac
 
 
 def get_account(uow_factory: UowFactory, account_id: str, caller: Caller = SERVICE) -> Account:
+    validation.validate_account_id(account_id)
     with uow_factory() as uow:
         account = uow.store.get_account(account_id)
     if account is None:
@@ -111,6 +112,7 @@ def list_accounts(
         if customer_id and customer_id != caller.customer_id:
             raise PermissionDenied("NOT_ACCOUNT_OWNER", "a customer may list only its own accounts")
         customer_id = caller.customer_id
+    validation.validate_customer_filter(customer_id)
     filters = {"customer_id": customer_id}
     page = parse_page(page_size, page_token, filters, after_rule=validation.is_account_id)
     with uow_factory() as uow:
@@ -171,6 +173,7 @@ def transfer_or_error(outcome: ItemOutcome) -> TransferRecord:
 def get_transfer(
     uow_factory: UowFactory, transfer_id: str, caller: Caller = SERVICE
 ) -> TransferRecord:
+    validation.validate_transfer_id(transfer_id)
     with uow_factory() as uow:
         record = uow.store.get_record(transfer_id)
         if record is None:
@@ -229,6 +232,7 @@ def get_balance(
     clock: Clock,
     caller: Caller = SERVICE,
 ) -> Balance:
+    validation.validate_account_id(account_id)
     with uow_factory() as uow:
         account = uow.store.get_account(account_id)
         if account is None:
@@ -259,6 +263,7 @@ def list_entries(
     page_token: str,
     caller: Caller = SERVICE,
 ) -> tuple[Account, Page[Entry]]:
+    validation.validate_account_id(account_id)
     filters = {"account_id": account_id}
     page = parse_page(page_size, page_token, filters, after_rule=is_sequence)
     after = int(page.after) if page.after else 0
