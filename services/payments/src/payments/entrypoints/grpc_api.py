@@ -10,13 +10,13 @@ import grpc
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1 import payments_pb2_grpc
 from chassis.auth import current_principal
-from chassis.kernel.errors import FieldViolation, InvalidArgument, PermissionDenied
+from chassis.kernel.errors import PermissionDenied
 
 from payments.adapters.metrics import record_reconciliation
-from payments.adapters.protos import payment_to_pb, report_to_pb
+from payments.adapters.protos import payment_to_pb, report_to_pb, state_filter_from_pb
 from payments.bootstrap import Payments
 from payments.domain.model import BankAccount, Payment, PaymentRequest
-from payments.domain.states import PaymentKind, PaymentState
+from payments.domain.states import PaymentKind
 from payments.service_layer import use_cases
 
 
@@ -34,14 +34,6 @@ def _check_owner(customer_id: str) -> None:
 def _owned(payment: Payment) -> Payment:
     _check_owner(payment.customer_id)
     return payment
-
-
-def _state_filter(value: int) -> PaymentState | None:
-    if not value:
-        return None
-    if value not in PaymentState._value2member_map_:
-        raise InvalidArgument([FieldViolation("state", "is not a PaymentState")])
-    return PaymentState(value)
 
 
 class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
@@ -131,7 +123,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         if caller:
             _check_owner(customer_id or caller)
             customer_id = caller
-        state = _state_filter(request.state)
+        state = state_filter_from_pb(request.state)
         page = use_cases.list_payments(
             self._deps, request.page_size, request.page_token, customer_id, state
         )

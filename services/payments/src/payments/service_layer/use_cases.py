@@ -430,6 +430,7 @@ def list_payments(
     customer_id: str = "",
     state: PaymentState | None = None,
 ) -> Page:
+    validation.validate_customer_filter(customer_id)
     filters = {"customer_id": customer_id, "state": int(state) if state else 0}
     page = parse_page(page_size, page_token, filters, after_rule=validation.is_payment_id)
     with deps.uow() as uow:
@@ -444,7 +445,7 @@ def list_payments(
 
 
 def run_reconciliation(deps: Deps, run_id: str, statement_date: str) -> ReconciliationReport:
-    day = validation.validate_run(run_id, statement_date)
+    day = validation.validate_run(run_id, statement_date, deps.clock.now().date())
     with deps.uow() as uow:
         existing = uow.payments.get_run(run_id)
     if existing is not None:
@@ -494,6 +495,7 @@ def _replay_run(existing: ReconciliationReport, day: date) -> ReconciliationRepo
 
 
 def get_reconciliation_run(deps: Deps, run_id: str) -> ReconciliationReport:
+    validation.validate_run_id(run_id)
     with deps.uow() as uow:
         run = uow.payments.get_run(run_id)
     if run is None:
