@@ -80,6 +80,12 @@ SERVICES = {
     "payments": ppb.DESCRIPTOR.services_by_name["PaymentsService"],
 }
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+# As large as the services take (ServerOptions.max_message_bytes), so that the largest
+# requests reach them.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
 # Refused for what was asked: nothing may have been written.
 WRITES_NOTHING = {
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -383,12 +389,6 @@ def fuzz(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> 
             for channel in channels.values():
                 channel.close()
             tables.dispose()
-
-
-_CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
 
 
 def _run(examples: int, strategy: st.SearchStrategy[Any], each: Callable[[Any], None]) -> None:
