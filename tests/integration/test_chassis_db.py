@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -11,7 +12,7 @@ from chassis.db.engine import create_db_engine
 from chassis.db.retry import is_conflict, is_database_unavailable, run_with_conflict_retry
 from chassis.kernel.errors import RetryTransaction
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 
 @pytest.fixture
@@ -99,3 +100,22 @@ def test_raw_psycopg_errors_count_like_the_ones_sqlalchemy_wraps(
     assert is_database_unavailable(caught.value)
     assert not is_conflict(caught.value)
     assert is_conflict(RetryTransaction("what it read changed"))
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_failed_statement_never_carries_its_parameters_into_the_error_text(
+    backend: str, database: tuple[str, str], tmp_path: Path
+) -> None:
+    # The error text is what an unexpected failure logs: it must not carry a client's values.
+    url = database[1] if backend == "postgresql" else f"sqlite:///{tmp_path / 'x.db'}"
+    engine = create_db_engine(url, pool_size=1)
+    try:
+        with pytest.raises(DBAPIError) as failed, engine.connect() as connection:
+            connection.execute(
+                text("SELECT CAST(:value AS INTEGER) FROM no_such_table"),
+                {"value": "client-secret-value"},
+            )
+    finally:
+        engine.dispose()
+    assert "client-secret-value" not in str(failed.value)
+    assert "parameters hidden" in str(failed.value)

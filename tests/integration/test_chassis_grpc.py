@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import grpc
@@ -9,7 +10,7 @@ import pytest
 from astra.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
-from chassis.grpc.status import bad_request, error_info
+from chassis.grpc.status import bad_request, error_info, reason_of
 from chassis.kernel.errors import FieldViolation, InvalidArgument
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -33,6 +34,10 @@ def _invalid(request: bytes, context: grpc.ServicerContext) -> bytes:
     raise InvalidArgument([FieldViolation("thing.size", "must be positive", "TOO_SMALL")])
 
 
+def _echo_id(request: ledger_pb2.GetAccountRequest, context: grpc.ServicerContext) -> bytes:
+    return request.account_id.encode()
+
+
 def _register(server: grpc.Server) -> None:
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
@@ -40,6 +45,12 @@ def _register(server: grpc.Server) -> None:
         )
         for name, fn in (("Boom", _boom), ("Invalid", _invalid))
     }
+    # A method whose requests are decoded as a message, as every generated servicer's are.
+    handlers["Decode"] = grpc.unary_unary_rpc_method_handler(
+        _echo_id,
+        request_deserializer=ledger_pb2.GetAccountRequest.FromString,
+        response_serializer=_identity,
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 
@@ -143,5 +154,66 @@ def test_database_down_is_unavailable_not_internal(postgres: object) -> None:
         info = error_info(caught.value)
         assert info is not None
         assert info.reason == "DATABASE_UNAVAILABLE"
+    finally:
+        server.stop(0)
+
+
+# Bodies that are no GetAccountRequest: a bad tag, invalid UTF-8 in field 1, a truncated
+# varint, a length beyond the body, groups nested past the decoder's limit.
+UNDECODABLE = [
+    b"\xff",
+    b"\x0a\x01\xff",
+    b"\x08\xff\xff",
+    b"\x0a\x7fab",
+    b"\x0b" * 200 + b"\x0c" * 200,
+]
+
+
+def test_a_body_that_does_not_decode_is_invalid_argument_without_a_stack_trace(
+    probe: grpc.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub = probe.unary_unary(f"/{SERVICE}/Decode", _identity, _identity)
+    assert stub(ledger_pb2.GetAccountRequest(account_id="acct_a").SerializeToString()) == b"acct_a"
+    codes = []
+    for body in UNDECODABLE:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub(body, metadata=(("x-request-id", "req-bad"),))
+        codes.append(caught.value.code())
+        info = error_info(caught.value)
+        assert info is not None
+        assert (info.reason, info.metadata["request_id"]) == ("UNDECODABLE_REQUEST", "req-bad")
+        assert "astra.ledger.v1.GetAccountRequest" in (caught.value.details() or "")
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * len(UNDECODABLE)
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "Exception deserializing" not in logged
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_every_service_method_refuses_an_undecodable_body_before_auth_and_stays_healthy(
+    postgres: object, ledger_db_url: str
+) -> None:
+    ledger = bootstrap(ledger_settings(ledger_db_url))
+    server = build_server(ledger, ledger.settings)
+    port = server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            seen = {}
+            for method in ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].methods:
+                call = channel.unary_unary(f"/{SERVICE_NAME}/{method.name}", _identity, _identity)
+                with pytest.raises(grpc.RpcError) as caught:
+                    call(b"\xff", timeout=30)  # no token either: the body is refused first
+                seen[method.name] = (caught.value.code(), reason_of(caught.value))
+            assert set(seen.values()) == {
+                (grpc.StatusCode.INVALID_ARGUMENT, "UNDECODABLE_REQUEST")
+            }, seen
+            # A body that decodes still meets auth; health and reflection still answer.
+            stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as anonymous:
+                stub.GetAccount(ledger_pb2.GetAccountRequest(account_id="acct_a"), timeout=30)
+            assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=30
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         server.stop(0)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from chassis.kernel.errors import FieldViolation, InvalidArgument, Violations
 from chassis.kernel.ids import is_valid_id, new_id
 from chassis.kernel.money import Money, UnknownCurrency, currency
-from chassis.kernel.pagination import encode_page_token, parse_page
+from chassis.kernel.pagination import encode_page_token, is_sequence, parse_page
+from chassis.kernel.text import CONTROL_RULE, check_text, text_problem
 
 
 def test_currency_exponents_come_from_iso_4217() -> None:
@@ -42,19 +46,105 @@ def test_ids_are_prefixed_and_sortable() -> None:
     assert not is_valid_id("tr_" + "a" * 61, "tr")
 
 
+def _any(_after: str) -> bool:
+    return True
+
+
+def _account(after: str) -> bool:
+    return is_valid_id(after, "acct")
+
+
 def test_page_tokens_round_trip_and_refuse_other_filters() -> None:
     token = encode_page_token("acct_b", {"customer_id": "cus_1"})
-    page = parse_page(10, token, {"customer_id": "cus_1"})
+    page = parse_page(10, token, {"customer_id": "cus_1"}, after_rule=_account)
     assert (page.size, page.after) == (10, "acct_b")
-    assert parse_page(0, "", {}).size == 100
+    assert parse_page(0, "", {}, after_rule=_any).size == 100
     with pytest.raises(InvalidArgument) as other:
-        parse_page(10, token, {"customer_id": "cus_2"})
+        parse_page(10, token, {"customer_id": "cus_2"}, after_rule=_account)
     assert other.value.violations[0].field == "page_token"
     with pytest.raises(InvalidArgument):
-        parse_page(10, "not-a-token!", {})
+        parse_page(10, "not-a-token!", {}, after_rule=_any)
     with pytest.raises(InvalidArgument) as size:
-        parse_page(5000, "", {})
+        parse_page(5000, "", {}, after_rule=_any)
     assert size.value.violations[0].field == "page_size"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _forged(after: object, filters: dict[str, object]) -> str:
+    """A token with the right digest (anyone can compute it) around any position."""
+    issued = encode_page_token("x", filters)
+    digest = json.loads(base64.urlsafe_b64decode(issued + "=" * (-len(issued) % 4)))["f"]
+    return _b64(json.dumps({"a": after, "f": digest}).encode())
+
+
+# Tokens no service issued: deep nesting, non-ASCII, bad UTF-8, other JSON shapes, huge.
+GARBAGE_TOKENS = [
+    _b64(b"[" * 100_000),
+    _b64(b'{"a":' * 5_000),
+    _b64(b"[" * 300),
+    "ñandú",
+    "eyJhIjoiYSJ9\x00",
+    _b64(b"\xff\xfe\x00"),
+    _b64(b'"just a string"'),
+    _b64(b"[1, 2]"),
+    _b64(b'{"a": 7, "f": "0"}'),
+    _b64(b'{"a": "acct_a"}'),
+    _b64(b'{"a": "acct_a", "f": ["x"]}'),
+    _b64(b'{"a": "acct_a", "f": "0", "extra": 1}'),
+    "e30" + "A" * 600,
+    "e30*",
+    "====",
+]
+
+
+@pytest.mark.parametrize("token", GARBAGE_TOKENS)
+def test_a_token_we_could_not_have_issued_is_invalid_argument(token: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        parse_page(10, token, {}, after_rule=_any)
+    assert [(v.field, v.description) for v in refused.value.violations] == [
+        ("page_token", "is not a token this service issued")
+    ]
+
+
+@pytest.mark.parametrize(
+    "after",
+    ["²", "١٢٣", "-1", "0", " 7", "1e5", "9223372036854775808", "9" * 30, "", "\x00", "acct_a"],
+)
+def test_a_forged_position_must_be_a_sequence_number_where_the_list_pages_by_one(
+    after: str,
+) -> None:
+    filters: dict[str, object] = {"account_id": "acct_a"}
+    with pytest.raises(InvalidArgument) as refused:
+        parse_page(10, _forged(after, filters), filters, after_rule=is_sequence)
+    assert refused.value.violations[0].field == "page_token"
+    page = parse_page(10, _forged("9223372036854775807", filters), filters, after_rule=is_sequence)
+    assert page.after == "9223372036854775807"
+
+
+@pytest.mark.parametrize("after", ["acct_\x00", "acct_" + "a" * 61, "cus_a", 7, None, ["acct_a"]])
+def test_a_forged_position_must_be_an_id_where_the_list_pages_by_id(after: object) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        parse_page(10, _forged(after, {}), {}, after_rule=_account)
+    assert refused.value.violations[0].field == "page_token"
+
+
+def test_the_text_rule_refuses_nul_and_control_characters_but_not_line_breaks() -> None:
+    for bad in ("a\x00b", "\x00", "\x07", "\x1b[31m", "\x7f", "\x85", "\x9f"):
+        assert text_problem(bad, 10) == CONTROL_RULE, repr(bad)
+    for fine in ("", "Ada Lovelace", "é 名前 😀", "line\nbreak\r\n\ttab", "\u202e", "\ufeff"):
+        assert text_problem(fine, 20) is None, repr(fine)
+    assert text_problem("x" * 11, 10) == "must be at most 10 characters"
+    out = Violations()
+    check_text(out, "name", "  ", 10, required=True)
+    check_text(out, "note", "a\x00", 10)
+    check_text(out, "ok", "fine", 10)
+    assert [(v.field, v.description) for v in out.items] == [
+        ("name", "is required"),
+        ("note", CONTROL_RULE),
+    ]
 
 
 def test_violations_collect_every_field_then_raise_once() -> None:

@@ -142,7 +142,7 @@ def test_validation_reports_every_bad_field() -> None:
     fields = {v.field for v in caught.value.violations}
     assert fields == {"customer.id", "customer.display_name", "customer.email"}
     with pytest.raises(InvalidArgument) as caught:
-        validation.validate_client_spec(ClientSpec("cli_ok", "Ok", ("Ledger.Read", "x")))
+        validation.validate_client_spec(ClientSpec("cli_ok", "Ok", ("Ledger.Read", "x")), {"x"})
     assert {v.field for v in caught.value.violations} == {
         "client.allowed_scopes[0]",
         "client.allowed_scopes[1]",

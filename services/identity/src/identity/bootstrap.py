@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from chassis.auth import CallableKeySource, JwksCache, KeyDocument, TokenVerifier
+from chassis.auth import (
+    CallableKeySource,
+    JwksCache,
+    KeyDocument,
+    TokenVerifier,
+    declared_scopes,
+)
 from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
 from chassis.kernel.clock import Clock, SystemClock
@@ -74,6 +80,7 @@ def bootstrap(
             customer_scopes=settings.customer_scopes(),
         ),
         retire_margin=timedelta(seconds=settings.key_retire_margin_seconds),
+        declared_scopes=frozenset(declared_scopes()),
     )
     # Fails at start, not at the first token, if the key-encryption key is wrong.
     vault.private_key(use_cases.ensure_signing_key(deps))

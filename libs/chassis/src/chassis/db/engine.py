@@ -32,6 +32,9 @@ def create_db_engine(url: str, *, pool_size: int = 10, application_name: str = "
     # run_with_conflict_retry runs the transaction again on a fresh one.
     return create_engine(
         url,
+        # A failed statement's error (logged when a call fails unexpectedly) never shows the
+        # values bound to it: they are a client's data (ids, names, metadata).
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
@@ -44,7 +47,9 @@ def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url, hide_parameters=True, connect_args={"check_same_thread": False, "timeout": 30}
+    )
 
     # SQLite takes its write lock lazily, which lets two writers deadlock on the
     # upgrade; BEGIN IMMEDIATE takes it up front (SQLAlchemy's documented recipe).

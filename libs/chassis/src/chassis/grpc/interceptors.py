@@ -5,6 +5,12 @@ request id (the caller's ``x-request-id`` or a new one), binds it to the logs
 and the call context, maps domain errors to statuses with rich details
 (AIP-193), turns anything unexpected into INTERNAL with a correlation id (the
 stack trace goes to the log, never to the wire) and writes one access log line.
+
+It also decodes the request: a body that is not the method's request message
+is the client's mistake, answered INVALID_ARGUMENT (``UNDECODABLE_REQUEST``)
+like any other refusal. gRPC's own handling (INTERNAL "Exception deserializing
+request!" and a stack trace in the log) never runs: the decoder given to gRPC
+does not raise, it hands the handler an ``UndecodableRequest`` instead.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from chassis.grpc.context import (
     time_remaining,
 )
 from chassis.grpc.status import domain_error_status, internal_error_status, unavailable_status
-from chassis.kernel.errors import DomainError
+from chassis.kernel.errors import DomainError, ErrorCategory
 
 _log = structlog.get_logger("chassis.grpc")
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -39,14 +45,20 @@ Around = Callable[[Behaviour, Any, grpc.ServicerContext], Any]
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], around: Around, around_stream: Around | None = None
+    handler: grpc.RpcMethodHandler[Any, Any],
+    around: Around,
+    around_stream: Around | None = None,
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """A copy of ``handler`` whose behaviour runs inside ``around``."""
+    """A copy of ``handler`` whose behaviour runs inside ``around`` (and, if given, whose
+    requests are decoded by ``request_deserializer``)."""
+    decode = request_deserializer or handler.request_deserializer
     if handler.unary_unary is not None:
         inner = handler.unary_unary
         return grpc.unary_unary_rpc_method_handler(
             lambda req, ctx: around(inner, req, ctx),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=decode,
             response_serializer=handler.response_serializer,
         )
     streaming = around_stream or around
@@ -54,21 +66,53 @@ def wrap_handler(
         inner_us = handler.unary_stream
         return grpc.unary_stream_rpc_method_handler(
             lambda req, ctx: streaming(inner_us, req, ctx),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=decode,
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary is not None:
         inner_su = handler.stream_unary
         return grpc.stream_unary_rpc_method_handler(
             lambda req, ctx: around(inner_su, req, ctx),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=decode,
             response_serializer=handler.response_serializer,
         )
     inner_ss: Any = handler.stream_stream
     return grpc.stream_stream_rpc_method_handler(
         lambda req, ctx: streaming(inner_ss, req, ctx),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=decode,
         response_serializer=handler.response_serializer,
+    )
+
+
+class UndecodableRequest:
+    """What a request body that does not decode becomes, for the handler to refuse."""
+
+    __slots__ = ("expected",)
+
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+
+
+def tolerant_deserializer(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """``decode`` that returns an ``UndecodableRequest`` where it would raise."""
+    message_type = getattr(decode, "__self__", None)
+    descriptor = getattr(message_type, "DESCRIPTOR", None)
+    expected = getattr(descriptor, "full_name", "the method's request message")
+
+    def decode_or_mark(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception:  # whatever the decoder refuses is the client's body, not our fault
+            return UndecodableRequest(expected)
+
+    return decode_or_mark
+
+
+def undecodable(request: UndecodableRequest) -> DomainError:
+    return DomainError(
+        "UNDECODABLE_REQUEST",
+        f"the request body does not decode as {request.expected}",
+        category=ErrorCategory.INVALID_ARGUMENT,
     )
 
 
@@ -130,10 +174,19 @@ class CallInterceptor(MethodInterceptor):
     def wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        decode = handler.request_deserializer
+        # A single request is decoded by the marking decoder; streamed requests (none of
+        # ours) keep gRPC's own handling.
+        tolerant = (
+            tolerant_deserializer(decode)
+            if decode is not None and not handler.request_streaming
+            else None
+        )
         return wrap_handler(
             handler,
             lambda behaviour, request, ctx: self._unary(method, behaviour, request, ctx),
             lambda behaviour, request, ctx: self._streaming(method, behaviour, request, ctx),
+            request_deserializer=tolerant,
         )
 
     def _begin(self, method: str, context: grpc.ServicerContext) -> CallContext:
@@ -152,6 +205,8 @@ class CallInterceptor(MethodInterceptor):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            if isinstance(request, UndecodableRequest):
+                raise undecodable(request)
             return behaviour(request, context)
         except DomainError as error:
             status = domain_error_status(error, self._domain, call.request_id)

@@ -83,6 +83,19 @@ class InvalidArgument(DomainError):
             text += f" (and {len(violations) - 5} more)"
         super().__init__(reason, text, violations=violations)
 
+    def under(self, prefix: str) -> InvalidArgument:
+        """The same refusal with each field named from an enclosing message.
+
+        ``pending.timeout`` under ``transfers[3]`` is ``transfers[3].pending.timeout``.
+        """
+        return InvalidArgument(
+            [
+                FieldViolation(f"{prefix}.{v.field}", v.description, v.reason)
+                for v in self.violations
+            ],
+            reason=self.reason,
+        )
+
 
 class NotFound(DomainError):
     category = ErrorCategory.NOT_FOUND

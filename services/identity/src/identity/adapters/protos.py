@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from astra.identity.v1 import identity_pb2 as pb
-from chassis.protos import set_timestamp
+from chassis.protos import enum_filter, set_timestamp
 
 from identity.domain.model import (
     ClientSpec,
@@ -32,8 +32,9 @@ def status_to_pb(status: KycStatus) -> pb.KycStatus.ValueType:
     return _STATUS_TO_PB[status]
 
 
-def status_from_pb(value: int) -> KycStatus | None:
-    return _STATUS_FROM_PB.get(value)
+def status_filter_from_pb(value: int, field: str = "kyc_status") -> KycStatus | None:
+    """A status to filter by: None for unset; an undefined number is refused."""
+    return enum_filter(value, _STATUS_FROM_PB, pb.KycStatus.Name, field)
 
 
 def decision_from_pb(value: int) -> KycDecision | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from chassis.kernel.errors import Violations
 from chassis.kernel.ids import id_rule, is_valid_id
+from chassis.kernel.text import check_text, has_control
 
 from identity.domain.model import ClientSpec, CustomerSpec, KycDecision
 
@@ -24,6 +25,10 @@ SCOPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,4}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
+def is_customer_id(value: str) -> bool:
+    return is_valid_id(value, CUSTOMER_PREFIX)
+
+
 def check_id(violations: Violations, field: str, value: str, prefix: str) -> None:
     if not value:
         violations.add(field, "is required")
@@ -31,20 +36,20 @@ def check_id(violations: Violations, field: str, value: str, prefix: str) -> Non
         violations.add(field, id_rule(prefix))
 
 
-def _check_name(violations: Violations, field: str, value: str) -> None:
-    if not value.strip():
-        violations.add(field, "is required")
-    elif len(value) > MAX_NAME:
-        violations.add(field, f"must be at most {MAX_NAME} characters")
+def validate_id(field: str, value: str, prefix: str) -> None:
+    """Refuse a malformed id before it is looked up (an id with NUL cannot even be queried)."""
+    violations = Violations()
+    check_id(violations, field, value, prefix)
+    violations.raise_if_any()
 
 
 def validate_customer_spec(spec: CustomerSpec) -> None:
     violations = Violations()
     check_id(violations, "customer.id", spec.id, CUSTOMER_PREFIX)
-    _check_name(violations, "customer.display_name", spec.display_name)
+    check_text(violations, "customer.display_name", spec.display_name, MAX_NAME, required=True)
     if not spec.email:
         violations.add("customer.email", "is required")
-    elif len(spec.email) > MAX_EMAIL or not EMAIL.fullmatch(spec.email):
+    elif len(spec.email) > MAX_EMAIL or not EMAIL.fullmatch(spec.email) or has_control(spec.email):
         violations.add("customer.email", f"must be an e-mail address of at most {MAX_EMAIL} chars")
     violations.raise_if_any()
 
@@ -59,13 +64,21 @@ def check_scopes(violations: Violations, field: str, scopes: Sequence[str]) -> N
             )
 
 
-def validate_client_spec(spec: ClientSpec) -> None:
+def validate_client_spec(spec: ClientSpec, declared_scopes: Collection[str]) -> None:
+    """``declared_scopes``: the scopes some contract requires; a client may hold only those."""
     violations = Violations()
     check_id(violations, "client.id", spec.id, CLIENT_PREFIX)
-    _check_name(violations, "client.display_name", spec.display_name)
+    check_text(violations, "client.display_name", spec.display_name, MAX_NAME, required=True)
     if not spec.allowed_scopes:
         violations.add("client.allowed_scopes", "must hold at least one scope")
     check_scopes(violations, "client.allowed_scopes", spec.allowed_scopes)
+    for index, scope in enumerate(spec.allowed_scopes):
+        if SCOPE.fullmatch(scope) and scope not in declared_scopes:
+            violations.add(
+                f"client.allowed_scopes[{index}]",
+                "is no scope any method requires",
+                "UNKNOWN_SCOPE",
+            )
     violations.raise_if_any()
 
 
@@ -75,8 +88,7 @@ def validate_kyc_request(
     violations = Violations()
     check_id(violations, "request_id", request_id, KYC_REQUEST_PREFIX)
     check_id(violations, "customer_id", customer_id, CUSTOMER_PREFIX)
-    if len(reason) > MAX_REASON:
-        violations.add("reason", f"must be at most {MAX_REASON} characters")
+    check_text(violations, "reason", reason, MAX_REASON)
     if decision is KycDecision.REJECT and not reason.strip():
         violations.add("reason", "is required for a rejection")
     violations.raise_if_any()

@@ -16,7 +16,7 @@ from identity.adapters.protos import (
     customer_to_pb,
     decision_from_pb,
     jwk_to_pb,
-    status_from_pb,
+    status_filter_from_pb,
 )
 from identity.bootstrap import Identity
 from identity.service_layer import use_cases
@@ -51,7 +51,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: pb.ListCustomersRequest, context: grpc.ServicerContext
     ) -> pb.ListCustomersResponse:
         page = use_cases.list_customers(
-            self._deps, request.page_size, request.page_token, status_from_pb(request.kyc_status)
+            self._deps,
+            request.page_size,
+            request.page_token,
+            status_filter_from_pb(request.kyc_status),
         )
         return pb.ListCustomersResponse(
             customers=[customer_to_pb(v) for v in page.items],

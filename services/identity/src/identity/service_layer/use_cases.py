@@ -59,6 +59,8 @@ class Deps:
     tokens: TokenPolicy
     # How long a retired key stays published beyond the token lifetime (clock skew, slow calls).
     retire_margin: timedelta = timedelta(minutes=2)
+    # The scopes the contracts require: a client may be allowed only these.
+    declared_scopes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +99,8 @@ def create_customer(deps: Deps, spec: CustomerSpec) -> CustomerView:
     return run_in_transaction(deps.uow, work)
 
 
-def _require(field: str, value: str) -> None:
-    if not value:
-        violations = Violations()
-        violations.add(field, "is required")
-        violations.raise_if_any()
-
-
 def get_customer(deps: Deps, customer_id: str) -> CustomerView:
-    _require("customer_id", customer_id)
+    validation.validate_id("customer_id", customer_id, validation.CUSTOMER_PREFIX)
     with deps.uow() as uow:
         customer = uow.customers.get(customer_id)
         if customer is None:
@@ -117,7 +112,7 @@ def list_customers(
     deps: Deps, page_size: int, page_token: str, status: KycStatus | None
 ) -> Page[CustomerView]:
     filters = {"kyc_status": status.name if status else ""}
-    page = parse_page(page_size, page_token, filters)
+    page = parse_page(page_size, page_token, filters, after_rule=validation.is_customer_id)
     with deps.uow() as uow:
         found = uow.customers.list(page.after, page.size + 1, status)
         views = [c.view() for c in found[: page.size]]
@@ -212,7 +207,7 @@ def _kyc_change(
 
 def register_client(deps: Deps, spec: ClientSpec) -> tuple[ServiceClient, str]:
     """The client and its new secret; a replay returns the client and an empty secret."""
-    validation.validate_client_spec(spec)
+    validation.validate_client_spec(spec, deps.declared_scopes)
     secret = deps.hasher.new_secret()
     # Hashing is slow on purpose: done before the transaction, not while holding it.
     secret_hash = deps.hasher.hash(secret)
@@ -248,7 +243,7 @@ def reset_client_secret(deps: Deps, client_id: str) -> str:
 
 
 def get_client(deps: Deps, client_id: str) -> ServiceClient:
-    _require("client_id", client_id)
+    validation.validate_id("client_id", client_id, validation.CLIENT_PREFIX)
     with deps.uow() as uow:
         client = uow.clients.get(client_id)
         uow.detach_all()
@@ -258,7 +253,7 @@ def get_client(deps: Deps, client_id: str) -> ServiceClient:
 
 
 def disable_client(deps: Deps, client_id: str) -> ServiceClient:
-    _require("client_id", client_id)
+    validation.validate_id("client_id", client_id, validation.CLIENT_PREFIX)
 
     def work(uow: IdentityUnitOfWork) -> ServiceClient:
         client = uow.clients.get(client_id, for_update=True)
@@ -311,8 +306,7 @@ def issue_token(
 ) -> IssuedToken:
     """Client credentials -> a signed token with the scopes asked for (each one allowed)."""
     violations = Violations()
-    if not client_id:
-        violations.add("client_id", "is required")
+    validation.check_id(violations, "client_id", client_id, validation.CLIENT_PREFIX)
     if not client_secret:
         violations.add("client_secret", "is required")
     validation.check_scopes(violations, "scopes", scopes)

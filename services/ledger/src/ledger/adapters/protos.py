@@ -1,8 +1,10 @@
 """Between ``astra.ledger.v1`` messages and the ledger's domain objects.
 
-Conversions never fail: a value the domain cannot use (an unspecified enum, a
+Conversions do not judge: a value the domain cannot use (an unspecified enum, a
 missing operation) becomes None, and domain validation reports it with its
-field path.
+field path. The one exception is a Duration outside the range of valid
+Durations, which has no Python value to become: it is refused at once, naming
+its field.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from astra.ledger.v1 import ledger_pb2 as pb
+from chassis.kernel.errors import InvalidArgument
 from chassis.protos import from_duration, set_timestamp
 
 from ledger.domain.model import (
@@ -60,12 +63,17 @@ def account_spec_from_pb(account: pb.Account) -> AccountSpec:
 
 
 def transfer_request_from_pb(spec: pb.TransferSpec) -> TransferRequest:
+    """The request ``spec`` asks for; fields of a refusal are named from the spec."""
     which = spec.WhichOneof("operation")
     operation: Operation | None = None
     if which == "movement":
         operation = MovementOp(legs_from_pb(spec.movement.legs))
     elif which == "pending":
-        timeout = from_duration(spec.pending.timeout) if spec.pending.HasField("timeout") else None
+        timeout = (
+            from_duration(spec.pending.timeout, "pending.timeout")
+            if spec.pending.HasField("timeout")
+            else None
+        )
         operation = PendingOp(legs_from_pb(spec.pending.legs), timeout)
     elif which == "post_pending":
         operation = PostPendingOp(
@@ -77,6 +85,19 @@ def transfer_request_from_pb(spec: pb.TransferSpec) -> TransferRequest:
         operation = ReversalOp(spec.reversal.transfer_id, spec.reversal.shortfall_account_id)
     metadata = metadata_of(dict(spec.metadata)) if spec.metadata else ()
     return TransferRequest(spec.id, operation, spec.linked, metadata)
+
+
+def transfer_requests_from_pb(
+    specs: Iterable[pb.TransferSpec], path: str = "transfers"
+) -> list[TransferRequest]:
+    """Each spec's request; a refusal names the item (``transfers[3].pending.timeout``)."""
+    requests = []
+    for index, spec in enumerate(specs):
+        try:
+            requests.append(transfer_request_from_pb(spec))
+        except InvalidArgument as refused:
+            raise refused.under(f"{path}[{index}]") from None
+    return requests
 
 
 # --- domain -> messages -----------------------------------------------------------

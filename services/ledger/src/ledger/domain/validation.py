@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from chassis.kernel.errors import Violations
 from chassis.kernel.ids import id_rule, is_valid_id
 from chassis.kernel.money import MAX_AMOUNT, is_currency
+from chassis.kernel.text import CONTROL_RULE, check_text, has_control
 
 from ledger.domain.model import (
     MAX_BATCH,
@@ -35,7 +36,13 @@ from ledger.domain.model import (
 
 ACCOUNT_PREFIX = "acct"
 TRANSFER_PREFIX = "tr"
+# The expiry worker voids a hold under the hold's id with this prefix (exp_tr_...).
+EXPIRY_PREFIX = "exp_"
 CUSTOMER_PREFIX = "cus"
+
+
+def is_account_id(value: str) -> bool:
+    return is_valid_id(value, ACCOUNT_PREFIX)
 
 
 def check_metadata(metadata: Metadata, path: str, out: Violations) -> None:
@@ -44,8 +51,12 @@ def check_metadata(metadata: Metadata, path: str, out: Violations) -> None:
     for key, value in metadata:
         if not key or len(key) > MAX_METADATA_KEY:
             out.add(f"{path}[{key[:20]!r}]", f"keys are 1 to {MAX_METADATA_KEY} characters")
+        elif has_control(key):
+            out.add(f"{path}[{key[:20]!r}]", f"keys {CONTROL_RULE}")
         if len(value) > MAX_METADATA_VALUE:
             out.add(f"{path}[{key[:20]!r}]", f"values are at most {MAX_METADATA_VALUE} characters")
+        elif has_control(value):
+            out.add(f"{path}[{key[:20]!r}]", f"values {CONTROL_RULE}")
 
 
 def validate_account_spec(spec: AccountSpec, path: str = "account") -> None:
@@ -65,8 +76,7 @@ def validate_account_spec(spec: AccountSpec, path: str = "account") -> None:
             f"{path}.credits_must_not_exceed_debits",
             "cannot be combined with debits_must_not_exceed_credits",
         )
-    if len(spec.external_reference) > MAX_EXTERNAL_REFERENCE:
-        out.add(f"{path}.external_reference", f"at most {MAX_EXTERNAL_REFERENCE} characters")
+    check_text(out, f"{path}.external_reference", spec.external_reference, MAX_EXTERNAL_REFERENCE)
     if spec.customer_id and not is_valid_id(spec.customer_id, CUSTOMER_PREFIX):
         out.add(f"{path}.customer_id", id_rule(CUSTOMER_PREFIX))
     check_metadata(spec.metadata, f"{path}.metadata", out)
@@ -195,6 +205,34 @@ def validate_transfer(request: TransferRequest, path: str = "transfer") -> None:
     out.raise_if_any()
 
 
+def validate_account_id(account_id: str, field: str = "account_id") -> None:
+    """Refuse a malformed id before it is looked up (an id with NUL cannot even be queried)."""
+    out = Violations()
+    if not is_valid_id(account_id, ACCOUNT_PREFIX):
+        out.add(field, id_rule(ACCOUNT_PREFIX))
+    out.raise_if_any()
+
+
+def validate_customer_filter(customer_id: str, field: str = "customer_id") -> None:
+    """A list's customer filter: empty (every customer) or a customer id."""
+    out = Violations()
+    if customer_id and not is_valid_id(customer_id, CUSTOMER_PREFIX):
+        out.add(field, id_rule(CUSTOMER_PREFIX))
+    out.raise_if_any()
+
+
+def is_transfer_id(value: str) -> bool:
+    """A transfer's id: a client's ``tr_...``, or the ``exp_tr_...`` of an expiry."""
+    return is_valid_id(value.removeprefix(EXPIRY_PREFIX), TRANSFER_PREFIX)
+
+
+def validate_transfer_id(transfer_id: str, field: str = "transfer_id") -> None:
+    out = Violations()
+    if not is_transfer_id(transfer_id):
+        out.add(field, id_rule(TRANSFER_PREFIX))
+    out.raise_if_any()
+
+
 def validate_lookup(transfer_ids: Sequence[str], path: str = "transfer_ids") -> None:
     out = Violations()
     if not transfer_ids:
@@ -203,7 +241,7 @@ def validate_lookup(transfer_ids: Sequence[str], path: str = "transfer_ids") -> 
         out.add(path, f"at most {MAX_LOOKUP} transfer ids, got {len(transfer_ids)}")
     else:
         for i, transfer_id in enumerate(transfer_ids):
-            if not is_valid_id(transfer_id, TRANSFER_PREFIX):
+            if not is_transfer_id(transfer_id):
                 out.add(f"{path}[{i}]", id_rule(TRANSFER_PREFIX))
             if len(out) > 100:  # enough to act on; the rest would only bloat the error
                 break

@@ -23,6 +23,7 @@ from ledger.adapters.protos import (
     legs_from_pb,
     results_to_pb,
     transfer_request_from_pb,
+    transfer_requests_from_pb,
     transfer_to_pb,
 )
 from ledger.bootstrap import Ledger
@@ -115,7 +116,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self, request: pb.CreateTransfersRequest, context: grpc.ServicerContext
     ) -> pb.CreateTransfersResponse:
         self._caller_of(context).require_service()
-        requests = [transfer_request_from_pb(spec) for spec in request.transfers]
+        requests = transfer_requests_from_pb(request.transfers)
         results = use_cases.create_transfers(self._ledger.uow, self._ledger.clock, requests)
         record_results(results)
         return pb.CreateTransfersResponse(results=results_to_pb(results))
@@ -141,7 +142,10 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def CreateTransfer(
         self, request: pb.CreateTransferRequest, context: grpc.ServicerContext
     ) -> pb.CreateTransferResponse:
-        transfer = transfer_request_from_pb(request.transfer)
+        try:
+            transfer = transfer_request_from_pb(request.transfer)
+        except InvalidArgument as refused:
+            raise refused.under("transfer") from None
         return pb.CreateTransferResponse(transfer=self._single(transfer, context, flat=False))
 
     def PostPendingTransfer(
@@ -195,7 +199,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def GetBalance(
         self, request: pb.GetBalanceRequest, context: grpc.ServicerContext
     ) -> pb.GetBalanceResponse:
-        as_of = from_timestamp(request.as_of) if request.HasField("as_of") else None
+        as_of = from_timestamp(request.as_of, "as_of") if request.HasField("as_of") else None
         balance = use_cases.get_balance(
             self._ledger.uow,
             request.account_id,

@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 from chassis.db.uow import run_in_transaction
 from chassis.kernel.clock import Clock, utc
 from chassis.kernel.errors import IdempotencyKeyReused, PermissionDenied
-from chassis.kernel.pagination import encode_page_token, parse_page
+from chassis.kernel.pagination import encode_page_token, is_sequence, parse_page
 
 from ledger.domain import validation
 from ledger.domain.batch import decide_batch
@@ -83,6 +83,7 @@ def open_account(uow_factory: UowFactory, clock: Clock, spec: AccountSpec) -> Ac
 
 
 def get_account(uow_factory: UowFactory, account_id: str, caller: Caller = SERVICE) -> Account:
+    validation.validate_account_id(account_id)
     with uow_factory() as uow:
         account = uow.store.get_account(account_id)
     if account is None:
@@ -111,8 +112,9 @@ def list_accounts(
         if customer_id and customer_id != caller.customer_id:
             raise PermissionDenied("NOT_ACCOUNT_OWNER", "a customer may list only its own accounts")
         customer_id = caller.customer_id
+    validation.validate_customer_filter(customer_id)
     filters = {"customer_id": customer_id}
-    page = parse_page(page_size, page_token, filters)
+    page = parse_page(page_size, page_token, filters, after_rule=validation.is_account_id)
     with uow_factory() as uow:
         items = uow.store.list_accounts(page.after, page.size + 1, customer_id)
     more = len(items) > page.size
@@ -170,6 +172,7 @@ def transfer_or_error(outcome: ItemOutcome) -> TransferRecord:
 def get_transfer(
     uow_factory: UowFactory, transfer_id: str, caller: Caller = SERVICE
 ) -> TransferRecord:
+    validation.validate_transfer_id(transfer_id)
     with uow_factory() as uow:
         record = uow.store.get_record(transfer_id)
         if record is None:
@@ -235,6 +238,7 @@ def get_balance(
     account's history through that instant (``LedgerStore.seal_history``). An
     instant in the future is answered as of now, and the answer says so.
     """
+    validation.validate_account_id(account_id)
     with uow_factory() as uow:
         account = uow.store.get_account(account_id)
         if account is None:
@@ -273,9 +277,10 @@ def list_entries(
     page_token: str,
     caller: Caller = SERVICE,
 ) -> tuple[Account, Page[Entry]]:
+    validation.validate_account_id(account_id)
     filters = {"account_id": account_id}
-    page = parse_page(page_size, page_token, filters)
-    after = int(page.after) if page.after and page.after.isdigit() else 0
+    page = parse_page(page_size, page_token, filters, after_rule=is_sequence)
+    after = int(page.after) if page.after else 0
     with uow_factory() as uow:
         account = uow.store.get_account(account_id)
         if account is None:

@@ -21,7 +21,9 @@ def customer_kyc(customer: identity_pb2.Customer) -> CustomerKyc:
         kyc_status=kyc_status_name(customer.kyc_status),
         kyc_version=customer.kyc_version,
         customer_since=(
-            from_timestamp(customer.create_time) if customer.HasField("create_time") else None
+            from_timestamp(customer.create_time, "customer.create_time")
+            if customer.HasField("create_time")
+            else None
         ),
     )
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from astra.payments.v1 import payments_pb2 as pb
-from chassis.protos import set_timestamp
+from chassis.protos import enum_filter, set_timestamp
 
 from payments.domain.model import Payment, Transition
 from payments.domain.reconciliation import ReconciliationReport
 from payments.domain.states import PaymentState
+
+_STATES: dict[int, PaymentState] = {int(state): state for state in PaymentState}
+
+
+def state_filter_from_pb(value: int, field: str = "state") -> PaymentState | None:
+    """A state to filter by: None for unset; an undefined number is refused."""
+    return enum_filter(value, _STATES, pb.PaymentState.Name, field)
 
 
 def state_to_pb(state: PaymentState | None) -> int:

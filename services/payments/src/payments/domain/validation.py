@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 
 from chassis.kernel.errors import NotFound, Violations
 from chassis.kernel.ids import id_rule, is_valid_id
 from chassis.kernel.money import MAX_AMOUNT, is_currency
+from chassis.kernel.text import check_text
 
 from payments.domain.ledger_plan import customer_account_id
 from payments.domain.limits import AmountLimits
@@ -22,6 +23,11 @@ MAX_TEXT = 140
 AMOUNT_OUT_OF_RANGE = "AMOUNT_OUT_OF_RANGE"
 _PAYMENT_ID = re.compile(r"pay_[A-Za-z0-9_-]{1,48}")
 _ACCOUNT_NUMBER = re.compile(r"[A-Za-z0-9]{1,34}")
+# A calendar day as ISO 8601 writes it, and only so (date.fromisoformat also takes
+# "20240101", "2024-W01-1" and non-ASCII digits).
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# A statement exists for a day that has begun somewhere: up to one day past today (UTC).
+STATEMENT_LEAD = timedelta(days=1)
 
 
 def is_payment_id(value: str) -> bool:
@@ -56,10 +62,8 @@ def validate_payment_request(
         _check_derived_ids(request, out)
     if not _ACCOUNT_NUMBER.fullmatch(request.counterparty.account_number):
         out.add(f"{account_field}.account_number", "must be 1 to 34 of [A-Za-z0-9]")
-    if len(request.counterparty.holder_name) > MAX_TEXT:
-        out.add(f"{account_field}.holder_name", f"at most {MAX_TEXT} characters")
-    if len(request.description) > MAX_TEXT:
-        out.add("description", f"at most {MAX_TEXT} characters")
+    check_text(out, f"{account_field}.holder_name", request.counterparty.holder_name, MAX_TEXT)
+    check_text(out, "description", request.description, MAX_TEXT)
     out.raise_if_any()
 
 
@@ -70,8 +74,7 @@ def validate_refund(refund_id: str, payment_id: str, amount: int, reason: str) -
     if not is_payment_id(payment_id):
         out.add("payment_id", PAYMENT_ID_RULE)
     _check_amount(amount, out)
-    if len(reason) > MAX_TEXT:
-        out.add("reason", f"at most {MAX_TEXT} characters")
+    check_text(out, "reason", reason, MAX_TEXT)
     out.raise_if_any()
 
 
@@ -104,24 +107,6 @@ def _check_derived_ids(request: PaymentRequest, out: Violations) -> None:
             return
 
 
-def validate_customer_filter(customer_id: str) -> None:
-    out = Violations()
-    if customer_id and not is_valid_id(customer_id, CUSTOMER_PREFIX):
-        out.add("customer_id", id_rule(CUSTOMER_PREFIX))
-    out.raise_if_any()
-
-
-def validate_run_id(run_id: str) -> None:
-    out = Violations()
-    _check_run_id(run_id, out)
-    out.raise_if_any()
-
-
-def _check_run_id(run_id: str, out: Violations) -> None:
-    if not is_valid_id(run_id, RUN_PREFIX):
-        out.add("run_id", id_rule(RUN_PREFIX))
-
-
 def validate_payment_id(payment_id: str, field: str = "payment_id") -> None:
     out = Violations()
     if not is_payment_id(payment_id):
@@ -131,23 +116,49 @@ def validate_payment_id(payment_id: str, field: str = "payment_id") -> None:
 
 def validate_note(text: str, field: str) -> None:
     out = Violations()
-    if len(text) > MAX_TEXT:
-        out.add(field, f"at most {MAX_TEXT} characters")
+    check_text(out, field, text, MAX_TEXT)
     out.raise_if_any()
 
 
-def validate_run(run_id: str, statement_date: str) -> date:
+def validate_customer_filter(customer_id: str, field: str = "customer_id") -> None:
+    """A list's customer filter: empty (every customer) or a customer id."""
     out = Violations()
-    _check_run_id(run_id, out)
+    if customer_id and not is_valid_id(customer_id, CUSTOMER_PREFIX):
+        out.add(field, id_rule(CUSTOMER_PREFIX))
+    out.raise_if_any()
+
+
+def _check_run_id(out: Violations, run_id: str) -> None:
+    if not is_valid_id(run_id, RUN_PREFIX):
+        out.add("run_id", id_rule(RUN_PREFIX))
+
+
+def validate_run_id(run_id: str) -> None:
+    out = Violations()
+    _check_run_id(out, run_id)
+    out.raise_if_any()
+
+
+def validate_run(run_id: str, statement_date: str, today: date) -> date:
+    """The statement's day: ISO ``YYYY-MM-DD`` and no later than ``today`` plus a day."""
+    out = Violations()
+    _check_run_id(out, run_id)
     day: date | None = None
-    try:
-        day = date.fromisoformat(statement_date)
-    except ValueError:
-        out.add("statement_date", "must be a day as YYYY-MM-DD")
+    if _DAY.fullmatch(statement_date):
+        try:
+            day = date.fromisoformat(statement_date)
+        except ValueError:
+            out.add("statement_date", "is no calendar day")
     else:
-        if day == date.max:
-            # A statement covers its day up to the next one, which must exist.
-            out.add("statement_date", f"must be a day before {date.max.isoformat()}")
+        out.add("statement_date", "must be a day as YYYY-MM-DD")
+    latest = today + STATEMENT_LEAD
+    if day is not None and day > latest:
+        out.add(
+            "statement_date",
+            f"must be no later than {latest.isoformat()}: a day that has not begun has no "
+            "statement yet",
+            "STATEMENT_DATE_IN_FUTURE",
+        )
     out.raise_if_any()
     assert day is not None
     return day

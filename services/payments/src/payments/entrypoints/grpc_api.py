@@ -13,13 +13,12 @@ from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1 import payments_pb2_grpc
 from chassis.auth import current_principal
 from chassis.grpc.context import time_remaining
-from chassis.kernel.errors import FieldViolation, InvalidArgument
 
 from payments.adapters.metrics import record_reconciliation
-from payments.adapters.protos import payment_to_pb, report_to_pb
+from payments.adapters.protos import payment_to_pb, report_to_pb, state_filter_from_pb
 from payments.bootstrap import Payments
 from payments.domain.model import BankAccount, PaymentRequest
-from payments.domain.states import PaymentKind, PaymentState
+from payments.domain.states import PaymentKind
 from payments.service_layer import use_cases
 from payments.service_layer.use_cases import SERVICE, Caller
 
@@ -29,14 +28,6 @@ def _caller() -> Caller:
     if principal is None:
         return SERVICE
     return Caller(client_id=principal.client_id, customer_id=principal.customer_id)
-
-
-def _state_filter(value: int) -> PaymentState | None:
-    if not value:
-        return None
-    if value not in PaymentState._value2member_map_:
-        raise InvalidArgument([FieldViolation("state", "is not a PaymentState")])
-    return PaymentState(value)
 
 
 class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
@@ -130,7 +121,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     def ListPayments(
         self, request: pb.ListPaymentsRequest, context: grpc.ServicerContext
     ) -> pb.ListPaymentsResponse:
-        state = _state_filter(request.state)
+        state = state_filter_from_pb(request.state)
         page = use_cases.list_payments(
             self._deps, request.page_size, request.page_token, request.customer_id, state, _caller()
         )

@@ -588,7 +588,7 @@ def list_payments(
         caller.check_customer(customer_id or caller.customer_id)
         customer_id = caller.customer_id
     filters = {"customer_id": customer_id, "state": int(state) if state else 0}
-    page = parse_page(page_size, page_token, filters)
+    page = parse_page(page_size, page_token, filters, after_rule=validation.is_payment_id)
     with deps.uow() as uow:
         items = uow.payments.page(page.after, page.size + 1, customer_id, state)
     more = len(items) > page.size
@@ -601,7 +601,7 @@ def list_payments(
 
 
 def run_reconciliation(deps: Deps, run_id: str, statement_date: str) -> ReconciliationReport:
-    day = validation.validate_run(run_id, statement_date)
+    day = validation.validate_run(run_id, statement_date, deps.clock.now().date())
     with deps.uow() as uow:
         existing = uow.payments.get_run(run_id)
     if existing is not None:
