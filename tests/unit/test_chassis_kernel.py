@@ -159,3 +159,22 @@ def test_violations_collect_every_field_then_raise_once() -> None:
         FieldViolation("b", "is wrong too", "WHY"),
     )
     assert error.value.reason == "INVALID_ARGUMENT"
+
+
+def test_a_page_is_cut_from_one_item_more_and_its_token_resumes_after_its_last_item() -> None:
+    items = [f"acct_{i:03d}" for i in range(7)]
+    filters = {"customer_id": "cus_1"}
+    request = parse_page(3, "", filters, after_rule=lambda value: value.startswith("acct_"))
+    assert request.fetch == 4
+    first = request.page(items[: request.fetch], lambda item: item)
+    assert first.items == ["acct_000", "acct_001", "acct_002"]
+    resumed = parse_page(
+        3, first.next_page_token, filters, after_rule=lambda v: v.startswith("acct_")
+    )
+    assert resumed.after == "acct_002"
+    # The last page: fewer than fetch items came back, so there is no next token.
+    last = resumed.page(items[5:], lambda item: item)
+    assert last.items == ["acct_005", "acct_006"]
+    assert last.next_page_token == ""
+    # Exactly a page's worth left: still no token (nothing follows it).
+    assert resumed.page(items[4:7], lambda item: item).next_page_token == ""

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 
 from ledger.adapters import tables
 from ledger.adapters.events import to_outbox_message
+from ledger.adapters.unit_of_work import SqlLedgerUnitOfWork
 from ledger.config import LedgerSettings
 from ledger.domain.model import TransferRequest
 from ledger.service_layer import use_cases
@@ -100,7 +101,7 @@ def bootstrap(settings: LedgerSettings, clock: Clock | None = None) -> Ledger:
     outbox = OutboxWriter(tables.outbox, CONTEXT)
 
     def uow() -> LedgerUnitOfWork:
-        return LedgerUnitOfWork(engine, outbox, to_outbox_message)
+        return SqlLedgerUnitOfWork(engine, outbox, to_outbox_message)
 
     def execute(requests: Sequence[TransferRequest]) -> list[use_cases.ItemOutcome]:
         return use_cases.execute_batch(uow, clock, requests)

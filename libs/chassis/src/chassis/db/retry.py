@@ -14,15 +14,9 @@ from typing import TypeVar
 import psycopg.errors
 import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from chassis.kernel.errors import RetryTransaction
+from chassis.kernel.uow import retry_lost_races
 
 _log = structlog.get_logger("chassis.db")
 T = TypeVar("T")
@@ -57,25 +51,9 @@ def is_conflict(error: BaseException) -> bool:
     return error.connection_invalidated or _lost_race(error)
 
 
-def _log_retry(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    _log.info(
-        "transaction conflict, retrying",
-        attempt=state.attempt_number,
-        error=type(getattr(error, "orig", error)).__name__,
-    )
-
-
 def run_with_conflict_retry(fn: Callable[[], T], *, attempts: int = 10) -> T:
     """Run ``fn`` (one whole transaction) again when it lost a race, with jittered backoff."""
-    retrying = Retrying(
-        retry=retry_if_exception(is_conflict),
-        stop=stop_after_attempt(attempts),
-        wait=wait_random_exponential(multiplier=0.002, max=0.25),
-        before_sleep=_log_retry,
-        reraise=True,
-    )
-    return retrying(fn)
+    return retry_lost_races(fn, is_conflict, attempts=attempts)
 
 
 # What a dropped or refused connection raises: wrapped by SQLAlchemy, or straight

@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from chassis.kernel.errors import FieldViolation, InvalidArgument
 
@@ -29,10 +30,35 @@ INT64_MAX = 2**63 - 1
 NOT_OURS = "is not a token this service issued"
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
 @dataclass(frozen=True, slots=True)
 class PageRequest:
+    """A validated page request: read ``fetch`` items after ``after``, then cut with ``page``."""
+
     size: int
     after: str | None
+    filters: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def fetch(self) -> int:
+        """How many items to read: one more than the page shows whether another page follows."""
+        return self.size + 1
+
+    def page(self, fetched: Sequence[T], position: Callable[[T], str]) -> Page[T]:
+        """The page of ``fetched`` (read with ``fetch``), and a token for the next one if any;
+        ``position`` gives an item's place in the list's order (its id, its sequence)."""
+        items = list(fetched[: self.size])
+        more = len(fetched) > self.size
+        token = encode_page_token(position(items[-1]), self.filters) if more and items else ""
+        return Page(items, token)
 
 
 def _digest(filters: Mapping[str, object]) -> str:
@@ -101,4 +127,4 @@ def parse_page(
             after = decoded[0]
     if violations:
         raise InvalidArgument(violations)
-    return PageRequest(size=page_size or default_size, after=after)
+    return PageRequest(size=page_size or default_size, after=after, filters=dict(filters))

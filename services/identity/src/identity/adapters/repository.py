@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from chassis.kernel.uow import TracksAggregates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,20 +16,17 @@ from identity.adapters.tables import customers, signing_keys
 from identity.domain.model import Customer, KycRequest, KycStatus, ServiceClient, SigningKey
 
 
-class CustomerRepository:
+class CustomerRepository(TracksAggregates):
     def __init__(self, session: Session) -> None:
+        super().__init__()
         self._session = session
-        self.seen: set[Customer] = set()
 
     def add(self, customer: Customer) -> None:
-        self._session.add(customer)
-        self.seen.add(customer)
+        self._session.add(self.track(customer))
 
     def get(self, customer_id: str, *, for_update: bool = False) -> Customer | None:
         customer = self._session.get(Customer, customer_id, with_for_update=for_update or None)
-        if customer is not None:
-            self.seen.add(customer)
-        return customer
+        return self.track(customer) if customer is not None else None
 
     def list(self, after: str | None, limit: int, status: KycStatus | None) -> list[Customer]:
         query = select(Customer).order_by(customers.c.id).limit(limit)

@@ -125,6 +125,10 @@ class Customer:
         self.history: list[KycChange] = []
         self.events = []
 
+    def take_events(self) -> list[IdentityEvent]:
+        events, self.events = self.events, []
+        return events
+
     @classmethod
     def create(cls, spec: CustomerSpec, now: datetime) -> Customer:
         customer = cls(spec.id, spec.display_name, spec.email, now)

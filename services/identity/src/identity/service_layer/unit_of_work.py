@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
-from chassis.db.uow import EventMapper, UnitOfWork
-from chassis.outbox.writer import OutboxWriter
-from sqlalchemy import Engine
+from chassis.db.uow import SessionUnitOfWork
+from chassis.kernel.uow import EventSource
 from sqlalchemy.orm import Session
 
 from identity.adapters.repository import (
@@ -17,16 +16,11 @@ from identity.adapters.repository import (
 )
 
 
-class IdentityUnitOfWork(UnitOfWork):
+class IdentityUnitOfWork(SessionUnitOfWork):
     customers: CustomerRepository
     kyc_requests: KycRequestRepository
     clients: ClientRepository
     keys: SigningKeyRepository
-
-    def __init__(
-        self, engine: Engine, outbox: OutboxWriter | None, event_mapper: EventMapper | None
-    ) -> None:
-        super().__init__(engine, outbox, event_mapper)
 
     def _open_repositories(self, session: Session) -> None:
         self.customers = CustomerRepository(session)
@@ -38,9 +32,5 @@ class IdentityUnitOfWork(UnitOfWork):
         """Keep what was read usable after the block (leaving it rolls back, which expires)."""
         self.session.expunge_all()
 
-    def _aggregate_events(self) -> list[Any]:
-        events: list[Any] = []
-        for customer in self.customers.seen:
-            events.extend(customer.events)
-            customer.events = []
-        return events
+    def repositories(self) -> Iterable[EventSource]:
+        return (self.customers,)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from chassis.auth.claims import make_claims
 from chassis.auth.principal import PrincipalKind
-from chassis.db.uow import run_in_transaction
 from chassis.kernel.clock import Clock
 from chassis.kernel.errors import (
     DomainError,
@@ -18,7 +17,8 @@ from chassis.kernel.errors import (
     Unavailable,
     Violations,
 )
-from chassis.kernel.pagination import encode_page_token, parse_page
+from chassis.kernel.pagination import Page, parse_page
+from chassis.kernel.uow import run_in_transaction
 
 from identity.domain import validation
 from identity.domain.errors import (
@@ -61,12 +61,6 @@ class Deps:
     retire_margin: timedelta = timedelta(minutes=2)
     # The scopes the contracts require: a client may be allowed only these.
     declared_scopes: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_page_token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +108,8 @@ def list_customers(
     filters = {"kyc_status": status.name if status else ""}
     page = parse_page(page_size, page_token, filters, after_rule=validation.is_customer_id)
     with deps.uow() as uow:
-        found = uow.customers.list(page.after, page.size + 1, status)
-        views = [c.view() for c in found[: page.size]]
-    more = len(found) > page.size
-    token = encode_page_token(views[-1].id, filters) if more and views else ""
-    return Page(views, token)
+        views = [c.view() for c in uow.customers.list(page.after, page.fetch, status)]
+    return page.page(views, lambda view: view.id)
 
 
 def submit_kyc(deps: Deps, request_id: str, customer_id: str, actor: str) -> CustomerView:

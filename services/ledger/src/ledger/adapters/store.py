@@ -17,6 +17,7 @@ from typing import Any
 
 from chassis.db.arrays import int_array, text_array
 from chassis.kernel.clock import utc
+from chassis.kernel.uow import TracksAggregates
 from sqlalchemy import Connection, DateTime, bindparam, insert, select, text, update
 
 from ledger.adapters import tables as t
@@ -233,8 +234,9 @@ def _entry(row: Sequence[Any]) -> Entry:
     )
 
 
-class LedgerStore:
+class LedgerStore(TracksAggregates):
     def __init__(self, connection: Connection) -> None:
+        super().__init__()
         self._c = connection
         self._pg = connection.dialect.name == "postgresql"
 
@@ -253,6 +255,7 @@ class LedgerStore:
     # --- accounts -------------------------------------------------------------
 
     def insert_account(self, account: Account) -> None:
+        self.track(account)
         self._c.execute(
             insert(t.accounts).values(
                 id=account.id,
@@ -414,6 +417,7 @@ class LedgerStore:
     # --- writing a batch's outcome ------------------------------------------------
 
     def write(self, outcome: BatchOutcome) -> None:
+        self.track(outcome)
         # A hold placed and resolved within the batch never needs indexing.
         closed_now = set(outcome.closed_holds)
         opened = [h for h in outcome.opened_holds if h.id not in closed_now]

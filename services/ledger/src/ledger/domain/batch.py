@@ -78,6 +78,11 @@ class BatchOutcome:
     closed_holds: list[str] = field(default_factory=list)
     events: list[TransferApplied] = field(default_factory=list)
 
+    def take_events(self) -> list[TransferApplied]:
+        """The transfers' events, for the unit of work that writes this outcome."""
+        events, self.events = self.events, []
+        return events
+
 
 class _Savepoint:
     """Everything needed to undo a chain: account sums, list lengths, record marks."""

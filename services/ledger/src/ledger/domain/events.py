@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from ledger.domain.model import Account, Balance, Leg, Metadata, TransferKind
+if TYPE_CHECKING:  # the model records these events: it imports this module
+    from ledger.domain.model import Account, Balance, Leg, Metadata, TransferKind
 
 
 @dataclass(frozen=True, slots=True)

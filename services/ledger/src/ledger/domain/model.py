@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 
 from chassis.kernel.money import MAX_AMOUNT
 
+from ledger.domain.events import AccountOpened
+
 
 class NormalSide(enum.IntEnum):
     DEBIT = 1
@@ -185,11 +187,13 @@ class Account:
     external_reference: str = ""
     customer_id: str = ""
     fingerprint: str = ""
+    # Recorded and not yet handed to the unit of work (AccountOpened).
+    events: list[AccountOpened] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def open(cls, spec: AccountSpec, now: datetime) -> Account:
         assert spec.normal_side is not None
-        return cls(
+        account = cls(
             id=spec.id,
             currency=spec.currency,
             normal_side=spec.normal_side,
@@ -201,6 +205,12 @@ class Account:
             customer_id=spec.customer_id,
             fingerprint=spec.fingerprint(),
         )
+        account.events.append(AccountOpened(account, now))
+        return account
+
+    def take_events(self) -> list[AccountOpened]:
+        events, self.events = self.events, []
+        return events
 
     def balance(self, as_of: datetime | None = None) -> Balance:
         return Balance(

@@ -5,17 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
 
-from chassis.db.uow import run_in_transaction
 from chassis.kernel.clock import Clock, utc
 from chassis.kernel.errors import IdempotencyKeyReused, PermissionDenied
-from chassis.kernel.pagination import encode_page_token, is_sequence, parse_page
+from chassis.kernel.pagination import Page, is_sequence, parse_page
+from chassis.kernel.uow import run_in_transaction
 
 from ledger.domain import validation
 from ledger.domain.batch import decide_batch
 from ledger.domain.errors import account_not_found, refusal, transfer_not_found
-from ledger.domain.events import AccountOpened
 from ledger.domain.model import (
     Account,
     AccountSpec,
@@ -76,7 +74,6 @@ def open_account(uow_factory: UowFactory, clock: Clock, spec: AccountSpec) -> Ac
             return existing
         account = Account.open(spec, clock.now())
         uow.store.insert_account(account)
-        uow.record(AccountOpened(account, account.created_at or clock.now()))
         return account
 
     return run_in_transaction(uow_factory, work)
@@ -90,15 +87,6 @@ def get_account(uow_factory: UowFactory, account_id: str, caller: Caller = SERVI
         raise account_not_found(account_id)
     caller.check_account(account)
     return account
-
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_page_token: str
 
 
 def list_accounts(
@@ -116,11 +104,8 @@ def list_accounts(
     filters = {"customer_id": customer_id}
     page = parse_page(page_size, page_token, filters, after_rule=validation.is_account_id)
     with uow_factory() as uow:
-        items = uow.store.list_accounts(page.after, page.size + 1, customer_id)
-    more = len(items) > page.size
-    items = items[: page.size]
-    token = encode_page_token(items[-1].id, filters) if more and items else ""
-    return Page(items, token)
+        items = uow.store.list_accounts(page.after, page.fetch, customer_id)
+    return page.page(items, lambda account: account.id)
 
 
 # --- transfers --------------------------------------------------------------
@@ -144,7 +129,6 @@ def execute_batch(
         for account in outcome.accounts.values():
             account.last_entry_at = now
         uow.store.write(outcome)
-        uow.record(*outcome.events)
         records = {r.id: r for r in outcome.records}
         return [
             ItemOutcome(result, records.get(result.id) or known.get(result.id))
@@ -286,8 +270,5 @@ def list_entries(
         if account is None:
             raise account_not_found(account_id)
         caller.check_account(account)
-        entries = uow.store.list_entries(account_id, after, page.size + 1)
-    more = len(entries) > page.size
-    entries = entries[: page.size]
-    token = encode_page_token(str(entries[-1].sequence), filters) if more and entries else ""
-    return account, Page(entries, token)
+        entries = uow.store.list_entries(account_id, after, page.fetch)
+    return account, page.page(entries, lambda entry: str(entry.sequence))

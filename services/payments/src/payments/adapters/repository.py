@@ -15,6 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from chassis.kernel.clock import utc
+from chassis.kernel.uow import TracksAggregates
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -156,22 +157,14 @@ def _columns(p: Payment) -> dict[str, Any]:
     }
 
 
-class PaymentsRepository:
+class PaymentsRepository(TracksAggregates):
+    """Payments, their history, the KYC projection and reconciliation runs; every payment and
+    run handed out or given is tracked, so the unit of work collects their events."""
+
     def __init__(self, connection: Connection) -> None:
+        super().__init__()
         self._c = connection
         self._postgres = connection.dialect.name == "postgresql"
-        # Every payment handed out, so the unit of work can collect their events.
-        self._seen: dict[int, Payment] = {}
-
-    def _track(self, payment: Payment) -> Payment:
-        self._seen[id(payment)] = payment
-        return payment
-
-    def take_events(self) -> list[Any]:
-        events: list[Any] = []
-        for payment in self._seen.values():
-            events.extend(payment.take_events())
-        return events
 
     # --- payments -------------------------------------------------------------------------
 
@@ -180,7 +173,7 @@ class PaymentsRepository:
         row = self._c.execute(statement, {"b_id": payment_id}).first()
         if row is None:
             return None
-        payment = self._track(_payment(row))
+        payment = self.track(_payment(row))
         if history:
             payment.history = self.history(payment_id)
         if payment.kind is PaymentKind.COLLECTION:
@@ -194,7 +187,7 @@ class PaymentsRepository:
         statement = select(P).where(P.c.id.in_(ids)).order_by(P.c.id)
         if lock and self._postgres:
             statement = statement.with_for_update()
-        return {row.id: self._track(_payment(row)) for row in self._c.execute(statement)}
+        return {row.id: self.track(_payment(row)) for row in self._c.execute(statement)}
 
     def history(self, payment_id: str) -> list[Transition]:
         rows = self._c.execute(_HISTORY, {"b_id": payment_id})
@@ -209,7 +202,7 @@ class PaymentsRepository:
         ]
 
     def add(self, payment: Payment) -> None:
-        self._track(payment)
+        self.track(payment)
         self._c.execute(_INSERT, _columns(payment))
         self._write_transitions([payment])
 
@@ -217,7 +210,7 @@ class PaymentsRepository:
         if not batch:
             return
         for payment in batch:
-            self._track(payment)
+            self.track(payment)
         rows = [_columns(p) for p in batch]
         self._c.execute(_INSERT, rows if len(rows) > 1 else rows[0])
         self._write_transitions(batch)
@@ -279,7 +272,7 @@ class PaymentsRepository:
         )
         if self._postgres:
             statement = statement.with_for_update(skip_locked=True)
-        return [self._track(_payment(row)) for row in self._c.execute(statement)]
+        return [self.track(_payment(row)) for row in self._c.execute(statement)]
 
     def velocity(self, customer_id: str, currency: str, since: datetime) -> tuple[int, int]:
         """(count, amount in ``currency``) of the customer's assessed payments since ``since``."""
@@ -450,6 +443,7 @@ class PaymentsRepository:
         )
 
     def add_run(self, report: ReconciliationReport) -> None:
+        self.track(report)
         breaks = [
             {
                 "kind": int(b.kind),

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from payments.domain.events import ReconciliationCompleted
 from payments.domain.ledger_plan import clearing_amount
 from payments.domain.model import LedgerStep, Payment, transfer_id
 
@@ -58,6 +59,15 @@ class ReconciliationReport:
     matched: int
     breaks: tuple[Break, ...]
     created_at: datetime
+    # Recorded and not yet handed to the unit of work (ReconciliationCompleted on a new run).
+    events: list[ReconciliationCompleted] = field(
+        default_factory=list, compare=False, hash=False, repr=False
+    )
+
+    def take_events(self) -> list[ReconciliationCompleted]:
+        events = list(self.events)
+        self.events.clear()
+        return events
 
 
 def expected_lines(payments: Iterable[Payment], day: date) -> dict[tuple[str, bool], Payment]:
@@ -178,4 +188,6 @@ def reconcile(
                 "but the statement has no line for it",
             )
         )
-    return ReconciliationReport(run_id, day, count, matched, tuple(breaks), now)
+    report = ReconciliationReport(run_id, day, count, matched, tuple(breaks), now)
+    report.events.append(ReconciliationCompleted(report, now))
+    return report

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import structlog
 from chassis.batching import GroupCommitter
 from chassis.db.retry import DATABASE_UNAVAILABLE
-from chassis.db.uow import run_in_transaction
 from chassis.kernel.errors import DomainError
+from chassis.kernel.uow import run_in_transaction
 from chassis.tracing import batch_span
 
 from payments.domain.fraud import Velocity

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from chassis.db.uow import run_in_transaction
+from chassis.kernel.uow import run_in_transaction
 from chassis.tracing import batch_span, resumed_span
 
 from payments.domain.ledger_plan import LedgerOperation, accounts_for, operation_for

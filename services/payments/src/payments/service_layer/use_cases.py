@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 import structlog
-from chassis.db.uow import run_in_transaction
 from chassis.kernel.clock import Clock
 from chassis.kernel.errors import (
     FailedPrecondition,
@@ -24,12 +23,12 @@ from chassis.kernel.errors import (
     PermissionDenied,
     Unavailable,
 )
-from chassis.kernel.pagination import encode_page_token, parse_page
+from chassis.kernel.pagination import Page, parse_page
+from chassis.kernel.uow import run_in_transaction
 from chassis.tracing import current_traceparent
 
 from payments.domain import validation
 from payments.domain.customers import VERIFIED, CustomerKyc
-from payments.domain.events import ReconciliationCompleted
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules, Velocity, Verdict, assess
 from payments.domain.ledger_plan import (
@@ -569,12 +568,6 @@ def get_payment(deps: Deps, payment_id: str, caller: Caller = SERVICE) -> Paymen
     return caller.check_owner(payment)
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[Payment]
-    next_page_token: str
-
-
 def list_payments(
     deps: Deps,
     page_size: int,
@@ -582,7 +575,7 @@ def list_payments(
     customer_id: str = "",
     state: PaymentState | None = None,
     caller: Caller = SERVICE,
-) -> Page:
+) -> Page[Payment]:
     validation.validate_customer_filter(customer_id)
     if caller.customer_id:
         caller.check_customer(customer_id or caller.customer_id)
@@ -590,11 +583,8 @@ def list_payments(
     filters = {"customer_id": customer_id, "state": int(state) if state else 0}
     page = parse_page(page_size, page_token, filters, after_rule=validation.is_payment_id)
     with deps.uow() as uow:
-        items = uow.payments.page(page.after, page.size + 1, customer_id, state)
-    more = len(items) > page.size
-    items = items[: page.size]
-    token = encode_page_token(items[-1].id, filters) if more and items else ""
-    return Page(items, token)
+        items = uow.payments.page(page.after, page.fetch, customer_id, state)
+    return page.page(items, lambda payment: payment.id)
 
 
 # --- reconciliation -------------------------------------------------------------------------------
@@ -629,7 +619,6 @@ def run_reconciliation(deps: Deps, run_id: str, statement_date: str) -> Reconcil
         if again is not None:
             return _replay_run(again, day)
         uow.payments.add_run(report)
-        uow.record(ReconciliationCompleted(report, report.created_at))
         return report
 
     saved = run_in_transaction(deps.uow, work)
