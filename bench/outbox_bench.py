@@ -35,11 +35,7 @@ from astra.ledger.v1 import events_pb2 as ev
 from astra_testkit.ports import free_port
 from astra_testkit.processes import ServiceProcess
 from chassis.db.engine import create_db_engine
-from chassis.outbox.relay import OutboxRow, Relay, to_pubsub_message
-from chassis.outbox.schema import OUTBOX_LANES, lane_of, outbox_table
-from chassis.outbox.settings import RelaySettings
-from chassis.outbox.writer import OutboxMessage, OutboxWriter
-from chassis.pubsub.clients import (
+from chassis.events.clients import (
     ensure_subscription,
     ensure_topic,
     publisher_api,
@@ -47,12 +43,16 @@ from chassis.pubsub.clients import (
     subscription_path,
     topic_path,
 )
-from chassis.pubsub.subscriber import (
+from chassis.events.relay import OutboxRow, Relay, to_pubsub_message
+from chassis.events.relay_settings import RelaySettings
+from chassis.events.schema import OUTBOX_LANES, lane_of, outbox_table
+from chassis.events.subscriber import (
     EventSubscriber,
     ReceivedEvent,
     SubscriberOptions,
     SubscriberTables,
 )
+from chassis.events.writer import OutboxMessage, OutboxWriter
 from ledger.bootstrap import migrate
 from sqlalchemy import Connection, Engine, MetaData, func, select, text
 

@@ -11,15 +11,15 @@ import pytest
 from astra.ledger.v1 import events_pb2 as ev
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.waiting import wait_until
-from chassis.outbox.relay import OutboxLag, Relay
-from chassis.outbox.schema import OUTBOX_LANES, lane_of, ordering_key_of_lane
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.clients import (
+from chassis.events import cloudevents as ce
+from chassis.events.clients import (
     ensure_subscription,
     subscriber_client,
     subscription_path,
     topic_path,
 )
+from chassis.events.relay import OutboxLag, Relay
+from chassis.events.schema import OUTBOX_LANES, lane_of, ordering_key_of_lane
 from ledger.bootstrap import migrate
 from sqlalchemy import text
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
 from chassis.db.engine import create_db_engine
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.subscriber import (
+from chassis.events import cloudevents as ce
+from chassis.events.subscriber import (
     EventSubscriber,
     Outcome,
     ReceivedEvent,

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
 from astra_testkit.waiting import wait_until
-from chassis.outbox.schema import lane_of, ordering_key_of_lane
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.clients import publisher_api
-from chassis.pubsub.subscriber import (
+from chassis.events import cloudevents as ce
+from chassis.events.clients import publisher_api
+from chassis.events.schema import lane_of, ordering_key_of_lane
+from chassis.events.subscriber import (
     DEAD_LETTER_ATTEMPTS,
     DEAD_LETTER_REASON,
     EventSubscriber,

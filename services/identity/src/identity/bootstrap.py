@@ -15,8 +15,8 @@ from chassis.auth import (
 )
 from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
+from chassis.events.writer import OutboxWriter
 from chassis.kernel.clock import Clock, SystemClock
-from chassis.outbox.writer import OutboxWriter
 from sqlalchemy import Engine
 
 from identity.adapters import tables

@@ -10,8 +10,8 @@ from pathlib import Path
 import structlog
 from chassis.db.engine import create_db_engine, is_postgres
 from chassis.db.migrations import upgrade
+from chassis.events.writer import OutboxWriter
 from chassis.kernel.clock import Clock, SystemClock
-from chassis.outbox.writer import OutboxWriter
 from sqlalchemy import Engine, text
 
 from ledger.adapters import tables

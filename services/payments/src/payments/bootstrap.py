@@ -12,10 +12,10 @@ import grpc
 import structlog
 from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
+from chassis.events.writer import OutboxWriter
 from chassis.grpc.client import TokenSource, open_channel
 from chassis.kernel.clock import Clock, SystemClock
 from chassis.metrics import Sampler
-from chassis.outbox.writer import OutboxWriter
 from chassis.retry import RetryPolicy
 from sqlalchemy import Engine
 

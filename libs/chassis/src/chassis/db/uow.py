@@ -16,8 +16,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from chassis.db.retry import run_with_conflict_retry
-from chassis.outbox.writer import OutboxMessage, OutboxWriter
-from chassis.tracing import with_trace_context
+from chassis.events.writer import OutboxMessage, OutboxWriter, with_trace_context
 
 EventMapper = Callable[[Any], OutboxMessage]
 

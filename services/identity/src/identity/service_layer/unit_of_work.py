@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chassis.db.uow import EventMapper, UnitOfWork
-from chassis.outbox.writer import OutboxWriter
+from chassis.events.writer import OutboxWriter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 

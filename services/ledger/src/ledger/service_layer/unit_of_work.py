@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chassis.db.uow import EventMapper, UnitOfWork
-from chassis.outbox.writer import OutboxWriter
+from chassis.events.writer import OutboxWriter
 from sqlalchemy import Connection, Engine
 
 from ledger.adapters.store import LedgerStore

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from astra.identity.v1 import events_pb2 as identity_events
 from chassis.config import PubSubSettings
-from chassis.pubsub.clients import (
+from chassis.events.clients import (
     context_topic,
     ensure_subscription,
     ensure_topic,
@@ -22,7 +22,7 @@ from chassis.pubsub.clients import (
     subscription_path,
     topic_path,
 )
-from chassis.pubsub.subscriber import EventSubscriber, ReceivedEvent
+from chassis.events.subscriber import EventSubscriber, ReceivedEvent
 from sqlalchemy import Connection
 
 from payments.adapters import tables

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chassis.db.uow import EventMapper, UnitOfWork
-from chassis.outbox.writer import OutboxWriter
+from chassis.events.writer import OutboxWriter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 

@@ -1,7 +1,7 @@
 """The relay: publishes a context's outbox rows to its Pub/Sub topic, at least once, in order.
 
 The relay reads the unpublished rows of the lanes it owns (see
-``chassis.outbox.leases``) that have no publish in flight, sends them with the
+``chassis.events.leases``) that have no publish in flight, sends them with the
 low-level ``publish`` call (up to 1,000 messages per request, several requests
 at once but never two for the same lane), and marks exactly the rows of the
 requests Pub/Sub answered with message ids; a lane is read again only after
@@ -69,15 +69,15 @@ from tenacity import (
 )
 
 from chassis.db.engine import create_db_engine, is_postgres
+from chassis.events import cloudevents
+from chassis.events.clients import provision, publisher_api, subscription_path, topic_path
+from chassis.events.leases import AdvisoryLaneLeases, FileLaneLeases, LaneLeases
+from chassis.events.listener import NotifyListener
+from chassis.events.relay_settings import RelaySettings
+from chassis.events.schema import ordering_key_of_lane, outbox_table
+from chassis.events.writer import notify_channel
 from chassis.kernel.clock import utc
 from chassis.metrics import OUTBOX_PUBLISHED, OUTBOX_RELAY_FAILURES
-from chassis.outbox.leases import AdvisoryLaneLeases, FileLaneLeases, LaneLeases
-from chassis.outbox.listener import NotifyListener
-from chassis.outbox.schema import ordering_key_of_lane, outbox_table
-from chassis.outbox.settings import RelaySettings
-from chassis.outbox.writer import notify_channel
-from chassis.pubsub import cloudevents
-from chassis.pubsub.clients import provision, publisher_api, subscription_path, topic_path
 
 _log = structlog.get_logger("chassis.relay")
 

@@ -55,11 +55,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from chassis.batching import drain
 from chassis.db.retry import is_database_unavailable, run_with_conflict_retry
+from chassis.events import cloudevents as ce
+from chassis.events.clients import subscriber_client
+from chassis.events.decoding import UndecodableEvent, import_contract_events, message_class
+from chassis.events.schema import dead_letters_table, inbox_failures_table, inbox_table
 from chassis.metrics import EVENTS_HANDLED
-from chassis.outbox.schema import dead_letters_table, inbox_failures_table, inbox_table
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.clients import subscriber_client
-from chassis.pubsub.registry import UndecodableEvent, import_contract_events, message_class
 from chassis.tracing import consumer_span
 
 _log = structlog.get_logger("chassis.subscriber")
@@ -281,7 +281,7 @@ class EventSubscriber:
         self._engine = engine
         self._tables = tables
         self._inbox_insert_sql = (
-            f"INSERT INTO {tables.inbox.name} (subscription, event_id, event_type) "  # noqa: S608 (our table's name)
+            f"INSERT INTO {tables.inbox.name} (subscription, event_id, event_type) "
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
             "ON CONFLICT DO NOTHING RETURNING event_id"
         )
