@@ -43,15 +43,11 @@ from chassis.events.clients import (
     subscription_path,
     topic_path,
 )
+from chassis.events.decoding import ReceivedEvent
 from chassis.events.relay import OutboxRow, Relay, to_pubsub_message
 from chassis.events.relay_settings import RelaySettings
-from chassis.events.schema import OUTBOX_LANES, lane_of, outbox_table
-from chassis.events.subscriber import (
-    EventSubscriber,
-    ReceivedEvent,
-    SubscriberOptions,
-    SubscriberTables,
-)
+from chassis.events.schema import OUTBOX_LANES, SubscriberTables, lane_of, outbox_table
+from chassis.events.subscriber import EventSubscriber, SubscriberOptions
 from chassis.events.writer import OutboxMessage, OutboxWriter
 from ledger.bootstrap import migrate
 from sqlalchemy import Connection, Engine, MetaData, func, select, text

@@ -34,15 +34,11 @@ from chassis.events.clients import (
     subscription_path,
     topic_path,
 )
+from chassis.events.decoding import ReceivedEvent
 from chassis.events.relay import Relay
 from chassis.events.relay_settings import RelaySettings
-from chassis.events.schema import outbox_table
-from chassis.events.subscriber import (
-    EventSubscriber,
-    ReceivedEvent,
-    SubscriberOptions,
-    SubscriberTables,
-)
+from chassis.events.schema import SubscriberTables, outbox_table
+from chassis.events.subscriber import EventSubscriber, SubscriberOptions
 from chassis.events.writer import OutboxMessage, OutboxWriter
 from sqlalchemy import (
     Column,

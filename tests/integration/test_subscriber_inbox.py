@@ -11,15 +11,10 @@ from astra.ledger.v1 import events_pb2 as ev
 from astra_testkit.waiting import wait_until
 from chassis.events import cloudevents as ce
 from chassis.events.clients import publisher_api
+from chassis.events.dead_letters import DEAD_LETTER_ATTEMPTS, DEAD_LETTER_REASON
+from chassis.events.decoding import ReceivedEvent
 from chassis.events.schema import lane_of, ordering_key_of_lane
-from chassis.events.subscriber import (
-    DEAD_LETTER_ATTEMPTS,
-    DEAD_LETTER_REASON,
-    EventSubscriber,
-    Outcome,
-    ReceivedEvent,
-    SubscriberOptions,
-)
+from chassis.events.subscriber import EventSubscriber, Outcome, SubscriberOptions
 from google.pubsub_v1 import PubsubMessage
 from sqlalchemy import Connection, func, select, text
 

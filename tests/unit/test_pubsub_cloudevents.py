@@ -9,8 +9,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
 from chassis.events import cloudevents as ce
-from chassis.events.decoding import UndecodableEvent, decode, import_contract_events
-from chassis.events.subscriber import decode_event
+from chassis.events.decoding import (
+    UndecodableEvent,
+    decode,
+    decode_event,
+    import_contract_events,
+)
 from chassis.events.tail import render
 
 

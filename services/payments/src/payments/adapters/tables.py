@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from chassis.events.schema import outbox_table
-from chassis.events.subscriber import SubscriberTables
+from chassis.events.schema import SubscriberTables, outbox_table
 from chassis.kernel.ids import MAX_ID_BODY
 from sqlalchemy import (
     BigInteger,

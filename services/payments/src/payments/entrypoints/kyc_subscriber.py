@@ -22,7 +22,8 @@ from chassis.events.clients import (
     subscription_path,
     topic_path,
 )
-from chassis.events.subscriber import EventSubscriber, ReceivedEvent
+from chassis.events.decoding import ReceivedEvent
+from chassis.events.subscriber import EventSubscriber
 from sqlalchemy import Connection
 
 from payments.adapters import tables
