@@ -44,7 +44,9 @@ from chassis.events.clients import (
     topic_path,
 )
 from chassis.events.decoding import ReceivedEvent
-from chassis.events.relay import OutboxRow, Relay, to_pubsub_message
+from chassis.events.outbox_store import OutboxRow
+from chassis.events.publishing import to_pubsub_message
+from chassis.events.relay import Relay
 from chassis.events.relay_settings import RelaySettings
 from chassis.events.schema import OUTBOX_LANES, SubscriberTables, lane_of, outbox_table
 from chassis.events.subscriber import EventSubscriber, SubscriberOptions
@@ -113,7 +115,7 @@ def relay_throughput(env: BenchEnv, section: Section) -> None:
         # Nobody reads this topic's messages: the relay publishes the same either way.
         topic_id, _subscription = _topic("relay-throughput", ordering=False)
         settings = RelaySettings(database_url=url, context="ledger", topic=topic_id)
-        relay = Relay(settings, project=PROJECT)
+        relay = Relay.build(settings, project=PROJECT)
         thread = threading.Thread(target=relay.run, name="bench-relay", daemon=True)
         started = time.perf_counter()
         thread.start()

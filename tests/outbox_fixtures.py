@@ -242,7 +242,7 @@ def relay_settings(database_url: str, topic_id: str, **overrides: Any) -> RelayS
 @contextlib.contextmanager
 def running_relay(settings: RelaySettings, **kwargs: Any) -> Iterator[Relay]:
     """A relay in a thread of the test process, stopped (and its round finished) at exit."""
-    relay = Relay(settings, project=PROJECT, **kwargs)
+    relay = Relay.build(settings, project=PROJECT, **kwargs)
     failure: list[BaseException] = []
 
     def run() -> None:

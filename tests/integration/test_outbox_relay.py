@@ -18,7 +18,8 @@ from chassis.events.clients import (
     subscription_path,
     topic_path,
 )
-from chassis.events.relay import OutboxLag, Relay
+from chassis.events.outbox_store import OutboxLag
+from chassis.events.relay import Relay
 from chassis.events.schema import OUTBOX_LANES, lane_of, ordering_key_of_lane
 from ledger.bootstrap import migrate
 from sqlalchemy import text
@@ -171,7 +172,7 @@ def test_measures_backlog_and_age_of_the_oldest_unpublished_row(
         connection.execute(
             text("UPDATE outbox SET created_at = created_at - interval '30 seconds'")
         )
-    idle = Relay(relay_settings(ledger_db_url, topic.id), project=PROJECT)
+    idle = Relay.build(relay_settings(ledger_db_url, topic.id), project=PROJECT)
     lag = idle.measure_lag()
     assert lag.backlog == 10
     assert 30 <= lag.oldest_age_seconds < 3600

@@ -17,7 +17,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chassis.config import PubSubSettings
-from chassis.events.relay import Relay, describe
+from chassis.events.outbox_store import describe
+from chassis.events.relay import Relay
 from chassis.events.relay_settings import RelaySettings
 from chassis.logging import configure_logging
 from chassis.metrics import (
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     pubsub = PubSubSettings()
     configure_logging(f"relay-{settings.context}", settings.log_level)
     log = structlog.get_logger("chassis.relay")
-    relay = Relay(
+    relay = Relay.build(
         settings,
         project=pubsub.project,
         create_topic=pubsub.create_topics,
