@@ -19,6 +19,10 @@ goes there at once: trying again cannot help it.
 Failures of the database itself are not the event's fault: they are not
 counted, the message is nacked after a pause, and it is tried again.
 
+A service consumes a topic with one call, ``subscribe(...)``: it names the
+topic, its subscription, its database and its handlers, and gets a running
+subscriber with the inbox, dead-lettering and the suite's defaults.
+
 Throughput: messages that arrived together (``chassis.events.streaming``) are
 applied in one transaction: one multi-row inbox insert tells which events are
 new, their handlers run, one commit, then every message is acked. A commit per
@@ -30,6 +34,7 @@ one-by-one path above, so failures are counted and dead-lettered per event.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import threading
 from collections import Counter
@@ -43,9 +48,17 @@ from google.protobuf.message import Message
 from google.pubsub_v1 import PublisherClient as PublisherApi
 from sqlalchemy import Connection, Engine
 
+from chassis.config import PubSubSettings
 from chassis.db.retry import is_database_unavailable, run_with_conflict_retry
 from chassis.events import cloudevents as ce
-from chassis.events.clients import subscriber_client
+from chassis.events.clients import (
+    ensure_topic,
+    provision,
+    publisher_api,
+    subscriber_client,
+    subscription_path,
+    topic_path,
+)
 from chassis.events.dead_letters import DeadLetter, DeadLetters
 from chassis.events.decoding import (
     PulledMessage,
@@ -334,3 +347,49 @@ class EventSubscriber:
         elif self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
+
+
+def subscribe(
+    *,
+    topic: str,
+    subscription: str,
+    engine: Engine,
+    tables: SubscriberTables,
+    handlers: Mapping[type[Message], Handler],
+    options: SubscriberOptions | None = None,
+    pubsub: PubSubSettings | None = None,
+) -> EventSubscriber:
+    """Consume ``subscription`` of ``topic`` into ``handlers``: a running subscriber to ``stop()``.
+
+    ``topic``, ``subscription`` and ``options.dead_letter_topic`` are ids in the
+    project of ``pubsub`` (``ASTRA_PUBSUB_*`` when not given) or full paths.
+    Where topics may be created (``ASTRA_PUBSUB_CREATE_TOPICS``: development and
+    the emulator), the topic, an ordered subscription and the dead-letter topic
+    are created when missing; elsewhere they must exist (Terraform makes them).
+    Each handler runs in the transaction that records its event in the inbox of
+    ``tables``; an event that failed ``options.max_attempts`` times is
+    dead-lettered, copied to the dead-letter topic when there is one.
+    """
+    settings = pubsub or PubSubSettings()
+    options = options or SubscriberOptions()
+    topic = topic_path(settings.project, topic)
+    subscription = subscription_path(settings.project, subscription)
+    if options.dead_letter_topic:
+        options = dataclasses.replace(
+            options, dead_letter_topic=topic_path(settings.project, options.dead_letter_topic)
+        )
+    publisher = publisher_api() if settings.create_topics or options.dead_letter_topic else None
+    if publisher is not None and settings.create_topics:
+        provision(publisher, topic, [subscription])
+        if options.dead_letter_topic:
+            ensure_topic(publisher, options.dead_letter_topic)
+    subscriber = EventSubscriber(
+        subscription=subscription,
+        engine=engine,
+        tables=tables,
+        handlers=handlers,
+        options=options,
+        publisher=publisher,
+    )
+    subscriber.start()
+    return subscriber
