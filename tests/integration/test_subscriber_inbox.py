@@ -244,7 +244,7 @@ def test_subscribe_creates_what_it_needs_and_applies_each_event_once_or_dead_let
                 with feeder.engine.begin() as connection:
                     connection.execute(text("UPDATE outbox SET published_at = NULL"))
                 wait_until(
-                    lambda: subscriber.counts().get(Outcome.DUPLICATE, 0) == 3,
+                    lambda: subscriber.counts().get(Outcome.DUPLICATE, 0) >= 3,
                     60,
                     "3 duplicates absorbed",
                 )

@@ -97,7 +97,8 @@ class SubscriberOptions:
     workers: int = 8
     # Pause before nacking when the database was unavailable.
     unavailable_pause_seconds: float = 1.0
-    # Full topic path for copies of dead-lettered messages; None keeps them in the table only.
+    # Topic for copies of dead-lettered messages (a full path; subscribe() also takes an
+    # id); None keeps them in the table only.
     dead_letter_topic: str | None = None
     # After the stream failed (e.g. the subscription vanished), wait this long and resubscribe.
     resubscribe_seconds: float = 1.0
