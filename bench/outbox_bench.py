@@ -35,11 +35,7 @@ from astra.ledger.v1 import events_pb2 as ev
 from astra_testkit.ports import free_port
 from astra_testkit.processes import ServiceProcess
 from chassis.db.engine import create_db_engine
-from chassis.outbox.relay import OutboxRow, Relay, to_pubsub_message
-from chassis.outbox.schema import OUTBOX_LANES, lane_of, outbox_table
-from chassis.outbox.settings import RelaySettings
-from chassis.outbox.writer import OutboxMessage, OutboxWriter
-from chassis.pubsub.clients import (
+from chassis.events.clients import (
     ensure_subscription,
     ensure_topic,
     publisher_api,
@@ -47,12 +43,14 @@ from chassis.pubsub.clients import (
     subscription_path,
     topic_path,
 )
-from chassis.pubsub.subscriber import (
-    EventSubscriber,
-    ReceivedEvent,
-    SubscriberOptions,
-    SubscriberTables,
-)
+from chassis.events.decoding import ReceivedEvent
+from chassis.events.outbox_store import OutboxRow
+from chassis.events.publishing import to_pubsub_message
+from chassis.events.relay import Relay
+from chassis.events.relay_settings import RelaySettings
+from chassis.events.schema import OUTBOX_LANES, SubscriberTables, lane_of, outbox_table
+from chassis.events.subscriber import EventSubscriber, SubscriberOptions
+from chassis.events.writer import OutboxMessage, OutboxWriter
 from ledger.bootstrap import migrate
 from sqlalchemy import Connection, Engine, MetaData, func, select, text
 
@@ -117,7 +115,7 @@ def relay_throughput(env: BenchEnv, section: Section) -> None:
         # Nobody reads this topic's messages: the relay publishes the same either way.
         topic_id, _subscription = _topic("relay-throughput", ordering=False)
         settings = RelaySettings(database_url=url, context="ledger", topic=topic_id)
-        relay = Relay(settings, project=PROJECT)
+        relay = Relay.build(settings, project=PROJECT)
         thread = threading.Thread(target=relay.run, name="bench-relay", daemon=True)
         started = time.perf_counter()
         thread.start()

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from chassis.config import PubSubSettings
-from chassis.outbox.settings import RelaySettings
+from chassis.events.relay_settings import RelaySettings
 from identity.config import IdentitySettings
 from ledger.config import LedgerSettings
 from payments.config import PaymentsSettings

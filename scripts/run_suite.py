@@ -336,7 +336,7 @@ class Suite:
 
     def provision(self) -> None:
         from chassis.config import PubSubSettings
-        from chassis.pubsub.clients import (
+        from chassis.events.clients import (
             context_topic,
             provision,
             publisher_api,

@@ -26,11 +26,7 @@ from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.waiting import wait_until
 from chassis.db.engine import create_db_engine
-from chassis.outbox.relay import Relay
-from chassis.outbox.schema import outbox_table
-from chassis.outbox.settings import RelaySettings
-from chassis.outbox.writer import OutboxMessage, OutboxWriter
-from chassis.pubsub.clients import (
+from chassis.events.clients import (
     ensure_subscription,
     ensure_topic,
     publisher_api,
@@ -38,12 +34,12 @@ from chassis.pubsub.clients import (
     subscription_path,
     topic_path,
 )
-from chassis.pubsub.subscriber import (
-    EventSubscriber,
-    ReceivedEvent,
-    SubscriberOptions,
-    SubscriberTables,
-)
+from chassis.events.decoding import ReceivedEvent
+from chassis.events.relay import Relay
+from chassis.events.relay_settings import RelaySettings
+from chassis.events.schema import SubscriberTables, outbox_table
+from chassis.events.subscriber import EventSubscriber, SubscriberOptions
+from chassis.events.writer import OutboxMessage, OutboxWriter
 from sqlalchemy import (
     Column,
     Connection,
@@ -246,7 +242,7 @@ def relay_settings(database_url: str, topic_id: str, **overrides: Any) -> RelayS
 @contextlib.contextmanager
 def running_relay(settings: RelaySettings, **kwargs: Any) -> Iterator[Relay]:
     """A relay in a thread of the test process, stopped (and its round finished) at exit."""
-    relay = Relay(settings, project=PROJECT, **kwargs)
+    relay = Relay.build(settings, project=PROJECT, **kwargs)
     failure: list[BaseException] = []
 
     def run() -> None:

@@ -18,8 +18,8 @@ from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.waiting import wait_until
-from chassis.outbox.schema import lane_of, ordering_key_of_lane
-from chassis.pubsub import cloudevents as ce
+from chassis.events import cloudevents as ce
+from chassis.events.schema import lane_of, ordering_key_of_lane
 
 from tests.outbox_fixtures import (
     PROJECT,

@@ -19,13 +19,13 @@ from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.waiting import wait_until
-from chassis.pubsub.clients import (
+from chassis.events.clients import (
     ensure_subscription,
     ensure_topic,
     publisher_api,
     subscriber_client,
 )
-from chassis.pubsub.subscriber import Outcome
+from chassis.events.subscriber import Outcome
 
 from tests.outbox_fixtures import (
     CountingStore,

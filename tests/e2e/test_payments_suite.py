@@ -36,8 +36,7 @@ from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.suite import running_suite
 from astra_testkit.waiting import wait_until
-from chassis.grpc.client import open_channel
-from chassis.pubsub.clients import (
+from chassis.events.clients import (
     ensure_subscription,
     ensure_topic,
     publisher_api,
@@ -45,6 +44,7 @@ from chassis.pubsub.clients import (
     subscription_path,
     topic_path,
 )
+from chassis.grpc.client import open_channel
 from payments.domain.ledger_plan import clearing_account_id, customer_account_id, fee_account_id
 from sqlalchemy import create_engine, text
 

@@ -20,7 +20,7 @@ import grpc
 import pytest
 from astra_testkit.ports import free_port
 from astra_testkit.waiting import wait_until
-from chassis.pubsub.clients import subscriber_client
+from chassis.events.clients import subscriber_client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 pytestmark = pytest.mark.e2e

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.waiting import wait_until
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.clients import subscriber_client
-from chassis.pubsub.tail import tail
+from chassis.events import cloudevents as ce
+from chassis.events.clients import subscriber_client
+from chassis.events.tail import tail
 from google.api_core import exceptions as gexc
 
 from tests.outbox_fixtures import PROJECT, OutboxFeeder, Topic, relay_settings, running_relay

@@ -7,9 +7,9 @@ from astra.identity.v1 import events_pb2 as ev
 from astra.identity.v1 import identity_pb2 as pb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra_testkit.pubsub_emulator import PubSubEmulator
-from chassis.outbox.schema import lane_of, ordering_key_of_lane
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.registry import decode
+from chassis.events import cloudevents as ce
+from chassis.events.decoding import decode
+from chassis.events.schema import lane_of, ordering_key_of_lane
 
 from tests.outbox_fixtures import Topic, collecting, relay_settings, running_relay
 

@@ -10,7 +10,7 @@ import pytest
 from astra.ledger.v1 import events_pb2
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
-from chassis.pubsub.registry import decode
+from chassis.events.decoding import decode
 from google.protobuf.duration_pb2 import Duration
 from ledger.bootstrap import Ledger
 from sqlalchemy import text

@@ -11,15 +11,16 @@ import pytest
 from astra.ledger.v1 import events_pb2 as ev
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.waiting import wait_until
-from chassis.outbox.relay import OutboxLag, Relay
-from chassis.outbox.schema import OUTBOX_LANES, lane_of, ordering_key_of_lane
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.clients import (
+from chassis.events import cloudevents as ce
+from chassis.events.clients import (
     ensure_subscription,
     subscriber_client,
     subscription_path,
     topic_path,
 )
+from chassis.events.outbox_store import OutboxLag
+from chassis.events.relay import Relay
+from chassis.events.schema import OUTBOX_LANES, lane_of, ordering_key_of_lane
 from ledger.bootstrap import migrate
 from sqlalchemy import text
 
@@ -171,7 +172,7 @@ def test_measures_backlog_and_age_of_the_oldest_unpublished_row(
         connection.execute(
             text("UPDATE outbox SET created_at = created_at - interval '30 seconds'")
         )
-    idle = Relay(relay_settings(ledger_db_url, topic.id), project=PROJECT)
+    idle = Relay.build(relay_settings(ledger_db_url, topic.id), project=PROJECT)
     lag = idle.measure_lag()
     assert lag.backlog == 10
     assert 30 <= lag.oldest_age_seconds < 3600

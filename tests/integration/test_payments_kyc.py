@@ -14,10 +14,10 @@ from astra.identity.v1 import events_pb2 as idev
 from astra.identity.v1 import identity_pb2 as idpb
 from astra.payments.v1 import payments_pb2 as pb
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from chassis.events import cloudevents as ce
+from chassis.events.clients import publisher_api, topic_path
+from chassis.events.subscriber import EventSubscriber
 from chassis.grpc.status import reason_of
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.clients import publisher_api, topic_path
-from chassis.pubsub.subscriber import EventSubscriber
 from google.protobuf.message import Message
 from google.pubsub_v1 import PubsubMessage
 from payments.adapters import tables

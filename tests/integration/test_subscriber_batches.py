@@ -11,14 +11,10 @@ from typing import Any
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
 from chassis.db.engine import create_db_engine
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.subscriber import (
-    EventSubscriber,
-    Outcome,
-    ReceivedEvent,
-    SubscriberOptions,
-    SubscriberTables,
-)
+from chassis.events import cloudevents as ce
+from chassis.events.decoding import ReceivedEvent
+from chassis.events.schema import SubscriberTables
+from chassis.events.subscriber import EventSubscriber, Outcome, SubscriberOptions
 from sqlalchemy import Column, Connection, MetaData, String, Table, select
 
 from tests.outbox_fixtures import CountingStore

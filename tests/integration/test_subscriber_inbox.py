@@ -9,27 +9,31 @@ from typing import Any
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
 from astra_testkit.waiting import wait_until
-from chassis.outbox.schema import lane_of, ordering_key_of_lane
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.clients import publisher_api
-from chassis.pubsub.subscriber import (
-    DEAD_LETTER_ATTEMPTS,
-    DEAD_LETTER_REASON,
-    EventSubscriber,
-    Outcome,
-    ReceivedEvent,
-    SubscriberOptions,
+from chassis.config import PubSubSettings
+from chassis.events import cloudevents as ce
+from chassis.events.clients import (
+    ensure_subscription,
+    publisher_api,
+    subscriber_client,
+    subscription_path,
+    topic_path,
 )
+from chassis.events.dead_letters import DEAD_LETTER_ATTEMPTS, DEAD_LETTER_REASON
+from chassis.events.decoding import ReceivedEvent
+from chassis.events.schema import lane_of, ordering_key_of_lane
+from chassis.events.subscriber import EventSubscriber, Outcome, SubscriberOptions, subscribe
 from google.pubsub_v1 import PubsubMessage
 from sqlalchemy import Connection, func, select, text
 
 from tests.outbox_fixtures import (
+    PROJECT,
     CountingStore,
     OutboxFeeder,
     Topic,
     collecting,
     relay_settings,
     running_relay,
+    unique,
 )
 
 pytestmark = pytest.mark.integration
@@ -202,3 +206,58 @@ def test_undecodable_messages_go_straight_to_the_dead_letter_topic_and_table(
     assert counting_store.counts() == {"tr_good": (1, 1, 0)}
     # Dead letters are in the inbox too, so a redelivery is not dead-lettered twice.
     assert inbox_size(counting_store) == 4
+
+
+def test_subscribe_creates_what_it_needs_and_applies_each_event_once_or_dead_letters_it(
+    emulator_env: object, ledger_db_url: str, feeder: OutboxFeeder, counting_store: CountingStore
+) -> None:
+    # Ids, not paths, none of them created yet: subscribe resolves them in the project
+    # and, where topics may be created, makes the topics and an ordered subscription.
+    topic_id, subscription_id, dead_letter_id = unique("kyc"), unique("sub"), unique("dead")
+
+    def handler(event: ReceivedEvent[Any], connection: Connection) -> None:
+        if event.subject == "tr_poison":
+            raise ValueError("cannot apply this one")
+        counting_store.count_posted(event, connection)
+
+    subscriber = subscribe(
+        topic=topic_id,
+        subscription=subscription_id,
+        engine=counting_store.engine,
+        tables=counting_store.tables,
+        handlers={ev.TransferPosted: handler},
+        options=SubscriberOptions(max_attempts=2, dead_letter_topic=dead_letter_id),
+        pubsub=PubSubSettings(project=PROJECT, create_topics=True),
+    )
+    try:
+        client = subscriber_client()
+        created = client.get_subscription(subscription=subscription_path(PROJECT, subscription_id))
+        copies_path = subscription_path(PROJECT, unique("copies"))
+        ensure_subscription(client, copies_path, topic_path(PROJECT, dead_letter_id))
+        client.close()
+        with collecting(copies_path) as copies:
+            feeder.write(["tr_a", "tr_b", "tr_poison"])
+            with running_relay(relay_settings(ledger_db_url, topic_id)):
+                wait_until(lambda: counting_store.applied_total() == 2, 60, "2 events applied")
+                wait_until(lambda: len(counting_store.dead_letters()) == 1, 60, "1 dead letter")
+                # Everything again, as after a relay crash before its mark.
+                with feeder.engine.begin() as connection:
+                    connection.execute(text("UPDATE outbox SET published_at = NULL"))
+                wait_until(
+                    lambda: subscriber.counts().get(Outcome.DUPLICATE, 0) >= 3,
+                    60,
+                    "3 duplicates absorbed",
+                )
+            copied = copies.wait_for(1)
+    finally:
+        subscriber.stop()
+
+    assert created.topic == topic_path(PROJECT, topic_id)
+    assert created.enable_message_ordering
+    assert subscriber.subscription == subscription_path(PROJECT, subscription_id)
+    assert counting_store.counts() == {"tr_a": (1, 1, 0), "tr_b": (1, 1, 0)}
+    [letter] = counting_store.dead_letters()
+    assert (letter["reason"], letter["attempts"]) == ("HANDLER_FAILED", 2)
+    assert [m.attributes[DEAD_LETTER_REASON] for m in copied] == ["HANDLER_FAILED"]
+    assert copied[0].attributes[ce.SUBJECT] == "tr_poison"
+    assert inbox_size(counting_store) == 3

@@ -6,8 +6,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from chassis.outbox.relay import OutboxRow, pack_requests, to_pubsub_message
-from chassis.outbox.schema import OUTBOX_LANES, lane_of
+from chassis.events.outbox_store import OutboxRow
+from chassis.events.publishing import pack_requests, to_pubsub_message
+from chassis.events.schema import OUTBOX_LANES, lane_of
 
 AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 

@@ -8,10 +8,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from astra.ledger.v1 import events_pb2 as ev
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.registry import UndecodableEvent, decode, import_contract_events
-from chassis.pubsub.subscriber import decode_event
-from chassis.pubsub.tail import render
+from chassis.events import cloudevents as ce
+from chassis.events.decoding import (
+    UndecodableEvent,
+    decode,
+    decode_event,
+    import_contract_events,
+)
+from chassis.events.tail import render
 
 
 @dataclass

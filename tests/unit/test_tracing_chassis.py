@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import structlog
 from chassis import tracing
+from chassis.events.writer import OutboxMessage, with_trace_context
 from chassis.logging import mask_account_number, redact_text
-from chassis.outbox.writer import OutboxMessage
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -133,9 +133,9 @@ def _message(headers: dict[str, str] | None = None) -> OutboxMessage:
 def test_events_written_inside_a_recorded_trace_carry_it_to_the_outbox(
     collected_spans: InMemorySpanExporter,
 ) -> None:
-    assert tracing.with_trace_context([_message()])[0].headers is None  # no trace, no bytes
+    assert with_trace_context([_message()])[0].headers is None  # no trace, no bytes
     with tracing.tracer().start_as_current_span("create payout") as span:
-        plain, own = tracing.with_trace_context([_message(), _message({"x-own": "1"})])
+        plain, own = with_trace_context([_message(), _message({"x-own": "1"})])
     assert plain.headers is not None
     assert format(span.get_span_context().trace_id, "032x") in plain.headers["ce-traceparent"]
     assert own.headers == {"x-own": "1"}  # what the mapper set is left alone

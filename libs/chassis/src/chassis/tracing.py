@@ -20,7 +20,6 @@ suite's events follow).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import sys
 import threading
@@ -45,7 +44,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from chassis.grpc.bases import UnaryStreamClientBase, UnaryUnaryClientBase
 from chassis.grpc.interceptors import MethodInterceptor, wrap_handler
 from chassis.metrics import split_method, status_code_of
-from chassis.outbox.writer import OutboxMessage
 
 _log = structlog.get_logger("chassis.tracing")
 
@@ -324,14 +322,6 @@ def sampled_trace_context() -> dict[str, str]:
     if not (span_context.is_valid and span_context.trace_flags.sampled):
         return {}
     return inject_trace_context()
-
-
-def with_trace_context(messages: Sequence[OutboxMessage]) -> Sequence[OutboxMessage]:
-    """The events a transaction writes, each carrying the trace that caused it (if recorded)."""
-    headers = sampled_trace_context()
-    if not headers:
-        return messages
-    return [m if m.headers else dataclasses.replace(m, headers=headers) for m in messages]
 
 
 _NO_CONTEXT = otel_context.Context()

@@ -15,8 +15,8 @@ from chassis.auth import (
 )
 from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
+from chassis.events.writer import OutboxWriter
 from chassis.kernel.clock import Clock, SystemClock
-from chassis.outbox.writer import OutboxWriter
 from sqlalchemy import Engine
 
 from identity.adapters import tables
@@ -63,10 +63,10 @@ def bootstrap(
     engine = create_db_engine(
         settings.database_url, pool_size=settings.db_pool_size, application_name="astra-identity"
     )
-    outbox = OutboxWriter(tables.outbox, CONTEXT)
+    write_events = OutboxWriter(tables.outbox, CONTEXT).events_writer(to_outbox_message)
 
     def uow() -> IdentityUnitOfWork:
-        return IdentityUnitOfWork(engine, outbox, to_outbox_message)
+        return IdentityUnitOfWork(engine, write_events)
 
     deps = use_cases.Deps(
         uow=uow,

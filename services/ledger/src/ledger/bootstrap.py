@@ -10,8 +10,8 @@ from pathlib import Path
 import structlog
 from chassis.db.engine import create_db_engine, is_postgres
 from chassis.db.migrations import upgrade
+from chassis.events.writer import OutboxWriter
 from chassis.kernel.clock import Clock, SystemClock
-from chassis.outbox.writer import OutboxWriter
 from sqlalchemy import Engine, text
 
 from ledger.adapters import tables
@@ -98,10 +98,10 @@ def bootstrap(settings: LedgerSettings, clock: Clock | None = None) -> Ledger:
         settings.database_url, pool_size=settings.db_pool_size, application_name="astra-ledger"
     )
     clock = clock or SystemClock()
-    outbox = OutboxWriter(tables.outbox, CONTEXT)
+    write_events = OutboxWriter(tables.outbox, CONTEXT).events_writer(to_outbox_message)
 
     def uow() -> LedgerUnitOfWork:
-        return SqlLedgerUnitOfWork(engine, outbox, to_outbox_message)
+        return SqlLedgerUnitOfWork(engine, write_events)
 
     def execute(requests: Sequence[TransferRequest]) -> list[use_cases.ItemOutcome]:
         return use_cases.execute_batch(uow, clock, requests)

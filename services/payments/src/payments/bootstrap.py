@@ -12,10 +12,10 @@ import grpc
 import structlog
 from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
+from chassis.events.writer import OutboxWriter
 from chassis.grpc.client import TokenSource, open_channel
 from chassis.kernel.clock import Clock, SystemClock
 from chassis.metrics import Sampler
-from chassis.outbox.writer import OutboxWriter
 from chassis.retry import RetryPolicy
 from sqlalchemy import Engine
 
@@ -218,10 +218,10 @@ def bootstrap(
         gateway = bank_gateway(settings)
         closers.append(gateway.close)
         bank = gateway
-    outbox = OutboxWriter(tables.outbox, CONTEXT)
+    write_events = OutboxWriter(tables.outbox, CONTEXT).events_writer(to_outbox_message)
 
     def uow() -> PaymentsUnitOfWork:
-        return PaymentsUnitOfWork(engine, outbox, to_outbox_message, count_transitions)
+        return PaymentsUnitOfWork(engine, write_events, count_transitions)
 
     deps = Deps(
         uow=uow,

@@ -19,10 +19,11 @@ from sqlalchemy.orm import Session
 
 from chassis.db.retry import is_conflict
 from chassis.kernel.uow import UnitOfWork
-from chassis.outbox.writer import OutboxMessage, OutboxWriter
-from chassis.tracing import with_trace_context
 
-EventMapper = Callable[[Any], OutboxMessage]
+# Writes a transaction's domain events on its connection (the context's outbox:
+# ``chassis.events.writer.OutboxWriter.events_writer``). Injected, so that the
+# database layer knows nothing of events.
+EventsWriter = Callable[[Connection, Sequence[Any]], None]
 
 
 class SqlUnitOfWork(UnitOfWork):
@@ -31,16 +32,12 @@ class SqlUnitOfWork(UnitOfWork):
     def __init__(
         self,
         engine: Engine,
-        outbox: OutboxWriter | None = None,
-        event_mapper: EventMapper | None = None,
+        write_events: EventsWriter | None = None,
         on_commit: Callable[[Sequence[Any]], None] | None = None,
     ) -> None:
-        if (outbox is None) != (event_mapper is None):
-            raise ValueError("an outbox needs an event mapper, and the reverse")
         super().__init__(on_commit)
         self._engine = engine
-        self._outbox = outbox
-        self._event_mapper = event_mapper
+        self._write = write_events
         self._connection: Connection | None = None
 
     @property
@@ -50,9 +47,8 @@ class SqlUnitOfWork(UnitOfWork):
         return self._connection
 
     def _write_events(self, events: Sequence[Any]) -> None:
-        if events and self._outbox is not None and self._event_mapper is not None:
-            messages = [self._event_mapper(e) for e in events]
-            self._outbox.write(self.connection, with_trace_context(messages))
+        if events and self._write is not None:
+            self._write(self.connection, events)
 
     def is_conflict(self, error: BaseException) -> bool:
         return super().is_conflict(error) or is_conflict(error)

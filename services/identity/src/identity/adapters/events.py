@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from astra.identity.v1 import events_pb2 as ev
 from astra.identity.v1 import identity_pb2 as pb
-from chassis.outbox.writer import OutboxMessage
+from chassis.events.writer import OutboxMessage
 from chassis.protos import set_timestamp
 from google.protobuf.message import Message
 

@@ -5,7 +5,7 @@ Migrations in services/identity/migrations build them.
 
 from __future__ import annotations
 
-from chassis.outbox.schema import inbox_table, outbox_table
+from chassis.events.schema import inbox_table, outbox_table
 from sqlalchemy import (
     BigInteger,
     Boolean,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from astra.ledger.v1 import events_pb2 as ev
+from chassis.events.writer import OutboxMessage
 from chassis.kernel.money import currency
-from chassis.outbox.writer import OutboxMessage
 from chassis.protos import set_timestamp
 from google.protobuf.message import Message
 

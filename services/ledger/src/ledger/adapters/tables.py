@@ -12,7 +12,7 @@ due holds without scanning history.
 
 from __future__ import annotations
 
-from chassis.outbox.schema import inbox_table, outbox_table
+from chassis.events.schema import inbox_table, outbox_table
 from sqlalchemy import (
     BigInteger,
     Boolean,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from astra.payments.v1 import events_pb2 as ev
-from chassis.outbox.writer import OutboxMessage
+from chassis.events.writer import OutboxMessage
 from chassis.protos import set_timestamp
 from google.protobuf.message import Message
 

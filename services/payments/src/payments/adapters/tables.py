@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from chassis.events.schema import SubscriberTables, outbox_table
 from chassis.kernel.ids import MAX_ID_BODY
-from chassis.outbox.schema import outbox_table
-from chassis.pubsub.subscriber import SubscriberTables
 from sqlalchemy import (
     BigInteger,
     Boolean,

@@ -1,6 +1,6 @@
 """Payments' projection of customers' KYC status, fed by identity's events.
 
-Runs on the chassis subscriber helper: each event is applied in the same
+Runs on the chassis subscriber (``subscribe``): each event is applied in the same
 transaction as its inbox row (so a redelivery has no second effect), and the
 projection keeps the newest ``kyc_version`` whatever order events arrive in.
 """
@@ -12,17 +12,9 @@ from typing import Any
 
 import structlog
 from astra.identity.v1 import events_pb2 as identity_events
-from chassis.config import PubSubSettings
-from chassis.pubsub.clients import (
-    context_topic,
-    ensure_subscription,
-    ensure_topic,
-    publisher_api,
-    subscriber_client,
-    subscription_path,
-    topic_path,
-)
-from chassis.pubsub.subscriber import EventSubscriber, ReceivedEvent
+from chassis.events.clients import context_topic
+from chassis.events.decoding import ReceivedEvent
+from chassis.events.subscriber import EventSubscriber, subscribe
 from sqlalchemy import Connection
 
 from payments.adapters import tables
@@ -59,29 +51,17 @@ HANDLERS: dict[Any, Any] = {
 }
 
 
-def kyc_subscriber(app: Payments, settings: PaymentsSettings) -> EventSubscriber:
-    pubsub = PubSubSettings()
-    topic = topic_path(pubsub.project, settings.kyc_topic or context_topic("identity"))
-    path = subscription_path(pubsub.project, settings.kyc_subscription)
-    client = subscriber_client()
-    if pubsub.create_topics:
-        ensure_topic(publisher_api(), topic)
-        ensure_subscription(client, path, topic)
-    return EventSubscriber(
-        subscription=path,
-        engine=app.engine,
-        tables=tables.subscriber_tables,
-        handlers=HANDLERS,
-        client=client,
-    )
-
-
 def start_kyc_subscriber(app: Payments, settings: PaymentsSettings) -> EventSubscriber | None:
     if not settings.kyc_subscriber_enabled:
         return None
     try:
-        subscriber = kyc_subscriber(app, settings)
-        subscriber.start()
+        subscriber = subscribe(
+            topic=settings.kyc_topic or context_topic("identity"),
+            subscription=settings.kyc_subscription,
+            engine=app.engine,
+            tables=tables.subscriber_tables,
+            handlers=HANDLERS,
+        )
     except Exception:
         # Without it the gate still works: payments asks identity for unknown customers.
         _log.exception("KYC subscriber not started; identity will be asked instead")

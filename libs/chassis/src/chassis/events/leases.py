@@ -30,7 +30,7 @@ import structlog
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
-from chassis.outbox.schema import OUTBOX_LANES
+from chassis.events.schema import OUTBOX_LANES
 
 _log = structlog.get_logger("chassis.relay")
 

@@ -34,17 +34,18 @@ def psycopg_conninfo(database_url: str) -> str:
 
 
 class NotifyListener:
-    def __init__(
-        self, database_url: str, channel: str, wake: threading.Event, stop: threading.Event
-    ) -> None:
+    def __init__(self, database_url: str, channel: str) -> None:
         self._conninfo = psycopg_conninfo(database_url)
         self._channel = channel
-        self._wake = wake
-        self._stop = stop
+        self._wake = threading.Event()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-listener", daemon=True)
         self.listening = threading.Event()
 
-    def start(self) -> None:
+    def start(self, wake: threading.Event, stop: threading.Event) -> None:
+        """Set ``wake`` on every NOTIFY (and on each reconnect) until ``stop`` is set."""
+        self._wake = wake
+        self._stop = stop
         self._thread.start()
 
     def join(self, timeout: float) -> None:

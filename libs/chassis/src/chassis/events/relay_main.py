@@ -1,6 +1,6 @@
 """``astra-relay``: publish one context's outbox to its Pub/Sub topic (``run``), or print its lag.
 
-Configured by ``RELAY_*`` (``chassis.outbox.settings``) and ``ASTRA_PUBSUB_*``;
+Configured by ``RELAY_*`` (``chassis.events.relay_settings``) and ``ASTRA_PUBSUB_*``;
 run one per context, or several for availability (they share the lanes).
 SIGTERM or SIGINT finishes the round in flight, releases the lanes and exits.
 """
@@ -17,6 +17,9 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chassis.config import PubSubSettings
+from chassis.events.outbox_store import describe
+from chassis.events.relay import Relay
+from chassis.events.relay_settings import RelaySettings
 from chassis.logging import configure_logging
 from chassis.metrics import (
     MetricsServer,
@@ -24,8 +27,6 @@ from chassis.metrics import (
     declare_outbox_series,
     record_outbox_backlog,
 )
-from chassis.outbox.relay import Relay, describe
-from chassis.outbox.settings import RelaySettings
 
 
 def _health_server(settings: RelaySettings) -> tuple[grpc.Server, health.HealthServicer]:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     pubsub = PubSubSettings()
     configure_logging(f"relay-{settings.context}", settings.log_level)
     log = structlog.get_logger("chassis.relay")
-    relay = Relay(
+    relay = Relay.build(
         settings,
         project=pubsub.project,
         create_topic=pubsub.create_topics,

@@ -9,9 +9,10 @@ trip: on the hot path of small transactions the round trips are the cost).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,8 @@ from typing import Any
 from sqlalchemy import Connection, Table, insert, text
 
 from chassis.db.arrays import int_array, text_array
-from chassis.outbox.schema import lane_of
+from chassis.events.schema import lane_of
+from chassis.tracing import sampled_trace_context
 
 COPY_THRESHOLD = 32
 
@@ -29,7 +31,7 @@ class OutboxMessage:
     """One event as it will be published: the proto's full name, its bytes, its aggregate.
 
     The aggregate's id picks the event's lane, and so its Pub/Sub ordering key
-    (``chassis.outbox.schema.ordering_key_of_lane``): one aggregate's events
+    (``chassis.events.schema.ordering_key_of_lane``): one aggregate's events
     arrive in order. It travels as the event's ``ce-subject``.
     """
 
@@ -39,6 +41,14 @@ class OutboxMessage:
     occurred_at: datetime
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     headers: dict[str, str] | None = None
+
+
+def with_trace_context(messages: Sequence[OutboxMessage]) -> Sequence[OutboxMessage]:
+    """The events a transaction writes, each carrying the trace that caused it (if recorded)."""
+    headers = sampled_trace_context()
+    if not headers:
+        return messages
+    return [m if m.headers else dataclasses.replace(m, headers=headers) for m in messages]
 
 
 def notify_channel(context: str) -> str:
@@ -60,6 +70,17 @@ class OutboxWriter:
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int2[], %s::bytea[], "
             "%s::text[], %s::timestamptz[])) SELECT pg_notify(%s, '')"
         )
+
+    def events_writer(
+        self, to_message: Callable[[Any], OutboxMessage]
+    ) -> Callable[[Connection, Sequence[Any]], None]:
+        """What a unit of work calls at commit: its domain events, mapped to messages with
+        ``to_message`` and stamped with the current trace, written in its transaction."""
+
+        def write_events(connection: Connection, events: Sequence[Any]) -> None:
+            self.write(connection, with_trace_context([to_message(e) for e in events]))
+
+        return write_events
 
     def write(self, connection: Connection, messages: Sequence[OutboxMessage]) -> None:
         if not messages:

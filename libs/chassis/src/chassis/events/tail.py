@@ -36,8 +36,8 @@ from google.cloud import pubsub_v1
 from google.protobuf.json_format import MessageToDict
 
 from chassis.config import PubSubSettings
-from chassis.pubsub import cloudevents as ce
-from chassis.pubsub.clients import (
+from chassis.events import cloudevents as ce
+from chassis.events.clients import (
     context_topic,
     delete_subscription,
     ensure_subscription,
@@ -45,7 +45,7 @@ from chassis.pubsub.clients import (
     subscription_path,
     topic_path,
 )
-from chassis.pubsub.registry import UndecodableEvent, decode, import_contract_events
+from chassis.events.decoding import UndecodableEvent, decode, import_contract_events
 
 DEFAULT_MAX_OUTSTANDING = 100
 # A tail that was killed leaves its subscription behind: it keeps little and goes away.

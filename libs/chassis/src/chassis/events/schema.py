@@ -1,12 +1,14 @@
-"""The ``outbox`` and ``inbox`` tables every context's database has.
+"""The ``outbox`` and ``inbox`` tables every context's database has, and the outbox's lanes.
 
 Each service adds them to its own MetaData (and so to its own migrations): the
-mechanism is shared, the data is the context's own.
+mechanism is shared, the data is the context's own. A context that consumes
+events adds the subscriber's three tables (``SubscriberTables``).
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
 from sqlalchemy import (
     BigInteger,
@@ -31,6 +33,10 @@ from sqlalchemy import (
 # keys, however many aggregates there are. Changing it needs a migration of
 # existing rows.
 OUTBOX_LANES = 64
+
+# Column limits: an event id is at most this long; error texts are cut to this.
+MAX_EVENT_ID = 64
+MAX_ERROR_TEXT = 2000
 
 # An identity column on PostgreSQL; SQLite's INTEGER PRIMARY KEY is its rowid.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -57,7 +63,7 @@ def outbox_table(metadata: MetaData) -> Table:
         "outbox",
         metadata,
         Column("id", _ID, primary_key=True, autoincrement=True),
-        Column("event_id", String(64), nullable=False),
+        Column("event_id", String(MAX_EVENT_ID), nullable=False),
         Column("event_type", String(200), nullable=False),
         # The aggregate whose events must stay in order (its id; named before the
         # published key became the lane's): it picks the lane and is published as
@@ -94,7 +100,7 @@ def inbox_table(metadata: MetaData) -> Table:
         "inbox",
         metadata,
         Column("subscription", String(200), primary_key=True),
-        Column("event_id", String(64), primary_key=True),
+        Column("event_id", String(MAX_EVENT_ID), primary_key=True),
         Column("event_type", String(200), nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
@@ -106,7 +112,7 @@ def inbox_failures_table(metadata: MetaData) -> Table:
         "inbox_failures",
         metadata,
         Column("subscription", String(200), primary_key=True),
-        Column("event_id", String(64), primary_key=True),
+        Column("event_id", String(MAX_EVENT_ID), primary_key=True),
         Column("attempts", Integer, nullable=False),
         Column("last_error", Text, nullable=False),
         Column("failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -119,7 +125,7 @@ def dead_letters_table(metadata: MetaData) -> Table:
         "dead_letters",
         metadata,
         Column("subscription", String(200), primary_key=True),
-        Column("event_id", String(64), primary_key=True),
+        Column("event_id", String(MAX_EVENT_ID), primary_key=True),
         Column("event_type", String(200), nullable=False),
         Column("message_id", String(100), nullable=False),
         Column("ordering_key", String(200), nullable=False),
@@ -133,3 +139,21 @@ def dead_letters_table(metadata: MetaData) -> Table:
             "dead_lettered_at", DateTime(timezone=True), nullable=False, server_default=func.now()
         ),
     )
+
+
+@dataclass(frozen=True)
+class SubscriberTables:
+    """The subscriber's bookkeeping tables in the context's own database."""
+
+    inbox: Table
+    failures: Table
+    dead_letters: Table
+
+    @classmethod
+    def define(cls, metadata: MetaData, inbox: Table | None = None) -> SubscriberTables:
+        """Add the tables to ``metadata`` (reusing an ``inbox`` already defined there)."""
+        return cls(
+            inbox=inbox if inbox is not None else inbox_table(metadata),
+            failures=inbox_failures_table(metadata),
+            dead_letters=dead_letters_table(metadata),
+        )

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chassis.pubsub.clients import context_topic
-from chassis.pubsub.cloudevents import source_of
+from chassis.events.clients import context_topic
+from chassis.events.cloudevents import source_of
 
 
 class RelaySettings(BaseSettings):

@@ -1,1 +1,0 @@
-"""Pub/Sub for every context: CloudEvents attributes, clients, subscriber helper, tail tool."""
