@@ -23,6 +23,7 @@ from identity.adapters import tables
 from identity.adapters.crypto import Argon2SecretHasher, KeyVault
 from identity.adapters.events import to_outbox_message
 from identity.adapters.orm import start_mappers
+from identity.adapters.unit_of_work import SqlIdentityUnitOfWork
 from identity.config import IdentitySettings
 from identity.domain.model import TokenPolicy
 from identity.service_layer import use_cases
@@ -66,7 +67,7 @@ def bootstrap(
     outbox = OutboxWriter(tables.outbox, CONTEXT)
 
     def uow() -> IdentityUnitOfWork:
-        return IdentityUnitOfWork(engine, outbox, to_outbox_message)
+        return SqlIdentityUnitOfWork(engine, outbox, to_outbox_message)
 
     deps = use_cases.Deps(
         uow=uow,
