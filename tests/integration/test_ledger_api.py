@@ -15,7 +15,7 @@ from chassis.grpc.status import bad_request, error_info, reason_of
 from chassis.kernel.ids import MAX_ID_BODY
 from chassis.protos import to_timestamp
 from google.protobuf.duration_pb2 import Duration
-from ledger.adapters.store import LedgerStore
+from ledger.adapters.repository import SqlLedgerRepository
 from ledger.bootstrap import Ledger
 from ledger.domain.batch import BatchOutcome
 from ledger.service_layer import use_cases
@@ -631,15 +631,15 @@ def test_an_as_of_read_waits_for_a_batch_that_stamped_its_instant_and_has_not_co
 ) -> None:
     written = threading.Event()
     release = threading.Event()
-    original_write = LedgerStore.write
+    original_write = SqlLedgerRepository.write
 
-    def write_then_wait(self: LedgerStore, outcome: BatchOutcome) -> None:
+    def write_then_wait(self: SqlLedgerRepository, outcome: BatchOutcome) -> None:
         original_write(self, outcome)
         if any(r.id == "tr_slow" for r in outcome.records):
             written.set()
             release.wait(30)
 
-    monkeypatch.setattr(LedgerStore, "write", write_then_wait)
+    monkeypatch.setattr(SqlLedgerRepository, "write", write_then_wait)
     clock.advance(timedelta(seconds=5))
     writer = threading.Thread(
         target=lambda: funded.CreateTransfer(

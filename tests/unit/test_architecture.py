@@ -56,3 +56,29 @@ def test_services_never_import_each_other() -> None:
                 if module.split(".")[0] in others - own:
                     offenders.append(f"{source.relative_to(ROOT)} imports {module}")
     assert offenders == []
+
+
+def service_layers() -> list[Path]:
+    return sorted(p for p in (ROOT / "services").glob("*/src/*/service_layer") if p.is_dir())
+
+
+@pytest.mark.parametrize("service_layer", service_layers(), ids=lambda p: p.parent.name)
+def test_a_service_layer_never_imports_its_adapters_or_entrypoints(service_layer: Path) -> None:
+    context = service_layer.parent.name
+    outer = (f"{context}.adapters", f"{context}.entrypoints", f"{context}.bootstrap")
+    offenders = []
+    for source in sorted(service_layer.rglob("*.py")):
+        offenders += [
+            f"{source.relative_to(ROOT)} imports {module}"
+            for module in imported_modules(source)
+            if module in outer or module.startswith(tuple(f"{o}." for o in outer))
+        ]
+        # A relative import would pass unseen: there are none, and none may come.
+        tree = ast.parse(source.read_text(), filename=str(source))
+        if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree)):
+            offenders.append(f"{source.relative_to(ROOT)} has a relative import")
+    assert offenders == []
+
+
+def test_every_context_with_a_service_layer_is_checked() -> None:
+    assert {p.parent.name for p in service_layers()} >= {"identity", "ledger", "payments"}

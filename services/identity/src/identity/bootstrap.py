@@ -23,6 +23,7 @@ from identity.adapters import tables
 from identity.adapters.crypto import Argon2SecretHasher, KeyVault
 from identity.adapters.events import to_outbox_message
 from identity.adapters.orm import start_mappers
+from identity.adapters.unit_of_work import SqlIdentityUnitOfWork
 from identity.config import IdentitySettings
 from identity.domain.model import TokenPolicy
 from identity.service_layer import use_cases
@@ -66,7 +67,7 @@ def bootstrap(
     write_events = OutboxWriter(tables.outbox, CONTEXT).events_writer(to_outbox_message)
 
     def uow() -> IdentityUnitOfWork:
-        return IdentityUnitOfWork(engine, write_events)
+        return SqlIdentityUnitOfWork(engine, write_events)
 
     deps = use_cases.Deps(
         uow=uow,

@@ -21,6 +21,7 @@ from ledger.config import LedgerSettings
 from ledger.domain.model import TransferRequest
 from ledger.service_layer import use_cases
 from ledger.service_layer.batcher import TransferBatcher
+from ledger.service_layer.ports import ItemOutcome
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 
 _log = structlog.get_logger("ledger")
@@ -103,7 +104,7 @@ def bootstrap(settings: LedgerSettings, clock: Clock | None = None) -> Ledger:
     def uow() -> LedgerUnitOfWork:
         return SqlLedgerUnitOfWork(engine, write_events)
 
-    def execute(requests: Sequence[TransferRequest]) -> list[use_cases.ItemOutcome]:
+    def execute(requests: Sequence[TransferRequest]) -> list[ItemOutcome]:
         return use_cases.execute_batch(uow, clock, requests)
 
     batcher = TransferBatcher(

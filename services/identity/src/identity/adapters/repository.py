@@ -16,7 +16,7 @@ from identity.adapters.tables import customers, signing_keys
 from identity.domain.model import Customer, KycRequest, KycStatus, ServiceClient, SigningKey
 
 
-class CustomerRepository(TracksAggregates):
+class SqlCustomerRepository(TracksAggregates):
     def __init__(self, session: Session) -> None:
         super().__init__()
         self._session = session
@@ -37,7 +37,7 @@ class CustomerRepository(TracksAggregates):
         return list(self._session.scalars(query))
 
 
-class KycRequestRepository:
+class SqlKycRequestRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
@@ -48,7 +48,7 @@ class KycRequestRepository:
         self._session.add(request)
 
 
-class ClientRepository:
+class SqlClientRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
@@ -59,7 +59,7 @@ class ClientRepository:
         self._session.add(client)
 
 
-class SigningKeyRepository:
+class SqlSigningKeyRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
@@ -92,7 +92,9 @@ class SigningKeyRepository:
         return list(self._session.scalars(query))
 
     def add(self, key: SigningKey) -> None:
+        # What the transaction changed before goes first (a key it retired is no longer
+        # active); then the key is written now, so a second active key fails here (unique
+        # index) and the transaction is retried, rather than at some later flush.
+        self._session.flush()
         self._session.add(key)
-        # Written now, so a second active key fails here (unique index) and the
-        # transaction is retried, rather than at some later flush.
         self._session.flush()

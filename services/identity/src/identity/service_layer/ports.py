@@ -1,11 +1,71 @@
-"""What the use cases need from the outside, as protocols (adapters/crypto.py implements them)."""
+"""What identity's use cases need from the outside, as protocols the adapters implement.
+
+Storage (the repositories a unit of work opens): ``identity.adapters.repository``
+on SQL, ``identity.adapters.memory`` in memory. Cryptography:
+``identity.adapters.crypto``.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Protocol
 
-from identity.domain.model import SigningKey
+from identity.domain.events import IdentityEvent
+from identity.domain.model import Customer, KycRequest, KycStatus, ServiceClient, SigningKey
+
+# What every repository here promises: what ``get``, ``active`` and the like return
+# is the transaction's own object for that row (the same one each time), and what a
+# use case changes on it is written when the unit of work commits. Queries see the
+# transaction's own changes. ``for_update`` locks the row until the transaction ends.
+# Adding a row whose key (or unique value) is taken fails, at the latest at commit,
+# with an error the unit of work calls a lost race.
+
+
+class CustomerRepository(Protocol):
+    def take_events(self) -> list[IdentityEvent]:
+        """The events of the customers added or read with ``get`` (for the unit of work)."""
+        ...
+
+    def add(self, customer: Customer) -> None: ...
+
+    def get(self, customer_id: str, *, for_update: bool = False) -> Customer | None: ...
+
+    def list(self, after: str | None, limit: int, status: KycStatus | None) -> list[Customer]:
+        """Customers by id after ``after``, at most ``limit``, only of ``status`` if given."""
+        ...
+
+
+class KycRequestRepository(Protocol):
+    def get(self, request_id: str) -> KycRequest | None: ...
+
+    def add(self, request: KycRequest) -> None: ...
+
+
+class ClientRepository(Protocol):
+    def get(self, client_id: str, *, for_update: bool = False) -> ServiceClient | None: ...
+
+    def add(self, client: ServiceClient) -> None: ...
+
+
+class SigningKeyRepository(Protocol):
+    """Signing keys; one is active at a time, and a rotation's request id names one key."""
+
+    def active(self, *, for_update: bool = False) -> SigningKey | None: ...
+
+    def by_request(self, request_id: str) -> SigningKey | None: ...
+
+    def retired_by(self, key: SigningKey) -> datetime | None:
+        """When the key that signed before ``key`` stops being published (keys rotate in order)."""
+        ...
+
+    def published(self, now: datetime) -> list[SigningKey]:
+        """The active key, then the retired ones still published at ``now``, newest first."""
+        ...
+
+    def add(self, key: SigningKey) -> None:
+        """Written at once, after what the transaction changed before (a key it retired): a
+        second active key or a second key for one rotation request fails here."""
+        ...
 
 
 class SecretHasher(Protocol):

@@ -1,14 +1,12 @@
-"""Identity's unit of work: an ORM session, its repositories, its events bound for the outbox."""
+"""Identity's unit of work as its use cases see it: one transaction over its repositories."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chassis.db.uow import SessionUnitOfWork
-from chassis.kernel.uow import EventSource
-from sqlalchemy.orm import Session
+from chassis.kernel.uow import EventSource, UnitOfWork
 
-from identity.adapters.repository import (
+from identity.service_layer.ports import (
     ClientRepository,
     CustomerRepository,
     KycRequestRepository,
@@ -16,21 +14,18 @@ from identity.adapters.repository import (
 )
 
 
-class IdentityUnitOfWork(SessionUnitOfWork):
+class IdentityUnitOfWork(UnitOfWork):
+    """Each repository is named for what it holds. What a block read stays usable after it,
+    committed or not (a view, a client, a key returned from a read-only block).
+
+    The concrete ones: ``identity.adapters.unit_of_work`` (SQL), ``identity.adapters.memory``.
+    """
+
     customers: CustomerRepository
     kyc_requests: KycRequestRepository
     clients: ClientRepository
-    keys: SigningKeyRepository
-
-    def _open_repositories(self, session: Session) -> None:
-        self.customers = CustomerRepository(session)
-        self.kyc_requests = KycRequestRepository(session)
-        self.clients = ClientRepository(session)
-        self.keys = SigningKeyRepository(session)
-
-    def detach_all(self) -> None:
-        """Keep what was read usable after the block (leaving it rolls back, which expires)."""
-        self.session.expunge_all()
+    signing_keys: SigningKeyRepository
 
     def repositories(self) -> Iterable[EventSource]:
+        # Only customers record events.
         return (self.customers,)

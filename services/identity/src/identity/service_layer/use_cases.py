@@ -237,7 +237,6 @@ def get_client(deps: Deps, client_id: str) -> ServiceClient:
     validation.validate_id("client_id", client_id, validation.CLIENT_PREFIX)
     with deps.uow() as uow:
         client = uow.clients.get(client_id)
-        uow.detach_all()
     if client is None:
         raise client_not_found(client_id)
     return client
@@ -304,8 +303,7 @@ def issue_token(
     violations.raise_if_any()
     with deps.uow() as uow:
         client = uow.clients.get(client_id)
-        key = uow.keys.active()
-        uow.detach_all()
+        key = uow.signing_keys.active()
     if not deps.hasher.verify(client.secret_hash if client else None, client_secret):
         raise invalid_client()
     assert client is not None
@@ -325,8 +323,7 @@ def issue_customer_token(
     violations.raise_if_any()
     with deps.uow() as uow:
         customer = uow.customers.get(customer_id)
-        key = uow.keys.active()
-        uow.detach_all()
+        key = uow.signing_keys.active()
     if customer is None:
         raise customer_not_found(customer_id)
     granted = grant(scopes, deps.tokens.customer_scopes, "a customer token")
@@ -336,20 +333,18 @@ def issue_customer_token(
 def published_keys(deps: Deps) -> list[SigningKey]:
     """Every key a still-valid token may have been signed with, the signing key first."""
     with deps.uow() as uow:
-        keys = uow.keys.published(deps.clock.now())
-        uow.detach_all()
-        return keys
+        return uow.signing_keys.published(deps.clock.now())
 
 
 def ensure_signing_key(deps: Deps) -> SigningKey:
     """The active signing key, made on first start."""
 
     def work(uow: IdentityUnitOfWork) -> SigningKey:
-        active = uow.keys.active()
+        active = uow.signing_keys.active()
         if active is not None:
             return active
         key = deps.keys.new_signing_key(deps.clock.now())
-        uow.keys.add(key)
+        uow.signing_keys.add(key)
         return key
 
     return run_in_transaction(deps.uow, work)
@@ -368,16 +363,15 @@ def rotate_signing_key(deps: Deps, request_id: str) -> Rotation:
     violations.raise_if_any()
 
     def work(uow: IdentityUnitOfWork) -> Rotation:
-        done = uow.keys.by_request(request_id)
+        done = uow.signing_keys.by_request(request_id)
         if done is not None:
-            return Rotation(done, uow.keys.retired_by(done))
+            return Rotation(done, uow.signing_keys.retired_by(done))
         now = deps.clock.now()
-        previous = uow.keys.active(for_update=True)
+        previous = uow.signing_keys.active(for_update=True)
         if previous is not None:
             previous.retire(now, deps.tokens.ttl, deps.retire_margin)
-            uow.session.flush()
         key = deps.keys.new_signing_key(now, request_id)
-        uow.keys.add(key)
+        uow.signing_keys.add(key)
         return Rotation(key, previous.retire_at if previous else None)
 
     return run_in_transaction(deps.uow, work)

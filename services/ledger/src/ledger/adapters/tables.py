@@ -49,7 +49,7 @@ accounts = Table(
     Column("entry_sequence", BigInteger, nullable=False, server_default="0"),
     Column("last_entry_at", DateTime(timezone=True), nullable=True),
     # No entry will ever be stamped at or before this instant: an as-of read of
-    # a recent instant sets it (see LedgerStore.seal_history), writers stamp after it.
+    # a recent instant sets it (see SqlLedgerRepository.seal_history), writers stamp after it.
     Column("sealed_through", DateTime(timezone=True), nullable=True),
     Column("metadata", Text, nullable=True),
     Column("external_reference", String(128), nullable=False, server_default=""),

@@ -143,9 +143,30 @@ def check_legs(legs: Sequence[Leg], path: str, out: Violations, *, minimum: int 
             out.add(path, f"the {code} total exceeds {MAX_AMOUNT}", "AMOUNT_OUT_OF_RANGE")
 
 
+def _check_transfer_id(transfer_id: str, path: str, out: Violations) -> None:
+    if not is_valid_id(transfer_id, TRANSFER_PREFIX):
+        out.add(path, id_rule(TRANSFER_PREFIX))
+
+
+def _check_post_pending(
+    op: PostPendingOp, out: Violations, *, pending_transfer_id: str, legs: str
+) -> None:
+    _check_transfer_id(op.pending_transfer_id, pending_transfer_id, out)
+    if op.legs:
+        check_legs(op.legs, legs, out, minimum=1)
+
+
+def _check_reversal(
+    op: ReversalOp, out: Violations, *, transfer_id: str, shortfall_account_id: str
+) -> None:
+    _check_transfer_id(op.transfer_id, transfer_id, out)
+    if op.shortfall_account_id and not is_valid_id(op.shortfall_account_id, ACCOUNT_PREFIX):
+        out.add(shortfall_account_id, id_rule(ACCOUNT_PREFIX))
+
+
 def check_transfer(request: TransferRequest, path: str, out: Violations) -> None:
-    if not is_valid_id(request.id, TRANSFER_PREFIX):
-        out.add(f"{path}.id", id_rule(TRANSFER_PREFIX))
+    """A ``TransferSpec`` at ``path``: its id, metadata and the one operation it carries."""
+    _check_transfer_id(request.id, f"{path}.id", out)
     check_metadata(request.metadata, f"{path}.metadata", out)
     op = request.operation
     if op is None:
@@ -162,18 +183,21 @@ def check_transfer(request: TransferRequest, path: str, out: Violations) -> None
         ):
             out.add(f"{path}.pending.timeout", "must be positive and at most 366 days")
     elif isinstance(op, PostPendingOp):
-        if not is_valid_id(op.pending_transfer_id, TRANSFER_PREFIX):
-            out.add(f"{path}.post_pending.pending_transfer_id", id_rule(TRANSFER_PREFIX))
-        if op.legs:
-            check_legs(op.legs, f"{path}.post_pending.legs", out, minimum=1)
+        _check_post_pending(
+            op,
+            out,
+            pending_transfer_id=f"{path}.post_pending.pending_transfer_id",
+            legs=f"{path}.post_pending.legs",
+        )
     elif isinstance(op, VoidPendingOp):
-        if not is_valid_id(op.pending_transfer_id, TRANSFER_PREFIX):
-            out.add(f"{path}.void_pending.pending_transfer_id", id_rule(TRANSFER_PREFIX))
+        _check_transfer_id(op.pending_transfer_id, f"{path}.void_pending.pending_transfer_id", out)
     elif isinstance(op, ReversalOp):
-        if not is_valid_id(op.transfer_id, TRANSFER_PREFIX):
-            out.add(f"{path}.reversal.transfer_id", id_rule(TRANSFER_PREFIX))
-        if op.shortfall_account_id and not is_valid_id(op.shortfall_account_id, ACCOUNT_PREFIX):
-            out.add(f"{path}.reversal.shortfall_account_id", id_rule(ACCOUNT_PREFIX))
+        _check_reversal(
+            op,
+            out,
+            transfer_id=f"{path}.reversal.transfer_id",
+            shortfall_account_id=f"{path}.reversal.shortfall_account_id",
+        )
 
 
 def validate_transfers(requests: Sequence[TransferRequest], path: str = "transfers") -> None:
@@ -202,6 +226,48 @@ def validate_transfer(request: TransferRequest, path: str = "transfer") -> None:
     check_transfer(request, path, out)
     if request.linked:
         out.add(f"{path}.linked", "only items of a CreateTransfers batch can be linked")
+    out.raise_if_any()
+
+
+# The single-operation requests (PostPendingTransferRequest, VoidPendingTransferRequest,
+# ReverseTransferRequest) carry one transfer's fields flat: each is checked under the
+# request's own field names.
+
+
+def validate_post_pending_transfer(request: TransferRequest) -> None:
+    """``transfer_id``, ``pending_transfer_id``, ``legs``, ``metadata``."""
+    assert isinstance(request.operation, PostPendingOp)
+    out = Violations()
+    _check_transfer_id(request.id, "transfer_id", out)
+    check_metadata(request.metadata, "metadata", out)
+    _check_post_pending(
+        request.operation, out, pending_transfer_id="pending_transfer_id", legs="legs"
+    )
+    out.raise_if_any()
+
+
+def validate_void_pending_transfer(request: TransferRequest) -> None:
+    """``transfer_id``, ``pending_transfer_id``, ``metadata``."""
+    assert isinstance(request.operation, VoidPendingOp)
+    out = Violations()
+    _check_transfer_id(request.id, "transfer_id", out)
+    check_metadata(request.metadata, "metadata", out)
+    _check_transfer_id(request.operation.pending_transfer_id, "pending_transfer_id", out)
+    out.raise_if_any()
+
+
+def validate_reverse_transfer(request: TransferRequest) -> None:
+    """``transfer_id``, ``reversed_transfer_id``, ``shortfall_account_id``, ``metadata``."""
+    assert isinstance(request.operation, ReversalOp)
+    out = Violations()
+    _check_transfer_id(request.id, "transfer_id", out)
+    check_metadata(request.metadata, "metadata", out)
+    _check_reversal(
+        request.operation,
+        out,
+        transfer_id="reversed_transfer_id",
+        shortfall_account_id="shortfall_account_id",
+    )
     out.raise_if_any()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import grpc
 from astra.ledger.v1 import ledger_pb2 as pb
@@ -27,16 +26,9 @@ from ledger.adapters.protos import (
     transfer_to_pb,
 )
 from ledger.bootstrap import Ledger
-from ledger.domain import validation
-from ledger.domain.model import (
-    Account,
-    PostPendingOp,
-    ReversalOp,
-    TransferRequest,
-    VoidPendingOp,
-    metadata_of,
-)
+from ledger.domain.model import Account, TransferRequest, metadata_of
 from ledger.service_layer import use_cases
+from ledger.service_layer.ports import ItemOutcome, SubmitTransfer
 from ledger.service_layer.use_cases import Caller
 
 CallerOf = Callable[[grpc.ServicerContext], Caller]
@@ -49,24 +41,6 @@ def caller_from_principal(_context: grpc.ServicerContext) -> Caller:
         # Every LedgerService method requires a token; no principal means auth was bypassed.
         raise Unauthenticated("MISSING_TOKEN", "a bearer token is required")
     return Caller(customer_id=principal.customer_id)
-
-
-# PostPending-, VoidPending- and ReverseTransfer requests carry one transfer's
-# fields flat: the validator's paths into a TransferSpec, renamed to theirs.
-_FLAT_FIELDS = {
-    "request.id": "transfer_id",
-    "request.reversal.transfer_id": "reversed_transfer_id",
-}
-_FLAT_PREFIXES = ("request.post_pending.", "request.void_pending.", "request.reversal.", "request.")
-
-
-def _flat_field(path: str) -> str:
-    if path in _FLAT_FIELDS:
-        return _FLAT_FIELDS[path]
-    for prefix in _FLAT_PREFIXES:
-        if path.startswith(prefix):
-            return path[len(prefix) :]
-    return path
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
@@ -121,23 +95,16 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         record_results(results)
         return pb.CreateTransfersResponse(results=results_to_pb(results))
 
-    def _single(
-        self, transfer: TransferRequest, context: grpc.ServicerContext, *, flat: bool = True
-    ) -> pb.Transfer:
-        """One transfer through the group commit; ``flat``: its fields are the request's own."""
-        self._caller_of(context).require_service()
-        try:
-            validation.validate_transfer(transfer, "request" if flat else "transfer")
-        except InvalidArgument as error:
-            if not flat:
-                raise
-            raise InvalidArgument(
-                [replace(v, field=_flat_field(v.field)) for v in error.violations],
-                reason=error.reason,
-            ) from None
-        outcome = self._ledger.batcher.submit(transfer, timeout=time_remaining(context))
-        record_results((outcome.result,))
-        return transfer_to_pb(use_cases.transfer_or_error(outcome))
+    def _submit(self, context: grpc.ServicerContext) -> SubmitTransfer:
+        """The group commit for one call: within its deadline, its result counted."""
+        timeout = time_remaining(context)
+
+        def submit(transfer: TransferRequest) -> ItemOutcome:
+            outcome = self._ledger.batcher.submit(transfer, timeout=timeout)
+            record_results((outcome.result,))
+            return outcome
+
+        return submit
 
     def CreateTransfer(
         self, request: pb.CreateTransferRequest, context: grpc.ServicerContext
@@ -146,37 +113,48 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             transfer = transfer_request_from_pb(request.transfer)
         except InvalidArgument as refused:
             raise refused.under("transfer") from None
-        return pb.CreateTransferResponse(transfer=self._single(transfer, context, flat=False))
+        record = use_cases.create_transfer(
+            self._submit(context), transfer, self._caller_of(context)
+        )
+        return pb.CreateTransferResponse(transfer=transfer_to_pb(record))
 
     def PostPendingTransfer(
         self, request: pb.PostPendingTransferRequest, context: grpc.ServicerContext
     ) -> pb.PostPendingTransferResponse:
-        transfer = TransferRequest(
+        record = use_cases.post_pending_transfer(
+            self._submit(context),
             request.transfer_id,
-            PostPendingOp(request.pending_transfer_id, legs_from_pb(request.legs)),
-            metadata=metadata_of(dict(request.metadata)),
+            request.pending_transfer_id,
+            legs_from_pb(request.legs),
+            metadata_of(dict(request.metadata)),
+            self._caller_of(context),
         )
-        return pb.PostPendingTransferResponse(transfer=self._single(transfer, context))
+        return pb.PostPendingTransferResponse(transfer=transfer_to_pb(record))
 
     def VoidPendingTransfer(
         self, request: pb.VoidPendingTransferRequest, context: grpc.ServicerContext
     ) -> pb.VoidPendingTransferResponse:
-        transfer = TransferRequest(
+        record = use_cases.void_pending_transfer(
+            self._submit(context),
             request.transfer_id,
-            VoidPendingOp(request.pending_transfer_id),
-            metadata=metadata_of(dict(request.metadata)),
+            request.pending_transfer_id,
+            metadata_of(dict(request.metadata)),
+            self._caller_of(context),
         )
-        return pb.VoidPendingTransferResponse(transfer=self._single(transfer, context))
+        return pb.VoidPendingTransferResponse(transfer=transfer_to_pb(record))
 
     def ReverseTransfer(
         self, request: pb.ReverseTransferRequest, context: grpc.ServicerContext
     ) -> pb.ReverseTransferResponse:
-        transfer = TransferRequest(
+        record = use_cases.reverse_transfer(
+            self._submit(context),
             request.transfer_id,
-            ReversalOp(request.reversed_transfer_id, request.shortfall_account_id),
-            metadata=metadata_of(dict(request.metadata)),
+            request.reversed_transfer_id,
+            request.shortfall_account_id,
+            metadata_of(dict(request.metadata)),
+            self._caller_of(context),
         )
-        return pb.ReverseTransferResponse(transfer=self._single(transfer, context))
+        return pb.ReverseTransferResponse(transfer=transfer_to_pb(record))
 
     def GetTransfer(
         self, request: pb.GetTransferRequest, context: grpc.ServicerContext

@@ -13,6 +13,6 @@ from __future__ import annotations
 from chassis.batching import GroupCommitter
 
 from ledger.domain.model import TransferRequest
-from ledger.service_layer.use_cases import ItemOutcome
+from ledger.service_layer.ports import ItemOutcome
 
 TransferBatcher = GroupCommitter[TransferRequest, ItemOutcome]

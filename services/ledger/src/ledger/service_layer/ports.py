@@ -1,48 +1,93 @@
-"""What the ledger's use cases need from storage, as ports the adapters implement."""
+"""What the ledger's use cases need from the outside, as ports the adapters implement.
+
+- ``LedgerRepository``: storage (``ledger.adapters.repository`` on SQL,
+  ``ledger.adapters.memory`` in memory), opened by the unit of work;
+- ``SubmitTransfer``: the group commit a single-transfer call joins
+  (``chassis.batching.GroupCommitter`` around ``use_cases.execute_batch``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from ledger.domain.batch import BatchOutcome
-from ledger.domain.model import Account, Entry, TransferRecord
+from ledger.domain.events import LedgerEvent
+from ledger.domain.model import Account, Entry, ItemResult, TransferRecord, TransferRequest
 
 
-class LedgerStore(Protocol):
-    """Accounts, the journal and its entries: read for a decision, written set-based.
+class LedgerRepository(Protocol):
+    """Accounts and their journal (transfer records, entries, open holds), read for a decision
+    and written set-based. One repository: a batch is decided over both and written as one.
 
-    ``load_for_batch`` returns the accounts locked for the rest of the transaction.
-    The unit of work collects the events of what ``insert_account`` and ``write``
-    were given (``take_events``).
+    What a transaction reads sees what it wrote. ``load_for_batch`` returns the
+    accounts locked until the transaction ends. An id or a resolution written
+    twice (a second account with an id, a second applied post of one hold, a
+    second reversal of one transfer) fails with an error the unit of work calls
+    a lost race. The unit of work collects the events of what ``insert_account``
+    and ``write`` were given (``take_events``).
     """
 
     def insert_account(self, account: Account) -> None: ...
 
     def get_account(self, account_id: str) -> Account | None: ...
 
-    def list_accounts(self, after: str | None, limit: int, customer_id: str) -> list[Account]: ...
+    def list_accounts(self, after: str | None, limit: int, customer_id: str) -> list[Account]:
+        """Accounts by id after ``after``, at most ``limit``; only ``customer_id``'s if given."""
+        ...
 
-    def load_records(self, transfer_ids: Iterable[str]) -> dict[str, TransferRecord]: ...
+    def load_records(self, transfer_ids: Iterable[str]) -> dict[str, TransferRecord]:
+        """The records of those ids that exist, with how they were resolved or reversed."""
+        ...
 
     def load_for_batch(
         self,
         transfer_ids: Sequence[str],
         leg_account_ids: Iterable[str],
         referenced_ids: Iterable[str],
-    ) -> tuple[dict[str, TransferRecord], dict[str, Account]]: ...
+    ) -> tuple[dict[str, TransferRecord], dict[str, Account]]:
+        """The records of a batch's own and referenced ids, and every account its legs and the
+        referenced transfers' legs name, locked; a reference that appeared meanwhile asks for
+        the transaction to start over (``RetryTransaction`` from the decision)."""
+        ...
 
     def get_record(self, transfer_id: str) -> TransferRecord | None: ...
 
-    def due_holds(self, now: datetime, limit: int) -> list[str]: ...
+    def due_holds(self, now: datetime, limit: int) -> list[str]:
+        """Open holds whose expiry is at or before ``now``, earliest first."""
+        ...
 
-    def write(self, outcome: BatchOutcome) -> None: ...
+    def write(self, outcome: BatchOutcome) -> None:
+        """The batch's new records and entries, its accounts' new sums, its holds opened and
+        closed."""
+        ...
 
-    def seal_history(self, account_id: str, through: datetime) -> None: ...
+    def seal_history(self, account_id: str, through: datetime) -> None:
+        """No entry of the account will be stamped at or before ``through`` from now on."""
+        ...
 
-    def entry_as_of(self, account_id: str, as_of: datetime) -> Entry | None: ...
+    def entry_as_of(self, account_id: str, as_of: datetime) -> Entry | None:
+        """The account's latest entry stamped at or before ``as_of``."""
+        ...
 
-    def list_entries(self, account_id: str, after_sequence: int, limit: int) -> list[Entry]: ...
+    def list_entries(self, account_id: str, after_sequence: int, limit: int) -> list[Entry]:
+        """The account's entries after ``after_sequence``, in order, at most ``limit``."""
+        ...
 
-    def take_events(self) -> list[Any]: ...
+    def take_events(self) -> list[LedgerEvent]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """One item's result, with the record it applied or replayed (None when refused unseen)."""
+
+    result: ItemResult
+    record: TransferRecord | None
+
+
+# The group commit as a use case sees it: one validated request in, its own item's
+# outcome out. The entrypoint binds the call's deadline (a request still queued
+# when it passes never runs: DeadlineExceeded) and counts the result.
+SubmitTransfer = Callable[[TransferRequest], ItemOutcome]

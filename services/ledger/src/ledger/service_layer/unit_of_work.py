@@ -1,4 +1,4 @@
-"""The ledger's unit of work as its use cases see it: one transaction over its store."""
+"""The ledger's unit of work as its use cases see it: one transaction over its repository."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ from collections.abc import Iterable
 
 from chassis.kernel.uow import UnitOfWork
 
-from ledger.service_layer.ports import LedgerStore
+from ledger.service_layer.ports import LedgerRepository
 
 
 class LedgerUnitOfWork(UnitOfWork):
-    store: LedgerStore
+    """``uow.ledger``: the accounts and their journal (a repository is named for what it holds).
 
-    def repositories(self) -> Iterable[LedgerStore]:
-        return (self.store,)
+    The concrete ones: ``ledger.adapters.unit_of_work`` (SQL), ``ledger.adapters.memory``.
+    """
+
+    ledger: LedgerRepository
+
+    def repositories(self) -> Iterable[LedgerRepository]:
+        return (self.ledger,)

@@ -21,9 +21,15 @@ from ledger.domain.model import (
     Entry,
     ExpirePendingOp,
     ItemResult,
+    Leg,
+    Metadata,
+    PostPendingOp,
+    ReversalOp,
     TransferRecord,
     TransferRequest,
+    VoidPendingOp,
 )
+from ledger.service_layer.ports import ItemOutcome, SubmitTransfer
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 
 UowFactory = Callable[[], LedgerUnitOfWork]
@@ -54,12 +60,6 @@ class Caller:
 SERVICE = Caller()
 
 
-@dataclass(frozen=True, slots=True)
-class ItemOutcome:
-    result: ItemResult
-    record: TransferRecord | None
-
-
 # --- accounts ---------------------------------------------------------------
 
 
@@ -67,13 +67,13 @@ def open_account(uow_factory: UowFactory, clock: Clock, spec: AccountSpec) -> Ac
     validation.validate_account_spec(spec)
 
     def work(uow: LedgerUnitOfWork) -> Account:
-        existing = uow.store.get_account(spec.id)
+        existing = uow.ledger.get_account(spec.id)
         if existing is not None:
             if existing.fingerprint != spec.fingerprint():
                 raise IdempotencyKeyReused("account", spec.id)
             return existing
         account = Account.open(spec, clock.now())
-        uow.store.insert_account(account)
+        uow.ledger.insert_account(account)
         return account
 
     return run_in_transaction(uow_factory, work)
@@ -82,7 +82,7 @@ def open_account(uow_factory: UowFactory, clock: Clock, spec: AccountSpec) -> Ac
 def get_account(uow_factory: UowFactory, account_id: str, caller: Caller = SERVICE) -> Account:
     validation.validate_account_id(account_id)
     with uow_factory() as uow:
-        account = uow.store.get_account(account_id)
+        account = uow.ledger.get_account(account_id)
     if account is None:
         raise account_not_found(account_id)
     caller.check_account(account)
@@ -104,7 +104,7 @@ def list_accounts(
     filters = {"customer_id": customer_id}
     page = parse_page(page_size, page_token, filters, after_rule=validation.is_account_id)
     with uow_factory() as uow:
-        items = uow.store.list_accounts(page.after, page.fetch, customer_id)
+        items = uow.ledger.list_accounts(page.after, page.fetch, customer_id)
     return page.page(items, lambda account: account.id)
 
 
@@ -119,7 +119,7 @@ def execute_batch(
     def work(uow: LedgerUnitOfWork) -> list[ItemOutcome]:
         referenced = {r for r in (q.referenced_transfer_id() for q in requests) if r}
         leg_accounts = {account_id for q in requests for account_id in q.account_ids()}
-        known, accounts = uow.store.load_for_batch(
+        known, accounts = uow.ledger.load_for_batch(
             [q.id for q in requests], leg_accounts, referenced
         )
         now = clock.now()
@@ -128,7 +128,7 @@ def execute_batch(
         outcome = decide_batch(requests, accounts, known, now)
         for account in outcome.accounts.values():
             account.last_entry_at = now
-        uow.store.write(outcome)
+        uow.ledger.write(outcome)
         records = {r.id: r for r in outcome.records}
         return [
             ItemOutcome(result, records.get(result.id) or known.get(result.id))
@@ -145,8 +145,70 @@ def create_transfers(
     return [o.result for o in execute_batch(uow_factory, clock, requests)]
 
 
-def transfer_or_error(outcome: ItemOutcome) -> TransferRecord:
-    """The applied transfer of a single-item call, or its refusal raised as an error."""
+# A single-transfer call joins the group commit (``SubmitTransfer``): validated here,
+# decided and written with whatever else was submitted meanwhile, answered alone.
+
+
+def create_transfer(
+    submit: SubmitTransfer, request: TransferRequest, caller: Caller = SERVICE
+) -> TransferRecord:
+    """The transfer a ``TransferSpec`` asks for (CreateTransfer), or its refusal raised."""
+    caller.require_service()
+    validation.validate_transfer(request)
+    return _applied(submit(request))
+
+
+def post_pending_transfer(
+    submit: SubmitTransfer,
+    transfer_id: str,
+    pending_transfer_id: str,
+    legs: tuple[Leg, ...] = (),
+    metadata: Metadata = (),
+    caller: Caller = SERVICE,
+) -> TransferRecord:
+    """Post a hold, whole or (``legs``) in part."""
+    caller.require_service()
+    request = TransferRequest(
+        transfer_id, PostPendingOp(pending_transfer_id, legs), metadata=metadata
+    )
+    validation.validate_post_pending_transfer(request)
+    return _applied(submit(request))
+
+
+def void_pending_transfer(
+    submit: SubmitTransfer,
+    transfer_id: str,
+    pending_transfer_id: str,
+    metadata: Metadata = (),
+    caller: Caller = SERVICE,
+) -> TransferRecord:
+    """Release a hold without moving money."""
+    caller.require_service()
+    request = TransferRequest(transfer_id, VoidPendingOp(pending_transfer_id), metadata=metadata)
+    validation.validate_void_pending_transfer(request)
+    return _applied(submit(request))
+
+
+def reverse_transfer(
+    submit: SubmitTransfer,
+    transfer_id: str,
+    reversed_transfer_id: str,
+    shortfall_account_id: str = "",
+    metadata: Metadata = (),
+    caller: Caller = SERVICE,
+) -> TransferRecord:
+    """Move a transfer's money back; what a limited account cannot give back goes to
+    ``shortfall_account_id`` when one is named."""
+    caller.require_service()
+    request = TransferRequest(
+        transfer_id, ReversalOp(reversed_transfer_id, shortfall_account_id), metadata=metadata
+    )
+    validation.validate_reverse_transfer(request)
+    return _applied(submit(request))
+
+
+def _applied(outcome: ItemOutcome) -> TransferRecord:
+    """The applied (or replayed) transfer of a single-item call, or its refusal raised."""
     if not outcome.result.ok:
         raise refusal(outcome.result)
     assert outcome.record is not None
@@ -158,7 +220,7 @@ def get_transfer(
 ) -> TransferRecord:
     validation.validate_transfer_id(transfer_id)
     with uow_factory() as uow:
-        record = uow.store.get_record(transfer_id)
+        record = uow.ledger.get_record(transfer_id)
         if record is None:
             raise transfer_not_found(transfer_id)
         if not record.ok:
@@ -167,7 +229,7 @@ def get_transfer(
             # A customer sees a transfer only if one of its legs touches its own account.
             owners = {
                 account.customer_id
-                for account in map(uow.store.get_account, {leg.account_id for leg in record.legs})
+                for account in map(uow.ledger.get_account, {leg.account_id for leg in record.legs})
                 if account is not None
             }
             if caller.customer_id not in owners:
@@ -187,14 +249,14 @@ def lookup_transfers(
     validation.validate_lookup(transfer_ids)
     unique = list(dict.fromkeys(transfer_ids))
     with uow_factory() as uow:
-        records = uow.store.load_records(unique)
+        records = uow.ledger.load_records(unique)
     return [record for tid in unique if (record := records.get(tid)) is not None and record.ok]
 
 
 def expire_due_holds(uow_factory: UowFactory, clock: Clock, limit: int = 500) -> int:
     """Void holds whose timeout has passed; returns how many were expired."""
     with uow_factory() as uow:
-        due = uow.store.due_holds(clock.now(), limit)
+        due = uow.ledger.due_holds(clock.now(), limit)
     if not due:
         return 0
     requests = [
@@ -219,12 +281,12 @@ def get_balance(
 
     Entries are stamped before their batch commits, so an instant past the
     account's last entry could still gain one; such a read first seals the
-    account's history through that instant (``LedgerStore.seal_history``). An
+    account's history through that instant (``LedgerRepository.seal_history``). An
     instant in the future is answered as of now, and the answer says so.
     """
     validation.validate_account_id(account_id)
     with uow_factory() as uow:
-        account = uow.store.get_account(account_id)
+        account = uow.ledger.get_account(account_id)
         if account is None:
             raise account_not_found(account_id)
         caller.check_account(account)
@@ -234,11 +296,11 @@ def get_balance(
         as_of = min(utc(as_of), now)
         final = account.history_final_through(as_of)
         if final:
-            entry = uow.store.entry_as_of(account_id, as_of)
+            entry = uow.ledger.entry_as_of(account_id, as_of)
     if not final:
-        run_in_transaction(uow_factory, lambda u: u.store.seal_history(account_id, as_of))
+        run_in_transaction(uow_factory, lambda u: u.ledger.seal_history(account_id, as_of))
         with uow_factory() as uow:
-            entry = uow.store.entry_as_of(account_id, as_of)
+            entry = uow.ledger.entry_as_of(account_id, as_of)
     if entry is None:
         return Balance(account.id, account.currency, account.normal_side, as_of=as_of)
     return Balance(
@@ -266,9 +328,9 @@ def list_entries(
     page = parse_page(page_size, page_token, filters, after_rule=is_sequence)
     after = int(page.after) if page.after else 0
     with uow_factory() as uow:
-        account = uow.store.get_account(account_id)
+        account = uow.ledger.get_account(account_id)
         if account is None:
             raise account_not_found(account_id)
         caller.check_account(account)
-        entries = uow.store.list_entries(account_id, after, page.fetch)
+        entries = uow.ledger.list_entries(account_id, after, page.fetch)
     return account, page.page(entries, lambda entry: str(entry.sequence))

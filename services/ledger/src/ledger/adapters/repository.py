@@ -1,4 +1,4 @@
-"""The ledger's repository: reads snapshots for a batch and writes its outcome set-based.
+"""The ledger's repository on SQL: reads snapshots for a batch and writes its outcome set-based.
 
 A batch costs a fixed number of statements whatever its size: one read of the
 transfer records it names, one locking read of its accounts (``FOR UPDATE`` in
@@ -234,7 +234,7 @@ def _entry(row: Sequence[Any]) -> Entry:
     )
 
 
-class LedgerStore(TracksAggregates):
+class SqlLedgerRepository(TracksAggregates):
     def __init__(self, connection: Connection) -> None:
         super().__init__()
         self._c = connection

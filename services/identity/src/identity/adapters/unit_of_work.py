@@ -1,0 +1,29 @@
+"""Identity's unit of work on an ORM session (the domain is mapped in ``identity.adapters.orm``)."""
+
+from __future__ import annotations
+
+from chassis.db.uow import SessionUnitOfWork
+from sqlalchemy.orm import Session
+
+from identity.adapters.repository import (
+    SqlClientRepository,
+    SqlCustomerRepository,
+    SqlKycRequestRepository,
+    SqlSigningKeyRepository,
+)
+from identity.service_layer.unit_of_work import IdentityUnitOfWork
+
+
+class SqlIdentityUnitOfWork(SessionUnitOfWork, IdentityUnitOfWork):
+    def _open_repositories(self, session: Session) -> None:
+        self.customers = SqlCustomerRepository(session)
+        self.kyc_requests = SqlKycRequestRepository(session)
+        self.clients = SqlClientRepository(session)
+        self.signing_keys = SqlSigningKeyRepository(session)
+
+    def rollback(self) -> None:
+        # Leaving a block rolls back, and a rollback expires what the session loaded:
+        # detached first, what was read stays readable after the block.
+        if self._session is not None:
+            self._session.expunge_all()
+        super().rollback()

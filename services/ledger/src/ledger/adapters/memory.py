@@ -1,0 +1,201 @@
+"""The ledger in memory: a fake of its database, repository and unit of work, without I/O.
+
+For fast use-case tests and simulations. It keeps the SQL repository's contract
+(``ledger.service_layer.ports.LedgerRepository``; tests/integration's contract
+tests run both): records carry how they were resolved or reversed, an id or a
+resolution written twice is a lost race, accounts are locked for the whole
+transaction (one transaction at a time), and a transaction that does not commit
+leaves nothing behind (``chassis.kernel.memory``). Committed events are kept in
+``MemoryLedgerDatabase.events``, in commit order, as the outbox would hold them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from chassis.kernel.errors import RetryTransaction
+from chassis.kernel.memory import MemoryDatabase, MemoryTable, MemoryUnitOfWork
+from chassis.kernel.uow import TracksAggregates
+
+from ledger.domain.batch import BatchOutcome
+from ledger.domain.model import Account, Entry, TransferRecord
+from ledger.service_layer.unit_of_work import LedgerUnitOfWork
+
+
+def _stored_account(account: Account) -> Account:
+    # Events belong to the object a use case holds, never to a stored row or a copy read.
+    return replace(account, events=[])
+
+
+def _resolution(record: TransferRecord) -> str | None:
+    return record.pending_transfer_id if record.ok and record.pending_transfer_id else None
+
+
+def _reversal(record: TransferRecord) -> str | None:
+    return record.reversed_transfer_id if record.ok and record.reversed_transfer_id else None
+
+
+class MemoryLedgerDatabase(MemoryDatabase):
+    """What the ledger's tables hold. Records are stored as written; reads derive how a record
+    was resolved or reversed from the records that did it (unique, as the SQL indexes are)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accounts: MemoryTable[str, Account] = MemoryTable(self, copy=_stored_account)
+        # Records and entries are never changed once written: shallow copies suffice.
+        self.transfers: MemoryTable[str, TransferRecord] = MemoryTable(
+            self, copy=copy.copy, unique={"resolution": _resolution, "reversal": _reversal}
+        )
+        # Open holds: id -> expiry (None: never expires).
+        self.open_holds: MemoryTable[str, tuple[str, datetime | None]] = MemoryTable(
+            self, copy=lambda hold: hold
+        )
+        # Per account, its entries in sequence order (sequence n at index n - 1).
+        self.entries: dict[str, list[Entry]] = {}
+
+    def uow(self) -> MemoryLedgerUnitOfWork:
+        """A new unit of work on this database (the factory a use case is given)."""
+        return MemoryLedgerUnitOfWork(self)
+
+
+class MemoryLedgerRepository(TracksAggregates):
+    def __init__(self, database: MemoryLedgerDatabase) -> None:
+        super().__init__()
+        self._db = database
+
+    # --- accounts -------------------------------------------------------------
+
+    def insert_account(self, account: Account) -> None:
+        self._db.accounts.insert(account.id, self.track(account))
+
+    def get_account(self, account_id: str) -> Account | None:
+        return self._db.accounts.get(account_id)
+
+    def list_accounts(self, after: str | None, limit: int, customer_id: str) -> list[Account]:
+        return self._db.accounts.select(
+            lambda a: (
+                (after is None or a.id > after)
+                and (not customer_id or a.customer_id == customer_id)
+            ),
+            order_by=lambda a: a.id,
+            limit=limit,
+        )
+
+    # --- transfers --------------------------------------------------------------
+
+    def _derived(self, record: TransferRecord) -> TransferRecord:
+        resolution = self._db.transfers.by("resolution", record.id)
+        if resolution is not None:
+            record.resolved_by = resolution.id
+            record.resolution_kind = resolution.kind
+        reversal = self._db.transfers.by("reversal", record.id)
+        if reversal is not None:
+            record.reversed_by = reversal.id
+        return record
+
+    def load_records(self, transfer_ids: Iterable[str]) -> dict[str, TransferRecord]:
+        found = self._db.transfers.get_many(set(transfer_ids))
+        return {tid: self._derived(record) for tid, record in found.items()}
+
+    def get_record(self, transfer_id: str) -> TransferRecord | None:
+        return self.load_records([transfer_id]).get(transfer_id)
+
+    def load_for_batch(
+        self,
+        transfer_ids: Sequence[str],
+        leg_account_ids: Iterable[str],
+        referenced_ids: Iterable[str],
+    ) -> tuple[dict[str, TransferRecord], dict[str, Account]]:
+        referenced = set(referenced_ids)
+        known = self.load_records([*transfer_ids, *referenced])
+        account_ids = set(leg_account_ids)
+        for transfer_id in referenced & known.keys():
+            account_ids.update(leg.account_id for leg in known[transfer_id].legs)
+        # Locked: the database runs one transaction at a time.
+        return known, self._db.accounts.get_many(sorted(account_ids))
+
+    def due_holds(self, now: datetime, limit: int) -> list[str]:
+        due = self._db.open_holds.select(
+            lambda hold: hold[1] is not None and hold[1] <= now,
+            order_by=lambda hold: (hold[1], hold[0]),
+            limit=limit,
+        )
+        return [transfer_id for transfer_id, _ in due]
+
+    # --- writing a batch's outcome ------------------------------------------------
+
+    def write(self, outcome: BatchOutcome) -> None:
+        self.track(outcome)
+        for record in outcome.records:
+            stored = copy.copy(record)
+            stored.resolved_by, stored.resolution_kind, stored.reversed_by = "", None, ""
+            stored.new = False
+            self._db.transfers.insert(record.id, stored)
+        for entry in outcome.entries:
+            self._append(entry)
+        for changed in outcome.accounts.values():
+            account = self._db.accounts.get(changed.id)
+            if account is None:
+                raise LookupError(f"account {changed.id} is not in the ledger")
+            # The sums and the stamp only: a batch's snapshots carry nothing else to write.
+            account.debits_posted = changed.debits_posted
+            account.credits_posted = changed.credits_posted
+            account.debits_pending = changed.debits_pending
+            account.credits_pending = changed.credits_pending
+            account.entry_sequence = changed.entry_sequence
+            account.last_entry_at = changed.last_entry_at
+            self._db.accounts.put(account.id, account)
+        # A hold placed and resolved within the batch never needs indexing.
+        closed = set(outcome.closed_holds)
+        opened = {hold.id for hold in outcome.opened_holds}
+        for hold in outcome.opened_holds:
+            if hold.id not in closed:
+                self._db.open_holds.insert(hold.id, (hold.id, hold.expires_at))
+        for hold_id in closed - opened:
+            self._db.open_holds.delete(hold_id)
+
+    def _append(self, entry: Entry) -> None:
+        history = self._db.entries.setdefault(entry.account_id, [])
+        if entry.sequence <= len(history):
+            raise RetryTransaction(f"entry {entry.account_id}/{entry.sequence} exists already")
+        if entry.sequence != len(history) + 1:
+            raise ValueError(f"entry {entry.account_id}/{entry.sequence} leaves a gap")
+        history.append(copy.copy(entry))
+        self._db.changed(_truncate(history, len(history) - 1))
+
+    # --- history ------------------------------------------------------------------
+
+    def seal_history(self, account_id: str, through: datetime) -> None:
+        account = self._db.accounts.get(account_id)
+        if account is None:
+            return
+        if account.sealed_through is None or account.sealed_through < through:
+            account.sealed_through = through
+            self._db.accounts.put(account_id, account)
+
+    def entry_as_of(self, account_id: str, as_of: datetime) -> Entry | None:
+        # An account's entries are stamped in sequence order, never backwards (Account.next_stamp).
+        history = self._db.entries.get(account_id, [])
+        index = bisect.bisect_right(history, as_of, key=lambda entry: entry.created_at)
+        return copy.copy(history[index - 1]) if index else None
+
+    def list_entries(self, account_id: str, after_sequence: int, limit: int) -> list[Entry]:
+        history = self._db.entries.get(account_id, [])
+        start = max(after_sequence, 0)
+        return [copy.copy(entry) for entry in history[start : start + limit]]
+
+
+def _truncate(history: list[Entry], length: int) -> Callable[[], None]:
+    def undo() -> None:
+        del history[length:]
+
+    return undo
+
+
+class MemoryLedgerUnitOfWork(MemoryUnitOfWork[MemoryLedgerDatabase], LedgerUnitOfWork):
+    def _open_repositories(self, database: MemoryLedgerDatabase) -> None:
+        self.ledger = MemoryLedgerRepository(database)

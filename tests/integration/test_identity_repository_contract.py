@@ -1,0 +1,255 @@
+"""Identity's unit of work and repositories, run against every implementation: the in-memory
+fake, PostgreSQL and SQLite. What the use-case tests on the fake rely on holds for the SQL ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from astra_testkit.postgres import PostgresServer
+from chassis.db.engine import create_db_engine
+from chassis.events.writer import OutboxWriter
+from identity.adapters import tables
+from identity.adapters.events import to_outbox_message
+from identity.adapters.memory import MemoryIdentityDatabase, MemoryIdentityUnitOfWork
+from identity.adapters.orm import start_mappers
+from identity.adapters.unit_of_work import SqlIdentityUnitOfWork
+from identity.bootstrap import migrate
+from identity.domain.events import CustomerCreated, CustomerKycChanged
+from identity.domain.model import (
+    Customer,
+    CustomerSpec,
+    KycDecision,
+    KycRequest,
+    KycStatus,
+    ServiceClient,
+    SigningKey,
+)
+from identity.service_layer.unit_of_work import IdentityUnitOfWork
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+TTL = timedelta(minutes=15)
+
+
+class Backend:
+    def __init__(
+        self, make: Callable[[Callable[[Sequence[Any]], None]], IdentityUnitOfWork]
+    ) -> None:
+        self.events: list[Any] = []
+        self._make = make
+
+    def uow(self) -> IdentityUnitOfWork:
+        return self._make(self.events.extend)
+
+
+def _sql_backend(url: str) -> Iterator[Backend]:
+    start_mappers()
+    engine = create_db_engine(url, pool_size=2, application_name="astra-contract")
+    write_events = OutboxWriter(tables.outbox, "identity").events_writer(to_outbox_message)
+    yield Backend(lambda hook: SqlIdentityUnitOfWork(engine, write_events, hook))
+    engine.dispose()
+
+
+@pytest.fixture(params=["memory", "postgresql", "sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "memory":
+        database = MemoryIdentityDatabase()
+        yield Backend(lambda hook: MemoryIdentityUnitOfWork(database, hook))
+    elif request.param == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        url = postgres.fresh_database_url("identity", migrate)
+        yield from _sql_backend(url)
+        postgres.drop_url(url)
+    else:
+        url = f"sqlite:///{tmp_path / 'identity.db'}"
+        migrate(url)
+        yield from _sql_backend(url)
+
+
+# SQLite has one writer at a time and does not count a unique violation as a lost race
+# (a racing transaction cannot even write there); these run where races happen.
+RACING = pytest.mark.parametrize("backend", ["memory", "postgresql"], indirect=True)
+
+
+def _customer(customer_id: str) -> Customer:
+    return Customer.create(CustomerSpec(customer_id, "Name", f"{customer_id}@example.com"), T0)
+
+
+def _key(kid: str, *, created: datetime = T0, request_id: str = "") -> SigningKey:
+    return SigningKey(kid, {"kid": kid, "kty": "EC"}, b"sealed", created, request_id)
+
+
+def _failure(uow: IdentityUnitOfWork, write: Callable[[], None]) -> Exception:
+    """What writing and committing raised: each backend raises its own kind of error."""
+    try:
+        write()
+        uow.commit()
+    except Exception as error:
+        return error
+    raise AssertionError("the write was accepted")
+
+
+def test_one_object_per_row_in_a_transaction_and_changes_written_at_commit(
+    backend: Backend,
+) -> None:
+    with backend.uow() as uow:
+        uow.customers.add(_customer("cus_a"))
+        uow.commit()
+    with backend.uow() as uow:
+        customer = uow.customers.get("cus_a", for_update=True)
+        assert customer is not None
+        assert uow.customers.get("cus_a") is customer
+        customer.submit_for_review("tester", T0 + timedelta(seconds=1))
+        customer.review(KycDecision.APPROVE, "fine", "tester", T0 + timedelta(seconds=2))
+        uow.commit()
+    with backend.uow() as uow:
+        stored = uow.customers.get("cus_a")
+        assert stored is not None
+        view = stored.view()
+    assert (view.kyc_status, view.kyc_version, view.kyc_reason) == (KycStatus.VERIFIED, 2, "fine")
+    assert [c.status for c in view.history] == [KycStatus.PENDING_REVIEW, KycStatus.VERIFIED]
+    assert [type(e) for e in backend.events] == [
+        CustomerCreated,
+        CustomerKycChanged,
+        CustomerKycChanged,
+    ]
+
+
+def test_nothing_of_a_transaction_that_did_not_commit_remains(backend: Backend) -> None:
+    with backend.uow() as uow:
+        uow.customers.add(_customer("cus_a"))
+        uow.signing_keys.add(_key("key_1"))
+        uow.commit()
+    with backend.uow() as uow:
+        customer = uow.customers.get("cus_a", for_update=True)
+        assert customer is not None
+        customer.submit_for_review("tester", T0)
+        uow.customers.add(_customer("cus_b"))
+        uow.kyc_requests.add(KycRequest("kyc_1", "cus_a", "f", T0, kyc_version=1))
+        uow.clients.add(ServiceClient("cli_a", "A", ("x.y",), "hash", T0))
+        active = uow.signing_keys.active(for_update=True)
+        assert active is not None
+        active.retire(T0, TTL, timedelta(0))
+        uow.signing_keys.add(_key("key_2", request_id="rot_1"))
+        assert [k.kid for k in uow.signing_keys.published(T0)] == ["key_2", "key_1"]
+    with backend.uow() as uow:
+        customer = uow.customers.get("cus_a")
+        assert customer is not None
+        assert customer.kyc_version == 0
+        assert uow.customers.get("cus_b") is None
+        assert uow.kyc_requests.get("kyc_1") is None
+        assert uow.clients.get("cli_a") is None
+        assert [k.kid for k in uow.signing_keys.published(T0)] == ["key_1"]
+        assert uow.signing_keys.by_request("rot_1") is None
+    assert [type(e) for e in backend.events] == [CustomerCreated]
+
+
+def test_what_a_block_read_stays_readable_after_it(backend: Backend) -> None:
+    with backend.uow() as uow:
+        uow.clients.add(ServiceClient("cli_a", "A", ("b.c", "a.b"), "hash", T0))
+        uow.signing_keys.add(_key("key_1"))
+        uow.customers.add(_customer("cus_a"))
+        uow.commit()
+    with backend.uow() as uow:
+        client = uow.clients.get("cli_a")
+        key = uow.signing_keys.active()
+        customers = uow.customers.list(None, 10, None)
+    assert client is not None
+    assert key is not None
+    assert (client.allowed_scopes, client.secret_hash, client.disabled) == (
+        ("a.b", "b.c"),
+        "hash",
+        False,
+    )
+    assert (key.kid, key.public_jwk, key.created_at) == ("key_1", {"kid": "key_1", "kty": "EC"}, T0)
+    assert [c.view().id for c in customers] == ["cus_a"]
+
+
+def test_customers_are_listed_by_id_after_a_position_and_by_status(backend: Backend) -> None:
+    with backend.uow() as uow:
+        for i in range(5):
+            uow.customers.add(_customer(f"cus_{i}"))
+        uow.commit()
+    with backend.uow() as uow:
+        customer = uow.customers.get("cus_3", for_update=True)
+        assert customer is not None
+        customer.submit_for_review("tester", T0)
+        # A query sees the transaction's own change.
+        pending = uow.customers.list(None, 10, KycStatus.PENDING_REVIEW)
+        assert [c.id for c in pending] == ["cus_3"]
+        assert pending[0] is customer
+        uow.commit()
+    with backend.uow() as uow:
+        assert [c.id for c in uow.customers.list("cus_1", 2, None)] == ["cus_2", "cus_3"]
+        assert [c.id for c in uow.customers.list(None, 10, KycStatus.UNVERIFIED)] == [
+            "cus_0",
+            "cus_1",
+            "cus_2",
+            "cus_4",
+        ]
+
+
+def test_keys_rotate_in_one_transaction_and_are_found_by_request_and_published_in_order(
+    backend: Backend,
+) -> None:
+    with backend.uow() as uow:
+        uow.signing_keys.add(_key("key_1"))
+        uow.commit()
+    for n in (2, 3):
+        created = T0 + timedelta(minutes=n)
+        with backend.uow() as uow:
+            previous = uow.signing_keys.active(for_update=True)
+            assert previous is not None
+            previous.retire(created, TTL, timedelta(0))
+            uow.signing_keys.add(_key(f"key_{n}", created=created, request_id=f"rot_{n}"))
+            uow.commit()
+    with backend.uow() as uow:
+        active = uow.signing_keys.active()
+        found = uow.signing_keys.by_request("rot_2")
+        assert found is not None
+        retired_by = (
+            uow.signing_keys.retired_by(found),
+            uow.signing_keys.retired_by(_key("key_1")),
+        )
+        published_now = [k.kid for k in uow.signing_keys.published(T0 + timedelta(minutes=3))]
+        published_later = [k.kid for k in uow.signing_keys.published(T0 + timedelta(minutes=17))]
+    assert active is not None
+    assert active.kid == "key_3"
+    assert retired_by == (T0 + timedelta(minutes=2) + TTL, None)
+    assert published_now == ["key_3", "key_2", "key_1"]
+    assert published_later == ["key_3", "key_2"]  # key_1's tokens expired, key_2's have not
+
+
+@RACING
+def test_a_second_active_key_or_a_second_key_for_one_request_is_a_lost_race(
+    backend: Backend,
+) -> None:
+    with backend.uow() as uow:
+        uow.signing_keys.add(_key("key_1", request_id="rot_1"))
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.is_conflict(_failure(uow, lambda: uow.signing_keys.add(_key("key_2"))))
+    with backend.uow() as uow:
+        retired = _key("key_3", request_id="rot_1")
+        retired.retire(T0, TTL, timedelta(0))
+        assert uow.is_conflict(_failure(uow, lambda: uow.signing_keys.add(retired)))
+    with backend.uow() as uow:
+        assert [k.kid for k in uow.signing_keys.published(T0)] == ["key_1"]
+
+
+@RACING
+def test_a_second_row_with_a_taken_id_is_a_lost_race(backend: Backend) -> None:
+    with backend.uow() as uow:
+        uow.customers.add(_customer("cus_a"))
+        uow.clients.add(ServiceClient("cli_a", "A", (), "hash", T0))
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.is_conflict(_failure(uow, lambda: uow.customers.add(_customer("cus_a"))))
+    with backend.uow() as uow:
+        client = ServiceClient("cli_a", "B", (), "hash", T0)
+        assert uow.is_conflict(_failure(uow, lambda: uow.clients.add(client)))
+    assert [type(e) for e in backend.events] == [CustomerCreated]

@@ -1,0 +1,408 @@
+"""The ledger repository's contract, run against every implementation: the in-memory fake,
+PostgreSQL (production) and SQLite (``make run``). The fake is what the fast use-case tests
+and a simulation run on; these tests are what keep it honest.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from astra_testkit.postgres import PostgresServer
+from chassis.db.engine import create_db_engine
+from chassis.events.writer import OutboxWriter
+from ledger.adapters import tables
+from ledger.adapters.events import to_outbox_message
+from ledger.adapters.memory import MemoryLedgerDatabase, MemoryLedgerUnitOfWork
+from ledger.adapters.unit_of_work import SqlLedgerUnitOfWork
+from ledger.bootstrap import migrate
+from ledger.domain.batch import BatchOutcome, decide_batch
+from ledger.domain.events import AccountOpened, TransferApplied
+from ledger.domain.model import (
+    Account,
+    AccountSpec,
+    NormalSide,
+    TransferKind,
+    TransferRequest,
+)
+from ledger.service_layer import use_cases
+from ledger.service_layer.unit_of_work import LedgerUnitOfWork
+
+from tests.ledger_builders import credit, debit, hold, move, post, reverse, void
+from tests.ledger_fixtures import MovableClock
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+UowFactory = Callable[[], LedgerUnitOfWork]
+
+
+class Backend:
+    """One implementation's unit of work, and the events its commits wrote."""
+
+    def __init__(self, make: Callable[[Callable[[Sequence[Any]], None]], LedgerUnitOfWork]) -> None:
+        self.events: list[Any] = []
+        self._make = make
+
+    def uow(self) -> LedgerUnitOfWork:
+        return self._make(self.events.extend)
+
+
+def _sql_backend(url: str) -> Iterator[Backend]:
+    engine = create_db_engine(url, pool_size=2, application_name="astra-contract")
+    write_events = OutboxWriter(tables.outbox, "ledger").events_writer(to_outbox_message)
+    yield Backend(lambda hook: SqlLedgerUnitOfWork(engine, write_events, hook))
+    engine.dispose()
+
+
+def _memory_backend() -> Backend:
+    database = MemoryLedgerDatabase()
+    return Backend(lambda hook: MemoryLedgerUnitOfWork(database, hook))
+
+
+@pytest.fixture(params=["memory", "postgresql", "sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "memory":
+        yield _memory_backend()
+    elif request.param == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        url = postgres.fresh_database_url("ledger", migrate)
+        yield from _sql_backend(url)
+        postgres.drop_url(url)
+    else:
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        migrate(url)
+        yield from _sql_backend(url)
+
+
+def _open(backend: Backend, *accounts: Account) -> None:
+    with backend.uow() as uow:
+        for account in accounts:
+            uow.ledger.insert_account(account)
+        uow.commit()
+
+
+def _spec(account_id: str, *, customer: str = "", no_overdraft: bool = False) -> AccountSpec:
+    return AccountSpec(
+        account_id,
+        "EUR",
+        NormalSide.DEBIT if account_id == "acct_bank" else NormalSide.CREDIT,
+        debits_must_not_exceed_credits=no_overdraft,
+        metadata=(("team", "ops"),),
+        external_reference=f"ref-{account_id}",
+        customer_id=customer,
+    )
+
+
+def _apply(backend: Backend, *requests: TransferRequest, now: datetime = T0) -> BatchOutcome:
+    """Decide ``requests`` on what the repository loads and write the outcome, as a batch."""
+    with backend.uow() as uow:
+        referenced = {r for r in (q.referenced_transfer_id() for q in requests) if r}
+        known, accounts = uow.ledger.load_for_batch(
+            [q.id for q in requests], {a for q in requests for a in q.account_ids()}, referenced
+        )
+        outcome = decide_batch(list(requests), accounts, known, now)
+        for account in outcome.accounts.values():
+            account.last_entry_at = now
+        uow.ledger.write(outcome)
+        uow.commit()
+    return outcome
+
+
+def _failure(uow: LedgerUnitOfWork, write: Callable[[], None]) -> Exception:
+    """What writing and committing raised: each backend raises its own kind of error."""
+    try:
+        write()
+        uow.commit()
+    except Exception as error:
+        return error
+    raise AssertionError("the write was accepted")
+
+
+@pytest.fixture
+def books(backend: Backend) -> Backend:
+    """acct_bank funded acct_alice (no overdraft, cus_a's) with 1,000; acct_bob is empty."""
+    _open(
+        backend,
+        *(
+            Account.open(_spec(a, customer=c, no_overdraft=a != "acct_bank"), T0)
+            for a, c in (("acct_bank", ""), ("acct_alice", "cus_a"), ("acct_bob", "cus_b"))
+        ),
+    )
+    _apply(backend, move("tr_fund", debit("acct_bank", 1000), credit("acct_alice", 1000)))
+    return backend
+
+
+def test_an_account_reads_back_as_inserted_and_its_event_is_committed(backend: Backend) -> None:
+    opened = Account.open(_spec("acct_a", customer="cus_a", no_overdraft=True), T0)
+    _open(backend, opened)
+    with backend.uow() as uow:
+        read = uow.ledger.get_account("acct_a")
+    assert read is not None
+    assert read == Account.open(_spec("acct_a", customer="cus_a", no_overdraft=True), T0)
+    assert [(type(e), e.account.id) for e in backend.events] == [(AccountOpened, "acct_a")]
+    with backend.uow() as uow:
+        assert uow.ledger.get_account("acct_missing") is None
+
+
+# SQLite (``make run``) has one writer at a time: a transaction that read before another
+# committed cannot write at all ("database is locked", retried), so it never reaches a
+# unique violation, and does not count one as a lost race. These run where races happen.
+RACING = pytest.mark.parametrize("backend", ["memory", "postgresql"], indirect=True)
+
+
+@RACING
+def test_a_second_account_with_an_id_is_a_lost_race(backend: Backend) -> None:
+    _open(backend, Account.open(_spec("acct_a"), T0))
+    with backend.uow() as uow:
+        refused = _failure(
+            uow, lambda: uow.ledger.insert_account(Account.open(_spec("acct_a"), T0))
+        )
+        assert uow.is_conflict(refused)
+    assert len(backend.events) == 1
+
+
+def test_nothing_of_a_transaction_that_did_not_commit_remains(books: Backend) -> None:
+    events = len(books.events)
+    with books.uow() as uow:
+        uow.ledger.insert_account(Account.open(_spec("acct_new"), T0))
+        _, accounts = uow.ledger.load_for_batch(["tr_x"], ["acct_alice", "acct_bob"], [])
+        outcome = decide_batch(
+            [hold("tr_x", debit("acct_alice", 5), credit("acct_bob", 5), timeout=timedelta(1))],
+            accounts,
+            {},
+            T0,
+        )
+        uow.ledger.write(outcome)
+        uow.ledger.seal_history("acct_bob", T0)
+        assert uow.ledger.get_record("tr_x") is not None  # the transaction sees its own writes
+    with books.uow() as uow:
+        assert uow.ledger.get_account("acct_new") is None
+        assert uow.ledger.get_record("tr_x") is None
+        assert uow.ledger.due_holds(T0 + timedelta(days=999), 10) == []
+        bob = uow.ledger.get_account("acct_bob")
+        assert bob is not None
+        assert (bob.entry_sequence, bob.credits_pending, bob.sealed_through) == (0, 0, None)
+        assert uow.ledger.list_entries("acct_bob", 0, 10) == []
+    assert len(books.events) == events
+
+
+def test_accounts_are_listed_by_id_after_a_position_and_by_customer(backend: Backend) -> None:
+    _open(
+        backend,
+        *(Account.open(_spec(f"acct_{i}", customer=f"cus_{i % 2}"), T0) for i in range(6)),
+    )
+    with backend.uow() as uow:
+        assert [a.id for a in uow.ledger.list_accounts(None, 3, "")] == [
+            "acct_0",
+            "acct_1",
+            "acct_2",
+        ]
+        assert [a.id for a in uow.ledger.list_accounts("acct_2", 10, "")] == [
+            "acct_3",
+            "acct_4",
+            "acct_5",
+        ]
+        assert [a.id for a in uow.ledger.list_accounts("acct_0", 10, "cus_1")] == [
+            "acct_1",
+            "acct_3",
+            "acct_5",
+        ]
+        listed = uow.ledger.list_accounts(None, 1, "cus_0")[0]
+    assert listed == Account.open(_spec("acct_0", customer="cus_0"), T0)
+
+
+def test_a_written_batch_reads_back_records_sums_entries_and_events(books: Backend) -> None:
+    later = T0 + timedelta(seconds=10)
+    outcome = _apply(
+        books,
+        move("tr_m", debit("acct_alice", 100), credit("acct_bob", 100), linked=True),
+        hold("tr_h", debit("acct_alice", 50), credit("acct_bob", 50), timeout=timedelta(hours=1)),
+        move("tr_no", debit("acct_bob", 10**6), credit("acct_alice", 10**6)),
+        now=later,
+    )
+    assert [r.ok for r in outcome.results] == [True, True, False]
+    with books.uow() as uow:
+        records = uow.ledger.load_records(["tr_m", "tr_h", "tr_no", "tr_missing"])
+        alice = uow.ledger.get_account("acct_alice")
+        entries = uow.ledger.list_entries("acct_alice", 1, 10)
+        as_of = uow.ledger.entry_as_of("acct_alice", later - timedelta(microseconds=1))
+        holds = uow.ledger.due_holds(later + timedelta(hours=1), 10)
+    assert sorted(records) == ["tr_h", "tr_m", "tr_no"]
+    assert records == {r.id: r for r in outcome.records}
+    assert (records["tr_no"].ok, records["tr_no"].reason) == (False, "INSUFFICIENT_FUNDS")
+    assert records["tr_h"].expires_at == later + timedelta(hours=1)
+    assert alice is not None
+    assert (alice.debits_posted, alice.credits_posted, alice.debits_pending) == (100, 1000, 50)
+    assert (alice.entry_sequence, alice.last_entry_at, alice.metadata) == (
+        3,
+        later,
+        (("team", "ops"),),
+    )
+    assert entries == [e for e in outcome.entries if e.account_id == "acct_alice"]
+    assert as_of is not None
+    assert (as_of.sequence, as_of.created_at) == (1, T0)
+    assert holds == ["tr_h"]
+    applied = [e for e in books.events if isinstance(e, TransferApplied)]
+    assert [e.transfer_id for e in applied] == ["tr_fund", "tr_m", "tr_h"]
+
+
+def test_records_carry_how_they_were_resolved_and_reversed(books: Backend) -> None:
+    _apply(
+        books,
+        hold("tr_h1", debit("acct_alice", 10), credit("acct_bob", 10)),
+        hold("tr_h2", debit("acct_alice", 20), credit("acct_bob", 20)),
+        move("tr_m", debit("acct_alice", 30), credit("acct_bob", 30)),
+    )
+    _apply(books, post("tr_p", "tr_h1"), void("tr_v", "tr_h2"), reverse("tr_r", "tr_m"))
+    with books.uow() as uow:
+        records = uow.ledger.load_records(["tr_h1", "tr_h2", "tr_m"])
+        single = uow.ledger.get_record("tr_h2")
+    derived = {tid: (r.resolved_by, r.resolution_kind, r.reversed_by) for tid, r in records.items()}
+    assert derived == {
+        "tr_h1": ("tr_p", TransferKind.POST_PENDING, ""),
+        "tr_h2": ("tr_v", TransferKind.VOID_PENDING, ""),
+        "tr_m": ("", None, "tr_r"),
+    }
+    assert single == records["tr_h2"]
+
+
+def test_a_batch_loads_its_referenced_transfers_and_their_accounts(books: Backend) -> None:
+    _apply(books, hold("tr_h", debit("acct_alice", 10), credit("acct_bob", 10)))
+    with books.uow() as uow:
+        known, accounts = uow.ledger.load_for_batch(["tr_p", "tr_fund"], [], ["tr_h"])
+    assert sorted(known) == ["tr_fund", "tr_h"]
+    assert sorted(accounts) == ["acct_alice", "acct_bob"]
+    assert (accounts["acct_alice"].debits_pending, accounts["acct_alice"].entry_sequence) == (10, 2)
+
+
+@RACING
+def test_a_decision_on_a_stale_snapshot_cannot_be_written(books: Backend) -> None:
+    _apply(books, hold("tr_h", debit("acct_alice", 10), credit("acct_bob", 10)))
+    with books.uow() as uow:
+        known, accounts = uow.ledger.load_for_batch(["tr_v"], [], ["tr_h"])
+    _apply(books, post("tr_p", "tr_h"))  # resolved meanwhile
+    stale = decide_batch([void("tr_v", "tr_h")], accounts, known, T0)
+    assert stale.results[0].ok
+    with books.uow() as uow:
+        assert uow.is_conflict(_failure(uow, lambda: uow.ledger.write(stale)))
+    with books.uow() as uow:
+        hold_record = uow.ledger.get_record("tr_h")
+        assert uow.ledger.get_record("tr_v") is None
+    assert hold_record is not None
+    assert hold_record.resolved_by == "tr_p"
+
+
+def test_due_holds_come_earliest_first_and_never_the_ones_without_expiry(books: Backend) -> None:
+    _apply(
+        books,
+        *(
+            hold(f"tr_h{i}", debit("acct_alice", 1), credit("acct_bob", 1), timeout=timeout)
+            for i, timeout in enumerate(
+                [timedelta(minutes=3), None, timedelta(minutes=1), timedelta(minutes=2)]
+            )
+        ),
+    )
+    with books.uow() as uow:
+        assert uow.ledger.due_holds(T0 + timedelta(minutes=2), 10) == ["tr_h2", "tr_h3"]
+        assert uow.ledger.due_holds(T0 + timedelta(days=1), 2) == ["tr_h2", "tr_h3"]
+        assert uow.ledger.due_holds(T0, 10) == []
+    _apply(books, void("tr_v", "tr_h2"))
+    with books.uow() as uow:
+        assert uow.ledger.due_holds(T0 + timedelta(days=1), 10) == ["tr_h3", "tr_h0"]
+
+
+def test_a_seal_only_moves_forward(books: Backend) -> None:
+    def sealed() -> datetime | None:
+        with books.uow() as uow:
+            account = uow.ledger.get_account("acct_bob")
+        assert account is not None
+        return account.sealed_through
+
+    for instant, expected in [
+        (T0, T0),
+        (T0 - timedelta(seconds=1), T0),
+        (T0 + timedelta(1), T0 + timedelta(1)),
+    ]:
+        with books.uow() as uow:
+            uow.ledger.seal_history("acct_bob", instant)
+            uow.commit()
+        assert sealed() == expected
+
+
+# --- the fake against the real thing, on the same traffic ----------------------------------
+
+
+def _traffic(seed: int) -> list[list[TransferRequest]]:
+    rng = random.Random(seed)
+    accounts = ["acct_bank", "acct_alice", "acct_bob"]
+    batches: list[list[TransferRequest]] = []
+    made: list[tuple[str, str]] = []
+    for b in range(12):
+        batch: dict[str, TransferRequest] = {}
+        for i in range(rng.randint(1, 8)):
+            tid = f"tr_{b}_{i}"
+            src, dst = rng.sample(accounts, 2)
+            amount = rng.randint(1, 400)
+            kind = rng.choice(["move", "hold", "expiring", "post", "void", "reverse", "replay"])
+            holds = [t for t, k in made if k == "hold"]
+            moved = [t for t, k in made if k == "move"]
+            if kind == "post" and holds:
+                request = post(tid, rng.choice(holds))
+            elif kind == "void" and holds:
+                request = void(tid, rng.choice(holds))
+            elif kind == "reverse" and moved:
+                request = reverse(tid, rng.choice(moved), rng.choice(["", "acct_bank"]))
+            elif kind == "replay" and batches:
+                request = rng.choice([r for past in batches for r in past])
+            elif kind in ("hold", "expiring"):
+                timeout = timedelta(seconds=rng.randint(1, 5)) if kind == "expiring" else None
+                request = hold(tid, debit(src, amount), credit(dst, amount), timeout=timeout)
+                made.append((tid, "hold"))
+            else:
+                request = move(tid, debit(src, amount), credit(dst, amount))
+                made.append((tid, "move"))
+            batch.setdefault(request.id, request)
+        batches.append(list(batch.values()))
+    return batches
+
+
+def _run(uow: UowFactory, batches: list[list[TransferRequest]]) -> list[object]:
+    """Everything the use cases answer for this traffic, in order."""
+    clock = MovableClock(T0)
+    seen: list[object] = []
+    for account_id, customer in (("acct_bank", ""), ("acct_alice", "cus_a"), ("acct_bob", "cus_b")):
+        spec = _spec(account_id, customer=customer, no_overdraft=account_id != "acct_bank")
+        seen.append(use_cases.open_account(uow, clock, spec))
+    for batch in batches:
+        seen.append(use_cases.create_transfers(uow, clock, batch))
+        clock.advance(timedelta(seconds=1))
+        seen.append(use_cases.expire_due_holds(uow, clock))
+    ids = sorted({r.id for batch in batches for r in batch})
+    seen.append(use_cases.lookup_transfers(uow, ids))
+    for account_id in ("acct_bank", "acct_alice", "acct_bob"):
+        seen.append(use_cases.get_account(uow, account_id))
+        seen.append(use_cases.list_entries(uow, account_id, 1000, "")[1].items)
+        for back in (0, 3, 7):
+            instant = clock.now() - timedelta(seconds=back)
+            seen.append(use_cases.get_balance(uow, account_id, instant, clock))
+    seen.append(use_cases.list_accounts(uow, 2, "").items)
+    return seen
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_fake_answers_random_traffic_exactly_as_postgresql_does(
+    postgres: PostgresServer, seed: int
+) -> None:
+    batches = _traffic(seed)
+    fake = _memory_backend()
+    url = postgres.fresh_database_url("ledger", migrate)
+    try:
+        for real in _sql_backend(url):
+            assert _run(fake.uow, batches) == _run(real.uow, batches)
+            assert fake.events == real.events
+            assert any(isinstance(e, TransferApplied) for e in fake.events)
+    finally:
+        postgres.drop_url(url)
