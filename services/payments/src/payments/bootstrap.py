@@ -31,13 +31,14 @@ from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
 from payments.domain.limits import AmountLimits
 from payments.domain.model import Payment, PaymentRequest
+from payments.domain.policy import Policy
 from payments.domain.states import PaymentState
 from payments.service_layer.capacity import CapacityWatch
 from payments.service_layer.creation import Creation, CreationBatcher, create_payments
 from payments.service_layer.orchestrator import Orchestrator
 from payments.service_layer.ports import BankGateway, IdentityPort, LedgerPort
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
-from payments.service_layer.use_cases import SERVICE, Caller, Deps, Policy, check_creation
+from payments.service_layer.use_cases import SERVICE, Caller, Deps, check_creation
 
 _log = structlog.get_logger("payments")
 
