@@ -26,6 +26,7 @@ from payments.adapters.identity_client import GrpcIdentity
 from payments.adapters.ledger_client import GrpcLedger
 from payments.adapters.locks import advisory_lock
 from payments.adapters.metrics import count_transitions, record_house_account, states_sampler
+from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.config import PaymentsSettings
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
@@ -222,7 +223,7 @@ def bootstrap(
     outbox = OutboxWriter(tables.outbox, CONTEXT)
 
     def uow() -> PaymentsUnitOfWork:
-        return PaymentsUnitOfWork(engine, outbox, to_outbox_message, count_transitions)
+        return SqlPaymentsUnitOfWork(engine, outbox, to_outbox_message, count_transitions)
 
     deps = Deps(
         uow=uow,
