@@ -381,8 +381,9 @@ class PaymentsRepository(TracksAggregates):
             index_elements=[K.c.customer_id],
             set_=changes,
             where=K.c.kyc_version < statement.excluded.kyc_version,
-        )
-        return bool(self._c.execute(statement).rowcount)
+        ).returning(K.c.customer_id)
+        # A row comes back only when one was written (rowcount does not tell, on psycopg).
+        return self._c.execute(statement).first() is not None
 
     # --- the bank feed cursor ---------------------------------------------------------------
 
