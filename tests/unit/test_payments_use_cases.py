@@ -484,7 +484,9 @@ def test_a_hold_that_keeps_failing_is_reported_once_as_stuck(service: Service) -
     service.drive(lambda: service.get("pay_1").state is S.FUNDS_HELD, "held", rounds=200)
 
 
-def test_one_failing_bank_call_leaves_the_rest_of_the_round_going(service: Service) -> None:
+def test_one_failing_bank_call_leaves_the_rest_of_the_round_going(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
     customer = service.verified("cus_ada", funds=10_000)
     for payment_id in ("pay_unlucky", "pay_lucky"):
         service.payout(payment_id, customer, 1_000)
@@ -495,19 +497,13 @@ def test_one_failing_bank_call_leaves_the_rest_of_the_round_going(service: Servi
             raise RuntimeError("injected: the bank client broke on this payment")
         return real(instruction)
 
-    service.deps.bank = _Wrapped(service.fakes.bank, submit)  # type: ignore[assignment]
+    monkeypatch.setattr(service.fakes.bank, "submit", submit)
     assert service.workers.process_due() == 2
     assert service.get("pay_lucky").state is S.SUBMITTED
     assert service.get("pay_unlucky").state is S.SUBMITTING
-
-
-class _Wrapped:
-    def __init__(self, real: object, submit: Callable[[BankInstruction], object]) -> None:
-        self._real = real
-        self.submit = submit
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._real, name)
+    monkeypatch.undo()
+    service.drive(lambda: service.get("pay_unlucky").state is S.SUBMITTED, "retried")
+    assert service.fakes.bank.submissions.count("pay_unlucky") == 1
 
 
 # --- refunds, cancels and reviews -----------------------------------------------------------

@@ -99,9 +99,9 @@ class Orchestrator:
         def work(uow: PaymentsUnitOfWork) -> list[Work]:
             now = deps.clock.now()
             due = uow.payments.claim_due(now, self._batch)
-            claimed = [w for w in (progress.claim(p, now, deps.policy) for p in due) if w]
+            claimed = [progress.claim(payment, now, deps.policy) for payment in due]
             uow.payments.save_all(due)
-            return claimed
+            return [work for work in claimed if work is not None]
 
         return run_in_transaction(deps.uow, work)
 
