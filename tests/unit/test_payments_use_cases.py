@@ -118,6 +118,15 @@ class Service:
         account = self.fakes.ledger.accounts[customer_account_id(customer_id, "EUR")]
         return account.debits_pending
 
+    def refuse_writes(self, operation: str, payment_id: str) -> None:
+        """The database refuses every ``operation`` ("add", "save") that writes ``payment_id``."""
+
+        def refuse(attempted: str, ids: Sequence[str]) -> None:
+            if attempted == operation and payment_id in ids:
+                raise RuntimeError(f"injected: the database refuses to {operation} {payment_id}")
+
+        self.fakes.database.before_write = refuse
+
     def drive(self, done: Callable[[], bool], what: str, rounds: int = 40) -> None:
         """Worker rounds and the bank's feed, a minute apart, until ``done``."""
         for _ in range(rounds):
@@ -294,12 +303,7 @@ def test_a_failed_group_transaction_writes_nothing_and_the_group_replays_once_sp
 ) -> None:
     customer = service.verified("cus_ada", funds=10_000)
     service.payout("pay_warmup", customer, 100)
-
-    def refuse(operation: str, ids: Sequence[str]) -> None:
-        if operation == "add" and "pay_bad" in ids:
-            raise RuntimeError("injected: the database refuses this row")
-
-    service.fakes.database.before_write = refuse
+    service.refuse_writes("add", "pay_bad")
     commits, events = service.fakes.database.commits, len(service.fakes.database.outbox)
     good = service.request("pay_good", customer, 1_000)
     bad = service.request("pay_bad", customer, 1_000)
@@ -318,12 +322,7 @@ def test_a_failure_after_identity_was_asked_stays_its_own_request(service: Servi
     service.payout("pay_warmup", known, 100)
     fresh = service.verified("cus_fresh", funds=10_000)
     other = service.verified("cus_other", funds=10_000)
-
-    def refuse(operation: str, ids: Sequence[str]) -> None:
-        if operation == "add" and "pay_bad" in ids:
-            raise RuntimeError("injected: the database refuses this row")
-
-    service.fakes.database.before_write = refuse
+    service.refuse_writes("add", "pay_bad")
     outcomes = service.group(
         service.request("pay_first", known, 1_000),
         service.request("pay_bad", fresh, 1_000),
@@ -359,12 +358,7 @@ def test_holds_whose_outcome_cannot_be_recorded_together_are_recorded_alone(
 ) -> None:
     customer = service.verified("cus_ada", funds=10_000)
     service.payout("pay_warmup", customer, 100)
-
-    def refuse(operation: str, ids: Sequence[str]) -> None:
-        if operation == "save" and "pay_bad" in ids:
-            raise RuntimeError("injected: this row cannot be written")
-
-    service.fakes.database.before_write = refuse
+    service.refuse_writes("save", "pay_bad")
     outcomes = service.group(
         service.request("pay_good", customer, 1_000),
         service.request("pay_bad", customer, 1_000),
@@ -372,7 +366,7 @@ def test_holds_whose_outcome_cannot_be_recorded_together_are_recorded_alone(
     assert payment_of(outcomes[0]).state is S.FUNDS_HELD
     # Held in the ledger, its outcome not written: the committed payment, no error.
     assert payment_of(outcomes[1]).state is S.CREATED
-    service.fakes.database.before_write = lambda _op, _ids: None
+    service.refuse_writes("", "")
     service.fakes.clock.advance(31)  # the lease ends: a worker holds it (the ledger replays)
     service.workers.process_due()
     assert service.get("pay_bad").state is S.FUNDS_HELD
