@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime
 import pytest
 from chassis.retry import RetryPolicy
 from payments.adapters.bank_gateway import HttpBankGateway, new_breaker
+from payments.domain.bank import BankInstruction, LookupResult, SubmitResult
 from payments.domain.model import BankAccount, BankStatus
-from payments.service_layer.ports import BankInstruction, LookupResult, SubmitResult
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 

@@ -19,9 +19,10 @@ from typing import cast
 import grpc
 from astra.payments.v1 import payments_pb2 as pb
 from payments.adapters.bank_gateway import HttpBankGateway
+from payments.domain.bank import BankEvent, BankPaymentView
 from payments.domain.model import BankStatus
 from payments.service_layer.orchestrator import FEED, Orchestrator
-from payments.service_layer.ports import BankEvent, BankGateway, BankPaymentView
+from payments.service_layer.ports import BankGateway
 
 from tests.payments_fixtures import (
     Suite,

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 import grpc
 import payments.bootstrap
+import payments.domain.creation
 import payments.service_layer.creation
-import payments.service_layer.use_cases
 import pytest
 from astra.payments.v1 import payments_pb2 as pb
 from chassis.kernel.errors import DomainError, ErrorCategory
@@ -271,7 +271,7 @@ def not_found(suite: Suite, payment_id: str) -> bool:
 def test_a_decision_that_raises_fails_only_its_own_request(
     scenario: Scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = payments.service_layer.use_cases.decide_payment
+    real = payments.domain.creation.decide_payment
 
     def decide(request: Any, *args: Any) -> Any:
         if request.payment_id == scenario.bad_id:

@@ -427,3 +427,125 @@ def test_a_second_bank_payment_for_one_of_ours_is_a_break() -> None:
     report = reconcile("rec_1", NOW.date(), lines, {"pay_ok": ok}, bookings, NOW)
     assert [b.kind for b in report.breaks] == [BreakKind.UNKNOWN_AT_BANK]
     assert report.matched == 1
+
+
+def test_every_break_names_its_payment_amounts_and_why() -> None:
+    ok = settled_payment("pay_ok", 100)
+    col = settled_payment("pay_col", 70, PaymentKind.COLLECTION)
+    missing = settled_payment("pay_missing", 100)
+    returned = settled_payment("pay_back", 40)
+    returned.bank_reported(BankStatus.RETURNED, NOW, returned_at=NOW)
+    wrong_amount = settled_payment("pay_amount", 100)
+    wrong_booking = settled_payment("pay_ledger", 100)
+    unbooked = settled_payment("pay_unbooked", 30)
+    failed = make()
+    failed.id = "pay_failed"
+    payments = {
+        p.id: p for p in (ok, col, missing, returned, wrong_amount, wrong_booking, unbooked, failed)
+    }
+    lines = [
+        line("pay_ok", 100),
+        line("pay_col", 70, outgoing=False),
+        line("pay_amount", 90),
+        line("pay_ledger", 100),
+        line("pay_unbooked", 30),
+        line("pay_failed", 100),
+        line("pay_stranger", 5),
+        line("pay_ok", 100, bank_id="bpm_dup"),
+        line("pay_col", 70, outgoing=False),
+    ]
+    bookings = {
+        transfer_id("pay_ok", LedgerStep.POST): -100,
+        transfer_id("pay_col", LedgerStep.CREDIT): 70,
+        transfer_id("pay_amount", LedgerStep.POST): -100,
+        transfer_id("pay_ledger", LedgerStep.POST): -99,
+    }
+    report = reconcile("rec_1", NOW.date(), lines, payments, bookings, NOW)
+    on = NOW.date().isoformat()
+    assert (report.line_count, report.matched) == (9, 2)
+    assert [
+        (b.kind, b.payment_id, b.bank_payment_id, b.expected_amount, b.actual_amount, b.detail)
+        for b in report.breaks
+    ] == [
+        (
+            BreakKind.AMOUNT_MISMATCH,
+            "pay_amount",
+            "bpm_pay_amount",
+            100,
+            90,
+            "the bank booked 90 EUR; the payment is 100 EUR",
+        ),
+        (
+            BreakKind.LEDGER_MISMATCH,
+            "pay_ledger",
+            "bpm_pay_ledger",
+            -100,
+            -99,
+            "the clearing account has -99 for tr_pay_ledger_post; the line needs -100",
+        ),
+        (
+            BreakKind.LEDGER_MISMATCH,
+            "pay_unbooked",
+            "bpm_pay_unbooked",
+            -30,
+            0,
+            "the clearing account has no booking for tr_pay_unbooked_post; the line needs -30",
+        ),
+        (
+            BreakKind.STATUS_MISMATCH,
+            "pay_failed",
+            "bpm_pay_failed",
+            1000,
+            100,
+            f"the bank settled it on {on}; the payment is CREATED",
+        ),
+        (
+            BreakKind.UNKNOWN_AT_BANK,
+            "",
+            "bpm_pay_stranger",
+            0,
+            5,
+            "statement line 1 (reference 'pay_stranger') matches no payment of ours",
+        ),
+        (
+            BreakKind.UNKNOWN_AT_BANK,
+            "pay_ok",
+            "bpm_dup",
+            0,
+            100,
+            "statement line 1 (reference 'pay_ok') matches no payment of ours",
+        ),
+        (
+            BreakKind.STATUS_MISMATCH,
+            "pay_col",
+            "bpm_pay_col",
+            70,
+            70,
+            f"the bank settled it on {on}; the payment is SETTLED",
+        ),
+        (
+            BreakKind.MISSING_AT_BANK,
+            "pay_back",
+            "bpm_pay_back",
+            40,
+            0,
+            f"the payment was settled on {on} but the statement has no line for it",
+        ),
+        (
+            BreakKind.MISSING_AT_BANK,
+            "pay_back",
+            "bpm_pay_back",
+            40,
+            0,
+            f"the payment was returned on {on} but the statement has no line for it",
+        ),
+        (
+            BreakKind.MISSING_AT_BANK,
+            "pay_missing",
+            "bpm_pay_missing",
+            100,
+            0,
+            f"the payment was settled on {on} but the statement has no line for it",
+        ),
+    ]
+    assert {b.currency for b in report.breaks} == {"EUR"}

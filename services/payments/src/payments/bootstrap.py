@@ -26,18 +26,20 @@ from payments.adapters.identity_client import GrpcIdentity
 from payments.adapters.ledger_client import GrpcLedger
 from payments.adapters.locks import advisory_lock
 from payments.adapters.metrics import count_transitions, record_house_account, states_sampler
+from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.config import PaymentsSettings
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
 from payments.domain.limits import AmountLimits
 from payments.domain.model import Payment, PaymentRequest
+from payments.domain.policy import Policy
 from payments.domain.states import PaymentState
 from payments.service_layer.capacity import CapacityWatch
 from payments.service_layer.creation import Creation, CreationBatcher, create_payments
 from payments.service_layer.orchestrator import Orchestrator
 from payments.service_layer.ports import BankGateway, IdentityPort, LedgerPort
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
-from payments.service_layer.use_cases import SERVICE, Caller, Deps, Policy, check_creation
+from payments.service_layer.use_cases import SERVICE, Caller, Deps, check_creation
 
 _log = structlog.get_logger("payments")
 
@@ -221,7 +223,7 @@ def bootstrap(
     write_events = OutboxWriter(tables.outbox, CONTEXT).events_writer(to_outbox_message)
 
     def uow() -> PaymentsUnitOfWork:
-        return PaymentsUnitOfWork(engine, write_events, count_transitions)
+        return SqlPaymentsUnitOfWork(engine, write_events, count_transitions)
 
     deps = Deps(
         uow=uow,

@@ -47,8 +47,12 @@ class SqlUnitOfWork(UnitOfWork):
         return self._connection
 
     def _write_events(self, events: Sequence[Any]) -> None:
-        if events and self._write is not None:
-            self._write(self.connection, events)
+        if not events:
+            return
+        if self._write is None:
+            # Committing state without its events would lose them for good.
+            raise RuntimeError(f"{len(events)} events recorded where no events writer is set")
+        self._write(self.connection, events)
 
     def is_conflict(self, error: BaseException) -> bool:
         return super().is_conflict(error) or is_conflict(error)

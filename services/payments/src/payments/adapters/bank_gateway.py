@@ -43,18 +43,18 @@ from chassis.retry import (
     raise_for_transient_status,
 )
 
-from payments.domain.model import BankStatus
-from payments.domain.reconciliation import StatementLine
-from payments.service_layer.ports import (
+from payments.domain.bank import (
     BankEvent,
     BankInstruction,
     BankPaymentView,
-    BankUnavailable,
     LookupOutcome,
     LookupResult,
     SubmitOutcome,
     SubmitResult,
 )
+from payments.domain.model import BankStatus
+from payments.domain.reconciliation import StatementLine
+from payments.service_layer.ports import BankUnavailable
 
 _log = structlog.get_logger("payments.bank")
 DEPENDENCY = "bank"

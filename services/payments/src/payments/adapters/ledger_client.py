@@ -28,11 +28,12 @@ from payments.domain.ledger_plan import (
     AccountSpec,
     LedgerLeg,
     LedgerOperation,
+    LedgerResult,
     OpKind,
     clearing_account_id,
 )
 from payments.domain.limits import RunningTotals
-from payments.service_layer.ports import LedgerRequestRefused, LedgerResult, LedgerUnavailable
+from payments.service_layer.ports import LedgerRequestRefused, LedgerUnavailable
 
 _log = structlog.get_logger("payments.ledger")
 
@@ -41,17 +42,6 @@ LOOKUP_LIMIT = 1000
 # Transfers whose legs are postings (a partial post's legs are the amounts posted).
 _POSTING_KINDS = frozenset(
     {pb.TRANSFER_KIND_MOVEMENT, pb.TRANSFER_KIND_POST_PENDING, pb.TRANSFER_KIND_REVERSAL}
-)
-
-# Answers about the request, not failures to get one.
-_ANSWERS = frozenset(
-    {
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.OUT_OF_RANGE,
-    }
 )
 
 
@@ -145,18 +135,6 @@ class GrpcLedger:
                 _log.warning("ledger account exists with other settings", account_id=spec.id)
             with self._lock:
                 self._opened.add(spec.id)
-
-    def apply_one(self, operation: LedgerOperation) -> LedgerResult:
-        spec = _expressible(operation)
-        if isinstance(spec, LedgerResult):
-            return spec
-        try:
-            self._stub.CreateTransfer(pb.CreateTransferRequest(transfer=spec))
-        except grpc.RpcError as error:
-            if error.code() in _ANSWERS:
-                return _refusal(operation, error)
-            raise _unavailable(error, "CreateTransfer") from error
-        return LedgerResult(operation.transfer_id, True)
 
     def apply(self, operations: Sequence[LedgerOperation]) -> list[LedgerResult]:
         results: list[LedgerResult | None] = []

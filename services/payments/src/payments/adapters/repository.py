@@ -24,6 +24,7 @@ from payments.domain.customers import CustomerKyc
 from payments.domain.model import BankAccount, LedgerStep, Payment, Transition
 from payments.domain.reconciliation import Break, BreakKind, ReconciliationReport
 from payments.domain.states import UNSUCCESSFUL, PaymentKind, PaymentState
+from payments.service_layer.ports import StaleWrite
 
 P = tables.payments
 T = tables.payment_transitions
@@ -40,19 +41,6 @@ _INSERT = insert(P)
 _INSERT_TRANSITIONS = insert(T)
 _CUSTOMER = select(K).where(K.c.customer_id == bindparam("b_id"))
 _CUSTOMER_LOCKED = _CUSTOMER.with_for_update()
-_VELOCITY = select(
-    func.count(),
-    func.coalesce(func.sum(P.c.amount).filter(P.c.currency == bindparam("b_currency")), 0),
-).where(
-    P.c.customer_id == bindparam("b_customer"),
-    P.c.created_at >= bindparam("b_since"),
-    P.c.kind.in_((int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))),
-    P.c.state != int(PaymentState.DECLINED),
-)
-
-
-class StaleWrite(Exception):
-    """The payment changed since it was loaded (a version check failed)."""
 
 
 def _dt(value: datetime | None) -> datetime | None:
@@ -158,8 +146,7 @@ def _columns(p: Payment) -> dict[str, Any]:
 
 
 class PaymentsRepository(TracksAggregates):
-    """Payments, their history, the KYC projection and reconciliation runs; every payment and
-    run handed out or given is tracked, so the unit of work collects their events."""
+    """``service_layer.ports.PaymentsRepository`` in SQL, on one transaction's connection."""
 
     def __init__(self, connection: Connection) -> None:
         super().__init__()
@@ -202,9 +189,7 @@ class PaymentsRepository(TracksAggregates):
         ]
 
     def add(self, payment: Payment) -> None:
-        self.track(payment)
-        self._c.execute(_INSERT, _columns(payment))
-        self._write_transitions([payment])
+        self.add_all([payment])
 
     def add_all(self, batch: Sequence[Payment]) -> None:
         if not batch:
@@ -273,13 +258,6 @@ class PaymentsRepository(TracksAggregates):
         if self._postgres:
             statement = statement.with_for_update(skip_locked=True)
         return [self.track(_payment(row)) for row in self._c.execute(statement)]
-
-    def velocity(self, customer_id: str, currency: str, since: datetime) -> tuple[int, int]:
-        """(count, amount in ``currency``) of the customer's assessed payments since ``since``."""
-        row = self._c.execute(
-            _VELOCITY, {"b_customer": customer_id, "b_currency": currency, "b_since": since}
-        ).one()
-        return int(row[0]), int(row[1])
 
     def velocities(
         self, keys: Iterable[tuple[str, str]], since: datetime
@@ -403,8 +381,9 @@ class PaymentsRepository(TracksAggregates):
             index_elements=[K.c.customer_id],
             set_=changes,
             where=K.c.kyc_version < statement.excluded.kyc_version,
-        )
-        return bool(self._c.execute(statement).rowcount)
+        ).returning(K.c.customer_id)
+        # A row comes back only when one was written (rowcount does not tell, on psycopg).
+        return self._c.execute(statement).first() is not None
 
     # --- the bank feed cursor ---------------------------------------------------------------
 

@@ -20,3 +20,15 @@ class CustomerKyc:
     @property
     def verified(self) -> bool:
         return self.kyc_status == VERIFIED
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerStatus:
+    """What a decision needs of a customer: its KYC status and since when it is one."""
+
+    kyc_status: str
+    customer_since: datetime | None
+
+    @classmethod
+    def of(cls, kyc: CustomerKyc) -> CustomerStatus:
+        return cls(kyc.kyc_status, kyc.customer_since)

@@ -62,6 +62,24 @@ class Velocity:
     amount: int = 0  # in the currency of the payment assessed
 
 
+class Velocities:
+    """The customers' recent payments, counted on while a group of new ones is decided:
+    each one accepted counts for those decided after it (declined ones do not count)."""
+
+    def __init__(self, recent: Mapping[tuple[str, str], tuple[int, int]]) -> None:
+        # (customer, currency) -> [count, amount], as read when the group began.
+        self._counted = {key: list(value) for key, value in recent.items()}
+
+    def of(self, customer_id: str, currency: str) -> Velocity:
+        count, amount = self._counted.setdefault((customer_id, currency), [0, 0])
+        return Velocity(count, amount)
+
+    def count(self, customer_id: str, currency: str, amount: int) -> None:
+        counted = self._counted.setdefault((customer_id, currency), [0, 0])
+        counted[0] += 1
+        counted[1] += amount
+
+
 def assess(
     rules: FraudRules,
     *,

@@ -64,6 +64,17 @@ class LedgerOperation:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerResult:
+    """The ledger's answer to one operation: booked, or refused for good with a reason (the
+    ledger records a refusal under the transfer id, so asking again gives the same)."""
+
+    transfer_id: str
+    ok: bool
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AccountSpec:
     """An account payments opens (idempotently) before it books on it."""
 

@@ -12,7 +12,7 @@ same signed amount.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -97,6 +97,119 @@ def bookings_to_check(lines: Iterable[StatementLine], payments: Mapping[str, Pay
     }
 
 
+@dataclass(slots=True)
+class _Line:
+    """A statement line as the checks see it: the payment it names (if any) and the ledger."""
+
+    line: StatementLine
+    found: Payment | None
+    day: date
+    # Lines our side expects and no line has claimed yet (see ``claim``).
+    expected: dict[tuple[str, bool], Payment]
+    clearing_bookings: Mapping[str, int]
+
+    @property
+    def payment(self) -> Payment:
+        assert self.found is not None  # the first check stops every line without one
+        return self.found
+
+    def claim(self) -> bool:
+        """Take the line our side expects for this one; a second line for it finds none."""
+        return self.expected.pop((self.payment.id, self.line.is_return), None) is not None
+
+    @property
+    def transfer_id(self) -> str:
+        return transfer_id(self.payment.id, booking_step(self.payment, self.line))
+
+    @property
+    def wanted(self) -> int:
+        """The signed amount the line's booking must have posted to clearing."""
+        return clearing_amount(self.payment, booking_step(self.payment, self.line))
+
+    @property
+    def booked(self) -> int | None:
+        return self.clearing_bookings.get(self.transfer_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One test a line must pass, and the break it is when it does not."""
+
+    kind: BreakKind
+    passes: Callable[[_Line], bool]
+    expected: Callable[[_Line], int]
+    actual: Callable[[_Line], int]
+    detail: Callable[[_Line], str]
+
+    def break_of(self, at: _Line) -> Break:
+        line = at.line
+        payment_id = at.found.id if at.found is not None else ""
+        return Break(
+            self.kind,
+            payment_id,
+            line.bank_payment_id,
+            self.expected(at),
+            self.actual(at),
+            line.currency,
+            self.detail(at),
+        )
+
+
+def _names_ours(at: _Line) -> bool:
+    ours = at.found
+    return ours is not None and (
+        not ours.bank_payment_id or ours.bank_payment_id == at.line.bank_payment_id
+    )
+
+
+# Each line is checked in this order; the first check it fails is its break.
+_CHECKS = (
+    _Check(
+        BreakKind.UNKNOWN_AT_BANK,
+        passes=_names_ours,
+        expected=lambda at: 0,
+        actual=lambda at: at.line.amount,
+        detail=lambda at: (
+            f"statement line {at.line.line_id} (reference {at.line.reference!r}) "
+            "matches no payment of ours"
+        ),
+    ),
+    _Check(
+        BreakKind.STATUS_MISMATCH,
+        passes=_Line.claim,
+        expected=lambda at: at.payment.amount,
+        actual=lambda at: at.line.amount,
+        detail=lambda at: (
+            f"the bank {'returned' if at.line.is_return else 'settled'} it on {at.day}; "
+            f"the payment is {at.payment.state.name}"
+        ),
+    ),
+    _Check(
+        BreakKind.AMOUNT_MISMATCH,
+        passes=lambda at: (
+            (at.line.amount, at.line.currency) == (at.payment.amount, at.payment.currency)
+        ),
+        expected=lambda at: at.payment.amount,
+        actual=lambda at: at.line.amount,
+        detail=lambda at: (
+            f"the bank booked {at.line.amount} {at.line.currency}; "
+            f"the payment is {at.payment.amount} {at.payment.currency}"
+        ),
+    ),
+    _Check(
+        BreakKind.LEDGER_MISMATCH,
+        passes=lambda at: at.booked == at.wanted,
+        expected=lambda at: at.wanted,
+        actual=lambda at: at.booked or 0,
+        detail=lambda at: (
+            "the clearing account has "
+            f"{at.booked if at.booked is not None else 'no booking'} "
+            f"for {at.transfer_id}; the line needs {at.wanted}"
+        ),
+    ),
+)
+
+
 def reconcile(
     run_id: str,
     day: date,
@@ -112,69 +225,13 @@ def reconcile(
     count = 0
     for line in lines:
         count += 1
-        payment = payments.get(line.reference)
-        if payment is None or (
-            payment.bank_payment_id and payment.bank_payment_id != line.bank_payment_id
-        ):
-            breaks.append(
-                Break(
-                    BreakKind.UNKNOWN_AT_BANK,
-                    payment.id if payment else "",
-                    line.bank_payment_id,
-                    0,
-                    line.amount,
-                    line.currency,
-                    f"statement line {line.line_id} (reference {line.reference!r}) "
-                    "matches no payment of ours",
-                )
-            )
-            continue
-        if expected.pop((payment.id, line.is_return), None) is None:
-            what = "returned" if line.is_return else "settled"
-            breaks.append(
-                Break(
-                    BreakKind.STATUS_MISMATCH,
-                    payment.id,
-                    line.bank_payment_id,
-                    payment.amount,
-                    line.amount,
-                    line.currency,
-                    f"the bank {what} it on {day}; the payment is {payment.state.name}",
-                )
-            )
-            continue
-        if line.amount != payment.amount or line.currency != payment.currency:
-            breaks.append(
-                Break(
-                    BreakKind.AMOUNT_MISMATCH,
-                    payment.id,
-                    line.bank_payment_id,
-                    payment.amount,
-                    line.amount,
-                    line.currency,
-                    f"the bank booked {line.amount} {line.currency}; "
-                    f"the payment is {payment.amount} {payment.currency}",
-                )
-            )
-            continue
-        step = booking_step(payment, line)
-        want = clearing_amount(payment, step)
-        booked = clearing_bookings.get(transfer_id(payment.id, step))
-        if booked != want:
-            breaks.append(
-                Break(
-                    BreakKind.LEDGER_MISMATCH,
-                    payment.id,
-                    line.bank_payment_id,
-                    want,
-                    booked or 0,
-                    line.currency,
-                    f"the clearing account has {booked if booked is not None else 'no booking'} "
-                    f"for {transfer_id(payment.id, step)}; the line needs {want}",
-                )
-            )
-            continue
-        matched += 1
+        at = _Line(line, payments.get(line.reference), day, expected, clearing_bookings)
+        failed = next((check for check in _CHECKS if not check.passes(at)), None)
+        if failed is None:
+            matched += 1
+        else:
+            breaks.append(failed.break_of(at))
+    # What no line claimed: the bank settled or returned nothing for it that day.
     for (payment_id, is_return), payment in sorted(expected.items()):
         breaks.append(
             Break(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from chassis.kernel.errors import FailedPrecondition
 
-from payments.domain.model import Payment, not_refundable
+from payments.domain.customers import VERIFIED, CustomerStatus
+from payments.domain.model import Payment, PaymentRequest, not_refundable
 from payments.domain.states import PaymentKind, PaymentState
 
 
@@ -31,3 +34,24 @@ def check_refund(original: Payment, amount: int, refunded: int) -> None:
                 "requested": str(amount),
             },
         )
+
+
+def decide_refund(
+    request: PaymentRequest,
+    original: Payment,
+    refunded: int,
+    status: CustomerStatus,
+    now: datetime,
+    trace_context: str = "",
+) -> Payment:
+    """A refund of ``original`` (of which ``refunded`` is live already), or its refusal.
+
+    Declined unless the customer is verified; refunds are not assessed by the fraud
+    rules: they send money back where it came from.
+    """
+    check_refund(original, request.amount, refunded)
+    refund = Payment.create(request, fee=0, ledger_account_id=original.ledger_account_id, now=now)
+    refund.trace_context = trace_context
+    if status.kyc_status != VERIFIED:
+        refund.decline("CUSTOMER_NOT_VERIFIED", now)
+    return refund

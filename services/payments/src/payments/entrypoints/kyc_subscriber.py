@@ -1,13 +1,13 @@
 """Payments' projection of customers' KYC status, fed by identity's events.
 
-Runs on the chassis subscriber (``subscribe``): each event is applied in the same
-transaction as its inbox row (so a redelivery has no second effect), and the
-projection keeps the newest ``kyc_version`` whatever order events arrive in.
+Runs on the chassis subscriber helper: each event is applied in the same
+transaction as its inbox row (so a redelivery has no second effect), by the
+projection's use case (``use_cases.record_customer_kyc``, on the service's
+clock), which keeps the newest ``kyc_version`` whatever order events arrive in.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -19,36 +19,39 @@ from sqlalchemy import Connection
 
 from payments.adapters import tables
 from payments.adapters.identity_client import customer_kyc, kyc_status_name
-from payments.adapters.repository import PaymentsRepository
+from payments.adapters.unit_of_work import JoinedPaymentsUnitOfWork
 from payments.bootstrap import Payments
 from payments.config import PaymentsSettings
 from payments.domain.customers import CustomerKyc
+from payments.service_layer.use_cases import record_customer_kyc
 
 _log = structlog.get_logger("payments.kyc")
 
 
-def on_customer_created(event: ReceivedEvent[Any], connection: Connection) -> None:
-    message: identity_events.CustomerCreated = event.message
-    PaymentsRepository(connection).upsert_customer(
-        customer_kyc(message.customer), datetime.now(UTC)
-    )
+def kyc_handlers(app: Payments) -> dict[Any, Any]:
+    """Identity's events, each recorded by the projection's use case in the inbox's
+    transaction (``connection``)."""
+    clock = app.deps.clock
 
+    def on_customer_created(event: ReceivedEvent[Any], connection: Connection) -> None:
+        message: identity_events.CustomerCreated = event.message
+        kyc = customer_kyc(message.customer)
+        record_customer_kyc(lambda: JoinedPaymentsUnitOfWork(connection), clock, kyc)
 
-def on_kyc_changed(event: ReceivedEvent[Any], connection: Connection) -> None:
-    message: identity_events.CustomerKycChanged = event.message
-    kyc = CustomerKyc(
-        customer_id=message.customer_id,
-        kyc_status=kyc_status_name(message.status),
-        kyc_version=message.kyc_version,
-        customer_since=None,  # kept from what is known; the change does not say
-    )
-    PaymentsRepository(connection).upsert_customer(kyc, datetime.now(UTC))
+    def on_kyc_changed(event: ReceivedEvent[Any], connection: Connection) -> None:
+        message: identity_events.CustomerKycChanged = event.message
+        kyc = CustomerKyc(
+            customer_id=message.customer_id,
+            kyc_status=kyc_status_name(message.status),
+            kyc_version=message.kyc_version,
+            customer_since=None,  # kept from what is known; the change does not say
+        )
+        record_customer_kyc(lambda: JoinedPaymentsUnitOfWork(connection), clock, kyc)
 
-
-HANDLERS: dict[Any, Any] = {
-    identity_events.CustomerCreated: on_customer_created,
-    identity_events.CustomerKycChanged: on_kyc_changed,
-}
+    return {
+        identity_events.CustomerCreated: on_customer_created,
+        identity_events.CustomerKycChanged: on_kyc_changed,
+    }
 
 
 def start_kyc_subscriber(app: Payments, settings: PaymentsSettings) -> EventSubscriber | None:
@@ -60,7 +63,7 @@ def start_kyc_subscriber(app: Payments, settings: PaymentsSettings) -> EventSubs
             subscription=settings.kyc_subscription,
             engine=app.engine,
             tables=tables.subscriber_tables,
-            handlers=HANDLERS,
+            handlers=kyc_handlers(app),
         )
     except Exception:
         # Without it the gate still works: payments asks identity for unknown customers.

@@ -1,27 +1,28 @@
-"""Group commit for creating payouts and collections.
+"""Group commit for creating payouts and collections; a single creation is a group of one.
 
 One creation on its own is two transactions and one ledger call; at hundreds
 per second those round trips, not the work, are the cost. ``CreationBatcher``
 queues concurrent CreatePayout/CreateCollection calls and a worker takes
 whatever has gathered: one transaction decides them all (customers locked in
-id order, velocity counted across the batch), one ledger request holds all the
+id order, velocity counted across the group), one ledger request holds all the
 payouts' funds, one transaction records the holds. Each caller still gets its
 own payment or its own refusal. Nothing waits on a timer: a lone call goes
-straight through.
+straight through, as a group of one (``create_payment``).
 
-A request whose customer the projection does not know as VERIFIED leaves the
-batch and takes the single path, which asks identity first.
+A request whose customer the projection does not know as VERIFIED waits while
+identity is asked (once per customer, outside any transaction); it is then
+decided in a second transaction, and held with the others.
 
 No shared fate: what can refuse one request alone is checked before it is
 submitted (``use_cases.check_creation``); inside a group each request's failure
-is its own outcome, and after the group's decisions are committed no caller
+is its own outcome, and after the first decisions are committed no caller
 gets an error (see ``create_payments``).
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -29,25 +30,22 @@ from chassis.batching import GroupCommitter
 from chassis.db.retry import DATABASE_UNAVAILABLE
 from chassis.kernel.errors import DomainError
 from chassis.kernel.uow import run_in_transaction
-from chassis.tracing import batch_span
+from chassis.tracing import current_traceparent
 
-from payments.domain.fraud import Velocity
-from payments.domain.ledger_plan import accounts_for, operation_for
-from payments.domain.model import LedgerStep, Payment, PaymentRequest
+from payments.domain.creation import decide_payment, replay
+from payments.domain.customers import CustomerKyc, CustomerStatus
+from payments.domain.fraud import Velocities
+from payments.domain.model import Payment, PaymentRequest
+from payments.domain.progress import lease_for_hold
 from payments.domain.states import PaymentState
-from payments.service_layer.ports import LedgerResult
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
 from payments.service_layer.use_cases import (
-    CustomerStatus,
+    SERVICE,
+    Caller,
     Deps,
-    _lease_for_hold,
-    _replay,
-    apply_hold_result,
-    book,
-    create_payment,
-    decide_payment,
-    declined,
-    schedule,
+    answer_created,
+    ask_identity,
+    check_creation,
 )
 
 _log = structlog.get_logger("payments.creation")
@@ -63,174 +61,196 @@ class Creation:
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
+def create_payment(
+    deps: Deps, request: PaymentRequest, account_field: str, caller: Caller = SERVICE
+) -> Payment:
+    """A payout or a collection (``request.kind``) on its own: a group of one."""
+    check_creation(deps, request, account_field, caller)
+    (outcome,) = create_payments(deps, [Creation(request, account_field)])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
 def create_payments(deps: Deps, creations: Sequence[Creation]) -> list[Outcome]:
     """Create validated requests together; one outcome (payment or error) per request.
 
     Each request's failure is its own: a decision that raises is that request's
-    outcome, and once the decisions are committed nothing raises any more (a
-    step that fails after it leaves the payments as committed, for a worker to
-    finish). Only the decisions' transaction can fail for the whole group, and
+    outcome, and once the first decisions are committed nothing raises any more
+    (a step that fails after it leaves the payments as committed, for a worker
+    to finish). Only that first transaction can fail for the whole group, and
     then nothing was written. Running it again with the same requests replays
     them: each gets its payment back, and an outgoing payment whose hold is not
     recorded yet is held again under its own transfer id, which the ledger
     replays, never books twice.
     """
     outcomes: list[Outcome | None] = [None] * len(creations)
-    single: list[int] = []
-    policy = deps.policy
+    first = _decide(deps, creations, range(len(creations)), {})
+    created = first.record(outcomes)
+    if first.unknown:
+        asked = _ask_identity(deps, creations, first.unknown, outcomes)
+        later = [index for index in first.unknown if outcomes[index] is None]
+        created += _decide_apart(deps, creations, later, asked, outcomes)
+    # Committed: from here on, every caller gets its payment whatever fails.
+    created_ids = {p.id for p in created}
+    # New payments, and replays of outgoing ones whose hold is not recorded yet.
+    answering = {
+        o.id: o
+        for o in outcomes
+        if isinstance(o, Payment)
+        and (o.id in created_ids or (o.outgoing and o.state is PaymentState.CREATED))
+    }
+    answers = answer_created(deps, list(answering.values()))
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, Payment) and outcome.id in answers:
+            outcomes[index] = answers[outcome.id]
+    return [o if o is not None else RuntimeError("no outcome") for o in outcomes]
 
-    def work(uow: PaymentsUnitOfWork) -> list[Payment]:
-        outcomes[:] = [None] * len(creations)
-        single.clear()
+
+@dataclass(slots=True)
+class _Decided:
+    """One decision transaction's outcomes, by request index."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    created: list[Payment] = field(default_factory=list)
+    # Requests whose customer the projection does not know as VERIFIED (and what it knows).
+    unknown: dict[int, CustomerKyc | None] = field(default_factory=dict)
+
+    def record(self, outcomes: list[Outcome | None]) -> list[Payment]:
+        for index, outcome in self.outcomes.items():
+            outcomes[index] = outcome
+        return self.created
+
+
+def _decide(
+    deps: Deps,
+    creations: Sequence[Creation],
+    indices: Iterable[int],
+    asked: Mapping[str, CustomerStatus],
+) -> _Decided:
+    """Decide the requests at ``indices`` in one transaction; ``asked``: customers' statuses
+    identity gave (the others come from the projection, or the request waits for identity)."""
+    policy = deps.policy
+    chosen = list(indices)
+
+    def work(uow: PaymentsUnitOfWork) -> _Decided:
+        decided = _Decided()
         repo = uow.payments
-        ids = [c.request.payment_id for c in creations]
-        existing = repo.get_many(ids)
-        customers = repo.customers({c.request.customer_id for c in creations}, lock=True)
+        requests = [creations[index].request for index in chosen]
+        existing = repo.get_many(r.payment_id for r in requests)
+        customers = repo.customers({r.customer_id for r in requests}, lock=True)
         now = deps.clock.now()
-        velocity: dict[tuple[str, str], list[int]] = {}
+        recent: dict[tuple[str, str], tuple[int, int]] = {}
         if policy.fraud.uses_velocity:
             recent = repo.velocities(
-                {(c.request.customer_id, c.request.currency) for c in creations},
+                {(r.customer_id, r.currency) for r in requests},
                 now - policy.fraud.velocity_window,
             )
-            velocity = {key: list(value) for key, value in recent.items()}
+        velocities = Velocities(recent)
         created: dict[str, Payment] = {}
-        for index, creation in enumerate(creations):
+        for index in chosen:
+            creation = creations[index]
             request = creation.request
             seen = existing.get(request.payment_id) or created.get(request.payment_id)
             if seen is not None:
                 try:
                     if not seen.history:
                         seen.history = repo.history(seen.id)
-                    outcomes[index] = _replay(seen, request)
+                    decided.outcomes[index] = replay(seen, request)
                 except DomainError as error:
-                    outcomes[index] = error
+                    decided.outcomes[index] = error
                 continue
             try:
                 deps.capacity.check(request.currency)
             except DomainError as error:
-                outcomes[index] = error
+                decided.outcomes[index] = error
                 continue
-            known = customers.get(request.customer_id)
-            if known is None or not known.verified:
-                single.append(index)
-                continue
-            counted = velocity.setdefault((request.customer_id, request.currency), [0, 0])
+            status = asked.get(request.customer_id)
+            if status is None:
+                known = customers.get(request.customer_id)
+                if known is None or not known.verified:
+                    decided.unknown[index] = known
+                    continue
+                status = CustomerStatus.of(known)
             try:
-                payment = creation.context.run(
-                    decide_payment,
+                payment = decide_payment(
                     request,
-                    CustomerStatus(known.kyc_status, known.customer_since),
-                    Velocity(counted[0], counted[1]),
+                    status,
+                    velocities.of(request.customer_id, request.currency),
                     policy,
                     now,
+                    creation.context.run(current_traceparent),
                 )
             except Exception as error:
                 if not isinstance(error, DomainError):
                     _log.exception("a creation failed alone", payment_id=request.payment_id)
-                outcomes[index] = error
+                decided.outcomes[index] = error
                 continue
             if payment.state is not PaymentState.DECLINED:
-                counted[0] += 1
-                counted[1] += request.amount
-            _lease_for_hold(payment, now, policy)
+                velocities.count(request.customer_id, request.currency, request.amount)
+            lease_for_hold(payment, now, policy)
             created[payment.id] = payment
-            outcomes[index] = payment
-        repo.add_all(list(created.values()))
-        return list(created.values())
+            decided.outcomes[index] = payment
+        decided.created = list(created.values())
+        repo.add_all(decided.created)
+        return decided
 
-    created = run_in_transaction(deps.uow, work)
-    # Committed: from here on, every caller gets its payment whatever fails.
-    created_ids = {p.id for p in created}
-    # New outgoing payments, and replays of ones whose hold is not recorded yet.
-    to_hold = {
-        o.id: o
-        for o in outcomes
-        if isinstance(o, Payment) and o.outgoing and o.state is PaymentState.CREATED
-    }
-    held = hold_many(deps, list(to_hold.values())) if to_hold else {}
-    now = deps.clock.now()
-    wake = False
-    for index, outcome in enumerate(outcomes):
-        if not isinstance(outcome, Payment):
-            continue
-        if outcome.id not in created_ids and outcome.id not in held:
-            continue  # a replay as it was recorded is the answer
-        payment = held.get(outcome.id, outcome)
-        if payment.state is PaymentState.DECLINED:
-            outcomes[index] = declined(payment)
-            continue
-        outcomes[index] = payment
-        wake = wake or (payment.next_action_at is not None and payment.next_action_at <= now)
-    for index in single:
-        creation = creations[index]
+    return run_in_transaction(deps.uow, work)
+
+
+def _ask_identity(
+    deps: Deps,
+    creations: Sequence[Creation],
+    unknown: Mapping[int, CustomerKyc | None],
+    outcomes: list[Outcome | None],
+) -> dict[str, CustomerStatus]:
+    """Ask identity about each customer the projection could not decide for, once, in the
+    context of its first request; a failure is the outcome of that customer's requests."""
+    waiting: dict[str, list[int]] = {}
+    for index in unknown:
+        waiting.setdefault(creations[index].request.customer_id, []).append(index)
+    asked: dict[str, CustomerStatus] = {}
+    for customer_id, indices in waiting.items():
+        first = indices[0]
         try:
-            outcomes[index] = creation.context.run(
-                create_payment, deps, creation.request, creation.account_field
+            asked[customer_id] = creations[first].context.run(
+                ask_identity, deps, customer_id, unknown[first]
             )
+        except Exception as error:
+            for index in indices:
+                outcomes[index] = error
+    return asked
+
+
+def _decide_apart(
+    deps: Deps,
+    creations: Sequence[Creation],
+    indices: Sequence[int],
+    asked: Mapping[str, CustomerStatus],
+    outcomes: list[Outcome | None],
+) -> list[Payment]:
+    """``_decide`` after others' decisions were committed: it never raises. A transaction that
+    fails for them together is tried for each request alone, so a failure stays its own."""
+    if not indices:
+        return []
+    try:
+        return _decide(deps, creations, indices, asked).record(outcomes)
+    except DATABASE_UNAVAILABLE as error:
+        for index in indices:
+            outcomes[index] = error
+        return []
+    except Exception as error:
+        if len(indices) == 1:
+            outcomes[indices[0]] = error
+            return []
+        _log.exception("creations not decided together; one by one", count=len(indices))
+    created: list[Payment] = []
+    for index in indices:
+        try:
+            created += _decide(deps, creations, [index], asked).record(outcomes)
         except Exception as error:
             outcomes[index] = error
-    if wake:
-        deps.wake()
-    return [o if o is not None else RuntimeError("no outcome") for o in outcomes]
-
-
-def hold_many(deps: Deps, payments: Sequence[Payment]) -> dict[str, Payment]:
-    """Hold the funds of many outgoing payments with one ledger request; record the outcomes.
-
-    Returns the payments whose outcome was recorded. It never raises: the
-    payments are committed, and one left out (no answer, or its outcome not
-    written) stays CREATED for a worker to hold again after its lease.
-    """
-    results: dict[str, LedgerResult | None] = dict.fromkeys((p.id for p in payments), None)
-    traces = [p.trace_context for p in payments]
-    with batch_span("payments.hold", traces, payments=len(payments)):
-        try:
-            specs = {s.id: s for p in payments for s in accounts_for(p)}
-            deps.ledger.ensure_accounts(list(specs.values()))
-        except Exception as error:
-            # Holding on an account that may not be open would refuse it for good.
-            _log.warning(
-                "ledger accounts not ensured; a worker holds later",
-                count=len(payments),
-                error=repr(error),
-            )
-        else:
-            answers = book(deps.ledger, [operation_for(p, LedgerStep.HOLD) for p in payments])
-            results = {p.id: a for p, a in zip(payments, answers, strict=True)}
-    histories = {p.id: p.history for p in payments}
-
-    def record(batch: Sequence[Payment]) -> dict[str, Payment]:
-        def work(uow: PaymentsUnitOfWork) -> dict[str, Payment]:
-            now = deps.clock.now()
-            current = uow.payments.get_many((p.id for p in batch), lock=True)
-            for payment in current.values():
-                payment.history = list(histories[payment.id])
-                apply_hold_result(payment, results[payment.id], now)
-                payment.leased_until = None
-                schedule(payment, now, deps.policy)
-            uow.payments.save_all(list(current.values()))
-            return current
-
-        return run_in_transaction(deps.uow, work)
-
-    try:
-        return record(payments)
-    except DATABASE_UNAVAILABLE:
-        _log.warning("holds not recorded: database unavailable", count=len(payments))
-        return {}
-    except Exception:
-        if len(payments) == 1:
-            _log.exception("a hold's outcome was not recorded", payment_id=payments[0].id)
-            return {}
-        _log.exception("holds not recorded together; one by one", count=len(payments))
-    recorded: dict[str, Payment] = {}
-    for payment in payments:
-        try:
-            recorded.update(record([payment]))
-        except Exception:
-            _log.exception("a hold's outcome was not recorded", payment_id=payment.id)
-    return recorded
+    return created
 
 
 class CreationBatcher:

@@ -1,7 +1,8 @@
 """The workers that drive payments forward: bank submissions, status resolution, ledger follow-ups.
 
 Work is found in the payments table itself: every payment with something left
-to do has ``next_action_at`` set (see ``use_cases.schedule``). A round:
+to do has ``next_action_at`` set (see ``payments.domain.progress``, which
+decides what each step and each answer does to a payment). A round:
 
 1. claim: in one transaction, lock due payments nobody holds (``FOR UPDATE
    SKIP LOCKED`` on PostgreSQL, so several processes share the queue), lease
@@ -28,31 +29,23 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
 from chassis.kernel.uow import run_in_transaction
 from chassis.tracing import batch_span, resumed_span
 
-from payments.domain.ledger_plan import LedgerOperation, accounts_for, operation_for
-from payments.domain.model import Action, BankStatus, LedgerStep, Payment
-from payments.service_layer.ports import (
-    BankEvent,
-    BankInstruction,
-    BankPaymentView,
-    BankUnavailable,
-    LedgerResult,
-    LookupOutcome,
-    LookupResult,
-    SubmitOutcome,
-    SubmitResult,
-)
+from payments.domain import progress
+from payments.domain.bank import BankEvent, LookupResult, instruction_for
+from payments.domain.ledger_plan import LedgerOperation, LedgerResult, accounts_for, operation_for
+from payments.domain.model import Action, LedgerStep, Payment
+from payments.domain.progress import Answer, Work
+from payments.service_layer.ports import BankUnavailable
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
 from payments.service_layer.use_cases import (
     Deps,
-    apply_hold_result,
     book,
+    notice,
     run_reconciliation,
     schedule,
 )
@@ -62,34 +55,6 @@ _log = structlog.get_logger("payments.worker")
 FEED = "bank-events"
 # How long stopping waits for the feed thread, which may be inside a long poll.
 FEED_STOP_GRACE = 1.0
-# A void that finds nothing to release has nothing left to do.
-_VOID_DONE = frozenset({"PENDING_TRANSFER_NOT_FOUND", "ALREADY_VOIDED", "PENDING_TRANSFER_EXPIRED"})
-
-
-@dataclass(frozen=True, slots=True)
-class _Work:
-    payment: Payment
-    action: Action
-    step: LedgerStep | None = None
-
-
-@dataclass(slots=True)
-class _Result:
-    ledger: LedgerResult | None = None
-    submit: SubmitOutcome | None = None
-    lookup: LookupOutcome | None = None
-    resent: bool = False
-
-
-def instruction_for(payment: Payment) -> BankInstruction:
-    return BankInstruction(
-        idempotency_key=payment.id,
-        outgoing=payment.outgoing,
-        amount=payment.amount,
-        currency=payment.currency,
-        counterparty=payment.counterparty,
-        reference=payment.id,
-    )
 
 
 class Orchestrator:
@@ -128,38 +93,20 @@ class Orchestrator:
         self._apply(claimed, results)
         return len(claimed)
 
-    def _claim(self) -> list[_Work]:
+    def _claim(self) -> list[Work]:
         deps = self.deps
 
-        def work(uow: PaymentsUnitOfWork) -> list[_Work]:
+        def work(uow: PaymentsUnitOfWork) -> list[Work]:
             now = deps.clock.now()
-            claimed = []
-            touched = []
-            for payment in uow.payments.claim_due(now, self._batch):
-                action = payment.next_action()
-                step = None
-                if action is Action.LEDGER:
-                    step = payment.pending_ledger_step()
-                elif action is Action.PLACE_HOLD:
-                    step = LedgerStep.HOLD
-                elif action is Action.SUBMIT:
-                    payment.start_submission(now)
-                    payment.bank_attempts += 1
-                elif action is Action.NONE:
-                    payment.next_action_at = None
-                    touched.append(payment)
-                    continue
-                payment.leased_until = now + deps.policy.lease
-                payment.next_action_at = payment.leased_until
-                touched.append(payment)
-                claimed.append(_Work(payment, action, step))
-            uow.payments.save_all(touched)
-            return claimed
+            due = uow.payments.claim_due(now, self._batch)
+            claimed = [progress.claim(payment, now, deps.policy) for payment in due]
+            uow.payments.save_all(due)
+            return [work for work in claimed if work is not None]
 
         return run_in_transaction(deps.uow, work)
 
-    def _act(self, claimed: Sequence[_Work]) -> dict[str, _Result]:
-        results = {w.payment.id: _Result() for w in claimed}
+    def _act(self, claimed: Sequence[Work]) -> dict[str, Answer]:
+        results = {w.payment.id: Answer() for w in claimed}
         ledger_work = [w for w in claimed if w.step is not None]
         if ledger_work:
             for work, booked in zip(ledger_work, self._book(ledger_work), strict=True):
@@ -169,13 +116,13 @@ class Orchestrator:
             results[work.payment.id] = result
         return results
 
-    def _book(self, work: Sequence[_Work]) -> list[LedgerResult | None]:
+    def _book(self, work: Sequence[Work]) -> list[LedgerResult | None]:
         # One ledger call serves many payments: it joins the first one's trace, links the rest.
         traces = [w.payment.trace_context for w in work]
         with batch_span("payments.book", traces, payments=len(work)):
             return self._book_traced(work)
 
-    def _book_traced(self, work: Sequence[_Work]) -> list[LedgerResult | None]:
+    def _book_traced(self, work: Sequence[Work]) -> list[LedgerResult | None]:
         operations: list[LedgerOperation] = []
         for item in work:
             assert item.step is not None
@@ -196,7 +143,7 @@ class Orchestrator:
             return [None] * len(operations)
         return book(self.deps.ledger, operations)
 
-    def _bank_call(self, work: _Work) -> _Result:
+    def _bank_call(self, work: Work) -> Answer:
         with resumed_span(
             work.payment.trace_context,
             f"payments.bank.{work.action.name.lower()}",
@@ -209,21 +156,21 @@ class Orchestrator:
                 _log.exception(
                     "bank call failed unexpectedly; retried later", payment_id=work.payment.id
                 )
-                return _Result()
+                return Answer()
 
-    def _bank_call_traced(self, work: _Work) -> _Result:
+    def _bank_call_traced(self, work: Work) -> Answer:
         bank = self.deps.bank
         payment = work.payment
         if work.action is Action.SUBMIT:
-            return _Result(submit=bank.submit(instruction_for(payment)))
+            return Answer(submit=bank.submit(instruction_for(payment)))
         lookup = bank.lookup(payment.id)
         if work.action is Action.RESOLVE and lookup.result is LookupResult.NOT_FOUND:
             # The bank has never seen it: sending again (same key) cannot pay twice.
             _log.info("bank has no record; submitting again", payment_id=payment.id)
-            return _Result(submit=bank.submit(instruction_for(payment)), resent=True)
-        return _Result(lookup=lookup)
+            return Answer(submit=bank.submit(instruction_for(payment)), resent=True)
+        return Answer(lookup=lookup)
 
-    def _apply(self, claimed: Sequence[_Work], results: dict[str, _Result]) -> None:
+    def _apply(self, claimed: Sequence[Work], results: dict[str, Answer]) -> None:
         deps = self.deps
 
         def work(uow: PaymentsUnitOfWork) -> None:
@@ -234,7 +181,7 @@ class Orchestrator:
                 if payment is None:
                     continue
                 try:
-                    apply_result(payment, item, results[payment.id], now)
+                    notice(progress.apply_answer(payment, item, results[payment.id], now))
                 except Exception:
                     _log.exception(
                         "applying an answer failed; retried later", payment_id=payment.id
@@ -360,84 +307,14 @@ def _always() -> Iterator[bool]:
     yield True
 
 
-def apply_result(payment: Payment, work: _Work, result: _Result, now: datetime) -> None:
-    """Apply what the ledger or the bank answered to the payment as it is now."""
-    if work.action is Action.PLACE_HOLD:
-        apply_hold_result(payment, result.ledger, now)
-        return
-    if work.action is Action.LEDGER:
-        assert work.step is not None
-        _apply_booking(payment, work.step, result.ledger)
-        return
-    if result.resent:
-        payment.bank_attempts += 1
-    if result.submit is not None:
-        outcome = result.submit
-        if outcome.result is SubmitResult.ACCEPTED and outcome.payment is not None:
-            _report(payment, outcome.payment.status, outcome.payment, now)
-        elif outcome.result is SubmitResult.REFUSED:
-            payment.retries = 0
-            payment.bank_refused(outcome.code, now)
-        else:
-            payment.retries += 1
-        return
-    lookup = result.lookup
-    if lookup is not None and lookup.result is LookupResult.FOUND and lookup.payment is not None:
-        _report(payment, lookup.payment.status, lookup.payment, now)
-    else:
-        payment.retries += 1
-
-
-def _report(payment: Payment, status: BankStatus, view: BankPaymentView, now: datetime) -> None:
-    before = payment.transition_count
-    consistent = payment.bank_reported(
-        status,
-        now,
-        bank_payment_id=view.bank_payment_id,
-        failure_code=view.failure_code,
-        settled_at=view.settled_at,
-        returned_at=view.returned_at,
-    )
-    if not consistent:
-        _log.error(
-            "bank report contradicts the payment",
-            payment_id=payment.id,
-            state=payment.state.name,
-            bank_status=status.value,
-        )
-    if payment.transition_count != before or status is BankStatus.PENDING:
-        payment.retries = 0
-
-
-def _apply_booking(payment: Payment, step: LedgerStep, result: LedgerResult | None) -> None:
-    if payment.pending_ledger_step() is not step:
-        return  # already booked (or no longer needed)
-    if result is None:
-        payment.retries += 1
-        return
-    if result.ok or (step is LedgerStep.VOID and result.reason in _VOID_DONE):
-        payment.retries = 0
-        payment.ledger_step_done(step)
-        return
-    payment.retries += 1
-    payment.ledger_error = f"{step.suffix}: {result.reason}"
-    _log.error(
-        "ledger refused a booking; it will be retried",
-        payment_id=payment.id,
-        step=step.suffix,
-        reason=result.reason,
-        message=result.message,
-    )
-
-
-def apply_bank_events(deps: Deps, events: Sequence[BankEvent], next_after: int) -> list[_Work]:
+def apply_bank_events(deps: Deps, events: Sequence[BankEvent], next_after: int) -> list[Work]:
     """Apply a page of the bank's feed and move the cursor, in one transaction.
 
     Payments that now have a ledger booking to make are leased to the caller,
     which books them at once; returns them.
     """
 
-    def work(uow: PaymentsUnitOfWork) -> list[_Work]:
+    def work(uow: PaymentsUnitOfWork) -> list[Work]:
         now = deps.clock.now()
         references = {e.payment.reference for e in events}
         payments = uow.payments.get_many(references, lock=True)
@@ -452,18 +329,15 @@ def apply_bank_events(deps: Deps, events: Sequence[BankEvent], next_after: int) 
                 )
                 continue
             before = (payment.transition_count, payment.bank_payment_id)
-            _report(payment, event.status, event.payment, now)
+            notice(progress.bank_reported(payment, event.status, event.payment, now))
             if (payment.transition_count, payment.bank_payment_id) != before:
                 changed[payment.id] = payment
         bookings = []
         for payment in changed.values():
             schedule(payment, now, deps.policy)
-            step = payment.pending_ledger_step()
-            free = payment.leased_until is None or payment.leased_until <= now
-            if step is not None and free:
-                payment.leased_until = now + deps.policy.lease
-                payment.next_action_at = payment.leased_until
-                bookings.append(_Work(payment, Action.LEDGER, step))
+            booking = progress.book_now(payment, now, deps.policy)
+            if booking is not None:
+                bookings.append(booking)
         uow.payments.save_all(list(changed.values()))
         uow.payments.set_cursor(FEED, next_after)
         return bookings

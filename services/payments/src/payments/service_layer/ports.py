@@ -1,18 +1,122 @@
-"""What the service layer needs from the outside, as protocols the adapters implement."""
+"""What the service layer needs from the outside, as protocols the adapters implement.
+
+Payments' own storage (``PaymentsRepository``, opened by the unit of work), the
+ledger, identity and the bank. Each has a SQL or network adapter and an
+in-memory one (``payments.adapters.memory``) that keeps the same promises.
+"""
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+from payments.domain.bank import BankEvent, BankInstruction, LookupOutcome, SubmitOutcome
 from payments.domain.customers import CustomerKyc
-from payments.domain.ledger_plan import AccountSpec, LedgerOperation
+from payments.domain.ledger_plan import AccountSpec, LedgerOperation, LedgerResult
 from payments.domain.limits import RunningTotals
-from payments.domain.model import BankAccount, BankStatus
-from payments.domain.reconciliation import StatementLine
+from payments.domain.model import Payment, Transition
+from payments.domain.reconciliation import ReconciliationReport, StatementLine
+from payments.domain.states import PaymentState
+
+# --- payments' own storage -----------------------------------------------------------------
+
+
+class StaleWrite(Exception):
+    """The payment changed since it was loaded (a version check failed)."""
+
+
+class PaymentsRepository(Protocol):
+    """Payments and their history, the KYC projection, the bank feed's cursor and
+    reconciliation runs, inside one unit of work.
+
+    ``lock=True`` holds the rows for the rest of the transaction. Every payment and
+    run handed out or given is tracked: the unit of work collects their events
+    (``take_events``). A payment is read without its history unless asked
+    (``history=True``); a collection comes with its live refunds' sum.
+    """
+
+    def get(
+        self, payment_id: str, *, lock: bool = False, history: bool = False
+    ) -> Payment | None: ...
+
+    def get_many(self, payment_ids: Iterable[str], *, lock: bool = False) -> dict[str, Payment]:
+        """The payments that exist, by id (locked in id order)."""
+        ...
+
+    def history(self, payment_id: str) -> list[Transition]: ...
+
+    def add(self, payment: Payment) -> None: ...
+
+    def add_all(self, batch: Sequence[Payment]) -> None:
+        """New payments; an id that exists already is a lost race (the retry replays it)."""
+        ...
+
+    def save(self, payment: Payment) -> None: ...
+
+    def save_all(self, batch: Sequence[Payment]) -> None:
+        """Write the payments' changes and new transitions; raises ``StaleWrite`` if one was
+        written by someone else since it was loaded. Each one's version goes up by one."""
+        ...
+
+    def claim_due(self, now: datetime, limit: int) -> list[Payment]:
+        """Payments whose next action is due and that nobody is working on, locked
+        (skipping those another transaction holds), earliest first."""
+        ...
+
+    def velocities(
+        self, keys: Iterable[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per (customer, currency): how many payouts and collections the customer made since
+        ``since`` (in any currency; declined ones do not count), and their sum in that
+        currency."""
+        ...
+
+    def refunded_amount(self, original_payment_id: str) -> int:
+        """The sum of the live (not unsuccessful) refunds of a payment."""
+        ...
+
+    def page(
+        self, after: str | None, limit: int, customer_id: str, state: PaymentState | None
+    ) -> list[Payment]:
+        """Up to ``limit`` payments after id ``after``, in id order, optionally filtered."""
+        ...
+
+    def booked_with_bank_on(self, day: date, start: datetime, end: datetime) -> list[Payment]:
+        """Payments the bank settled or returned between ``start`` and ``end``."""
+        ...
+
+    def count_by_state(self) -> dict[PaymentState, int]: ...
+
+    def count_stuck(self, min_retries: int) -> int:
+        """Payments with work left whose next action failed ``min_retries`` times or more."""
+        ...
+
+    def customer(self, customer_id: str, *, lock: bool = False) -> CustomerKyc | None: ...
+
+    def customers(
+        self, customer_ids: Iterable[str], *, lock: bool = False
+    ) -> dict[str, CustomerKyc]:
+        """Several customers, locked in id order (so groups never deadlock each other)."""
+        ...
+
+    def upsert_customer(self, kyc: CustomerKyc, now: datetime) -> bool:
+        """Store ``kyc`` unless a newer (or the same) KYC version is known; a customer_since
+        of None keeps the one known. True when something was written."""
+        ...
+
+    def cursor(self, name: str) -> int: ...
+
+    def set_cursor(self, name: str, position: int) -> None: ...
+
+    def get_run(self, run_id: str) -> ReconciliationReport | None: ...
+
+    def add_run(self, report: ReconciliationReport) -> None:
+        """A new run; a run id that exists already is a lost race (the retry replays it)."""
+        ...
+
+    def take_events(self) -> list[Any]: ...
+
 
 # --- the ledger ------------------------------------------------------------------------------
 
@@ -28,21 +132,14 @@ class LedgerRequestRefused(Exception):
     """
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerResult:
-    transfer_id: str
-    ok: bool
-    reason: str = ""
-    message: str = ""
-
-
 class LedgerPort(Protocol):
+    """The ledger: every operation carries its own transfer id, and asking again under an id
+    replays the first answer (a refusal too), never books twice. A call that gets no
+    answer raises ``LedgerUnavailable``: whether it was booked is unknown until asked again.
+    """
+
     def ensure_accounts(self, specs: Sequence[AccountSpec]) -> None:
         """Open the accounts that may not exist yet (idempotent)."""
-        ...
-
-    def apply_one(self, operation: LedgerOperation) -> LedgerResult:
-        """One operation, grouped by the ledger with concurrent callers' operations."""
         ...
 
     def apply(self, operations: Sequence[LedgerOperation]) -> list[LedgerResult]:
@@ -81,66 +178,14 @@ class IdentityPort(Protocol):
 # --- the bank -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BankInstruction:
-    idempotency_key: str
-    outgoing: bool  # a credit transfer (we pay); else a direct debit (we collect)
-    amount: int
-    currency: str
-    counterparty: BankAccount
-    reference: str
-
-
-@dataclass(frozen=True, slots=True)
-class BankPaymentView:
-    bank_payment_id: str
-    reference: str
-    status: BankStatus
-    amount: int
-    currency: str
-    failure_code: str = ""
-    settled_at: datetime | None = None
-    returned_at: datetime | None = None
-
-
-class SubmitResult(enum.Enum):
-    ACCEPTED = "accepted"  # the bank has it (new or replayed)
-    REFUSED = "refused"  # the bank said no: nothing was paid
-    UNKNOWN = "unknown"  # no answer: it may or may not have acted
-    NOT_SENT = "not_sent"  # the breaker is open, or the bank could not be reached at all
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitOutcome:
-    result: SubmitResult
-    payment: BankPaymentView | None = None
-    code: str = ""
-
-
-class LookupResult(enum.Enum):
-    FOUND = "found"
-    NOT_FOUND = "not_found"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class LookupOutcome:
-    result: LookupResult
-    payment: BankPaymentView | None = None
-
-
 class BankUnavailable(Exception):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class BankEvent:
-    sequence: int
-    status: BankStatus
-    payment: BankPaymentView
-
-
 class BankGateway(Protocol):
+    """A bank: a submission's idempotency key makes the bank act on it at most once, however
+    often it is sent; asking with a key the bank has seen gives back that payment."""
+
     def submit(self, instruction: BankInstruction) -> SubmitOutcome: ...
 
     def lookup(self, idempotency_key: str) -> LookupOutcome: ...

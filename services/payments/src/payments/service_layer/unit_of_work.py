@@ -1,22 +1,17 @@
-"""Payments' unit of work: a transaction, its repository, and its events bound for the outbox."""
+"""Payments' unit of work as its use cases see it: one transaction over its repository."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chassis.db.uow import CoreUnitOfWork
-from chassis.kernel.uow import EventSource
-from sqlalchemy import Connection
+from chassis.kernel.uow import UnitOfWork
 
-from payments.adapters.repository import PaymentsRepository
+from payments.service_layer.ports import PaymentsRepository
 
 
-class PaymentsUnitOfWork(CoreUnitOfWork):
-    # Core only: payments' repository writes rows with Core statements.
+class PaymentsUnitOfWork(UnitOfWork):
+    # Named after the aggregates it holds, as every context's unit of work names its own.
     payments: PaymentsRepository
 
-    def _open_repositories(self, connection: Connection) -> None:
-        self.payments = PaymentsRepository(connection)
-
-    def repositories(self) -> Iterable[EventSource]:
+    def repositories(self) -> Iterable[PaymentsRepository]:
         return (self.payments,)

@@ -1,20 +1,22 @@
 """Payments' use cases: one function per command or query.
 
-A payment and each of its transitions are written in one transaction with
-their outbox events; calls to the ledger, identity and the bank happen outside
-any transaction. Creating a payout is: record it (leased, so no one else acts
-on it meanwhile), hold its funds in the ledger, record the outcome. The bank
-is paid later by a worker (``service_layer.orchestrator``).
+They orchestrate; what a payment becomes is decided in ``payments.domain``. A
+payment and each of its transitions are written in one transaction with their
+outbox events; calls to the ledger, identity and the bank happen outside any
+transaction. Creating a payout is: record it (leased, so no one else acts on
+it meanwhile), hold its funds in the ledger, record the outcome
+(``service_layer.creation`` decides payouts and collections in groups). The
+bank is paid later by a worker (``service_layer.orchestrator``).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 import structlog
+from chassis.db.retry import DATABASE_UNAVAILABLE
 from chassis.kernel.clock import Clock
 from chassis.kernel.errors import (
     FailedPrecondition,
@@ -25,26 +27,20 @@ from chassis.kernel.errors import (
 )
 from chassis.kernel.pagination import Page, parse_page
 from chassis.kernel.uow import run_in_transaction
-from chassis.tracing import current_traceparent
+from chassis.tracing import batch_span, current_traceparent
 
-from payments.domain import validation
-from payments.domain.customers import VERIFIED, CustomerKyc
-from payments.domain.fees import FeeSchedule
-from payments.domain.fraud import FraudRules, Velocity, Verdict, assess
-from payments.domain.ledger_plan import (
-    LedgerOperation,
-    accounts_for,
-    customer_account_id,
-    operation_for,
-)
-from payments.domain.limits import AmountLimits
-from payments.domain.model import Action, LedgerStep, Payment, PaymentRequest
+from payments.domain import progress, validation
+from payments.domain.creation import declined, replay
+from payments.domain.customers import CustomerKyc, CustomerStatus
+from payments.domain.ledger_plan import LedgerOperation, LedgerResult, accounts_for, operation_for
+from payments.domain.model import LedgerStep, Payment, PaymentRequest
+from payments.domain.policy import Policy
 from payments.domain.reconciliation import (
     ReconciliationReport,
     bookings_to_check,
     reconcile,
 )
-from payments.domain.refunds import check_refund
+from payments.domain.refunds import decide_refund
 from payments.domain.states import PaymentKind, PaymentState
 from payments.service_layer.capacity import CapacityWatch
 from payments.service_layer.ports import (
@@ -53,7 +49,6 @@ from payments.service_layer.ports import (
     IdentityPort,
     IdentityUnavailable,
     LedgerPort,
-    LedgerResult,
     LedgerUnavailable,
 )
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
@@ -61,20 +56,6 @@ from payments.service_layer.unit_of_work import PaymentsUnitOfWork
 _log = structlog.get_logger("payments")
 
 UowFactory = Callable[[], PaymentsUnitOfWork]
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The rules and timings the use cases and workers follow (from settings)."""
-
-    fees: FeeSchedule = field(default_factory=FeeSchedule)
-    fraud: FraudRules = field(default_factory=FraudRules)
-    limits: AmountLimits = field(default_factory=AmountLimits)
-    lease: timedelta = timedelta(seconds=30)
-    status_poll: timedelta = timedelta(seconds=60)
-    retry_max_seconds: float = 60.0
-    # Failed attempts after which a payment is reported as unable to progress.
-    stuck_after: int = 10
 
 
 @dataclass
@@ -131,62 +112,36 @@ class Caller:
 SERVICE = Caller()
 
 
-# --- scheduling ----------------------------------------------------------------------------
+# --- what operators must see --------------------------------------------------------------
 
 
-def backoff(retries: int, cap: float) -> timedelta:
-    """Full-jitter exponential wait before trying an unfinished action again."""
-    ceiling = min(cap, 0.25 * 2 ** min(retries, 20))
-    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter
+def notice(anomaly: progress.Anomaly | None) -> None:
+    """Log what the domain says operators must see (alerts fire on these lines)."""
+    if anomaly is not None:
+        _log.error(anomaly.event, **anomaly.fields)
 
 
 def schedule(payment: Payment, now: datetime, policy: Policy) -> None:
-    """Set when a worker should look at the payment next, from what it needs next."""
-    action = payment.next_action()
-    if action is Action.NONE:
-        payment.next_action_at = None
-        payment.retries = 0
-    elif action is Action.POLL:
-        payment.next_action_at = now + policy.status_poll
-    elif payment.retries:
-        payment.next_action_at = now + backoff(payment.retries, policy.retry_max_seconds)
-        if payment.retries == policy.stuck_after:
-            # Once per payment: the line (and payments_stuck) is what an alert fires on.
-            _log.error(
-                "payment cannot progress",
-                payment_id=payment.id,
-                state=payment.state.name,
-                action=action.value,
-                retries=payment.retries,
-                ledger_error=payment.ledger_error,
-            )
-    else:
-        payment.next_action_at = now
-
-
-def declined(payment: Payment) -> FailedPrecondition:
-    return FailedPrecondition(
-        payment.reason,
-        f"payment {payment.id} was declined: {payment.reason}; nothing was sent to the bank",
-        metadata={"payment_id": payment.id, "state": PaymentState.DECLINED.name},
-    )
-
-
-def _replay(existing: Payment, request: PaymentRequest) -> Payment:
-    if existing.fingerprint != request.fingerprint() or existing.kind is not request.kind:
-        raise IdempotencyKeyReused("payment", request.payment_id)
-    if existing.state is PaymentState.DECLINED and existing.reason != "REJECTED_IN_REVIEW":
-        raise declined(existing)
-    return existing
+    """Set when a worker should look at the payment next (``progress.schedule``)."""
+    notice(progress.schedule(payment, now, policy))
 
 
 # --- customers (the KYC projection) -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerStatus:
-    kyc_status: str
-    customer_since: datetime | None
+def record_customer_kyc(
+    uow: Callable[[], PaymentsUnitOfWork], clock: Clock, kyc: CustomerKyc
+) -> bool:
+    """Identity's word on a customer (an event of its, or its answer) into the projection.
+
+    The newest ``kyc_version`` wins whatever order they come in; returns whether this
+    one was stored.
+    """
+
+    def store(work: PaymentsUnitOfWork) -> bool:
+        return work.payments.upsert_customer(kyc, clock.now())
+
+    return run_in_transaction(uow, store)
 
 
 def customer_status(deps: Deps, customer_id: str) -> CustomerStatus:
@@ -194,7 +149,7 @@ def customer_status(deps: Deps, customer_id: str) -> CustomerStatus:
     with deps.uow() as uow:
         known = uow.payments.customer(customer_id)
     if known is not None and known.verified:
-        return CustomerStatus(known.kyc_status, known.customer_since)
+        return CustomerStatus.of(known)
     return ask_identity(deps, customer_id, known)
 
 
@@ -205,7 +160,7 @@ def ask_identity(deps: Deps, customer_id: str, known: CustomerKyc | None) -> Cus
     except IdentityUnavailable:
         if known is not None:
             # Declining on a slightly old "not verified" is safe; approving on one would not be.
-            return CustomerStatus(known.kyc_status, known.customer_since)
+            return CustomerStatus.of(known)
         raise Unavailable(
             "IDENTITY_UNAVAILABLE",
             "identity is unavailable and the customer's KYC status is not known here; retry",
@@ -216,15 +171,11 @@ def ask_identity(deps: Deps, customer_id: str, known: CustomerKyc | None) -> Cus
             f"customer {customer_id} does not exist",
             metadata={"customer_id": customer_id},
         )
-
-    def store(uow: PaymentsUnitOfWork) -> None:
-        uow.payments.upsert_customer(view, deps.clock.now())
-
-    run_in_transaction(deps.uow, store)
-    return CustomerStatus(view.kyc_status, view.customer_since)
+    record_customer_kyc(deps.uow, deps.clock, view)
+    return CustomerStatus.of(view)
 
 
-# --- creating payments ---------------------------------------------------------------------------
+# --- creating payments (payouts and collections: ``service_layer.creation``) ------------------
 
 
 def check_creation(
@@ -238,99 +189,8 @@ def check_creation(
     """
     caller.check_customer(request.customer_id)
     validation.validate_payment_request(
-        request, account_field, deps.policy.limits, fee_of(request, deps.policy)
+        request, account_field, deps.policy.limits, deps.policy.fee_for(request)
     )
-
-
-def fee_of(request: PaymentRequest, policy: Policy) -> int:
-    if request.kind is not PaymentKind.PAYOUT:
-        return 0
-    return policy.fees.fee_for(request.amount, request.currency)
-
-
-def decide_payment(
-    request: PaymentRequest,
-    status: CustomerStatus,
-    velocity: Velocity,
-    policy: Policy,
-    now: datetime,
-) -> Payment:
-    """A new payment from its request: declined, held for review, or ready for its hold."""
-    payment = Payment.create(
-        request,
-        fee=fee_of(request, policy),
-        ledger_account_id=customer_account_id(request.customer_id, request.currency),
-        now=now,
-    )
-    payment.trace_context = current_traceparent()
-    if status.kyc_status != VERIFIED:
-        payment.decline("CUSTOMER_NOT_VERIFIED", now)
-        return payment
-    decision = assess(
-        policy.fraud,
-        amount=request.amount,
-        currency=request.currency,
-        customer_since=status.customer_since,
-        now=now,
-        velocity=velocity,
-    )
-    if decision.verdict is Verdict.DECLINE:
-        payment.decline(decision.reason, now)
-    elif decision.verdict is Verdict.REVIEW:
-        payment.review_required = True
-        payment.review_reason = decision.reason
-        if not payment.outgoing:
-            payment.transition(PaymentState.IN_REVIEW, decision.reason, now)
-    return payment
-
-
-@dataclass(frozen=True, slots=True)
-class _AskIdentity:
-    """The projection cannot decide: identity must be asked, then the creation tried again."""
-
-    known: CustomerKyc | None
-
-
-def create_payment(deps: Deps, request: PaymentRequest, account_field: str) -> Payment:
-    """A payout or a collection (``request.kind``).
-
-    One transaction decides it when the projection knows the customer as
-    VERIFIED (the common case); otherwise identity is asked first.
-    """
-    check_creation(deps, request, account_field)
-    policy = deps.policy
-    asked: CustomerStatus | None = None
-
-    def work(uow: PaymentsUnitOfWork) -> Payment | _AskIdentity:
-        existing = uow.payments.get(request.payment_id, history=True)
-        if existing is not None:
-            return _replay(existing, request)
-        deps.capacity.check(request.currency)
-        # One customer's payments are decided one at a time, so velocity rules hold under races.
-        known = uow.payments.customer(request.customer_id, lock=True)
-        if asked is not None:
-            status = asked
-        elif known is not None and known.verified:
-            status = CustomerStatus(known.kyc_status, known.customer_since)
-        else:
-            return _AskIdentity(known)
-        now = deps.clock.now()
-        count, amount = 0, 0
-        if policy.fraud.uses_velocity:
-            count, amount = uow.payments.velocity(
-                request.customer_id, request.currency, now - policy.fraud.velocity_window
-            )
-        payment = decide_payment(request, status, Velocity(count, amount), policy, now)
-        _lease_for_hold(payment, now, policy)
-        uow.payments.add(payment)
-        return payment
-
-    outcome = run_in_transaction(deps.uow, work)
-    if isinstance(outcome, _AskIdentity):
-        asked = ask_identity(deps, request.customer_id, outcome.known)
-        outcome = run_in_transaction(deps.uow, work)
-    assert isinstance(outcome, Payment)
-    return _after_create(deps, outcome)
 
 
 def refund_payment(
@@ -361,7 +221,7 @@ def refund_payment(
     with deps.uow() as uow:
         existing = uow.payments.get(refund_id, history=True)
     if existing is not None:
-        return _replay(existing, request)
+        return replay(existing, request)
     deps.capacity.check(original.currency)
     status = customer_status(deps, original.customer_id)
 
@@ -371,82 +231,107 @@ def refund_payment(
         assert locked is not None
         again = uow.payments.get(refund_id, history=True)
         if again is not None:
-            return _replay(again, request)
+            return replay(again, request)
         now = deps.clock.now()
-        check_refund(locked, amount, uow.payments.refunded_amount(payment_id))
-        refund = Payment.create(request, fee=0, ledger_account_id=locked.ledger_account_id, now=now)
-        refund.trace_context = current_traceparent()
-        if status.kyc_status != VERIFIED:
-            refund.decline("CUSTOMER_NOT_VERIFIED", now)
-        _lease_for_hold(refund, now, deps.policy)
+        refunded = uow.payments.refunded_amount(payment_id)
+        refund = decide_refund(request, locked, refunded, status, now, current_traceparent())
+        progress.lease_for_hold(refund, now, deps.policy)
         uow.payments.add(refund)
         return refund
 
     refund = run_in_transaction(deps.uow, work)
-    return _after_create(deps, refund)
+    answer = answer_created(deps, [refund])[refund.id]
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
-def _lease_for_hold(payment: Payment, now: datetime, policy: Policy) -> None:
-    if payment.state is PaymentState.CREATED and payment.outgoing:
-        # The caller places the hold now; if it dies, a worker does after the lease.
-        payment.leased_until = now + policy.lease
-        payment.next_action_at = now + policy.lease
-    else:
-        schedule(payment, now, policy)
+def answer_created(
+    deps: Deps, payments: Sequence[Payment]
+) -> dict[str, Payment | FailedPrecondition]:
+    """What the callers of payments just committed get, by payment id. Never raises.
 
-
-def _after_create(deps: Deps, payment: Payment) -> Payment:
-    if payment.state is PaymentState.DECLINED:
-        raise declined(payment)
-    if payment.outgoing and payment.state is PaymentState.CREATED:
-        payment = place_hold(deps, payment)
-        if payment.state is PaymentState.DECLINED:
-            raise declined(payment)
-    if payment.next_action_at is not None and payment.next_action_at <= deps.clock.now():
-        deps.wake()
-    return payment
-
-
-def place_hold(deps: Deps, payment: Payment) -> Payment:
-    """Hold an outgoing payment's funds in the ledger and record what happened.
-
-    The payment is committed already: if the outcome cannot be recorded, the
-    caller still gets the payment as committed (CREATED), and a worker places
-    the hold again once the lease ends (the same transfer id: never held twice).
+    Outgoing ones still CREATED get their holds first (one ledger request for all);
+    a declined payment is its caller's refusal. Workers are woken when something is
+    due now. A hold whose outcome is not recorded leaves its payment as committed:
+    a worker holds it again after the lease, under the same transfer id.
     """
-    result = hold_funds(deps.ledger, payment)
+    waiting = [p for p in payments if p.outgoing and p.state is PaymentState.CREATED]
+    held = hold_many(deps, waiting) if waiting else {}
+    now = deps.clock.now()
+    answers: dict[str, Payment | FailedPrecondition] = {}
+    wake = False
+    for payment in payments:
+        current = held.get(payment.id, payment)
+        if current.state is PaymentState.DECLINED:
+            answers[current.id] = declined(current)
+            continue
+        answers[current.id] = current
+        wake = wake or (current.next_action_at is not None and current.next_action_at <= now)
+    if wake:
+        deps.wake()
+    return answers
 
-    def work(uow: PaymentsUnitOfWork) -> Payment:
-        current = uow.payments.get(payment.id, lock=True)
-        assert current is not None
-        current.history = list(payment.history)
-        apply_hold_result(current, result, deps.clock.now())
-        current.leased_until = None
-        schedule(current, deps.clock.now(), deps.policy)
-        uow.payments.save(current)
-        return current
 
-    try:
+# --- holds and bookings ---------------------------------------------------------------------
+
+
+def hold_many(deps: Deps, payments: Sequence[Payment]) -> dict[str, Payment]:
+    """Hold the funds of outgoing payments with one ledger request; record the outcomes.
+
+    Returns the payments whose outcome was recorded. It never raises: the
+    payments are committed, and one left out (no answer, or its outcome not
+    written) stays CREATED for a worker to hold again after its lease.
+    """
+    results: dict[str, LedgerResult | None] = dict.fromkeys((p.id for p in payments), None)
+    traces = [p.trace_context for p in payments]
+    with batch_span("payments.hold", traces, payments=len(payments)):
+        try:
+            specs = {s.id: s for p in payments for s in accounts_for(p)}
+            deps.ledger.ensure_accounts(list(specs.values()))
+        except Exception as error:
+            # Holding on an account that may not be open would refuse it for good.
+            _log.warning(
+                "ledger accounts not ensured; a worker holds later",
+                count=len(payments),
+                error=repr(error),
+            )
+        else:
+            answers = book(deps.ledger, [operation_for(p, LedgerStep.HOLD) for p in payments])
+            results = {p.id: a for p, a in zip(payments, answers, strict=True)}
+    histories = {p.id: p.history for p in payments}
+
+    def record(batch: Sequence[Payment]) -> dict[str, Payment]:
+        def work(uow: PaymentsUnitOfWork) -> dict[str, Payment]:
+            now = deps.clock.now()
+            current = uow.payments.get_many((p.id for p in batch), lock=True)
+            for payment in current.values():
+                payment.history = list(histories[payment.id])
+                progress.apply_hold_result(payment, results[payment.id], now)
+                payment.leased_until = None
+                schedule(payment, now, deps.policy)
+            uow.payments.save_all(list(current.values()))
+            return current
+
         return run_in_transaction(deps.uow, work)
-    except Exception:
-        _log.exception(
-            "the hold's outcome was not recorded; a worker redoes it", payment_id=payment.id
-        )
-        return payment
 
-
-def hold_funds(ledger: LedgerPort, payment: Payment) -> LedgerResult | None:
-    """The ledger's answer to the payment's hold; None when no answer came."""
     try:
-        ledger.ensure_accounts(accounts_for(payment))
-        return ledger.apply_one(operation_for(payment, LedgerStep.HOLD))
-    except LedgerUnavailable:
-        _log.warning("ledger unavailable for a hold; a worker retries", payment_id=payment.id)
-        return None
+        return record(payments)
+    except DATABASE_UNAVAILABLE:
+        _log.warning("holds not recorded: database unavailable", count=len(payments))
+        return {}
     except Exception:
-        # Its outcome is unknown, like a timeout's: asked again later under the same id.
-        _log.exception("a hold failed unexpectedly; a worker retries", payment_id=payment.id)
-        return None
+        if len(payments) == 1:
+            _log.exception("a hold's outcome was not recorded", payment_id=payments[0].id)
+            return {}
+        _log.exception("holds not recorded together; one by one", count=len(payments))
+    recorded: dict[str, Payment] = {}
+    for payment in payments:
+        try:
+            recorded.update(record([payment]))
+        except Exception:
+            _log.exception("a hold's outcome was not recorded", payment_id=payment.id)
+    return recorded
 
 
 def book(ledger: LedgerPort, operations: Sequence[LedgerOperation]) -> list[LedgerResult | None]:
@@ -474,21 +359,6 @@ def book(ledger: LedgerPort, operations: Sequence[LedgerOperation]) -> list[Ledg
             return [None]
         half = len(operations) // 2
         return book(ledger, operations[:half]) + book(ledger, operations[half:])
-
-
-def apply_hold_result(payment: Payment, result: LedgerResult | None, now: datetime) -> None:
-    if payment.state is not PaymentState.CREATED:
-        return  # decided meanwhile (a worker after an expired lease); the ledger replays
-    if result is None:
-        payment.hold_unanswered()
-        payment.retries += 1
-    elif result.ok:
-        payment.retries = 0
-        payment.hold_placed(now)
-    else:
-        # The ledger records a refusal under the transfer id: asking again gives the same.
-        payment.retries = 0
-        payment.hold_refused(result.reason, now)
 
 
 # --- changing payments ----------------------------------------------------------------------------

@@ -1,0 +1,427 @@
+"""The in-memory adapters keep the promises of the real ones: the same checks run on both.
+
+Payments' unit of work and repository on PostgreSQL and in memory; the ledger
+port over gRPC to the real ledger and in memory; the bank gateway over HTTP to
+the sandbox bank and in memory. What the fast tier (tests/unit/
+test_payments_use_cases.py) and simulations learn on the fakes holds for the
+service only as far as these agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from chassis.db.engine import create_db_engine
+from chassis.events.writer import OutboxWriter
+from chassis.kernel.money import MAX_AMOUNT
+from chassis.retry import RetryPolicy
+from payments.adapters import tables
+from payments.adapters.bank_gateway import HttpBankGateway, new_breaker
+from payments.adapters.events import to_outbox_message
+from payments.adapters.ledger_client import GrpcLedger
+from payments.adapters.memory import (
+    ManualClock,
+    MemoryBank,
+    MemoryDatabase,
+    MemoryLedger,
+    MemoryUnitOfWork,
+)
+from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
+from payments.domain.bank import BankInstruction, LookupResult, SubmitResult
+from payments.domain.customers import CustomerKyc
+from payments.domain.ledger_plan import (
+    AccountSpec,
+    LedgerLeg,
+    LedgerOperation,
+    OpKind,
+    clearing_account_id,
+    returns_receivable_account_id,
+)
+from payments.domain.model import BankAccount, LedgerStep, Payment, PaymentRequest
+from payments.domain.reconciliation import ReconciliationReport
+from payments.domain.states import PaymentKind, PaymentState
+from payments.service_layer.ports import (
+    BankGateway,
+    LedgerPort,
+    LedgerRequestRefused,
+    StaleWrite,
+)
+from payments.service_layer.unit_of_work import PaymentsUnitOfWork
+
+from tests.ledger_fixtures import authorized_channel
+from tests.payments_fixtures import SandboxBank
+
+S = PaymentState
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+UowFactory = Callable[[], PaymentsUnitOfWork]
+
+
+# --- payments' unit of work and repository -------------------------------------------------
+
+
+@pytest.fixture(params=["postgresql", "memory"])
+def new_uow(request: pytest.FixtureRequest) -> Iterator[UowFactory]:
+    if request.param == "memory":
+        database = MemoryDatabase()
+        yield lambda: MemoryUnitOfWork(database)
+        return
+    engine = create_db_engine(request.getfixturevalue("payments_db_url"))
+    write_events = OutboxWriter(tables.outbox, "payments").events_writer(to_outbox_message)
+    yield lambda: SqlPaymentsUnitOfWork(engine, write_events)
+    engine.dispose()
+
+
+def payment(
+    payment_id: str,
+    customer_id: str = "cus_a",
+    amount: int = 100,
+    kind: PaymentKind = PaymentKind.PAYOUT,
+    currency: str = "EUR",
+    now: datetime = NOW,
+    original: str = "",
+) -> Payment:
+    request = PaymentRequest(
+        payment_id, kind, customer_id, amount, currency, BankAccount("DE00"), "", original
+    )
+    return Payment.create(request, fee=0, ledger_account_id=f"acct_{customer_id}", now=now)
+
+
+def raised(call: Callable[[], object]) -> Exception:
+    try:
+        call()
+    except Exception as error:
+        return error
+    raise AssertionError("it did not fail")
+
+
+def add(new_uow: UowFactory, *payments: Payment) -> None:
+    with new_uow() as uow:
+        uow.payments.add_all(list(payments))
+        uow.commit()
+
+
+def test_a_transaction_sees_its_writes_and_leaves_nothing_without_a_commit(
+    new_uow: UowFactory,
+) -> None:
+    def crash() -> None:
+        with new_uow() as uow:
+            uow.payments.add(payment("pay_1"))
+            uow.payments.set_cursor("feed", 5)
+            uow.payments.upsert_customer(CustomerKyc("cus_a", "VERIFIED", 1, None), NOW)
+            assert uow.payments.get("pay_1") is not None
+            assert uow.payments.cursor("feed") == 5
+            raise RuntimeError("crash before the commit")
+
+    with pytest.raises(RuntimeError):
+        crash()
+    with new_uow() as uow:
+        assert uow.payments.get("pay_1") is None
+        assert uow.payments.cursor("feed") == 0
+        assert uow.payments.customer("cus_a") is None
+    add(new_uow, payment("pay_1"))
+    with new_uow() as uow:
+        stored = uow.payments.get("pay_1")
+    assert stored is not None
+    assert (stored.state, stored.version, stored.history) == (S.CREATED, 0, [])
+
+
+def test_saves_are_versioned_and_history_comes_only_when_asked(new_uow: UowFactory) -> None:
+    add(new_uow, payment("pay_1"))
+    with new_uow() as uow:
+        loaded = uow.payments.get("pay_1")
+        assert loaded is not None
+        loaded.hold_placed(NOW)
+        loaded.cancel(NOW, "X" * 100)
+        uow.payments.save(loaded)
+        events = uow.collect_events()
+        uow.commit()
+    assert loaded.version == 1
+    assert [(e.previous_state, e.state) for e in events] == [
+        (S.CREATED, S.FUNDS_HELD),
+        (S.FUNDS_HELD, S.CANCELED),
+    ]
+    with new_uow() as uow:
+        again = uow.payments.get("pay_1", history=True)
+        assert uow.payments.history("pay_1") == (again.history if again else [])
+    assert again is not None
+    assert [t.to_state for t in again.history] == [S.CREATED, S.FUNDS_HELD, S.CANCELED]
+    assert (again.reason, again.history[-1].reason) == ("X" * 64, "X" * 64)
+
+    def stale_save() -> None:
+        with new_uow() as uow:
+            stale = dataclasses.replace(again, version=0)
+            uow.payments.save(stale)
+
+    with pytest.raises(StaleWrite):
+        stale_save()
+
+
+def test_adding_an_id_twice_is_a_lost_race_the_retry_replays(new_uow: UowFactory) -> None:
+    add(new_uow, payment("pay_1"))
+    with new_uow() as uow:
+        assert uow.is_conflict(raised(lambda: uow.payments.add(payment("pay_1"))))
+    report = ReconciliationReport("rec_1", NOW.date(), 0, 0, (), NOW)
+    with new_uow() as uow:
+        uow.payments.add_run(report)
+        uow.commit()
+    with new_uow() as uow:
+        assert uow.payments.get_run("rec_1") == report
+        assert uow.is_conflict(raised(lambda: uow.payments.add_run(report)))
+
+
+def test_queries_agree(new_uow: UowFactory) -> None:
+    early = NOW - timedelta(hours=2)
+    declined = payment("pay_declined", amount=1)
+    declined.decline("X", NOW)
+    collection = payment("pay_col", amount=1_000, kind=PaymentKind.COLLECTION)
+    usd = payment("pay_usd", amount=7, currency="USD")
+    old = payment("pay_old", amount=50, now=early)
+    other = payment("pay_other", customer_id="cus_b", amount=9)
+    live_refund = payment("pay_ref1", amount=300, kind=PaymentKind.REFUND, original="pay_col")
+    dead_refund = payment("pay_ref2", amount=200, kind=PaymentKind.REFUND, original="pay_col")
+    dead_refund.decline("X", NOW)
+    add(new_uow, declined, collection, usd, old, other, live_refund, dead_refund)
+    since = NOW - timedelta(hours=1)
+    with new_uow() as uow:
+        repo = uow.payments
+        velocities = repo.velocities({("cus_a", "EUR"), ("cus_a", "USD"), ("cus_c", "EUR")}, since)
+        got = repo.get("pay_col")
+        many = repo.get_many(["pay_col", "pay_none", "pay_usd"])
+        refunded = repo.refunded_amount("pay_col")
+        first = repo.page(None, 2, "cus_a", None)
+        rest = repo.page(first[-1].id, 10, "cus_a", None)
+        declined_only = repo.page(None, 10, "", S.DECLINED)
+        by_state = repo.count_by_state()
+    # Payouts and collections in the window, any currency; the amount in the one asked for.
+    assert velocities == {
+        ("cus_a", "EUR"): (2, 1_000),
+        ("cus_a", "USD"): (2, 7),
+        ("cus_c", "EUR"): (0, 0),
+    }
+    assert got is not None
+    assert got.refunded_amount == refunded == 300
+    assert sorted(many) == ["pay_col", "pay_usd"]
+    assert many["pay_col"].refunded_amount == 0
+    assert [p.id for p in first + rest] == sorted(
+        ["pay_declined", "pay_col", "pay_usd", "pay_old", "pay_ref1", "pay_ref2"]
+    )
+    assert [p.id for p in declined_only] == ["pay_declined", "pay_ref2"]
+    assert by_state == {S.CREATED: 5, S.DECLINED: 2}
+
+
+def test_workers_find_due_unleased_work_in_order(new_uow: UowFactory) -> None:
+    due_late, due_early, leased, later, idle = (payment(f"pay_{i}") for i in range(5))
+    due_late.next_action_at = NOW - timedelta(seconds=1)
+    due_early.next_action_at = NOW - timedelta(seconds=9)
+    due_early.retries = 3
+    leased.next_action_at = NOW - timedelta(seconds=5)
+    leased.leased_until = NOW + timedelta(seconds=5)
+    later.next_action_at = NOW + timedelta(seconds=5)
+    idle.next_action_at = None
+    idle.retries = 9
+    add(new_uow, due_late, due_early, leased, later, idle)
+    with new_uow() as uow:
+        claimed = [p.id for p in uow.payments.claim_due(NOW, 10)]
+        first = [p.id for p in uow.payments.claim_due(NOW, 1)]
+        stuck = uow.payments.count_stuck(3)
+    assert claimed == ["pay_1", "pay_0"]
+    assert first == ["pay_1"]
+    assert stuck == 1
+
+
+def test_the_bank_booked_days_cursor_and_kyc_projection_agree(new_uow: UowFactory) -> None:
+    settled, returned, elsewhere = payment("pay_s"), payment("pay_r"), payment("pay_e")
+    settled.bank_settled_at = NOW
+    returned.bank_settled_at = NOW - timedelta(days=3)
+    returned.bank_returned_at = NOW + timedelta(hours=1)
+    elsewhere.bank_settled_at = NOW - timedelta(days=1)
+    add(new_uow, settled, returned, elsewhere)
+    start = NOW.replace(hour=0)
+    since = NOW - timedelta(days=400)
+    with new_uow() as uow:
+        booked = uow.payments.booked_with_bank_on(NOW.date(), start, start + timedelta(days=1))
+        uow.payments.set_cursor("feed", 42)
+        assert uow.payments.upsert_customer(CustomerKyc("cus_a", "PENDING_REVIEW", 2, since), NOW)
+        assert not uow.payments.upsert_customer(CustomerKyc("cus_a", "VERIFIED", 2, None), NOW)
+        assert not uow.payments.upsert_customer(CustomerKyc("cus_a", "VERIFIED", 1, None), NOW)
+        assert uow.payments.upsert_customer(CustomerKyc("cus_a", "VERIFIED", 3, None), NOW)
+        uow.commit()
+    assert sorted(p.id for p in booked) == ["pay_r", "pay_s"]
+    with new_uow() as uow:
+        assert uow.payments.cursor("feed") == 42
+        assert uow.payments.customer("cus_a") == CustomerKyc("cus_a", "VERIFIED", 3, since)
+        assert uow.payments.customers(["cus_a", "cus_none"], lock=True) == {
+            "cus_a": CustomerKyc("cus_a", "VERIFIED", 3, since)
+        }
+
+
+# --- the ledger ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["grpc", "memory"])
+def ledger_port(request: pytest.FixtureRequest) -> Iterator[LedgerPort]:
+    if request.param == "memory":
+        yield MemoryLedger()
+        return
+    channel = authorized_channel(request.getfixturevalue("ledger_target"))
+    yield GrpcLedger(channel)
+    channel.close()
+
+
+class Books:
+    """Accounts of one test (unique ids), and operations on them."""
+
+    def __init__(self, ledger: LedgerPort) -> None:
+        self.ledger = ledger
+        self.tag = uuid.uuid4().hex[:10]
+        self.customer = f"acct_c{self.tag}_EUR"
+        self.clearing = clearing_account_id("EUR")
+        self.receivable = returns_receivable_account_id("EUR")
+        ledger.ensure_accounts(
+            [
+                AccountSpec(self.customer, "EUR", False, no_overdraft=True),
+                AccountSpec(self.clearing, "EUR", True),
+                AccountSpec(self.receivable, "EUR", True),
+            ]
+        )
+
+    def tid(self, name: str) -> str:
+        return f"tr_{self.tag}_{name}"
+
+    def op(
+        self, name: str, kind: OpKind, *legs: LedgerLeg, target: str = "", shortfall: str = ""
+    ) -> LedgerOperation:
+        return LedgerOperation(
+            name, LedgerStep.HOLD, self.tid(name), kind, tuple(legs), target, shortfall
+        )
+
+    def credit(self, name: str, amount: int) -> LedgerOperation:
+        return self.op(
+            name,
+            OpKind.MOVEMENT,
+            LedgerLeg(self.clearing, True, amount, "EUR"),
+            LedgerLeg(self.customer, False, amount, "EUR"),
+        )
+
+    def hold(self, name: str, amount: int) -> LedgerOperation:
+        return self.op(
+            name,
+            OpKind.PENDING,
+            LedgerLeg(self.customer, True, amount, "EUR"),
+            LedgerLeg(self.clearing, False, amount, "EUR"),
+        )
+
+    def one(self, operation: LedgerOperation) -> tuple[bool, str]:
+        (result,) = self.ledger.apply([operation])
+        return result.ok, result.reason
+
+    def sums(self) -> tuple[int, int, int, int]:
+        totals = self.ledger.running_totals([self.customer])[self.customer]
+        return (
+            totals.debits_posted,
+            totals.credits_posted,
+            totals.debits_pending,
+            totals.credits_pending,
+        )
+
+
+def test_the_ledger_applies_each_transfer_id_once_and_replays_refusals(
+    ledger_port: LedgerPort,
+) -> None:
+    books = Books(ledger_port)
+    assert books.one(books.credit("fund", 100)) == (True, "")
+    assert books.one(books.hold("big", 150)) == (False, "INSUFFICIENT_FUNDS")
+    assert books.one(books.hold("ok", 60)) == (True, "")
+    assert books.one(books.hold("ok", 60)) == (True, "")  # a replay: held once
+    assert books.one(books.hold("ok", 61)) == (False, "IDEMPOTENCY_KEY_REUSED")
+    assert books.one(books.credit("more", 100)) == (True, "")
+    assert books.one(books.hold("big", 150)) == (False, "INSUFFICIENT_FUNDS")  # as the first time
+    assert books.sums() == (0, 200, 60, 0)
+    post = books.op("post", OpKind.POST, target=books.tid("ok"))
+    void = books.op("void", OpKind.VOID, target=books.tid("ok"))
+    assert books.one(post) == (True, "")
+    assert books.one(void) == (False, "ALREADY_POSTED")
+    missing = books.op("void_none", OpKind.VOID, target=books.tid("none"))
+    assert books.one(missing) == (False, "PENDING_TRANSFER_NOT_FOUND")
+    assert books.sums() == (60, 200, 0, 0)
+    bookings = ledger_port.clearing_bookings([books.tid("post"), books.tid("fund")])
+    assert bookings == {books.tid("post"): -60, books.tid("fund"): 100}
+
+
+def test_a_reversal_takes_back_what_it_can_and_the_shortfall_account_the_rest(
+    ledger_port: LedgerPort,
+) -> None:
+    books = Books(ledger_port)
+    assert books.one(books.credit("col", 100)) == (True, "")
+    assert books.one(books.hold("spent", 70)) == (True, "")
+    assert books.one(books.op("spent_post", OpKind.POST, target=books.tid("spent"))) == (True, "")
+    reverse = books.op("rev", OpKind.REVERSE, target=books.tid("col"), shortfall=books.receivable)
+    assert books.one(reverse) == (True, "")
+    assert books.one(reverse) == (True, "")
+    again = books.op("rev2", OpKind.REVERSE, target=books.tid("col"), shortfall=books.receivable)
+    assert books.one(again) == (False, "ALREADY_REVERSED")
+    # The customer gave back the 30 left; clearing was credited the full 100.
+    assert books.sums() == (100, 100, 0, 0)
+    assert ledger_port.clearing_bookings([books.tid("rev")]) == {books.tid("rev"): -100}
+
+
+def test_one_bad_operation_costs_only_its_own_answer(ledger_port: LedgerPort) -> None:
+    books = Books(ledger_port)
+    malformed = books.op(
+        "bad",
+        OpKind.MOVEMENT,
+        LedgerLeg(books.clearing, True, 5, "EUR"),
+        LedgerLeg("acct_" + "x" * 61, False, 5, "EUR"),
+    )
+    with pytest.raises(LedgerRequestRefused):
+        ledger_port.apply([books.credit("a", 10), malformed])
+    too_large = books.credit("huge", MAX_AMOUNT + 1)
+    refused, booked = ledger_port.apply([too_large, books.credit("b", 20)])
+    assert (refused.ok, refused.reason, booked.ok) == (False, "INVALID_LEDGER_OPERATION", True)
+    assert books.sums() == (0, 20, 0, 0)
+
+
+# --- the bank -------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sandbox", "memory"])
+def bank_port(request: pytest.FixtureRequest) -> Iterator[BankGateway]:
+    if request.param == "memory":
+        yield MemoryBank(ManualClock())
+        return
+    sandbox: SandboxBank = request.getfixturevalue("sandbox_bank")
+    gateway = HttpBankGateway(
+        sandbox.url,
+        policy=RetryPolicy(max_attempts=2, initial_backoff=0.02, max_backoff=0.1, budget=4.0),
+        breaker=new_breaker(f"bank-{uuid.uuid4().hex[:6]}", 5, 1.0),
+    )
+    yield gateway
+    gateway.close()
+
+
+def test_the_bank_makes_one_payment_per_idempotency_key(bank_port: BankGateway) -> None:
+    key = f"pay_{uuid.uuid4().hex[:12]}"
+    instruction = BankInstruction(key, True, 1_000, "EUR", BankAccount("DE0012345", "Bob"), key)
+    first = bank_port.submit(instruction)
+    again = bank_port.submit(instruction)
+    assert first.result is again.result is SubmitResult.ACCEPTED
+    assert first.payment is not None
+    assert again.payment is not None
+    assert first.payment.bank_payment_id == again.payment.bank_payment_id
+    assert (first.payment.reference, first.payment.amount) == (key, 1_000)
+    reused = bank_port.submit(dataclasses.replace(instruction, amount=999))
+    assert (reused.result, reused.code) == (SubmitResult.REFUSED, "idempotency_key_reused")
+    found = bank_port.lookup(key)
+    assert found.result is LookupResult.FOUND
+    assert found.payment is not None
+    assert found.payment.bank_payment_id == first.payment.bank_payment_id
+    assert bank_port.lookup(f"pay_{uuid.uuid4().hex[:12]}").result is LookupResult.NOT_FOUND
+    events, after = bank_port.events(0, 1.0)
+    mine = [e for e in events if e.payment.reference == key]
+    assert mine
+    assert mine[0].status.value == "pending"
+    assert after >= mine[0].sequence
