@@ -114,45 +114,70 @@ class Workers:
     def stop(self, deadline: float) -> list[str]:
         """Stop the started workers, newest first, all by ``deadline`` (``time.monotonic()``).
 
-        Returns the names of the workers that had not stopped by then.
+        Each worker is asked in turn and waited for up to its share of the time
+        left; one that takes longer goes on stopping while the next is asked,
+        and is waited for again at the end, so that one slow worker cannot take
+        the others' time. Returns the names of those that had not stopped by
+        the deadline.
         """
-        late = []
-        while self._started:
+        slow: list[Stopping] = []
+        for remaining in range(len(self._started), 0, -1):
             worker = self._started.pop()
-            outcome = stop_within(worker, deadline)
-            if outcome == "stopped":
-                _log.info("worker stopped", worker=worker.name)
-            elif outcome == "late":
-                late.append(worker.name)
-                _log.warning("worker did not stop in time; left behind", worker=worker.name)
+            stopping = Stopping(worker.name, worker.stop, deadline)
+            share = (deadline - time.monotonic()) / remaining
+            if stopping.wait(min(deadline, time.monotonic() + share)) is None:
+                slow.append(stopping)
+            else:
+                stopping.report()
+        late = []
+        for stopping in slow:
+            stopping.wait(deadline)
+            if stopping.report() == "late":
+                late.append(stopping.name)
         return late
 
 
 StopOutcome = Literal["stopped", "failed", "late"]
 
 
-def stop_within(worker: Worker, deadline: float) -> StopOutcome:
-    """``worker.stop`` given the time left until ``deadline`` (``time.monotonic()``)."""
-    return run_within(worker.name, worker.stop, deadline)
+class Stopping:
+    """``stop(seconds left until deadline)`` under way on a thread of its own.
 
-
-def run_within(name: str, stop: Callable[[float], object], deadline: float) -> StopOutcome:
-    """``stop(seconds left)`` on a thread of its own, waited for until ``deadline``.
-
-    A stop that overruns cannot hold the caller past the deadline ("late"); one
-    that raises is logged ("failed").
+    A stop that overruns cannot hold its caller past the deadline; one that
+    raises is logged.
     """
-    outcome: list[StopOutcome] = []
 
-    def run() -> None:
+    def __init__(self, name: str, stop: Callable[[float], object], deadline: float) -> None:
+        self.name = name
+        self._outcome: StopOutcome | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(stop, deadline), name=f"stop-{name}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, stop: Callable[[float], object], deadline: float) -> None:
         try:
             stop(max(0.0, deadline - time.monotonic()))
-            outcome.append("stopped")
+            self._outcome = "stopped"
         except BaseException:
-            _log.exception("failed to stop", what=name)
-            outcome.append("failed")
+            _log.exception("failed to stop", worker=self.name)
+            self._outcome = "failed"
 
-    thread = threading.Thread(target=run, name=f"stop-{name}", daemon=True)
-    thread.start()
-    thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    return outcome[0] if outcome else "late"
+    def wait(self, until: float) -> StopOutcome | None:
+        """The outcome, waiting for it until ``until`` (``time.monotonic()``); None: not yet."""
+        self._thread.join(timeout=max(0.0, until - time.monotonic()))
+        return self._outcome
+
+    def report(self) -> StopOutcome:
+        """Log the outcome as it is now ("late" while still stopping) and return it."""
+        outcome = self._outcome or "late"
+        if outcome == "stopped":
+            _log.info("worker stopped", worker=self.name)
+        elif outcome == "late":
+            _log.warning("worker did not stop in time; left behind", worker=self.name)
+        return outcome
+
+
+def stop_within(name: str, stop: Callable[[float], object], deadline: float) -> StopOutcome:
+    """``stop(seconds left)``, waited for until ``deadline``; "late" if not done by then."""
+    return Stopping(name, stop, deadline).wait(deadline) or "late"
