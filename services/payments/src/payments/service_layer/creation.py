@@ -38,12 +38,15 @@ from payments.domain.states import PaymentState
 from payments.service_layer.ports import LedgerResult
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
 from payments.service_layer.use_cases import (
+    SERVICE,
+    Caller,
     CustomerStatus,
     Deps,
     _lease_for_hold,
     _replay,
     apply_hold_result,
     book,
+    check_creation,
     create_payment,
     decide_payment,
     declined,
@@ -257,3 +260,20 @@ class CreationBatcher:
 
     def close(self) -> None:
         self._committer.close()
+
+
+def submit_creation(
+    deps: Deps,
+    creator: CreationBatcher,
+    request: PaymentRequest,
+    account_field: str,
+    caller: Caller = SERVICE,
+    timeout: float | None = None,
+) -> Payment:
+    """Create a payout or collection, decided together with concurrent ones.
+
+    Whatever can refuse it alone is checked first: it joins a group only when
+    nothing about it can fail that group.
+    """
+    check_creation(deps, request, account_field, caller)
+    return creator.submit(Creation(request, account_field), timeout)
