@@ -204,11 +204,26 @@ def bootstraps() -> list[Path]:
 
 
 def runtime_work_in(path: Path) -> list[str]:
-    """Loops, threads and SQL in a module that should only wire."""
+    """Loops, threads, SQL and behaviour in a module that should only wire.
+
+    The running service's parts (``Ledger``, ``Payments``...) are held, not acted
+    on: their only method is ``close`` (properties aside).
+    """
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         line = getattr(node, "lineno", 0)
-        if isinstance(node, ast.While):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if (
+                    isinstance(item, ast.FunctionDef)
+                    and item.name != "close"
+                    and not item.name.startswith("__")
+                    and not any(
+                        isinstance(d, ast.Name) and d.id == "property" for d in item.decorator_list
+                    )
+                ):
+                    found.append(f"line {item.lineno}: {node.name}.{item.name}() acts")
+        elif isinstance(node, ast.While):
             found.append(f"line {line}: a while loop")
         elif isinstance(node, ast.Import | ast.ImportFrom):
             names = (
@@ -253,6 +268,12 @@ def test_the_bootstrap_check_sees_loops_threads_and_sql(tmp_path: Path) -> None:
         "    threading.Thread(target=print).start()\n"
         "    while True:\n"
         "        engine.connect().execute(text('SELECT pg_try_advisory_lock(1)'))\n"
+        "class App:\n"
+        "    @property\n"
+        "    def uow(self) -> None: ...\n"
+        "    def start_workers(self) -> None: ...\n"
+        "    def close(self) -> None: ...\n"
     )
     found = runtime_work_in(sample)
-    assert len(found) == 6, found
+    assert len(found) == 7, found
+    assert "line 10: App.start_workers() acts" in found
