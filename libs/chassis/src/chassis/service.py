@@ -70,7 +70,8 @@ AppT = TypeVar("AppT", bound=App)
 
 @dataclass(frozen=True)
 class Background:
-    """A service's workers, in start order: ``before_server`` takes calls, or ``after``."""
+    """A service's workers, each list in start order: those started before the server takes
+    calls (stopped after it has drained), and those started once it does (stopped first)."""
 
     before_server: Sequence[Worker] = ()
     after_server: Sequence[Worker] = ()
