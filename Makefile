@@ -14,7 +14,7 @@ export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test test-unit test-integration test-e2e lint fmt typecheck protos protos-check bench events clean
+.PHONY: help venv run test test-unit test-integration test-e2e lint fmt protos bench events clean
 
 help:
 	@echo "make run     start the whole suite on embedded defaults"

@@ -39,6 +39,7 @@ from payments.bootstrap import Payments, bootstrap, migrate
 from payments.config import PaymentsSettings
 from payments.domain.ledger_plan import clearing_account_id, customer_account_id, fee_account_id
 from payments.entrypoints.server import build_server
+from payments.entrypoints.workers import PaymentRounds
 
 from tests.identity_fixtures import IdentityServer
 from tests.ledger_fixtures import LEDGER_AUTH, LEDGER_JWKS_FILE, authorized_channel
@@ -319,7 +320,7 @@ def make_suite(
         ledger=GrpcLedger(ledger_channel),
         identity=GrpcIdentity(identity_channel),
     )
-    app.start_workers()
+    PaymentRounds(app).start()  # stopped with the app, when the server stops
     server = build_server(app, settings)
     port = server.start()
     payments_channel = authorized_channel(f"127.0.0.1:{port}")

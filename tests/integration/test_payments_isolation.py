@@ -34,7 +34,7 @@ from payments.adapters.repository import PaymentsRepository
 from payments.domain.ledger_plan import LedgerOperation, customer_account_id
 from payments.domain.model import BankAccount, LedgerStep, PaymentRequest, transfer_id
 from payments.domain.states import PaymentKind
-from payments.service_layer.creation import Creation
+from payments.service_layer.creation import Creation, submit_creation
 
 from tests.payments_fixtures import TERMINAL, Suite, make_suite, rpc_error
 
@@ -435,7 +435,7 @@ def test_a_deadline_that_passes_in_the_queue_is_deadline_exceeded_and_the_outcom
         blocker = pool.submit(outcome, scenario.payout(scenario.blocker_id))
         assert gate.held.wait(60)
         with pytest.raises(DomainError) as late:
-            suite.app.create(request, "destination", timeout=0.05)
+            submit_creation(suite.app.deps, suite.app.creator, request, "destination", timeout=0.05)
         gate.release.set()
         assert isinstance(blocker.result(), pb.Payment)
     gate.armed = False

@@ -27,6 +27,7 @@ from chassis.kernel.money import MAX_AMOUNT
 from payments.domain.ledger_plan import clearing_account_id, customer_account_id
 from payments.domain.model import BankAccount, Payment, PaymentRequest
 from payments.domain.states import PaymentKind
+from payments.entrypoints.workers import states_sampler_of
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -187,11 +188,14 @@ def test_a_hold_that_keeps_failing_is_reported_as_stuck_and_the_payout_stays_can
         assert [e["payment_id"] for e in logs if e["event"] == "payment cannot progress"] == [
             payment_id
         ]
-        suite.app.start_sampler()
-        deadline = time.monotonic() + 30
-        while REGISTRY.get_sample_value("payments_stuck") != 1:
-            assert time.monotonic() < deadline, "payments_stuck never showed it"
-            time.sleep(0.05)
+        sampler = states_sampler_of(suite.app).start()
+        try:
+            deadline = time.monotonic() + 30
+            while REGISTRY.get_sample_value("payments_stuck") != 1:
+                assert time.monotonic() < deadline, "payments_stuck never showed it"
+                time.sleep(0.05)
+        finally:
+            sampler.stop()
         canceled = suite.payments.CancelPayment(
             pb.CancelPaymentRequest(payment_id=payment_id)
         ).payment

@@ -1,8 +1,10 @@
-"""Each service's Dockerfile: small, unprivileged, and carrying only that service's packages."""
+"""The Python services' image: one Dockerfile, built per service with build arguments;
+each image small, unprivileged, and carrying only that service's packages."""
 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -12,12 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "deploy" / "docker"
+DOCKERFILE = DOCKER / "python-service.Dockerfile"
 IMAGES = {
-    # Dockerfile name: (package, its source folder, whether it has migrations)
-    "ledger": ("astra-ledger", "services/ledger", True),
-    "identity": ("astra-identity", "services/identity", True),
-    "payments": ("astra-payments", "services/payments", True),
-    "sandbox-bank": ("astra-sandbox-bank", "services/sandbox_bank", False),
+    # image (tag): (package, its source folder, whether it has migrations)
+    "astra-ledger": ("astra-ledger", "services/ledger", True),
+    "astra-identity": ("astra-identity", "services/identity", True),
+    "astra-payments": ("astra-payments", "services/payments", True),
+    "astra-sandbox-bank": ("astra-sandbox-bank", "services/sandbox_bank", False),
 }
 # Requirements only one service has: no other image may carry them.
 OWN_REQUIREMENTS = {
@@ -28,15 +31,42 @@ OWN_REQUIREMENTS = {
 DEV_TOOLS = {"pytest", "mypy", "ruff", "grpcio-tools", "matplotlib", "hypothesis", "astra-testkit"}
 
 
+def build_commands() -> dict[str, dict[str, str]]:
+    """The build arguments of each image, by tag, as deploy/README.md gives the commands."""
+    commands = {}
+    for line in (ROOT / "deploy" / "README.md").read_text().splitlines():
+        if not line.startswith("docker build "):
+            continue
+        words = shlex.split(line)
+        assert words[words.index("-f") + 1] == str(DOCKERFILE.relative_to(ROOT)), line
+        tag = words[words.index("-t") + 1]
+        commands[tag] = dict(
+            words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "--build-arg"
+        )
+    return commands
+
+
 def _instructions(name: str) -> list[tuple[str, str]]:
-    text = (DOCKER / f"{name}.Dockerfile").read_text()
+    """The Dockerfile's instructions for image ``name``, its build arguments substituted."""
+    text = DOCKERFILE.read_text()
     joined = re.sub(r"\\\n\s*", " ", text)
     lines = [line.strip() for line in joined.splitlines()]
-    return [
+    instructions = [
         (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
         for line in lines
         if line and not line.startswith("#")
     ]
+    values = {
+        arg.split("=", 1)[0]: arg.split("=", 1)[1]
+        for op, arg in instructions
+        if op == "ARG" and "=" in arg
+    }
+    values.update(build_commands()[name])
+
+    def substitute(match: re.Match[str]) -> str:
+        return values.get(match.group(1), match.group(0))  # $PATH and the like stay
+
+    return [(op, re.sub(r"\$\{?([A-Z_]+)\}?", substitute, arg)) for op, arg in instructions]
 
 
 def _final_stage(name: str) -> list[tuple[str, str]]:
@@ -45,8 +75,11 @@ def _final_stage(name: str) -> list[tuple[str, str]]:
     return instructions[last_from:]
 
 
-def test_there_is_one_dockerfile_per_service() -> None:
-    assert {p.name.removesuffix(".Dockerfile") for p in DOCKER.glob("*.Dockerfile")} == set(IMAGES)
+def test_one_dockerfile_builds_every_python_service() -> None:
+    assert [p.name for p in DOCKER.glob("*Dockerfile*")] == [DOCKERFILE.name]
+    assert set(build_commands()) == set(IMAGES)
+    services = {f"services/{p.parent.name}" for p in ROOT.glob("services/*/pyproject.toml")}
+    assert {folder for _, folder, _ in IMAGES.values()} == services
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -83,12 +116,23 @@ def test_the_image_installs_only_its_own_package_and_runs_its_console_script(
     run = " ".join(arg for op, arg in instructions if op == "RUN")
     assert f"uv export --frozen --package {package} --no-dev" in run
     assert "--require-hashes" in run
+    assert f"--editable ./{folder}" in run
     project = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"]
     assert project["name"] == package
+    # The entrypoint is the package's console script, by a link of one name for every image.
     (entrypoint,) = [arg for op, arg in instructions if op == "ENTRYPOINT"]
-    assert entrypoint == f'["{package}"]'
+    assert entrypoint == '["astra-service"]'
+    assert f"ln -s {package} /opt/venv/bin/astra-service" in run
     assert package in project["scripts"]
     assert (ROOT / folder / "migrations" / "env.py").exists() is has_migrations
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_the_image_listens_on_every_interface_through_a_documented_setting(name: str) -> None:
+    listen = build_commands()[name]["LISTEN"]
+    final = " ".join(arg for op, arg in _final_stage(name) if op == "ENV")
+    assert f"{listen}=0.0.0.0" in final
+    assert f"`{listen}`" in (ROOT / "README.md").read_text()  # a setting of the service
 
 
 def _uv() -> str:

@@ -1,7 +1,8 @@
 """Configuration from environment variables only (pydantic-settings).
 
-Each service subclasses ``ServiceSettings`` with its own prefix (``LEDGER_``,
-``PAYMENTS_``...); a bad value fails at start with a message naming the variable.
+Each service subclasses ``ServiceSettings`` (or ``TokenVerifyingSettings``)
+with its own prefix (``LEDGER_``, ``PAYMENTS_``...); a bad value fails at start
+with a message naming the variable.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ class ServiceSettings(BaseSettings):
     grpc_reuse_port: bool = Field(
         False, description="Set SO_REUSEPORT so several processes can share the port"
     )
-    grace_seconds: float = Field(10.0, ge=0, description="Drain time on SIGTERM")
+    grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="Drain time on SIGTERM: calls in flight get this long, then the workers "
+        "stop within what is left (and 2 s at least)",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics HTTP port on grpc_host (0: none)"
     )
@@ -31,6 +37,29 @@ class ServiceSettings(BaseSettings):
     database_url: str = Field(..., description="SQLAlchemy URL of the context's own database")
     migrate_on_start: bool = Field(True, description="Apply Alembic migrations before serving")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    auth_leeway_seconds: float = Field(
+        30.0, ge=0, le=300, description="Clock skew allowed when checking exp/nbf/iat"
+    )
+
+
+class TokenVerifyingSettings(ServiceSettings):
+    """A service whose callers present tokens identity issued, checked with identity's public
+    keys (identity checks the tokens sent to it with its own keys: it is not one)."""
+
+    auth_enabled: bool = Field(
+        True, description="Require bearer tokens (off, every call is let in: never in production)"
+    )
+    auth_issuer: str = Field(
+        "astra-identity", min_length=1, description="The token issuer (`iss`) accepted"
+    )
+    auth_audience: str = Field("astra", min_length=1, description="The token audience (`aud`)")
+    identity_target: str = Field(
+        "127.0.0.1:50051",
+        description="identity's gRPC address, where the public keys (and its API) are",
+    )
+    auth_jwks_file: str = Field(
+        "", description="Read the public keys from this JWKS file instead of asking identity"
+    )
 
 
 class PubSubSettings(BaseSettings):

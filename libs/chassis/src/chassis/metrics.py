@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import grpc
 import structlog
@@ -35,7 +34,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from chassis.grpc.interceptors import MethodInterceptor, wrap_handler
+from chassis.background import Periodic
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -129,41 +128,6 @@ def status_code_of(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCo
     return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
 
 
-class MetricsInterceptor(MethodInterceptor):
-    """Counts, times and tracks in-flight calls of every application method.
-
-    Health checks and reflection are left out: probes would drown the figures.
-    """
-
-    def wrap(
-        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        service, name = split_method(method)
-        in_flight = GRPC_IN_FLIGHT.labels(service, name)
-        latency = GRPC_HANDLING_SECONDS.labels(service, name)
-
-        def measured(behaviour: Callable[..., Any], request: Any, ctx: Any) -> Any:
-            in_flight.inc()
-            started = time.perf_counter()
-            failed = True
-            try:
-                result = behaviour(request, ctx)
-                failed = False
-                return result
-            finally:
-                latency.observe(time.perf_counter() - started)
-                in_flight.dec()
-                GRPC_HANDLED.labels(service, name, status_code_of(ctx, failed).name).inc()
-
-        def measured_stream(behaviour: Callable[..., Any], request: Any, ctx: Any) -> Any:
-            def generate() -> Iterator[Any]:
-                yield from measured(lambda r, c: list(behaviour(r, c)), request, ctx)
-
-            return generate()
-
-        return wrap_handler(handler, measured, measured_stream)
-
-
 # --- the outbox and its relay ----------------------------------------------
 
 OUTBOX_BACKLOG = gauge(
@@ -252,7 +216,7 @@ def record_breaker_state(breaker: str, state: str) -> None:
 # --- periodic sampling ------------------------------------------------------
 
 
-class Sampler:
+class Sampler(Periodic):
     """Runs ``sample`` now and then every ``interval`` seconds on a daemon thread.
 
     For gauges read from the database (backlog, payments by state): computing
@@ -260,29 +224,11 @@ class Sampler:
     """
 
     def __init__(self, name: str, sample: Callable[[], None], interval: float = 5.0) -> None:
-        self._name = name
-        self._sample = sample
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sampler-{name}", daemon=True)
+        super().__init__(f"sampler-{name}", sample, interval, at_start=True)
+        self._sampler = name
 
-    def start(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self._sample()
-            except Exception:
-                _log.warning("metrics sample failed; will try again", sampler=self._name)
-            if self._stop.wait(self._interval):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+    def failed(self) -> None:
+        _log.warning("metrics sample failed; will try again", sampler=self._sampler)
 
 
 # --- the HTTP endpoint --------------------------------------------------------

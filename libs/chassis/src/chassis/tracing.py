@@ -19,11 +19,10 @@ suite's events follow).
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,11 +38,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.trace import SpanKind, Status, StatusCode
-
-from chassis.grpc.bases import UnaryStreamClientBase, UnaryUnaryClientBase
-from chassis.grpc.interceptors import MethodInterceptor, wrap_handler
-from chassis.metrics import split_method, status_code_of
+from opentelemetry.trace import SpanKind
 
 _log = structlog.get_logger("chassis.tracing")
 
@@ -164,134 +159,6 @@ def current_trace_id() -> str | None:
     """The current trace id as 32 hex digits, or None outside any trace."""
     span_context = trace.get_current_span().get_span_context()
     return format(span_context.trace_id, "032x") if span_context.is_valid else None
-
-
-# --- gRPC ---------------------------------------------------------------------
-
-
-class TracingServerInterceptor(MethodInterceptor):
-    """A server span per call, child of the caller's ``traceparent``.
-
-    Our own rather than opentelemetry-instrumentation-grpc's server interceptor:
-    that one ignores ``abort_with_status``, which is how every refusal leaves
-    our servers (rich error details), so its spans would call them all OK.
-    """
-
-    def wrap(
-        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        service, name = split_method(method)
-        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-
-        def traced(behaviour: Callable[..., Any], request: Any, ctx: grpc.ServicerContext) -> Any:
-            carrier = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
-            # No trace context sent: a new root, without parsing anything.
-            parent = propagate.extract(carrier) if "traceparent" in carrier else None
-            with tracer().start_as_current_span(
-                method.lstrip("/"),
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes=attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                failed = True
-                try:
-                    result = behaviour(request, ctx)
-                    failed = False
-                    return result
-                except Exception as error:
-                    # grpc's abort raises a bare Exception: not worth recording.
-                    if type(error) is not Exception:
-                        span.record_exception(error)
-                    raise
-                finally:
-                    code = status_code_of(ctx, failed)
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code in _SERVER_ERRORS:
-                        span.set_status(Status(StatusCode.ERROR, code.name))
-
-        def traced_stream(behaviour: Callable[..., Any], request: Any, ctx: Any) -> Any:
-            def generate() -> Iterator[Any]:
-                yield from traced(lambda r, c: list(behaviour(r, c)), request, ctx)
-
-            return generate()
-
-        return wrap_handler(handler, traced, traced_stream)
-
-
-def server_interceptors() -> list[grpc.ServerInterceptor[Any, Any]]:
-    """What ``GrpcServer`` puts in front of every call once tracing is configured."""
-    return [TracingServerInterceptor()] if tracing_configured() else []
-
-
-class TracingClientInterceptor(UnaryUnaryClientBase, UnaryStreamClientBase):
-    """A client span per outgoing call, and ``traceparent`` in its metadata.
-
-    Our own because the instrumentation's client interceptor implements its own
-    interface (``grpcext``), which cannot sit in ``grpc.intercept_channel``
-    beside the chassis' propagating interceptor.
-    """
-
-    def _call(
-        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
-    ) -> Any:
-        method = details.method
-        service, name = split_method(method)
-        with tracer().start_as_current_span(
-            method.lstrip("/"),
-            kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            metadata = [*(details.metadata or ()), *carrier.items()]
-            outcome = continuation(_with_metadata(details, metadata), request)
-            code = outcome.code() if hasattr(outcome, "code") else None
-            if isinstance(code, grpc.StatusCode):
-                span.set_attribute("rpc.grpc.status_code", code.value[0])
-                if code is not grpc.StatusCode.OK:
-                    span.set_status(Status(StatusCode.ERROR, code.name))
-            return outcome
-
-    def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        return self._call(continuation, client_call_details, request)
-
-    def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        # A stream's status is known only when it ends: the span covers its start.
-        return self._call(continuation, client_call_details, request)
-
-
-class _CallDetails(
-    collections.namedtuple(
-        "_CallDetails",
-        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
-    ),
-    grpc.ClientCallDetails,
-):
-    pass
-
-
-def _with_metadata(details: grpc.ClientCallDetails, metadata: list[Any]) -> _CallDetails:
-    return _CallDetails(
-        details.method,
-        details.timeout,
-        metadata,
-        details.credentials,
-        getattr(details, "wait_for_ready", None),
-        getattr(details, "compression", None),
-    )
-
-
-def client_interceptors() -> list[Any]:
-    """What ``open_channel`` puts on every channel once tracing is configured."""
-    return [TracingClientInterceptor()] if tracing_configured() else []
 
 
 # --- Pub/Sub --------------------------------------------------------------------

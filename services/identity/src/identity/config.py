@@ -47,9 +47,6 @@ class IdentitySettings(ServiceSettings):
     public_keys_max_age_seconds: int = Field(
         300, ge=1, le=86400, description="Cache lifetime verifiers are told for the public keys"
     )
-    auth_leeway_seconds: float = Field(
-        30.0, ge=0, le=300, description="Clock skew allowed when checking exp/nbf/iat"
-    )
 
     def customer_scopes(self) -> tuple[str, ...]:
         return tuple(sorted(set(self.customer_token_scopes.replace(",", " ").split())))

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-from chassis.db.engine import create_db_engine, is_postgres
+from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
 from chassis.events.writer import OutboxWriter
 from chassis.kernel.clock import Clock, SystemClock
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from ledger.adapters import tables
 from ledger.adapters.events import to_outbox_message
@@ -23,8 +21,6 @@ from ledger.service_layer import use_cases
 from ledger.service_layer.batcher import TransferBatcher
 from ledger.service_layer.ports import ItemOutcome
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
-
-_log = structlog.get_logger("ledger")
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CONTEXT = "ledger"
@@ -44,51 +40,9 @@ class Ledger:
     batcher: TransferBatcher
     settings: LedgerSettings
     uow: Callable[[], LedgerUnitOfWork]
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def start_expiry_worker(self) -> None:
-        thread = threading.Thread(target=self._expire_loop, name="hold-expiry", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _expire_loop(self) -> None:
-        interval = self.settings.expiry_interval_seconds
-        lock_key = 0x1ED6E5  # one expirer at a time across processes
-        while not self._stop.wait(interval):
-            try:
-                if is_postgres(self.engine):
-                    with self.engine.connect() as connection:
-                        got = connection.execute(
-                            text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key}
-                        ).scalar()
-                        if not got:
-                            continue
-                        try:
-                            self._expire_all()
-                        finally:
-                            connection.execute(
-                                text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key}
-                            )
-                            connection.commit()
-                else:
-                    self._expire_all()
-            except Exception:
-                _log.exception("hold expiry failed; will try again")
-
-    def _expire_all(self) -> None:
-        while not self._stop.is_set():
-            expired = use_cases.expire_due_holds(self.uow, self.clock)
-            if expired:
-                _log.info("holds expired", count=expired)
-            else:
-                return
 
     def close(self) -> None:
-        self._stop.set()
         self.batcher.close()
-        for thread in self._threads:
-            thread.join(timeout=10)
         self.engine.dispose()
 
 

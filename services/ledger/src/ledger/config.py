@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from chassis.config import ServiceSettings
+from chassis.config import TokenVerifyingSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 
-class LedgerSettings(ServiceSettings):
+class LedgerSettings(TokenVerifyingSettings):
     model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore", frozen=True)
 
     grpc_port: int = Field(50052, ge=0, le=65535)
@@ -26,17 +26,4 @@ class LedgerSettings(ServiceSettings):
     )
     expiry_interval_seconds: float = Field(
         1.0, gt=0, description="How often expired holds are looked for and voided"
-    )
-    auth_issuer: str = Field(
-        "astra-identity", min_length=1, description="The token issuer (`iss`) accepted"
-    )
-    auth_audience: str = Field("astra", min_length=1, description="The token audience (`aud`)")
-    identity_target: str = Field(
-        "127.0.0.1:50051", description="identity's gRPC address, where the public keys come from"
-    )
-    auth_jwks_file: str = Field(
-        "", description="Read the public keys from this JWKS file instead of asking identity"
-    )
-    auth_leeway_seconds: float = Field(
-        30.0, ge=0, le=300, description="Clock skew allowed when checking exp/nbf/iat"
     )

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import grpc
-import structlog
 from chassis.db.engine import create_db_engine
+from chassis.db.locks import try_advisory_lock
 from chassis.db.migrations import upgrade
 from chassis.events.writer import OutboxWriter
 from chassis.grpc.client import TokenSource, open_channel
 from chassis.kernel.clock import Clock, SystemClock
-from chassis.metrics import Sampler
 from chassis.retry import RetryPolicy
 from sqlalchemy import Engine
 
@@ -24,24 +23,19 @@ from payments.adapters.bank_gateway import HttpBankGateway, new_breaker
 from payments.adapters.events import to_outbox_message
 from payments.adapters.identity_client import GrpcIdentity
 from payments.adapters.ledger_client import GrpcLedger
-from payments.adapters.locks import advisory_lock
-from payments.adapters.metrics import count_transitions, record_house_account, states_sampler
+from payments.adapters.metrics import count_transitions, record_house_account
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.config import PaymentsSettings
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
 from payments.domain.limits import AmountLimits
-from payments.domain.model import Payment, PaymentRequest
 from payments.domain.policy import Policy
-from payments.domain.states import PaymentState
 from payments.service_layer.capacity import CapacityWatch
-from payments.service_layer.creation import Creation, CreationBatcher, create_payments
+from payments.service_layer.creation import CreationBatcher, create_payments
 from payments.service_layer.orchestrator import Orchestrator
 from payments.service_layer.ports import BankGateway, IdentityPort, LedgerPort
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
-from payments.service_layer.use_cases import SERVICE, Caller, Deps, check_creation
-
-_log = structlog.get_logger("payments")
+from payments.service_layer.use_cases import Deps
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CONTEXT = "payments"
@@ -122,62 +116,14 @@ class Payments:
     orchestrator: Orchestrator
     creator: CreationBatcher
     _closers: list[Callable[[], None]] = field(default_factory=list)
-    _sampler: Sampler | None = None
-    _capacity_sampler: Sampler | None = None
 
     @property
     def uow(self) -> Callable[[], PaymentsUnitOfWork]:
         return self.deps.uow
 
-    def start_workers(self) -> None:
-        self.orchestrator.start(
-            loops=self.settings.worker_loops,
-            feed=True,
-            reconcile_every=self.settings.reconciliation_interval_seconds,
-        )
-
-    def start_sampler(self) -> None:
-        def count() -> dict[PaymentState, int]:
-            with self.deps.uow() as uow:
-                return uow.payments.count_by_state()
-
-        def stuck() -> int:
-            with self.deps.uow() as uow:
-                return uow.payments.count_stuck(self.deps.policy.stuck_after)
-
-        self._sampler = states_sampler(count, stuck).start()
-
-    def start_capacity_watch(self) -> None:
-        """Read the house accounts' totals now and then (every serving process checks them)."""
-
-        def read() -> None:
-            self.deps.capacity.refresh(self.deps.ledger)
-
-        self._capacity_sampler = Sampler(
-            "payments-house-accounts", read, interval=self.settings.house_account_check_seconds
-        ).start()
-
-    def create(
-        self,
-        request: PaymentRequest,
-        account_field: str,
-        caller: Caller = SERVICE,
-        timeout: float | None = None,
-    ) -> Payment:
-        """Create a payout or collection, decided together with concurrent ones.
-
-        Whatever can refuse it alone is checked first: it joins a group only when
-        nothing about it can fail that group.
-        """
-        check_creation(self.deps, request, account_field, caller)
-        return self.creator.submit(Creation(request, account_field), timeout)
-
     def close(self) -> None:
         self.creator.close()
         self.orchestrator.close()
-        for sampler in (self._sampler, self._capacity_sampler):
-            if sampler is not None:
-                sampler.stop()
         for close in reversed(self._closers):
             with contextlib.suppress(Exception):
                 close()
@@ -235,18 +181,14 @@ def bootstrap(
         capacity=CapacityWatch(settings.house_account_stop_ratio, record_house_account),
     )
 
-    @contextlib.contextmanager
-    def feed_lock() -> Iterator[bool]:
-        with advisory_lock(engine, "astra-payments-bank-feed") as mine:
-            yield mine
-
     orchestrator = Orchestrator(
         deps,
         batch_size=settings.worker_batch_size,
         threads=settings.worker_threads,
         poll_seconds=settings.worker_poll_seconds,
         feed_wait_seconds=settings.bank_feed_wait_seconds,
-        feed_lock=feed_lock,
+        # One process at a time follows the bank's feed.
+        feed_lock=lambda: try_advisory_lock(engine, "astra-payments-bank-feed"),
     )
     deps.wake = orchestrator.wake
     creator = CreationBatcher(

@@ -7,7 +7,7 @@ has no such fraud limit (``PAYMENTS_AMOUNT_MAX``: the major-unit default applies
 
 from __future__ import annotations
 
-from chassis.config import ServiceSettings
+from chassis.config import TokenVerifyingSettings
 from chassis.kernel.money import MAX_AMOUNT, is_currency
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -18,7 +18,7 @@ from payments.domain.limits import DEFAULT_MAX_MAJOR_UNITS, DEFAULT_STOP_RATIO
 _MAX_MAJOR_UNITS = MAX_AMOUNT // 10**4
 
 
-class PaymentsSettings(ServiceSettings):
+class PaymentsSettings(TokenVerifyingSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", frozen=True)
 
     grpc_port: int = Field(50053, ge=0, le=65535)
@@ -28,7 +28,6 @@ class PaymentsSettings(ServiceSettings):
 
     # --- the other contexts ---
     ledger_target: str = Field("127.0.0.1:50052", description="The ledger's gRPC address")
-    identity_target: str = Field("127.0.0.1:50051", description="Identity's gRPC address")
     call_timeout_seconds: float = Field(
         5.0, gt=0, le=120, description="Deadline of each ledger and identity call"
     )
@@ -36,12 +35,6 @@ class PaymentsSettings(ServiceSettings):
         "", description="Service client at identity; with a secret, outgoing calls carry tokens"
     )
     client_secret: SecretStr = Field(SecretStr(""), description="The service client's secret")
-    auth_enabled: bool = Field(True, description="Require bearer tokens on PaymentsService")
-    auth_issuer: str = Field("astra-identity", description="Expected `iss` of tokens")
-    auth_audience: str = Field("astra", description="Expected `aud` of tokens")
-    auth_jwks_file: str = Field(
-        "", description="JWKS file with the verification keys; empty: ask identity over gRPC"
-    )
 
     kyc_subscriber_enabled: bool = Field(
         True, description="Follow identity's events into the KYC projection (needs Pub/Sub)"

@@ -14,6 +14,8 @@ from sandbox_bank.config import BankSettings, FaultSettings
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="astra-sandbox-bank", description=__doc__)
+    # Optional, as for the other services: their image's default command is `serve`.
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
     parser.parse_args(argv)
     settings = BankSettings()
     configure_logging("sandbox-bank", settings.log_level)

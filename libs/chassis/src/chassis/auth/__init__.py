@@ -19,7 +19,7 @@ from chassis.auth.keys import (
 )
 from chassis.auth.policy import AccessPolicy, MethodRule, UndeclaredAccess, declared_scopes
 from chassis.auth.principal import Principal, PrincipalKind, current_principal
-from chassis.auth.setup import build_verifier
+from chassis.auth.setup import build_verifier, verifier_from
 from chassis.auth.token_source import ClientCredentialsTokenSource
 from chassis.auth.verifier import TokenVerifier
 
@@ -42,4 +42,5 @@ __all__ = [
     "build_verifier",
     "current_principal",
     "declared_scopes",
+    "verifier_from",
 ]

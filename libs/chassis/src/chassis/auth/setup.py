@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from chassis.auth.keys import FileKeySource, IdentityKeySource, JwksCache, KeySource
 from chassis.auth.verifier import TokenVerifier
+from chassis.config import TokenVerifyingSettings
 
 
 def build_verifier(
@@ -28,4 +29,15 @@ def build_verifier(
         issuer=issuer,
         audience=audience,
         leeway_seconds=leeway_seconds,
+    )
+
+
+def verifier_from(settings: TokenVerifyingSettings) -> TokenVerifier:
+    """The verifier a service's ``<SERVICE>_AUTH_*`` and ``<SERVICE>_IDENTITY_TARGET`` describe."""
+    return build_verifier(
+        issuer=settings.auth_issuer,
+        audience=settings.auth_audience,
+        identity_target=settings.identity_target,
+        jwks_file=settings.auth_jwks_file,
+        leeway_seconds=settings.auth_leeway_seconds,
     )

@@ -8,14 +8,14 @@ several processes starting at once migrate one after another.
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData
 
 from chassis.db.engine import create_db_engine, is_postgres, normalize_url
+from chassis.db.locks import advisory_lock
 
 
 def alembic_config(database_url: str, script_location: Path) -> Config:
@@ -37,24 +37,15 @@ def run_env(target_metadata: MetaData, lock_name: str) -> None:
         raise RuntimeError("sqlalchemy.url is not set for migrations")
     engine = create_db_engine(url, pool_size=1)
     try:
-        with engine.connect() as connection:
-            lock_key = zlib.crc32(lock_name.encode())
-            if is_postgres(engine):
-                connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key})
-                connection.commit()
-            try:
-                context.configure(
-                    connection=connection,
-                    target_metadata=target_metadata,
-                    compare_type=True,
-                    render_as_batch=not is_postgres(engine),
-                )
-                with context.begin_transaction():
-                    context.run_migrations()
-                connection.commit()
-            finally:
-                if is_postgres(engine):
-                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key})
-                    connection.commit()
+        with engine.connect() as connection, advisory_lock(connection, lock_name):
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                compare_type=True,
+                render_as_batch=not is_postgres(engine),
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+            connection.commit()
     finally:
         engine.dispose()

@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import math
 import os
-import zlib
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -30,6 +29,7 @@ import structlog
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
+from chassis.db.locks import lock, lock_class, try_lock, unlock, unlock_all
 from chassis.events.schema import OUTBOX_LANES
 
 _log = structlog.get_logger("chassis.relay")
@@ -54,16 +54,11 @@ class LaneLeases(Protocol):
         ...
 
 
-def _lock_class(name: str) -> int:
-    # A positive int4, so it reads back unchanged from pg_locks.classid (an oid).
-    return zlib.crc32(name.encode()) & 0x7FFFFFFF
-
-
 class AdvisoryLaneLeases:
     def __init__(self, context: str, lanes: int = OUTBOX_LANES) -> None:
         self._lanes = lanes
-        self._lane_class = _lock_class(f"astra-outbox-lane:{context}")
-        self._member_class = _lock_class(f"astra-outbox-relay:{context}")
+        self._lane_class = lock_class(f"astra-outbox-lane:{context}")
+        self._member_class = lock_class(f"astra-outbox-relay:{context}")
         self._owned: set[int] = set()
         self._member = False
         self.relays = 0
@@ -76,9 +71,9 @@ class AdvisoryLaneLeases:
         self, connection: Connection, keep: frozenset[int] = frozenset()
     ) -> frozenset[int]:
         if not self._member:
-            connection.execute(
-                text("SELECT pg_advisory_lock(:c, pg_backend_pid())"), {"c": self._member_class}
-            )
+            # Keyed by the connection's own backend: each relay holds one member lock.
+            backend = int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            lock(connection, (self._member_class, backend))
             self._member = True
         self.relays = int(
             connection.execute(
@@ -97,10 +92,7 @@ class AdvisoryLaneLeases:
             # A lane with a request in flight is shed at a later rebalance, once idle.
             sheddable = sorted(self._owned - keep, reverse=True)
             for lane in sheddable[: len(self._owned) - share]:
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:c, :lane)"),
-                    {"c": self._lane_class, "lane": lane},
-                )
+                unlock(connection, (self._lane_class, lane))
                 self._owned.discard(lane)
         elif len(self._owned) < share:
             # Start the search at a different lane per relay, so newcomers rarely collide.
@@ -111,10 +103,7 @@ class AdvisoryLaneLeases:
                 lane = (start + step) % self._lanes
                 if lane in self._owned:
                     continue
-                if connection.execute(
-                    text("SELECT pg_try_advisory_lock(:c, :lane)"),
-                    {"c": self._lane_class, "lane": lane},
-                ).scalar_one():
+                if try_lock(connection, (self._lane_class, lane)):
                     self._owned.add(lane)
         connection.commit()
         if self._owned != before:
@@ -134,8 +123,7 @@ class AdvisoryLaneLeases:
     def release(self, connection: Connection | None) -> None:
         if connection is not None and (self._owned or self._member):
             with contextlib.suppress(Exception):
-                connection.execute(text("SELECT pg_advisory_unlock_all()"))
-                connection.commit()
+                unlock_all(connection)
         self.forget()
 
 

@@ -6,6 +6,7 @@ one module holds them so that every interceptor subclasses the same names.
 
 from __future__ import annotations
 
+import collections
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -18,3 +19,13 @@ else:
     ServerInterceptorBase = grpc.ServerInterceptor
     UnaryUnaryClientBase = grpc.UnaryUnaryClientInterceptor
     UnaryStreamClientBase = grpc.UnaryStreamClientInterceptor
+
+
+class ClientCallDetails(
+    collections.namedtuple(
+        "ClientCallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """An outgoing call's details as a client interceptor passes them on, changed."""

@@ -10,28 +10,17 @@
 
 from __future__ import annotations
 
-import collections
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from chassis import tracing
-from chassis.grpc.bases import UnaryStreamClientBase, UnaryUnaryClientBase
+from chassis.grpc.bases import ClientCallDetails, UnaryStreamClientBase, UnaryUnaryClientBase
 from chassis.grpc.context import current_call
+from chassis.grpc.telemetry import client_interceptors
 
 TokenSource = Callable[[], str]
-
-
-class _ClientCallDetails(
-    collections.namedtuple(
-        "_ClientCallDetails",
-        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
-    ),
-    grpc.ClientCallDetails,
-):
-    pass
 
 
 class PropagatingClientInterceptor(UnaryUnaryClientBase, UnaryStreamClientBase):
@@ -39,7 +28,7 @@ class PropagatingClientInterceptor(UnaryUnaryClientBase, UnaryStreamClientBase):
         self._default_timeout = default_timeout
         self._token_source = token_source
 
-    def _details(self, details: grpc.ClientCallDetails) -> _ClientCallDetails:
+    def _details(self, details: grpc.ClientCallDetails) -> ClientCallDetails:
         metadata = list(details.metadata or [])
         keys = {k for k, _ in metadata}
         call = current_call()
@@ -51,7 +40,7 @@ class PropagatingClientInterceptor(UnaryUnaryClientBase, UnaryStreamClientBase):
         remaining = call.time_remaining() if call else None
         if remaining is not None:
             timeout = min(timeout, remaining)
-        return _ClientCallDetails(
+        return ClientCallDetails(
             details.method,
             timeout,
             metadata,
@@ -88,6 +77,6 @@ def open_channel(
     )
     return grpc.intercept_channel(
         channel,
-        *tracing.client_interceptors(),
+        *client_interceptors(),
         PropagatingClientInterceptor(default_timeout, token_source),
     )

@@ -1,9 +1,9 @@
-"""One server bootstrap for every service.
+"""One gRPC server for every service (``chassis.service`` runs it).
 
 Health (grpc.health.v1, per service and overall ""), server reflection for
-grpcurl, the shared interceptors, and a graceful drain on SIGTERM: health turns
+grpcurl, the shared interceptors, and a graceful drain: health turns
 NOT_SERVING so load balancers stop sending, in-flight calls get ``grace``
-seconds to finish, then background workers stop.
+seconds to finish, then the ``on_stop`` hooks run.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from chassis import tracing
 from chassis.config import ServiceSettings
-from chassis.metrics import MetricsInterceptor
+from chassis.grpc.telemetry import server_interceptors
 
 _log = structlog.get_logger("chassis.server")
 
@@ -75,7 +74,7 @@ class GrpcServer:
             self._executor,
             # Outermost first: the trace span and the metrics cover the whole call,
             # and the service's own interceptors log inside the span (trace ids).
-            interceptors=[*tracing.server_interceptors(), MetricsInterceptor(), *interceptors],
+            interceptors=[*server_interceptors(), *interceptors],
             options=[
                 # gRPC sets SO_REUSEPORT by default on Linux; only ask for it on purpose,
                 # so that a second process cannot silently share a port by accident.
@@ -126,7 +125,7 @@ class GrpcServer:
             return
         self._stopped.set()
         grace = self._options.grace_seconds if grace is None else grace
-        _log.info("draining", grace_seconds=grace)
+        _log.info("grpc server draining", grace_seconds=grace)
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         for hook in reversed(self._on_stop):
@@ -135,10 +134,14 @@ class GrpcServer:
             except Exception:
                 _log.exception("stop hook failed")
         self._executor.shutdown(wait=False)
-        _log.info("stopped")
+        _log.info("grpc server stopped")
 
     def serve_forever(self) -> None:
-        """Start, then block until SIGTERM or SIGINT, then drain and stop."""
+        """Start, then block until SIGTERM or SIGINT, then drain and stop.
+
+        For a bare server (the benchmarks'); a service runs with its workers
+        through ``chassis.service``.
+        """
         stop_requested = threading.Event()
 
         def request_stop(signum: int, _frame: object) -> None:

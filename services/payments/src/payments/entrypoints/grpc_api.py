@@ -20,6 +20,7 @@ from payments.bootstrap import Payments
 from payments.domain.model import BankAccount, PaymentRequest
 from payments.domain.states import PaymentKind
 from payments.service_layer import use_cases
+from payments.service_layer.creation import submit_creation
 from payments.service_layer.use_cases import SERVICE, Caller
 
 
@@ -39,7 +40,9 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         self, request: pb.CreatePayoutRequest, context: grpc.ServicerContext
     ) -> pb.CreatePayoutResponse:
         caller = _caller()
-        payment = self._app.create(
+        payment = submit_creation(
+            self._deps,
+            self._app.creator,
             PaymentRequest(
                 payment_id=request.payment_id,
                 kind=PaymentKind.PAYOUT,
@@ -62,7 +65,9 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         self, request: pb.CreateCollectionRequest, context: grpc.ServicerContext
     ) -> pb.CreateCollectionResponse:
         caller = _caller()
-        payment = self._app.create(
+        payment = submit_creation(
+            self._deps,
+            self._app.creator,
             PaymentRequest(
                 payment_id=request.payment_id,
                 kind=PaymentKind.COLLECTION,

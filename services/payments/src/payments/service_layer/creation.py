@@ -277,3 +277,20 @@ class CreationBatcher:
 
     def close(self) -> None:
         self._committer.close()
+
+
+def submit_creation(
+    deps: Deps,
+    creator: CreationBatcher,
+    request: PaymentRequest,
+    account_field: str,
+    caller: Caller = SERVICE,
+    timeout: float | None = None,
+) -> Payment:
+    """Create a payout or collection, decided together with concurrent ones.
+
+    Whatever can refuse it alone is checked first: it joins a group only when
+    nothing about it can fail that group.
+    """
+    check_creation(deps, request, account_field, caller)
+    return creator.submit(Creation(request, account_field), timeout)

@@ -1,0 +1,104 @@
+"""Identity's operator commands: register a client, rotate the signing key, make a KEK.
+
+Each prints its result (JSON on stdout) and logs warnings only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from chassis.auth import declared_scopes
+from chassis.kernel.errors import AlreadyExists
+from chassis.kernel.ids import new_id
+from chassis.service import Command
+
+from identity.adapters.crypto import generate_key_encryption_key
+from identity.bootstrap import bootstrap
+from identity.config import IdentitySettings
+from identity.domain.model import ClientSpec
+from identity.service_layer import use_cases
+
+
+def register_client(args: argparse.Namespace, settings: IdentitySettings) -> None:
+    identity = bootstrap(settings)
+    try:
+        scopes = tuple(args.scope) if args.scope else tuple(sorted(declared_scopes()))
+        spec = ClientSpec(args.client_id, args.name or args.client_id, scopes)
+        try:
+            client, secret = use_cases.register_client(identity.deps, spec)
+        except AlreadyExists:
+            if not args.reset_secret:
+                raise
+            client, secret = use_cases.get_client(identity.deps, spec.id), ""
+        if not secret and args.reset_secret:
+            secret = use_cases.reset_client_secret(identity.deps, spec.id)
+        out = {"client_id": client.id, "scopes": list(client.allowed_scopes)}
+        if secret:
+            out["client_secret"] = secret
+        else:
+            out["note"] = "client already registered; its secret is not shown again"
+        print(json.dumps(out), flush=True)
+    finally:
+        identity.close()
+
+
+def _register_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("client_id", help='e.g. "cli_dev"')
+    parser.add_argument("--name", default="", help="display name (default: the id)")
+    parser.add_argument(
+        "--scope", action="append", help="an allowed scope (repeat); default: every scope"
+    )
+    parser.add_argument(
+        "--reset-secret",
+        action="store_true",
+        help="if the client exists, give it a new secret and print it",
+    )
+
+
+def rotate_signing_key(_args: argparse.Namespace, settings: IdentitySettings) -> None:
+    identity = bootstrap(settings)
+    try:
+        rotation = use_cases.rotate_signing_key(identity.deps, new_id("rot"))
+        print(json.dumps({"kid": rotation.key.kid}), flush=True)
+    finally:
+        identity.close()
+
+
+def generate_kek(args: argparse.Namespace, _settings: IdentitySettings) -> None:
+    path = Path(args.out)
+    if path.exists():
+        if args.if_missing:
+            return
+        raise SystemExit(f"{path} exists; not overwriting a key-encryption key")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the start: never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(generate_key_encryption_key() + "\n")
+    print(f"key-encryption key written to {path}", file=sys.stderr)
+
+
+def _generate_kek_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="file to create (mode 0600)")
+    parser.add_argument("--if-missing", action="store_true", help="do nothing if the file exists")
+
+
+COMMANDS: list[Command[IdentitySettings]] = [
+    Command(
+        "register-client",
+        "register a service client",
+        register_client,
+        _register_client_arguments,
+    ),
+    Command("rotate-signing-key", "sign with a new key from now on", rotate_signing_key),
+    Command(
+        "generate-kek",
+        "write a new key-encryption key file",
+        generate_kek,
+        _generate_kek_arguments,
+    ),
+]
