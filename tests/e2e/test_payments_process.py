@@ -131,7 +131,10 @@ def test_sigterm_stops_every_worker_in_reverse_order_and_exits_cleanly(
     assert code == 0
     lines = log_lines(payments)
     assert workers_by_event(lines, "worker started") == WORKERS
-    assert workers_by_event(lines, "worker stopped") == WORKERS[::-1]
+    # Asked newest first; one that overruns its share of the time is reported once done, so
+    # the "stopped" lines may come in another order.
+    assert workers_by_event(lines, "stopping worker") == WORKERS[::-1]
+    assert sorted(workers_by_event(lines, "worker stopped")) == sorted(WORKERS)
     assert workers_by_event(lines, "worker did not stop in time; left behind") == []
     events = [line["event"] for line in lines]
     assert events.index("signal received") < events.index("draining")

@@ -123,6 +123,7 @@ class Workers:
         slow: list[Stopping] = []
         for remaining in range(len(self._started), 0, -1):
             worker = self._started.pop()
+            _log.info("stopping worker", worker=worker.name)
             stopping = Stopping(worker.name, worker.stop, deadline)
             share = (deadline - time.monotonic()) / remaining
             if stopping.wait(min(deadline, time.monotonic() + share)) is None:
