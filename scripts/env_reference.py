@@ -1,6 +1,6 @@
 """Print the environment variables of every service and tool as Markdown tables.
 
-The README's configuration section is this script's output (between
+The settings reference in deploy/OPERATIONS.md is this script's output (between
 the markers ``<!-- env:begin -->`` and ``<!-- env:end -->``); a test fails when
 it differs from what the settings classes say, so the reference stays true.
 ``--write`` updates it.
@@ -23,7 +23,7 @@ from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings
 from sandbox_bank.config import BankSettings, FaultSettings
 
-REFERENCE = Path(__file__).resolve().parent.parent / "README.md"
+REFERENCE = Path(__file__).resolve().parent.parent / "deploy" / "OPERATIONS.md"
 BEGIN, END = "<!-- env:begin -->", "<!-- env:end -->"
 
 SECTIONS: list[tuple[str, type[BaseSettings]]] = [
@@ -78,7 +78,7 @@ def _description(settings: type[BaseModel], name: str) -> str:
 def markdown() -> str:
     lines: list[str] = []
     for title, settings in SECTIONS:
-        lines += [f"#### {title}", "", "| variable | default | meaning |", "|---|---|---|"]
+        lines += [f"### {title}", "", "| variable | default | meaning |", "|---|---|---|"]
         lines += [f"| `{n}` | {d} | {m.replace('|', '/')} |" for n, d, m in variables(settings)]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
