@@ -26,8 +26,9 @@ OPERATIONS = ROOT / "deploy" / "OPERATIONS.md"
 
 def documents() -> list[Path]:
     """Every Markdown document of the repository (outside the environment and caches)."""
-    patterns = ["*.md", "deploy/*.md", "services/*/README.md", "libs/*/README.md", "tests/*.md"]
-    return sorted({path for pattern in patterns for path in ROOT.glob(pattern)})
+    patterns = ["*.md", "*/*.md", "services/*/README.md", "libs/*/README.md"]
+    found = {path for pattern in patterns for path in ROOT.glob(pattern)}
+    return sorted(path for path in found if not path.relative_to(ROOT).parts[0].startswith("."))
 
 
 def without_code_blocks(text: str) -> str:
