@@ -1,8 +1,9 @@
 """Print the environment variables of every service and tool as Markdown tables.
 
-The README's configuration section is this script's output (between the
-markers ``<!-- env:begin -->`` and ``<!-- env:end -->``); a test fails when a
-setting is missing there, so the README stays true. ``--write`` updates it.
+The settings reference in deploy/OPERATIONS.md is this script's output (between
+the markers ``<!-- env:begin -->`` and ``<!-- env:end -->``); a test fails when
+it differs from what the settings classes say, so the reference stays true.
+``--write`` updates it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from chassis.events.relay_settings import RelaySettings
 from identity.config import IdentitySettings
 from ledger.config import LedgerSettings
 from payments.config import PaymentsSettings
+from pydantic import BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings
 from sandbox_bank.config import BankSettings, FaultSettings
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REFERENCE = Path(__file__).resolve().parent.parent / "deploy" / "OPERATIONS.md"
 BEGIN, END = "<!-- env:begin -->", "<!-- env:end -->"
 
 SECTIONS: list[tuple[str, type[BaseSettings]]] = [
@@ -35,19 +39,34 @@ SECTIONS: list[tuple[str, type[BaseSettings]]] = [
 
 def variables(settings: type[BaseSettings]) -> list[tuple[str, str, str]]:
     prefix = settings.model_config.get("env_prefix", "")
-    rows = []
-    for name, field in settings.model_fields.items():
-        if field.is_required():
-            default = "(required)"
-        else:
-            value = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-            default = json.dumps(value) if isinstance(value, dict | list) else str(value)
-            default = f"`{default}`" if default not in ("", "None") else "(unset)"
-        rows.append((f"{prefix}{name}".upper(), default, _description(settings, name)))
-    return rows
+    return [
+        (f"{prefix}{name}".upper(), default_text(field), _description(settings, name))
+        for name, field in settings.model_fields.items()
+    ]
 
 
-def _description(settings: type[BaseSettings], name: str) -> str:
+def default_text(field: FieldInfo) -> str:
+    """The default as one would write the variable, or what leaving it unset means.
+
+    Never pydantic's internal markers: a field with a default factory shows what
+    the factory makes, a field without a default says it is required.
+    """
+    if field.is_required():
+        return "(required)"
+    if field.default_factory_takes_validated_data:
+        return "(derived from the other settings)"
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, SecretStr):
+        return "(unset)" if not value.get_secret_value() else "(set; secret)"
+    # Enums, durations and paths as text; numbers, booleans, maps and lists as JSON,
+    # which is how the settings parse them from the environment.
+    value = to_jsonable_python(value)
+    if value is None or value == "":
+        return "(unset)"
+    return f"`{value}`" if isinstance(value, str) else f"`{json.dumps(value)}`"
+
+
+def _description(settings: type[BaseModel], name: str) -> str:
     """The field's description, or the one it overrides (ports and URLs keep the base's)."""
     for cls in settings.__mro__:
         fields = getattr(cls, "model_fields", {})
@@ -59,21 +78,29 @@ def _description(settings: type[BaseSettings], name: str) -> str:
 def markdown() -> str:
     lines: list[str] = []
     for title, settings in SECTIONS:
-        lines += [f"#### {title}", "", "| variable | default | meaning |", "|---|---|---|"]
+        lines += [f"### {title}", "", "| variable | default | meaning |", "|---|---|---|"]
         lines += [f"| `{n}` | {d} | {m.replace('|', '/')} |" for n, d, m in variables(settings)]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
+def generated_part(document: str) -> str:
+    """The text between the markers (the script's output when the reference is current)."""
+    if document.count(BEGIN) != 1 or document.count(END) != 1:
+        raise ValueError(f"{REFERENCE.name} must hold {BEGIN} and {END} once each")
+    return document.partition(BEGIN)[2].partition(END)[0].removeprefix("\n")
+
+
 def main() -> None:
     text = markdown()
     if "--write" in sys.argv:
-        readme = README.read_text()
-        head, _, rest = readme.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        README.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+        document = REFERENCE.read_text()
+        generated_part(document)  # the markers are there, once each
+        head, _, rest = document.partition(BEGIN)
+        tail = rest.partition(END)[2]
+        REFERENCE.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
     else:
-        print(text)
+        print(text, end="")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_the_image_listens_on_every_interface_through_a_documented_setting(name:
     listen = build_commands()[name]["LISTEN"]
     final = " ".join(arg for op, arg in _final_stage(name) if op == "ENV")
     assert f"{listen}=0.0.0.0" in final
-    assert f"`{listen}`" in (ROOT / "README.md").read_text()  # a setting of the service
+    assert f"`{listen}`" in (ROOT / "deploy" / "OPERATIONS.md").read_text()  # a setting
 
 
 def _uv() -> str:
