@@ -26,7 +26,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import grpc
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -49,19 +48,6 @@ INSTRUMENTATION = "astra.chassis"
 PUBSUB_ATTRIBUTE_PREFIX = "ce-"
 _TRACE_FIELDS = ("traceparent", "tracestate")
 _TRACEPARENT_ATTRIBUTE = PUBSUB_ATTRIBUTE_PREFIX + "traceparent"
-
-# Server statuses that mean the server failed (OpenTelemetry's gRPC conventions);
-# a refusal such as FAILED_PRECONDITION is the service doing its job.
-_SERVER_ERRORS = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
