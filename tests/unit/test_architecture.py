@@ -307,9 +307,16 @@ def test_the_bootstrap_check_sees_loops_threads_and_sql(tmp_path: Path) -> None:
 
 # --- service layers orchestrate: one call, one step; the loops are the entrypoints' -----------
 
-# Guarding shared state runs nothing; every other part of these modules runs or waits.
-THREAD_MODULES = ("threading", "concurrent", "multiprocessing", "asyncio", "sched")
+# Modules that run or wait on things; of ``threading``, only the locks are let in:
+# guarding shared state runs nothing.
+THREAD_MODULES = {"concurrent", "multiprocessing", "asyncio", "sched", "chassis.background"}
 STATE_GUARDS = {"Lock", "RLock"}
+
+
+def runs_things(module: str) -> bool:
+    return any(module == m or module.startswith(f"{m}.") for m in THREAD_MODULES)
+
+
 THREAD_STARTERS = {"Thread", "Timer", "ThreadPoolExecutor", "ProcessPoolExecutor", "sleep"}
 
 
@@ -325,8 +332,7 @@ def threads_in(path: Path) -> list[str]:
             found += [
                 f"line {line}: imports {alias.name}"
                 for alias in node.names
-                if alias.name.split(".")[0] in THREAD_MODULES[1:]
-                or alias.name == "chassis.background"
+                if runs_things(alias.name)
             ]
         elif isinstance(node, ast.ImportFrom):
             module = node.module or ""
@@ -336,7 +342,7 @@ def threads_in(path: Path) -> list[str]:
                     for alias in node.names
                     if alias.name not in STATE_GUARDS
                 ]
-            elif module.split(".")[0] in THREAD_MODULES or module == "chassis.background":
+            elif runs_things(module):
                 found.append(f"line {line}: imports {module}")
         elif isinstance(node, ast.Attribute):
             if (
