@@ -40,6 +40,7 @@ from payments.config import PaymentsSettings
 from payments.domain.ledger_plan import clearing_account_id, customer_account_id, fee_account_id
 from payments.entrypoints.server import build_server
 from payments.entrypoints.workers import PaymentRounds
+from payments.service_layer import rounds
 
 from tests.identity_fixtures import IdentityServer
 from tests.ledger_fixtures import LEDGER_AUTH, LEDGER_JWKS_FILE, authorized_channel
@@ -184,6 +185,9 @@ def payments_settings(database_url: str, bank_url: str, **overrides: object) -> 
     return PaymentsSettings(**values)  # type: ignore[arg-type]
 
 
+# Time the worker loops get to stop (a round in flight finishes).
+ROUNDS_STOP_SECONDS = 15.0
+
 # The service client that reviews payments: another client than the one creating them.
 REVIEWER = "cli_reviewer"
 
@@ -214,6 +218,8 @@ class Suite:
     bank: SandboxBank
     # PaymentsService as REVIEWER calls it (approve, reject).
     reviewer: PaymentsServiceStub
+    # Payments' worker loops, started with the suite.
+    rounds: PaymentRounds
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
     def new_id(self, prefix: str) -> str:
@@ -283,6 +289,22 @@ class Suite:
         assert done.state == pb.PAYMENT_STATE_SETTLED, done
         return done
 
+    # --- payments' rounds, by hand ---
+
+    def stop_rounds(self) -> None:
+        """Stop the worker loops: the test runs the rounds by hand from here on."""
+        self.rounds.stop(ROUNDS_STOP_SECONDS)
+
+    def process_due(self) -> int:
+        return rounds.process_due(self.app.deps, batch_size=self.app.settings.worker_batch_size)
+
+    def follow_bank_feed(self) -> int:
+        wait = self.app.settings.bank_feed_wait_seconds
+        return rounds.follow_bank_feed(self.app.deps, wait_seconds=wait)
+
+    def reconcile_yesterday(self) -> str:
+        return rounds.reconcile_yesterday(self.app.deps)
+
     # --- ledger ---
 
     def balance(self, account_id: str) -> lpb.Balance:
@@ -320,7 +342,8 @@ def make_suite(
         ledger=GrpcLedger(ledger_channel),
         identity=GrpcIdentity(identity_channel),
     )
-    PaymentRounds(app).start()  # stopped with the app, when the server stops
+    payment_rounds = PaymentRounds.of(app)
+    payment_rounds.start()
     server = build_server(app, settings)
     port = server.start()
     payments_channel = authorized_channel(f"127.0.0.1:{port}")
@@ -332,9 +355,11 @@ def make_suite(
         identity=IdentityServiceStub(identity_channel),
         bank=bank,
         reviewer=PaymentsServiceStub(reviewer_channel),
+        rounds=payment_rounds,
     )
 
     def close() -> None:
+        payment_rounds.stop(ROUNDS_STOP_SECONDS)
         payments_channel.close()
         reviewer_channel.close()
         server.stop(0)

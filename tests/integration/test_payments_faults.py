@@ -21,8 +21,10 @@ from astra.payments.v1 import payments_pb2 as pb
 from payments.adapters.bank_gateway import HttpBankGateway
 from payments.domain.bank import BankEvent, BankPaymentView
 from payments.domain.model import BankStatus
-from payments.service_layer.orchestrator import FEED, Orchestrator
+from payments.entrypoints.workers import PaymentRounds, RoundsOptions
+from payments.service_layer import rounds
 from payments.service_layer.ports import BankGateway
+from payments.service_layer.rounds import FEED
 
 from tests.payments_fixtures import (
     Suite,
@@ -196,12 +198,12 @@ def test_stopping_does_not_wait_out_the_feeds_long_poll_nor_apply_what_it_brings
 
     start = cursor()
     bank = cast(BankGateway, HeldFeed())  # only the feed is called
-    orchestrator = Orchestrator(
-        replace(suite.app.deps, bank=bank), feed_wait_seconds=30, feed_lock=feed_lock
-    )
-    orchestrator.start(loops=0, feed=True)
+    deps = replace(suite.app.deps, bank=bank)
+    feed_only = RoundsOptions(loops=0, feed=True, feed_wait_seconds=30)
+    payment_rounds = PaymentRounds(deps, feed_only, feed_lock=feed_lock)
+    payment_rounds.start()
     assert polling.wait(10)
-    orchestrator.stop()
+    payment_rounds.stop(timeout=10)
     assert not answered.is_set()  # stop() came back with the poll still out
 
     release.set()
@@ -209,5 +211,5 @@ def test_stopping_does_not_wait_out_the_feeds_long_poll_nor_apply_what_it_brings
     assert cursor() == start  # the page that came back after stop() was left alone
 
     # The next reader gets that page and applies it.
-    assert orchestrator.follow_bank_feed() == 1
+    assert rounds.follow_bank_feed(deps, wait_seconds=30) == 1
     assert cursor() == 7

@@ -142,7 +142,7 @@ def test_cancel_before_submission_releases_the_hold_and_is_refused_after(suite: 
     customer = suite.customer()
     suite.fund(customer, 10_000)
     # Stop the workers so the payout stays FUNDS_HELD while it is canceled.
-    suite.app.orchestrator.stop()
+    suite.stop_rounds()
     held = suite.payout(customer, 3_000)
     canceled = suite.payments.CancelPayment(pb.CancelPaymentRequest(payment_id=held.id)).payment
     assert canceled.state == S.PAYMENT_STATE_CANCELED
@@ -150,11 +150,11 @@ def test_cancel_before_submission_releases_the_hold_and_is_refused_after(suite: 
     # Canceling again returns it as it is.
     again = suite.payments.CancelPayment(pb.CancelPaymentRequest(payment_id=held.id)).payment
     assert again.state == S.PAYMENT_STATE_CANCELED
-    suite.app.orchestrator.process_due()
+    suite.process_due()
     assert not suite.get(held.id).ledger_pending
     assert suite.customer_balance(customer) == 10_000
     submitted = suite.payout(customer, 2_000)
-    suite.app.orchestrator.process_due()  # claims it for the bank: SUBMITTING
+    suite.process_due()  # claims it for the bank: SUBMITTING
     late = rpc_error(
         lambda: suite.payments.CancelPayment(pb.CancelPaymentRequest(payment_id=submitted.id))
     )
@@ -254,8 +254,8 @@ def test_reconciliation_agrees_after_a_mixed_day(suite: Suite) -> None:
 
 
 def test_the_daily_job_reconciles_yesterday_once(suite: Suite) -> None:
-    first = suite.app.orchestrator.reconcile_yesterday()
-    again = suite.app.orchestrator.reconcile_yesterday()
+    first = suite.reconcile_yesterday()
+    again = suite.reconcile_yesterday()
     assert first == again
     run = suite.payments.GetReconciliationRun(pb.GetReconciliationRunRequest(run_id=first)).run
     assert list(run.breaks) == []

@@ -200,7 +200,7 @@ def start(suite: Suite, gate: Gate) -> Scenario:
     customer = suite.customer()
     suite.fund(customer, FUNDING)
     # Workers are driven by hand from here (``settle``): nothing acts behind the test's back.
-    suite.app.orchestrator.stop()
+    suite.stop_rounds()
     return Scenario(
         suite,
         gate,
@@ -237,11 +237,10 @@ def check_goods_held_once_and_replayed(
 
 def settle(suite: Suite, payment_ids: Sequence[str]) -> list[pb.Payment]:
     """Drive the workers by hand until every payment is terminal and booked."""
-    orchestrator = suite.app.orchestrator
     deadline = time.monotonic() + 120
     while True:
-        orchestrator.process_due()
-        orchestrator.follow_bank_feed()
+        suite.process_due()
+        suite.follow_bank_feed()
         finals = [suite.get(pid) for pid in payment_ids]
         if all(p.state in TERMINAL and not p.ledger_pending for p in finals):
             return finals
@@ -500,7 +499,7 @@ def test_a_bank_call_that_raises_for_one_payment_leaves_the_rest_of_the_round_go
 
     deps.bank = FailingFor()
     try:
-        assert suite.app.orchestrator.process_due() == 2
+        assert suite.process_due() == 2
     finally:
         deps.bank = real
     # The other payment of the round went to the bank; the unlucky one is retried, not lost.

@@ -85,8 +85,8 @@ def drive(suite: Suite, until: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 60
     while not until():
         assert time.monotonic() < deadline, what
-        suite.app.orchestrator.process_due()
-        suite.app.orchestrator.follow_bank_feed()
+        suite.process_due()
+        suite.follow_bank_feed()
 
 
 # --- amounts -------------------------------------------------------------------------------------
@@ -146,12 +146,12 @@ def test_a_payout_the_ledger_can_never_hold_ends_declined_and_stalls_no_one(
     suite = fee_suite
     customer = suite.customer()
     suite.fund(customer, 10_000)
-    suite.app.orchestrator.stop()  # rounds are run by hand below
+    suite.stop_rounds()  # rounds are run by hand below
     legacy = legacy_payout(suite, customer, MAX_AMOUNT - 10, FEE)
     good = suite.payout(customer, 1_000)
     assert good.state == pb.PAYMENT_STATE_FUNDS_HELD
     # One round claims both: the legacy hold cannot be expressed, the good one goes to the bank.
-    suite.app.orchestrator.process_due()
+    suite.process_due()
     declined = suite.get(legacy.id)
     assert (declined.state, declined.reason) == (
         pb.PAYMENT_STATE_DECLINED,
@@ -174,7 +174,7 @@ def test_a_hold_that_keeps_failing_is_reported_as_stuck_and_the_payout_stays_can
     suite = fee_suite
     customer = suite.customer()
     suite.fund(customer, 10_000)
-    suite.app.orchestrator.stop()
+    suite.stop_rounds()
     payment_id = suite.new_id("pay")
     deps = suite.app.deps
     real = deps.ledger

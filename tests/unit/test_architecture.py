@@ -303,3 +303,94 @@ def test_the_bootstrap_check_sees_loops_threads_and_sql(tmp_path: Path) -> None:
     found = runtime_work_in(sample)
     assert len(found) == 7, found
     assert "line 10: App.start_workers() acts" in found
+
+
+# --- service layers orchestrate: one call, one step; the loops are the entrypoints' -----------
+
+# Modules that run or wait on things; of ``threading``, only the locks are let in:
+# guarding shared state runs nothing.
+THREAD_MODULES = {"concurrent", "multiprocessing", "asyncio", "sched", "chassis.background"}
+STATE_GUARDS = {"Lock", "RLock"}
+
+
+def runs_things(module: str) -> bool:
+    return any(module == m or module.startswith(f"{m}.") for m in THREAD_MODULES)
+
+
+THREAD_STARTERS = {"Thread", "Timer", "ThreadPoolExecutor", "ProcessPoolExecutor", "sleep"}
+
+
+def threads_in(path: Path) -> list[str]:
+    """Threads, executors, sleeps, waits and loops in a module whose functions each do one
+    step (``chassis.background``'s workers included: they are threads too)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.While):
+            found.append(f"line {line}: a while loop")
+        elif isinstance(node, ast.Import):
+            found += [
+                f"line {line}: imports {alias.name}"
+                for alias in node.names
+                if runs_things(alias.name)
+            ]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module == "threading":
+                found += [
+                    f"line {line}: imports threading's {alias.name}"
+                    for alias in node.names
+                    if alias.name not in STATE_GUARDS
+                ]
+            elif runs_things(module):
+                found.append(f"line {line}: imports {module}")
+        elif isinstance(node, ast.Attribute):
+            if (
+                isinstance(node.value, ast.Name)
+                and node.value.id == "threading"
+                and node.attr not in STATE_GUARDS
+            ):
+                found.append(f"line {line}: uses threading.{node.attr}")
+        elif isinstance(node, ast.Call):
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else ""
+            called = node.func.id if isinstance(node.func, ast.Name) else called
+            if called in THREAD_STARTERS:
+                found.append(f"line {line}: calls {called}()")
+    return found
+
+
+@pytest.mark.parametrize("service_layer", service_layers(), ids=lambda p: p.parent.name)
+def test_a_service_layer_starts_no_threads_and_runs_no_loops(service_layer: Path) -> None:
+    """Use cases are called (by a servicer, a subscriber, a worker's loop) and return:
+    threads, pools and loops live in the entrypoints."""
+    offenders = [
+        f"{source.relative_to(ROOT)} {finding}"
+        for source in sorted(service_layer.rglob("*.py"))
+        for finding in threads_in(source)
+    ]
+    assert offenders == []
+
+
+def test_the_thread_check_sees_threads_pools_waits_and_loops(tmp_path: Path) -> None:
+    sample = tmp_path / "rounds.py"
+    sample.write_text(
+        "import threading\n"
+        "import time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from threading import Event, Lock\n"
+        "from chassis.background import Periodic\n"
+        "GUARD = threading.Lock()\n"
+        "def loop() -> None:\n"
+        "    threading.Thread(target=print).start()\n"
+        "    while not Event().wait(1):\n"
+        "        time.sleep(1)\n"
+    )
+    assert sorted(threads_in(sample)) == [
+        "line 10: calls sleep()",
+        "line 3: imports concurrent.futures",
+        "line 4: imports threading's Event",
+        "line 5: imports chassis.background",
+        "line 8: calls Thread()",
+        "line 8: uses threading.Thread",
+        "line 9: a while loop",
+    ]

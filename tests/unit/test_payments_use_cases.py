@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -45,9 +45,8 @@ from payments.domain.model import BankAccount, LedgerStep, Payment, PaymentReque
 from payments.domain.policy import Policy
 from payments.domain.reconciliation import BreakKind
 from payments.domain.states import PaymentKind, PaymentState
-from payments.service_layer import use_cases
+from payments.service_layer import rounds, use_cases
 from payments.service_layer.creation import Creation, create_payment, create_payments
-from payments.service_layer.orchestrator import Orchestrator
 from payments.service_layer.ports import LedgerRequestRefused, StaleWrite
 from payments.service_layer.use_cases import Caller, Deps, record_customer_kyc
 from structlog.testing import capture_logs
@@ -62,11 +61,10 @@ REVIEWER = Caller(client_id="cli_checker")
 
 @dataclass
 class Service:
-    """Payments' use cases and workers wired to the fakes."""
+    """Payments' use cases and rounds wired to the fakes."""
 
     fakes: MemoryPayments
     deps: Deps
-    workers: Orchestrator
 
     @property
     def now(self) -> datetime:
@@ -132,10 +130,17 @@ class Service:
         for _ in range(rounds):
             if done():
                 return
-            self.workers.process_due()
-            self.workers.follow_bank_feed()
+            self.process_due()
+            self.follow_bank_feed()
             self.fakes.clock.advance(61)
         assert done(), what
+
+    def process_due(self) -> int:
+        """A worker's round over due payments (its bank calls one after another)."""
+        return rounds.process_due(self.deps)
+
+    def follow_bank_feed(self) -> int:
+        return rounds.follow_bank_feed(self.deps)
 
     def settle(self, *payment_ids: str) -> list[Payment]:
         """Through the bank: submitted by a worker, settled by the bank, booked."""
@@ -170,14 +175,12 @@ def make_service(policy: Policy | None = None) -> Service:
         bank=fakes.bank,
         policy=policy or Policy(fees=FeeSchedule(fixed={"EUR": FEE}), stuck_after=3),
     )
-    return Service(fakes, deps, Orchestrator(deps, threads=2))
+    return Service(fakes, deps)
 
 
 @pytest.fixture
-def service() -> Iterator[Service]:
-    made = make_service()
-    yield made
-    made.workers.close()
+def service() -> Service:
+    return make_service()
 
 
 def error_of(outcome: Payment | BaseException) -> DomainError:
@@ -247,16 +250,13 @@ def test_velocity_counts_the_earlier_payments_of_the_same_group() -> None:
     ruled = make_service(
         Policy(fraud=FraudRules(velocity_max_count=2), fees=FeeSchedule(fixed={"EUR": FEE}))
     )
-    try:
-        customer = ruled.verified("cus_busy", funds=10_000)
-        ruled.payout("pay_0", customer, 100)
-        outcomes = ruled.group(
-            ruled.request("pay_1", customer, 100), ruled.request("pay_2", customer, 100)
-        )
-        assert payment_of(outcomes[0]).state is S.FUNDS_HELD
-        assert error_of(outcomes[1]).reason == "VELOCITY_COUNT_EXCEEDED"
-    finally:
-        ruled.workers.close()
+    customer = ruled.verified("cus_busy", funds=10_000)
+    ruled.payout("pay_0", customer, 100)
+    outcomes = ruled.group(
+        ruled.request("pay_1", customer, 100), ruled.request("pay_2", customer, 100)
+    )
+    assert payment_of(outcomes[0]).state is S.FUNDS_HELD
+    assert error_of(outcomes[1]).reason == "VELOCITY_COUNT_EXCEEDED"
 
 
 def test_identity_down_declines_on_a_known_status_and_is_unavailable_on_none(
@@ -368,7 +368,7 @@ def test_holds_whose_outcome_cannot_be_recorded_together_are_recorded_alone(
     assert payment_of(outcomes[1]).state is S.CREATED
     service.refuse_writes("", "")
     service.fakes.clock.advance(31)  # the lease ends: a worker holds it (the ledger replays)
-    service.workers.process_due()
+    service.process_due()
     assert service.get("pay_bad").state is S.FUNDS_HELD
     assert service.held(customer) == (100 + FEE) + 2 * (1_000 + FEE)
 
@@ -390,11 +390,11 @@ def test_a_payout_the_ledger_cannot_cover_is_declined_and_nothing_stays_held(
 def test_a_payout_goes_to_the_bank_settles_and_posts_its_hold(service: Service) -> None:
     customer = service.verified("cus_ada", funds=10_000)
     service.payout("pay_1", customer, 1_000)
-    assert service.workers.process_due() == 1
+    assert service.process_due() == 1
     sent = service.get("pay_1")
     assert (sent.state, sent.bank_attempts) == (S.SUBMITTED, 1)
     service.fakes.bank.settle("pay_1")
-    assert service.workers.follow_bank_feed() == 2  # its acceptance, then its settlement
+    assert service.follow_bank_feed() == 2  # its acceptance, then its settlement
     settled = service.get("pay_1")
     assert (settled.state, settled.pending_ledger_step()) == (S.SETTLED, None)
     assert (service.available(customer), service.held(customer)) == (10_000 - 1_000 - FEE, 0)
@@ -434,7 +434,7 @@ def test_a_submission_without_an_answer_is_asked_about_never_sent_twice(
     customer = service.verified("cus_ada", funds=10_000)
     service.payout("pay_lost", customer, 1_000)
     service.fakes.bank.lose_answers = True
-    service.workers.process_due()
+    service.process_due()
     assert service.get("pay_lost").state is S.SUBMITTING
     service.fakes.bank.lose_answers = False
     service.drive(lambda: service.get("pay_lost").state is S.SUBMITTED, "resolved")
@@ -442,7 +442,7 @@ def test_a_submission_without_an_answer_is_asked_about_never_sent_twice(
     # Never reached the bank: asked about, then sent again under the same key.
     service.payout("pay_unsent", customer, 1_000)
     service.fakes.bank.down = True
-    service.workers.process_due()
+    service.process_due()
     service.fakes.bank.down = False
     service.drive(lambda: service.get("pay_unsent").state is S.SUBMITTED, "sent again")
     assert service.fakes.bank.submissions.count("pay_unsent") == 1
@@ -492,7 +492,7 @@ def test_one_failing_bank_call_leaves_the_rest_of_the_round_going(
         return real(instruction)
 
     monkeypatch.setattr(service.fakes.bank, "submit", submit)
-    assert service.workers.process_due() == 2
+    assert service.process_due() == 2
     assert service.get("pay_lucky").state is S.SUBMITTED
     assert service.get("pay_unlucky").state is S.SUBMITTING
     monkeypatch.undo()
@@ -541,25 +541,22 @@ def test_a_held_payout_is_reviewed_by_another_client_than_its_creator() -> None:
     reviewed = make_service(
         Policy(fraud=FraudRules(review_amount={"EUR": 5_000}), fees=FeeSchedule(fixed={"EUR": FEE}))
     )
-    try:
-        customer = reviewed.verified("cus_ada", funds=100_000)
-        big = reviewed.payout("pay_big", customer, 6_000)
-        assert (big.state, big.review_reason) == (S.IN_REVIEW, "LARGE_AMOUNT")
-        with pytest.raises(PermissionDenied) as same:
-            use_cases.approve_payment(reviewed.deps, "pay_big", caller=CREATOR)
-        assert same.value.reason == "REVIEWER_IS_REQUESTER"
-        with pytest.raises(PermissionDenied) as customer_token:
-            use_cases.approve_payment(reviewed.deps, "pay_big", caller=Caller(customer_id=customer))
-        assert customer_token.value.reason == "SERVICE_CALLER_REQUIRED"
-        approved = use_cases.approve_payment(reviewed.deps, "pay_big", caller=REVIEWER)
-        assert (approved.state, approved.reviewed_by) == (S.FUNDS_HELD, REVIEWER.client_id)
-        other = reviewed.payout("pay_other", customer, 7_000)
-        rejected = use_cases.reject_payment(reviewed.deps, other.id, caller=REVIEWER)
-        assert (rejected.state, rejected.reason) == (S.DECLINED, "REJECTED_IN_REVIEW")
-        reviewed.drive(lambda: reviewed.get(other.id).pending_ledger_step() is None, "voided")
-        assert reviewed.held(customer) == 6_000 + FEE
-    finally:
-        reviewed.workers.close()
+    customer = reviewed.verified("cus_ada", funds=100_000)
+    big = reviewed.payout("pay_big", customer, 6_000)
+    assert (big.state, big.review_reason) == (S.IN_REVIEW, "LARGE_AMOUNT")
+    with pytest.raises(PermissionDenied) as same:
+        use_cases.approve_payment(reviewed.deps, "pay_big", caller=CREATOR)
+    assert same.value.reason == "REVIEWER_IS_REQUESTER"
+    with pytest.raises(PermissionDenied) as customer_token:
+        use_cases.approve_payment(reviewed.deps, "pay_big", caller=Caller(customer_id=customer))
+    assert customer_token.value.reason == "SERVICE_CALLER_REQUIRED"
+    approved = use_cases.approve_payment(reviewed.deps, "pay_big", caller=REVIEWER)
+    assert (approved.state, approved.reviewed_by) == (S.FUNDS_HELD, REVIEWER.client_id)
+    other = reviewed.payout("pay_other", customer, 7_000)
+    rejected = use_cases.reject_payment(reviewed.deps, other.id, caller=REVIEWER)
+    assert (rejected.state, rejected.reason) == (S.DECLINED, "REJECTED_IN_REVIEW")
+    reviewed.drive(lambda: reviewed.get(other.id).pending_ledger_step() is None, "voided")
+    assert reviewed.held(customer) == 6_000 + FEE
 
 
 # --- the KYC projection ---------------------------------------------------------------------

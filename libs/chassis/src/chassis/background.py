@@ -20,6 +20,11 @@ import structlog
 _log = structlog.get_logger("chassis.workers")
 
 
+def seconds_left(deadline: float) -> float:
+    """What is left until ``deadline`` (``time.monotonic()``), never below zero."""
+    return max(0.0, deadline - time.monotonic())
+
+
 class Worker(Protocol):
     @property
     def name(self) -> str: ...
@@ -158,7 +163,7 @@ class Stopping:
 
     def _run(self, stop: Callable[[float], object], deadline: float) -> None:
         try:
-            stop(max(0.0, deadline - time.monotonic()))
+            stop(seconds_left(deadline))
             self._outcome = "stopped"
         except BaseException:
             _log.exception("failed to stop", worker=self.name)
@@ -166,7 +171,7 @@ class Stopping:
 
     def wait(self, until: float) -> StopOutcome | None:
         """The outcome, waiting for it until ``until`` (``time.monotonic()``); None: not yet."""
-        self._thread.join(timeout=max(0.0, until - time.monotonic()))
+        self._thread.join(timeout=seconds_left(until))
         return self._outcome
 
     def report(self) -> StopOutcome:

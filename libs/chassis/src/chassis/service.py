@@ -40,7 +40,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from sqlalchemy.engine import make_url
 
 from chassis.auth import AccessPolicy, AuthInterceptor, TokenVerifier, verifier_from
-from chassis.background import Worker, Workers, stop_within
+from chassis.background import Worker, Workers, seconds_left, stop_within
 from chassis.config import ServiceSettings, TokenVerifyingSettings
 from chassis.db.retry import DATABASE_UNAVAILABLE
 from chassis.grpc.interceptors import CallInterceptor
@@ -248,7 +248,7 @@ class ServiceWiring(Generic[SettingsT, AppT]):
             self._log.info("draining", grace_seconds=settings.grace_seconds)
             after.stop(deadline)
             if server is not None:
-                server.stop(max(0.0, deadline - time.monotonic()))
+                server.stop(seconds_left(deadline))
             finish_by = max(deadline, time.monotonic() + STOP_ALLOWANCE)
             before.stop(finish_by - CLOSING_TIME)
             if stop_within(f"{self.name}-app", lambda _left: app.close(), finish_by) == "late":

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 from chassis.db.engine import create_db_engine
-from chassis.db.locks import try_advisory_lock
 from chassis.db.migrations import upgrade
 from chassis.events.writer import OutboxWriter
 from chassis.grpc.client import TokenSource, open_channel
@@ -32,7 +31,6 @@ from payments.domain.limits import AmountLimits
 from payments.domain.policy import Policy
 from payments.service_layer.capacity import CapacityWatch
 from payments.service_layer.creation import CreationBatcher, create_payments
-from payments.service_layer.orchestrator import Orchestrator
 from payments.service_layer.ports import BankGateway, IdentityPort, LedgerPort
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
 from payments.service_layer.use_cases import Deps
@@ -113,7 +111,6 @@ class Payments:
     settings: PaymentsSettings
     engine: Engine
     deps: Deps
-    orchestrator: Orchestrator
     creator: CreationBatcher
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -123,7 +120,6 @@ class Payments:
 
     def close(self) -> None:
         self.creator.close()
-        self.orchestrator.close()
         for close in reversed(self._closers):
             with contextlib.suppress(Exception):
                 close()
@@ -181,19 +177,9 @@ def bootstrap(
         capacity=CapacityWatch(settings.house_account_stop_ratio, record_house_account),
     )
 
-    orchestrator = Orchestrator(
-        deps,
-        batch_size=settings.worker_batch_size,
-        threads=settings.worker_threads,
-        poll_seconds=settings.worker_poll_seconds,
-        feed_wait_seconds=settings.bank_feed_wait_seconds,
-        # One process at a time follows the bank's feed.
-        feed_lock=lambda: try_advisory_lock(engine, "astra-payments-bank-feed"),
-    )
-    deps.wake = orchestrator.wake
     creator = CreationBatcher(
         lambda creations: create_payments(deps, creations),
         max_batch=settings.create_batch_max,
         workers=settings.create_batch_workers,
     )
-    return Payments(settings, engine, deps, orchestrator, creator, closers)
+    return Payments(settings, engine, deps, creator, closers)

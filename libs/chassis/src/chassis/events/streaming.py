@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ import structlog
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.scheduler import Scheduler
 
+from chassis.background import seconds_left, stop_within
 from chassis.batching import drain
 from chassis.events.decoding import PulledMessage
 
@@ -141,18 +143,45 @@ class StreamingPull:
                 _log.exception("cannot reopen the streaming pull", subscription=self._subscription)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Close the stream, let the workers finish their batches, close the client."""
+        """Close the stream, let the workers finish their batches, close the client: all
+        within ``timeout`` seconds.
+
+        What is still under way by then is left to finish on its own (daemon
+        threads) and logged. With Pub/Sub gone, the client library holds its
+        stream's shutdown and its channel's close while it waits to reconnect,
+        throttled, for up to about ten seconds; a worker's batch left behind
+        either commits (its messages are redelivered, and the inbox absorbs
+        them) or dies with the process (rolled back, redelivered).
+        """
+        deadline = time.monotonic() + timeout
         self._stop.set()
         future = self._future
         if future is not None:
-            future.cancel()
+            future.cancel()  # returns at once: the library shuts the stream down on a thread
+            # At most half the time: what the workers apply matters more than a clean end.
             with contextlib.suppress(Exception):
-                future.result(timeout=timeout)
-        if self._supervisor is not None:
-            self._supervisor.join(timeout=timeout)
+                future.result(timeout=seconds_left(deadline) / 2)
+        # After the stream's messages: a worker applies what is queued, then ends.
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:
-            worker.join(timeout=timeout)
-        with contextlib.suppress(Exception):
-            self._client.close()
+            worker.join(timeout=seconds_left(deadline))
+        if self._supervisor is not None:
+            # It waits on the stream's end; once it sees it, it reopens nothing after a stop.
+            self._supervisor.join(timeout=seconds_left(deadline))
+        applying = sum(worker.is_alive() for worker in self._workers)
+        if applying:
+            _log.warning(
+                "subscriber workers not finished; left behind",
+                subscription=self._subscription,
+                workers=applying,
+            )
+        close_client(self._client, self._subscription, deadline)
+
+
+def close_client(client: pubsub_v1.SubscriberClient, subscription: str, deadline: float) -> None:
+    """Close ``client`` on a daemon thread, waited for until ``deadline`` (``time.monotonic()``);
+    one still closing then is logged and left to finish on its own."""
+    name = f"pubsub-client-{subscription.rsplit('/', 1)[-1]}"
+    if stop_within(name, lambda _left: client.close(), deadline) == "late":
+        _log.warning("Pub/Sub client still closing; left behind", subscription=subscription)

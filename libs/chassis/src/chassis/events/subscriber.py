@@ -33,10 +33,10 @@ one-by-one path above, so failures are counted and dead-lettered per event.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -70,7 +70,7 @@ from chassis.events.decoding import (
 )
 from chassis.events.inbox import Inbox
 from chassis.events.schema import MAX_ERROR_TEXT, SubscriberTables
-from chassis.events.streaming import StreamingPull
+from chassis.events.streaming import StreamingPull, close_client
 from chassis.metrics import EVENTS_HANDLED
 from chassis.tracing import consumer_span
 
@@ -342,12 +342,13 @@ class EventSubscriber:
         self._pull.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop pulling and applying, and close the client, within ``timeout`` seconds in all
+        (``StreamingPull.stop``: what is still under way then is logged and left behind)."""
         self._stop.set()
         if self._pull is not None:
             self._pull.stop(timeout)
         elif self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
+            close_client(self._client, self.subscription, time.monotonic() + timeout)
 
 
 def subscribe(

@@ -6,7 +6,7 @@ outbox events; calls to the ledger, identity and the bank happen outside any
 transaction. Creating a payout is: record it (leased, so no one else acts on
 it meanwhile), hold its funds in the ledger, record the outcome
 (``service_layer.creation`` decides payouts and collections in groups). The
-bank is paid later by a worker (``service_layer.orchestrator``).
+bank is paid later by a worker's round (``service_layer.rounds``).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class Deps:
     identity: IdentityPort
     bank: BankGateway
     policy: Policy = field(default_factory=Policy)
-    # Tells this process's workers there is work now (they also poll).
+    # Tells this process's worker loops there is work now (they also poll); the loops
+    # set it when they start (``entrypoints.workers.PaymentRounds``).
     wake: Callable[[], None] = lambda: None
     # How full the ledger's house accounts are, per currency (read now and then).
     capacity: CapacityWatch = field(default_factory=CapacityWatch)
