@@ -6,6 +6,8 @@ import re
 
 from ulid import ULID
 
+from chassis.kernel.errors import FieldViolation, InvalidArgument
+
 MAX_ID_BODY = 60
 _BODY = re.compile(r"[A-Za-z0-9_-]{1,60}")
 
@@ -28,3 +30,11 @@ def is_valid_id(value: str, prefix: str) -> bool:
 def id_rule(prefix: str) -> str:
     """The rule, in words, for error messages."""
     return f'must be "{prefix}_" followed by 1 to {MAX_ID_BODY} of [A-Za-z0-9_-]'
+
+
+def require_id(value: str, prefix: str, field: str, *, optional: bool = False) -> None:
+    """Refuse a malformed id before it is looked up (one with NUL cannot even be queried):
+    INVALID_ARGUMENT naming ``field``. ``optional``: empty is fine (a list's filter)."""
+    if (optional and not value) or is_valid_id(value, prefix):
+        return
+    raise InvalidArgument([FieldViolation(field, id_rule(prefix))])

@@ -6,7 +6,7 @@ import re
 from collections.abc import Collection, Sequence
 
 from chassis.kernel.errors import Violations
-from chassis.kernel.ids import id_rule, is_valid_id
+from chassis.kernel.ids import id_rule, is_valid_id, require_id
 from chassis.kernel.text import check_text, has_control
 
 from identity.domain.model import ClientSpec, CustomerSpec, KycDecision
@@ -38,9 +38,7 @@ def check_id(violations: Violations, field: str, value: str, prefix: str) -> Non
 
 def validate_id(field: str, value: str, prefix: str) -> None:
     """Refuse a malformed id before it is looked up (an id with NUL cannot even be queried)."""
-    violations = Violations()
-    check_id(violations, field, value, prefix)
-    violations.raise_if_any()
+    require_id(value, prefix, field)
 
 
 def validate_customer_spec(spec: CustomerSpec) -> None:

@@ -197,17 +197,7 @@ def results_to_pb(results: Iterable[ItemResult]) -> list[pb.TransferResult]:
 
 
 def entry_to_pb(entry: Entry, account: Account) -> pb.Entry:
-    balance = Balance(
-        account.id,
-        account.currency,
-        account.normal_side,
-        entry.debits_posted,
-        entry.credits_posted,
-        entry.debits_pending,
-        entry.credits_pending,
-        entry.created_at,
-        entry.sequence,
-    )
+    balance = account.balance_after(entry, entry.created_at)
     message = pb.Entry(
         sequence=entry.sequence,
         account_id=entry.account_id,

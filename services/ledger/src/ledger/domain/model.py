@@ -212,6 +212,20 @@ class Account:
         events, self.events = self.events, []
         return events
 
+    def balance_after(self, entry: Entry, as_of: datetime) -> Balance:
+        """This account's balance as ``entry`` left it (every entry keeps the sums after it)."""
+        return Balance(
+            self.id,
+            self.currency,
+            self.normal_side,
+            entry.debits_posted,
+            entry.credits_posted,
+            entry.debits_pending,
+            entry.credits_pending,
+            as_of,
+            entry.sequence,
+        )
+
     def balance(self, as_of: datetime | None = None) -> Balance:
         return Balance(
             self.id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from chassis.kernel.errors import Violations
-from chassis.kernel.ids import id_rule, is_valid_id
+from chassis.kernel.ids import id_rule, is_valid_id, require_id
 from chassis.kernel.money import MAX_AMOUNT, is_currency
 from chassis.kernel.text import CONTROL_RULE, check_text, has_control
 
@@ -273,18 +273,12 @@ def validate_reverse_transfer(request: TransferRequest) -> None:
 
 def validate_account_id(account_id: str, field: str = "account_id") -> None:
     """Refuse a malformed id before it is looked up (an id with NUL cannot even be queried)."""
-    out = Violations()
-    if not is_valid_id(account_id, ACCOUNT_PREFIX):
-        out.add(field, id_rule(ACCOUNT_PREFIX))
-    out.raise_if_any()
+    require_id(account_id, ACCOUNT_PREFIX, field)
 
 
 def validate_customer_filter(customer_id: str, field: str = "customer_id") -> None:
     """A list's customer filter: empty (every customer) or a customer id."""
-    out = Violations()
-    if customer_id and not is_valid_id(customer_id, CUSTOMER_PREFIX):
-        out.add(field, id_rule(CUSTOMER_PREFIX))
-    out.raise_if_any()
+    require_id(customer_id, CUSTOMER_PREFIX, field, optional=True)
 
 
 def is_transfer_id(value: str) -> bool:

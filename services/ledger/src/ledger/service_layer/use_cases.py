@@ -303,17 +303,7 @@ def get_balance(
             entry = uow.ledger.entry_as_of(account_id, as_of)
     if entry is None:
         return Balance(account.id, account.currency, account.normal_side, as_of=as_of)
-    return Balance(
-        account.id,
-        account.currency,
-        account.normal_side,
-        entry.debits_posted,
-        entry.credits_posted,
-        entry.debits_pending,
-        entry.credits_pending,
-        as_of,
-        entry.sequence,
-    )
+    return account.balance_after(entry, as_of)
 
 
 def list_entries(

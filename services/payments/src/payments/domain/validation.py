@@ -6,7 +6,7 @@ import re
 from datetime import date, timedelta
 
 from chassis.kernel.errors import NotFound, Violations
-from chassis.kernel.ids import id_rule, is_valid_id
+from chassis.kernel.ids import id_rule, is_valid_id, require_id
 from chassis.kernel.money import MAX_AMOUNT, is_currency
 from chassis.kernel.text import check_text
 
@@ -122,10 +122,7 @@ def validate_note(text: str, field: str) -> None:
 
 def validate_customer_filter(customer_id: str, field: str = "customer_id") -> None:
     """A list's customer filter: empty (every customer) or a customer id."""
-    out = Violations()
-    if customer_id and not is_valid_id(customer_id, CUSTOMER_PREFIX):
-        out.add(field, id_rule(CUSTOMER_PREFIX))
-    out.raise_if_any()
+    require_id(customer_id, CUSTOMER_PREFIX, field, optional=True)
 
 
 def _check_run_id(out: Violations, run_id: str) -> None:
@@ -134,9 +131,7 @@ def _check_run_id(out: Violations, run_id: str) -> None:
 
 
 def validate_run_id(run_id: str) -> None:
-    out = Violations()
-    _check_run_id(out, run_id)
-    out.raise_if_any()
+    require_id(run_id, RUN_PREFIX, "run_id")
 
 
 def validate_run(run_id: str, statement_date: str, today: date) -> date:
