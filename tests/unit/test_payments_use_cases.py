@@ -167,15 +167,9 @@ class Service:
 
 def make_service(policy: Policy | None = None) -> Service:
     fakes = MemoryPayments()
-    deps = Deps(
-        uow=fakes.uow,
-        clock=fakes.clock,
-        ledger=fakes.ledger,
-        identity=fakes.identity,
-        bank=fakes.bank,
-        policy=policy or Policy(fees=FeeSchedule(fixed={"EUR": FEE}), stuck_after=3),
+    return Service(
+        fakes, fakes.deps(policy or Policy(fees=FeeSchedule(fixed={"EUR": FEE}), stuck_after=3))
     )
-    return Service(fakes, deps)
 
 
 @pytest.fixture

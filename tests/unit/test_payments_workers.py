@@ -58,15 +58,7 @@ class Running:
 @pytest.fixture
 def running() -> Running:
     fakes = MemoryPayments()
-    deps = Deps(
-        uow=fakes.uow,
-        clock=fakes.clock,
-        ledger=fakes.ledger,
-        identity=fakes.identity,
-        bank=fakes.bank,
-        policy=Policy(fees=FeeSchedule(fixed={"EUR": 100})),
-    )
-    return Running(fakes, deps)
+    return Running(fakes, fakes.deps(Policy(fees=FeeSchedule(fixed={"EUR": 100}))))
 
 
 @pytest.fixture

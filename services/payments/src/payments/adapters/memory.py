@@ -64,6 +64,7 @@ from payments.domain.ledger_plan import (
 )
 from payments.domain.limits import RunningTotals
 from payments.domain.model import BankStatus, LedgerStep, Payment, Transition
+from payments.domain.policy import Policy
 from payments.domain.reconciliation import ReconciliationReport, StatementLine
 from payments.domain.states import UNSUCCESSFUL, PaymentKind, PaymentState
 from payments.service_layer.ports import (
@@ -74,6 +75,7 @@ from payments.service_layer.ports import (
     StaleWrite,
 )
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
+from payments.service_layer.use_cases import Deps
 
 # The columns' lengths (``payments.adapters.tables``): longer texts are cut, as in SQL.
 _REASON = 64
@@ -844,3 +846,14 @@ class MemoryPayments:
 
     def uow(self) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self.database)
+
+    def deps(self, policy: Policy | None = None) -> Deps:
+        """The use cases' dependencies, each one of these fakes."""
+        return Deps(
+            uow=self.uow,
+            clock=self.clock,
+            ledger=self.ledger,
+            identity=self.identity,
+            bank=self.bank,
+            policy=policy or Policy(),
+        )
