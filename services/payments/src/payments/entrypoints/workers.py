@@ -69,6 +69,11 @@ class RoundsOptions:
         )
 
 
+def _backoff(failures: int, *, first: float = 0.2, most: float = 10.0) -> float:
+    """The pause after ``failures`` failed rounds in a row: doubling with each, up to ``most``."""
+    return min(most, first * float(2**failures))
+
+
 @contextlib.contextmanager
 def _always() -> Iterator[bool]:
     yield True
@@ -190,7 +195,7 @@ class PaymentRounds:
             except Exception:
                 failures += 1
                 _log.exception("worker round failed; will try again")
-                stopping.wait(min(10.0, 0.2 * 2**failures))
+                stopping.wait(_backoff(failures))
                 continue
             if done < options.batch_size:
                 self._wake.wait(options.poll_seconds)
@@ -213,11 +218,11 @@ class PaymentRounds:
                         failures = 0
                     except BankUnavailable:
                         failures += 1
-                        stopping.wait(min(5.0, 0.1 * 2**failures))
+                        stopping.wait(_backoff(failures, first=0.1, most=5.0))
                     except Exception:
                         failures += 1
                         _log.exception("bank feed round failed; will try again")
-                        stopping.wait(min(10.0, 0.2 * 2**failures))
+                        stopping.wait(_backoff(failures))
                         break
 
 
