@@ -18,7 +18,12 @@ from chassis.auth.keys import (
     KeySource,
 )
 from chassis.auth.policy import AccessPolicy, MethodRule, UndeclaredAccess, declared_scopes
-from chassis.auth.principal import Principal, PrincipalKind, current_principal
+from chassis.auth.principal import (
+    Principal,
+    PrincipalKind,
+    current_principal,
+    current_requester,
+)
 from chassis.auth.setup import build_verifier, verifier_from
 from chassis.auth.token_source import ClientCredentialsTokenSource
 from chassis.auth.verifier import TokenVerifier
@@ -41,6 +46,7 @@ __all__ = [
     "bearer_token",
     "build_verifier",
     "current_principal",
+    "current_requester",
     "declared_scopes",
     "verifier_from",
 ]

@@ -95,6 +95,11 @@ class AuthInterceptor(MethodInterceptor):
     def _authorized_call(self, method: str, rule: MethodRule | None, context: Any) -> CallContext:
         principal = self.authenticate(method, rule, context)
         call = current_call() or CallContext(request_id=uuid.uuid4().hex, method=method)
+        # The access line is written by the outer CallInterceptor after this call's
+        # context is gone: the caller's names go into the fields it logs.
+        call.log_fields["client_id"] = principal.client_id
+        if principal.customer_id:
+            call.log_fields["customer_id"] = principal.customer_id
         return dataclasses.replace(call, principal=principal)
 
 

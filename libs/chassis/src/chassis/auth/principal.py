@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chassis.grpc.context import current_call
+from chassis.kernel.audit import Requester
 
 
 class PrincipalKind(enum.Enum):
@@ -42,3 +43,12 @@ def current_principal() -> Principal | None:
     call = current_call()
     principal = call.principal if call is not None else None
     return principal if isinstance(principal, Principal) else None
+
+
+def current_requester() -> Requester | None:
+    """Who asks for the call being served, as writes record it; None without a principal."""
+    call = current_call()
+    if call is None or not isinstance(call.principal, Principal):
+        return None
+    principal = call.principal
+    return Requester(principal.client_id, principal.customer_id or None, call.request_id)

@@ -22,6 +22,9 @@ class CallContext:
     # Set by the auth interceptor: who is calling (chassis.auth.Principal).
     principal: Any = None
     extra: dict[str, str] = field(default_factory=dict)
+    # Fields of the call's access log line added while it runs (e.g. who is calling):
+    # shared by the copies of this context that inner layers make.
+    log_fields: dict[str, str] = field(default_factory=dict)
 
     def time_remaining(self) -> float | None:
         if self.deadline is None:

@@ -227,7 +227,9 @@ class CallInterceptor(MethodInterceptor):
             raise AssertionError("abort_with_status returned") from error  # pragma: no cover
         finally:
             elapsed = time.perf_counter() - started
-            _log.info("rpc", code=code.name, duration_ms=round(elapsed * 1000, 3))
+            _log.info(
+                "rpc", code=code.name, duration_ms=round(elapsed * 1000, 3), **call.log_fields
+            )
             if self._on_call_end is not None:
                 self._on_call_end(method, code, elapsed)
             structlog.contextvars.unbind_contextvars("request_id", "method")

@@ -188,6 +188,7 @@ class Account(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     BALANCE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Required on open. Client-chosen: "acct_" followed by 1 to 60 of
     [A-Za-z0-9_-]. Immutable.
@@ -224,6 +225,12 @@ class Account(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def created_by(self) -> Global___Requester:
+        """Output only. Who opened the account (unset for accounts opened before the
+        ledger recorded it).
+        """
+
     def __init__(
         self,
         *,
@@ -238,10 +245,11 @@ class Account(_message.Message):
         customer_id: _builtins.str = ...,
         balance: Global___Balance | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        created_by: Global___Requester | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "create_time", b"create_time", "created_by", b"created_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "create_time", b"create_time", "credits_must_not_exceed_debits", b"credits_must_not_exceed_debits", "currency", b"currency", "currency_exponent", b"currency_exponent", "customer_id", b"customer_id", "debits_must_not_exceed_credits", b"debits_must_not_exceed_credits", "external_reference", b"external_reference", "id", b"id", "metadata", b"metadata", "normal_side", b"normal_side"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "create_time", b"create_time", "created_by", b"created_by", "credits_must_not_exceed_debits", b"credits_must_not_exceed_debits", "currency", b"currency", "currency_exponent", b"currency_exponent", "customer_id", b"customer_id", "debits_must_not_exceed_credits", b"debits_must_not_exceed_credits", "external_reference", b"external_reference", "id", b"id", "metadata", b"metadata", "normal_side", b"normal_side"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -607,6 +615,7 @@ class Transfer(_message.Message):
     REVERSED_BY_TRANSFER_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only."""
     kind: Global___TransferKind.ValueType
@@ -641,6 +650,12 @@ class Transfer(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the transfer was applied."""
 
+    @_builtins.property
+    def created_by(self) -> Global___Requester:
+        """Output only. Who created the transfer (unset for transfers the ledger made
+        itself, such as expiries, and for those made before it recorded it).
+        """
+
     def __init__(
         self,
         *,
@@ -655,14 +670,47 @@ class Transfer(_message.Message):
         reversed_by_transfer_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        created_by: Global___Requester | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "kind", b"kind", "legs", b"legs", "metadata", b"metadata", "pending_transfer_id", b"pending_transfer_id", "resolved_by_transfer_id", b"resolved_by_transfer_id", "reversed_by_transfer_id", b"reversed_by_transfer_id", "reversed_transfer_id", b"reversed_transfer_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "expire_time", b"expire_time", "id", b"id", "kind", b"kind", "legs", b"legs", "metadata", b"metadata", "pending_transfer_id", b"pending_transfer_id", "resolved_by_transfer_id", b"resolved_by_transfer_id", "reversed_by_transfer_id", b"reversed_by_transfer_id", "reversed_transfer_id", b"reversed_transfer_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Transfer: _TypeAlias = Transfer  # noqa: Y015
+
+@_typing.final
+class Requester(_message.Message):
+    """Who asked for a write: the verified token's client (and customer) and the
+    call's request id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    """The service client the token was issued to."""
+    customer_id: _builtins.str
+    """The customer a customer token acts for; empty for a service client."""
+    request_id: _builtins.str
+    """The call's request id (x-request-id, or the one the server gave it)."""
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "customer_id", b"customer_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Requester: _TypeAlias = Requester  # noqa: Y015
 
 @_typing.final
 class TransferResult(_message.Message):
