@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,12 @@ from typing import Any
 import pytest
 from astra_testkit.postgres import PostgresServer
 from chassis.db.engine import create_db_engine
+from chassis.kernel.audit import Requester
 from chassis.events.writer import OutboxWriter
 from ledger.adapters import tables
 from ledger.adapters.events import to_outbox_message
 from ledger.adapters.memory import MemoryLedgerDatabase, MemoryLedgerUnitOfWork
+from ledger.adapters.repository import COPY_THRESHOLD
 from ledger.adapters.unit_of_work import SqlLedgerUnitOfWork
 from ledger.bootstrap import migrate
 from ledger.domain.batch import BatchOutcome, decide_batch
@@ -247,6 +250,43 @@ def test_a_written_batch_reads_back_records_sums_entries_and_events(books: Backe
     assert holds == ["tr_h"]
     applied = [e for e in books.events if isinstance(e, TransferApplied)]
     assert [e.transfer_id for e in applied] == ["tr_fund", "tr_m", "tr_h"]
+
+
+def test_accounts_and_transfers_keep_who_asked_for_them(books: Backend) -> None:
+    maker = Requester("cli_maker", None, "req-1")
+    customer = Requester("cli_app", "cus_a", "req-2")
+    opened = Account.open(_spec("acct_c", customer="cus_a"), T0, customer)
+    _open(books, opened)
+    # A small batch (PostgreSQL: one statement) and one past the COPY threshold; one
+    # requester shared by many transfers, one refused transfer, one without a requester.
+    small = [
+        replace(move("tr_a", debit("acct_alice", 1), credit("acct_bob", 1)), requester=maker),
+        replace(move("tr_b", debit("acct_alice", 1), credit("acct_c", 1)), requester=customer),
+        replace(move("tr_no", debit("acct_bob", 10**6), credit("acct_c", 10**6)), requester=maker),
+        move("tr_none", debit("acct_alice", 1), credit("acct_bob", 1)),
+    ]
+    large = [
+        replace(move(f"tr_l{i}", debit("acct_bank", 1), credit("acct_bob", 1)), requester=maker)
+        for i in range(COPY_THRESHOLD)
+    ]
+    _apply(books, *small)
+    _apply(books, *large)
+    with books.uow() as uow:
+        account = uow.ledger.get_account("acct_c")
+        listed = uow.ledger.list_accounts(None, 10, "cus_a")
+        records = uow.ledger.load_records(["tr_a", "tr_b", "tr_no", "tr_none", "tr_l0", "tr_l63"])
+        alice = uow.ledger.get_account("acct_alice")
+    assert account is not None and account.created_by == customer
+    assert {a.id: a.created_by for a in listed} == {"acct_alice": None, "acct_c": customer}
+    assert alice is not None and alice.created_by is None
+    assert {i: r.created_by for i, r in records.items()} == {
+        "tr_a": maker,
+        "tr_b": customer,
+        "tr_no": maker,
+        "tr_none": None,
+        "tr_l0": maker,
+        "tr_l63": maker,
+    }
 
 
 def test_records_carry_how_they_were_resolved_and_reversed(books: Backend) -> None:

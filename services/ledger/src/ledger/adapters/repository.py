@@ -10,15 +10,19 @@ of COPY; it has one writer at a time anyway.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from chassis.db.arrays import int_array, text_array
+from chassis.kernel.audit import Requester
 from chassis.kernel.clock import utc
 from chassis.kernel.uow import TracksAggregates
 from sqlalchemy import Connection, DateTime, bindparam, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger.adapters import tables as t
 from ledger.domain.batch import BatchOutcome
@@ -36,7 +40,7 @@ from ledger.domain.model import (
 
 _TRANSFER_COLUMNS = (
     "id, kind, ok, reason, message, fingerprint, legs, pending_transfer_id, "
-    "reversed_transfer_id, expires_at, metadata, created_at"
+    "reversed_transfer_id, expires_at, metadata, created_at, requester_id"
 )
 _COPY_TYPES = {
     "transfers": [
@@ -52,6 +56,7 @@ _COPY_TYPES = {
         "timestamptz",
         "text",
         "timestamptz",
+        "uuid",
     ],
     "entries": [
         "text",
@@ -73,10 +78,12 @@ _ENTRY_COLUMNS = (
     "debits_posted, credits_posted, debits_pending, credits_pending, created_at"
 )
 _ACCOUNT_SELECT = (
-    "SELECT id, currency, normal_side, debits_must_not_exceed_credits, "
-    "credits_must_not_exceed_debits, debits_posted, credits_posted, debits_pending, "
-    "credits_pending, entry_sequence, last_entry_at, sealed_through, metadata, "
-    "external_reference, customer_id, fingerprint, created_at FROM accounts"
+    "SELECT a.id, a.currency, a.normal_side, a.debits_must_not_exceed_credits, "
+    "a.credits_must_not_exceed_debits, a.debits_posted, a.credits_posted, a.debits_pending, "
+    "a.credits_pending, a.entry_sequence, a.last_entry_at, a.sealed_through, a.metadata, "
+    "a.external_reference, a.customer_id, a.fingerprint, a.created_at, "
+    "q.client_id, q.customer_id, q.request_id "
+    "FROM accounts a LEFT JOIN requesters q ON q.id = a.requester_id"
 )
 # Below this many records a batch is written with one statement; above, with COPY.
 COPY_THRESHOLD = 64
@@ -84,11 +91,17 @@ COPY_THRESHOLD = 64
 _ONE_STATEMENT_WRITE = """
 WITH new_transfers AS (
   INSERT INTO transfers (id, kind, ok, reason, message, fingerprint, legs, pending_transfer_id,
-                         reversed_transfer_id, expires_at, metadata, created_at)
+                         reversed_transfer_id, expires_at, metadata, requester_id, created_at)
   SELECT t.*, %(at)s::timestamptz
   FROM unnest(%(t_id)s::text[], %(t_kind)s::smallint[], %(t_ok)s::bool[], %(t_reason)s::text[],
               %(t_message)s::text[], %(t_fp)s::text[], %(t_legs)s::text[], %(t_pending)s::text[],
-              %(t_reversed)s::text[], %(t_expires)s::timestamptz[], %(t_metadata)s::text[]) AS t
+              %(t_reversed)s::text[], %(t_expires)s::timestamptz[], %(t_metadata)s::text[],
+              %(t_requester)s::uuid[]) AS t
+), new_requesters AS (
+  INSERT INTO requesters (id, client_id, customer_id, request_id)
+  SELECT * FROM unnest(%(q_id)s::uuid[], %(q_client)s::text[], %(q_customer)s::text[],
+                       %(q_request)s::text[])
+  ON CONFLICT (id) DO NOTHING
 ), new_entries AS (
   INSERT INTO entries (account_id, sequence, transfer_id, kind, entry_type, direction, amount,
                        debits_posted, credits_posted, debits_pending, credits_pending, created_at)
@@ -120,9 +133,10 @@ _LOCK_SELECT = (
 _RECORD_SELECT = (
     "SELECT t.id, t.kind, t.ok, t.reason, t.message, t.fingerprint, t.legs, "
     "t.pending_transfer_id, t.reversed_transfer_id, t.expires_at, t.metadata, t.created_at, "
-    "r.id, r.kind, v.id FROM transfers t "
+    "r.id, r.kind, v.id, q.client_id, q.customer_id, q.request_id FROM transfers t "
     "LEFT JOIN transfers r ON r.pending_transfer_id = t.id AND r.ok "
     "LEFT JOIN transfers v ON v.reversed_transfer_id = t.id AND v.ok "
+    "LEFT JOIN requesters q ON q.id = t.requester_id "
 )
 
 
@@ -155,6 +169,22 @@ def _decode_metadata(raw: str | None) -> Metadata:
     return tuple(sorted(json.loads(raw).items())) if raw else ()
 
 
+def requester_key(requester: Requester) -> uuid.UUID:
+    """The ``requesters`` row of a requester: a digest of its values, so the same requester
+    is one row however many writes name it (and inserting it again changes nothing)."""
+    parts = (requester.client_id, requester.customer_id or "", requester.request_id)
+    return uuid.UUID(bytes=hashlib.sha256("\x1f".join(parts).encode()).digest()[:16])
+
+
+def _requester(
+    client_id: str | None, customer_id: str | None, request_id: str | None
+) -> Requester | None:
+    """The requester of a row's ``requesters`` columns (all NULL: none was recorded)."""
+    if client_id is None:
+        return None
+    return Requester(client_id, customer_id or None, request_id or "")
+
+
 def _aware(value: datetime | str | None) -> datetime | None:
     """Aware UTC; SQLite hands back text for columns read through ``text()``."""
     if value is None:
@@ -162,6 +192,10 @@ def _aware(value: datetime | str | None) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return utc(value)
+
+
+def _key_of(requester: Requester | None) -> uuid.UUID | None:
+    return requester_key(requester) if requester is not None else None
 
 
 def _snapshot(row: Sequence[Any]) -> Account:
@@ -190,6 +224,7 @@ def _account(row: Sequence[Any]) -> Account:
     account.customer_id = row[14]
     account.fingerprint = row[15]
     account.created_at = _aware(row[16])
+    account.created_by = _requester(row[17], row[18], row[19])
     return account
 
 
@@ -212,6 +247,7 @@ def _record(row: Sequence[Any]) -> TransferRecord:
         resolved_by=row[12] or "",
         resolution_kind=TransferKind(row[13]) if row[13] is not None else None,
         reversed_by=row[14] or "",
+        created_by=_requester(row[15], row[16], row[17]),
     )
 
 
@@ -254,8 +290,27 @@ class SqlLedgerRepository(TracksAggregates):
 
     # --- accounts -------------------------------------------------------------
 
+    def insert_requesters(self, requesters: Iterable[Requester | None]) -> None:
+        """Record each distinct requester once (rows already there stay as they are)."""
+        rows = {
+            requester_key(r): {
+                "id": requester_key(r),
+                "client_id": r.client_id,
+                "customer_id": r.customer_id,
+                "request_id": r.request_id,
+            }
+            for r in requesters
+            if r is not None
+        }
+        if not rows:
+            return
+        dialect = postgresql if self._pg else sqlite
+        statement = dialect.insert(t.requesters).on_conflict_do_nothing(index_elements=["id"])
+        self._c.execute(statement, list(rows.values()))
+
     def insert_account(self, account: Account) -> None:
         self.track(account)
+        self.insert_requesters([account.created_by])
         self._c.execute(
             insert(t.accounts).values(
                 id=account.id,
@@ -268,23 +323,26 @@ class SqlLedgerRepository(TracksAggregates):
                 customer_id=account.customer_id,
                 fingerprint=account.fingerprint,
                 created_at=account.created_at,
+                requester_id=_key_of(account.created_by),
             )
         )
 
     def get_account(self, account_id: str) -> Account | None:
-        row = self._c.execute(text(f"{_ACCOUNT_SELECT} WHERE id = :id"), {"id": account_id}).first()
+        row = self._c.execute(
+            text(f"{_ACCOUNT_SELECT} WHERE a.id = :id"), {"id": account_id}
+        ).first()
         return _account(row) if row is not None else None
 
     def list_accounts(self, after: str | None, limit: int, customer_id: str) -> list[Account]:
         clauses, params = [], {"limit": limit}
         if after is not None:
-            clauses.append("id > :after")
+            clauses.append("a.id > :after")
             params["after"] = after  # type: ignore[assignment]
         if customer_id:
-            clauses.append("customer_id = :customer")
+            clauses.append("a.customer_id = :customer")
             params["customer"] = customer_id  # type: ignore[assignment]
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._c.execute(text(f"{_ACCOUNT_SELECT}{where} ORDER BY id LIMIT :limit"), params)
+        rows = self._c.execute(text(f"{_ACCOUNT_SELECT}{where} ORDER BY a.id LIMIT :limit"), params)
         return [_account(r) for r in rows]
 
     def lock_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
@@ -441,6 +499,7 @@ class SqlLedgerRepository(TracksAggregates):
                 r.expires_at,
                 _encode_metadata(r.metadata),
                 r.created_at,
+                _key_of(r.created_by),
             )
             for r in outcome.records
         ]
@@ -461,6 +520,7 @@ class SqlLedgerRepository(TracksAggregates):
             )
             for e in outcome.entries
         ]
+        self.insert_requesters(r.created_by for r in outcome.records)
         if self._pg:
             self._copy("transfers", _TRANSFER_COLUMNS, transfer_rows)
             self._copy("entries", _ENTRY_COLUMNS, entry_rows)
@@ -497,6 +557,9 @@ class SqlLedgerRepository(TracksAggregates):
             return  # replays only: nothing new to write
         instants = {r.created_at for r in records} | {e.created_at for e in entries}
         assert len(instants) == 1, "a batch is decided at one instant"
+        requesters = {
+            requester_key(r.created_by): r.created_by for r in records if r.created_by is not None
+        }
         params = {
             "at": instants.pop(),
             "t_id": text_array([r.id for r in records]),
@@ -510,6 +573,11 @@ class SqlLedgerRepository(TracksAggregates):
             "t_reversed": text_array([r.reversed_transfer_id or None for r in records]),
             "t_expires": [r.expires_at for r in records],
             "t_metadata": text_array([_encode_metadata(r.metadata) for r in records]),
+            "t_requester": [_key_of(r.created_by) for r in records],
+            "q_id": list(requesters),
+            "q_client": [q.client_id for q in requesters.values()],
+            "q_customer": [q.customer_id for q in requesters.values()],
+            "q_request": [q.request_id for q in requesters.values()],
             "e_account": text_array([e.account_id for e in entries]),
             "e_seq": int_array(e.sequence for e in entries),
             "e_transfer": text_array([e.transfer_id for e in entries]),

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Uuid,
     text,
 )
 
@@ -56,6 +57,8 @@ accounts = Table(
     Column("customer_id", String(ID_LENGTH), nullable=False, server_default=""),
     Column("fingerprint", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Who opened it (``requesters``); NULL for accounts opened before 0004.
+    Column("requester_id", Uuid, nullable=True),
     CheckConstraint(
         "debits_posted >= 0 AND credits_posted >= 0 AND debits_pending >= 0 "
         "AND credits_pending >= 0",
@@ -80,6 +83,8 @@ transfers = Table(
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("metadata", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Who created it (``requesters``); NULL for the ledger's own (expiries) and before 0004.
+    Column("requester_id", Uuid, nullable=True),
     # A hold is resolved once and a transfer reversed once, whatever races.
     Index(
         "ux_transfers_resolution",
@@ -95,6 +100,18 @@ transfers = Table(
         postgresql_where=text("ok AND reversed_transfer_id IS NOT NULL"),
         sqlite_where=text("ok AND reversed_transfer_id IS NOT NULL"),
     ),
+)
+
+# Who asked for a write: one row per distinct (client, customer, request id), keyed by a
+# digest of the three, so a batch of a thousand transfers from one call adds one row and
+# each transfer 16 bytes. No foreign key: the journal's COPY would check every row.
+requesters = Table(
+    "requesters",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("client_id", String(ID_LENGTH), nullable=False),
+    Column("customer_id", String(ID_LENGTH), nullable=True),
+    Column("request_id", String(128), nullable=False),
 )
 
 entries = Table(
@@ -134,5 +151,6 @@ __all__ = [
     "metadata",
     "open_holds",
     "outbox",
+    "requesters",
     "transfers",
 ]

@@ -249,6 +249,7 @@ class _Decider:
             reason=reason,
             message=message,
             metadata=request.metadata,
+            created_by=request.requester,
             new=True,
         )
         self.out.records.append(record)
@@ -380,6 +381,7 @@ class _Decider:
             reversed_transfer_id=reversed_transfer_id,
             expires_at=expires_at,
             metadata=request.metadata,
+            created_by=request.requester,
             new=True,
         )
         self.out.records.append(record)

@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from chassis.kernel.audit import Requester
 from chassis.kernel.money import MAX_AMOUNT
 
 from ledger.domain.events import AccountOpened
@@ -187,11 +188,13 @@ class Account:
     external_reference: str = ""
     customer_id: str = ""
     fingerprint: str = ""
+    # Who opened it (None for accounts opened before the ledger recorded it).
+    created_by: Requester | None = None
     # Recorded and not yet handed to the unit of work (AccountOpened).
     events: list[AccountOpened] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
-    def open(cls, spec: AccountSpec, now: datetime) -> Account:
+    def open(cls, spec: AccountSpec, now: datetime, requester: Requester | None = None) -> Account:
         assert spec.normal_side is not None
         account = cls(
             id=spec.id,
@@ -204,6 +207,7 @@ class Account:
             external_reference=spec.external_reference,
             customer_id=spec.customer_id,
             fingerprint=spec.fingerprint(),
+            created_by=requester,
         )
         account.events.append(AccountOpened(account, now))
         return account
@@ -386,6 +390,9 @@ class TransferRequest:
     operation: Operation | None
     linked: bool = False
     metadata: Metadata = ()
+    # Who asks: recorded with the transfer, not part of what the transfer is (a
+    # replay by another caller is the same transfer, answered as first recorded).
+    requester: Requester | None = None
 
     @property
     def kind(self) -> TransferKind:
@@ -448,6 +455,8 @@ class TransferRecord:
     reversed_transfer_id: str = ""
     expires_at: datetime | None = None
     metadata: Metadata = ()
+    # Who created it; None for the ledger's own (expiries) and those made before it recorded it.
+    created_by: Requester | None = None
     # Derived, for pending and reversible transfers:
     resolved_by: str = ""
     resolution_kind: TransferKind | None = None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import grpc
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1 import ledger_pb2_grpc
-from chassis.auth import current_principal
+from chassis.auth import current_principal, current_requester
 from chassis.grpc.context import time_remaining
 from chassis.kernel.errors import InvalidArgument, Unauthenticated
 from chassis.kernel.money import currency
@@ -40,7 +40,7 @@ def caller_from_principal(_context: grpc.ServicerContext) -> Caller:
     if principal is None:
         # Every LedgerService method requires a token; no principal means auth was bypassed.
         raise Unauthenticated("MISSING_TOKEN", "a bearer token is required")
-    return Caller(customer_id=principal.customer_id)
+    return Caller(customer_id=principal.customer_id, requester=current_requester())
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
@@ -56,9 +56,12 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def OpenAccount(
         self, request: pb.OpenAccountRequest, context: grpc.ServicerContext
     ) -> pb.OpenAccountResponse:
-        self._caller_of(context).require_service()
+        caller = self._caller_of(context)
+        caller.require_service()
         spec = account_spec_from_pb(request.account)
-        account = use_cases.open_account(self._ledger.uow, self._ledger.clock, spec)
+        account = use_cases.open_account(
+            self._ledger.uow, self._ledger.clock, spec, caller.requester
+        )
         return pb.OpenAccountResponse(account=self._account_pb(account))
 
     def GetAccount(
@@ -89,9 +92,12 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def CreateTransfers(
         self, request: pb.CreateTransfersRequest, context: grpc.ServicerContext
     ) -> pb.CreateTransfersResponse:
-        self._caller_of(context).require_service()
+        caller = self._caller_of(context)
+        caller.require_service()
         requests = transfer_requests_from_pb(request.transfers)
-        results = use_cases.create_transfers(self._ledger.uow, self._ledger.clock, requests)
+        results = use_cases.create_transfers(
+            self._ledger.uow, self._ledger.clock, requests, caller.requester
+        )
         record_results(results)
         return pb.CreateTransfersResponse(results=results_to_pb(results))
 

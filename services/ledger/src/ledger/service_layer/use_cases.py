@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
+from chassis.kernel.audit import Requester
 from chassis.kernel.clock import Clock, utc
 from chassis.kernel.errors import IdempotencyKeyReused, PermissionDenied
 from chassis.kernel.pagination import Page, is_sequence, parse_page
@@ -40,6 +41,8 @@ class Caller:
     """Who asks, as far as object-level rules care: a customer sees only its own accounts."""
 
     customer_id: str = ""
+    # Who asks, as writes record it (None: a caller the ledger cannot name, e.g. its own workers).
+    requester: Requester | None = None
 
     def check_account(self, account: Account) -> None:
         if self.customer_id and account.customer_id != self.customer_id:
@@ -63,7 +66,9 @@ SERVICE = Caller()
 # --- accounts ---------------------------------------------------------------
 
 
-def open_account(uow_factory: UowFactory, clock: Clock, spec: AccountSpec) -> Account:
+def open_account(
+    uow_factory: UowFactory, clock: Clock, spec: AccountSpec, requester: Requester | None = None
+) -> Account:
     validation.validate_account_spec(spec)
 
     def work(uow: LedgerUnitOfWork) -> Account:
@@ -72,7 +77,7 @@ def open_account(uow_factory: UowFactory, clock: Clock, spec: AccountSpec) -> Ac
             if existing.fingerprint != spec.fingerprint():
                 raise IdempotencyKeyReused("account", spec.id)
             return existing
-        account = Account.open(spec, clock.now())
+        account = Account.open(spec, clock.now(), requester)
         uow.ledger.insert_account(account)
         return account
 
@@ -139,9 +144,14 @@ def execute_batch(
 
 
 def create_transfers(
-    uow_factory: UowFactory, clock: Clock, requests: Sequence[TransferRequest]
+    uow_factory: UowFactory,
+    clock: Clock,
+    requests: Sequence[TransferRequest],
+    requester: Requester | None = None,
 ) -> list[ItemResult]:
     validation.validate_transfers(requests)
+    if requester is not None:
+        requests = [replace(request, requester=requester) for request in requests]
     return [o.result for o in execute_batch(uow_factory, clock, requests)]
 
 
@@ -155,7 +165,7 @@ def create_transfer(
     """The transfer a ``TransferSpec`` asks for (CreateTransfer), or its refusal raised."""
     caller.require_service()
     validation.validate_transfer(request)
-    return _applied(submit(request))
+    return _applied(submit(replace(request, requester=caller.requester)))
 
 
 def post_pending_transfer(
@@ -169,7 +179,10 @@ def post_pending_transfer(
     """Post a hold, whole or (``legs``) in part."""
     caller.require_service()
     request = TransferRequest(
-        transfer_id, PostPendingOp(pending_transfer_id, legs), metadata=metadata
+        transfer_id,
+        PostPendingOp(pending_transfer_id, legs),
+        metadata=metadata,
+        requester=caller.requester,
     )
     validation.validate_post_pending_transfer(request)
     return _applied(submit(request))
@@ -184,7 +197,12 @@ def void_pending_transfer(
 ) -> TransferRecord:
     """Release a hold without moving money."""
     caller.require_service()
-    request = TransferRequest(transfer_id, VoidPendingOp(pending_transfer_id), metadata=metadata)
+    request = TransferRequest(
+        transfer_id,
+        VoidPendingOp(pending_transfer_id),
+        metadata=metadata,
+        requester=caller.requester,
+    )
     validation.validate_void_pending_transfer(request)
     return _applied(submit(request))
 
@@ -201,7 +219,10 @@ def reverse_transfer(
     ``shortfall_account_id`` when one is named."""
     caller.require_service()
     request = TransferRequest(
-        transfer_id, ReversalOp(reversed_transfer_id, shortfall_account_id), metadata=metadata
+        transfer_id,
+        ReversalOp(reversed_transfer_id, shortfall_account_id),
+        metadata=metadata,
+        requester=caller.requester,
     )
     validation.validate_reverse_transfer(request)
     return _applied(submit(request))
