@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from astra_testkit.postgres import PostgresServer
 from chassis.db.engine import create_db_engine
-from chassis.kernel.audit import Requester
 from chassis.events.writer import OutboxWriter
+from chassis.kernel.audit import Requester
 from ledger.adapters import tables
 from ledger.adapters.events import to_outbox_message
 from ledger.adapters.memory import MemoryLedgerDatabase, MemoryLedgerUnitOfWork
@@ -276,9 +276,11 @@ def test_accounts_and_transfers_keep_who_asked_for_them(books: Backend) -> None:
         listed = uow.ledger.list_accounts(None, 10, "cus_a")
         records = uow.ledger.load_records(["tr_a", "tr_b", "tr_no", "tr_none", "tr_l0", "tr_l63"])
         alice = uow.ledger.get_account("acct_alice")
-    assert account is not None and account.created_by == customer
+    assert account is not None
+    assert account.created_by == customer
     assert {a.id: a.created_by for a in listed} == {"acct_alice": None, "acct_c": customer}
-    assert alice is not None and alice.created_by is None
+    assert alice is not None
+    assert alice.created_by is None
     assert {i: r.created_by for i, r in records.items()} == {
         "tr_a": maker,
         "tr_b": customer,

@@ -13,10 +13,12 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from chassis.db.engine import create_db_engine
 from chassis.events.writer import OutboxWriter
+from chassis.kernel.audit import Requester
 from chassis.kernel.money import MAX_AMOUNT
 from chassis.retry import RetryPolicy
 from payments.adapters import tables
@@ -31,6 +33,7 @@ from payments.adapters.memory import (
     MemoryUnitOfWork,
 )
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
+from payments.bootstrap import migrate
 from payments.domain.bank import BankInstruction, LookupResult, SubmitResult
 from payments.domain.customers import CustomerKyc
 from payments.domain.ledger_plan import (
@@ -64,12 +67,17 @@ UowFactory = Callable[[], PaymentsUnitOfWork]
 
 
 @pytest.fixture(params=["postgresql", "memory"])
-def new_uow(request: pytest.FixtureRequest) -> Iterator[UowFactory]:
+def new_uow(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UowFactory]:
     if request.param == "memory":
         database = MemoryDatabase()
         yield lambda: MemoryUnitOfWork(database)
         return
-    engine = create_db_engine(request.getfixturevalue("payments_db_url"))
+    if request.param == "sqlite":  # ``make run``'s database, asked for by a test's parameters
+        url = f"sqlite:///{tmp_path / 'payments.db'}"
+        migrate(url)
+    else:
+        url = request.getfixturevalue("payments_db_url")
+    engine = create_db_engine(url)
     write_events = OutboxWriter(tables.outbox, "payments").events_writer(to_outbox_message)
     yield lambda: SqlPaymentsUnitOfWork(engine, write_events)
     engine.dispose()
@@ -158,6 +166,37 @@ def test_saves_are_versioned_and_history_comes_only_when_asked(new_uow: UowFacto
 
     with pytest.raises(StaleWrite):
         stale_save()
+
+
+@pytest.mark.parametrize("new_uow", ["postgresql", "memory", "sqlite"], indirect=True)
+def test_who_created_and_who_reviewed_a_payment_and_the_note_read_back(
+    new_uow: UowFactory,
+) -> None:
+    maker = Requester("cli_maker", "cus_a", "req-make")
+    checker = Requester("cli_checker", None, "req-check")
+    made = payment("pay_1")
+    made.created_by = maker
+    made.review_required, made.review_reason = True, "LARGE_AMOUNT"
+    add(new_uow, made, payment("pay_2"))
+    with new_uow() as uow:
+        loaded = uow.payments.get("pay_1")
+        assert loaded is not None
+        assert (loaded.created_by, loaded.reviewed_by, loaded.review_note) == (maker, None, "")
+        loaded.hold_placed(NOW)
+        loaded.reject(NOW, checker, "not this one")
+        uow.payments.save(loaded)
+        uow.commit()
+    with new_uow() as uow:
+        again = uow.payments.get("pay_1")
+        anonymous = uow.payments.get("pay_2")
+    assert again is not None
+    assert anonymous is not None
+    assert (again.created_by, again.reviewed_by, again.review_note) == (
+        maker,
+        checker,
+        "not this one",
+    )
+    assert (anonymous.created_by, anonymous.reviewed_by) == (None, None)
 
 
 def test_adding_an_id_twice_is_a_lost_race_the_retry_replays(new_uow: UowFactory) -> None:

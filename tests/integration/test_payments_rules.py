@@ -180,7 +180,9 @@ def test_a_payment_in_review_is_decided_by_another_client_and_never_by_a_custome
     with ruled.app.deps.uow() as uow:
         recorded = uow.payments.get(held.id)
     assert recorded is not None
-    assert (recorded.created_by, recorded.reviewed_by) == ("cli_test", REVIEWER)
+    assert recorded.created_by is not None
+    assert recorded.reviewed_by is not None
+    assert (recorded.created_by.client_id, recorded.reviewed_by.client_id) == ("cli_test", REVIEWER)
     # Approving again is idempotent for the reviewer, still refused to the creator.
     assert ruled.reviewer.ApprovePayment(approve).payment.id == held.id
     assert refusal(lambda: ruled.payments.ApprovePayment(approve)) == (PD, "REVIEWER_IS_REQUESTER")

@@ -7,6 +7,7 @@ import hashlib
 from datetime import UTC, datetime
 
 import pytest
+from chassis.kernel.audit import Requester
 from chassis.kernel.errors import DomainError, ErrorCategory, InvalidArgument, PermissionDenied
 from chassis.kernel.ids import is_valid_id
 from chassis.kernel.money import MAX_AMOUNT
@@ -150,13 +151,16 @@ def test_new_payments_stop_at_the_ratio_with_a_reason_naming_the_account() -> No
 
 def created_by(client_id: str) -> Payment:
     return Payment.create(
-        request(requested_by=client_id), fee=0, ledger_account_id="acct_x_EUR", now=NOW
+        request(requested_by=Requester(client_id, None, "req-1")),
+        fee=0,
+        ledger_account_id="acct_x_EUR",
+        now=NOW,
     )
 
 
 def test_a_payment_is_reviewed_by_another_client_than_its_creator_and_never_by_a_customer() -> None:
     payment = created_by("cli_maker")
-    assert payment.created_by == "cli_maker"
+    assert payment.created_by == Requester("cli_maker", None, "req-1")
     Caller(client_id="cli_checker").check_reviewer(payment)
     with pytest.raises(PermissionDenied) as same:
         Caller(client_id="cli_maker").check_reviewer(payment)
@@ -165,7 +169,7 @@ def test_a_payment_is_reviewed_by_another_client_than_its_creator_and_never_by_a
         Caller(client_id="cli_checker", customer_id="cus_a").check_reviewer(payment)
     assert customer.value.reason == "SERVICE_CALLER_REQUIRED"
     # Who asked is not part of what was asked: a replay by another client is still a replay.
-    assert request(requested_by="cli_a").fingerprint() == request().fingerprint()
+    assert request(requested_by=Requester("cli_a")).fingerprint() == request().fingerprint()
 
 
 # --- settings ----------------------------------------------------------------------------

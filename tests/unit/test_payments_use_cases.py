@@ -55,8 +55,8 @@ S = PaymentState
 FEE = 100
 DESTINATION = BankAccount("DE89370400440532013000", "Bob")
 SOURCE = BankAccount("FR7630006000011234567890189", "Carol")
-CREATOR = Caller(client_id="cli_maker")
-REVIEWER = Caller(client_id="cli_checker")
+CREATOR = Caller(client_id="cli_maker", request_id="req-make")
+REVIEWER = Caller(client_id="cli_checker", request_id="req-check")
 
 
 @dataclass
@@ -92,7 +92,7 @@ class Service:
             amount=amount,
             currency="EUR",
             counterparty=DESTINATION if kind is PaymentKind.PAYOUT else SOURCE,
-            requested_by=caller.client_id,
+            requested_by=caller.requester,
         )
 
     def payout(self, payment_id: str, customer_id: str, amount: int) -> Payment:
@@ -541,14 +541,21 @@ def test_a_held_payout_is_reviewed_by_another_client_than_its_creator() -> None:
     with pytest.raises(PermissionDenied) as same:
         use_cases.approve_payment(reviewed.deps, "pay_big", caller=CREATOR)
     assert same.value.reason == "REVIEWER_IS_REQUESTER"
+    assert reviewed.get("pay_big").reviewed_by is None  # the refusal wrote nothing
     with pytest.raises(PermissionDenied) as customer_token:
         use_cases.approve_payment(reviewed.deps, "pay_big", caller=Caller(customer_id=customer))
     assert customer_token.value.reason == "SERVICE_CALLER_REQUIRED"
-    approved = use_cases.approve_payment(reviewed.deps, "pay_big", caller=REVIEWER)
-    assert (approved.state, approved.reviewed_by) == (S.FUNDS_HELD, REVIEWER.client_id)
+    approved = use_cases.approve_payment(reviewed.deps, "pay_big", "looks fine", REVIEWER)
+    assert (approved.state, approved.created_by, approved.reviewed_by) == (
+        S.FUNDS_HELD,
+        CREATOR.requester,
+        REVIEWER.requester,
+    )
+    assert reviewed.get("pay_big").review_note == "looks fine"
     other = reviewed.payout("pay_other", customer, 7_000)
-    rejected = use_cases.reject_payment(reviewed.deps, other.id, caller=REVIEWER)
+    rejected = use_cases.reject_payment(reviewed.deps, other.id, "no", REVIEWER)
     assert (rejected.state, rejected.reason) == (S.DECLINED, "REJECTED_IN_REVIEW")
+    assert (rejected.reviewed_by, rejected.review_note) == (REVIEWER.requester, "no")
     reviewed.drive(lambda: reviewed.get(other.id).pending_ledger_step() is None, "voided")
     assert reviewed.held(customer) == 6_000 + FEE
 

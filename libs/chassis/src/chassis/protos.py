@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from chassis.kernel.audit import Requester
 from chassis.kernel.errors import FieldViolation, InvalidArgument
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -72,6 +73,15 @@ def set_timestamp(target: Timestamp, value: datetime | None) -> None:
     converted = to_timestamp(value)
     _last[:] = [(value, converted)]
     target.CopyFrom(converted)
+
+
+def set_requester(target: Any, requester: Requester | None) -> None:
+    """Fill a context's ``Requester`` message (client_id, customer_id, request_id); None
+    leaves it unset. Each context declares its own message of those three fields."""
+    if requester is not None:
+        target.client_id = requester.client_id
+        target.customer_id = requester.customer_id or ""
+        target.request_id = requester.request_id
 
 
 def from_timestamp(value: Timestamp, field: str) -> datetime:

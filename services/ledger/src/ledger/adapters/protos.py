@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from astra.ledger.v1 import ledger_pb2 as pb
-from chassis.kernel.audit import Requester
 from chassis.kernel.errors import InvalidArgument
-from chassis.protos import from_duration, set_timestamp
+from chassis.protos import from_duration, set_requester, set_timestamp
 
 from ledger.domain.model import (
     Account,
@@ -152,15 +151,8 @@ def account_to_pb(account: Account, exponent: int) -> pb.Account:
         balance=balance_to_pb(account.balance(account.last_entry_at or account.created_at)),
     )
     set_timestamp(message.create_time, account.created_at)
-    _set_requester(message.created_by, account.created_by)
+    set_requester(message.created_by, account.created_by)
     return message
-
-
-def _set_requester(message: pb.Requester, requester: Requester | None) -> None:
-    if requester is not None:
-        message.client_id = requester.client_id
-        message.customer_id = requester.customer_id or ""
-        message.request_id = requester.request_id
 
 
 def transfer_to_pb(record: TransferRecord) -> pb.Transfer:
@@ -177,7 +169,7 @@ def transfer_to_pb(record: TransferRecord) -> pb.Transfer:
     )
     set_timestamp(message.expire_time, record.expires_at)
     set_timestamp(message.create_time, record.created_at)
-    _set_requester(message.created_by, record.created_by)
+    set_requester(message.created_by, record.created_by)
     return message
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from chassis.db.arrays import int_array, text_array
-from chassis.kernel.audit import Requester
+from chassis.kernel.audit import Requester, requester_from
 from chassis.kernel.clock import utc
 from chassis.kernel.uow import TracksAggregates
 from sqlalchemy import Connection, DateTime, bindparam, insert, select, text, update
@@ -176,15 +176,6 @@ def requester_key(requester: Requester) -> uuid.UUID:
     return uuid.UUID(bytes=hashlib.sha256("\x1f".join(parts).encode()).digest()[:16])
 
 
-def _requester(
-    client_id: str | None, customer_id: str | None, request_id: str | None
-) -> Requester | None:
-    """The requester of a row's ``requesters`` columns (all NULL: none was recorded)."""
-    if client_id is None:
-        return None
-    return Requester(client_id, customer_id or None, request_id or "")
-
-
 def _aware(value: datetime | str | None) -> datetime | None:
     """Aware UTC; SQLite hands back text for columns read through ``text()``."""
     if value is None:
@@ -224,7 +215,7 @@ def _account(row: Sequence[Any]) -> Account:
     account.customer_id = row[14]
     account.fingerprint = row[15]
     account.created_at = _aware(row[16])
-    account.created_by = _requester(row[17], row[18], row[19])
+    account.created_by = requester_from(row[17], row[18], row[19])
     return account
 
 
@@ -247,7 +238,7 @@ def _record(row: Sequence[Any]) -> TransferRecord:
         resolved_by=row[12] or "",
         resolution_kind=TransferKind(row[13]) if row[13] is not None else None,
         reversed_by=row[14] or "",
-        created_by=_requester(row[15], row[16], row[17]),
+        created_by=requester_from(row[15], row[16], row[17]),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from astra.payments.v1 import payments_pb2 as pb
-from chassis.protos import enum_filter, set_timestamp
+from chassis.protos import enum_filter, set_requester, set_timestamp
 
 from payments.domain.model import Payment, Transition
 from payments.domain.reconciliation import ReconciliationReport
@@ -52,7 +52,10 @@ def payment_to_pb(payment: Payment, *, history: bool = True) -> pb.Payment:
         bank_payment_id=payment.bank_payment_id,
         ledger_account_id=payment.ledger_account_id,
         ledger_pending=payment.pending_ledger_step() is not None,
+        review_note=payment.review_note,
     )
+    set_requester(message.created_by, payment.created_by)
+    set_requester(message.reviewed_by, payment.reviewed_by)
     if history:
         message.history.extend(transition_to_pb(t) for t in payment.history)
     set_timestamp(message.create_time, payment.created_at)

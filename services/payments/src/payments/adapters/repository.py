@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
+from chassis.kernel.audit import Requester, flat, requester_from
 from chassis.kernel.clock import utc
 from chassis.kernel.uow import TracksAggregates
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
@@ -81,9 +82,25 @@ def _payment(row: Row[Any]) -> Payment:
         version=m["version"],
         transition_count=m["transition_count"],
         trace_context=m["trace_context"],
-        created_by=m["created_by"],
-        reviewed_by=m["reviewed_by"],
+        created_by=requester_from(
+            m["created_by"], m["created_by_customer"], m["created_request_id"]
+        ),
+        reviewed_by=requester_from(
+            m["reviewed_by"], m["reviewed_by_customer"], m["reviewed_request_id"]
+        ),
+        review_note=m["review_note"],
     )
+
+
+def _requester_columns(prefix: str, requester: Requester | None) -> dict[str, str]:
+    """``<prefix>_by``, ``<prefix>_by_customer`` and the request id column of ``requester``."""
+    client_id, customer_id, request_id = flat(requester)
+    request_column = "created_request_id" if prefix == "created" else "reviewed_request_id"
+    return {
+        f"{prefix}_by": client_id,
+        f"{prefix}_by_customer": customer_id,
+        request_column: request_id,
+    }
 
 
 def _mutable_columns(p: Payment) -> dict[str, Any]:
@@ -93,7 +110,8 @@ def _mutable_columns(p: Payment) -> dict[str, Any]:
         "review_required": p.review_required,
         "review_reason": p.review_reason,
         "review_outcome": p.review_outcome,
-        "reviewed_by": p.reviewed_by,
+        **_requester_columns("reviewed", p.reviewed_by),
+        "review_note": p.review_note,
         "bank_payment_id": p.bank_payment_id,
         "bank_attempts": p.bank_attempts,
         "bank_settled_at": p.bank_settled_at,
@@ -111,6 +129,7 @@ def _mutable_columns(p: Payment) -> dict[str, Any]:
 
 _MUTABLE = (
     "state", "reason", "review_required", "review_reason", "review_outcome", "reviewed_by",
+    "reviewed_by_customer", "reviewed_request_id", "review_note",
     "bank_payment_id", "bank_attempts", "bank_settled_at", "bank_returned_at", "ledger_done",
     "hold_uncertain", "ledger_error", "next_action_at", "leased_until", "retries",
     "transition_count", "updated_at",
@@ -140,7 +159,7 @@ def _columns(p: Payment) -> dict[str, Any]:
         "created_at": p.created_at,
         "version": p.version,
         "trace_context": p.trace_context,
-        "created_by": p.created_by,
+        **_requester_columns("created", p.created_by),
         **_mutable_columns(p),
     }
 

@@ -65,6 +65,13 @@ payments = Table(
     # The service clients that created it and reviewed it ("cli_" ids; empty when unknown).
     Column("created_by", String(_id_length("cli")), nullable=False, server_default=""),
     Column("reviewed_by", String(_id_length("cli")), nullable=False, server_default=""),
+    # The rest of who asked (0005): the creating customer token's customer and the
+    # creating and reviewing calls' request ids; the reviewer's note.
+    Column("created_by_customer", String(_id_length("cus")), nullable=False, server_default=""),
+    Column("created_request_id", String(128), nullable=False, server_default=""),
+    Column("reviewed_by_customer", String(_id_length("cus")), nullable=False, server_default=""),
+    Column("reviewed_request_id", String(128), nullable=False, server_default=""),
+    Column("review_note", String(140), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # The workers' queue: only payments with something to do are indexed.

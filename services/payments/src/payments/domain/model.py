@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from chassis.kernel.audit import Requester
 from chassis.kernel.errors import DomainError, ErrorCategory, FailedPrecondition
 
 from payments.domain.events import PaymentStateChanged
@@ -95,8 +96,8 @@ class PaymentRequest:
     counterparty: BankAccount
     description: str = ""
     original_payment_id: str = ""
-    # The service client that asked (not part of the content a replay compares).
-    requested_by: str = ""
+    # Who asked (not part of the content a replay compares).
+    requested_by: Requester | None = None
 
     def fingerprint(self) -> str:
         return fingerprint(
@@ -150,9 +151,11 @@ class Payment:
     transition_count: int = 0
     # W3C traceparent of the call that created it: the work done later joins that trace.
     trace_context: str = ""
-    # The service client that created it, and the one that approved or rejected it.
-    created_by: str = ""
-    reviewed_by: str = ""
+    # Who created it, and who approved or rejected it with what note (None: unknown,
+    # e.g. made before payments recorded it).
+    created_by: Requester | None = None
+    reviewed_by: Requester | None = None
+    review_note: str = ""
     # Loaded on demand (repository) and appended to by transitions.
     history: list[Transition] = field(default_factory=list)
     new_transitions: list[Transition] = field(default_factory=list)
@@ -240,24 +243,26 @@ class Payment:
         """The hold was asked for but no answer came: it may exist; the worker asks again."""
         self.hold_uncertain = True
 
-    def approve(self, now: datetime, reviewer: str = "") -> None:
+    def approve(self, now: datetime, reviewer: Requester | None = None, note: str = "") -> None:
         if self.review_outcome == "APPROVED":
             return
         target = S.FUNDS_HELD if self.outgoing else S.SUBMITTING
         check_transition(self.id, self.kind, self.state, target)
         self.review_outcome = "APPROVED"
         self.reviewed_by = reviewer
+        self.review_note = note
         if target is S.SUBMITTING:
             self.start_submission(now, "APPROVED_IN_REVIEW")
         else:
             self.transition(target, "APPROVED_IN_REVIEW", now)
 
-    def reject(self, now: datetime, reviewer: str = "") -> None:
+    def reject(self, now: datetime, reviewer: Requester | None = None, note: str = "") -> None:
         if self.review_outcome == "REJECTED":
             return
         check_transition(self.id, self.kind, self.state, S.DECLINED)
         self.review_outcome = "REJECTED"
         self.reviewed_by = reviewer
+        self.review_note = note
         self.decline("REJECTED_IN_REVIEW", now)
 
     def cancel(self, now: datetime, reason: str = "") -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import grpc
 from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1 import payments_pb2_grpc
-from chassis.auth import current_principal
+from chassis.auth import current_requester
 from chassis.grpc.context import time_remaining
 
 from payments.adapters.metrics import record_reconciliation
@@ -21,14 +21,11 @@ from payments.domain.model import BankAccount, PaymentRequest
 from payments.domain.states import PaymentKind
 from payments.service_layer import use_cases
 from payments.service_layer.creation import submit_creation
-from payments.service_layer.use_cases import SERVICE, Caller
+from payments.service_layer.use_cases import Caller
 
 
 def _caller() -> Caller:
-    principal = current_principal()
-    if principal is None:
-        return SERVICE
-    return Caller(client_id=principal.client_id, customer_id=principal.customer_id)
+    return Caller.of(current_requester())
 
 
 class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
@@ -53,7 +50,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                     request.destination.account_number, request.destination.holder_name
                 ),
                 description=request.description,
-                requested_by=caller.client_id,
+                requested_by=caller.requester,
             ),
             "destination",
             caller,
@@ -76,7 +73,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 currency=request.currency,
                 counterparty=BankAccount(request.source.account_number, request.source.holder_name),
                 description=request.description,
-                requested_by=caller.client_id,
+                requested_by=caller.requester,
             ),
             "source",
             caller,

@@ -17,6 +17,7 @@ from datetime import date, datetime, time, timedelta
 
 import structlog
 from chassis.db.retry import DATABASE_UNAVAILABLE
+from chassis.kernel.audit import Requester
 from chassis.kernel.clock import Clock
 from chassis.kernel.errors import (
     FailedPrecondition,
@@ -85,6 +86,21 @@ class Caller:
 
     client_id: str = ""
     customer_id: str = ""
+    # The call's request id, recorded with what the call writes.
+    request_id: str = ""
+
+    @classmethod
+    def of(cls, requester: Requester | None) -> Caller:
+        if requester is None:
+            return SERVICE
+        return cls(requester.client_id, requester.customer_id or "", requester.request_id)
+
+    @property
+    def requester(self) -> Requester | None:
+        """Who asks, as writes record it; None for a caller without an identity (auth off)."""
+        if not self.client_id:
+            return None
+        return Requester(self.client_id, self.customer_id or None, self.request_id)
 
     def check_customer(self, customer_id: str) -> None:
         if self.customer_id and self.customer_id != customer_id:
@@ -101,10 +117,11 @@ class Caller:
             raise PermissionDenied(
                 "SERVICE_CALLER_REQUIRED", "a customer token cannot approve or reject payments"
             )
-        if self.client_id and self.client_id == payment.created_by:
+        maker = payment.created_by
+        if self.client_id and maker is not None and self.client_id == maker.client_id:
             raise PermissionDenied(
                 "REVIEWER_IS_REQUESTER",
-                f"payment {payment.id} was created by {payment.created_by}: "
+                f"payment {payment.id} was created by {maker.client_id}: "
                 "another client must approve or reject it",
                 metadata={"payment_id": payment.id},
             )
@@ -217,7 +234,7 @@ def refund_payment(
         counterparty=original.counterparty,
         description=reason,
         original_payment_id=original.id,
-        requested_by=caller.client_id,
+        requested_by=caller.requester,
     )
     with deps.uow() as uow:
         existing = uow.payments.get(refund_id, history=True)
@@ -407,7 +424,10 @@ def approve_payment(
 ) -> Payment:
     validation.validate_note(note, "note")
     return _change(
-        deps, payment_id, lambda p, now: p.approve(now, caller.client_id), caller.check_reviewer
+        deps,
+        payment_id,
+        lambda p, now: p.approve(now, caller.requester, note),
+        caller.check_reviewer,
     )
 
 
@@ -416,7 +436,10 @@ def reject_payment(
 ) -> Payment:
     validation.validate_note(note, "note")
     return _change(
-        deps, payment_id, lambda p, now: p.reject(now, caller.client_id), caller.check_reviewer
+        deps,
+        payment_id,
+        lambda p, now: p.reject(now, caller.requester, note),
+        caller.check_reviewer,
     )
 
 

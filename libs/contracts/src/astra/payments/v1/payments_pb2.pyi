@@ -252,6 +252,9 @@ class Payment(_message.Message):
     HISTORY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    REVIEWED_BY_FIELD_NUMBER: _builtins.int
+    REVIEW_NOTE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. The client-chosen id: "pay_" followed by 1 to 48 of
     [A-Za-z0-9_-].
@@ -291,6 +294,8 @@ class Payment(_message.Message):
     """Output only. True while the ledger has yet to book the current state
     (e.g. the ledger was unavailable); a worker books it.
     """
+    review_note: _builtins.str
+    """Output only. The reviewer's note on approving or rejecting it."""
     @_builtins.property
     def counterparty(self) -> Global___BankAccount:
         """Output only. The external account paid (payout, refund) or collected from."""
@@ -306,6 +311,14 @@ class Payment(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
+
+    @_builtins.property
+    def created_by(self) -> Global___Requester:
+        """Output only. Who created the payment (unset when not recorded)."""
+
+    @_builtins.property
+    def reviewed_by(self) -> Global___Requester:
+        """Output only. Who approved or rejected it in review (unset until then)."""
 
     def __init__(
         self,
@@ -329,14 +342,49 @@ class Payment(_message.Message):
         history: _abc.Iterable[Global___StateTransition] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        created_by: Global___Requester | None = ...,
+        reviewed_by: Global___Requester | None = ...,
+        review_note: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["counterparty", b"counterparty", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counterparty", b"counterparty", "create_time", b"create_time", "created_by", b"created_by", "reviewed_by", b"reviewed_by", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bank_payment_id", b"bank_payment_id", "counterparty", b"counterparty", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "description", b"description", "fee", b"fee", "history", b"history", "id", b"id", "kind", b"kind", "ledger_account_id", b"ledger_account_id", "ledger_pending", b"ledger_pending", "original_payment_id", b"original_payment_id", "reason", b"reason", "refunded_amount", b"refunded_amount", "review_reason", b"review_reason", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bank_payment_id", b"bank_payment_id", "counterparty", b"counterparty", "create_time", b"create_time", "created_by", b"created_by", "currency", b"currency", "customer_id", b"customer_id", "description", b"description", "fee", b"fee", "history", b"history", "id", b"id", "kind", b"kind", "ledger_account_id", b"ledger_account_id", "ledger_pending", b"ledger_pending", "original_payment_id", b"original_payment_id", "reason", b"reason", "refunded_amount", b"refunded_amount", "review_note", b"review_note", "review_reason", b"review_reason", "reviewed_by", b"reviewed_by", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Payment: _TypeAlias = Payment  # noqa: Y015
+
+@_typing.final
+class Requester(_message.Message):
+    """Who asked for a write: the verified token's client (and customer) and the
+    call's request id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    """The service client the token was issued to."""
+    customer_id: _builtins.str
+    """The customer a customer token acts for; empty for a service client."""
+    request_id: _builtins.str
+    """The call's request id (x-request-id, or the one the server gave it)."""
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "customer_id", b"customer_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Requester: _TypeAlias = Requester  # noqa: Y015
 
 @_typing.final
 class CreatePayoutRequest(_message.Message):
