@@ -13,6 +13,7 @@ import pytest
 from astra_testkit.postgres import PostgresServer
 from chassis.db.engine import create_db_engine
 from chassis.events.writer import OutboxWriter
+from chassis.kernel.audit import Requester
 from identity.adapters import tables
 from identity.adapters.events import to_outbox_message
 from identity.adapters.memory import MemoryIdentityDatabase, MemoryIdentityUnitOfWork
@@ -117,6 +118,39 @@ def test_one_object_per_row_in_a_transaction_and_changes_written_at_commit(
         CustomerKycChanged,
         CustomerKycChanged,
     ]
+
+
+def test_customers_kyc_changes_and_clients_keep_who_asked(backend: Backend) -> None:
+    admin = Requester("cli_admin", None, "req-1")
+    app = Requester("cli_app", "cus_a", "req-2")
+    spec = CustomerSpec("cus_a", "Name", "cus_a@example.com")
+    with backend.uow() as uow:
+        uow.customers.add(Customer.create(spec, T0, admin))
+        uow.customers.add(_customer("cus_b"))
+        uow.clients.add(ServiceClient("cli_a", "A", ("x.read",), "hash", T0, admin))
+        uow.clients.add(ServiceClient("cli_b", "B", ("x.read",), "hash", T0))
+        uow.commit()
+    with backend.uow() as uow:
+        customer = uow.customers.get("cus_a", for_update=True)
+        client = uow.clients.get("cli_a", for_update=True)
+        assert customer is not None
+        assert client is not None
+        customer.submit_for_review("cus_a", T0 + timedelta(seconds=1), app)
+        customer.review(KycDecision.REJECT, "no", "cli_admin", T0 + timedelta(seconds=2), admin)
+        client.disable(T0, app)
+        uow.commit()
+    with backend.uow() as uow:
+        stored, plain = uow.customers.get("cus_a"), uow.customers.get("cus_b")
+        assert stored is not None
+        assert plain is not None
+        view, plain_view = stored.view(), plain.view()
+        disabled, enabled = uow.clients.get("cli_a"), uow.clients.get("cli_b")
+    assert (view.created_by, [c.changed_by for c in view.history]) == (admin, [app, admin])
+    assert plain_view.created_by is None
+    assert disabled is not None
+    assert enabled is not None
+    assert (disabled.created_by, disabled.disabled_by) == (admin, app)
+    assert (enabled.created_by, enabled.disabled_by) == (None, None)
 
 
 def test_nothing_of_a_transaction_that_did_not_commit_remains(backend: Backend) -> None:

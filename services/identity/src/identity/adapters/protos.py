@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from astra.identity.v1 import identity_pb2 as pb
-from chassis.protos import enum_filter, set_timestamp
+from chassis.protos import enum_filter, set_requester, set_timestamp
 
 from identity.domain.model import (
     ClientSpec,
@@ -56,6 +56,7 @@ def customer_to_pb(view: CustomerView) -> pb.Customer:
     )
     set_timestamp(message.kyc_update_time, view.kyc_updated_at)
     set_timestamp(message.create_time, view.created_at)
+    set_requester(message.created_by, view.created_by)
     for change in view.history:
         item = message.kyc_history.add(
             kyc_version=change.kyc_version,
@@ -65,6 +66,7 @@ def customer_to_pb(view: CustomerView) -> pb.Customer:
             actor=change.actor,
         )
         set_timestamp(item.change_time, change.changed_at)
+        set_requester(item.changed_by, change.changed_by)
     return message
 
 
@@ -81,6 +83,8 @@ def client_to_pb(client: ServiceClient) -> pb.Client:
     )
     set_timestamp(message.create_time, client.created_at)
     set_timestamp(message.disable_time, client.disabled_at)
+    set_requester(message.created_by, client.created_by)
+    set_requester(message.disabled_by, client.disabled_by)
     return message
 
 

@@ -24,6 +24,17 @@ from identity.adapters.types import JsonObject, ScopeList, UtcDateTime, kyc_stat
 
 metadata = MetaData()
 
+
+def requester_columns(prefix: str) -> list[Column[str]]:
+    """Who asked for a write, flat (``chassis.kernel.audit.flat``): client id, customer id
+    (empty for a service client) and the call's request id; empty when not recorded."""
+    return [
+        Column(f"{prefix}_by_client", String(64), nullable=False, server_default=""),
+        Column(f"{prefix}_by_customer", String(64), nullable=False, server_default=""),
+        Column(f"{prefix}_request_id", String(128), nullable=False, server_default=""),
+    ]
+
+
 customers = Table(
     "customers",
     metadata,
@@ -36,6 +47,7 @@ customers = Table(
     Column("kyc_version", BigInteger, nullable=False, server_default="0"),
     Column("kyc_updated_at", UtcDateTime(), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+    *requester_columns("created"),
     Index("ix_customers_kyc_status", "kyc_status", "id"),
 )
 
@@ -50,6 +62,7 @@ kyc_changes = Table(
     Column("reason", Text, nullable=False, server_default=""),
     Column("actor", String(128), nullable=False, server_default=""),
     Column("changed_at", UtcDateTime(), nullable=False),
+    *requester_columns("changed"),
 )
 
 # KYC requests by their client-chosen id, with the outcome a replay returns.
@@ -77,6 +90,8 @@ clients = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("disabled_at", UtcDateTime(), nullable=True),
+    *requester_columns("created"),
+    *requester_columns("disabled"),
 )
 
 signing_keys = Table(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from chassis.kernel.audit import Requester, flat, requester_from
 from chassis.kernel.errors import FailedPrecondition, PermissionDenied
 
 from identity.domain.events import CustomerCreated, CustomerKycChanged, IdentityEvent
@@ -74,6 +75,7 @@ class KycChange:
         reason: str,
         actor: str,
         changed_at: datetime,
+        changed_by: Requester | None = None,
     ) -> None:
         self.customer_id = customer_id
         self.kyc_version = kyc_version
@@ -82,6 +84,14 @@ class KycChange:
         self.reason = reason
         self.actor = actor
         self.changed_at = changed_at
+        # Who asked, flat as stored (``changed_by``).
+        self.changed_by_client, self.changed_by_customer, self.changed_request_id = flat(changed_by)
+
+    @property
+    def changed_by(self) -> Requester | None:
+        return requester_from(
+            self.changed_by_client, self.changed_by_customer, self.changed_request_id
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +102,7 @@ class KycChangeView:
     reason: str
     actor: str
     changed_at: datetime
+    changed_by: Requester | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +118,20 @@ class CustomerView:
     kyc_updated_at: datetime
     history: tuple[KycChangeView, ...]
     created_at: datetime
+    created_by: Requester | None = None
 
 
 class Customer:
     events: list[IdentityEvent]
 
-    def __init__(self, id: str, display_name: str, email: str, created_at: datetime) -> None:
+    def __init__(
+        self,
+        id: str,
+        display_name: str,
+        email: str,
+        created_at: datetime,
+        created_by: Requester | None = None,
+    ) -> None:
         self.id = id
         self.display_name = display_name
         self.email = email
@@ -124,34 +143,60 @@ class Customer:
         self.kyc_updated_at = created_at
         self.history: list[KycChange] = []
         self.events = []
+        # Who asked, flat as stored (``created_by``).
+        self.created_by_client, self.created_by_customer, self.created_request_id = flat(created_by)
+
+    @property
+    def created_by(self) -> Requester | None:
+        return requester_from(
+            self.created_by_client, self.created_by_customer, self.created_request_id
+        )
 
     def take_events(self) -> list[IdentityEvent]:
         events, self.events = self.events, []
         return events
 
     @classmethod
-    def create(cls, spec: CustomerSpec, now: datetime) -> Customer:
-        customer = cls(spec.id, spec.display_name, spec.email, now)
+    def create(
+        cls, spec: CustomerSpec, now: datetime, requester: Requester | None = None
+    ) -> Customer:
+        customer = cls(spec.id, spec.display_name, spec.email, now, requester)
         customer.events.append(CustomerCreated(customer.id, spec.display_name, spec.email, now))
         return customer
 
-    def submit_for_review(self, actor: str, now: datetime) -> KycChange:
-        return self._change(KycStatus.PENDING_REVIEW, "", actor, now)
+    def submit_for_review(
+        self, actor: str, now: datetime, requester: Requester | None = None
+    ) -> KycChange:
+        return self._change(KycStatus.PENDING_REVIEW, "", actor, now, requester)
 
-    def review(self, decision: KycDecision, reason: str, actor: str, now: datetime) -> KycChange:
+    def review(
+        self,
+        decision: KycDecision,
+        reason: str,
+        actor: str,
+        now: datetime,
+        requester: Requester | None = None,
+    ) -> KycChange:
         target = KycStatus.VERIFIED if decision is KycDecision.APPROVE else KycStatus.REJECTED
         if self.kyc_status is not KycStatus.PENDING_REVIEW:
             raise invalid_transition(self, target)
-        return self._change(target, reason, actor, now)
+        return self._change(target, reason, actor, now, requester)
 
-    def _change(self, target: KycStatus, reason: str, actor: str, now: datetime) -> KycChange:
+    def _change(
+        self,
+        target: KycStatus,
+        reason: str,
+        actor: str,
+        now: datetime,
+        requester: Requester | None = None,
+    ) -> KycChange:
         if target not in _TRANSITIONS[self.kyc_status]:
             raise invalid_transition(self, target)
         # A customer's history never runs backwards, whatever the clocks of several processes.
         if now < self.kyc_updated_at:
             now = self.kyc_updated_at
         change = KycChange(
-            self.id, self.kyc_version + 1, self.kyc_status, target, reason, actor, now
+            self.id, self.kyc_version + 1, self.kyc_status, target, reason, actor, now, requester
         )
         self.history.append(change)
         self.kyc_status = target
@@ -187,11 +232,18 @@ class Customer:
             kyc_updated_at=last.changed_at if last else self.created_at,
             history=tuple(
                 KycChangeView(
-                    c.kyc_version, c.previous_status, c.status, c.reason, c.actor, c.changed_at
+                    c.kyc_version,
+                    c.previous_status,
+                    c.status,
+                    c.reason,
+                    c.actor,
+                    c.changed_at,
+                    c.changed_by,
                 )
                 for c in history
             ),
             created_at=self.created_at,
+            created_by=self.created_by,
         )
 
 
@@ -252,6 +304,7 @@ class ServiceClient:
         allowed_scopes: tuple[str, ...],
         secret_hash: str,
         created_at: datetime,
+        created_by: Requester | None = None,
     ) -> None:
         self.id = id
         self.display_name = display_name
@@ -260,6 +313,21 @@ class ServiceClient:
         self.created_at = created_at
         self.disabled_at: datetime | None = None
         self.fingerprint = ClientSpec(id, display_name, self.allowed_scopes).fingerprint()
+        # Who registered and who disabled it, flat as stored (``created_by``, ``disabled_by``).
+        self.created_by_client, self.created_by_customer, self.created_request_id = flat(created_by)
+        self.disabled_by_client, self.disabled_by_customer, self.disabled_request_id = flat(None)
+
+    @property
+    def created_by(self) -> Requester | None:
+        return requester_from(
+            self.created_by_client, self.created_by_customer, self.created_request_id
+        )
+
+    @property
+    def disabled_by(self) -> Requester | None:
+        return requester_from(
+            self.disabled_by_client, self.disabled_by_customer, self.disabled_request_id
+        )
 
     def __repr__(self) -> str:  # never the hash
         return f"ServiceClient({self.id!r})"
@@ -268,9 +336,12 @@ class ServiceClient:
     def disabled(self) -> bool:
         return self.disabled_at is not None
 
-    def disable(self, now: datetime) -> None:
+    def disable(self, now: datetime, requester: Requester | None = None) -> None:
         if self.disabled_at is None:
             self.disabled_at = now
+            self.disabled_by_client, self.disabled_by_customer, self.disabled_request_id = flat(
+                requester
+            )
 
     def grant(self, requested: Iterable[str]) -> tuple[str, ...]:
         """The scopes a token gets: those asked for (all allowed ones if none), each allowed."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from astra.identity.v1 import identity_pb2 as pb
 from astra.identity.v1 import identity_pb2_grpc
-from chassis.auth import current_principal
+from chassis.auth import current_principal, current_requester
 from chassis.kernel.errors import PermissionDenied
 from chassis.protos import set_timestamp, to_duration
 
@@ -38,7 +38,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def CreateCustomer(
         self, request: pb.CreateCustomerRequest, context: grpc.ServicerContext
     ) -> pb.CreateCustomerResponse:
-        view = use_cases.create_customer(self._deps, customer_spec_from_pb(request.customer))
+        view = use_cases.create_customer(
+            self._deps, customer_spec_from_pb(request.customer), current_requester()
+        )
         return pb.CreateCustomerResponse(customer=customer_to_pb(view))
 
     def GetCustomer(
@@ -64,7 +66,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def SubmitKyc(
         self, request: pb.SubmitKycRequest, context: grpc.ServicerContext
     ) -> pb.SubmitKycResponse:
-        view = use_cases.submit_kyc(self._deps, request.request_id, request.customer_id, _actor())
+        view = use_cases.submit_kyc(
+            self._deps, request.request_id, request.customer_id, _actor(), current_requester()
+        )
         return pb.SubmitKycResponse(customer=customer_to_pb(view))
 
     def ReviewKyc(
@@ -77,6 +81,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             decision_from_pb(request.decision),
             request.reason,
             _actor(),
+            current_requester(),
         )
         return pb.ReviewKycResponse(customer=customer_to_pb(view))
 
@@ -85,7 +90,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def RegisterClient(
         self, request: pb.RegisterClientRequest, context: grpc.ServicerContext
     ) -> pb.RegisterClientResponse:
-        client, secret = use_cases.register_client(self._deps, client_spec_from_pb(request.client))
+        client, secret = use_cases.register_client(
+            self._deps, client_spec_from_pb(request.client), current_requester()
+        )
         return pb.RegisterClientResponse(client=client_to_pb(client), client_secret=secret)
 
     def GetClient(
@@ -97,7 +104,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def DisableClient(
         self, request: pb.DisableClientRequest, context: grpc.ServicerContext
     ) -> pb.DisableClientResponse:
-        client = use_cases.disable_client(self._deps, request.client_id)
+        client = use_cases.disable_client(self._deps, request.client_id, current_requester())
         return pb.DisableClientResponse(client=client_to_pb(client))
 
     # --- tokens and keys ------------------------------------------------------------

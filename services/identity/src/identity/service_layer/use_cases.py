@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from chassis.auth.claims import make_claims
 from chassis.auth.principal import PrincipalKind
+from chassis.kernel.audit import Requester
 from chassis.kernel.clock import Clock
 from chassis.kernel.errors import (
     DomainError,
@@ -77,7 +78,9 @@ class IssuedToken:
 # --- customers ----------------------------------------------------------------
 
 
-def create_customer(deps: Deps, spec: CustomerSpec) -> CustomerView:
+def create_customer(
+    deps: Deps, spec: CustomerSpec, requester: Requester | None = None
+) -> CustomerView:
     validation.validate_customer_spec(spec)
 
     def work(uow: IdentityUnitOfWork) -> CustomerView:
@@ -86,7 +89,7 @@ def create_customer(deps: Deps, spec: CustomerSpec) -> CustomerView:
             if existing.fingerprint != spec.fingerprint():
                 raise IdempotencyKeyReused("customer", spec.id)
             return existing.view()
-        customer = Customer.create(spec, deps.clock.now())
+        customer = Customer.create(spec, deps.clock.now(), requester)
         uow.customers.add(customer)
         return customer.view()
 
@@ -112,11 +115,21 @@ def list_customers(
     return page.page(views, lambda view: view.id)
 
 
-def submit_kyc(deps: Deps, request_id: str, customer_id: str, actor: str) -> CustomerView:
+def submit_kyc(
+    deps: Deps,
+    request_id: str,
+    customer_id: str,
+    actor: str,
+    requester: Requester | None = None,
+) -> CustomerView:
     validation.validate_kyc_request(request_id, customer_id)
     content = fingerprint("submit", customer_id)
     return _kyc_change(
-        deps, request_id, customer_id, content, lambda c, now: c.submit_for_review(actor, now)
+        deps,
+        request_id,
+        customer_id,
+        content,
+        lambda c, now: c.submit_for_review(actor, now, requester),
     )
 
 
@@ -127,6 +140,7 @@ def review_kyc(
     decision: KycDecision | None,
     reason: str,
     actor: str,
+    requester: Requester | None = None,
 ) -> CustomerView:
     validation.validate_kyc_request(request_id, customer_id, decision, reason)
     if decision is None:
@@ -138,7 +152,7 @@ def review_kyc(
 
     def change(customer: Customer, now: datetime) -> object:
         assert decision is not None
-        return customer.review(decision, reason, actor, now)
+        return customer.review(decision, reason, actor, now, requester)
 
     return _kyc_change(deps, request_id, customer_id, content, change)
 
@@ -196,7 +210,9 @@ def _kyc_change(
 # --- service clients ----------------------------------------------------------
 
 
-def register_client(deps: Deps, spec: ClientSpec) -> tuple[ServiceClient, str]:
+def register_client(
+    deps: Deps, spec: ClientSpec, requester: Requester | None = None
+) -> tuple[ServiceClient, str]:
     """The client and its new secret; a replay returns the client and an empty secret."""
     validation.validate_client_spec(spec, deps.declared_scopes)
     secret = deps.hasher.new_secret()
@@ -210,7 +226,12 @@ def register_client(deps: Deps, spec: ClientSpec) -> tuple[ServiceClient, str]:
                 raise IdempotencyKeyReused("client", spec.id)
             return existing, ""
         client = ServiceClient(
-            spec.id, spec.display_name, spec.allowed_scopes, secret_hash, deps.clock.now()
+            spec.id,
+            spec.display_name,
+            spec.allowed_scopes,
+            secret_hash,
+            deps.clock.now(),
+            requester,
         )
         uow.clients.add(client)
         return client, secret
@@ -242,14 +263,14 @@ def get_client(deps: Deps, client_id: str) -> ServiceClient:
     return client
 
 
-def disable_client(deps: Deps, client_id: str) -> ServiceClient:
+def disable_client(deps: Deps, client_id: str, requester: Requester | None = None) -> ServiceClient:
     validation.validate_id("client_id", client_id, validation.CLIENT_PREFIX)
 
     def work(uow: IdentityUnitOfWork) -> ServiceClient:
         client = uow.clients.get(client_id, for_update=True)
         if client is None:
             raise client_not_found(client_id)
-        client.disable(deps.clock.now())
+        client.disable(deps.clock.now(), requester)
         return client
 
     return run_in_transaction(deps.uow, work)

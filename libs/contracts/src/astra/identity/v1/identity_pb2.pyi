@@ -81,6 +81,7 @@ class KycChange(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    CHANGED_BY_FIELD_NUMBER: _builtins.int
     kyc_version: _builtins.int
     """Output only. 1 for the first change, then +1 per change."""
     previous_status: Global___KycStatus.ValueType
@@ -95,6 +96,10 @@ class KycChange(_message.Message):
     def change_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def changed_by(self) -> Global___Requester:
+        """Output only. Who asked for the change (unset when not recorded)."""
+
     def __init__(
         self,
         *,
@@ -104,10 +109,11 @@ class KycChange(_message.Message):
         reason: _builtins.str = ...,
         actor: _builtins.str = ...,
         change_time: _timestamp_pb2.Timestamp | None = ...,
+        changed_by: Global___Requester | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "changed_by", b"changed_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "change_time", b"change_time", "kyc_version", b"kyc_version", "previous_status", b"previous_status", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "change_time", b"change_time", "changed_by", b"changed_by", "kyc_version", b"kyc_version", "previous_status", b"previous_status", "reason", b"reason", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -128,6 +134,7 @@ class Customer(_message.Message):
     KYC_UPDATE_TIME_FIELD_NUMBER: _builtins.int
     KYC_HISTORY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Required on create. Client-chosen: "cus_" followed by 1 to 60 of
     [A-Za-z0-9_-]. Immutable.
@@ -157,6 +164,10 @@ class Customer(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def created_by(self) -> Global___Requester:
+        """Output only. Who created the customer (unset when not recorded)."""
+
     def __init__(
         self,
         *,
@@ -169,10 +180,11 @@ class Customer(_message.Message):
         kyc_update_time: _timestamp_pb2.Timestamp | None = ...,
         kyc_history: _abc.Iterable[Global___KycChange] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        created_by: Global___Requester | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "kyc_update_time", b"kyc_update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "kyc_update_time", b"kyc_update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "id", b"id", "kyc_history", b"kyc_history", "kyc_reason", b"kyc_reason", "kyc_status", b"kyc_status", "kyc_update_time", b"kyc_update_time", "kyc_version", b"kyc_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "display_name", b"display_name", "email", b"email", "id", b"id", "kyc_history", b"kyc_history", "kyc_reason", b"kyc_reason", "kyc_status", b"kyc_status", "kyc_update_time", b"kyc_update_time", "kyc_version", b"kyc_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -190,6 +202,8 @@ class Client(_message.Message):
     DISABLED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     DISABLE_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    DISABLED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Required on register. Client-chosen: "cli_" followed by 1 to 60 of
     [A-Za-z0-9_-]. Immutable.
@@ -212,6 +226,14 @@ class Client(_message.Message):
     def disable_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. Set once disabled."""
 
+    @_builtins.property
+    def created_by(self) -> Global___Requester:
+        """Output only. Who registered the client (unset for the operator CLI)."""
+
+    @_builtins.property
+    def disabled_by(self) -> Global___Requester:
+        """Output only. Who disabled it (unset while enabled, or for the operator CLI)."""
+
     def __init__(
         self,
         *,
@@ -221,14 +243,48 @@ class Client(_message.Message):
         disabled: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         disable_time: _timestamp_pb2.Timestamp | None = ...,
+        created_by: Global___Requester | None = ...,
+        disabled_by: Global___Requester | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "disable_time", b"disable_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "disable_time", b"disable_time", "disabled_by", b"disabled_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_scopes", b"allowed_scopes", "create_time", b"create_time", "disable_time", b"disable_time", "disabled", b"disabled", "display_name", b"display_name", "id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_scopes", b"allowed_scopes", "create_time", b"create_time", "created_by", b"created_by", "disable_time", b"disable_time", "disabled", b"disabled", "disabled_by", b"disabled_by", "display_name", b"display_name", "id", b"id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Client: _TypeAlias = Client  # noqa: Y015
+
+@_typing.final
+class Requester(_message.Message):
+    """Who asked for a write: the verified token's client (and customer) and the
+    call's request id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    """The service client the token was issued to."""
+    customer_id: _builtins.str
+    """The customer a customer token acts for; empty for a service client."""
+    request_id: _builtins.str
+    """The call's request id (x-request-id, or the one the server gave it)."""
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "customer_id", b"customer_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Requester: _TypeAlias = Requester  # noqa: Y015
 
 @_typing.final
 class JsonWebKey(_message.Message):
