@@ -174,9 +174,22 @@ def test_a_payment_in_review_is_decided_by_another_client_and_never_by_a_custome
         lambda: ruled.reviewer.RejectPayment(reject, metadata=metadata),
     ):
         assert refusal(call) == (PD, "SERVICE_CALLER_REQUIRED")
-    assert ruled.get(held.id).state == pb.PAYMENT_STATE_IN_REVIEW
-    approved = ruled.reviewer.ApprovePayment(approve).payment
+    unreviewed = ruled.get(held.id)
+    assert unreviewed.state == pb.PAYMENT_STATE_IN_REVIEW
+    # The refusals wrote nothing: no reviewer, no note.
+    assert (unreviewed.HasField("reviewed_by"), unreviewed.review_note) == (False, "")
+    assert (unreviewed.created_by.client_id, unreviewed.created_by.customer_id) == ("cli_test", "")
+    approved = ruled.reviewer.ApprovePayment(
+        pb.ApprovePaymentRequest(payment_id=held.id, note="checked the invoice"),
+        metadata=(("x-request-id", "req-approve"),),
+    ).payment
     assert approved.state == pb.PAYMENT_STATE_SUBMITTING
+    shown = ruled.get(held.id)
+    assert (shown.reviewed_by.client_id, shown.reviewed_by.request_id, shown.review_note) == (
+        REVIEWER,
+        "req-approve",
+        "checked the invoice",
+    )
     with ruled.app.deps.uow() as uow:
         recorded = uow.payments.get(held.id)
     assert recorded is not None

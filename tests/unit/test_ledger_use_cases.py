@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from chassis.batching import GroupCommitter
+from chassis.kernel.audit import Requester
 from chassis.kernel.errors import (
     DomainError,
     ErrorCategory,
@@ -616,3 +617,28 @@ def test_a_race_lost_on_every_attempt_reaches_the_caller(ledger: Ledger) -> None
     with pytest.raises(RetryTransaction):
         run_in_transaction(ledger.uow, always, attempts=2)
     assert ledger.db.events == []
+
+
+# --- who asked ---------------------------------------------------------------------
+
+
+def test_every_write_records_its_requester_and_a_replay_keeps_the_first(funded: Ledger) -> None:
+    maker = Caller(requester=Requester("cli_maker", None, "req-1"))
+    other = Caller(requester=Requester("cli_other", None, "req-2"))
+    spec = AccountSpec("acct_carol", "EUR", NormalSide.CREDIT, customer_id="cus_carol")
+    opened = use_cases.open_account(funded.uow, funded.clock, spec, maker.requester)
+    assert opened.created_by == maker.requester
+    single = move("tr_single", debit("acct_alice", 10), credit("acct_bob", 10))
+    made = use_cases.create_transfer(funded.submit, single, maker)
+    hold_request = hold("tr_hold", debit("acct_alice", 5), credit("acct_bob", 5))
+    use_cases.create_transfers(funded.uow, funded.clock, [hold_request], other.requester)
+    voided = use_cases.void_pending_transfer(funded.submit, "tr_void", "tr_hold", caller=maker)
+    replayed = use_cases.create_transfer(funded.submit, single, other)
+    assert (made.created_by, voided.created_by, replayed.created_by) == (
+        maker.requester,
+        maker.requester,
+        maker.requester,
+    )
+    assert use_cases.get_transfer(funded.uow, "tr_hold").created_by == other.requester
+    assert use_cases.get_transfer(funded.uow, "tr_fund").created_by is None
+    assert use_cases.get_account(funded.uow, "acct_carol").created_by == maker.requester
