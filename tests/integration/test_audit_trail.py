@@ -138,11 +138,17 @@ def test_the_access_log_line_names_the_caller(audited: Audited) -> None:
         )
         with pytest.raises(grpc.RpcError):
             audited.stub.GetAccount(pb.GetAccountRequest(account_id="acct_ann"))
+        with pytest.raises(grpc.RpcError):  # a verified caller without the scope is named
+            audited.stub.GetAccount(
+                pb.GetAccountRequest(account_id="acct_ann"),
+                metadata=audited.mint.metadata(["ledger.transfers.read"], subject="cli_c"),
+            )
     lines = [entry for entry in logs if entry["event"] == "rpc"]
     assert [(e["code"], e.get("client_id"), e.get("customer_id")) for e in lines] == [
         ("OK", "cli_app", "cus_ann"),
         ("OK", "cli_b", None),
         ("UNAUTHENTICATED", None, None),  # no token: no caller to name
+        ("PERMISSION_DENIED", "cli_c", None),
     ]
 
 

@@ -83,6 +83,7 @@ class AuthInterceptor(MethodInterceptor):
             # Served but not in the policy: refuse rather than guess (deny by default).
             raise PermissionDenied("METHOD_NOT_DECLARED", f"{method} declares no access rule")
         principal = self._verifier.verify(bearer_token(context))
+        _name_caller(principal)
         missing = principal.missing_scopes(rule.required_scopes)
         if missing:
             raise PermissionDenied(
@@ -95,12 +96,21 @@ class AuthInterceptor(MethodInterceptor):
     def _authorized_call(self, method: str, rule: MethodRule | None, context: Any) -> CallContext:
         principal = self.authenticate(method, rule, context)
         call = current_call() or CallContext(request_id=uuid.uuid4().hex, method=method)
-        # The access line is written by the outer CallInterceptor after this call's
-        # context is gone: the caller's names go into the fields it logs.
-        call.log_fields["client_id"] = principal.client_id
-        if principal.customer_id:
-            call.log_fields["customer_id"] = principal.customer_id
         return dataclasses.replace(call, principal=principal)
+
+
+def _name_caller(principal: Principal) -> None:
+    """Name the verified caller on the call's access log line (refused or not).
+
+    The line is written by the outer CallInterceptor after this layer's context is
+    gone, so the names go into the fields it logs.
+    """
+    call = current_call()
+    if call is None:
+        return
+    call.log_fields["client_id"] = principal.client_id
+    if principal.customer_id:
+        call.log_fields["customer_id"] = principal.customer_id
 
 
 @contextlib.contextmanager
