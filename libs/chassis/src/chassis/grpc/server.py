@@ -41,7 +41,11 @@ class ServerOptions:
     max_workers: int = 32
     reuse_port: bool = False
     grace_seconds: float = 10.0
+    # The server's own limit: the largest a method takes (CallInterceptor's RequestLimits
+    # hold each method to its own).
     max_message_bytes: int = 64 * 1024 * 1024
+    # Calls served or queued at once; gRPC answers RESOURCE_EXHAUSTED beyond (None: no cap).
+    max_concurrent_rpcs: int | None = None
     extra_options: list[tuple[str, int | str]] = field(default_factory=list)
 
     @classmethod
@@ -53,6 +57,10 @@ class ServerOptions:
             max_workers=settings.grpc_max_workers,
             reuse_port=settings.grpc_reuse_port,
             grace_seconds=settings.grace_seconds,
+            max_message_bytes=max(
+                settings.grpc_max_message_bytes, settings.grpc_max_batch_message_bytes
+            ),
+            max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
 
 
@@ -83,6 +91,7 @@ class GrpcServer:
                 ("grpc.max_send_message_length", options.max_message_bytes),
                 *options.extra_options,
             ],
+            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
