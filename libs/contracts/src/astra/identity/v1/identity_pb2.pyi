@@ -200,8 +200,8 @@ class Client(_message.Message):
     """Output only."""
     @_builtins.property
     def allowed_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Required on register. The scopes this client may ask for, 1 to 64 of
-        them, each like "ledger.accounts.read".
+        """The scopes this client may ask for, 0 to 64 of them, each like
+        "ledger.accounts.read" (none: its tokens open no scoped method).
         """
 
     @_builtins.property
