@@ -39,13 +39,19 @@ class IdentitySettings(AuthSettings):
         description="development lets `register-client --all-scopes` grant every scope",
     )
     issue_token_rate_per_client: float = Field(
-        5.0, gt=0, le=100_000, description="IssueToken/IssueCustomerToken calls a second per client"
+        5.0,
+        gt=0,
+        le=100_000,
+        description="IssueToken/IssueCustomerToken calls a second per client (per process)",
     )
     issue_token_burst_per_client: int = Field(
         20, ge=1, le=100_000, description="Calls a client may make at once before its rate applies"
     )
     issue_token_rate_overall: float = Field(
-        200.0, gt=0, le=1_000_000, description="IssueToken/IssueCustomerToken calls a second in all"
+        200.0,
+        gt=0,
+        le=1_000_000,
+        description="IssueToken/IssueCustomerToken calls a second in all (per process)",
     )
     issue_token_burst_overall: int = Field(
         200, ge=1, le=1_000_000, description="Calls at once in all before the overall rate applies"

@@ -147,6 +147,14 @@ class RevocationList:
             self.fetch_count += 1
         return True
 
+    def _claim_attempt(self) -> bool:
+        with self._lock:
+            now = self._now()
+            if now - self._last_attempt < self.refresh_interval:
+                return False
+            self._last_attempt = now
+            return True
+
     def start(self) -> None:
         """Refresh every ``refresh_interval`` seconds on a daemon thread (once)."""
         with self._lock:
@@ -177,8 +185,9 @@ class RevocationList:
             self.start()
         age = self.age()
         if age is None or age > self.max_staleness:
-            # Never fetched (or long ago): try now, at most once per interval.
-            if self._now() - self._last_attempt >= self.refresh_interval:
+            # Never fetched (or long ago): try now, one caller at a time and at most once per
+            # interval, so that a crowd of calls is not a crowd of fetches to identity.
+            if self._claim_attempt():
                 self.refresh()
             age = self.age()
         if age is None or age > self.max_staleness:
