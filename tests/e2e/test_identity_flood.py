@@ -19,12 +19,15 @@ import psutil
 import pytest
 from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
-from astra_testkit.identity_cli import register_client
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from chassis.grpc.status import retry_delay
-from cryptography.fernet import Fernet
+from identity.bootstrap import bootstrap
+from identity.domain.model import ClientSpec
+from identity.service_layer import use_cases
+
+from tests.identity_fixtures import TEST_KEK, identity_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -54,17 +57,25 @@ def identity(
     env = {
         "IDENTITY_DATABASE_URL": postgres.url_for(database),
         "IDENTITY_GRPC_PORT": str(port),
-        "IDENTITY_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "IDENTITY_KEY_ENCRYPTION_KEY": TEST_KEK,
         "IDENTITY_GRACE_SECONDS": "2",
         "IDENTITY_METRICS_PORT": "0",
     }
-    known = register_client(env, "cli_flood_known", "--scope", "identity.customers.read")
+    # The known client, registered in this process (the flood is what needs the process).
+    settings = identity_settings(env["IDENTITY_DATABASE_URL"], migrate_on_start=True)
+    app = bootstrap(settings)
+    try:
+        _, secret = use_cases.register_client(
+            app.deps, ClientSpec("cli_flood_known", "known", ("identity.customers.read",))
+        )
+    finally:
+        app.close()
     process = ServiceProcess(
         "identity", [str(BIN / "astra-identity"), "serve"], env, log_dir=folder
     ).start()
     try:
         process.wait_healthy(f"127.0.0.1:{port}")
-        yield Identity(f"127.0.0.1:{port}", process, "cli_flood_known", str(known["client_secret"]))
+        yield Identity(f"127.0.0.1:{port}", process, "cli_flood_known", secret)
     finally:
         process.terminate()
         postgres.drop_database(database)
