@@ -13,7 +13,7 @@ from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.ledger.v1 import ledger_pb2 as lpb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra_testkit.waiting import wait_until
-from chassis.auth import ClientCredentialsTokenSource
+from chassis.auth import ClientCredentialsTokenSource, verifier_from
 from chassis.grpc.client import open_channel
 from chassis.grpc.status import reason_of
 from ledger.bootstrap import Ledger
@@ -104,10 +104,12 @@ def ledger_trusting_identity(
         # Quick, so that the revocation test waits little (the default is 2 s).
         auth_revocation_refresh_seconds=0.2,
     )
-    server = build_server(ledger, settings)
+    verifier = verifier_from(settings)
+    server = build_server(ledger, settings, verifier)
     port = server.start()
     yield f"127.0.0.1:{port}"
     server.server.stop(0)
+    verifier.close()  # stops following identity's revocations
 
 
 def test_the_ledger_verifies_identity_tokens_and_follows_its_rotations(

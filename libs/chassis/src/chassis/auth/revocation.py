@@ -118,6 +118,7 @@ class RevocationList:
         self._state = _State()
         self._lock = threading.Lock()
         self._last_attempt = float("-inf")
+        self._failing = False
         self._refresher: Periodic | None = None
         self.fetch_count = 0
 
@@ -131,8 +132,15 @@ class RevocationList:
         try:
             answer = self._source.fetch(None if since is None else since - OVERLAP_SECONDS)
         except Exception as error:
-            _log.warning("revocations fetch failed", error=type(error).__name__)
+            # Once when it starts failing (then quietly until it works again): identity away
+            # must not flood the logs with a line every interval from every process.
+            log = _log.debug if self._failing else _log.warning
+            log("revocations fetch failed", error=type(error).__name__)
+            self._failing = True
             return False
+        if self._failing:
+            _log.info("revocations fetched again")
+            self._failing = False
         now, wall = self._now(), self._wall()
         with self._lock:
             state = self._state
