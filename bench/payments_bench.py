@@ -61,7 +61,8 @@ class Suite:
     identity: str
     payments: str
     payments_db: str
-    token: str
+    # The admin's tokens by service name (a token is for one service).
+    tokens: dict[str, str]
 
 
 @contextmanager
@@ -86,7 +87,7 @@ def running_payments_suite(env: BenchEnv, folder: Path) -> Iterator[Suite]:
         },
     ) as suite:
         yield Suite(
-            suite.identity, suite.payments, suite.database_urls["payments"], suite.admin_token()
+            suite.identity, suite.payments, suite.database_urls["payments"], suite.admin_tokens()
         )
 
 
@@ -119,10 +120,12 @@ def _wait(database_url: str, prefix: str, condition: str, count: int, timeout: f
 
 def prepare(suite: Suite, tag: str) -> list[str]:
     """Verified customers, each funded by a settled collection."""
-    channel = open_channel(suite.identity, default_timeout=30, token_source=lambda: suite.token)
+    channel = open_channel(
+        suite.identity, default_timeout=30, token_source=lambda: suite.tokens["identity"]
+    )
     identity = IdentityServiceStub(channel)
     payments_channel = open_channel(
-        suite.payments, default_timeout=30, token_source=lambda: suite.token
+        suite.payments, default_timeout=30, token_source=lambda: suite.tokens["payments"]
     )
     payments = PaymentsServiceStub(payments_channel)
     customers = []
@@ -202,7 +205,7 @@ def measure(env: BenchEnv) -> Section:
     with running_payments_suite(env, folder) as suite:
         tag = uuid.uuid4().hex[:6]
         customers = prepare(suite, tag)
-        token = [("authorization", f"Bearer {suite.token}")]
+        token = [("authorization", f"Bearer {suite.tokens['payments']}")]
 
         def offer(prefix: str, rate: float, count: int) -> PayoutRun:
             payloads = payout_payloads(prefix, customers, count)

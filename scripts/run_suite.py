@@ -183,6 +183,8 @@ class Suite:
             "SANDBOX_BANK_DATABASE": str(self.data / "sandbox_bank.db"),
             "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "2",
             "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(self.kek_file),
+            # `make run` is development: the dev client may be given every scope.
+            "IDENTITY_ENVIRONMENT": "development",
         }
         for name, value in defaults.items():
             os.environ.setdefault(name, value)
@@ -414,6 +416,7 @@ class Suite:
                     "cli_dev",
                     "--name",
                     "Development client",
+                    "--all-scopes",
                     "--reset-secret",
                 ]
             )
@@ -432,7 +435,9 @@ class Suite:
                 ]
             )
         )
-        self.dev_client_file.write_text(json.dumps(dev, indent=2))
+        # Ready to send as an IssueToken request: a token for the ledger (a token is for one
+        # service; change "audience" to call identity or payments).
+        self.dev_client_file.write_text(json.dumps({**dev, "audience": "ledger"}, indent=2))
         self.dev_client_file.chmod(0o600)
         identity = self.add("identity", [identity_cli, "serve"])
 

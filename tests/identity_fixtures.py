@@ -1,8 +1,6 @@
 """Identity fixtures: a fresh migrated database, identity in-process, its gRPC server, an admin.
 
-Argon2id runs with light parameters here (the same algorithm and library, a
-smaller cost) so that tests registering many clients stay quick; the real
-processes in the e2e tests use the production defaults.
+The secrets are hashed as in production (a keyed hash costs microseconds).
 """
 
 from __future__ import annotations
@@ -12,14 +10,12 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from argon2 import PasswordHasher
 from astra.identity.v1 import identity_pb2_grpc
 from astra_testkit.postgres import PostgresServer
 from chassis.auth import ClientCredentialsTokenSource, declared_scopes
 from chassis.grpc.client import open_channel
 from chassis.grpc.server import GrpcServer
 from cryptography.fernet import Fernet
-from identity.adapters.crypto import Argon2SecretHasher
 from identity.bootstrap import Identity, bootstrap, migrate
 from identity.config import IdentitySettings
 from identity.domain.model import ClientSpec
@@ -30,10 +26,6 @@ from tests.ledger_fixtures import MovableClock
 
 TEST_KEK = Fernet.generate_key().decode()
 ADMIN_ID = "cli_test_admin"
-
-
-def light_hasher() -> Argon2SecretHasher:
-    return Argon2SecretHasher(PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
 
 
 def identity_settings(database_url: str, **overrides: object) -> IdentitySettings:
@@ -62,7 +54,7 @@ def identity_clock() -> MovableClock:
 
 @pytest.fixture
 def identity(identity_db_url: str, identity_clock: MovableClock) -> Iterator[Identity]:
-    app = bootstrap(identity_settings(identity_db_url), identity_clock, light_hasher())
+    app = bootstrap(identity_settings(identity_db_url), identity_clock)
     yield app
     app.close()
 
@@ -75,9 +67,12 @@ class IdentityServer:
     admin_secret: str
 
     def channel(self, *, client_id: str = "", secret: str = "") -> grpc.Channel:
-        """A channel authenticated as the given client (the admin by default)."""
+        """A channel to identity authenticated as the given client (the admin by default)."""
         source = ClientCredentialsTokenSource(
-            self.target, client_id or self.admin_id, secret or self.admin_secret
+            self.target,
+            client_id or self.admin_id,
+            secret or self.admin_secret,
+            audience="identity",
         )
         return open_channel(self.target, default_timeout=30, token_source=source)
 

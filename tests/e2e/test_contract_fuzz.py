@@ -195,7 +195,8 @@ class Finding:
 @dataclass
 class Fuzz:
     suite: RunningSuite
-    token: str
+    # The admin's tokens by service name (a token is for one service).
+    tokens: dict[str, str]
     tables: Tables
     channels: dict[str, grpc.Channel]
     pools: Pools
@@ -232,7 +233,7 @@ class Fuzz:
                 response_deserializer=response.FromString,
             )
             shown = text_format.MessageToString(body, as_one_line=True)
-        metadata = (("authorization", f"Bearer {self.token}"),) if mode != "open" else ()
+        metadata = (("authorization", f"Bearer {self.tokens[service]}"),) if mode != "open" else ()
         code, details = grpc.StatusCode.OK, ""
         self.calls += 1
         try:
@@ -269,7 +270,7 @@ class Fuzz:
         self.findings.append(Finding(path, mode, problem, code.name, details[:300], shown[:600]))
 
 
-def _seed_data(suite: RunningSuite, token: str) -> Pools:
+def _seed_data(suite: RunningSuite, tokens: dict[str, str]) -> Pools:
     """A few of every kind of object, so plausible ids often name one that exists.
 
     Every request made here is a base for mutations too.
@@ -282,6 +283,8 @@ def _seed_data(suite: RunningSuite, token: str) -> Pools:
             return continuation(details, request)
 
     def channel(target: str) -> grpc.Channel:
+        service = {suite.identity: "identity", suite.ledger: "ledger", suite.payments: "payments"}
+        token = tokens[service[target]]
         opened = open_channel(target, default_timeout=30, token_source=lambda: token)
         return grpc.intercept_channel(opened, Recording())
 
@@ -379,15 +382,15 @@ def fuzz(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> 
             "ledger": {"LEDGER_EXPIRY_INTERVAL_SECONDS": "3600"},
         },
     ) as suite:
-        token = suite.admin_token()
-        pools = _seed_data(suite, token)
+        tokens = suite.admin_tokens()
+        pools = _seed_data(suite, tokens)
         tables = Tables(suite.database_urls)
         channels = {
             name: grpc.insecure_channel(getattr(suite, name), options=_CHANNEL_OPTIONS)
             for name in SERVICES
         }
         try:
-            yield Fuzz(suite, token, tables, channels, pools)
+            yield Fuzz(suite, tokens, tables, channels, pools)
         finally:
             for channel in channels.values():
                 channel.close()

@@ -18,7 +18,7 @@ from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.ledger.v1 import ledger_pb2 as lpb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
-from astra_testkit.identity_cli import register_client
+from astra_testkit.identity_cli import all_scopes, register_client
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
@@ -40,17 +40,20 @@ class Suite:
     # Every secret and token handed out during the run, for the log scan at the end.
     secrets: list[str] = field(default_factory=list)
 
-    def token(self, client_id: str, secret: str, *scopes: str) -> str:
+    def token(self, client_id: str, secret: str, *scopes: str, audience: str = "ledger") -> str:
+        """A token for one service: the ledger unless ``audience`` says another."""
         with grpc.insecure_channel(self.identity) as channel:
             reply = IdentityServiceStub(channel).IssueToken(
-                ipb.IssueTokenRequest(client_id=client_id, client_secret=secret, scopes=scopes),
+                ipb.IssueTokenRequest(
+                    client_id=client_id, client_secret=secret, scopes=scopes, audience=audience
+                ),
                 timeout=30,
             )
         self.secrets.append(reply.access_token)
         return reply.access_token
 
     def admin(self) -> IdentityServiceStub:
-        token = self.token(self.admin_id, self.admin_secret)
+        token = self.token(self.admin_id, self.admin_secret, audience="identity")
         channel = open_channel(self.identity, default_timeout=30, token_source=lambda: token)
         return IdentityServiceStub(channel)
 
@@ -75,7 +78,7 @@ def suite(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
         "IDENTITY_LOG_LEVEL": "DEBUG",
     }
     # The first admin, registered the operator's way; its secret is printed once.
-    admin = register_client(identity_env, "cli_e2e_admin", "--name", "E2E admin")
+    admin = register_client(identity_env, "cli_e2e_admin", "--name", "E2E admin", *all_scopes())
     admin_secret = str(admin["client_secret"])
     identity = ServiceProcess(
         "identity", [str(BIN / "astra-identity"), "serve"], identity_env, log_dir=folder
@@ -147,6 +150,8 @@ def test_a_client_gets_a_token_and_calls_the_ledger_with_stubs(suite: Suite) -> 
     )
     token = suite.token("cli_e2e_payments", secret)
     auth = (("authorization", f"Bearer {token}"),)
+    id_token = suite.token("cli_e2e_payments", secret, audience="identity")
+    id_auth = (("authorization", f"Bearer {id_token}"),)
     with grpc.insecure_channel(suite.ledger) as channel:
         ledger = LedgerServiceStub(channel)
         for account_id, customer, side in (
@@ -177,11 +182,13 @@ def test_a_client_gets_a_token_and_calls_the_ledger_with_stubs(suite: Suite) -> 
                         id="cus_e2e_ann", display_name="Ann", email="ann@example.com"
                     )
                 ),
-                metadata=auth,
+                metadata=id_auth,
                 timeout=30,
             )
             customer_token = identity.IssueCustomerToken(
-                ipb.IssueCustomerTokenRequest(customer_id="cus_e2e_ann"), metadata=auth, timeout=30
+                ipb.IssueCustomerTokenRequest(customer_id="cus_e2e_ann", audience="ledger"),
+                metadata=id_auth,
+                timeout=30,
             ).access_token
         suite.secrets.append(customer_token)
         as_ann = (("authorization", f"Bearer {customer_token}"),)
@@ -206,7 +213,7 @@ def test_a_client_gets_a_token_and_calls_the_ledger_with_grpcurl(suite: Suite) -
     issued = _grpcurl(
         suite.identity,
         "astra.identity.v1.IdentityService/IssueToken",
-        {"clientId": "cli_e2e_curl", "clientSecret": secret},
+        {"clientId": "cli_e2e_curl", "clientSecret": secret, "audience": "ledger"},
     )
     token = str(issued["access_token"])
     suite.secrets.append(token)

@@ -98,18 +98,28 @@ def suite(
 @pytest.fixture(scope="module")
 def traffic(suite: Suite) -> Suite:
     """A verified customer, funded by a collection, paid out once and refused once."""
+    tokens: dict[str, str] = {}
     with grpc.insecure_channel(suite.identity) as channel:
-        token = (
-            IdentityServiceStub(channel)
-            .IssueToken(
-                ipb.IssueTokenRequest(client_id="cli_obs_admin", client_secret=suite.secrets[0]),
-                timeout=30,
+        for audience in ("identity", "payments"):  # a token is for one service
+            tokens[audience] = (
+                IdentityServiceStub(channel)
+                .IssueToken(
+                    ipb.IssueTokenRequest(
+                        client_id="cli_obs_admin",
+                        client_secret=suite.secrets[0],
+                        audience=audience,
+                    ),
+                    timeout=30,
+                )
+                .access_token
             )
-            .access_token
-        )
-    suite.secrets.append(token)
-    identity_channel = open_channel(suite.identity, default_timeout=30, token_source=lambda: token)
-    payments_channel = open_channel(suite.payments, default_timeout=30, token_source=lambda: token)
+    suite.secrets.extend(tokens.values())
+    identity_channel = open_channel(
+        suite.identity, default_timeout=30, token_source=lambda: tokens["identity"]
+    )
+    payments_channel = open_channel(
+        suite.payments, default_timeout=30, token_source=lambda: tokens["payments"]
+    )
     identity = IdentityServiceStub(identity_channel)
     payments = PaymentsServiceStub(payments_channel)
     customer = f"cus_obs_{uuid.uuid4().hex[:10]}"

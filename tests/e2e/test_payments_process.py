@@ -84,7 +84,7 @@ def payments_process(
 
 def feed_a_customer(suite: RunningSuite) -> str:
     """A customer created at identity: its events reach payments through Pub/Sub."""
-    token = suite.admin_token()
+    token = suite.admin_token("identity")
     customer = f"cus_stop_{uuid.uuid4().hex[:8]}"
     with open_channel(suite.identity, default_timeout=30, token_source=lambda: token) as channel:
         create_customer(IdentityServiceStub(channel), customer)

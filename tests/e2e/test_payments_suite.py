@@ -63,11 +63,14 @@ class Running:
     payments_db: str
     project: str
     events_subscription: str
-    admin_token: str
+    # The admin's tokens by service name (a token is for one service).
+    admin_tokens: dict[str, str]
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def channel(self, target: str) -> grpc.Channel:
-        return open_channel(target, default_timeout=30, token_source=lambda: self.admin_token)
+        service = {self.identity: "identity", self.ledger: "ledger", self.payments: "payments"}
+        token = self.admin_tokens[service[target]]
+        return open_channel(target, default_timeout=30, token_source=lambda: token)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +112,7 @@ def running(
                 payments_db=suite.database_urls["payments"],
                 project=project,
                 events_subscription=events_subscription,
-                admin_token=suite.admin_token(),
+                admin_tokens=suite.admin_tokens(),
                 processes=suite.processes,
             )
     finally:
@@ -258,7 +261,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
             str(BIN / "grpcurl"),
             "-plaintext",
             "-H",
-            f"authorization: Bearer {running.admin_token}",
+            f"authorization: Bearer {running.admin_tokens['payments']}",
             "-d",
             json.dumps({"payment_id": payout_id}),
             running.payments,

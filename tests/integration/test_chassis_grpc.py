@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from astra.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from chassis.grpc.interceptors import CallInterceptor
+from chassis.grpc.interceptors import CallInterceptor, RequestLimits
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
-from chassis.grpc.status import bad_request, error_info, reason_of
-from chassis.kernel.errors import FieldViolation, InvalidArgument
+from chassis.grpc.status import bad_request, error_info, reason_of, retry_delay
+from chassis.kernel.errors import FieldViolation, InvalidArgument, ResourceExhausted
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ledger.bootstrap import bootstrap
@@ -217,3 +217,84 @@ def test_every_service_method_refuses_an_undecodable_body_before_auth_and_stays_
             assert health.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         server.stop(0)
+
+
+# --- request sizes per method, and the time to wait after RESOURCE_EXHAUSTED --------------
+
+
+def _busy(request: bytes, context: grpc.ServicerContext) -> bytes:
+    raise ResourceExhausted("RATE_LIMITED", "too many calls", retry_after=1.5)
+
+
+def _register_limited(server: grpc.Server) -> None:
+    decode = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _echo_id,
+            request_deserializer=ledger_pb2.GetAccountRequest.FromString,
+            response_serializer=_identity,
+        )
+        for name in ("Small", "Batch")
+    }
+    decode["Busy"] = grpc.unary_unary_rpc_method_handler(
+        _busy, request_deserializer=_identity, response_serializer=_identity
+    )
+    decode["Large"] = grpc.unary_unary_rpc_method_handler(
+        lambda request, context: b"r" * 200_000,
+        request_deserializer=_identity,
+        response_serializer=_identity,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, decode),))
+
+
+@pytest.fixture
+def limited_probe() -> Iterator[grpc.Channel]:
+    limits = RequestLimits(
+        default_bytes=1024, batch_bytes=64 * 1024, batch_methods={f"/{SERVICE}/Batch"}
+    )
+    server = GrpcServer(
+        [ServiceBinding(SERVICE, _register_limited)],
+        ServerOptions(port=0, max_message_bytes=limits.largest),
+        interceptors=[CallInterceptor("test.astra", request_limits=limits)],
+    )
+    port = server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield channel
+    channel.close()
+    server.stop(0)
+
+
+def test_a_request_over_its_methods_limit_is_refused_and_batches_take_more(
+    limited_probe: grpc.Channel,
+) -> None:
+    body = ledger_pb2.GetAccountRequest(account_id="a" * 4000).SerializeToString()
+
+    def call(method: str, data: bytes) -> bytes:
+        stub = limited_probe.unary_unary(
+            f"/{SERVICE}/{method}", request_serializer=_identity, response_deserializer=_identity
+        )
+        return bytes(stub(data, timeout=10))
+
+    with pytest.raises(grpc.RpcError) as caught:
+        call("Small", body)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason_of(caught.value) == "REQUEST_TOO_LARGE"
+    small = ledger_pb2.GetAccountRequest(account_id="a" * 500).SerializeToString()
+    assert call("Small", small) == b"a" * 500  # under its limit: served
+    assert call("Batch", body) == b"a" * 4000
+    # Past the server's own limit (the largest), gRPC itself refuses.
+    with pytest.raises(grpc.RpcError) as too_big:
+        call("Batch", ledger_pb2.GetAccountRequest(account_id="a" * 70_000).SerializeToString())
+    assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Only requests are held small: a large answer (a page of a list) still goes out.
+    assert len(call("Large", b"")) == 200_000
+
+
+def test_resource_exhausted_says_when_to_retry(limited_probe: grpc.Channel) -> None:
+    stub = limited_probe.unary_unary(
+        f"/{SERVICE}/Busy", request_serializer=_identity, response_deserializer=_identity
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        stub(b"", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason_of(caught.value) == "RATE_LIMITED"
+    assert retry_delay(caught.value) == pytest.approx(1.5)

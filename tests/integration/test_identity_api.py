@@ -250,7 +250,7 @@ def test_a_rejection_needs_a_reason(identity_stub: IdentityServiceStub) -> None:
 # --- clients and tokens --------------------------------------------------------------
 
 
-def test_a_client_secret_is_shown_once_and_stored_only_as_argon2id(
+def test_a_client_secret_is_shown_once_and_stored_only_as_a_keyed_hash(
     identity_stub: IdentityServiceStub, identity: Identity
 ) -> None:
     secret = register(identity_stub, "cli_pay", "ledger.accounts.read", "ledger.transfers.write")
@@ -271,7 +271,7 @@ def test_a_client_secret_is_shown_once_and_stored_only_as_argon2id(
         stored = connection.execute(
             select(tables.clients).where(tables.clients.c.id == "cli_pay")
         ).one()
-    assert stored.secret_hash.startswith("$argon2id$")
+    assert stored.secret_hash.startswith("hmac-sha256$")
     assert secret not in str(tuple(stored))
     changed = rpc_error(lambda: register(identity_stub, "cli_pay", "ledger.accounts.read"))
     assert reason_of(changed) == "IDEMPOTENCY_KEY_REUSED"
@@ -284,7 +284,10 @@ def test_client_credentials_give_a_short_lived_es256_token(
     anonymous = IdentityServiceStub(identity_server.anonymous())
     reply = anonymous.IssueToken(
         pb.IssueTokenRequest(
-            client_id="cli_pay", client_secret=secret, scopes=["ledger.accounts.read"]
+            client_id="cli_pay",
+            client_secret=secret,
+            scopes=["ledger.accounts.read"],
+            audience="ledger",
         )
     )
     assert reply.token_type == "Bearer"
@@ -296,20 +299,23 @@ def test_client_credentials_give_a_short_lived_es256_token(
     assert header["kid"] == keys.keys[0].kid
     claims = jwt.decode(reply.access_token, options={"verify_signature": False})
     assert claims["iss"] == keys.issuer == "astra-identity"
-    assert claims["aud"] == "astra"
+    assert claims["aud"] == "ledger"  # one audience: the service the token is for
     assert claims["sub"] == claims["azp"] == "cli_pay"
     assert claims["scope"] == "ledger.accounts.read"
     assert claims["exp"] - claims["iat"] == 900
     assert keys.max_age.seconds == 300
 
     everything = anonymous.IssueToken(
-        pb.IssueTokenRequest(client_id="cli_pay", client_secret=secret)
+        pb.IssueTokenRequest(client_id="cli_pay", client_secret=secret, audience="ledger")
     )
     assert sorted(everything.scopes) == ["ledger.accounts.read", "ledger.transfers.write"]
     too_much = rpc_error(
         lambda: anonymous.IssueToken(
             pb.IssueTokenRequest(
-                client_id="cli_pay", client_secret=secret, scopes=["identity.keys.admin"]
+                client_id="cli_pay",
+                client_secret=secret,
+                scopes=["identity.keys.admin"],
+                audience="identity",
             )
         )
     )
@@ -330,7 +336,7 @@ def test_wrong_credentials_get_one_answer(
     anonymous = IdentityServiceStub(identity_server.anonymous())
     error = rpc_error(
         lambda: anonymous.IssueToken(
-            pb.IssueTokenRequest(client_id=client_id, client_secret=secret)
+            pb.IssueTokenRequest(client_id=client_id, client_secret=secret, audience="ledger")
         )
     )
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -351,7 +357,7 @@ def test_a_disabled_client_gets_no_new_token_and_nothing_is_written(
     anonymous = IdentityServiceStub(identity_server.anonymous())
     error = rpc_error(
         lambda: anonymous.IssueToken(
-            pb.IssueTokenRequest(client_id="cli_old", client_secret=secret)
+            pb.IssueTokenRequest(client_id="cli_old", client_secret=secret, audience="ledger")
         )
     )
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -373,7 +379,9 @@ def test_admin_rpcs_need_their_scope(
                 request_id="kyc_x", customer_id="cus_x", decision=pb.KYC_DECISION_APPROVE
             )
         ),
-        lambda: reader.IssueCustomerToken(pb.IssueCustomerTokenRequest(customer_id="cus_x")),
+        lambda: reader.IssueCustomerToken(
+            pb.IssueCustomerTokenRequest(audience="ledger", customer_id="cus_x")
+        ),
     ):
         error = rpc_error(call)
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -392,25 +400,31 @@ def test_customer_tokens_speak_for_an_existing_customer_with_customer_scopes(
     identity_stub: IdentityServiceStub, identity_server: IdentityServer
 ) -> None:
     create(identity_stub, "cus_tok")
-    reply = identity_stub.IssueCustomerToken(pb.IssueCustomerTokenRequest(customer_id="cus_tok"))
+    reply = identity_stub.IssueCustomerToken(
+        pb.IssueCustomerTokenRequest(audience="ledger", customer_id="cus_tok")
+    )
     claims = jwt.decode(reply.access_token, options={"verify_signature": False})
     assert claims["sub"] == "cus_tok"
     assert claims["sub_type"] == "customer"
     assert claims["azp"] == identity_server.admin_id
     assert sorted(reply.scopes) == ["ledger.accounts.read", "ledger.transfers.read"]
     narrow = identity_stub.IssueCustomerToken(
-        pb.IssueCustomerTokenRequest(customer_id="cus_tok", scopes=["ledger.accounts.read"])
+        pb.IssueCustomerTokenRequest(
+            audience="ledger", customer_id="cus_tok", scopes=["ledger.accounts.read"]
+        )
     )
     assert list(narrow.scopes) == ["ledger.accounts.read"]
     write = rpc_error(
         lambda: identity_stub.IssueCustomerToken(
-            pb.IssueCustomerTokenRequest(customer_id="cus_tok", scopes=["ledger.transfers.write"])
+            pb.IssueCustomerTokenRequest(
+                audience="ledger", customer_id="cus_tok", scopes=["ledger.transfers.write"]
+            )
         )
     )
     assert reason_of(write) == "SCOPE_NOT_ALLOWED"
     nobody = rpc_error(
         lambda: identity_stub.IssueCustomerToken(
-            pb.IssueCustomerTokenRequest(customer_id="cus_ghost")
+            pb.IssueCustomerTokenRequest(audience="ledger", customer_id="cus_ghost")
         )
     )
     assert nobody.code() == grpc.StatusCode.NOT_FOUND
@@ -427,7 +441,7 @@ def test_rotation_keeps_old_tokens_valid_until_they_expire(
 ) -> None:
     anonymous = IdentityServiceStub(identity_server.anonymous())
     secret = register(identity_stub, "cli_rot", "identity.customers.read")
-    issue = pb.IssueTokenRequest(client_id="cli_rot", client_secret=secret)
+    issue = pb.IssueTokenRequest(client_id="cli_rot", client_secret=secret, audience="identity")
     old_token = anonymous.IssueToken(issue).access_token
     old_kid = jwt.get_unverified_header(old_token)["kid"]
 
@@ -547,7 +561,9 @@ def test_every_id_and_text_at_its_maximum_goes_through_every_rpc(
             select(tables.kyc_changes.c.actor).where(tables.kyc_changes.c.customer_id == customer)
         ).scalars()
         assert set(actors) == {admin}
-    token = stub.IssueCustomerToken(pb.IssueCustomerTokenRequest(customer_id=customer))
+    token = stub.IssueCustomerToken(
+        pb.IssueCustomerTokenRequest(audience="ledger", customer_id=customer)
+    )
     assert jwt.decode(token.access_token, options={"verify_signature": False})["sub"] == customer
     rotated = stub.RotateSigningKey(pb.RotateSigningKeyRequest(request_id="rot_" + "3" * 60))
     assert rotated.key.kid

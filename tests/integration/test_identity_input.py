@@ -43,7 +43,9 @@ def test_nul_in_an_unauthenticated_token_request_is_invalid_argument(
     with identity_server.anonymous() as channel:
         stub = IdentityServiceStub(channel)
         for client_id in ("cli_\x00", "\x00", "cli_a\x00b"):
-            request = pb.IssueTokenRequest(client_id=client_id, client_secret="s")
+            request = pb.IssueTokenRequest(
+                client_id=client_id, client_secret="s", audience="ledger"
+            )
             assert refused_fields(partial(stub.IssueToken, request)) == [("client_id", "")]
 
 

@@ -29,6 +29,7 @@ from identity.domain.model import (
     KycStatus,
     ServiceClient,
     SigningKey,
+    TokenRevocation,
 )
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
 
@@ -287,3 +288,31 @@ def test_a_second_row_with_a_taken_id_is_a_lost_race(backend: Backend) -> None:
         client = ServiceClient("cli_a", "B", (), "hash", T0)
         assert uow.is_conflict(_failure(uow, lambda: uow.clients.add(client)))
     assert [type(e) for e in backend.events] == [CustomerCreated]
+
+
+def test_revocations_and_disabled_clients_are_listed_since_a_time(backend: Backend) -> None:
+    with backend.uow() as uow:
+        uow.revocations.add(TokenRevocation("jti_a", T0, T0 + TTL))
+        uow.revocations.add(TokenRevocation("jti_b", T0 + timedelta(seconds=5), T0 + TTL * 2))
+        for client_id in ("cli_on", "cli_off", "cli_later"):
+            uow.clients.add(ServiceClient(client_id, client_id, (), "hash", T0))
+        uow.commit()
+    with backend.uow() as uow:
+        off, later = uow.clients.get("cli_off"), uow.clients.get("cli_later")
+        assert off is not None
+        assert later is not None
+        off.disable(T0)
+        later.disable(T0 + timedelta(seconds=10))
+        uow.commit()
+    with backend.uow() as uow:
+        assert [r.token_id for r in uow.revocations.listed(None, T0)] == ["jti_a", "jti_b"]
+        since = T0 + timedelta(seconds=1)
+        assert [r.token_id for r in uow.revocations.listed(since, T0)] == ["jti_b"]
+        # Listed only until the token would have expired anyway.
+        assert [r.token_id for r in uow.revocations.listed(None, T0 + TTL)] == ["jti_b"]
+        assert [c.id for c in uow.clients.disabled_since(None)] == ["cli_later", "cli_off"]
+        assert [c.id for c in uow.clients.disabled_since(since)] == ["cli_later"]
+        found = uow.revocations.get("jti_a")
+        assert found is not None
+        assert found.expire_at == T0 + TTL
+        assert uow.revocations.get("jti_none") is None

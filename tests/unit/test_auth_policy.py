@@ -29,12 +29,14 @@ def test_every_service_in_the_contracts_declares_its_rules() -> None:
     assert len(policy.methods) == sum(len(s.methods) for s in services)
 
 
-def test_only_the_token_endpoint_and_public_keys_are_open() -> None:
+def test_only_the_token_endpoint_public_keys_and_revocations_are_open() -> None:
     policy = AccessPolicy.for_services(*contract_services())
     open_methods = {m for m, rule in policy.methods.items() if rule.allow_unauthenticated}
     assert open_methods == {
         "/astra.identity.v1.IdentityService/IssueToken",
         "/astra.identity.v1.IdentityService/GetPublicKeys",
+        # What verifiers follow: they have no token of their own; it holds no secret.
+        "/astra.identity.v1.IdentityService/ListRevocations",
     }
     closed = [r for r in policy.methods.values() if not r.allow_unauthenticated]
     assert all(r.required_scopes for r in closed)

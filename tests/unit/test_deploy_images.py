@@ -24,7 +24,6 @@ IMAGES = {
 }
 # Requirements only one service has: no other image may carry them.
 OWN_REQUIREMENTS = {
-    "astra-identity": {"argon2-cffi"},
     "astra-payments": {"pybreaker"},
     "astra-sandbox-bank": {"starlette", "uvicorn"},
 }

@@ -1,13 +1,13 @@
 """Identity's use cases on the in-memory unit of work: the whole service layer, no I/O.
 
-Keys are real (ES256, encrypted at rest); secrets are hashed by a stand-in for
-Argon2 (its cost is the point of Argon2, and not what these tests are about).
+Keys are real (ES256, encrypted at rest); secrets are hashed as in production
+(HMAC-SHA256 under a key derived from the key-encryption key).
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
+import base64
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -20,12 +20,14 @@ from chassis.kernel.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
 from chassis.kernel.uow import run_in_transaction
+from chassis.ratelimit import Rate, RateLimit
 from cryptography.fernet import Fernet
-from identity.adapters.crypto import KeyVault
+from identity.adapters.crypto import KeyedSecretHasher, KeyVault
 from identity.adapters.memory import MemoryIdentityDatabase
 from identity.domain.events import CustomerCreated, CustomerKycChanged
 from identity.domain.model import (
@@ -44,36 +46,21 @@ from tests.ledger_fixtures import MovableClock
 TTL = timedelta(minutes=15)
 MARGIN = timedelta(minutes=2)
 SCOPES = frozenset({"ledger.read", "ledger.write", "identity.customers.read"})
-
-
-class PlainHasher:
-    """``SecretHasher`` without the cost: a salted SHA-256."""
-
-    def new_secret(self) -> str:
-        return "astra_cs_" + secrets.token_urlsafe(16)
-
-    def hash(self, secret: str) -> str:
-        salt = secrets.token_hex(8)
-        return f"{salt}${hashlib.sha256((salt + secret).encode()).hexdigest()}"
-
-    def verify(self, secret_hash: str | None, secret: str) -> bool:
-        if secret_hash is None:
-            return False
-        salt, digest = secret_hash.split("$")
-        return hashlib.sha256((salt + secret).encode()).hexdigest() == digest
+AUDIENCES = ("identity", "ledger", "payments")
 
 
 class Identity:
     def __init__(self) -> None:
         self.db = MemoryIdentityDatabase()
         self.clock = MovableClock(datetime.now(UTC).replace(microsecond=0))
-        self.vault = KeyVault([Fernet.generate_key().decode()])
+        kek = Fernet.generate_key().decode()
+        self.vault = KeyVault([kek])
         self.deps = use_cases.Deps(
             uow=self.db.uow,
             clock=self.clock,
-            hasher=PlainHasher(),
+            hasher=KeyedSecretHasher([kek]),
             keys=self.vault,
-            tokens=TokenPolicy("astra-identity", "astra", TTL, ("ledger.read",)),
+            tokens=TokenPolicy("astra-identity", AUDIENCES, TTL, ("ledger.read",)),
             retire_margin=MARGIN,
             declared_scopes=SCOPES,
         )
@@ -83,7 +70,7 @@ class Identity:
         kid = jwt.get_unverified_header(token)["kid"]
         [key] = [k for k in use_cases.published_keys(self.deps) if k.kid == kid]
         claims: dict[str, object] = jwt.decode(
-            token, jwt.PyJWK(key.public_jwk).key, algorithms=["ES256"], audience="astra"
+            token, jwt.PyJWK(key.public_jwk).key, algorithms=["ES256"], audience=AUDIENCES
         )
         return claims
 
@@ -208,10 +195,10 @@ def test_a_client_is_registered_once_and_its_secret_earns_a_signed_token(
         identity.deps, ClientSpec("cli_pay", "cli_pay", ("ledger.write", "ledger.read"))
     )
     assert (again.id, replayed_secret) == ("cli_pay", "")
-    issued = use_cases.issue_token(identity.deps, "cli_pay", secret, ["ledger.read"])
+    issued = use_cases.issue_token(identity.deps, "cli_pay", secret, ["ledger.read"], "ledger")
     claims = identity.claims(issued.access_token)
     assert (claims["sub"], claims["scope"], issued.expires_in) == ("cli_pay", "ledger.read", TTL)
-    everything = use_cases.issue_token(identity.deps, "cli_pay", secret, [])
+    everything = use_cases.issue_token(identity.deps, "cli_pay", secret, [], "ledger")
     assert everything.scopes == ("ledger.read", "ledger.write")
     with pytest.raises(IdempotencyKeyReused):
         register(identity, "cli_pay", "ledger.read")
@@ -226,11 +213,11 @@ def test_tokens_are_refused_alike_for_an_unknown_client_and_a_wrong_secret(
     secret = register(identity, "cli_pay", "ledger.read")
     for client_id, given in (("cli_pay", secret + "x"), ("cli_nobody", secret)):
         with pytest.raises(Unauthenticated) as refused:
-            use_cases.issue_token(identity.deps, client_id, given, [])
+            use_cases.issue_token(identity.deps, client_id, given, [], "ledger")
         assert refused.value.reason == "INVALID_CLIENT"
     with pytest.raises(PermissionDenied):
-        use_cases.issue_token(identity.deps, "cli_pay", secret, ["ledger.write"])
-    assert violated(lambda: use_cases.issue_token(identity.deps, "pay", "", [])) == [
+        use_cases.issue_token(identity.deps, "cli_pay", secret, ["ledger.write"], "ledger")
+    assert violated(lambda: use_cases.issue_token(identity.deps, "pay", "", [], "ledger")) == [
         "client_id",
         "client_secret",
     ]
@@ -241,14 +228,16 @@ def test_a_reset_secret_replaces_the_old_one_and_a_disabled_client_gets_no_token
 ) -> None:
     old = register(identity, "cli_pay", "ledger.read")
     new = use_cases.reset_client_secret(identity.deps, "cli_pay")
-    assert reason(lambda: use_cases.issue_token(identity.deps, "cli_pay", old, [])) == (
+    assert reason(lambda: use_cases.issue_token(identity.deps, "cli_pay", old, [], "ledger")) == (
         "INVALID_CLIENT"
     )
-    assert use_cases.issue_token(identity.deps, "cli_pay", new, []).scopes == ("ledger.read",)
+    assert use_cases.issue_token(identity.deps, "cli_pay", new, [], "ledger").scopes == (
+        "ledger.read",
+    )
     disabled = use_cases.disable_client(identity.deps, "cli_pay")
     assert disabled.disabled
     assert use_cases.get_client(identity.deps, "cli_pay").disabled_at == identity.clock.now()
-    assert reason(lambda: use_cases.issue_token(identity.deps, "cli_pay", new, [])) == (
+    assert reason(lambda: use_cases.issue_token(identity.deps, "cli_pay", new, [], "ledger")) == (
         "CLIENT_DISABLED"
     )
     with pytest.raises(NotFound):
@@ -261,7 +250,8 @@ def test_a_customer_token_carries_the_customer_and_only_customer_scopes(
     identity: Identity,
 ) -> None:
     use_cases.create_customer(identity.deps, CustomerSpec("cus_ada", "Ada", "ada@example.com"))
-    issued = use_cases.issue_customer_token(identity.deps, "cli_app", "cus_ada", [])
+    register(identity, "cli_app", "ledger.read", "ledger.write")
+    issued = use_cases.issue_customer_token(identity.deps, "cli_app", "cus_ada", [], "ledger")
     claims = identity.claims(issued.access_token)
     assert (claims["sub"], claims["azp"], issued.scopes) == (
         "cus_ada",
@@ -269,19 +259,21 @@ def test_a_customer_token_carries_the_customer_and_only_customer_scopes(
         ("ledger.read",),
     )
     with pytest.raises(PermissionDenied):
-        use_cases.issue_customer_token(identity.deps, "cli_app", "cus_ada", ["ledger.write"])
+        use_cases.issue_customer_token(
+            identity.deps, "cli_app", "cus_ada", ["ledger.write"], "ledger"
+        )
     with pytest.raises(NotFound):
-        use_cases.issue_customer_token(identity.deps, "cli_app", "cus_nobody", [])
+        use_cases.issue_customer_token(identity.deps, "cli_app", "cus_nobody", [], "ledger")
 
 
 def test_no_token_is_signed_before_there_is_a_key() -> None:
     fresh = Identity()
     secret = register(fresh, "cli_pay", "ledger.read")
     with pytest.raises(Unavailable):
-        use_cases.issue_token(fresh.deps, "cli_pay", secret, [])
+        use_cases.issue_token(fresh.deps, "cli_pay", secret, [], "ledger")
     key = use_cases.ensure_signing_key(fresh.deps)
     assert use_cases.ensure_signing_key(fresh.deps).kid == key.kid
-    assert use_cases.issue_token(fresh.deps, "cli_pay", secret, []).access_token
+    assert use_cases.issue_token(fresh.deps, "cli_pay", secret, [], "ledger").access_token
 
 
 # --- key rotation ---------------------------------------------------------------------------
@@ -291,7 +283,7 @@ def test_a_rotation_signs_with_a_new_key_and_publishes_the_old_until_its_tokens_
     identity: Identity,
 ) -> None:
     secret = register(identity, "cli_pay", "ledger.read")
-    old_token = use_cases.issue_token(identity.deps, "cli_pay", secret, []).access_token
+    old_token = use_cases.issue_token(identity.deps, "cli_pay", secret, [], "ledger").access_token
     [old] = use_cases.published_keys(identity.deps)
     rotation = use_cases.rotate_signing_key(identity.deps, "rot_1")
     now = identity.clock.now()
@@ -301,7 +293,7 @@ def test_a_rotation_signs_with_a_new_key_and_publishes_the_old_until_its_tokens_
     assert retired is not None
     assert (retired.active, retired.encrypted_private_key) == (False, b"")
     assert identity.claims(old_token)["sub"] == "cli_pay"  # still verifiable
-    new_token = use_cases.issue_token(identity.deps, "cli_pay", secret, []).access_token
+    new_token = use_cases.issue_token(identity.deps, "cli_pay", secret, [], "ledger").access_token
     assert jwt.get_unverified_header(new_token)["kid"] == rotation.key.kid
     # The same request replays the same rotation, even later.
     identity.clock.advance(timedelta(minutes=1))
@@ -360,3 +352,114 @@ def test_what_a_read_returns_stays_usable_after_its_block(identity: Identity) ->
     assert (client.id, client.allowed_scopes, keys[0].active) == ("cli_pay", ("ledger.read",), True)
     started = datetime.now(UTC) - timedelta(days=1)
     assert all(k.created_at > started for k in keys)
+
+
+# --- audiences, customer scopes, rate limits, revocations --------------------------------
+
+
+def test_a_token_is_for_the_one_audience_asked_for_and_an_unknown_one_is_refused(
+    identity: Identity,
+) -> None:
+    secret = register(identity, "cli_pay", "ledger.read")
+    for audience in AUDIENCES:
+        token = use_cases.issue_token(identity.deps, "cli_pay", secret, [], audience)
+        assert identity.claims(token.access_token)["aud"] == audience
+    for wrong in ("", "astra", "bank"):
+        with pytest.raises(InvalidArgument) as refused:
+            use_cases.issue_token(identity.deps, "cli_pay", secret, [], wrong)
+        assert [v.field for v in refused.value.violations] == ["audience"]
+
+
+def test_a_customer_token_gets_at_most_what_customers_and_the_acting_client_both_may(
+    identity: Identity,
+) -> None:
+    use_cases.create_customer(identity.deps, CustomerSpec("cus_ada", "Ada", "ada@example.com"))
+    # Customers may have ledger.read; this client may not: its customer tokens get nothing.
+    register(identity, "cli_narrow", "ledger.write")
+    issued = use_cases.issue_customer_token(identity.deps, "cli_narrow", "cus_ada", [], "ledger")
+    assert issued.scopes == ()
+    with pytest.raises(PermissionDenied) as refused:
+        use_cases.issue_customer_token(
+            identity.deps, "cli_narrow", "cus_ada", ["ledger.read"], "ledger"
+        )
+    assert refused.value.reason == "SCOPE_NOT_ALLOWED"
+
+
+def test_a_disabled_client_mints_no_customer_token(identity: Identity) -> None:
+    use_cases.create_customer(identity.deps, CustomerSpec("cus_ada", "Ada", "ada@example.com"))
+    register(identity, "cli_app", "ledger.read")
+    assert use_cases.issue_customer_token(identity.deps, "cli_app", "cus_ada", [], "ledger")
+    use_cases.disable_client(identity.deps, "cli_app")
+    with pytest.raises(Unauthenticated) as refused:
+        use_cases.issue_customer_token(identity.deps, "cli_app", "cus_ada", [], "ledger")
+    assert refused.value.reason == "CLIENT_DISABLED"
+
+
+def test_token_requests_over_the_rate_are_refused_with_the_time_to_wait(
+    identity: Identity,
+) -> None:
+    now = [0.0]
+    limited = dataclasses.replace(
+        identity.deps,
+        rate_limit=RateLimit(Rate(1.0, 2), Rate(100.0, 100), monotonic=lambda: now[0]),
+    )
+    secret = register(identity, "cli_pay", "ledger.read")
+    for _ in range(2):
+        use_cases.issue_token(limited, "cli_pay", secret, [], "ledger")
+    with pytest.raises(ResourceExhausted) as refused:
+        use_cases.issue_token(limited, "cli_pay", secret, [], "ledger")
+    assert refused.value.reason == "RATE_LIMITED"
+    assert refused.value.retry_after == pytest.approx(1.0)
+    # Unknown ids are limited the same way, before any lookup or hash.
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            use_cases.issue_token(limited, "cli_ghost", secret, [], "ledger")
+    with pytest.raises(ResourceExhausted):
+        use_cases.issue_token(limited, "cli_ghost", secret, [], "ledger")
+    now[0] += 1.0
+    assert use_cases.issue_token(limited, "cli_pay", secret, [], "ledger").access_token
+
+
+def test_revocations_are_listed_since_a_time_until_their_tokens_would_have_expired(
+    identity: Identity,
+) -> None:
+    start = identity.clock.now()
+    first = use_cases.revoke_token(identity.deps, "jti_first")
+    assert first.expire_at == start + TTL + MARGIN
+    identity.clock.advance(timedelta(seconds=5))
+    assert use_cases.revoke_token(identity.deps, "jti_first").revoked_at == start  # idempotent
+    use_cases.revoke_token(identity.deps, "jti_second")
+    register(identity, "cli_gone", "ledger.read")
+    use_cases.disable_client(identity.deps, "cli_gone")
+    everything = use_cases.list_revocations(identity.deps, None)
+    assert [r.token_id for r in everything.tokens] == ["jti_first", "jti_second"]
+    assert everything.disabled_client_ids == ["cli_gone"]
+    later = use_cases.list_revocations(identity.deps, start + timedelta(seconds=1))
+    assert [r.token_id for r in later.tokens] == ["jti_second"]
+    identity.clock.advance(TTL + MARGIN - timedelta(seconds=1))  # the first has expired
+    assert [r.token_id for r in use_cases.list_revocations(identity.deps, None).tokens] == [
+        "jti_second"
+    ]
+    assert violated(lambda: use_cases.revoke_token(identity.deps, "bad id!")) == ["token_id"]
+
+
+def test_secrets_are_256_bit_and_verified_by_a_keyed_hash_that_refuses_what_it_cannot_check() -> (
+    None
+):
+    kek = Fernet.generate_key().decode()
+    hasher = KeyedSecretHasher([kek])
+    secret = hasher.new_secret()
+    assert len(base64.urlsafe_b64decode(secret.removeprefix("astra_cs_") + "=")) == 32
+    stored = hasher.hash(secret)
+    assert stored.startswith("hmac-sha256$")
+    assert secret not in stored
+    assert hasher.verify(stored, secret)
+    assert not hasher.verify(stored, secret + "x")
+    assert not hasher.verify(None, secret)
+    legacy = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
+    assert not hasher.verify(legacy, secret)
+    # After a key-encryption key rotation (new key first, old kept), old hashes still verify.
+    rotated = KeyedSecretHasher([Fernet.generate_key().decode(), kek])
+    assert rotated.verify(stored, secret)
+    assert rotated.hash(secret) != stored  # new hashes are made under the new key
+    assert not KeyedSecretHasher([Fernet.generate_key().decode()]).verify(stored, secret)

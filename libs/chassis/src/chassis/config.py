@@ -19,6 +19,25 @@ class ServiceSettings(BaseSettings):
     grpc_host: str = Field("127.0.0.1", description="Interface the gRPC server binds to")
     grpc_port: int = Field(..., ge=0, le=65535, description="gRPC port (0 picks a free one)")
     grpc_max_workers: int = Field(32, ge=1, le=1024, description="gRPC handler threads")
+    grpc_max_concurrent_rpcs: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Calls served or queued at once; beyond it gRPC answers RESOURCE_EXHAUSTED",
+    )
+    grpc_max_message_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest request body of an ordinary method (open ones included)",
+    )
+    grpc_max_batch_message_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest request body of a batch method (the ledger's CreateTransfers, "
+        "LookupTransfers); the server's overall limit",
+    )
     grpc_reuse_port: bool = Field(
         False, description="Set SO_REUSEPORT so several processes can share the port"
     )
@@ -42,23 +61,45 @@ class ServiceSettings(BaseSettings):
     )
 
 
-class TokenVerifyingSettings(ServiceSettings):
+class AuthSettings(ServiceSettings):
+    """What every service's token checks read. There is no switch that turns them off.
+
+    ``auth_audience`` defaults to the service's name in each service's settings.
+    """
+
+    auth_audience: str = Field(
+        ..., min_length=1, description="The token audience (`aud`) accepted: this service's name"
+    )
+    auth_revocation_refresh_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=300,
+        description="How often the revoked tokens and disabled clients are fetched again",
+    )
+    auth_revocation_max_staleness_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Past this age without a successful fetch of the revocations, every "
+        "token is refused (UNAVAILABLE) rather than trusted blindly",
+    )
+
+
+class TokenVerifyingSettings(AuthSettings):
     """A service whose callers present tokens identity issued, checked with identity's public
     keys (identity checks the tokens sent to it with its own keys: it is not one)."""
 
-    auth_enabled: bool = Field(
-        True, description="Require bearer tokens (off, every call is let in: never in production)"
-    )
     auth_issuer: str = Field(
         "astra-identity", min_length=1, description="The token issuer (`iss`) accepted"
     )
-    auth_audience: str = Field("astra", min_length=1, description="The token audience (`aud`)")
     identity_target: str = Field(
         "127.0.0.1:50051",
         description="identity's gRPC address, where the public keys (and its API) are",
     )
     auth_jwks_file: str = Field(
-        "", description="Read the public keys from this JWKS file instead of asking identity"
+        "",
+        description="Read the public keys from this JWKS file instead of asking identity "
+        "(tests and benchmarks: no revocation feed then)",
     )
 
 

@@ -27,6 +27,7 @@ are daemons) rather than waited for.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import threading
 import time
@@ -43,7 +44,7 @@ from chassis.auth import AccessPolicy, AuthInterceptor, TokenVerifier, verifier_
 from chassis.background import Worker, Workers, seconds_left, stop_within
 from chassis.config import ServiceSettings, TokenVerifyingSettings
 from chassis.db.retry import DATABASE_UNAVAILABLE
-from chassis.grpc.interceptors import CallInterceptor
+from chassis.grpc.interceptors import CallInterceptor, RequestLimits
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.logging import configure_logging
 from chassis.metrics import MetricsServer
@@ -118,6 +119,9 @@ class ServiceWiring(Generic[SettingsT, AppT]):
     # How the service checks tokens; default: identity's keys, as its settings say.
     verifier: Callable[[AppT, SettingsT], TokenVerifier] | None = None
     commands: Sequence[Command[SettingsT]] = ()
+    # Methods (names in ``service``) whose requests are batches: they alone take request
+    # bodies up to ``<SERVICE>_GRPC_MAX_BATCH_MESSAGE_BYTES``.
+    batch_methods: Sequence[str] = ()
     # Fields of the "serving" log line beyond the port and the database.
     serving_log: Callable[[SettingsT], Mapping[str, object]] = _no_context
     _log: Any = field(init=False, repr=False, compare=False)
@@ -142,29 +146,39 @@ class ServiceWiring(Generic[SettingsT, AppT]):
     def _server(
         self, app: AppT, settings: SettingsT, verifier: TokenVerifier | None = None
     ) -> GrpcServer:
-        interceptors: list[grpc.ServerInterceptor[Any, Any]] = [
-            CallInterceptor(self.error_domain, transient_errors=DATABASE_UNAVAILABLE)
-        ]
+        limits = RequestLimits(
+            default_bytes=settings.grpc_max_message_bytes,
+            batch_bytes=settings.grpc_max_batch_message_bytes,
+            batch_methods=frozenset(
+                f"/{self.service.full_name}/{name}" for name in self.batch_methods
+            ),
+        )
         verifier = verifier or self._verifier(app, settings)
-        if verifier is not None:
+        interceptors: list[grpc.ServerInterceptor[Any, Any]] = [
+            CallInterceptor(
+                self.error_domain, transient_errors=DATABASE_UNAVAILABLE, request_limits=limits
+            ),
             # Inside CallInterceptor: refusals are mapped and logged like any domain error.
-            interceptors.append(AuthInterceptor(verifier, AccessPolicy.for_services(self.service)))
-        return GrpcServer(
+            AuthInterceptor(verifier, AccessPolicy.for_services(self.service)),
+        ]
+        server = GrpcServer(
             [ServiceBinding(self.service.full_name, lambda s: self.add_servicer(app, s))],
-            ServerOptions.from_settings(settings),
+            dataclasses.replace(
+                ServerOptions.from_settings(settings), max_message_bytes=limits.largest
+            ),
             interceptors=interceptors,
         )
+        server.on_stop(verifier.close)
+        return server
 
-    def _verifier(self, app: AppT, settings: SettingsT) -> TokenVerifier | None:
+    def _verifier(self, app: AppT, settings: SettingsT) -> TokenVerifier:
+        # Every service checks tokens: there is no setting that turns it off.
         if self.verifier is not None:
             return self.verifier(app, settings)
         if not isinstance(settings, TokenVerifyingSettings):
             raise TypeError(
                 f"{self.name}: settings without the auth fields need a verifier in the wiring"
             )
-        if not settings.auth_enabled:
-            self._log.warning("auth disabled: every call is let in without a token")
-            return None
         return verifier_from(settings)
 
     # --- the console script ---------------------------------------------------------------

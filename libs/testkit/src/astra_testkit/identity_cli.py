@@ -33,5 +33,13 @@ def register_client(env: Mapping[str, str], client_id: str, *options: str) -> di
     return dict(json.loads(output.strip().splitlines()[-1]))
 
 
-def client_secret(env: Mapping[str, str], client_id: str) -> str:
-    return str(register_client(env, client_id)["client_secret"])
+def all_scopes() -> list[str]:
+    """``--scope`` arguments for every scope the contracts declare (a client with no scope
+    named gets none, and ``--all-scopes`` is for development only)."""
+    from chassis.auth import declared_scopes
+
+    return [arg for scope in sorted(declared_scopes()) for arg in ("--scope", scope)]
+
+
+def client_secret(env: Mapping[str, str], client_id: str, *options: str) -> str:
+    return str(register_client(env, client_id, *options)["client_secret"])

@@ -19,7 +19,7 @@ from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from chassis.grpc.client import open_channel
 
-from astra_testkit.identity_cli import client_secret, identity_cli
+from astra_testkit.identity_cli import all_scopes, client_secret, identity_cli
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
@@ -46,12 +46,22 @@ class RunningSuite:
     metrics_ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
-    def admin_token(self) -> str:
+    def admin_token(self, audience: str) -> str:
+        """A token of the admin client for one service ("identity", "ledger", "payments")."""
         with open_channel(self.identity, default_timeout=30) as channel:
             request = ipb.IssueTokenRequest(
-                client_id=self.admin_client_id, client_secret=self.admin_secret
+                client_id=self.admin_client_id, client_secret=self.admin_secret, audience=audience
             )
             return str(IdentityServiceStub(channel).IssueToken(request).access_token)
+
+    def admin_tokens(self) -> dict[str, str]:
+        """The admin's tokens by service name: a token is for one service."""
+        return {service: self.admin_token(service) for service in CONTEXTS}
+
+    def target_of(self, service: str) -> str:
+        return {"identity": self.identity, "ledger": self.ledger, "payments": self.payments}[
+            service
+        ]
 
 
 def _bank_up(url: str) -> bool:
@@ -122,8 +132,9 @@ def running_suite(
             **extra["identity"],
         }
         admin_client_id = f"cli_{name}_admin"
-        admin_secret = client_secret(identity_env, admin_client_id)
-        payments_secret = client_secret(identity_env, f"cli_{name}_payments")
+        # Registered with every scope named one by one (no "all" outside development).
+        admin_secret = client_secret(identity_env, admin_client_id, *all_scopes())
+        payments_secret = client_secret(identity_env, f"cli_{name}_payments", *all_scopes())
 
         start("identity", [str(BIN / "astra-identity"), "serve"], identity_env)
         processes["identity"].wait_healthy(target["identity"])

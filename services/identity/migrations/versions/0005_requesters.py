@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_requesters"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_keyed_secret_hashes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

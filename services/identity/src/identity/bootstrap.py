@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from chassis.auth import (
     CallableKeySource,
+    CallableRevocationSource,
     JwksCache,
     KeyDocument,
+    RevocationList,
+    Revocations,
     TokenVerifier,
     declared_scopes,
 )
@@ -17,17 +20,18 @@ from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
 from chassis.events.writer import OutboxWriter
 from chassis.kernel.clock import Clock, SystemClock
+from chassis.ratelimit import Rate, RateLimit
 from sqlalchemy import Engine
 
 from identity.adapters import tables
-from identity.adapters.crypto import Argon2SecretHasher, KeyVault
+from identity.adapters.crypto import KeyedSecretHasher, KeyVault
 from identity.adapters.events import to_outbox_message
 from identity.adapters.orm import start_mappers
 from identity.adapters.unit_of_work import SqlIdentityUnitOfWork
 from identity.config import IdentitySettings
 from identity.domain.model import TokenPolicy
 from identity.service_layer import use_cases
-from identity.service_layer.ports import SecretHasher
+from identity.service_layer.ports import RateLimiter, SecretHasher
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -49,18 +53,28 @@ class Identity:
     verifier: TokenVerifier
 
     def close(self) -> None:
+        self.verifier.close()
         self.engine.dispose()
+
+
+def rate_limit(settings: IdentitySettings) -> RateLimit:
+    return RateLimit(
+        Rate(settings.issue_token_rate_per_client, settings.issue_token_burst_per_client),
+        Rate(settings.issue_token_rate_overall, settings.issue_token_burst_overall),
+    )
 
 
 def bootstrap(
     settings: IdentitySettings,
     clock: Clock | None = None,
     hasher: SecretHasher | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Identity:
     if settings.migrate_on_start:
         migrate(settings.database_url)
     start_mappers()
-    vault = KeyVault(settings.key_encryption_keys())
+    encryption_keys = settings.key_encryption_keys()
+    vault = KeyVault(encryption_keys)
     engine = create_db_engine(
         settings.database_url, pool_size=settings.db_pool_size, application_name="astra-identity"
     )
@@ -72,16 +86,17 @@ def bootstrap(
     deps = use_cases.Deps(
         uow=uow,
         clock=clock or SystemClock(),
-        hasher=hasher or Argon2SecretHasher(),
+        hasher=hasher or KeyedSecretHasher(encryption_keys),
         keys=vault,
         tokens=TokenPolicy(
             issuer=settings.token_issuer,
-            audience=settings.token_audience,
+            audiences=settings.audiences(),
             ttl=timedelta(seconds=settings.token_ttl_seconds),
             customer_scopes=settings.customer_scopes(),
         ),
         retire_margin=timedelta(seconds=settings.key_retire_margin_seconds),
         declared_scopes=frozenset(declared_scopes()),
+        rate_limit=limiter or rate_limit(settings),
     )
     # Fails at start, not at the first token, if the key-encryption key is wrong.
     vault.private_key(use_cases.ensure_signing_key(deps))
@@ -92,11 +107,27 @@ def bootstrap(
             max_age=settings.public_keys_max_age_seconds,
         )
 
-    # Identity verifies the tokens sent to it with its own key set, read locally.
+    def own_revocations(since: float | None) -> Revocations:
+        feed = use_cases.list_revocations(
+            deps, None if since is None else datetime.fromtimestamp(since, UTC)
+        )
+        return Revocations(
+            tokens=[(r.token_id, r.expire_at.timestamp()) for r in feed.tokens],
+            disabled_clients=feed.disabled_client_ids,
+            as_of=feed.as_of.timestamp(),
+        )
+
+    # Identity verifies the tokens sent to it with its own key set and its own revocations,
+    # read locally, on the same refresh as every other service's verifier.
     verifier = TokenVerifier(
         JwksCache(CallableKeySource(own_keys), min_refresh_interval=0.5),
         issuer=settings.token_issuer,
-        audience=settings.token_audience,
+        audience=settings.auth_audience,
         leeway_seconds=settings.auth_leeway_seconds,
+        revocations=RevocationList(
+            CallableRevocationSource(own_revocations),
+            refresh_interval=settings.auth_revocation_refresh_seconds,
+            max_staleness=settings.auth_revocation_max_staleness_seconds,
+        ),
     )
     return Identity(engine=engine, deps=deps, settings=settings, verifier=verifier)

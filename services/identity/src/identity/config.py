@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from chassis.config import ServiceSettings
+from chassis.config import AuthSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 DEFAULT_CUSTOMER_SCOPES = "ledger.accounts.read ledger.transfers.read"
+DEFAULT_AUDIENCES = "identity ledger payments"
 
 
 class KeyEncryptionKeyMissing(RuntimeError):
     pass
 
 
-class IdentitySettings(ServiceSettings):
+class IdentitySettings(AuthSettings):
     model_config = SettingsConfigDict(env_prefix="IDENTITY_", extra="ignore", frozen=True)
 
     grpc_port: int = Field(50051, ge=0, le=65535)
@@ -25,8 +27,34 @@ class IdentitySettings(ServiceSettings):
     token_issuer: str = Field(
         "astra-identity", min_length=1, description="The `iss` of every token issued"
     )
-    token_audience: str = Field(
-        "astra", min_length=1, description="The `aud` of every token issued"
+    auth_audience: str = Field(
+        "identity", min_length=1, description="The token audience (`aud`) identity accepts"
+    )
+    token_audiences: str = Field(
+        DEFAULT_AUDIENCES,
+        description="Space-separated audiences a token may be issued for (the services)",
+    )
+    environment: Literal["development", "production"] = Field(
+        "production",
+        description="development lets `register-client --all-scopes` grant every scope",
+    )
+    issue_token_rate_per_client: float = Field(
+        5.0,
+        gt=0,
+        le=100_000,
+        description="IssueToken/IssueCustomerToken calls a second per client (per process)",
+    )
+    issue_token_burst_per_client: int = Field(
+        20, ge=1, le=100_000, description="Calls a client may make at once before its rate applies"
+    )
+    issue_token_rate_overall: float = Field(
+        200.0,
+        gt=0,
+        le=1_000_000,
+        description="IssueToken/IssueCustomerToken calls a second in all (per process)",
+    )
+    issue_token_burst_overall: int = Field(
+        200, ge=1, le=1_000_000, description="Calls at once in all before the overall rate applies"
     )
     token_ttl_seconds: int = Field(900, ge=30, le=86400, description="Lifetime of a token")
     customer_token_scopes: str = Field(
@@ -47,6 +75,9 @@ class IdentitySettings(ServiceSettings):
     public_keys_max_age_seconds: int = Field(
         300, ge=1, le=86400, description="Cache lifetime verifiers are told for the public keys"
     )
+
+    def audiences(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.token_audiences.replace(",", " ").split())))
 
     def customer_scopes(self) -> tuple[str, ...]:
         return tuple(sorted(set(self.customer_token_scopes.replace(",", " ").split())))

@@ -12,6 +12,9 @@ class LedgerSettings(TokenVerifyingSettings):
 
     grpc_port: int = Field(50052, ge=0, le=65535)
     metrics_port: int = Field(9102, ge=0, le=65535)
+    auth_audience: str = Field(
+        "ledger", min_length=1, description="The token audience (`aud`) accepted"
+    )
     database_url: str = Field("sqlite:///.data/ledger.db")
     db_pool_size: int = Field(16, ge=1, le=200, description="Connections per process")
     batcher_workers: int = Field(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -39,13 +39,14 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CONTEXT = "payments"
 ERROR_DOMAIN = "payments.astra"
 # What payments asks identity for when it has client credentials.
-OUTGOING_SCOPES = (
+# What payments asks for, per service it calls: a token is for one audience.
+LEDGER_SCOPES = (
     "ledger.accounts.read",
     "ledger.accounts.write",
     "ledger.transfers.read",
     "ledger.transfers.write",
-    "identity.customers.read",
 )
+IDENTITY_SCOPES = ("identity.customers.read",)
 
 
 def migrate(database_url: str) -> None:
@@ -89,7 +90,10 @@ def bank_gateway(settings: PaymentsSettings) -> HttpBankGateway:
     )
 
 
-def token_source(settings: PaymentsSettings) -> TokenSource | None:
+def token_source(
+    settings: PaymentsSettings, audience: str, scopes: Sequence[str]
+) -> TokenSource | None:
+    """Tokens for calls to ``audience`` (the ledger or identity), when payments has a client."""
     secret = settings.client_secret.get_secret_value()
     if not (settings.client_id and secret):
         return None
@@ -99,7 +103,8 @@ def token_source(settings: PaymentsSettings) -> TokenSource | None:
         settings.identity_target,
         settings.client_id,
         secret,
-        scopes=OUTGOING_SCOPES,
+        audience=audience,
+        scopes=scopes,
         timeout=settings.call_timeout_seconds,
     )
 
@@ -141,12 +146,11 @@ def bootstrap(
         settings.database_url, pool_size=settings.db_pool_size, application_name="astra-payments"
     )
     closers: list[Callable[[], None]] = []
-    tokens = token_source(settings)
     if ledger is None:
         ledger_channel = open_channel(
             settings.ledger_target,
             default_timeout=settings.call_timeout_seconds,
-            token_source=tokens,
+            token_source=token_source(settings, "ledger", LEDGER_SCOPES),
         )
         closers.append(ledger_channel.close)
         ledger = GrpcLedger(ledger_channel)
@@ -154,7 +158,7 @@ def bootstrap(
         identity_channel: grpc.Channel = open_channel(
             settings.identity_target,
             default_timeout=settings.call_timeout_seconds,
-            token_source=tokens,
+            token_source=token_source(settings, "identity", IDENTITY_SCOPES),
         )
         closers.append(identity_channel.close)
         identity = GrpcIdentity(identity_channel)

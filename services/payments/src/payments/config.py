@@ -23,6 +23,9 @@ class PaymentsSettings(TokenVerifyingSettings):
 
     grpc_port: int = Field(50053, ge=0, le=65535)
     metrics_port: int = Field(9103, ge=0, le=65535)
+    auth_audience: str = Field(
+        "payments", min_length=1, description="The token audience (`aud`) accepted"
+    )
     database_url: str = Field("sqlite:///.data/payments.db")
     db_pool_size: int = Field(16, ge=1, le=200, description="Connections per process")
 

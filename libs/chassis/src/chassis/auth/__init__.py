@@ -5,6 +5,7 @@
 - ``AccessPolicy`` reads each RPC's required scopes from the
   ``astra.auth.v1.access`` method option; ``AuthInterceptor`` enforces it and
   binds the ``Principal`` for the service layer (``current_principal()``).
+- ``RevocationList`` follows identity's revoked tokens and disabled clients.
 - ``ClientCredentialsTokenSource`` gives outgoing calls a cached token.
 """
 
@@ -24,6 +25,12 @@ from chassis.auth.principal import (
     current_principal,
     current_requester,
 )
+from chassis.auth.revocation import (
+    CallableRevocationSource,
+    IdentityRevocationSource,
+    RevocationList,
+    Revocations,
+)
 from chassis.auth.setup import build_verifier, verifier_from
 from chassis.auth.token_source import ClientCredentialsTokenSource
 from chassis.auth.verifier import TokenVerifier
@@ -32,15 +39,19 @@ __all__ = [
     "AccessPolicy",
     "AuthInterceptor",
     "CallableKeySource",
+    "CallableRevocationSource",
     "ClientCredentialsTokenSource",
     "FileKeySource",
     "IdentityKeySource",
+    "IdentityRevocationSource",
     "JwksCache",
     "KeyDocument",
     "KeySource",
     "MethodRule",
     "Principal",
     "PrincipalKind",
+    "RevocationList",
+    "Revocations",
     "TokenVerifier",
     "UndeclaredAccess",
     "bearer_token",

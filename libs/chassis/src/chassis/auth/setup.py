@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chassis.auth.keys import FileKeySource, IdentityKeySource, JwksCache, KeySource
+from chassis.auth.revocation import IdentityRevocationSource, RevocationList
 from chassis.auth.verifier import TokenVerifier
 from chassis.config import TokenVerifyingSettings
 
@@ -15,20 +16,33 @@ def build_verifier(
     jwks_file: str = "",
     leeway_seconds: float = 30.0,
     min_refresh_interval: float = 1.0,
+    revocation_refresh_seconds: float = 2.0,
+    revocation_max_staleness_seconds: float = 30.0,
 ) -> TokenVerifier:
-    """A verifier whose keys come from ``jwks_file`` when given, else from identity over gRPC.
+    """A verifier whose keys come from ``jwks_file`` when given, else from identity over gRPC,
+    and which follows identity's revocations (not with a JWKS file: tests and benchmarks).
 
-    Keys are fetched lazily (at the first call that needs them), so a service
-    starts even while identity is still starting.
+    Keys and revocations are fetched lazily (at the first call that needs them),
+    so a service starts even while identity is still starting.
     """
     source: KeySource = (
         FileKeySource(jwks_file) if jwks_file else IdentityKeySource(identity_target)
+    )
+    revocations = (
+        None
+        if jwks_file
+        else RevocationList(
+            IdentityRevocationSource(identity_target),
+            refresh_interval=revocation_refresh_seconds,
+            max_staleness=revocation_max_staleness_seconds,
+        )
     )
     return TokenVerifier(
         JwksCache(source, min_refresh_interval=min_refresh_interval),
         issuer=issuer,
         audience=audience,
         leeway_seconds=leeway_seconds,
+        revocations=revocations,
     )
 
 
@@ -40,4 +54,6 @@ def verifier_from(settings: TokenVerifyingSettings) -> TokenVerifier:
         identity_target=settings.identity_target,
         jwks_file=settings.auth_jwks_file,
         leeway_seconds=settings.auth_leeway_seconds,
+        revocation_refresh_seconds=settings.auth_revocation_refresh_seconds,
+        revocation_max_staleness_seconds=settings.auth_revocation_max_staleness_seconds,
     )

@@ -2,9 +2,10 @@
 
 ``ClientCredentialsTokenSource`` is a ``chassis.grpc.client.TokenSource``: pass
 it to ``open_channel(target, token_source=...)`` and every call carries a
-current token. It asks identity for a token once, reuses it, and asks again
-shortly before it expires (never on every call: issuing a token verifies a
-slow password hash).
+current token. It asks identity for a token for one audience (the service the
+channel calls: a token is accepted by that service only) once, reuses it, and
+asks again shortly before it expires (never on every call: identity limits how
+often a client may ask).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class ClientCredentialsTokenSource:
         client_id: str,
         client_secret: str,
         *,
+        audience: str,
         scopes: Sequence[str] = (),
         refresh_margin: float = 60.0,
         timeout: float = 5.0,
@@ -40,8 +42,9 @@ class ClientCredentialsTokenSource:
         )
         self._stub = identity_pb2_grpc.IdentityServiceStub(self._channel)
         self._request = identity_pb2.IssueTokenRequest(
-            client_id=client_id, client_secret=client_secret, scopes=list(scopes)
+            client_id=client_id, client_secret=client_secret, scopes=list(scopes), audience=audience
         )
+        self.audience = audience
         self._margin = refresh_margin
         self._timeout = timeout
         self._now = monotonic
@@ -52,7 +55,10 @@ class ClientCredentialsTokenSource:
         self.issued_count = 0
 
     def __repr__(self) -> str:  # never the secret
-        return f"ClientCredentialsTokenSource(client_id={self.client_id!r})"
+        return (
+            f"ClientCredentialsTokenSource(client_id={self.client_id!r}, "
+            f"audience={self.audience!r})"
+        )
 
     def __call__(self) -> str:
         if self._now() < self._refresh_at:

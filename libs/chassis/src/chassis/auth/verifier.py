@@ -10,6 +10,10 @@ ES256 signature check costs tens of microseconds of CPU: a verified token is
 remembered (bounded, least recently used out first) until its expiry plus the
 leeway, and only while the key that signed it is still published. Only
 successful verifications are remembered; a refused token is checked afresh.
+
+A token is for one audience, the service called (``aud``): a verifier accepts
+its own service's name only. With a ``RevocationList``, every call (cached or
+not) is also refused if its token was revoked or its client disabled.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import jwt
 from chassis.auth.claims import ALGORITHM, REQUIRED_CLAIMS, SUB_TYPE
 from chassis.auth.keys import JwksCache
 from chassis.auth.principal import Principal, PrincipalKind
+from chassis.auth.revocation import RevocationList
 from chassis.kernel.errors import Unauthenticated
 
 
@@ -44,6 +49,7 @@ class TokenVerifier:
         algorithms: Sequence[str] = (ALGORITHM,),
         cache_size: int = 4096,
         clock: Callable[[], float] = time.time,
+        revocations: RevocationList | None = None,
     ) -> None:
         if not issuer or not audience:
             raise ValueError("a verifier needs an issuer and an audience")
@@ -56,8 +62,26 @@ class TokenVerifier:
         self._clock = clock
         self._verified: OrderedDict[str, tuple[Principal, str, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self.revocations = revocations
+
+    @property
+    def audience(self) -> str:
+        return self._audience
+
+    def close(self) -> None:
+        """Stop following the revocations (the server that used this verifier stopped)."""
+        if self.revocations is not None:
+            self.revocations.close()
 
     def verify(self, token: str) -> Principal:
+        """The token's principal; refused if invalid, revoked, or its client is disabled."""
+        principal = self._verified_principal(token)
+        # Checked on every call, cached or not: a revocation must reach tokens already seen.
+        if self.revocations is not None:
+            self.revocations.check(principal)
+        return principal
+
+    def _verified_principal(self, token: str) -> Principal:
         with self._lock:
             hit = self._verified.get(token)
             if hit is not None:

@@ -11,6 +11,11 @@ is the client's mistake, answered INVALID_ARGUMENT (``UNDECODABLE_REQUEST``)
 like any other refusal. gRPC's own handling (INTERNAL "Exception deserializing
 request!" and a stack trace in the log) never runs: the decoder given to gRPC
 does not raise, it hands the handler an ``UndecodableRequest`` instead.
+
+And it bounds the request's size per method (``RequestLimits``): small for
+ordinary and open methods, large only for the batch methods a service names.
+The server's own limit is the largest of them; a body over its method's limit
+is refused (RESOURCE_EXHAUSTED, ``REQUEST_TOO_LARGE``) before it is decoded.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -84,6 +90,23 @@ def wrap_handler(
     )
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """The largest request body per method: ``batch_bytes`` for ``batch_methods`` (full paths,
+    ``/astra.ledger.v1.LedgerService/CreateTransfers``), ``default_bytes`` for the rest."""
+
+    default_bytes: int = 64 * 1024
+    batch_bytes: int = 64 * 1024 * 1024
+    batch_methods: Collection[str] = ()
+
+    def for_method(self, method: str) -> int:
+        return self.batch_bytes if method in self.batch_methods else self.default_bytes
+
+    @property
+    def largest(self) -> int:
+        return max(self.default_bytes, self.batch_bytes if self.batch_methods else 0)
+
+
 class UndecodableRequest:
     """What a request body that does not decode becomes, for the handler to refuse."""
 
@@ -93,13 +116,28 @@ class UndecodableRequest:
         self.expected = expected
 
 
-def tolerant_deserializer(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """``decode`` that returns an ``UndecodableRequest`` where it would raise."""
+class OversizedRequest:
+    """What a request body over its method's limit becomes (never decoded)."""
+
+    __slots__ = ("limit", "size")
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+
+
+def tolerant_deserializer(
+    decode: Callable[[bytes], Any], max_bytes: int | None = None
+) -> Callable[[bytes], Any]:
+    """``decode`` that returns an ``UndecodableRequest`` where it would raise, and an
+    ``OversizedRequest`` for a body longer than ``max_bytes``."""
     message_type = getattr(decode, "__self__", None)
     descriptor = getattr(message_type, "DESCRIPTOR", None)
     expected = getattr(descriptor, "full_name", "the method's request message")
 
     def decode_or_mark(data: bytes) -> Any:
+        if max_bytes is not None and len(data) > max_bytes:
+            return OversizedRequest(len(data), max_bytes)
         try:
             return decode(data)
         except Exception:  # whatever the decoder refuses is the client's body, not our fault
@@ -113,6 +151,15 @@ def undecodable(request: UndecodableRequest) -> DomainError:
         "UNDECODABLE_REQUEST",
         f"the request body does not decode as {request.expected}",
         category=ErrorCategory.INVALID_ARGUMENT,
+    )
+
+
+def oversized(request: OversizedRequest) -> DomainError:
+    return DomainError(
+        "REQUEST_TOO_LARGE",
+        f"the request body is {request.size} bytes; this method takes at most {request.limit}",
+        category=ErrorCategory.RESOURCE_EXHAUSTED,
+        metadata={"limit_bytes": str(request.limit)},
     )
 
 
@@ -165,8 +212,10 @@ class CallInterceptor(MethodInterceptor):
         *,
         transient_errors: Sequence[type[BaseException]] = (),
         on_call_end: Callable[[str, grpc.StatusCode, float], None] | None = None,
+        request_limits: RequestLimits | None = None,
     ) -> None:
         super().__init__()
+        self._limits = request_limits
         self._domain = error_domain
         self._transient = tuple(transient_errors)
         self._on_call_end = on_call_end
@@ -177,8 +226,9 @@ class CallInterceptor(MethodInterceptor):
         decode = handler.request_deserializer
         # A single request is decoded by the marking decoder; streamed requests (none of
         # ours) keep gRPC's own handling.
+        limit = self._limits.for_method(method) if self._limits is not None else None
         tolerant = (
-            tolerant_deserializer(decode)
+            tolerant_deserializer(decode, limit)
             if decode is not None and not handler.request_streaming
             else None
         )
@@ -207,6 +257,8 @@ class CallInterceptor(MethodInterceptor):
         try:
             if isinstance(request, UndecodableRequest):
                 raise undecodable(request)
+            if isinstance(request, OversizedRequest):
+                raise oversized(request)
             return behaviour(request, context)
         except DomainError as error:
             status = domain_error_status(error, self._domain, call.request_id)

@@ -41,7 +41,13 @@ class ServerOptions:
     max_workers: int = 32
     reuse_port: bool = False
     grace_seconds: float = 10.0
+    # The largest request the server takes: the largest a method takes (CallInterceptor's
+    # RequestLimits hold each method to its own).
     max_message_bytes: int = 64 * 1024 * 1024
+    # The largest response (a page of a list may be large; requests are what callers send).
+    max_send_message_bytes: int = 64 * 1024 * 1024
+    # Calls served or queued at once; gRPC answers RESOURCE_EXHAUSTED beyond (None: no cap).
+    max_concurrent_rpcs: int | None = None
     extra_options: list[tuple[str, int | str]] = field(default_factory=list)
 
     @classmethod
@@ -53,6 +59,10 @@ class ServerOptions:
             max_workers=settings.grpc_max_workers,
             reuse_port=settings.grpc_reuse_port,
             grace_seconds=settings.grace_seconds,
+            max_message_bytes=max(
+                settings.grpc_max_message_bytes, settings.grpc_max_batch_message_bytes
+            ),
+            max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
 
 
@@ -80,9 +90,10 @@ class GrpcServer:
                 # so that a second process cannot silently share a port by accident.
                 ("grpc.so_reuseport", 1 if options.reuse_port else 0),
                 ("grpc.max_receive_message_length", options.max_message_bytes),
-                ("grpc.max_send_message_length", options.max_message_bytes),
+                ("grpc.max_send_message_length", options.max_send_message_bytes),
                 *options.extra_options,
             ],
+            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         self.health = health.HealthServicer(
             experimental_non_blocking=True,

@@ -15,7 +15,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from chassis.kernel.errors import DomainError, ErrorCategory
+from chassis.kernel.errors import DomainError, ErrorCategory, ResourceExhausted
 
 GRPC_CODE: Mapping[ErrorCategory, grpc.StatusCode] = {
     ErrorCategory.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -46,6 +46,7 @@ def build_status(
     domain: str,
     metadata: Mapping[str, str] | None = None,
     violations: list[tuple[str, str, str]] | None = None,
+    retry_after: float | None = None,
 ) -> grpc.Status:
     details = [
         _pack(
@@ -65,6 +66,10 @@ def build_status(
                 )
             )
         )
+    if retry_after is not None:
+        delay = error_details_pb2.RetryInfo()
+        delay.retry_delay.FromNanoseconds(int(retry_after * 1e9))
+        details.append(_pack(delay))
     status = status_pb2.Status(code=code.value[0], message=message, details=details)
     return rpc_status.to_status(status)
 
@@ -80,6 +85,7 @@ def domain_error_status(error: DomainError, domain: str, request_id: str | None)
         domain=domain,
         metadata=metadata,
         violations=[(v.field, v.description, v.reason) for v in error.violations],
+        retry_after=error.retry_after if isinstance(error, ResourceExhausted) else None,
     )
 
 
@@ -131,6 +137,19 @@ def bad_request(error: grpc.RpcError) -> error_details_pb2.BadRequest | None:
     return None
 
 
+def retry_delay(error: grpc.RpcError) -> float | None:
+    """The seconds a RetryInfo detail asks the caller to wait, if the call failed with one."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    return None
+
+
 def reason_of(error: grpc.RpcError) -> str | None:
     info = error_info(error)
     return info.reason if info is not None else None
@@ -145,5 +164,6 @@ __all__ = [
     "error_info",
     "internal_error_status",
     "reason_of",
+    "retry_delay",
     "unavailable_status",
 ]

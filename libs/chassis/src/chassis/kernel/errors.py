@@ -121,6 +121,23 @@ class Unavailable(DomainError):
     category = ErrorCategory.UNAVAILABLE
 
 
+class ResourceExhausted(DomainError):
+    """Too many calls: try again after ``retry_after`` seconds (a ``google.rpc.RetryInfo``)."""
+
+    category = ErrorCategory.RESOURCE_EXHAUSTED
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        retry_after: float,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(reason, message, metadata=metadata)
+        self.retry_after = max(0.0, retry_after)
+
+
 class DeadlineExceeded(DomainError):
     """The caller's deadline passed before its outcome was known.
 

@@ -17,7 +17,14 @@ from datetime import datetime
 from chassis.kernel.memory import IdentityMap, MemoryDatabase, MemoryTable, MemoryUnitOfWork
 from chassis.kernel.uow import TracksAggregates
 
-from identity.domain.model import Customer, KycRequest, KycStatus, ServiceClient, SigningKey
+from identity.domain.model import (
+    Customer,
+    KycRequest,
+    KycStatus,
+    ServiceClient,
+    SigningKey,
+    TokenRevocation,
+)
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
 
 
@@ -36,6 +43,7 @@ class MemoryIdentityDatabase(MemoryDatabase):
         self.customers: MemoryTable[str, Customer] = MemoryTable(self, copy=_stored_customer)
         self.kyc_requests: MemoryTable[str, KycRequest] = MemoryTable(self)
         self.clients: MemoryTable[str, ServiceClient] = MemoryTable(self)
+        self.revocations: MemoryTable[str, TokenRevocation] = MemoryTable(self)
         self.signing_keys: MemoryTable[str, SigningKey] = MemoryTable(
             self,
             unique={
@@ -92,6 +100,29 @@ class MemoryClientRepository:
     def add(self, client: ServiceClient) -> None:
         self.rows.add(client)
 
+    def disabled_since(self, since: datetime | None) -> list[ServiceClient]:
+        return self.rows.select(
+            lambda c: c.disabled_at is not None and (since is None or c.disabled_at >= since),
+            order_by=lambda c: c.id,
+        )
+
+
+class MemoryRevocationRepository:
+    def __init__(self, table: MemoryTable[str, TokenRevocation]) -> None:
+        self.rows = IdentityMap(table, key=lambda revocation: revocation.token_id)
+
+    def get(self, token_id: str) -> TokenRevocation | None:
+        return self.rows.get(token_id)
+
+    def add(self, revocation: TokenRevocation) -> None:
+        self.rows.add(revocation)
+
+    def listed(self, since: datetime | None, now: datetime) -> list[TokenRevocation]:
+        return self.rows.select(
+            lambda r: r.expire_at > now and (since is None or r.revoked_at >= since),
+            order_by=lambda r: r.revoked_at,
+        )
+
 
 class MemorySigningKeyRepository:
     def __init__(self, table: MemoryTable[str, SigningKey]) -> None:
@@ -130,13 +161,16 @@ class MemoryIdentityUnitOfWork(MemoryUnitOfWork[MemoryIdentityDatabase], Identit
         kyc_requests = MemoryKycRequestRepository(database.kyc_requests)
         clients = MemoryClientRepository(database.clients)
         signing_keys = MemorySigningKeyRepository(database.signing_keys)
+        revocations = MemoryRevocationRepository(database.revocations)
         self.customers, self.kyc_requests = customers, kyc_requests
         self.clients, self.signing_keys = clients, signing_keys
+        self.revocations = revocations
         self._flushes = [
             customers.rows.flush,
             kyc_requests.rows.flush,
             clients.rows.flush,
             signing_keys.rows.flush,
+            revocations.rows.flush,
         ]
 
     def _flush(self) -> None:

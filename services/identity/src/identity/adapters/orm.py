@@ -9,7 +9,14 @@ from sqlalchemy import event
 from sqlalchemy.orm import registry, relationship
 
 from identity.adapters import tables
-from identity.domain.model import Customer, KycChange, KycRequest, ServiceClient, SigningKey
+from identity.domain.model import (
+    Customer,
+    KycChange,
+    KycRequest,
+    ServiceClient,
+    SigningKey,
+    TokenRevocation,
+)
 
 mapper_registry = registry()
 _lock = threading.Lock()
@@ -38,6 +45,7 @@ def start_mappers() -> None:
         mapper_registry.map_imperatively(KycRequest, tables.kyc_requests)
         mapper_registry.map_imperatively(ServiceClient, tables.clients)
         mapper_registry.map_imperatively(SigningKey, tables.signing_keys)
+        mapper_registry.map_imperatively(TokenRevocation, tables.revoked_tokens)
         event.listen(Customer, "load", _on_customer_load)
         _started = True
 

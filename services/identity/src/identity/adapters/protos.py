@@ -13,6 +13,7 @@ from identity.domain.model import (
     KycStatus,
     ServiceClient,
     SigningKey,
+    TokenRevocation,
 )
 
 _STATUS_TO_PB = {
@@ -91,3 +92,10 @@ def client_to_pb(client: ServiceClient) -> pb.Client:
 def jwk_to_pb(key: SigningKey) -> pb.JsonWebKey:
     fields = pb.JsonWebKey.DESCRIPTOR.fields_by_name
     return pb.JsonWebKey(**{k: v for k, v in key.public_jwk.items() if k in fields})
+
+
+def revoked_token_to_pb(revocation: TokenRevocation) -> pb.RevokedToken:
+    message = pb.RevokedToken(token_id=revocation.token_id)
+    set_timestamp(message.revoke_time, revocation.revoked_at)
+    set_timestamp(message.expire_time, revocation.expire_at)
+    return message

@@ -12,8 +12,15 @@ from chassis.kernel.uow import TracksAggregates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from identity.adapters.tables import customers, signing_keys
-from identity.domain.model import Customer, KycRequest, KycStatus, ServiceClient, SigningKey
+from identity.adapters.tables import clients, customers, revoked_tokens, signing_keys
+from identity.domain.model import (
+    Customer,
+    KycRequest,
+    KycStatus,
+    ServiceClient,
+    SigningKey,
+    TokenRevocation,
+)
 
 
 class SqlCustomerRepository(TracksAggregates):
@@ -57,6 +64,29 @@ class SqlClientRepository:
 
     def add(self, client: ServiceClient) -> None:
         self._session.add(client)
+
+    def disabled_since(self, since: datetime | None) -> list[ServiceClient]:
+        query = select(ServiceClient).where(clients.c.disabled_at.is_not(None))
+        if since is not None:
+            query = query.where(clients.c.disabled_at >= since)
+        return list(self._session.scalars(query.order_by(clients.c.id)))
+
+
+class SqlRevocationRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, token_id: str) -> TokenRevocation | None:
+        return self._session.get(TokenRevocation, token_id)
+
+    def add(self, revocation: TokenRevocation) -> None:
+        self._session.add(revocation)
+
+    def listed(self, since: datetime | None, now: datetime) -> list[TokenRevocation]:
+        query = select(TokenRevocation).where(revoked_tokens.c.expire_at > now)
+        if since is not None:
+            query = query.where(revoked_tokens.c.revoked_at >= since)
+        return list(self._session.scalars(query.order_by(revoked_tokens.c.revoked_at)))
 
 
 class SqlSigningKeyRepository:

@@ -85,13 +85,30 @@ clients = Table(
     Column("display_name", String(200), nullable=False),
     # Space-separated, sorted.
     Column("allowed_scopes", ScopeList(), nullable=False),
-    # Argon2id (PHC string): the secret itself is never stored.
+    # "hmac-sha256$<key tag>$<hex>" (identity.adapters.crypto): never the secret itself.
     Column("secret_hash", String(255), nullable=False),
     Column("fingerprint", String(64), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("disabled_at", UtcDateTime(), nullable=True),
     *requester_columns("created"),
     *requester_columns("disabled"),
+    # Verifiers ask every few seconds for the clients disabled since their last answer.
+    Index(
+        "ix_clients_disabled_at",
+        "disabled_at",
+        postgresql_where=text("disabled_at IS NOT NULL"),
+        sqlite_where=text("disabled_at IS NOT NULL"),
+    ),
+)
+
+# Tokens revoked before their expiry, listed for the verifiers until ``expire_at``.
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column("token_id", String(64), primary_key=True),
+    Column("revoked_at", UtcDateTime(), nullable=False),
+    Column("expire_at", UtcDateTime(), nullable=False),
+    Index("ix_revoked_tokens_revoked_at", "revoked_at"),
 )
 
 signing_keys = Table(

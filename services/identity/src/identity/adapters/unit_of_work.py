@@ -9,6 +9,7 @@ from identity.adapters.repository import (
     SqlClientRepository,
     SqlCustomerRepository,
     SqlKycRequestRepository,
+    SqlRevocationRepository,
     SqlSigningKeyRepository,
 )
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
@@ -20,6 +21,7 @@ class SqlIdentityUnitOfWork(SessionUnitOfWork, IdentityUnitOfWork):
         self.kyc_requests = SqlKycRequestRepository(session)
         self.clients = SqlClientRepository(session)
         self.signing_keys = SqlSigningKeyRepository(session)
+        self.revocations = SqlRevocationRepository(session)
 
     def rollback(self) -> None:
         # Leaving a block rolls back, and a rollback expires what the session loaded:

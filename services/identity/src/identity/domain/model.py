@@ -6,6 +6,7 @@
   with its reason, and is recorded as an event.
 - ``ServiceClient``: a machine identity with the scopes it may ask for and the
   hash of its secret.
+- ``TokenRevocation``: a token refused before its expiry, by its id (``jti``).
 - ``SigningKey``: one token signing key; its private half stays encrypted (the
   domain never sees it). A key is published while active and, once retired,
   until every token it signed has expired. Retiring it erases the private half:
@@ -348,6 +349,15 @@ class ServiceClient:
         return grant(requested, self.allowed_scopes, "client " + self.id)
 
 
+def customer_grant(
+    requested: Iterable[str], customer_scopes: Iterable[str], client: ServiceClient
+) -> tuple[str, ...]:
+    """A customer token's scopes: at most those both allowed to customers and to the client
+    acting for the customer (a client cannot reach further through a customer token)."""
+    allowed = set(customer_scopes) & set(client.allowed_scopes)
+    return grant(requested, allowed, f"a customer token of client {client.id}")
+
+
 def grant(requested: Iterable[str], allowed: Iterable[str], holder: str) -> tuple[str, ...]:
     wanted = set(requested)
     allowed_set = set(allowed)
@@ -396,12 +406,26 @@ class SigningKey:
         self.encrypted_private_key = b""
 
 
+class TokenRevocation:
+    """A token refused everywhere before its expiry; listed until ``expire_at``, when no token
+    issued before the revocation can still be valid."""
+
+    def __init__(self, token_id: str, revoked_at: datetime, expire_at: datetime) -> None:
+        self.token_id = token_id
+        self.revoked_at = revoked_at
+        self.expire_at = expire_at
+
+    def __repr__(self) -> str:
+        return f"TokenRevocation({self.token_id!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class TokenPolicy:
     """What identity puts in the tokens it issues."""
 
     issuer: str
-    audience: str
+    # The services a token may be for; each token names one (its `aud`).
+    audiences: tuple[str, ...]
     ttl: timedelta
     # The scopes a customer token may carry (read-only ones, by default).
     customer_scopes: tuple[str, ...]

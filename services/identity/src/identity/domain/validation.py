@@ -19,6 +19,8 @@ MAX_NAME = 200
 MAX_EMAIL = 254
 MAX_REASON = 500
 MAX_SCOPES = 64
+# A token id (`jti`): what identity issues (32 hex digits) and room for others' ids.
+TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Dotted lower-case words: "ledger.accounts.read".
 SCOPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,4}")
 # Deliberately loose: one "@", something on each side, a dot in the domain, no spaces.
@@ -67,8 +69,8 @@ def validate_client_spec(spec: ClientSpec, declared_scopes: Collection[str]) -> 
     violations = Violations()
     check_id(violations, "client.id", spec.id, CLIENT_PREFIX)
     check_text(violations, "client.display_name", spec.display_name, MAX_NAME, required=True)
-    if not spec.allowed_scopes:
-        violations.add("client.allowed_scopes", "must hold at least one scope")
+    # No scope at all is allowed: such a client gets tokens that open nothing but the open
+    # methods, until an operator grants it more (register-client without --scope).
     check_scopes(violations, "client.allowed_scopes", spec.allowed_scopes)
     for index, scope in enumerate(spec.allowed_scopes):
         if SCOPE.fullmatch(scope) and scope not in declared_scopes:
@@ -89,4 +91,20 @@ def validate_kyc_request(
     check_text(violations, "reason", reason, MAX_REASON)
     if decision is KycDecision.REJECT and not reason.strip():
         violations.add("reason", "is required for a rejection")
+    violations.raise_if_any()
+
+
+def check_audience(violations: Violations, field: str, audience: str, known: Sequence[str]) -> None:
+    if not audience:
+        violations.add(field, f"is required: one of {', '.join(known)}")
+    elif audience not in known:
+        violations.add(field, f"must be one of {', '.join(known)}", "UNKNOWN_AUDIENCE")
+
+
+def validate_token_id(token_id: str) -> None:
+    violations = Violations()
+    if not token_id:
+        violations.add("token_id", "is required")
+    elif not TOKEN_ID.fullmatch(token_id):
+        violations.add("token_id", "must be 1 to 64 of [A-Za-z0-9_-] (a token's jti)")
     violations.raise_if_any()

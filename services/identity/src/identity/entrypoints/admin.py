@@ -24,9 +24,17 @@ from identity.service_layer import use_cases
 
 
 def register_client(args: argparse.Namespace, settings: IdentitySettings) -> None:
+    if args.all_scopes and args.scope:
+        raise SystemExit("give --scope or --all-scopes, not both")
+    if args.all_scopes and settings.environment != "development":
+        raise SystemExit(
+            "--all-scopes is for development only (IDENTITY_ENVIRONMENT=development); "
+            "name each scope with --scope"
+        )
     identity = bootstrap(settings)
     try:
-        scopes = tuple(args.scope) if args.scope else tuple(sorted(declared_scopes()))
+        # No scope named, none granted: "everything" is never a default.
+        scopes = tuple(sorted(declared_scopes())) if args.all_scopes else tuple(args.scope or ())
         spec = ClientSpec(args.client_id, args.name or args.client_id, scopes)
         try:
             client, secret = use_cases.register_client(identity.deps, spec)
@@ -49,8 +57,11 @@ def register_client(args: argparse.Namespace, settings: IdentitySettings) -> Non
 def _register_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("client_id", help='e.g. "cli_dev"')
     parser.add_argument("--name", default="", help="display name (default: the id)")
+    parser.add_argument("--scope", action="append", help="an allowed scope (repeat); default: none")
     parser.add_argument(
-        "--scope", action="append", help="an allowed scope (repeat); default: every scope"
+        "--all-scopes",
+        action="store_true",
+        help="allow every scope (only with IDENTITY_ENVIRONMENT=development)",
     )
     parser.add_argument(
         "--reset-secret",

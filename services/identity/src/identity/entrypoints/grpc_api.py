@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import grpc
 from astra.identity.v1 import identity_pb2 as pb
 from astra.identity.v1 import identity_pb2_grpc
@@ -16,6 +18,7 @@ from identity.adapters.protos import (
     customer_to_pb,
     decision_from_pb,
     jwk_to_pb,
+    revoked_token_to_pb,
     status_filter_from_pb,
 )
 from identity.bootstrap import Identity
@@ -113,7 +116,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: pb.IssueTokenRequest, context: grpc.ServicerContext
     ) -> pb.IssueTokenResponse:
         issued = use_cases.issue_token(
-            self._deps, request.client_id, request.client_secret, list(request.scopes)
+            self._deps,
+            request.client_id,
+            request.client_secret,
+            list(request.scopes),
+            request.audience,
         )
         response = pb.IssueTokenResponse()
         _fill_token(response, issued)
@@ -129,7 +136,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "CLIENT_TOKEN_REQUIRED", "only a service client may issue customer tokens"
             )
         issued = use_cases.issue_customer_token(
-            self._deps, principal.client_id, request.customer_id, list(request.scopes)
+            self._deps,
+            principal.client_id,
+            request.customer_id,
+            list(request.scopes),
+            request.audience,
         )
         response = pb.IssueCustomerTokenResponse()
         _fill_token(response, issued)
@@ -152,6 +163,24 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         rotation = use_cases.rotate_signing_key(self._deps, request.request_id)
         response = pb.RotateSigningKeyResponse(key=jwk_to_pb(rotation.key))
         set_timestamp(response.previous_key_retire_time, rotation.previous_retire_at)
+        return response
+
+    def RevokeToken(
+        self, request: pb.RevokeTokenRequest, context: grpc.ServicerContext
+    ) -> pb.RevokeTokenResponse:
+        revocation = use_cases.revoke_token(self._deps, request.token_id)
+        return pb.RevokeTokenResponse(revoked_token=revoked_token_to_pb(revocation))
+
+    def ListRevocations(
+        self, request: pb.ListRevocationsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRevocationsResponse:
+        since = request.since.ToDatetime(UTC) if request.HasField("since") else None
+        feed = use_cases.list_revocations(self._deps, since)
+        response = pb.ListRevocationsResponse(
+            revoked_tokens=[revoked_token_to_pb(r) for r in feed.tokens],
+            disabled_client_ids=feed.disabled_client_ids,
+        )
+        set_timestamp(response.as_of_time, feed.as_of)
         return response
 
 

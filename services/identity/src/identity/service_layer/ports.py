@@ -11,7 +11,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from identity.domain.events import IdentityEvent
-from identity.domain.model import Customer, KycRequest, KycStatus, ServiceClient, SigningKey
+from identity.domain.model import (
+    Customer,
+    KycRequest,
+    KycStatus,
+    ServiceClient,
+    SigningKey,
+    TokenRevocation,
+)
 
 # What every repository here promises: what ``get``, ``active`` and the like return
 # is the transaction's own object for that row (the same one each time), and what a
@@ -46,6 +53,20 @@ class ClientRepository(Protocol):
 
     def add(self, client: ServiceClient) -> None: ...
 
+    def disabled_since(self, since: datetime | None) -> list[ServiceClient]:
+        """The clients disabled at or after ``since`` (all disabled ones if None)."""
+        ...
+
+
+class RevocationRepository(Protocol):
+    def get(self, token_id: str) -> TokenRevocation | None: ...
+
+    def add(self, revocation: TokenRevocation) -> None: ...
+
+    def listed(self, since: datetime | None, now: datetime) -> list[TokenRevocation]:
+        """Revocations made at or after ``since`` (all if None) still listed at ``now``."""
+        ...
+
 
 class SigningKeyRepository(Protocol):
     """Signing keys; one is active at a time, and a rotation's request id names one key."""
@@ -75,6 +96,12 @@ class SecretHasher(Protocol):
 
     def verify(self, secret_hash: str | None, secret: str) -> bool:
         """True if ``secret`` matches; ``None`` (no such client) costs the same and is False."""
+        ...
+
+
+class RateLimiter(Protocol):
+    def take(self, key: str) -> float:
+        """0 if a call for ``key`` may go ahead now, else the seconds to wait."""
         ...
 
 

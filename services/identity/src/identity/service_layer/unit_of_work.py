@@ -10,6 +10,7 @@ from identity.service_layer.ports import (
     ClientRepository,
     CustomerRepository,
     KycRequestRepository,
+    RevocationRepository,
     SigningKeyRepository,
 )
 
@@ -25,6 +26,7 @@ class IdentityUnitOfWork(UnitOfWork):
     kyc_requests: KycRequestRepository
     clients: ClientRepository
     signing_keys: SigningKeyRepository
+    revocations: RevocationRepository
 
     def repositories(self) -> Iterable[EventSource]:
         # Only customers record events.

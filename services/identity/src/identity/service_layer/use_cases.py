@@ -15,6 +15,7 @@ from chassis.kernel.errors import (
     DomainError,
     FailedPrecondition,
     IdempotencyKeyReused,
+    ResourceExhausted,
     Unavailable,
     Violations,
 )
@@ -39,10 +40,11 @@ from identity.domain.model import (
     ServiceClient,
     SigningKey,
     TokenPolicy,
+    TokenRevocation,
+    customer_grant,
     fingerprint,
-    grant,
 )
-from identity.service_layer.ports import KeyStore, SecretHasher
+from identity.service_layer.ports import KeyStore, RateLimiter, SecretHasher
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
 
 UowFactory = Callable[[], IdentityUnitOfWork]
@@ -62,6 +64,8 @@ class Deps:
     retire_margin: timedelta = timedelta(minutes=2)
     # The scopes the contracts require: a client may be allowed only these.
     declared_scopes: frozenset[str] = frozenset()
+    # IssueToken and IssueCustomerToken per client id and overall (None: unlimited).
+    rate_limit: RateLimiter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +220,7 @@ def register_client(
     """The client and its new secret; a replay returns the client and an empty secret."""
     validation.validate_client_spec(spec, deps.declared_scopes)
     secret = deps.hasher.new_secret()
-    # Hashing is slow on purpose: done before the transaction, not while holding it.
+    # Hashed before the transaction: nothing of it needs to be held open for that.
     secret_hash = deps.hasher.hash(secret)
 
     def work(uow: IdentityUnitOfWork) -> tuple[ServiceClient, str]:
@@ -285,6 +289,17 @@ def _check_requested_scopes(field: str, scopes: Sequence[str]) -> None:
     violations.raise_if_any()
 
 
+def _rate_limited(deps: Deps, client_id: str) -> None:
+    """Refuse the call if ``client_id`` (known or not) or everyone is over the rate."""
+    wait = deps.rate_limit.take(client_id) if deps.rate_limit is not None else 0.0
+    if wait > 0:
+        raise ResourceExhausted(
+            "RATE_LIMITED",
+            f"too many token requests; retry in {wait:.3f} s",
+            retry_after=wait,
+        )
+
+
 def _sign(
     deps: Deps,
     key: SigningKey | None,
@@ -292,6 +307,7 @@ def _sign(
     kind: PrincipalKind,
     client_id: str,
     scopes: tuple[str, ...],
+    audience: str,
 ) -> IssuedToken:
     if key is None:
         raise Unavailable("NO_SIGNING_KEY", "identity has no signing key yet; retry shortly")
@@ -299,7 +315,7 @@ def _sign(
     policy = deps.tokens
     claims = make_claims(
         issuer=policy.issuer,
-        audience=policy.audience,
+        audience=audience,
         subject=subject,
         kind=kind,
         client_id=client_id,
@@ -313,15 +329,21 @@ def _sign(
 
 
 def issue_token(
-    deps: Deps, client_id: str, client_secret: str, scopes: Sequence[str]
+    deps: Deps, client_id: str, client_secret: str, scopes: Sequence[str], audience: str
 ) -> IssuedToken:
-    """Client credentials -> a signed token with the scopes asked for (each one allowed)."""
+    """Client credentials -> a token for ``audience`` with the scopes asked for (each allowed).
+
+    An unknown client costs what a known one does (one lookup, one keyed hash): the
+    answer time says nothing about which ids exist.
+    """
     violations = Violations()
     validation.check_id(violations, "client_id", client_id, validation.CLIENT_PREFIX)
     if not client_secret:
         violations.add("client_secret", "is required")
     validation.check_scopes(violations, "scopes", scopes)
+    validation.check_audience(violations, "audience", audience, deps.tokens.audiences)
     violations.raise_if_any()
+    _rate_limited(deps, client_id)
     with deps.uow() as uow:
         client = uow.clients.get(client_id)
         key = uow.signing_keys.active()
@@ -331,24 +353,68 @@ def issue_token(
     if client.disabled:
         raise client_disabled()
     granted = client.grant(scopes)
-    return _sign(deps, key, client.id, PrincipalKind.CLIENT, client.id, granted)
+    return _sign(deps, key, client.id, PrincipalKind.CLIENT, client.id, granted, audience)
 
 
 def issue_customer_token(
-    deps: Deps, acting_client_id: str, customer_id: str, scopes: Sequence[str]
+    deps: Deps, acting_client_id: str, customer_id: str, scopes: Sequence[str], audience: str
 ) -> IssuedToken:
-    """A token whose subject is ``customer_id``, for the trusted service acting for it."""
+    """A token whose subject is ``customer_id``, for the trusted service acting for it.
+
+    Its scopes are at most the customer scopes the acting client is allowed too; a
+    disabled client gets none, whatever token it still holds.
+    """
     violations = Violations()
     validation.check_id(violations, "customer_id", customer_id, validation.CUSTOMER_PREFIX)
     validation.check_scopes(violations, "scopes", scopes)
+    validation.check_audience(violations, "audience", audience, deps.tokens.audiences)
     violations.raise_if_any()
+    _rate_limited(deps, acting_client_id)
     with deps.uow() as uow:
+        client = uow.clients.get(acting_client_id)
         customer = uow.customers.get(customer_id)
         key = uow.signing_keys.active()
+    if client is None or client.disabled:
+        raise client_disabled()
     if customer is None:
         raise customer_not_found(customer_id)
-    granted = grant(scopes, deps.tokens.customer_scopes, "a customer token")
-    return _sign(deps, key, customer_id, PrincipalKind.CUSTOMER, acting_client_id, granted)
+    granted = customer_grant(scopes, deps.tokens.customer_scopes, client)
+    return _sign(deps, key, customer_id, PrincipalKind.CUSTOMER, client.id, granted, audience)
+
+
+def revoke_token(deps: Deps, token_id: str) -> TokenRevocation:
+    """Refuse the token ``token_id`` everywhere from now on (idempotent: once revoked, the
+    original revocation is returned)."""
+    validation.validate_token_id(token_id)
+
+    def work(uow: IdentityUnitOfWork) -> TokenRevocation:
+        existing = uow.revocations.get(token_id)
+        if existing is not None:
+            return existing
+        now = deps.clock.now()
+        # No token issued before now is valid past its lifetime (and the margin for clocks).
+        revocation = TokenRevocation(token_id, now, now + deps.tokens.ttl + deps.retire_margin)
+        uow.revocations.add(revocation)
+        return revocation
+
+    return run_in_transaction(deps.uow, work)
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationFeed:
+    tokens: list[TokenRevocation]
+    disabled_client_ids: list[str]
+    as_of: datetime
+
+
+def list_revocations(deps: Deps, since: datetime | None) -> RevocationFeed:
+    """What verifiers follow: the revocations and disabled clients since ``since``."""
+    with deps.uow() as uow:
+        # Read first: whatever commits after this instant is in the next answer.
+        as_of = deps.clock.now()
+        tokens = uow.revocations.listed(since, as_of)
+        disabled = [c.id for c in uow.clients.disabled_since(since)]
+    return RevocationFeed(tokens, disabled, as_of)
 
 
 def published_keys(deps: Deps) -> list[SigningKey]:

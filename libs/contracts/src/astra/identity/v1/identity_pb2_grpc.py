@@ -109,6 +109,16 @@ class IdentityServiceStub:
                 request_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.RotateSigningKeyRequest.SerializeToString,
                 response_deserializer=astra_dot_identity_dot_v1_dot_identity__pb2.RotateSigningKeyResponse.FromString,
                 _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/astra.identity.v1.IdentityService/RevokeToken',
+                request_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=astra_dot_identity_dot_v1_dot_identity__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.ListRevocations = channel.unary_unary(
+                '/astra.identity.v1.IdentityService/ListRevocations',
+                request_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.ListRevocationsRequest.SerializeToString,
+                response_deserializer=astra_dot_identity_dot_v1_dot_identity__pb2.ListRevocationsResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -169,8 +179,8 @@ class IdentityServiceServicer:
 
     def RegisterClient(self, request, context):
         """Registers a service client with the scopes it may ask for. The response
-        carries the client secret; it is shown only in that first response and
-        stored only as an Argon2id hash. Idempotent on `client.id` (a replay
+        carries the client secret (256 random bits); it is shown only in that
+        first response and stored only as a keyed hash (HMAC-SHA256). Idempotent on `client.id` (a replay
         returns the client without the secret).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -185,9 +195,10 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DisableClient(self, request, context):
-        """Disables a service client: it can no longer obtain tokens. Tokens it
-        already holds stay valid until they expire (they are short-lived).
-        Idempotent: disabling a disabled client returns it unchanged.
+        """Disables a service client: it can no longer obtain tokens (nor customer
+        tokens), and every service refuses the tokens it already holds within the
+        revocation bound (see ListRevocations). Idempotent: disabling a disabled
+        client returns it unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -195,7 +206,10 @@ class IdentityServiceServicer:
 
     def IssueToken(self, request, context):
         """Exchanges client credentials for a short-lived access token (OAuth 2.0
-        client credentials grant). Open: the credentials are the authentication.
+        client credentials grant) for one audience, the service to be called.
+        Open: the credentials are the authentication. Rate-limited per client id
+        and overall: RESOURCE_EXHAUSTED (reason RATE_LIMITED) carries a
+        google.rpc.RetryInfo saying when to try again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,8 +217,9 @@ class IdentityServiceServicer:
 
     def IssueCustomerToken(self, request, context):
         """Issues a token whose subject is a customer, to a trusted service acting
-        for that customer. Its scopes are limited to the customer scopes the
-        identity service allows.
+        for that customer, for one audience. Its scopes are at most those both
+        allowed to customers and allowed to the calling client. Rate-limited like
+        IssueToken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -222,6 +237,27 @@ class IdentityServiceServicer:
     def RotateSigningKey(self, request, context):
         """Starts signing with a new key. The previous keys stay published until
         every token they signed has expired. Idempotent on `request_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Revokes one token by its id (the `jti` claim): every service refuses it
+        within the revocation bound. Idempotent on `token_id`: revoking a revoked
+        token returns the original revocation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevocations(self, request, context):
+        """What verifiers follow: the tokens revoked and the clients disabled at or
+        after `since` (everything still in effect when unset). A verifier asks
+        again every few seconds from the previous `as_of_time`. Needs no bearer
+        token (a verifier has none of its own; the transport authenticates the
+        caller); the answer holds no secret. Bounded: a revoked token is listed
+        only until it would have expired, and clients are few.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -289,6 +325,16 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.RotateSigningKey,
                     request_deserializer=astra_dot_identity_dot_v1_dot_identity__pb2.RotateSigningKeyRequest.FromString,
                     response_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.RotateSigningKeyResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=astra_dot_identity_dot_v1_dot_identity__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'ListRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevocations,
+                    request_deserializer=astra_dot_identity_dot_v1_dot_identity__pb2.ListRevocationsRequest.FromString,
+                    response_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.ListRevocationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -630,6 +676,60 @@ class IdentityService:
             '/astra.identity.v1.IdentityService/RotateSigningKey',
             astra_dot_identity_dot_v1_dot_identity__pb2.RotateSigningKeyRequest.SerializeToString,
             astra_dot_identity_dot_v1_dot_identity__pb2.RotateSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/astra.identity.v1.IdentityService/RevokeToken',
+            astra_dot_identity_dot_v1_dot_identity__pb2.RevokeTokenRequest.SerializeToString,
+            astra_dot_identity_dot_v1_dot_identity__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/astra.identity.v1.IdentityService/ListRevocations',
+            astra_dot_identity_dot_v1_dot_identity__pb2.ListRevocationsRequest.SerializeToString,
+            astra_dot_identity_dot_v1_dot_identity__pb2.ListRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

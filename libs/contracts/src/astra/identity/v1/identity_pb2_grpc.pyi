@@ -65,25 +65,30 @@ class IdentityServiceStub:
     """
     RegisterClient: _grpc.UnaryUnaryMultiCallable[_identity_pb2.RegisterClientRequest, _identity_pb2.RegisterClientResponse]
     """Registers a service client with the scopes it may ask for. The response
-    carries the client secret; it is shown only in that first response and
-    stored only as an Argon2id hash. Idempotent on `client.id` (a replay
+    carries the client secret (256 random bits); it is shown only in that
+    first response and stored only as a keyed hash (HMAC-SHA256). Idempotent on `client.id` (a replay
     returns the client without the secret).
     """
     GetClient: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetClientRequest, _identity_pb2.GetClientResponse]
     """Returns a service client (never its secret)."""
     DisableClient: _grpc.UnaryUnaryMultiCallable[_identity_pb2.DisableClientRequest, _identity_pb2.DisableClientResponse]
-    """Disables a service client: it can no longer obtain tokens. Tokens it
-    already holds stay valid until they expire (they are short-lived).
-    Idempotent: disabling a disabled client returns it unchanged.
+    """Disables a service client: it can no longer obtain tokens (nor customer
+    tokens), and every service refuses the tokens it already holds within the
+    revocation bound (see ListRevocations). Idempotent: disabling a disabled
+    client returns it unchanged.
     """
     IssueToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.IssueTokenRequest, _identity_pb2.IssueTokenResponse]
     """Exchanges client credentials for a short-lived access token (OAuth 2.0
-    client credentials grant). Open: the credentials are the authentication.
+    client credentials grant) for one audience, the service to be called.
+    Open: the credentials are the authentication. Rate-limited per client id
+    and overall: RESOURCE_EXHAUSTED (reason RATE_LIMITED) carries a
+    google.rpc.RetryInfo saying when to try again.
     """
     IssueCustomerToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.IssueCustomerTokenRequest, _identity_pb2.IssueCustomerTokenResponse]
     """Issues a token whose subject is a customer, to a trusted service acting
-    for that customer. Its scopes are limited to the customer scopes the
-    identity service allows.
+    for that customer, for one audience. Its scopes are at most those both
+    allowed to customers and allowed to the calling client. Rate-limited like
+    IssueToken.
     """
     GetPublicKeys: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetPublicKeysRequest, _identity_pb2.GetPublicKeysResponse]
     """Returns the public keys that verify tokens (a JWKS-shaped document).
@@ -93,6 +98,19 @@ class IdentityServiceStub:
     RotateSigningKey: _grpc.UnaryUnaryMultiCallable[_identity_pb2.RotateSigningKeyRequest, _identity_pb2.RotateSigningKeyResponse]
     """Starts signing with a new key. The previous keys stay published until
     every token they signed has expired. Idempotent on `request_id`.
+    """
+    RevokeToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.RevokeTokenRequest, _identity_pb2.RevokeTokenResponse]
+    """Revokes one token by its id (the `jti` claim): every service refuses it
+    within the revocation bound. Idempotent on `token_id`: revoking a revoked
+    token returns the original revocation.
+    """
+    ListRevocations: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListRevocationsRequest, _identity_pb2.ListRevocationsResponse]
+    """What verifiers follow: the tokens revoked and the clients disabled at or
+    after `since` (everything still in effect when unset). A verifier asks
+    again every few seconds from the previous `as_of_time`. Needs no bearer
+    token (a verifier has none of its own; the transport authenticates the
+    caller); the answer holds no secret. Bounded: a revoked token is listed
+    only until it would have expired, and clients are few.
     """
 
 @_typing.type_check_only
@@ -132,25 +150,30 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """
     RegisterClient: _aio.UnaryUnaryMultiCallable[_identity_pb2.RegisterClientRequest, _identity_pb2.RegisterClientResponse]  # type: ignore[assignment]
     """Registers a service client with the scopes it may ask for. The response
-    carries the client secret; it is shown only in that first response and
-    stored only as an Argon2id hash. Idempotent on `client.id` (a replay
+    carries the client secret (256 random bits); it is shown only in that
+    first response and stored only as a keyed hash (HMAC-SHA256). Idempotent on `client.id` (a replay
     returns the client without the secret).
     """
     GetClient: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetClientRequest, _identity_pb2.GetClientResponse]  # type: ignore[assignment]
     """Returns a service client (never its secret)."""
     DisableClient: _aio.UnaryUnaryMultiCallable[_identity_pb2.DisableClientRequest, _identity_pb2.DisableClientResponse]  # type: ignore[assignment]
-    """Disables a service client: it can no longer obtain tokens. Tokens it
-    already holds stay valid until they expire (they are short-lived).
-    Idempotent: disabling a disabled client returns it unchanged.
+    """Disables a service client: it can no longer obtain tokens (nor customer
+    tokens), and every service refuses the tokens it already holds within the
+    revocation bound (see ListRevocations). Idempotent: disabling a disabled
+    client returns it unchanged.
     """
     IssueToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.IssueTokenRequest, _identity_pb2.IssueTokenResponse]  # type: ignore[assignment]
     """Exchanges client credentials for a short-lived access token (OAuth 2.0
-    client credentials grant). Open: the credentials are the authentication.
+    client credentials grant) for one audience, the service to be called.
+    Open: the credentials are the authentication. Rate-limited per client id
+    and overall: RESOURCE_EXHAUSTED (reason RATE_LIMITED) carries a
+    google.rpc.RetryInfo saying when to try again.
     """
     IssueCustomerToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.IssueCustomerTokenRequest, _identity_pb2.IssueCustomerTokenResponse]  # type: ignore[assignment]
     """Issues a token whose subject is a customer, to a trusted service acting
-    for that customer. Its scopes are limited to the customer scopes the
-    identity service allows.
+    for that customer, for one audience. Its scopes are at most those both
+    allowed to customers and allowed to the calling client. Rate-limited like
+    IssueToken.
     """
     GetPublicKeys: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetPublicKeysRequest, _identity_pb2.GetPublicKeysResponse]  # type: ignore[assignment]
     """Returns the public keys that verify tokens (a JWKS-shaped document).
@@ -160,6 +183,19 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     RotateSigningKey: _aio.UnaryUnaryMultiCallable[_identity_pb2.RotateSigningKeyRequest, _identity_pb2.RotateSigningKeyResponse]  # type: ignore[assignment]
     """Starts signing with a new key. The previous keys stay published until
     every token they signed has expired. Idempotent on `request_id`.
+    """
+    RevokeToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.RevokeTokenRequest, _identity_pb2.RevokeTokenResponse]  # type: ignore[assignment]
+    """Revokes one token by its id (the `jti` claim): every service refuses it
+    within the revocation bound. Idempotent on `token_id`: revoking a revoked
+    token returns the original revocation.
+    """
+    ListRevocations: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListRevocationsRequest, _identity_pb2.ListRevocationsResponse]  # type: ignore[assignment]
+    """What verifiers follow: the tokens revoked and the clients disabled at or
+    after `since` (everything still in effect when unset). A verifier asks
+    again every few seconds from the previous `as_of_time`. Needs no bearer
+    token (a verifier has none of its own; the transport authenticates the
+    caller); the answer holds no secret. Bounded: a revoked token is listed
+    only until it would have expired, and clients are few.
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -232,8 +268,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.RegisterClientResponse, _abc.Awaitable[_identity_pb2.RegisterClientResponse]]:
         """Registers a service client with the scopes it may ask for. The response
-        carries the client secret; it is shown only in that first response and
-        stored only as an Argon2id hash. Idempotent on `client.id` (a replay
+        carries the client secret (256 random bits); it is shown only in that
+        first response and stored only as a keyed hash (HMAC-SHA256). Idempotent on `client.id` (a replay
         returns the client without the secret).
         """
 
@@ -251,9 +287,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.DisableClientRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.DisableClientResponse, _abc.Awaitable[_identity_pb2.DisableClientResponse]]:
-        """Disables a service client: it can no longer obtain tokens. Tokens it
-        already holds stay valid until they expire (they are short-lived).
-        Idempotent: disabling a disabled client returns it unchanged.
+        """Disables a service client: it can no longer obtain tokens (nor customer
+        tokens), and every service refuses the tokens it already holds within the
+        revocation bound (see ListRevocations). Idempotent: disabling a disabled
+        client returns it unchanged.
         """
 
     @_abc_1.abstractmethod
@@ -263,7 +300,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.IssueTokenResponse, _abc.Awaitable[_identity_pb2.IssueTokenResponse]]:
         """Exchanges client credentials for a short-lived access token (OAuth 2.0
-        client credentials grant). Open: the credentials are the authentication.
+        client credentials grant) for one audience, the service to be called.
+        Open: the credentials are the authentication. Rate-limited per client id
+        and overall: RESOURCE_EXHAUSTED (reason RATE_LIMITED) carries a
+        google.rpc.RetryInfo saying when to try again.
         """
 
     @_abc_1.abstractmethod
@@ -273,8 +313,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.IssueCustomerTokenResponse, _abc.Awaitable[_identity_pb2.IssueCustomerTokenResponse]]:
         """Issues a token whose subject is a customer, to a trusted service acting
-        for that customer. Its scopes are limited to the customer scopes the
-        identity service allows.
+        for that customer, for one audience. Its scopes are at most those both
+        allowed to customers and allowed to the calling client. Rate-limited like
+        IssueToken.
         """
 
     @_abc_1.abstractmethod
@@ -296,6 +337,31 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_pb2.RotateSigningKeyResponse, _abc.Awaitable[_identity_pb2.RotateSigningKeyResponse]]:
         """Starts signing with a new key. The previous keys stay published until
         every token they signed has expired. Idempotent on `request_id`.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeToken(
+        self,
+        request: _identity_pb2.RevokeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.RevokeTokenResponse, _abc.Awaitable[_identity_pb2.RevokeTokenResponse]]:
+        """Revokes one token by its id (the `jti` claim): every service refuses it
+        within the revocation bound. Idempotent on `token_id`: revoking a revoked
+        token returns the original revocation.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRevocations(
+        self,
+        request: _identity_pb2.ListRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ListRevocationsResponse, _abc.Awaitable[_identity_pb2.ListRevocationsResponse]]:
+        """What verifiers follow: the tokens revoked and the clients disabled at or
+        after `since` (everything still in effect when unset). A verifier asks
+        again every few seconds from the previous `as_of_time`. Needs no bearer
+        token (a verifier has none of its own; the transport authenticates the
+        caller); the answer holds no secret. Bounded: a revoked token is listed
+        only until it would have expired, and clients are few.
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
