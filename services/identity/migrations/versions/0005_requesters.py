@@ -1,7 +1,7 @@
 """Who asked: customers, KYC changes and clients record the requester of their writes
 
 Revision ID: 0005_requesters
-Revises: 0002
+Revises: 0003_keyed_secret_hashes
 
 Customer creation, each KYC change (submission, review), client registration and
 disabling record the verified caller's client id, customer id (customer tokens)
