@@ -118,7 +118,11 @@ def test_identity_events_feed_the_projection_once_and_in_version_order(
     suite, _ = subscribed
     customer = suite.customer(verified=False)
     created = suite.identity.GetCustomer(idpb.GetCustomerRequest(customer_id=customer)).customer
-    publish(topic, idev.CustomerCreated(customer=created), "evt-created", customer)
+    event = idev.CustomerCreated(
+        customer_id=created.id, kyc_status=created.kyc_status, kyc_version=created.kyc_version
+    )
+    event.create_time.CopyFrom(created.create_time)
+    publish(topic, event, "evt-created", customer)
     first = wait_projection(suite, customer, 0)
     assert first.kyc_status == "UNVERIFIED"
     assert first.customer_since is not None
