@@ -24,7 +24,7 @@ def test_a_sealed_value_opens_to_what_was_sealed(plaintext: str) -> None:
     key = new_data_key()
     sealed = seal(key, plaintext, HERE)
     assert open_sealed(key, sealed, HERE) == plaintext
-    if plaintext:
+    if len(plaintext.encode()) >= 8:  # shorter ones may turn up in random bytes by chance
         assert plaintext.encode() not in sealed
 
 
@@ -47,10 +47,10 @@ def test_another_key_or_a_tampered_value_does_not_open() -> None:
     with pytest.raises(SealedDataError):
         open_sealed(new_data_key(), sealed, HERE)
     key = new_data_key()
-    sealed = bytearray(seal(key, "ada@example.com", HERE))
-    sealed[-1] ^= 1
+    tampered = bytearray(seal(key, "ada@example.com", HERE))
+    tampered[-1] ^= 1
     with pytest.raises(SealedDataError):
-        open_sealed(key, bytes(sealed), HERE)
+        open_sealed(key, bytes(tampered), HERE)
     with pytest.raises(SealedDataError):
         open_sealed(key, b"\x01short", HERE)
 

@@ -14,20 +14,15 @@ The tables of data keys live in each context's database (``chassis.db.data_keys`
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
-
-from chassis.service import Command
 
 DATA_KEY_BYTES = 32
 _NONCE_BYTES = 12
@@ -170,24 +165,3 @@ class Envelope:
         if wrapped is None or not sealed:
             return ""
         return open_sealed(self.unwrap(wrapped), sealed, associated)
-
-
-def generate_kek_command() -> Command[Any]:
-    """``<service> generate-kek --out FILE``: the operator's command that makes a KEK file."""
-
-    def run(args: argparse.Namespace, _settings: Any) -> None:
-        path = Path(args.out)
-        if path.exists():
-            if args.if_missing:
-                return
-            raise SystemExit(f"{path} exists; not overwriting a key-encryption key")
-        write_key_encryption_key_file(path)
-        print(f"key-encryption key written to {path}", file=sys.stderr)
-
-    def arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--out", required=True, help="file to create (mode 0600)")
-        parser.add_argument(
-            "--if-missing", action="store_true", help="do nothing if the file exists"
-        )
-
-    return Command("generate-kek", "write a new key-encryption key file", run, arguments)

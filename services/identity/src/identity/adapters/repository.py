@@ -6,6 +6,7 @@ mapped imperatively, so their class attributes are not typed as columns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from chassis.db.data_keys import DataKeys
@@ -56,14 +57,16 @@ class SqlCustomerRepository(TracksAggregates):
             query = query.where(customers.c.id > after)
         if status is not None:
             query = query.where(customers.c.kyc_status == status)
-        return self._open(list(self._session.scalars(query)))
+        found = [*self._session.scalars(query)]
+        self._open(found)
+        return found
 
     def destroy_personal_data(self, customer: Customer) -> None:
         for _field, sealed in PERSONAL_FIELDS:
             setattr(customer, sealed, None)
         self._keys.destroy(self._session.connection(), customer.id)
 
-    def _open(self, loaded: list[Customer]) -> list[Customer]:
+    def _open(self, loaded: Sequence[Customer]) -> None:
         """Set the plain personal fields from the sealed ones (empty once erased)."""
         wrapped = self._keys.wrapped(self._session.connection(), [c.id for c in loaded])
         for customer in loaded:
@@ -74,7 +77,6 @@ class SqlCustomerRepository(TracksAggregates):
                     customer_field_place(field, customer.id),
                 )
                 setattr(customer, field, plain)
-        return loaded
 
 
 class SqlKycRequestRepository:

@@ -10,9 +10,9 @@ import argparse
 import json
 
 from chassis.auth import declared_scopes
+from chassis.kek_command import generate_kek_command
 from chassis.kernel.errors import AlreadyExists
 from chassis.kernel.ids import new_id
-from chassis.pii import generate_kek_command
 from chassis.service import Command
 
 from identity.bootstrap import bootstrap

@@ -13,7 +13,7 @@ import argparse
 import json
 
 from astra.payments.v1 import payments_pb2, payments_pb2_grpc
-from chassis.pii import generate_kek_command
+from chassis.kek_command import generate_kek_command
 from chassis.service import Command, ServiceWiring
 
 from payments.bootstrap import ERROR_DOMAIN, Payments, bootstrap, migrate
