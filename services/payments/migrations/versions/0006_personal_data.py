@@ -1,5 +1,5 @@
 """Counterparties' account numbers and names sealed with a data key per customer; events
-without them
+and fingerprints without them
 
 Revision ID: 0006_personal_data
 Revises: 0004
@@ -15,6 +15,8 @@ from chassis.pii import Envelope
 from payments.adapters.events import payment_summary
 from payments.adapters.repository import counterparty_place
 from payments.config import PaymentsSettings
+from payments.domain.model import BankAccount, PaymentRequest
+from payments.domain.states import PaymentKind
 
 revision: str = "0006_personal_data"
 down_revision: str | None = "0004"
@@ -46,6 +48,7 @@ def upgrade() -> None:
     rows = bind.execute(
         sa.text("SELECT id, customer_id, counterparty_account, counterparty_name FROM payments")
     ).all()
+    _refingerprint(bind)
     if rows:
         envelope = _envelope()
         keys: dict[str, bytes] = {}
@@ -81,6 +84,35 @@ def upgrade() -> None:
         for column in _COLUMNS:
             batch.drop_column(column)
     _strip_payment_events(bind)
+
+
+def _refingerprint(bind: sa.Connection) -> None:
+    """Fingerprints no longer digest the counterparty (an unkeyed digest of an account
+    number gives it away to a guess): recomputed from what the request asked for."""
+    rows = bind.execute(
+        sa.text(
+            "SELECT id, kind, customer_id, amount, currency, description, original_payment_id "
+            "FROM payments"
+        )
+    ).all()
+    digests = [
+        {
+            "id": r.id,
+            "fingerprint": PaymentRequest(
+                r.id,
+                PaymentKind(r.kind),
+                r.customer_id,
+                r.amount,
+                r.currency,
+                BankAccount(""),
+                r.description,
+                r.original_payment_id,
+            ).fingerprint(),
+        }
+        for r in rows
+    ]
+    if digests:
+        bind.execute(sa.text("UPDATE payments SET fingerprint = :fingerprint WHERE id = :id"), digests)
 
 
 def _strip_payment_events(bind: sa.Connection) -> None:
