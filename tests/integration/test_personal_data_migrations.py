@@ -79,7 +79,9 @@ def test_identity_seals_existing_customers_and_strips_old_events(database_url: s
             {"name": NAME, "email": EMAIL, "at": NOW},
         )
     # The old CustomerCreated: the whole Customer in field 1, the time in field 2.
-    old = ipb.Customer(id="cus_old", display_name=NAME, email=EMAIL, kyc_status=1)
+    old = ipb.Customer(
+        id="cus_old", display_name=NAME, email=EMAIL, kyc_status=ipb.KYC_STATUS_UNVERIFIED
+    )
     old.create_time.FromDatetime(NOW)
     occurred = iev.CustomerCreated()
     occurred.occur_time.FromDatetime(NOW)

@@ -153,6 +153,11 @@ class Envelope:
             self._unwrapped[wrapped] = key
         return key
 
+    def forget(self, wrapped: bytes) -> None:
+        """Drop the unwrapped key from the cache (its subject was erased)."""
+        with self._lock:
+            self._unwrapped.pop(wrapped, None)
+
     def rewrap(self, wrapped: bytes) -> bytes:
         """The data key wrapped by the first (newest) KEK: for rotating the KEK."""
         return self._fernet.rotate(wrapped)

@@ -78,5 +78,10 @@ class DataKeys:
     def destroy(self, connection: Connection, subject_id: str) -> bool:
         """Delete the subject's key: whatever it sealed is unreadable from now on."""
         t = self.table
-        result = connection.execute(delete(t).where(t.c.subject_id == subject_id))
-        return bool(result.rowcount)
+        deleted = connection.execute(
+            delete(t).where(t.c.subject_id == subject_id).returning(t.c.wrapped_key)
+        ).all()
+        # Not kept in this process's memory either.
+        for (wrapped,) in deleted:
+            self.envelope.forget(bytes(wrapped))
+        return bool(deleted)
