@@ -5,6 +5,9 @@ Commands:
   workers  only the workers: bank submissions and status resolution, the bank's
            event feed, ledger follow-ups, the KYC projection subscriber
   migrate  apply the database migrations
+  erase-customer ID  erase a customer's personal data in payments (identity's
+           CustomerErased does it when the KYC subscriber runs)
+  generate-kek  write a new key-encryption key file (PAYMENTS_KEY_ENCRYPTION_KEY_FILE)
 """
 
 from __future__ import annotations
