@@ -383,14 +383,10 @@ def test_no_personal_data_or_secret_in_any_event_or_log(running: Running) -> Non
             for what, value in forbidden.items():
                 assert value.encode() not in text, f"{what} in a {attributes['ce-type']} event"
 
-    # Every process's log, except the sandbox bank's: it plays the external bank, whose
-    # business is to know the accounts it pays (its own books are not ours to scrub).
-    logs = {
-        path.name: path.read_text(errors="replace")
-        for path in running.folder.glob("*.log")
-        if path.name != "sandbox-bank.log"
-    }
-    assert {"identity.log", "ledger.log", "payments.log"} <= set(logs)
+    # Every process's log: the services, the relays and the sandbox bank.
+    logs = {path.name: path.read_text(errors="replace") for path in running.folder.glob("*.log")}
+    assert {"identity.log", "ledger.log", "payments.log", "sandbox-bank.log"} <= set(logs)
+    assert {"relay-identity.log", "relay-payments.log"} <= set(logs)
     for name, log in logs.items():
         for what, value in forbidden.items():
             assert value not in log, f"{what} in {name}"
