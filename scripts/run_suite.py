@@ -159,6 +159,7 @@ class Suite:
         self.data = Path(os.environ.get("ASTRA_DATA_DIR", str(ROOT / ".data"))).resolve()
         self.logs = self.data / "logs"
         self.kek_file = self.data / "identity.kek"
+        self.payments_kek_file = self.data / "payments.kek"
         self.dev_client_file = self.data / "dev-client.json"
         self.emulator_port = int(os.environ.get("ASTRA_PUBSUB_EMULATOR_PORT", "8085"))
         self.children: list[Child] = []
@@ -185,6 +186,7 @@ class Suite:
             "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(self.kek_file),
             # `make run` is development: the dev client may be given every scope.
             "IDENTITY_ENVIRONMENT": "development",
+            "PAYMENTS_KEY_ENCRYPTION_KEY_FILE": str(self.payments_kek_file),
         }
         for name, value in defaults.items():
             os.environ.setdefault(name, value)
@@ -407,6 +409,10 @@ class Suite:
 
         identity_cli = str(BIN / "astra-identity")
         self.run([identity_cli, "generate-kek", "--out", str(self.kek_file), "--if-missing"])
+        payments_cli = str(BIN / "astra-payments")
+        self.run(
+            [payments_cli, "generate-kek", "--out", str(self.payments_kek_file), "--if-missing"]
+        )
         self.run([identity_cli, "migrate"])
         dev = json.loads(
             self.run(

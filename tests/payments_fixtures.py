@@ -31,6 +31,7 @@ from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
 from chassis.grpc.client import open_channel
+from chassis.pii import generate_key_encryption_key
 from ledger.bootstrap import Ledger
 from ledger.entrypoints.server import build_server as build_ledger_server
 from payments.adapters.identity_client import GrpcIdentity
@@ -44,6 +45,9 @@ from payments.service_layer import rounds
 
 from tests.identity_fixtures import IdentityServer
 from tests.ledger_fixtures import LEDGER_AUTH, LEDGER_JWKS_FILE, authorized_channel
+
+# Payments' own key-encryption key (the customers' data keys), not identity's.
+PAYMENTS_TEST_KEK = generate_key_encryption_key()
 
 TERMINAL = {
     pb.PAYMENT_STATE_SETTLED,
@@ -180,6 +184,7 @@ def payments_settings(database_url: str, bank_url: str, **overrides: object) -> 
         "status_poll_seconds": 2.0,
         "retry_max_seconds": 1.0,
         "kyc_subscriber_enabled": False,
+        "key_encryption_key": PAYMENTS_TEST_KEK,
         **overrides,
     }
     return PaymentsSettings(**values)  # type: ignore[arg-type]

@@ -5,7 +5,9 @@ A customer is created and verified at identity (payments learns it from
 identity's events), funded by a collection, pays out, and gets a partial refund
 of the collection. Then the ledger's balances, the payments' states and
 histories, the events payments published, the bank's books and a
-reconciliation all agree; and the same payment is read through grpcurl.
+reconciliation all agree; and the same payment is read through grpcurl. Last,
+every event the relays published and every process log is scanned: no e-mail,
+name, account number or secret of this module's traffic is in any of them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +55,13 @@ from tests.payments_fixtures import TERMINAL
 
 BIN = Path(sys.executable).parent
 FEE = 150
+# The personal data this module's traffic carries (distinctive, so a scan cannot miss them).
+SOURCE_IBAN = "FR7630006000011234567890189"
+SOURCE_HOLDER = "Ada Sourceholder"
+PAYEE_IBAN = "DE89370400440532013000"
+PAYEE_HOLDER = "Bob Payeeholder"
+# Subscriptions made before any traffic, read only by the final scan.
+SCANNED_TOPICS = ("astra-identity-events", "astra-payments-events")
 
 
 @dataclass
@@ -65,7 +75,12 @@ class Running:
     events_subscription: str
     # The admin's tokens by service name (a token is for one service).
     admin_tokens: dict[str, str]
+    # Where every process writes its log.
+    folder: Path
+    # What must never leave a process in an event or a log line.
+    secrets: list[str]
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    customers: list[str] = field(default_factory=list)
 
     def channel(self, target: str) -> grpc.Channel:
         service = {self.identity: "identity", self.ledger: "ledger", self.payments: "payments"}
@@ -92,10 +107,18 @@ def running(
     ensure_topic(publisher_api(), topic)
     events_subscription = subscription_path(project, "e2e-payments-events")
     ensure_subscription(subscriber_client(), events_subscription, topic)
+    for scanned in SCANNED_TOPICS:
+        ensure_topic(publisher_api(), topic_path(project, scanned))
+        ensure_subscription(
+            subscriber_client(),
+            subscription_path(project, f"e2e-scan-{scanned}"),
+            topic_path(project, scanned),
+        )
+    folder = tmp_path_factory.mktemp("payments-e2e")
     try:
         with running_suite(
             postgres,
-            tmp_path_factory.mktemp("payments-e2e"),
+            folder,
             name="e2e",
             common_env=pubsub,
             relays=("identity", "payments"),
@@ -113,6 +136,16 @@ def running(
                 project=project,
                 events_subscription=events_subscription,
                 admin_tokens=suite.admin_tokens(),
+                folder=folder,
+                secrets=[
+                    suite.admin_secret,
+                    suite.payments_secret,
+                    *(
+                        line.strip()
+                        for kek in folder.glob("*kek")
+                        for line in kek.read_text().splitlines()
+                    ),
+                ],
                 processes=suite.processes,
             )
     finally:
@@ -168,6 +201,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
     payments = PaymentsServiceStub(running.channel(running.payments))
     ledger = LedgerServiceStub(running.channel(running.ledger))
     customer = f"cus_e2e_{uuid.uuid4().hex[:10]}"
+    running.customers.append(customer)
     create_customer(identity, customer)
     # Identity's events reach payments' projection through its relay and Pub/Sub.
     wait_until(lambda: projected_status(running, customer) == "VERIFIED", 90, "the KYC projection")
@@ -190,7 +224,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
             customer_id=customer,
             amount=50_000,
             currency="EUR",
-            source=pb.BankAccount(account_number="FR7630006000011234567890189", holder_name="Ada"),
+            source=pb.BankAccount(account_number=SOURCE_IBAN, holder_name=SOURCE_HOLDER),
         )
     )
     collection = finished(collection_id)
@@ -201,7 +235,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
             customer_id=customer,
             amount=20_000,
             currency="EUR",
-            destination=pb.BankAccount(account_number="DE89370400440532013000", holder_name="Bob"),
+            destination=pb.BankAccount(account_number=PAYEE_IBAN, holder_name=PAYEE_HOLDER),
         )
     ).payment
     assert (held.state, held.fee) == (pb.PAYMENT_STATE_FUNDS_HELD, FEE)
@@ -293,3 +327,69 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
     )
     assert unauthenticated.returncode != 0
     assert "Unauthenticated" in unauthenticated.stderr
+
+
+def drain(running: Running, topic: str) -> list[tuple[dict[str, str], bytes]]:
+    """Every message on the scan's subscription to ``topic`` (attributes, data)."""
+    client = subscriber_client()
+    subscription = subscription_path(running.project, f"e2e-scan-{topic}")
+    found: list[tuple[dict[str, str], bytes]] = []
+    empty_replies = 0
+    try:
+        while empty_replies < 3:
+            with warnings.catch_warnings():
+                # Deprecated for production pulls; what a drain of the emulator wants.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                reply = client.pull(
+                    subscription=subscription,
+                    max_messages=1000,
+                    return_immediately=True,
+                    timeout=10,
+                )
+            if not reply.received_messages:
+                empty_replies += 1
+                time.sleep(0.2)
+                continue
+            empty_replies = 0
+            found.extend(
+                (dict(r.message.attributes), bytes(r.message.data)) for r in reply.received_messages
+            )
+            client.acknowledge(
+                subscription=subscription, ack_ids=[r.ack_id for r in reply.received_messages]
+            )
+    finally:
+        client.close()
+    return found
+
+
+def test_no_personal_data_or_secret_in_any_event_or_log(running: Running) -> None:
+    """Runs last: scans what the module's traffic left on Pub/Sub and in the process logs."""
+    assert running.customers, "the flow above ran first"
+    customer = running.customers[0]
+    forbidden = {
+        "e-mail": f"{customer}@example.com",
+        "customer name": "Ada Test",
+        "source IBAN": SOURCE_IBAN,
+        "source holder": SOURCE_HOLDER,
+        "payee IBAN": PAYEE_IBAN,
+        "payee holder": PAYEE_HOLDER,
+        **{f"secret {i}": secret for i, secret in enumerate(running.secrets)},
+    }
+    assert len(running.secrets) >= 4  # two client secrets, two key-encryption keys
+
+    events = {topic: drain(running, topic) for topic in SCANNED_TOPICS}
+    for topic, messages in events.items():
+        # The scan saw this customer's events (so it is not vacuous).
+        assert any(customer.encode() in data for _, data in messages), topic
+        for attributes, data in messages:
+            text = data + json.dumps(attributes).encode()
+            for what, value in forbidden.items():
+                assert value.encode() not in text, f"{what} in a {attributes['ce-type']} event"
+
+    # Every process's log: the services, the relays and the sandbox bank.
+    logs = {path.name: path.read_text(errors="replace") for path in running.folder.glob("*.log")}
+    assert {"identity.log", "ledger.log", "payments.log", "sandbox-bank.log"} <= set(logs)
+    assert {"relay-identity.log", "relay-payments.log"} <= set(logs)
+    for name, log in logs.items():
+        for what, value in forbidden.items():
+            assert value not in log, f"{what} in {name}"

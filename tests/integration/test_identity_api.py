@@ -179,8 +179,8 @@ def test_kyc_lifecycle_with_reasons_history_and_events(
     ]
     assert {key for _, key, _ in events} == {"cus_kyc"}
     created = ev.CustomerCreated.FromString(events[0][2])
-    assert created.customer.id == "cus_kyc"
-    assert created.customer.kyc_status == pb.KYC_STATUS_UNVERIFIED
+    assert created.customer_id == "cus_kyc"
+    assert created.kyc_status == pb.KYC_STATUS_UNVERIFIED
     changes = [ev.CustomerKycChanged.FromString(p) for _, _, p in events[1:]]
     assert [c.kyc_version for c in changes] == [1, 2, 3, 4]
     assert changes[1].previous_status == pb.KYC_STATUS_PENDING_REVIEW

@@ -69,7 +69,7 @@ def test_kyc_events_arrive_on_pubsub_in_order_per_customer(
         ]
         created = events[0][1]
         assert isinstance(created, ev.CustomerCreated)
-        assert created.customer.id == customer_id
+        assert created.customer_id == customer_id
         changes = [e for _, e in events[1:]]
         assert all(isinstance(c, ev.CustomerKycChanged) for c in changes)
         assert [c.kyc_version for c in changes] == [1, 2]  # type: ignore[attr-defined]

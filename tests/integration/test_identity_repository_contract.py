@@ -11,16 +11,18 @@ from typing import Any
 
 import pytest
 from astra_testkit.postgres import PostgresServer
+from chassis.db.data_keys import DataKeys
 from chassis.db.engine import create_db_engine
 from chassis.events.writer import OutboxWriter
 from chassis.kernel.audit import Requester
+from chassis.pii import Envelope
 from identity.adapters import tables
 from identity.adapters.events import to_outbox_message
 from identity.adapters.memory import MemoryIdentityDatabase, MemoryIdentityUnitOfWork
 from identity.adapters.orm import start_mappers
 from identity.adapters.unit_of_work import SqlIdentityUnitOfWork
 from identity.bootstrap import migrate
-from identity.domain.events import CustomerCreated, CustomerKycChanged
+from identity.domain.events import CustomerCreated, CustomerErased, CustomerKycChanged
 from identity.domain.model import (
     Customer,
     CustomerSpec,
@@ -32,6 +34,9 @@ from identity.domain.model import (
     TokenRevocation,
 )
 from identity.service_layer.unit_of_work import IdentityUnitOfWork
+from sqlalchemy import Engine, text
+
+from tests.identity_fixtures import TEST_KEK
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TTL = timedelta(minutes=15)
@@ -39,10 +44,14 @@ TTL = timedelta(minutes=15)
 
 class Backend:
     def __init__(
-        self, make: Callable[[Callable[[Sequence[Any]], None]], IdentityUnitOfWork]
+        self,
+        make: Callable[[Callable[[Sequence[Any]], None]], IdentityUnitOfWork],
+        engine: Engine | None = None,
     ) -> None:
         self.events: list[Any] = []
         self._make = make
+        # The SQL backends' engine, to read what is really stored.
+        self.engine = engine
 
     def uow(self) -> IdentityUnitOfWork:
         return self._make(self.events.extend)
@@ -52,7 +61,8 @@ def _sql_backend(url: str) -> Iterator[Backend]:
     start_mappers()
     engine = create_db_engine(url, pool_size=2, application_name="astra-contract")
     write_events = OutboxWriter(tables.outbox, "identity").events_writer(to_outbox_message)
-    yield Backend(lambda hook: SqlIdentityUnitOfWork(engine, write_events, hook))
+    keys = DataKeys(tables.data_keys, Envelope([TEST_KEK]))
+    yield Backend(lambda hook: SqlIdentityUnitOfWork(engine, keys, write_events, hook), engine)
     engine.dispose()
 
 
@@ -316,3 +326,53 @@ def test_revocations_and_disabled_clients_are_listed_since_a_time(backend: Backe
         assert found is not None
         assert found.expire_at == T0 + TTL
         assert uow.revocations.get("jti_none") is None
+
+
+def _stored_bytes(engine: Engine) -> bytes:
+    """Every value of the customers' and data keys' rows as stored, in one blob."""
+    blob = b""
+    with engine.connect() as connection:
+        for table in ("customers", "data_keys"):
+            for row in connection.execute(text(f"SELECT * FROM {table}")):
+                for value in row:
+                    blob += value if isinstance(value, bytes) else str(value).encode()
+    return blob
+
+
+def test_personal_data_is_sealed_at_rest_and_erased_for_good(backend: Backend) -> None:
+    spec = CustomerSpec("cus_pii", "Ada Lovelace-7e1", "ada.7e1@example.com")
+    with backend.uow() as uow:
+        uow.customers.add(Customer.create(spec, T0))
+        uow.commit()
+    if backend.engine is not None:
+        stored = _stored_bytes(backend.engine)
+        assert b"cus_pii" in stored
+        assert spec.email.encode() not in stored
+        assert spec.display_name.encode() not in stored
+    with backend.uow() as uow:
+        listed = uow.customers.list(None, 10, None)
+        assert [(c.display_name, c.email) for c in listed] == [(spec.display_name, spec.email)]
+
+    for _ in range(2):  # erasing again changes nothing
+        with backend.uow() as uow:
+            customer = uow.customers.get("cus_pii", for_update=True)
+            assert customer is not None
+            if customer.erase("cli_admin", T0 + timedelta(minutes=1)):
+                uow.customers.destroy_personal_data(customer)
+            uow.commit()
+    with backend.uow() as uow:
+        erased = uow.customers.get("cus_pii")
+        assert erased is not None
+        view = erased.view()
+        assert (view.display_name, view.email) == ("", "")
+        assert view.erased_at == T0 + timedelta(minutes=1)
+        assert view.kyc_status is KycStatus.UNVERIFIED
+    assert [type(e) for e in backend.events] == [CustomerCreated, CustomerErased]
+    if backend.engine is not None:
+        with backend.engine.connect() as connection:
+            keys = connection.execute(text("SELECT count(*) FROM data_keys")).scalar_one()
+            sealed = connection.execute(
+                text("SELECT display_name_sealed, email_sealed FROM customers")
+            ).one()
+        assert keys == 0
+        assert tuple(sealed) == (None, None)

@@ -16,10 +16,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from chassis.db.data_keys import DataKeys
 from chassis.db.engine import create_db_engine
 from chassis.events.writer import OutboxWriter
 from chassis.kernel.audit import Requester
 from chassis.kernel.money import MAX_AMOUNT
+from chassis.pii import Envelope
 from chassis.retry import RetryPolicy
 from payments.adapters import tables
 from payments.adapters.bank_gateway import HttpBankGateway, new_breaker
@@ -35,7 +37,7 @@ from payments.adapters.memory import (
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.bootstrap import migrate
 from payments.domain.bank import BankInstruction, LookupResult, SubmitResult
-from payments.domain.customers import CustomerKyc
+from payments.domain.customers import CustomerErasure, CustomerKyc
 from payments.domain.ledger_plan import (
     AccountSpec,
     LedgerLeg,
@@ -54,9 +56,10 @@ from payments.service_layer.ports import (
     StaleWrite,
 )
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
+from sqlalchemy import text
 
 from tests.ledger_fixtures import authorized_channel
-from tests.payments_fixtures import SandboxBank
+from tests.payments_fixtures import PAYMENTS_TEST_KEK, SandboxBank
 
 S = PaymentState
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -79,7 +82,8 @@ def new_uow(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UowFacto
         url = request.getfixturevalue("payments_db_url")
     engine = create_db_engine(url)
     write_events = OutboxWriter(tables.outbox, "payments").events_writer(to_outbox_message)
-    yield lambda: SqlPaymentsUnitOfWork(engine, write_events)
+    keys = DataKeys(tables.data_keys, Envelope([PAYMENTS_TEST_KEK]))
+    yield lambda: SqlPaymentsUnitOfWork(engine, keys, write_events)
     engine.dispose()
 
 
@@ -110,6 +114,52 @@ def add(new_uow: UowFactory, *payments: Payment) -> None:
     with new_uow() as uow:
         uow.payments.add_all(list(payments))
         uow.commit()
+
+
+def test_counterparties_are_sealed_at_rest_and_erased_with_their_customer(
+    new_uow: UowFactory, request: pytest.FixtureRequest
+) -> None:
+    iban, name = "DE44500105175407324931", "Ada Lovelace-5c2"
+    mine = dataclasses.replace(
+        payment("pay_pii", customer_id="cus_pii"), counterparty=BankAccount(iban, name)
+    )
+    add(new_uow, mine, payment("pay_other", customer_id="cus_b"))
+    with new_uow() as uow:
+        stored = uow.payments.get("pay_pii", history=True)
+        assert stored is not None
+        assert stored.counterparty == BankAccount(iban, name)
+    if request.node.callspec.params["new_uow"] == "postgresql":
+        engine = create_db_engine(request.getfixturevalue("payments_db_url"))
+        with engine.connect() as connection:
+            raw = b"".join(
+                v if isinstance(v, bytes) else str(v).encode()
+                for row in connection.execute(text("SELECT * FROM payments"))
+                for v in row
+            )
+        engine.dispose()
+        assert b"pay_pii" in raw
+        assert iban.encode() not in raw
+        assert iban[-8:].encode() not in raw
+        assert name.encode() not in raw
+
+    outcomes = []
+    for _ in range(2):  # a second erasure finds nothing left
+        with new_uow() as uow:
+            outcomes.append(uow.payments.erase_customer(CustomerErasure("cus_pii", NOW)))
+            uow.commit()
+    assert outcomes == [(1, True), (0, False)]
+    with new_uow() as uow:
+        erased = uow.payments.get("pay_pii", history=True)
+        other = uow.payments.get("pay_other")
+    assert erased is not None
+    assert other is not None
+    assert erased.counterparty == BankAccount("", "")
+    assert (erased.amount, erased.state, erased.history) == (
+        stored.amount,
+        stored.state,
+        stored.history,
+    )
+    assert other.counterparty == BankAccount("DE00")
 
 
 def test_a_transaction_sees_its_writes_and_leaves_nothing_without_a_commit(

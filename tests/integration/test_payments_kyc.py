@@ -12,6 +12,7 @@ import grpc
 import pytest
 from astra.identity.v1 import events_pb2 as idev
 from astra.identity.v1 import identity_pb2 as idpb
+from astra.payments.v1 import events_pb2 as pev
 from astra.payments.v1 import payments_pb2 as pb
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from chassis.events import cloudevents as ce
@@ -20,10 +21,11 @@ from chassis.events.subscriber import EventSubscriber
 from chassis.grpc.status import reason_of
 from google.protobuf.message import Message
 from google.pubsub_v1 import PubsubMessage
+from identity.bootstrap import Identity
 from payments.adapters import tables
 from payments.domain.customers import CustomerKyc
 from payments.entrypoints.kyc_subscriber import start_kyc_subscriber
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select, text
 
 from tests.identity_fixtures import (
     IdentityServer,
@@ -118,7 +120,11 @@ def test_identity_events_feed_the_projection_once_and_in_version_order(
     suite, _ = subscribed
     customer = suite.customer(verified=False)
     created = suite.identity.GetCustomer(idpb.GetCustomerRequest(customer_id=customer)).customer
-    publish(topic, idev.CustomerCreated(customer=created), "evt-created", customer)
+    event = idev.CustomerCreated(
+        customer_id=created.id, kyc_status=created.kyc_status, kyc_version=created.kyc_version
+    )
+    event.create_time.CopyFrom(created.create_time)
+    publish(topic, event, "evt-created", customer)
     first = wait_projection(suite, customer, 0)
     assert first.kyc_status == "UNVERIFIED"
     assert first.customer_since is not None
@@ -177,3 +183,75 @@ def test_the_gate_reads_the_projection_and_asks_identity_only_when_it_must(
     refreshed = projected(suite, late)
     assert refreshed is not None
     assert refreshed.kyc_status == "VERIFIED"
+
+
+def raw_bytes(engine: Engine, *tables_: str) -> bytes:
+    """Every value stored in the tables, as one blob (what a stolen backup would show)."""
+    blob = b""
+    with engine.connect() as connection:
+        for table in tables_:
+            for row in connection.execute(text(f"SELECT * FROM {table}")):
+                blob += b"".join(v if isinstance(v, bytes) else str(v).encode() for v in row)
+    return blob
+
+
+def test_erasing_a_customer_destroys_its_personal_data_and_keeps_its_history(
+    subscribed: tuple[Suite, EventSubscriber], topic: str, identity: Identity
+) -> None:
+    suite, _ = subscribed
+    customer = suite.customer()
+    email = f"{customer}@example.com"
+    iban = "DE02120300000000202051"
+    collected = suite.collection(customer, 5_000, account=iban)
+    settled = suite.wait_for(collected.id)
+    assert settled.state == pb.PAYMENT_STATE_SETTLED
+    paid = suite.wait_for(suite.payout(customer, 1_000, account=iban).id)
+    before = {p.id: suite.get(p.id) for p in (settled, paid)}
+    assert before[paid.id].counterparty.account_number == iban
+    # At rest, before any erasure: sealed, not in clear.
+    payments_rows = raw_bytes(suite.app.engine, "payments", "outbox")
+    assert settled.id.encode() in payments_rows
+    assert iban.encode() not in payments_rows
+    assert b"Bob" not in payments_rows
+    identity_rows = raw_bytes(identity.engine, "customers", "outbox")
+    assert customer.encode() in identity_rows
+    assert email.encode() not in identity_rows
+    assert b"Ada Test" not in identity_rows
+
+    erase = idpb.EraseCustomerRequest(customer_id=customer)
+    erased = suite.identity.EraseCustomer(erase).customer
+    again = suite.identity.EraseCustomer(erase).customer
+    assert (erased.display_name, erased.email) == ("", "")
+    assert erased.HasField("erase_time")
+    assert again == erased
+    assert erased.kyc_status == idpb.KYC_STATUS_VERIFIED
+    # Identity's CustomerErased reaches payments (twice: redelivery has no second effect).
+    for _ in range(2):
+        publish(topic, idev.CustomerErased(customer_id=customer), "evt-erased", customer)
+    deadline = time.monotonic() + 60
+    while suite.get(paid.id).counterparty.account_number:
+        assert time.monotonic() < deadline, "payments never erased the customer's data"
+        time.sleep(0.05)
+
+    for payment_id, was in before.items():
+        now = suite.get(payment_id)
+        assert (now.counterparty.account_number, now.counterparty.holder_name) == ("", "")
+        was.ClearField("counterparty")
+        now.ClearField("counterparty")
+        assert now == was  # amounts, states, history, ledger account: untouched
+    assert suite.customer_balance(customer) == 5_000 - 1_000 - before[paid.id].fee
+    assert iban.encode() not in raw_bytes(suite.app.engine, "payments", "outbox", "data_keys")
+    with suite.app.engine.connect() as connection:
+        audits = connection.execute(
+            select(tables.outbox.c.payload).where(
+                tables.outbox.c.event_type == pev.CustomerDataErased.DESCRIPTOR.full_name
+            )
+        ).all()
+    assert [pev.CustomerDataErased.FromString(p).payment_count for (p,) in audits] == [2]
+    with pytest.raises(grpc.RpcError) as refused:
+        suite.identity.CreateCustomer(
+            idpb.CreateCustomerRequest(
+                customer=idpb.Customer(id=customer, display_name="Ada Test", email=email)
+            )
+        )
+    assert reason_of(refused.value) == "CUSTOMER_ERASED"

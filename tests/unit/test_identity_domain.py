@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from chassis.kernel.errors import DomainError, ErrorCategory, InvalidArgument
 from identity.domain import validation
-from identity.domain.events import CustomerCreated, CustomerKycChanged
+from identity.domain.events import CustomerCreated, CustomerErased, CustomerKycChanged
 from identity.domain.model import (
     ClientSpec,
     Customer,
@@ -30,7 +30,7 @@ def test_a_new_customer_is_unverified_and_recorded() -> None:
     customer = new_customer()
     assert customer.kyc_status is KycStatus.UNVERIFIED
     assert customer.kyc_version == 0
-    assert customer.events == [CustomerCreated("cus_ann", "Ann", "ann@example.com", NOW)]
+    assert customer.events == [CustomerCreated("cus_ann", NOW)]
 
 
 def test_the_kyc_lifecycle_versions_every_change_and_keeps_reasons() -> None:
@@ -132,8 +132,19 @@ def test_fingerprints_tell_replays_from_reused_ids() -> None:
     spec = ClientSpec("cli_a", "A", ("x.y", "a.b"))
     assert spec.fingerprint() == ClientSpec("cli_a", "A", ("a.b", "x.y")).fingerprint()
     assert spec.fingerprint() != ClientSpec("cli_a", "A", ("a.b",)).fingerprint()
-    customer = CustomerSpec("cus_a", "A", "a@example.com")
-    assert customer.fingerprint() != CustomerSpec("cus_a", "A", "b@example.com").fingerprint()
+    customer = Customer.create(CustomerSpec("cus_a", "A", "a@example.com"), NOW)
+    assert customer.matches(CustomerSpec("cus_a", "A", "a@example.com"))
+    assert not customer.matches(CustomerSpec("cus_a", "A", "b@example.com"))
+
+
+def test_erasing_forgets_the_personal_data_once() -> None:
+    customer = Customer.create(CustomerSpec("cus_a", "Ada", "ada@example.com"), NOW)
+    customer.take_events()
+    assert customer.erase("cli_admin", NOW)
+    assert not customer.erase("cli_admin", NOW + timedelta(minutes=1))
+    view = customer.view()
+    assert (view.display_name, view.email, view.erased_at) == ("", "", NOW)
+    assert customer.take_events() == [CustomerErased("cus_a", "cli_admin", NOW)]
 
 
 def test_validation_reports_every_bad_field() -> None:

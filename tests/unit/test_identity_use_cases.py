@@ -29,7 +29,7 @@ from chassis.ratelimit import Rate, RateLimit
 from cryptography.fernet import Fernet
 from identity.adapters.crypto import KeyedSecretHasher, KeyVault
 from identity.adapters.memory import MemoryIdentityDatabase
-from identity.domain.events import CustomerCreated, CustomerKycChanged
+from identity.domain.events import CustomerCreated, CustomerErased, CustomerKycChanged
 from identity.domain.model import (
     ClientSpec,
     Customer,
@@ -180,6 +180,36 @@ def test_a_refused_kyc_change_is_recorded_and_replayed_and_changes_nothing(
 
 
 # --- service clients and tokens ---------------------------------------------------------
+
+
+def test_an_erased_customer_keeps_its_kyc_and_loses_its_personal_data_once(
+    identity: Identity,
+) -> None:
+    spec = CustomerSpec("cus_gone", "Ada", "ada@example.com")
+    use_cases.create_customer(identity.deps, spec)
+    register(identity, "cli_app", "ledger.read")
+    erased = use_cases.erase_customer(identity.deps, "cus_gone", "cli_admin")
+    assert use_cases.erase_customer(identity.deps, "cus_gone", "cli_admin") == erased
+    assert (erased.display_name, erased.email, erased.kyc_status) == (
+        "",
+        "",
+        KycStatus.UNVERIFIED,
+    )
+    assert erased.erased_at is not None
+    assert use_cases.get_customer(identity.deps, "cus_gone") == erased
+    assert [type(e) for e in identity.db.events] == [CustomerCreated, CustomerErased]
+    # Its id is not handed out again, and nobody acts for it any more.
+    assert reason(lambda: use_cases.create_customer(identity.deps, spec)) == "CUSTOMER_ERASED"
+    assert (
+        reason(
+            lambda: use_cases.issue_customer_token(
+                identity.deps, "cli_app", "cus_gone", [], "ledger"
+            )
+        )
+        == "CUSTOMER_ERASED"
+    )
+    with pytest.raises(NotFound):
+        use_cases.erase_customer(identity.deps, "cus_nobody", "cli_admin")
 
 
 def register(identity: Identity, client_id: str, *scopes: str) -> str:

@@ -30,7 +30,11 @@ from chassis.kernel.errors import (
 from payments.adapters.memory import MemoryPayments, MemoryUnitOfWork
 from payments.domain.bank import BankInstruction, LookupResult, SubmitResult
 from payments.domain.customers import CustomerKyc
-from payments.domain.events import PaymentStateChanged, ReconciliationCompleted
+from payments.domain.events import (
+    CustomerDataErased,
+    PaymentStateChanged,
+    ReconciliationCompleted,
+)
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
 from payments.domain.ledger_plan import (
@@ -718,3 +722,22 @@ def test_a_memory_unit_of_work_serves_one_transaction_at_a_time(service: Service
         from_another_thread()
     from_another_thread()
     assert others == [False, True]
+
+
+def test_erasing_a_customer_blanks_its_counterparties_once_and_keeps_the_money(
+    service: Service,
+) -> None:
+    customer = service.verified("cus_erased", funds=10_000)
+    payout = service.payout("pay_erased", customer, 1_000)
+    erase = use_cases.erase_customer_data
+    assert erase(service.deps.uow, service.fakes.clock, customer) == 1
+    assert erase(service.deps.uow, service.fakes.clock, customer) == 0
+    erased = service.get("pay_erased")
+    assert erased.counterparty == BankAccount("", "")
+    assert (erased.amount, erased.fee, erased.state) == (payout.amount, payout.fee, payout.state)
+    assert service.available(customer) == 10_000 - 1_000 - FEE
+    audits = [e for e in service.fakes.database.outbox if isinstance(e, CustomerDataErased)]
+    assert [(a.customer_id, a.payment_count) for a in audits] == [(customer, 1)]
+    # The same id asking again no longer matches what is stored (its account is gone).
+    with pytest.raises(IdempotencyKeyReused):
+        service.payout("pay_erased", customer, 1_000)

@@ -46,6 +46,19 @@ _ACCOUNT_KEY = re.compile(
 )
 # Account numbers inside free text: IBAN-shaped tokens and long runs of digits.
 _ACCOUNT_IN_TEXT = re.compile(r"\b(?:[A-Z]{2}\d{2}[A-Z0-9]{10,30}|\d{9,19})\b")
+# The values a database quotes in its errors (engines hide the bound parameters, but
+# PostgreSQL names them in its own text): a key's value in a constraint violation
+# ("DETAIL:  Key (email)=(ada@example.com) already exists."), the row that broke a
+# NOT NULL or CHECK ("Failing row contains (...)"), the input a type refused
+# ('invalid input syntax for type integer: "abc"'), and SQLAlchemy's parameter list.
+_DB_KEY_VALUE = re.compile(
+    r"(Key \([^)]*\)=\().*?(\)(?: already exists| is (?:not )?present|$))", re.M
+)
+_DB_FAILING_ROW = re.compile(r"(Failing row contains \().*(\))")
+_DB_QUOTED_INPUT = re.compile(
+    r"((?:for (?:type|encoding) [^:\n]+|value for enum [^:\n]+): )\"[^\"\n]*\""
+)
+_DB_PARAMETERS = re.compile(r"(\[parameters: ).*?(\]$)", re.M)
 
 
 def mask_account_number(value: object) -> str:
@@ -55,9 +68,22 @@ def mask_account_number(value: object) -> str:
     return "*" * (len(text) - visible) + text[len(text) - visible :]
 
 
+def redact_db_values(text: str) -> str:
+    """Cuts the values a database error quotes out of its text (see ``_DB_KEY_VALUE``)."""
+    if "Key (" in text:
+        text = _DB_KEY_VALUE.sub(rf"\g<1>{REDACTED}\g<2>", text)
+    if "Failing row" in text:
+        text = _DB_FAILING_ROW.sub(rf"\g<1>{REDACTED}\g<2>", text)
+    if "[parameters: " in text:
+        text = _DB_PARAMETERS.sub(rf"\g<1>{REDACTED}\g<2>", text)
+    return _DB_QUOTED_INPUT.sub(rf'\g<1>"{REDACTED}"', text)
+
+
 def redact_text(text: str) -> str:
-    """Masks bearer tokens, anything shaped like a JWT and account numbers inside free text."""
+    """Masks bearer tokens, anything shaped like a JWT, values quoted in database errors
+    and account numbers inside free text."""
     text = _JWT.sub(REDACTED, _BEARER.sub("Bearer " + REDACTED, text))
+    text = redact_db_values(text)
     return _ACCOUNT_IN_TEXT.sub(lambda m: mask_account_number(m.group(0)), text)
 
 

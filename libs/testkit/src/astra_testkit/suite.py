@@ -18,6 +18,7 @@ import httpx
 from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from chassis.grpc.client import open_channel
+from chassis.pii import write_key_encryption_key_file
 
 from astra_testkit.identity_cli import all_scopes, client_secret, identity_cli
 from astra_testkit.ports import free_port
@@ -116,6 +117,7 @@ def running_suite(
     target = {part: f"127.0.0.1:{port[part]}" for part in ("identity", "ledger", "payments")}
     bank_url = f"http://127.0.0.1:{port['bank']}"
     kek = folder / "kek"
+    payments_kek = folder / "payments-kek"
     processes: dict[str, ServiceProcess] = {}
     relay_health: dict[str, int] = {}
 
@@ -126,6 +128,7 @@ def running_suite(
 
     try:
         identity_cli({}, "generate-kek", "--out", str(kek))
+        write_key_encryption_key_file(payments_kek)
         identity_env = {
             **service_env("IDENTITY", "identity"),
             "IDENTITY_KEY_ENCRYPTION_KEY_FILE": str(kek),
@@ -171,6 +174,7 @@ def running_suite(
                 "PAYMENTS_WORKER_POLL_SECONDS": "0.1",
                 "PAYMENTS_BANK_FEED_WAIT_SECONDS": "1",
                 "PAYMENTS_DB_POOL_SIZE": "4",
+                "PAYMENTS_KEY_ENCRYPTION_KEY_FILE": str(payments_kek),
                 **extra["payments"],
             },
         )

@@ -1,7 +1,7 @@
 """Who asked: customers, KYC changes and clients record the requester of their writes
 
 Revision ID: 0005_requesters
-Revises: 0003_keyed_secret_hashes
+Revises: 0004_personal_data
 
 Customer creation, each KYC change (submission, review), client registration and
 disabling record the verified caller's client id, customer id (customer tokens)
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_requesters"
-down_revision: str | None = "0003_keyed_secret_hashes"
+down_revision: str | None = "0004_personal_data"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -16,10 +16,12 @@ from chassis.auth import (
     TokenVerifier,
     declared_scopes,
 )
+from chassis.db.data_keys import DataKeys
 from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
 from chassis.events.writer import OutboxWriter
 from chassis.kernel.clock import Clock, SystemClock
+from chassis.pii import Envelope
 from chassis.ratelimit import Rate, RateLimit
 from sqlalchemy import Engine
 
@@ -39,8 +41,10 @@ CONTEXT = "identity"
 ERROR_DOMAIN = "identity.astra"
 
 
-def migrate(database_url: str) -> None:
-    upgrade(database_url, MIGRATIONS)
+def migrate(database_url: str, key_encryption_keys: list[str] | None = None) -> None:
+    """Apply the migrations; the KEK seals existing personal data (0004), else it is read
+    from the environment when there is any."""
+    upgrade(database_url, MIGRATIONS, key_encryption_keys=key_encryption_keys)
 
 
 @dataclass
@@ -71,22 +75,24 @@ def bootstrap(
     limiter: RateLimiter | None = None,
 ) -> Identity:
     if settings.migrate_on_start:
-        migrate(settings.database_url)
+        migrate(settings.database_url, settings.key_encryption_keys())
     start_mappers()
-    encryption_keys = settings.key_encryption_keys()
-    vault = KeyVault(encryption_keys)
+    kek = settings.key_encryption_keys()
+    vault = KeyVault(kek)
+    # The same KEK wraps the customers' data keys (their names and e-mails at rest).
+    data_keys = DataKeys(tables.data_keys, Envelope(kek))
     engine = create_db_engine(
         settings.database_url, pool_size=settings.db_pool_size, application_name="astra-identity"
     )
     write_events = OutboxWriter(tables.outbox, CONTEXT).events_writer(to_outbox_message)
 
     def uow() -> IdentityUnitOfWork:
-        return SqlIdentityUnitOfWork(engine, write_events)
+        return SqlIdentityUnitOfWork(engine, data_keys, write_events)
 
     deps = use_cases.Deps(
         uow=uow,
         clock=clock or SystemClock(),
-        hasher=hasher or KeyedSecretHasher(encryption_keys),
+        hasher=hasher or KeyedSecretHasher(kek),
         keys=vault,
         tokens=TokenPolicy(
             issuer=settings.token_issuer,

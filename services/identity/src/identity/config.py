@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from chassis.config import AuthSettings
+from chassis.pii import read_key_encryption_keys
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 DEFAULT_CUSTOMER_SCOPES = "ledger.accounts.read ledger.transfers.read"
 DEFAULT_AUDIENCES = "identity ledger payments"
-
-
-class KeyEncryptionKeyMissing(RuntimeError):
-    pass
 
 
 class IdentitySettings(AuthSettings):
@@ -63,8 +59,8 @@ class IdentitySettings(AuthSettings):
     )
     key_encryption_key: SecretStr | None = Field(
         None,
-        description="Fernet key(s), comma-separated, that encrypt the signing keys at rest; "
-        "the first encrypts, any decrypts",
+        description="Fernet key(s), comma-separated, that encrypt the signing keys and the "
+        "customers' data keys at rest; the first encrypts, any decrypts",
     )
     key_encryption_key_file: str = Field(
         "", description="File holding the Fernet key(s), one per line (instead of the variable)"
@@ -84,22 +80,9 @@ class IdentitySettings(AuthSettings):
 
     def key_encryption_keys(self) -> list[str]:
         """The Fernet keys, from the variable or the file; an error saying how to provide one."""
-        if self.key_encryption_key is not None:
-            raw = self.key_encryption_key.get_secret_value().replace(",", "\n")
-        elif self.key_encryption_key_file:
-            path = Path(self.key_encryption_key_file)
-            if not path.is_file():
-                raise KeyEncryptionKeyMissing(
-                    f"IDENTITY_KEY_ENCRYPTION_KEY_FILE names {path}, which does not exist "
-                    "(create one with: astra-identity generate-kek --out FILE)"
-                )
-            raw = path.read_text()
-        else:
-            raise KeyEncryptionKeyMissing(
-                "set IDENTITY_KEY_ENCRYPTION_KEY or IDENTITY_KEY_ENCRYPTION_KEY_FILE "
-                "(create one with: astra-identity generate-kek --out FILE)"
-            )
-        keys = [line.strip() for line in raw.splitlines() if line.strip()]
-        if not keys:
-            raise KeyEncryptionKeyMissing("the key-encryption key is empty")
-        return keys
+        return read_key_encryption_keys(
+            self.key_encryption_key,
+            self.key_encryption_key_file,
+            env_prefix="IDENTITY_",
+            command="astra-identity",
+        )

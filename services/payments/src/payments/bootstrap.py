@@ -9,13 +9,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
+from chassis.db.data_keys import DataKeys
 from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
 from chassis.events.writer import OutboxWriter
 from chassis.grpc.client import TokenSource, open_channel
 from chassis.kernel.clock import Clock, SystemClock
+from chassis.pii import Envelope
 from chassis.retry import RetryPolicy
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from payments.adapters import tables
 from payments.adapters.bank_gateway import HttpBankGateway, new_breaker
@@ -23,7 +25,7 @@ from payments.adapters.events import to_outbox_message
 from payments.adapters.identity_client import GrpcIdentity
 from payments.adapters.ledger_client import GrpcLedger
 from payments.adapters.metrics import count_transitions, record_house_account
-from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
+from payments.adapters.unit_of_work import JoinedPaymentsUnitOfWork, SqlPaymentsUnitOfWork
 from payments.config import PaymentsSettings
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
@@ -49,8 +51,10 @@ LEDGER_SCOPES = (
 IDENTITY_SCOPES = ("identity.customers.read",)
 
 
-def migrate(database_url: str) -> None:
-    upgrade(database_url, MIGRATIONS)
+def migrate(database_url: str, key_encryption_keys: list[str] | None = None) -> None:
+    """Apply the migrations; the KEK seals existing personal data (0006), else it is read
+    from the environment when there is any."""
+    upgrade(database_url, MIGRATIONS, key_encryption_keys=key_encryption_keys)
 
 
 def policy_from(settings: PaymentsSettings) -> Policy:
@@ -117,6 +121,8 @@ class Payments:
     engine: Engine
     deps: Deps
     creator: CreationBatcher
+    # A unit of work on an event handler's transaction (its inbox row's), with the outbox.
+    joined_uow: Callable[[Connection], PaymentsUnitOfWork]
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -140,8 +146,11 @@ def bootstrap(
     bank: BankGateway | None = None,
 ) -> Payments:
     """The service wired from settings; tests may pass their own real adapters."""
+    kek = settings.key_encryption_keys()
     if settings.migrate_on_start:
-        migrate(settings.database_url)
+        migrate(settings.database_url, kek)
+    # Counterparties' account numbers and names sealed with a data key per customer.
+    data_keys = DataKeys(tables.data_keys, Envelope(kek))
     engine = create_db_engine(
         settings.database_url, pool_size=settings.db_pool_size, application_name="astra-payments"
     )
@@ -169,7 +178,10 @@ def bootstrap(
     write_events = OutboxWriter(tables.outbox, CONTEXT).events_writer(to_outbox_message)
 
     def uow() -> PaymentsUnitOfWork:
-        return SqlPaymentsUnitOfWork(engine, write_events, count_transitions)
+        return SqlPaymentsUnitOfWork(engine, data_keys, write_events, count_transitions)
+
+    def joined_uow(connection: Connection) -> PaymentsUnitOfWork:
+        return JoinedPaymentsUnitOfWork(connection, data_keys, write_events)
 
     deps = Deps(
         uow=uow,
@@ -186,4 +198,4 @@ def bootstrap(
         max_batch=settings.create_batch_max,
         workers=settings.create_batch_workers,
     )
-    return Payments(settings, engine, deps, creator, closers)
+    return Payments(settings, engine, deps, creator, joined_uow, closers)

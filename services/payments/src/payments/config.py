@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from chassis.config import TokenVerifyingSettings
 from chassis.kernel.money import MAX_AMOUNT, is_currency
+from chassis.pii import read_key_encryption_keys
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -45,6 +46,16 @@ class PaymentsSettings(TokenVerifyingSettings):
     kyc_topic: str = Field("", description="Identity's topic; empty: astra-identity-events")
     kyc_subscription: str = Field(
         "astra-payments-kyc", description="Payments' subscription to identity's topic"
+    )
+
+    # --- personal data at rest ---
+    key_encryption_key: SecretStr | None = Field(
+        None,
+        description="Fernet key(s), comma-separated, that wrap the customers' data keys "
+        "(counterparty account numbers and names at rest); the first wraps, any unwraps",
+    )
+    key_encryption_key_file: str = Field(
+        "", description="File holding the Fernet key(s), one per line (instead of the variable)"
     )
 
     # --- the bank ---
@@ -174,3 +185,12 @@ class PaymentsSettings(TokenVerifyingSettings):
             if not 0 <= amount <= MAX_AMOUNT:
                 raise ValueError(f"{code}: {amount} is outside 0..{MAX_AMOUNT} minor units")
         return value
+
+    def key_encryption_keys(self) -> list[str]:
+        """The Fernet keys, from the variable or the file; an error saying how to provide one."""
+        return read_key_encryption_keys(
+            self.key_encryption_key,
+            self.key_encryption_key_file,
+            env_prefix="PAYMENTS_",
+            command="astra-payments",
+        )

@@ -9,6 +9,7 @@ several processes starting at once migrate one after another.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
@@ -26,8 +27,14 @@ def alembic_config(database_url: str, script_location: Path) -> Config:
     return config
 
 
-def upgrade(database_url: str, script_location: Path, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url, script_location), revision)
+def upgrade(
+    database_url: str, script_location: Path, revision: str = "head", **attributes: Any
+) -> None:
+    """Apply migrations; ``attributes`` reach them as ``context.config.attributes`` (e.g. the
+    key-encryption key a data migration seals existing rows with)."""
+    config = alembic_config(database_url, script_location)
+    config.attributes.update(attributes)
+    command.upgrade(config, revision)
 
 
 def run_env(target_metadata: MetaData, lock_name: str) -> None:

@@ -71,6 +71,7 @@ from chassis.events.decoding import (
 from chassis.events.inbox import Inbox
 from chassis.events.schema import MAX_ERROR_TEXT, SubscriberTables
 from chassis.events.streaming import StreamingPull, close_client
+from chassis.logging import redact_text
 from chassis.metrics import EVENTS_HANDLED
 from chassis.tracing import consumer_span
 
@@ -275,7 +276,8 @@ class EventSubscriber:
             self._stop.wait(self.options.unavailable_pause_seconds)
             message.nack()
             return Outcome.RETRY
-        text = f"{type(error).__name__}: {error}"[:MAX_ERROR_TEXT]
+        # Kept in the inbox and the dead letters: without the values a database error quotes.
+        text = redact_text(f"{type(error).__name__}: {error}")[:MAX_ERROR_TEXT]
         try:
             with self._engine.begin() as connection:
                 counted = self._inbox.count_failure(connection, event.id, text)

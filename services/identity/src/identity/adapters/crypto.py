@@ -27,7 +27,8 @@ from typing import Any
 
 from chassis.auth.claims import new_private_key, public_jwk, sign
 from chassis.kernel.ids import new_id
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from chassis.pii import KeyEncryptionKeyError, key_encryption_fernet
+from cryptography.fernet import InvalidToken
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -37,24 +38,12 @@ from identity.domain.model import SigningKey
 SECRET_PREFIX = "astra_cs_"  # noqa: S105 - a marker for secret scanners, not a secret
 
 
-class KeyEncryptionKeyError(RuntimeError):
-    """The key-encryption key is missing, malformed, or not the one the keys were sealed with."""
-
-
-def generate_key_encryption_key() -> str:
-    return Fernet.generate_key().decode()
+__all__ = ["KeyEncryptionKeyError", "KeyVault", "KeyedSecretHasher"]
 
 
 class KeyVault:
     def __init__(self, encryption_keys: Sequence[str]) -> None:
-        if not encryption_keys:
-            raise KeyEncryptionKeyError("no key-encryption key given")
-        try:
-            self._fernet = MultiFernet([Fernet(k.strip().encode()) for k in encryption_keys])
-        except ValueError as error:
-            raise KeyEncryptionKeyError(
-                "a key-encryption key must be 32 url-safe base64-encoded bytes (a Fernet key)"
-            ) from error
+        self._fernet = key_encryption_fernet(encryption_keys)
         self._lock = threading.Lock()
         self._private: dict[str, ec.EllipticCurvePrivateKey] = {}
 

@@ -9,7 +9,12 @@ from chassis.protos import set_timestamp
 from google.protobuf.message import Message
 
 from identity.adapters.protos import status_to_pb
-from identity.domain.events import CustomerCreated, CustomerKycChanged, IdentityEvent
+from identity.domain.events import (
+    CustomerCreated,
+    CustomerErased,
+    CustomerKycChanged,
+    IdentityEvent,
+)
 from identity.domain.model import KycStatus
 
 EVENT_SOURCE = "//astra.identity"
@@ -18,16 +23,11 @@ EVENT_SOURCE = "//astra.identity"
 def to_outbox_message(event: IdentityEvent) -> OutboxMessage:
     message: Message
     if isinstance(event, CustomerCreated):
-        customer = pb.Customer(
-            id=event.customer_id,
-            display_name=event.display_name,
-            email=event.email,
-            kyc_status=pb.KYC_STATUS_UNVERIFIED,
-            kyc_version=0,
+        created = ev.CustomerCreated(
+            customer_id=event.customer_id, kyc_status=pb.KYC_STATUS_UNVERIFIED, kyc_version=0
         )
-        set_timestamp(customer.create_time, event.occurred_at)
-        set_timestamp(customer.kyc_update_time, event.occurred_at)
-        message = ev.CustomerCreated(customer=customer)
+        set_timestamp(created.create_time, event.occurred_at)
+        message = created
     elif isinstance(event, CustomerKycChanged):
         message = ev.CustomerKycChanged(
             customer_id=event.customer_id,
@@ -37,6 +37,8 @@ def to_outbox_message(event: IdentityEvent) -> OutboxMessage:
             kyc_version=event.kyc_version,
             actor=event.actor,
         )
+    elif isinstance(event, CustomerErased):
+        message = ev.CustomerErased(customer_id=event.customer_id, actor=event.actor)
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown identity event {event!r}")
     set_timestamp(message.occur_time, event.occurred_at)

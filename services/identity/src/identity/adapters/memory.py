@@ -78,6 +78,10 @@ class MemoryCustomerRepository(TracksAggregates):
             limit=limit,
         )
 
+    def destroy_personal_data(self, customer: Customer) -> None:
+        # Nothing kept beside the row: the erased customer's blank fields are written at commit.
+        pass
+
 
 class MemoryKycRequestRepository:
     def __init__(self, table: MemoryTable[str, KycRequest]) -> None:

@@ -33,13 +33,17 @@ def start_mappers() -> None:
         mapper_registry.map_imperatively(
             Customer,
             tables.customers,
+            # The repository seals and opens the personal fields (``display_name``, ``email``
+            # stay plain attributes of the domain object).
             properties={
+                "sealed_display_name": tables.customers.c.display_name_sealed,
+                "sealed_email": tables.customers.c.email_sealed,
                 "history": relationship(
                     KycChange,
                     order_by=tables.kyc_changes.c.kyc_version,
                     lazy="selectin",
                     cascade="all, delete-orphan",
-                )
+                ),
             },
         )
         mapper_registry.map_imperatively(KycRequest, tables.kyc_requests)

@@ -58,6 +58,8 @@ def customer_to_pb(view: CustomerView) -> pb.Customer:
     set_timestamp(message.kyc_update_time, view.kyc_updated_at)
     set_timestamp(message.create_time, view.created_at)
     set_requester(message.created_by, view.created_by)
+    if view.erased_at is not None:
+        set_timestamp(message.erase_time, view.erased_at)
     for change in view.history:
         item = message.kyc_history.add(
             kyc_version=change.kyc_version,

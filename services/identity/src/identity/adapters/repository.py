@@ -6,9 +6,12 @@ mapped imperatively, so their class attributes are not typed as columns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
+from chassis.db.data_keys import DataKeys
 from chassis.kernel.uow import TracksAggregates
+from chassis.pii import associated_data
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,18 +25,38 @@ from identity.domain.model import (
     TokenRevocation,
 )
 
+# The personal fields of a customer: the domain attribute and the mapped attribute holding
+# it sealed. The associated data names the field and the row (``customers.email:cus_1``).
+PERSONAL_FIELDS = (("display_name", "sealed_display_name"), ("email", "sealed_email"))
+
+
+def customer_field_place(field: str, customer_id: str) -> bytes:
+    return associated_data("customers", field, customer_id)
+
 
 class SqlCustomerRepository(TracksAggregates):
-    def __init__(self, session: Session) -> None:
+    """Customers, their name and e-mail sealed at rest with the customer's data key."""
+
+    def __init__(self, session: Session, data_keys: DataKeys) -> None:
         super().__init__()
         self._session = session
+        self._keys = data_keys
 
     def add(self, customer: Customer) -> None:
+        wrapped = self._keys.ensure(self._session.connection(), [customer.id])[customer.id]
+        for field, sealed in PERSONAL_FIELDS:
+            value = self._keys.envelope.seal(
+                wrapped, getattr(customer, field), customer_field_place(field, customer.id)
+            )
+            setattr(customer, sealed, value)
         self._session.add(self.track(customer))
 
     def get(self, customer_id: str, *, for_update: bool = False) -> Customer | None:
         customer = self._session.get(Customer, customer_id, with_for_update=for_update or None)
-        return self.track(customer) if customer is not None else None
+        if customer is None:
+            return None
+        self._open([customer])
+        return self.track(customer)
 
     def list(self, after: str | None, limit: int, status: KycStatus | None) -> list[Customer]:
         query = select(Customer).order_by(customers.c.id).limit(limit)
@@ -41,7 +64,26 @@ class SqlCustomerRepository(TracksAggregates):
             query = query.where(customers.c.id > after)
         if status is not None:
             query = query.where(customers.c.kyc_status == status)
-        return list(self._session.scalars(query))
+        found = [*self._session.scalars(query)]
+        self._open(found)
+        return found
+
+    def destroy_personal_data(self, customer: Customer) -> None:
+        for _field, sealed in PERSONAL_FIELDS:
+            setattr(customer, sealed, None)
+        self._keys.destroy(self._session.connection(), customer.id)
+
+    def _open(self, loaded: Sequence[Customer]) -> None:
+        """Set the plain personal fields from the sealed ones (empty once erased)."""
+        wrapped = self._keys.wrapped(self._session.connection(), [c.id for c in loaded])
+        for customer in loaded:
+            for field, sealed in PERSONAL_FIELDS:
+                plain = self._keys.envelope.open(
+                    wrapped.get(customer.id),
+                    getattr(customer, sealed),
+                    customer_field_place(field, customer.id),
+                )
+                setattr(customer, field, plain)
 
 
 class SqlKycRequestRepository:

@@ -5,6 +5,7 @@ Migrations in services/identity/migrations build them.
 
 from __future__ import annotations
 
+from chassis.db.data_keys import data_keys_table
 from chassis.events.schema import inbox_table, outbox_table
 from sqlalchemy import (
     BigInteger,
@@ -39,9 +40,11 @@ customers = Table(
     "customers",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("display_name", String(200), nullable=False),
-    Column("email", String(254), nullable=False),
-    Column("fingerprint", String(64), nullable=False),
+    # Personal data, sealed with the customer's data key (``data_keys``) and bound to
+    # its row and column; NULL once erased.
+    Column("display_name_sealed", LargeBinary, nullable=True),
+    Column("email_sealed", LargeBinary, nullable=True),
+    Column("erased_at", UtcDateTime(), nullable=True),
     Column("kyc_status", kyc_status_type(), nullable=False),
     Column("kyc_reason", Text, nullable=False, server_default=""),
     Column("kyc_version", BigInteger, nullable=False, server_default="0"),
@@ -138,6 +141,10 @@ signing_keys = Table(
         sqlite_where=text("request_id <> ''"),
     ),
 )
+
+# One data key per customer, wrapped by the key-encryption key: deleting it erases the
+# customer's personal data wherever it was sealed (crypto-shredding).
+data_keys = data_keys_table(metadata)
 
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)

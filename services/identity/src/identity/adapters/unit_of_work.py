@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from chassis.db.uow import SessionUnitOfWork
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from chassis.db.data_keys import DataKeys
+from chassis.db.uow import EventsWriter, SessionUnitOfWork
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from identity.adapters.repository import (
@@ -16,8 +21,18 @@ from identity.service_layer.unit_of_work import IdentityUnitOfWork
 
 
 class SqlIdentityUnitOfWork(SessionUnitOfWork, IdentityUnitOfWork):
+    def __init__(
+        self,
+        engine: Engine,
+        data_keys: DataKeys,
+        write_events: EventsWriter | None = None,
+        on_commit: Callable[[Sequence[Any]], None] | None = None,
+    ) -> None:
+        super().__init__(engine, write_events, on_commit)
+        self._data_keys = data_keys
+
     def _open_repositories(self, session: Session) -> None:
-        self.customers = SqlCustomerRepository(session)
+        self.customers = SqlCustomerRepository(session, self._data_keys)
         self.kyc_requests = SqlKycRequestRepository(session)
         self.clients = SqlClientRepository(session)
         self.signing_keys = SqlSigningKeyRepository(session)

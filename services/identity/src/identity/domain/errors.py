@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chassis.kernel.errors import NotFound, Unauthenticated
+from chassis.kernel.errors import FailedPrecondition, NotFound, Unauthenticated
 
 
 def customer_not_found(customer_id: str) -> NotFound:
@@ -24,3 +24,11 @@ def invalid_client() -> Unauthenticated:
 
 def client_disabled() -> Unauthenticated:
     return Unauthenticated("CLIENT_DISABLED", "the client is disabled and cannot obtain tokens")
+
+
+def customer_erased(customer_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "CUSTOMER_ERASED",
+        f"customer {customer_id} was erased; its id cannot be used again",
+        metadata={"id": customer_id},
+    )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+# Events carry ids, never a customer's name or e-mail: they leave the context.
+
 
 @dataclass(frozen=True, slots=True)
 class CustomerCreated:
     customer_id: str
-    display_name: str
-    email: str
     occurred_at: datetime
 
     @property
@@ -34,4 +34,15 @@ class CustomerKycChanged:
         return self.customer_id
 
 
-IdentityEvent = CustomerCreated | CustomerKycChanged
+@dataclass(frozen=True, slots=True)
+class CustomerErased:
+    customer_id: str
+    actor: str
+    occurred_at: datetime
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.customer_id
+
+
+IdentityEvent = CustomerCreated | CustomerKycChanged | CustomerErased

@@ -26,7 +26,12 @@ from typing import Any
 from chassis.kernel.audit import Requester, flat, requester_from
 from chassis.kernel.errors import FailedPrecondition, PermissionDenied
 
-from identity.domain.events import CustomerCreated, CustomerKycChanged, IdentityEvent
+from identity.domain.events import (
+    CustomerCreated,
+    CustomerErased,
+    CustomerKycChanged,
+    IdentityEvent,
+)
 
 
 class KycStatus(enum.Enum):
@@ -61,9 +66,6 @@ class CustomerSpec:
     id: str
     display_name: str
     email: str
-
-    def fingerprint(self) -> str:
-        return fingerprint("customer", self.id, self.display_name, self.email)
 
 
 class KycChange:
@@ -120,6 +122,7 @@ class CustomerView:
     history: tuple[KycChangeView, ...]
     created_at: datetime
     created_by: Requester | None = None
+    erased_at: datetime | None = None
 
 
 class Customer:
@@ -137,7 +140,8 @@ class Customer:
         self.display_name = display_name
         self.email = email
         self.created_at = created_at
-        self.fingerprint = CustomerSpec(id, display_name, email).fingerprint()
+        # Set once the personal data (name, e-mail) is erased; it never comes back.
+        self.erased_at: datetime | None = None
         self.kyc_status = KycStatus.UNVERIFIED
         self.kyc_reason = ""
         self.kyc_version = 0
@@ -162,8 +166,26 @@ class Customer:
         cls, spec: CustomerSpec, now: datetime, requester: Requester | None = None
     ) -> Customer:
         customer = cls(spec.id, spec.display_name, spec.email, now, requester)
-        customer.events.append(CustomerCreated(customer.id, spec.display_name, spec.email, now))
+        customer.events.append(CustomerCreated(customer.id, now))
         return customer
+
+    def matches(self, spec: CustomerSpec) -> bool:
+        """Whether ``spec`` asks for this customer as it was created (a replay)."""
+        return (self.id, self.display_name, self.email) == (
+            spec.id,
+            spec.display_name,
+            spec.email,
+        )
+
+    def erase(self, actor: str, now: datetime) -> bool:
+        """Forget the personal data; True the first time (then it records ``CustomerErased``)."""
+        if self.erased_at is not None:
+            return False
+        self.display_name = ""
+        self.email = ""
+        self.erased_at = now
+        self.events.append(CustomerErased(self.id, actor, now))
+        return True
 
     def submit_for_review(
         self, actor: str, now: datetime, requester: Requester | None = None
@@ -245,6 +267,7 @@ class Customer:
             ),
             created_at=self.created_at,
             created_by=self.created_by,
+            erased_at=self.erased_at,
         )
 
 

@@ -1,4 +1,5 @@
-"""Identity's operator commands: register a client, rotate the signing key, make a KEK.
+"""Identity's operator commands: register a client, rotate the signing key, make a KEK,
+erase a customer.
 
 Each prints its result (JSON on stdout) and logs warnings only.
 """
@@ -7,16 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-from pathlib import Path
 
 from chassis.auth import declared_scopes
+from chassis.kek_command import generate_kek_command
 from chassis.kernel.errors import AlreadyExists
 from chassis.kernel.ids import new_id
 from chassis.service import Command
 
-from identity.adapters.crypto import generate_key_encryption_key
 from identity.bootstrap import bootstrap
 from identity.config import IdentitySettings
 from identity.domain.model import ClientSpec
@@ -79,25 +77,6 @@ def rotate_signing_key(_args: argparse.Namespace, settings: IdentitySettings) ->
         identity.close()
 
 
-def generate_kek(args: argparse.Namespace, _settings: IdentitySettings) -> None:
-    path = Path(args.out)
-    if path.exists():
-        if args.if_missing:
-            return
-        raise SystemExit(f"{path} exists; not overwriting a key-encryption key")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created 0600 from the start: never readable by others, not even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(generate_key_encryption_key() + "\n")
-    print(f"key-encryption key written to {path}", file=sys.stderr)
-
-
-def _generate_kek_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="file to create (mode 0600)")
-    parser.add_argument("--if-missing", action="store_true", help="do nothing if the file exists")
-
-
 COMMANDS: list[Command[IdentitySettings]] = [
     Command(
         "register-client",
@@ -106,10 +85,5 @@ COMMANDS: list[Command[IdentitySettings]] = [
         _register_client_arguments,
     ),
     Command("rotate-signing-key", "sign with a new key from now on", rotate_signing_key),
-    Command(
-        "generate-kek",
-        "write a new key-encryption key file",
-        generate_kek,
-        _generate_kek_arguments,
-    ),
+    generate_kek_command(),
 ]

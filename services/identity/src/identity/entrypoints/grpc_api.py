@@ -66,6 +66,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             next_page_token=page.next_page_token,
         )
 
+    def EraseCustomer(
+        self, request: pb.EraseCustomerRequest, context: grpc.ServicerContext
+    ) -> pb.EraseCustomerResponse:
+        view = use_cases.erase_customer(self._deps, request.customer_id, _actor())
+        return pb.EraseCustomerResponse(customer=customer_to_pb(view))
+
     def SubmitKyc(
         self, request: pb.SubmitKycRequest, context: grpc.ServicerContext
     ) -> pb.SubmitKycResponse:

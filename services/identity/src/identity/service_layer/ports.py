@@ -41,6 +41,11 @@ class CustomerRepository(Protocol):
         """Customers by id after ``after``, at most ``limit``, only of ``status`` if given."""
         ...
 
+    def destroy_personal_data(self, customer: Customer) -> None:
+        """Make the customer's stored personal data unreadable for good (its data key goes):
+        what an erased customer (``Customer.erase``) asks of storage."""
+        ...
+
 
 class KycRequestRepository(Protocol):
     def get(self, request_id: str) -> KycRequest | None: ...

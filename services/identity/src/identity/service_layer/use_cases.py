@@ -26,6 +26,7 @@ from identity.domain import validation
 from identity.domain.errors import (
     client_disabled,
     client_not_found,
+    customer_erased,
     customer_not_found,
     invalid_client,
 )
@@ -90,7 +91,9 @@ def create_customer(
     def work(uow: IdentityUnitOfWork) -> CustomerView:
         existing = uow.customers.get(spec.id)
         if existing is not None:
-            if existing.fingerprint != spec.fingerprint():
+            if existing.erased_at is not None:
+                raise customer_erased(spec.id)
+            if not existing.matches(spec):
                 raise IdempotencyKeyReused("customer", spec.id)
             return existing.view()
         customer = Customer.create(spec, deps.clock.now(), requester)
@@ -117,6 +120,21 @@ def list_customers(
     with deps.uow() as uow:
         views = [c.view() for c in uow.customers.list(page.after, page.fetch, status)]
     return page.page(views, lambda view: view.id)
+
+
+def erase_customer(deps: Deps, customer_id: str, actor: str) -> CustomerView:
+    """Destroy the customer's personal data for good; its id, KYC state and history stay."""
+    validation.validate_id("customer_id", customer_id, validation.CUSTOMER_PREFIX)
+
+    def work(uow: IdentityUnitOfWork) -> CustomerView:
+        customer = uow.customers.get(customer_id, for_update=True)
+        if customer is None:
+            raise customer_not_found(customer_id)
+        if customer.erase(actor, deps.clock.now()):
+            uow.customers.destroy_personal_data(customer)
+        return customer.view()
+
+    return run_in_transaction(deps.uow, work)
 
 
 def submit_kyc(
@@ -378,6 +396,8 @@ def issue_customer_token(
         raise client_disabled()
     if customer is None:
         raise customer_not_found(customer_id)
+    if customer.erased_at is not None:
+        raise customer_erased(customer_id)
     granted = customer_grant(scopes, deps.tokens.customer_scopes, client)
     return _sign(deps, key, customer_id, PrincipalKind.CUSTOMER, client.id, granted, audience)
 

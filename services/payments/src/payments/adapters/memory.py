@@ -52,7 +52,7 @@ from payments.domain.bank import (
     SubmitOutcome,
     SubmitResult,
 )
-from payments.domain.customers import CustomerKyc
+from payments.domain.customers import CustomerErasure, CustomerKyc
 from payments.domain.ledger_plan import (
     AccountSpec,
     LedgerLeg,
@@ -63,7 +63,7 @@ from payments.domain.ledger_plan import (
     customer_account_id,
 )
 from payments.domain.limits import RunningTotals
-from payments.domain.model import BankStatus, LedgerStep, Payment, Transition
+from payments.domain.model import BankAccount, BankStatus, LedgerStep, Payment, Transition
 from payments.domain.policy import Policy
 from payments.domain.reconciliation import ReconciliationReport, StatementLine
 from payments.domain.states import UNSUCCESSFUL, PaymentKind, PaymentState
@@ -223,6 +223,23 @@ class MemoryPaymentsRepository(TracksAggregates):
             self._payments[payment.id] = _stored(payment, history, payment.version + 1)
             payment.version += 1
             payment.new_transitions = []
+
+    def erase_customer(self, erasure: CustomerErasure) -> tuple[int, bool]:
+        # No data keys here: the counterparties are blanked, as the SQL rows read once their
+        # key is gone (a customer's key exists while a payment holds its data).
+        self.track(erasure)
+        erased = BankAccount("", "")
+        held = [
+            row
+            for row in self._rows()
+            if row.customer_id == erasure.customer_id and row.counterparty != erased
+        ]
+        self._db.before_write("save", [row.id for row in held])
+        for row in held:
+            blank = copy.copy(row)
+            blank.counterparty = erased
+            self._payments[row.id] = blank
+        return len(held), bool(held)
 
     def claim_due(self, now: datetime, limit: int) -> list[Payment]:
         due = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from astra.payments.v1 import payments_pb2 as pb
+from chassis.logging import mask_account_number
 from chassis.protos import enum_filter, set_requester, set_timestamp
 
 from payments.domain.model import Payment, Transition
@@ -31,7 +32,10 @@ def transition_to_pb(transition: Transition) -> pb.StateTransition:
     return message
 
 
-def payment_to_pb(payment: Payment, *, history: bool = True) -> pb.Payment:
+def payment_to_pb(payment: Payment, *, history: bool = True, summary: bool = False) -> pb.Payment:
+    """The message; a ``summary`` (a list's) without the holder's name and with the account
+    number masked to its last 4 characters."""
+    account = payment.counterparty.account_number
     message = pb.Payment(
         id=payment.id,
         kind=int(payment.kind),  # type: ignore[arg-type]
@@ -41,8 +45,8 @@ def payment_to_pb(payment: Payment, *, history: bool = True) -> pb.Payment:
         currency=payment.currency,
         fee=payment.fee,
         counterparty=pb.BankAccount(
-            account_number=payment.counterparty.account_number,
-            holder_name=payment.counterparty.holder_name,
+            account_number=mask_account_number(account) if summary else account,
+            holder_name="" if summary else payment.counterparty.holder_name,
         ),
         description=payment.description,
         original_payment_id=payment.original_payment_id,

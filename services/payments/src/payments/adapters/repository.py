@@ -14,20 +14,23 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
+from chassis.db.data_keys import DataKeys
 from chassis.kernel.audit import Requester, flat, requester_from
 from chassis.kernel.clock import utc
 from chassis.kernel.uow import TracksAggregates
+from chassis.pii import Envelope, associated_data
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from payments.adapters import tables
-from payments.domain.customers import CustomerKyc
+from payments.domain.customers import CustomerErasure, CustomerKyc
 from payments.domain.model import BankAccount, LedgerStep, Payment, Transition
 from payments.domain.reconciliation import Break, BreakKind, ReconciliationReport
 from payments.domain.states import UNSUCCESSFUL, PaymentKind, PaymentState
 from payments.service_layer.ports import StaleWrite
 
 P = tables.payments
+DK = tables.data_keys
 T = tables.payment_transitions
 K = tables.customer_kyc
 C = tables.bank_cursor
@@ -35,8 +38,13 @@ R = tables.reconciliation_runs
 
 # Hot-path statements are built once, with bound parameters: building a statement from
 # literal values costs more Python time than running it.
-_GET = select(P).where(P.c.id == bindparam("b_id"))
-_GET_LOCKED = _GET.with_for_update()
+# Payments come with their customer's wrapped data key (none once erased), which opens
+# the counterparty's sealed account number and name.
+_SELECT = select(P, DK.c.wrapped_key.label("data_key")).select_from(
+    P.outerjoin(DK, DK.c.subject_id == P.c.customer_id)
+)
+_GET = _SELECT.where(P.c.id == bindparam("b_id"))
+_GET_LOCKED = _GET.with_for_update(of=P)
 _HISTORY = select(T).where(T.c.payment_id == bindparam("b_id")).order_by(T.c.sequence)
 _INSERT = insert(P)
 _INSERT_TRANSITIONS = insert(T)
@@ -48,8 +56,19 @@ def _dt(value: datetime | None) -> datetime | None:
     return utc(value) if value is not None else None
 
 
-def _payment(row: Row[Any]) -> Payment:
+def counterparty_place(column: str, payment_id: str) -> bytes:
+    """The associated data of a sealed counterparty field: ``payments.<column>:<payment id>``."""
+    return associated_data("payments", column, payment_id)
+
+
+def _payment(row: Row[Any], envelope: Envelope) -> Payment:
     m = row._mapping
+    key = m["data_key"]
+    key = bytes(key) if key is not None else None
+
+    def opened(column: str) -> str:
+        return envelope.open(key, m[f"{column}_sealed"], counterparty_place(column, m["id"]))
+
     return Payment(
         id=m["id"],
         kind=PaymentKind(m["kind"]),
@@ -57,7 +76,7 @@ def _payment(row: Row[Any]) -> Payment:
         amount=m["amount"],
         currency=m["currency"],
         fee=m["fee"],
-        counterparty=BankAccount(m["counterparty_account"], m["counterparty_name"]),
+        counterparty=BankAccount(opened("counterparty_account"), opened("counterparty_name")),
         description=m["description"],
         original_payment_id=m["original_payment_id"],
         fingerprint=m["fingerprint"],
@@ -142,7 +161,10 @@ _UPDATE = (
 )
 
 
-def _columns(p: Payment) -> dict[str, Any]:
+def _columns(p: Payment, envelope: Envelope, wrapped: bytes) -> dict[str, Any]:
+    def sealed(column: str, value: str) -> bytes:
+        return envelope.seal(wrapped, value, counterparty_place(column, p.id))
+
     return {
         "id": p.id,
         "kind": int(p.kind),
@@ -150,8 +172,10 @@ def _columns(p: Payment) -> dict[str, Any]:
         "amount": p.amount,
         "currency": p.currency,
         "fee": p.fee,
-        "counterparty_account": p.counterparty.account_number,
-        "counterparty_name": p.counterparty.holder_name,
+        "counterparty_account_sealed": sealed(
+            "counterparty_account", p.counterparty.account_number
+        ),
+        "counterparty_name_sealed": sealed("counterparty_name", p.counterparty.holder_name),
         "description": p.description,
         "original_payment_id": p.original_payment_id,
         "fingerprint": p.fingerprint,
@@ -167,10 +191,12 @@ def _columns(p: Payment) -> dict[str, Any]:
 class PaymentsRepository(TracksAggregates):
     """``service_layer.ports.PaymentsRepository`` in SQL, on one transaction's connection."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, data_keys: DataKeys) -> None:
         super().__init__()
         self._c = connection
         self._postgres = connection.dialect.name == "postgresql"
+        self._keys = data_keys
+        self._envelope = data_keys.envelope
 
     # --- payments -------------------------------------------------------------------------
 
@@ -179,7 +205,7 @@ class PaymentsRepository(TracksAggregates):
         row = self._c.execute(statement, {"b_id": payment_id}).first()
         if row is None:
             return None
-        payment = self.track(_payment(row))
+        payment = self.track(_payment(row, self._envelope))
         if history:
             payment.history = self.history(payment_id)
         if payment.kind is PaymentKind.COLLECTION:
@@ -190,10 +216,12 @@ class PaymentsRepository(TracksAggregates):
         ids = sorted(set(payment_ids))
         if not ids:
             return {}
-        statement = select(P).where(P.c.id.in_(ids)).order_by(P.c.id)
+        statement = _SELECT.where(P.c.id.in_(ids)).order_by(P.c.id)
         if lock and self._postgres:
-            statement = statement.with_for_update()
-        return {row.id: self.track(_payment(row)) for row in self._c.execute(statement)}
+            statement = statement.with_for_update(of=P)
+        return {
+            row.id: self.track(_payment(row, self._envelope)) for row in self._c.execute(statement)
+        }
 
     def history(self, payment_id: str) -> list[Transition]:
         rows = self._c.execute(_HISTORY, {"b_id": payment_id})
@@ -215,7 +243,8 @@ class PaymentsRepository(TracksAggregates):
             return
         for payment in batch:
             self.track(payment)
-        rows = [_columns(p) for p in batch]
+        keys = self._keys.ensure(self._c, {p.customer_id for p in batch})
+        rows = [_columns(p, self._envelope, keys[p.customer_id]) for p in batch]
         self._c.execute(_INSERT, rows if len(rows) > 1 else rows[0])
         self._write_transitions(batch)
 
@@ -265,8 +294,7 @@ class PaymentsRepository(TracksAggregates):
     def claim_due(self, now: datetime, limit: int) -> list[Payment]:
         """Payments whose next action is due and that nobody is working on, locked."""
         statement = (
-            select(P)
-            .where(
+            _SELECT.where(
                 P.c.next_action_at.is_not(None),
                 P.c.next_action_at <= now,
                 or_(P.c.leased_until.is_(None), P.c.leased_until <= now),
@@ -275,8 +303,8 @@ class PaymentsRepository(TracksAggregates):
             .limit(limit)
         )
         if self._postgres:
-            statement = statement.with_for_update(skip_locked=True)
-        return [self.track(_payment(row)) for row in self._c.execute(statement)]
+            statement = statement.with_for_update(skip_locked=True, of=P)
+        return [self.track(_payment(row, self._envelope)) for row in self._c.execute(statement)]
 
     def velocities(
         self, keys: Iterable[tuple[str, str]], since: datetime
@@ -317,24 +345,40 @@ class PaymentsRepository(TracksAggregates):
     def page(
         self, after: str | None, limit: int, customer_id: str, state: PaymentState | None
     ) -> list[Payment]:
-        statement = select(P).order_by(P.c.id).limit(limit)
+        statement = _SELECT.order_by(P.c.id).limit(limit)
         if after:
             statement = statement.where(P.c.id > after)
         if customer_id:
             statement = statement.where(P.c.customer_id == customer_id)
         if state is not None:
             statement = statement.where(P.c.state == int(state))
-        return [_payment(row) for row in self._c.execute(statement)]
+        return [_payment(row, self._envelope) for row in self._c.execute(statement)]
 
     def booked_with_bank_on(self, day: date, start: datetime, end: datetime) -> list[Payment]:
         """Payments the bank settled or returned between ``start`` and ``end``."""
-        statement = select(P).where(
+        statement = _SELECT.where(
             or_(
                 and_(P.c.bank_settled_at >= start, P.c.bank_settled_at < end),
                 and_(P.c.bank_returned_at >= start, P.c.bank_returned_at < end),
             )
         )
-        return [_payment(row) for row in self._c.execute(statement)]
+        return [_payment(row, self._envelope) for row in self._c.execute(statement)]
+
+    def erase_customer(self, erasure: CustomerErasure) -> tuple[int, bool]:
+        self.track(erasure)
+        key_destroyed = self._keys.destroy(self._c, erasure.customer_id)
+        result = self._c.execute(
+            update(P)
+            .where(
+                P.c.customer_id == erasure.customer_id,
+                or_(
+                    P.c.counterparty_account_sealed.is_not(None),
+                    P.c.counterparty_name_sealed.is_not(None),
+                ),
+            )
+            .values(counterparty_account_sealed=None, counterparty_name_sealed=None)
+        )
+        return int(result.rowcount), key_destroyed
 
     def count_by_state(self) -> dict[PaymentState, int]:
         rows = self._c.execute(select(P.c.state, func.count()).group_by(P.c.state))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chassis.db.data_keys import data_keys_table
 from chassis.events.schema import SubscriberTables, outbox_table
 from chassis.kernel.ids import MAX_ID_BODY
 from sqlalchemy import (
@@ -12,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -38,8 +40,10 @@ payments = Table(
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("fee", BigInteger, nullable=False),
-    Column("counterparty_account", String(34), nullable=False),
-    Column("counterparty_name", String(140), nullable=False),
+    # Personal data, sealed with the customer's data key (``data_keys``) and bound to its
+    # row and column; NULL once the customer's data was erased.
+    Column("counterparty_account_sealed", LargeBinary, nullable=True),
+    Column("counterparty_name_sealed", LargeBinary, nullable=True),
     Column("description", String(140), nullable=False),
     Column("original_payment_id", String(64), nullable=False),
     Column("fingerprint", String(32), nullable=False),
@@ -136,6 +140,10 @@ reconciliation_runs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# One data key per customer, wrapped by the key-encryption key: deleting it erases the
+# customer's personal data here wherever it was sealed (crypto-shredding).
+data_keys = data_keys_table(metadata)
+
 outbox = outbox_table(metadata)
 subscriber_tables = SubscriberTables.define(metadata)
 inbox = subscriber_tables.inbox
@@ -143,6 +151,7 @@ inbox = subscriber_tables.inbox
 __all__ = [
     "bank_cursor",
     "customer_kyc",
+    "data_keys",
     "inbox",
     "metadata",
     "outbox",

@@ -73,7 +73,12 @@ def declined(payment: Payment) -> FailedPrecondition:
 def replay(existing: Payment, request: PaymentRequest) -> Payment:
     """The answer to a request whose id names ``existing``: the payment, if the request asks
     for the same thing; a declined one is refused again, as the first time."""
-    if existing.fingerprint != request.fingerprint() or existing.kind is not request.kind:
+    if (
+        existing.fingerprint != request.fingerprint()
+        or existing.kind is not request.kind
+        # Once the customer's personal data is erased no request matches it any more.
+        or existing.counterparty != request.counterparty
+    ):
         raise IdempotencyKeyReused("payment", request.payment_id)
     if existing.state is PaymentState.DECLINED and existing.reason != "REJECTED_IN_REVIEW":
         raise declined(existing)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+
+from payments.domain.events import CustomerDataErased
 
 VERIFIED = "VERIFIED"
 
@@ -32,3 +34,24 @@ class CustomerStatus:
     @classmethod
     def of(cls, kyc: CustomerKyc) -> CustomerStatus:
         return cls(kyc.kyc_status, kyc.customer_since)
+
+
+@dataclass
+class CustomerErasure:
+    """The erasure of a customer's personal data in payments (counterparties' account
+    numbers and names): recorded as an event when something was erased."""
+
+    customer_id: str
+    occurred_at: datetime
+    events: list[CustomerDataErased] = field(default_factory=list)
+
+    def done(self, payment_count: int, key_destroyed: bool) -> None:
+        # A second erasure finds nothing left: it is not recorded again.
+        if payment_count or key_destroyed:
+            self.events.append(
+                CustomerDataErased(self.customer_id, payment_count, self.occurred_at)
+            )
+
+    def take_events(self) -> list[CustomerDataErased]:
+        events, self.events = self.events, []
+        return events

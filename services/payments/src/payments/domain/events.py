@@ -35,4 +35,15 @@ class ReconciliationCompleted:
         return self.report.run_id
 
 
-PaymentsEvent = PaymentStateChanged | ReconciliationCompleted
+@dataclass(frozen=True, slots=True)
+class CustomerDataErased:
+    customer_id: str
+    payment_count: int
+    occurred_at: datetime
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.customer_id
+
+
+PaymentsEvent = PaymentStateChanged | ReconciliationCompleted | CustomerDataErased

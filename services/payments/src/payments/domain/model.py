@@ -100,14 +100,14 @@ class PaymentRequest:
     requested_by: Requester | None = None
 
     def fingerprint(self) -> str:
+        # Without the counterparty: an unkeyed digest of an account number would let anyone
+        # holding the table guess it back; a replay compares the (opened) counterparty instead.
         return fingerprint(
             self.payment_id,
             int(self.kind),
             self.customer_id,
             self.amount,
             self.currency,
-            self.counterparty.account_number,
-            self.counterparty.holder_name,
             self.description,
             self.original_payment_id,
         )

@@ -120,6 +120,10 @@ def validate_note(text: str, field: str) -> None:
     out.raise_if_any()
 
 
+def validate_customer_id(customer_id: str, field: str = "customer_id") -> None:
+    require_id(customer_id, CUSTOMER_PREFIX, field)
+
+
 def validate_customer_filter(customer_id: str, field: str = "customer_id") -> None:
     """A list's customer filter: empty (every customer) or a customer id."""
     require_id(customer_id, CUSTOMER_PREFIX, field, optional=True)

@@ -128,7 +128,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             self._deps, request.page_size, request.page_token, request.customer_id, state, _caller()
         )
         return pb.ListPaymentsResponse(
-            payments=[payment_to_pb(p, history=False) for p in page.items],
+            payments=[payment_to_pb(p, history=False, summary=True) for p in page.items],
             next_page_token=page.next_page_token,
         )
 

@@ -1,4 +1,5 @@
-"""Payments' projection of customers' KYC status, fed by identity's events.
+"""Payments' projection of customers' KYC status, fed by identity's events; and the
+erasure of a customer's personal data here when identity erased the customer.
 
 Runs on the chassis subscriber helper: each event is applied in the same
 transaction as its inbox row (so a redelivery has no second effect), by the
@@ -15,15 +16,15 @@ from astra.identity.v1 import events_pb2 as identity_events
 from chassis.events.clients import context_topic
 from chassis.events.decoding import ReceivedEvent
 from chassis.events.subscriber import EventSubscriber, subscribe
+from chassis.protos import from_timestamp
 from sqlalchemy import Connection
 
 from payments.adapters import tables
-from payments.adapters.identity_client import customer_kyc, kyc_status_name
-from payments.adapters.unit_of_work import JoinedPaymentsUnitOfWork
+from payments.adapters.identity_client import kyc_status_name
 from payments.bootstrap import Payments
 from payments.config import PaymentsSettings
 from payments.domain.customers import CustomerKyc
-from payments.service_layer.use_cases import record_customer_kyc
+from payments.service_layer.use_cases import erase_customer_data, record_customer_kyc
 
 _log = structlog.get_logger("payments.kyc")
 
@@ -35,8 +36,17 @@ def kyc_handlers(app: Payments) -> dict[Any, Any]:
 
     def on_customer_created(event: ReceivedEvent[Any], connection: Connection) -> None:
         message: identity_events.CustomerCreated = event.message
-        kyc = customer_kyc(message.customer)
-        record_customer_kyc(lambda: JoinedPaymentsUnitOfWork(connection), clock, kyc)
+        kyc = CustomerKyc(
+            customer_id=message.customer_id,
+            kyc_status=kyc_status_name(message.kyc_status),
+            kyc_version=message.kyc_version,
+            customer_since=(
+                from_timestamp(message.create_time, "create_time")
+                if message.HasField("create_time")
+                else None
+            ),
+        )
+        record_customer_kyc(lambda: app.joined_uow(connection), clock, kyc)
 
     def on_kyc_changed(event: ReceivedEvent[Any], connection: Connection) -> None:
         message: identity_events.CustomerKycChanged = event.message
@@ -46,11 +56,16 @@ def kyc_handlers(app: Payments) -> dict[Any, Any]:
             kyc_version=message.kyc_version,
             customer_since=None,  # kept from what is known; the change does not say
         )
-        record_customer_kyc(lambda: JoinedPaymentsUnitOfWork(connection), clock, kyc)
+        record_customer_kyc(lambda: app.joined_uow(connection), clock, kyc)
+
+    def on_customer_erased(event: ReceivedEvent[Any], connection: Connection) -> None:
+        message: identity_events.CustomerErased = event.message
+        erase_customer_data(lambda: app.joined_uow(connection), clock, message.customer_id)
 
     return {
         identity_events.CustomerCreated: on_customer_created,
         identity_events.CustomerKycChanged: on_kyc_changed,
+        identity_events.CustomerErased: on_customer_erased,
     }
 
 

@@ -5,21 +5,42 @@ Commands:
   workers  only the workers: bank submissions and status resolution, the bank's
            event feed, ledger follow-ups, the KYC projection subscriber
   migrate  apply the database migrations
+  erase-customer ID  erase a customer's personal data in payments (identity's
+           CustomerErased does it when the KYC subscriber runs)
+  generate-kek  write a new key-encryption key file (PAYMENTS_KEY_ENCRYPTION_KEY_FILE)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from astra.payments.v1 import payments_pb2, payments_pb2_grpc
+from chassis.kek_command import generate_kek_command
 from chassis.service import Command, ServiceWiring
 
 from payments.bootstrap import ERROR_DOMAIN, Payments, bootstrap, migrate
 from payments.config import PaymentsSettings
 from payments.entrypoints.grpc_api import PaymentsServicer
 from payments.entrypoints.workers import background
+from payments.service_layer.use_cases import erase_customer_data
 
 SERVICE = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"]
+
+
+def erase_customer(args: argparse.Namespace, settings: PaymentsSettings) -> None:
+    """Erase a customer's personal data in payments (what identity's CustomerErased does,
+    for when the subscriber is off)."""
+    app = bootstrap(settings)
+    try:
+        count = erase_customer_data(app.deps.uow, app.deps.clock, args.customer_id)
+        print(json.dumps({"customer_id": args.customer_id, "payments_erased": count}), flush=True)
+    finally:
+        app.close()
+
+
+def _erase_customer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("customer_id", help='e.g. "cus_ada"')
 
 
 def run_workers(_args: argparse.Namespace, settings: PaymentsSettings) -> None:
@@ -40,7 +61,16 @@ PAYMENTS: ServiceWiring[PaymentsSettings, Payments] = ServiceWiring(
     ),
     error_domain=ERROR_DOMAIN,
     workers=background,
-    commands=[Command("workers", "only the workers (no gRPC server)", run_workers, quiet=False)],
+    commands=[
+        Command("workers", "only the workers (no gRPC server)", run_workers, quiet=False),
+        Command(
+            "erase-customer",
+            "erase a customer's personal data in payments",
+            erase_customer,
+            _erase_customer_arguments,
+        ),
+        generate_kek_command(),
+    ],
     serving_log=lambda settings: {"bank": settings.bank_url, "workers": settings.workers_enabled},
 )
 

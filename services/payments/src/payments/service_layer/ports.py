@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from payments.domain.bank import BankEvent, BankInstruction, LookupOutcome, SubmitOutcome
-from payments.domain.customers import CustomerKyc
+from payments.domain.customers import CustomerErasure, CustomerKyc
 from payments.domain.ledger_plan import AccountSpec, LedgerOperation, LedgerResult
 from payments.domain.limits import RunningTotals
 from payments.domain.model import Payment, Transition
@@ -47,6 +47,13 @@ class PaymentsRepository(Protocol):
     def history(self, payment_id: str) -> list[Transition]: ...
 
     def add(self, payment: Payment) -> None: ...
+
+    def erase_customer(self, erasure: CustomerErasure) -> tuple[int, bool]:
+        """Destroy the customer's personal data (counterparties' account numbers and names:
+        its data key and what it sealed); the payments and their history stay, read back
+        with an empty counterparty. Tracks ``erasure`` (its events are collected). Returns
+        how many payments still held personal data, and whether a data key was destroyed."""
+        ...
 
     def add_all(self, batch: Sequence[Payment]) -> None:
         """New payments; an id that exists already is a lost race (the retry replays it)."""

@@ -32,7 +32,7 @@ from chassis.tracing import batch_span, current_traceparent
 
 from payments.domain import progress, validation
 from payments.domain.creation import declined, replay
-from payments.domain.customers import CustomerKyc, CustomerStatus
+from payments.domain.customers import CustomerErasure, CustomerKyc, CustomerStatus
 from payments.domain.ledger_plan import LedgerOperation, LedgerResult, accounts_for, operation_for
 from payments.domain.model import LedgerStep, Payment, PaymentRequest
 from payments.domain.policy import Policy
@@ -160,6 +160,23 @@ def record_customer_kyc(
         return work.payments.upsert_customer(kyc, clock.now())
 
     return run_in_transaction(uow, store)
+
+
+def erase_customer_data(
+    uow: Callable[[], PaymentsUnitOfWork], clock: Clock, customer_id: str
+) -> int:
+    """Destroy a customer's personal data in payments (identity erased the customer); the
+    payments, their amounts, states and history stay. Idempotent: a second erasure finds
+    nothing and records nothing. Returns how many payments lost personal data."""
+    validation.validate_customer_id(customer_id)
+
+    def erase(work: PaymentsUnitOfWork) -> int:
+        erasure = CustomerErasure(customer_id, clock.now())
+        count, key_destroyed = work.payments.erase_customer(erasure)
+        erasure.done(count, key_destroyed)
+        return count
+
+    return run_in_transaction(uow, erase)
 
 
 def customer_status(deps: Deps, customer_id: str) -> CustomerStatus:

@@ -26,15 +26,17 @@ from astra.identity.v1 import identity_pb2 as astra_dot_identity_dot_v1_dot_iden
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61stra/identity/v1/events.proto\x12\x11\x61stra.identity.v1\x1a astra/identity/v1/identity.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n\x0f\x43ustomerCreated\x12-\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1b.astra.identity.v1.Customer\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf2\x01\n\x12\x43ustomerKycChanged\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x35\n\x0fprevious_status\x18\x02 \x01(\x0e\x32\x1c.astra.identity.v1.KycStatus\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.astra.identity.v1.KycStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0bkyc_version\x18\x05 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61stra/identity/v1/events.proto\x12\x11\x61stra.identity.v1\x1a astra/identity/v1/identity.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x0f\x43ustomerCreated\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x30\n\nkyc_status\x18\x04 \x01(\x0e\x32\x1c.astra.identity.v1.KycStatus\x12\x13\n\x0bkyc_version\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x01\x10\x02\"\xf2\x01\n\x12\x43ustomerKycChanged\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x35\n\x0fprevious_status\x18\x02 \x01(\x0e\x32\x1c.astra.identity.v1.KycStatus\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.astra.identity.v1.KycStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0bkyc_version\x18\x05 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x0e\x43ustomerErased\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'astra.identity.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CUSTOMERCREATED']._serialized_start=120
-  _globals['_CUSTOMERCREATED']._serialized_end=232
-  _globals['_CUSTOMERKYCCHANGED']._serialized_start=235
-  _globals['_CUSTOMERKYCCHANGED']._serialized_end=477
+  _globals['_CUSTOMERCREATED']._serialized_start=121
+  _globals['_CUSTOMERCREATED']._serialized_end=333
+  _globals['_CUSTOMERKYCCHANGED']._serialized_start=336
+  _globals['_CUSTOMERKYCCHANGED']._serialized_end=578
+  _globals['_CUSTOMERERASED']._serialized_start=580
+  _globals['_CUSTOMERERASED']._serialized_end=680
 # @@protoc_insertion_point(module_scope)

@@ -20,20 +20,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class CustomerCreated(_message.Message):
-    """Events identity publishes to its Pub/Sub topic through the outbox.
-
-    Each message is the data of one Pub/Sub message; its CloudEvents attributes
-    (binary mode) carry ce-id (the event id), ce-type (the full name of the
-    message below, e.g. "astra.identity.v1.CustomerKycChanged"), ce-source,
-    ce-time, ce-subject (the customer id) and content-type
-    "application/protobuf". The ordering key is one of 64 ("lane-00" to
-    "lane-63") that a customer's events always share, so one customer's events
-    arrive in commit order on an ordered subscription.
-
-    Delivery is at least once and a consumer may start late: each event carries
-    the customer's `kyc_version` after the change, so a projection applies an
-    event only when its version is higher than the one it holds (a duplicate or
-    an older event is then ignored; a gap shows as a jump in versions).
+    """Events carry ids and what subscribers need, never a customer's name or
+    e-mail: personal data stays in identity (GetCustomer, for a caller allowed
+    to read it).
 
     A customer was created (KYC status UNVERIFIED, kyc_version 0).
     Subject: the customer id.
@@ -41,23 +30,32 @@ class CustomerCreated(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    CUSTOMER_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def customer(self) -> _identity_pb2.Customer:
-        """The customer as created (without KYC history)."""
-
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    KYC_STATUS_FIELD_NUMBER: _builtins.int
+    KYC_VERSION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    kyc_status: _identity_pb2.KycStatus.ValueType
+    """UNVERIFIED."""
+    kyc_version: _builtins.int
+    """0."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
-        customer: _identity_pb2.Customer | None = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
+        customer_id: _builtins.str = ...,
+        kyc_status: _identity_pb2.KycStatus.ValueType = ...,
+        kyc_version: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "occur_time", b"occur_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "occur_time", b"occur_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_id", b"customer_id", "kyc_status", b"kyc_status", "kyc_version", b"kyc_version", "occur_time", b"occur_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -105,3 +103,36 @@ class CustomerKycChanged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CustomerKycChanged: _TypeAlias = CustomerKycChanged  # noqa: Y015
+
+@_typing.final
+class CustomerErased(_message.Message):
+    """A customer's personal data was erased (EraseCustomer): its name and e-mail
+    are destroyed; its id, KYC status and history stay. Contexts holding personal
+    data of the customer erase theirs. Published once per customer. Subject: the
+    customer id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    actor: _builtins.str
+    """The client whose token asked for the erasure."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "customer_id", b"customer_id", "occur_time", b"occur_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerErased: _TypeAlias = CustomerErased  # noqa: Y015

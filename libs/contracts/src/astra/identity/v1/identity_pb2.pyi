@@ -135,6 +135,7 @@ class Customer(_message.Message):
     KYC_HISTORY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    ERASE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Required on create. Client-chosen: "cus_" followed by 1 to 60 of
     [A-Za-z0-9_-]. Immutable.
@@ -168,6 +169,12 @@ class Customer(_message.Message):
     def created_by(self) -> Global___Requester:
         """Output only. Who created the customer (unset when not recorded)."""
 
+    @_builtins.property
+    def erase_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When its personal data was erased (unset if never); an
+        erased customer has an empty display_name and email.
+        """
+
     def __init__(
         self,
         *,
@@ -181,10 +188,11 @@ class Customer(_message.Message):
         kyc_history: _abc.Iterable[Global___KycChange] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         created_by: Global___Requester | None = ...,
+        erase_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "kyc_update_time", b"kyc_update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "erase_time", b"erase_time", "kyc_update_time", b"kyc_update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "display_name", b"display_name", "email", b"email", "id", b"id", "kyc_history", b"kyc_history", "kyc_reason", b"kyc_reason", "kyc_status", b"kyc_status", "kyc_update_time", b"kyc_update_time", "kyc_version", b"kyc_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "display_name", b"display_name", "email", b"email", "erase_time", b"erase_time", "id", b"id", "kyc_history", b"kyc_history", "kyc_reason", b"kyc_reason", "kyc_status", b"kyc_status", "kyc_update_time", b"kyc_update_time", "kyc_version", b"kyc_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -468,6 +476,48 @@ class ListCustomersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCustomersResponse: _TypeAlias = ListCustomersResponse  # noqa: Y015
+
+@_typing.final
+class EraseCustomerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseCustomerRequest: _TypeAlias = EraseCustomerRequest  # noqa: Y015
+
+@_typing.final
+class EraseCustomerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def customer(self) -> Global___Customer:
+        """The customer as erased."""
+
+    def __init__(
+        self,
+        *,
+        customer: Global___Customer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseCustomerResponse: _TypeAlias = EraseCustomerResponse  # noqa: Y015
 
 @_typing.final
 class SubmitKycRequest(_message.Message):

@@ -64,6 +64,11 @@ class IdentityServiceStub:
                 request_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.ListCustomersRequest.SerializeToString,
                 response_deserializer=astra_dot_identity_dot_v1_dot_identity__pb2.ListCustomersResponse.FromString,
                 _registered_method=True)
+        self.EraseCustomer = channel.unary_unary(
+                '/astra.identity.v1.IdentityService/EraseCustomer',
+                request_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.EraseCustomerRequest.SerializeToString,
+                response_deserializer=astra_dot_identity_dot_v1_dot_identity__pb2.EraseCustomerResponse.FromString,
+                _registered_method=True)
         self.SubmitKyc = channel.unary_unary(
                 '/astra.identity.v1.IdentityService/SubmitKyc',
                 request_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.SubmitKycRequest.SerializeToString,
@@ -155,6 +160,18 @@ class IdentityServiceServicer:
 
     def ListCustomers(self, request, context):
         """Lists customers in id order (AIP-158 pagination).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseCustomer(self, request, context):
+        """Erases a customer's personal data (name and e-mail) for good: its data
+        key is destroyed, so every copy sealed with it becomes unreadable. The
+        customer keeps its id, KYC status and history; reads return the personal
+        fields empty with `erase_time` set, and a CustomerErased event tells the
+        other contexts to erase theirs. Idempotent: erasing an erased customer
+        returns it unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -280,6 +297,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.ListCustomers,
                     request_deserializer=astra_dot_identity_dot_v1_dot_identity__pb2.ListCustomersRequest.FromString,
                     response_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.ListCustomersResponse.SerializeToString,
+            ),
+            'EraseCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseCustomer,
+                    request_deserializer=astra_dot_identity_dot_v1_dot_identity__pb2.EraseCustomerRequest.FromString,
+                    response_serializer=astra_dot_identity_dot_v1_dot_identity__pb2.EraseCustomerResponse.SerializeToString,
             ),
             'SubmitKyc': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitKyc,
@@ -433,6 +455,33 @@ class IdentityService:
             '/astra.identity.v1.IdentityService/ListCustomers',
             astra_dot_identity_dot_v1_dot_identity__pb2.ListCustomersRequest.SerializeToString,
             astra_dot_identity_dot_v1_dot_identity__pb2.ListCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/astra.identity.v1.IdentityService/EraseCustomer',
+            astra_dot_identity_dot_v1_dot_identity__pb2.EraseCustomerRequest.SerializeToString,
+            astra_dot_identity_dot_v1_dot_identity__pb2.EraseCustomerResponse.FromString,
             options,
             channel_credentials,
             insecure,

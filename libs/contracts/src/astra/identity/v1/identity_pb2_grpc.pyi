@@ -54,6 +54,14 @@ class IdentityServiceStub:
     """Returns a customer with its KYC status and history."""
     ListCustomers: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListCustomersRequest, _identity_pb2.ListCustomersResponse]
     """Lists customers in id order (AIP-158 pagination)."""
+    EraseCustomer: _grpc.UnaryUnaryMultiCallable[_identity_pb2.EraseCustomerRequest, _identity_pb2.EraseCustomerResponse]
+    """Erases a customer's personal data (name and e-mail) for good: its data
+    key is destroyed, so every copy sealed with it becomes unreadable. The
+    customer keeps its id, KYC status and history; reads return the personal
+    fields empty with `erase_time` set, and a CustomerErased event tells the
+    other contexts to erase theirs. Idempotent: erasing an erased customer
+    returns it unchanged.
+    """
     SubmitKyc: _grpc.UnaryUnaryMultiCallable[_identity_pb2.SubmitKycRequest, _identity_pb2.SubmitKycResponse]
     """Submits a customer for KYC review: UNVERIFIED or REJECTED -> PENDING_REVIEW.
     Idempotent on `request_id`.
@@ -139,6 +147,14 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """Returns a customer with its KYC status and history."""
     ListCustomers: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListCustomersRequest, _identity_pb2.ListCustomersResponse]  # type: ignore[assignment]
     """Lists customers in id order (AIP-158 pagination)."""
+    EraseCustomer: _aio.UnaryUnaryMultiCallable[_identity_pb2.EraseCustomerRequest, _identity_pb2.EraseCustomerResponse]  # type: ignore[assignment]
+    """Erases a customer's personal data (name and e-mail) for good: its data
+    key is destroyed, so every copy sealed with it becomes unreadable. The
+    customer keeps its id, KYC status and history; reads return the personal
+    fields empty with `erase_time` set, and a CustomerErased event tells the
+    other contexts to erase theirs. Idempotent: erasing an erased customer
+    returns it unchanged.
+    """
     SubmitKyc: _aio.UnaryUnaryMultiCallable[_identity_pb2.SubmitKycRequest, _identity_pb2.SubmitKycResponse]  # type: ignore[assignment]
     """Submits a customer for KYC review: UNVERIFIED or REJECTED -> PENDING_REVIEW.
     Idempotent on `request_id`.
@@ -239,6 +255,20 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.ListCustomersResponse, _abc.Awaitable[_identity_pb2.ListCustomersResponse]]:
         """Lists customers in id order (AIP-158 pagination)."""
+
+    @_abc_1.abstractmethod
+    def EraseCustomer(
+        self,
+        request: _identity_pb2.EraseCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.EraseCustomerResponse, _abc.Awaitable[_identity_pb2.EraseCustomerResponse]]:
+        """Erases a customer's personal data (name and e-mail) for good: its data
+        key is destroyed, so every copy sealed with it becomes unreadable. The
+        customer keeps its id, KYC status and history; reads return the personal
+        fields empty with `erase_time` set, and a CustomerErased event tells the
+        other contexts to erase theirs. Idempotent: erasing an erased customer
+        returns it unchanged.
+        """
 
     @_abc_1.abstractmethod
     def SubmitKyc(

@@ -26,15 +26,19 @@ from astra.payments.v1 import payments_pb2 as astra_dot_payments_dot_v1_dot_paym
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61stra/payments/v1/events.proto\x12\x11\x61stra.payments.v1\x1a astra/payments/v1/payments.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x01\n\x13PaymentStateChanged\x12+\n\x07payment\x18\x01 \x01(\x0b\x32\x1a.astra.payments.v1.Payment\x12\x37\n\x0eprevious_state\x18\x02 \x01(\x0e\x32\x1f.astra.payments.v1.PaymentState\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.astra.payments.v1.PaymentState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"|\n\x17ReconciliationCompleted\x12\x31\n\x03run\x18\x01 \x01(\x0b\x32$.astra.payments.v1.ReconciliationRun\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61stra/payments/v1/events.proto\x12\x11\x61stra.payments.v1\x1a astra/payments/v1/payments.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x03\n\x0ePaymentSummary\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.astra.payments.v1.PaymentKind\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.astra.payments.v1.PaymentState\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x0b\n\x03\x66\x65\x65\x18\x07 \x01(\x03\x12\"\n\x1a\x63ounterparty_account_last4\x18\x08 \x01(\t\x12\x1b\n\x13original_payment_id\x18\t \x01(\t\x12\x17\n\x0frefunded_amount\x18\n \x01(\x03\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x15\n\rreview_reason\x18\x0c \x01(\t\x12\x17\n\x0f\x62\x61nk_payment_id\x18\r \x01(\t\x12\x19\n\x11ledger_account_id\x18\x0e \x01(\t\x12\x16\n\x0eledger_pending\x18\x0f \x01(\x08\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf8\x01\n\x13PaymentStateChanged\x12\x32\n\x07payment\x18\x06 \x01(\x0b\x32!.astra.payments.v1.PaymentSummary\x12\x37\n\x0eprevious_state\x18\x02 \x01(\x0e\x32\x1f.astra.payments.v1.PaymentState\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.astra.payments.v1.PaymentState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x01\x10\x02\"|\n\x17ReconciliationCompleted\x12\x31\n\x03run\x18\x01 \x01(\x0b\x32$.astra.payments.v1.ReconciliationRun\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x12\x43ustomerDataErased\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x15\n\rpayment_count\x18\x02 \x01(\x03\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'astra.payments.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATECHANGED']._serialized_start=121
-  _globals['_PAYMENTSTATECHANGED']._serialized_end=356
-  _globals['_RECONCILIATIONCOMPLETED']._serialized_start=358
-  _globals['_RECONCILIATIONCOMPLETED']._serialized_end=482
+  _globals['_PAYMENTSUMMARY']._serialized_start=121
+  _globals['_PAYMENTSUMMARY']._serialized_end=614
+  _globals['_PAYMENTSTATECHANGED']._serialized_start=617
+  _globals['_PAYMENTSTATECHANGED']._serialized_end=865
+  _globals['_RECONCILIATIONCOMPLETED']._serialized_start=867
+  _globals['_RECONCILIATIONCOMPLETED']._serialized_end=991
+  _globals['_CUSTOMERDATAERASED']._serialized_start=993
+  _globals['_CUSTOMERDATAERASED']._serialized_end=1105
 # @@protoc_insertion_point(module_scope)

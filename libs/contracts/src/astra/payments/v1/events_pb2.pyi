@@ -19,18 +19,87 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class PaymentSummary(_message.Message):
+    """Events carry ids and what subscribers need, never a holder's name or a full
+    account number (the last 4 characters at most): personal data stays in
+    payments (GetPayment, for a caller allowed to read it).
+
+    What an event tells of a payment: the Payment without its personal data.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    FEE_FIELD_NUMBER: _builtins.int
+    COUNTERPARTY_ACCOUNT_LAST4_FIELD_NUMBER: _builtins.int
+    ORIGINAL_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    REFUNDED_AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REVIEW_REASON_FIELD_NUMBER: _builtins.int
+    BANK_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    LEDGER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    LEDGER_PENDING_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    kind: _payments_pb2.PaymentKind.ValueType
+    state: _payments_pb2.PaymentState.ValueType
+    customer_id: _builtins.str
+    amount: _builtins.int
+    """Minor units of `currency`."""
+    currency: _builtins.str
+    """ISO 4217 code."""
+    fee: _builtins.int
+    counterparty_account_last4: _builtins.str
+    """The last 4 characters of the external account's number (empty once erased)."""
+    original_payment_id: _builtins.str
+    refunded_amount: _builtins.int
+    reason: _builtins.str
+    review_reason: _builtins.str
+    bank_payment_id: _builtins.str
+    ledger_account_id: _builtins.str
+    ledger_pending: _builtins.bool
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        kind: _payments_pb2.PaymentKind.ValueType = ...,
+        state: _payments_pb2.PaymentState.ValueType = ...,
+        customer_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        fee: _builtins.int = ...,
+        counterparty_account_last4: _builtins.str = ...,
+        original_payment_id: _builtins.str = ...,
+        refunded_amount: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        review_reason: _builtins.str = ...,
+        bank_payment_id: _builtins.str = ...,
+        ledger_account_id: _builtins.str = ...,
+        ledger_pending: _builtins.bool = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bank_payment_id", b"bank_payment_id", "counterparty_account_last4", b"counterparty_account_last4", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "fee", b"fee", "id", b"id", "kind", b"kind", "ledger_account_id", b"ledger_account_id", "ledger_pending", b"ledger_pending", "original_payment_id", b"original_payment_id", "reason", b"reason", "refunded_amount", b"refunded_amount", "review_reason", b"review_reason", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentSummary: _TypeAlias = PaymentSummary  # noqa: Y015
+
+@_typing.final
 class PaymentStateChanged(_message.Message):
-    """Events payments publishes to its Pub/Sub topic through the outbox.
-
-    Each message is the data of one Pub/Sub message; its CloudEvents attributes
-    (binary mode) carry ce-id (the event id), ce-type (the full name of the
-    message below, e.g. "astra.payments.v1.PaymentStateChanged"), ce-source,
-    ce-time, ce-subject (the aggregate named on each message) and content-type
-    "application/protobuf". The ordering key is one of 64 ("lane-00" to
-    "lane-63") that an aggregate's events always share, so one aggregate's
-    events arrive in commit order on an ordered subscription.
-
-    A payment changed state (one event per change, including its creation).
+    """A payment changed state (one event per change, including its creation).
     Subject: the payment id (one payment's changes arrive in order).
     """
 
@@ -47,15 +116,15 @@ class PaymentStateChanged(_message.Message):
     reason: _builtins.str
     """The stable reason of the change (see StateTransition.reason)."""
     @_builtins.property
-    def payment(self) -> _payments_pb2.Payment:
-        """The payment as it was right after the change (without its history)."""
+    def payment(self) -> Global___PaymentSummary:
+        """The payment as it was right after the change."""
 
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
-        payment: _payments_pb2.Payment | None = ...,
+        payment: Global___PaymentSummary | None = ...,
         previous_state: _payments_pb2.PaymentState.ValueType = ...,
         state: _payments_pb2.PaymentState.ValueType = ...,
         reason: _builtins.str = ...,
@@ -94,3 +163,37 @@ class ReconciliationCompleted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReconciliationCompleted: _TypeAlias = ReconciliationCompleted  # noqa: Y015
+
+@_typing.final
+class CustomerDataErased(_message.Message):
+    """A customer's personal data in payments was erased (after identity's
+    CustomerErased, or by the operator's erase-customer command): the
+    counterparties' account numbers and names of its payments are destroyed;
+    amounts, states and history stay. Published once per erasure. Subject: the
+    customer id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_COUNT_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    payment_count: _builtins.int
+    """How many of the customer's payments lost their personal data."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        payment_count: _builtins.int = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "occur_time", b"occur_time", "payment_count", b"payment_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerDataErased: _TypeAlias = CustomerDataErased  # noqa: Y015

@@ -298,7 +298,11 @@ class Payment(_message.Message):
     """Output only. The reviewer's note on approving or rejecting it."""
     @_builtins.property
     def counterparty(self) -> Global___BankAccount:
-        """Output only. The external account paid (payout, refund) or collected from."""
+        """Output only. The external account paid (payout, refund) or collected from.
+        In ListPayments (a summary) the account number is masked to its last 4
+        characters ("******************4931") and the holder name left out; both
+        are empty once the customer's personal data was erased.
+        """
 
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateTransition]:
