@@ -30,6 +30,7 @@ from astra_testkit.customers import create_customer
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
+from astra_testkit.tls import tls_files, tls_settings
 from chassis.grpc.client import open_channel
 from ledger.bootstrap import Ledger
 from ledger.entrypoints.server import build_server as build_ledger_server
@@ -180,6 +181,7 @@ def payments_settings(database_url: str, bank_url: str, **overrides: object) -> 
         "status_poll_seconds": 2.0,
         "retry_max_seconds": 1.0,
         "kyc_subscriber_enabled": False,
+        **tls_settings("payments"),
         **overrides,
     }
     return PaymentsSettings(**values)  # type: ignore[arg-type]
@@ -195,7 +197,10 @@ REVIEWER = "cli_reviewer"
 def client_channel(target: str, client_id: str) -> grpc.Channel:
     """A channel whose calls carry a token of service client ``client_id``, every scope."""
     return open_channel(
-        target, default_timeout=300.0, token_source=lambda: LEDGER_AUTH.token(subject=client_id)
+        target,
+        tls=tls_files(),
+        default_timeout=300.0,
+        token_source=lambda: LEDGER_AUTH.token(subject=client_id),
     )
 
 

@@ -31,6 +31,7 @@ from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.suite import running_suite
+from astra_testkit.tls import tls_channel, tls_files
 from astra_testkit.waiting import wait_until
 from chassis.grpc.client import open_channel
 
@@ -98,7 +99,7 @@ def suite(
 @pytest.fixture(scope="module")
 def traffic(suite: Suite) -> Suite:
     """A verified customer, funded by a collection, paid out once and refused once."""
-    with grpc.insecure_channel(suite.identity) as channel:
+    with tls_channel(suite.identity) as channel:
         token = (
             IdentityServiceStub(channel)
             .IssueToken(
@@ -108,8 +109,12 @@ def traffic(suite: Suite) -> Suite:
             .access_token
         )
     suite.secrets.append(token)
-    identity_channel = open_channel(suite.identity, default_timeout=30, token_source=lambda: token)
-    payments_channel = open_channel(suite.payments, default_timeout=30, token_source=lambda: token)
+    identity_channel = open_channel(
+        suite.identity, tls=tls_files(), default_timeout=30, token_source=lambda: token
+    )
+    payments_channel = open_channel(
+        suite.payments, tls=tls_files(), default_timeout=30, token_source=lambda: token
+    )
     identity = IdentityServiceStub(identity_channel)
     payments = PaymentsServiceStub(payments_channel)
     customer = f"cus_obs_{uuid.uuid4().hex[:10]}"

@@ -35,6 +35,7 @@ from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.suite import running_suite
+from astra_testkit.tls import grpcurl_tls, tls_files
 from astra_testkit.waiting import wait_until
 from chassis.events.clients import (
     ensure_subscription,
@@ -67,7 +68,9 @@ class Running:
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def channel(self, target: str) -> grpc.Channel:
-        return open_channel(target, default_timeout=30, token_source=lambda: self.admin_token)
+        return open_channel(
+            target, tls=tls_files(), default_timeout=30, token_source=lambda: self.admin_token
+        )
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +259,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
     result = subprocess.run(
         [
             str(BIN / "grpcurl"),
-            "-plaintext",
+            *grpcurl_tls(),
             "-H",
             f"authorization: Bearer {running.admin_token}",
             "-d",
@@ -277,7 +280,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
     unauthenticated = subprocess.run(
         [
             str(BIN / "grpcurl"),
-            "-plaintext",
+            *grpcurl_tls(),
             "-d",
             json.dumps({"payment_id": payout_id}),
             running.payments,

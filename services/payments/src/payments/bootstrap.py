@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
+from chassis.auth.keys import IDENTITY_SERVER_NAME
 from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
 from chassis.events.writer import OutboxWriter
@@ -38,6 +39,8 @@ from payments.service_layer.use_cases import Deps
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CONTEXT = "payments"
 ERROR_DOMAIN = "payments.astra"
+# The name the ledger's certificate carries: payments moves money only with the real ledger.
+LEDGER_SERVER_NAME = "ledger"
 # What payments asks identity for when it has client credentials.
 OUTGOING_SCOPES = (
     "ledger.accounts.read",
@@ -99,6 +102,7 @@ def token_source(settings: PaymentsSettings) -> TokenSource | None:
         settings.identity_target,
         settings.client_id,
         secret,
+        tls=settings.tls,
         scopes=OUTGOING_SCOPES,
         timeout=settings.call_timeout_seconds,
     )
@@ -145,6 +149,8 @@ def bootstrap(
     if ledger is None:
         ledger_channel = open_channel(
             settings.ledger_target,
+            tls=settings.tls,
+            server_name=LEDGER_SERVER_NAME,
             default_timeout=settings.call_timeout_seconds,
             token_source=tokens,
         )
@@ -153,6 +159,8 @@ def bootstrap(
     if identity is None:
         identity_channel: grpc.Channel = open_channel(
             settings.identity_target,
+            tls=settings.tls,
+            server_name=IDENTITY_SERVER_NAME,
             default_timeout=settings.call_timeout_seconds,
             token_source=tokens,
         )

@@ -27,6 +27,7 @@ from chassis.metrics import (
     declare_outbox_series,
     record_outbox_backlog,
 )
+from chassis.tls import server_credentials
 
 
 def _health_server(settings: RelaySettings) -> tuple[grpc.Server, health.HealthServicer]:
@@ -34,7 +35,7 @@ def _health_server(settings: RelaySettings) -> tuple[grpc.Server, health.HealthS
     servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     address = f"{settings.health_host}:{settings.health_port}"
-    if server.add_insecure_port(address) == 0:
+    if server.add_secure_port(address, server_credentials(settings.tls)) == 0:
         raise RuntimeError(f"cannot bind the relay's health port {address}")
     server.start()
     return server, servicer

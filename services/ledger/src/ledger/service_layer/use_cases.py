@@ -40,6 +40,8 @@ class Caller:
     """Who asks, as far as object-level rules care: a customer sees only its own accounts."""
 
     customer_id: str = ""
+    # The part of the suite that called (SPIFFE id of its certificate), "" when unknown.
+    peer: str = ""
 
     def check_account(self, account: Account) -> None:
         if self.customer_id and account.customer_id != self.customer_id:
