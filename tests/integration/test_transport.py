@@ -1,0 +1,278 @@
+"""Mutual TLS as an attacker meets it: in-process servers with real certificates.
+
+Plaintext, a client certificate of another CA and no client certificate are
+refused at the handshake; a server on identity's address whose certificate is
+of the right CA but does not name identity cannot hand the verifier its keys;
+the server knows which part called; and certificates replaced under a steady
+stream of calls serve every new connection without a call failing.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from astra.identity.v1 import identity_pb2 as ipb
+from astra.identity.v1 import identity_pb2_grpc
+from astra_testkit.ports import free_port
+from astra_testkit.tls import suite_ca, tls_channel, tls_files
+from astra_testkit.waiting import wait_until
+from chassis.auth import AccessPolicy, AuthInterceptor, build_verifier
+from chassis.auth.keys import IdentityKeySource
+from chassis.auth.policy import MethodRule
+from chassis.auth.testing import TokenMint
+from chassis.grpc.context import current_call
+from chassis.grpc.interceptors import CallInterceptor
+from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
+from chassis.tls import TlsFiles, secure_channel
+from chassis.tls.devca import DevCa, ensure_dev_ca
+from cryptography import x509
+from google.protobuf import json_format
+
+SERVICE = "astra.test.v1.Peer"
+WHO = f"/{SERVICE}/Who"
+GUARDED = f"/{SERVICE}/Guarded"
+SCOPE = "ledger.transfers.write"
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+def _who(_request: bytes, _context: grpc.ServicerContext) -> bytes:
+    call = current_call()
+    return ((call.peer if call else None) or "").encode()
+
+
+def _register(server: grpc.Server) -> None:
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _who, request_deserializer=_raw, response_serializer=_raw
+        )
+        for name in ("Who", "Guarded")
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+def _server(tls: TlsFiles, port: int = 0, *extra: grpc.ServerInterceptor) -> GrpcServer:  # type: ignore[type-arg]
+    server = GrpcServer(
+        [ServiceBinding(SERVICE, _register)],
+        ServerOptions(port=port, tls=tls),
+        interceptors=[CallInterceptor("test.astra"), *extra],
+    )
+    server.start()
+    return server
+
+
+def _who_via(channel: grpc.Channel) -> str:
+    call = channel.unary_unary(WHO, request_serializer=_raw, response_deserializer=_raw)
+    return bytes(call(b"", timeout=10)).decode()
+
+
+@pytest.fixture
+def ledger_like() -> Iterator[str]:
+    """A server with the ledger's certificate of the suite CA."""
+    server = _server(tls_files("ledger"))
+    yield f"127.0.0.1:{server.port}"
+    server.stop(0)
+
+
+def _refused(channel: grpc.Channel) -> grpc.RpcError:
+    with channel, pytest.raises(grpc.RpcError) as refused:
+        _who_via(channel)
+    return refused.value
+
+
+# --- who may connect ----------------------------------------------------------------
+
+
+def test_the_server_sees_which_part_called(ledger_like: str) -> None:
+    with tls_channel(ledger_like, part="payments") as channel:
+        assert _who_via(channel) == "spiffe://astra/payments"
+    with tls_channel(ledger_like) as channel:
+        assert _who_via(channel) == "spiffe://astra/client"
+
+
+def test_a_plaintext_client_is_refused(ledger_like: str) -> None:
+    assert _refused(grpc.insecure_channel(ledger_like)).code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_client_without_a_certificate_is_refused(ledger_like: str) -> None:
+    ca = Path(tls_files().ca_file).read_bytes()
+    channel = grpc.secure_channel(ledger_like, grpc.ssl_channel_credentials(root_certificates=ca))
+    assert _refused(channel).code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_client_certificate_of_another_ca_is_refused(ledger_like: str, tmp_path: Path) -> None:
+    other = ensure_dev_ca(tmp_path).client
+    # It trusts our CA (so the server's certificate is fine); ours does not trust its.
+    stranger = TlsFiles(other.cert_file, other.key_file, tls_files().ca_file)
+    assert _refused(secure_channel(ledger_like, stranger)).code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_server_that_does_not_carry_the_expected_name_is_refused(ledger_like: str) -> None:
+    with tls_channel(ledger_like, server_name="ledger") as channel:
+        assert _who_via(channel) == "spiffe://astra/client"
+    error = _refused(tls_channel(ledger_like, server_name="identity"))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# --- who may serve the keys -----------------------------------------------------------
+
+
+IDENTITY_SERVICE = "astra.identity.v1.IdentityService"
+
+
+def _key_server(mint: TokenMint, tls: TlsFiles, port: int) -> GrpcServer:
+    """A server answering identity's GetPublicKeys with ``mint``'s keys: identity's, or an
+    attacker's."""
+
+    def public_keys(
+        _request: ipb.GetPublicKeysRequest, _context: grpc.ServicerContext
+    ) -> ipb.GetPublicKeysResponse:
+        keys = [
+            json_format.ParseDict(dict(key), ipb.JsonWebKey(), ignore_unknown_fields=True)
+            for key in mint.key_document().keys
+        ]
+        return ipb.GetPublicKeysResponse(keys=keys, issuer=mint.issuer)
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        public_keys,
+        request_deserializer=ipb.GetPublicKeysRequest.FromString,
+        response_serializer=ipb.GetPublicKeysResponse.SerializeToString,
+    )
+
+    def register(server: grpc.Server) -> None:
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(IDENTITY_SERVICE, {"GetPublicKeys": handler}),)
+        )
+
+    server = GrpcServer(
+        [ServiceBinding(IDENTITY_SERVICE, register)], ServerOptions(port=port, tls=tls)
+    )
+    server.start()
+    return server
+
+
+def test_an_impersonated_identity_cannot_supply_keys() -> None:
+    identity_mint, attacker = TokenMint(), TokenMint()
+    attacker.rotate()  # a kid the verifier has not seen: it goes and asks for the keys
+    port = free_port()
+    identity_target = f"127.0.0.1:{port}"
+    verifier = build_verifier(
+        issuer=identity_mint.issuer,
+        audience=identity_mint.audience,
+        identity_target=identity_target,
+        tls=tls_files("ledger"),
+        min_refresh_interval=0,
+    )
+    policy = AccessPolicy({GUARDED: MethodRule(False, frozenset({SCOPE}))})
+    guarded = _server(tls_files("ledger"), 0, AuthInterceptor(verifier, policy))
+    call = tls_channel(f"127.0.0.1:{guarded.port}").unary_unary(
+        GUARDED, request_serializer=_raw, response_deserializer=_raw
+    )
+    identity = _key_server(identity_mint, tls_files("identity"), port)
+    try:
+        # The real identity serves the keys: its tokens pass.
+        assert (
+            call(b"", metadata=identity_mint.metadata([SCOPE]), timeout=10)
+            == b"spiffe://astra/client"
+        )
+        identity.stop(0)
+        # Something else of the suite takes identity's address, with a certificate of the
+        # right CA (the ledger's) and the attacker's keys behind it.
+        impostor = _key_server(attacker, tls_files("ledger"), port)
+        try:
+            with tls_channel(identity_target) as plain_dial:
+                # Dialled without the name check it would hand its keys to anyone.
+                served = identity_pb2_grpc.IdentityServiceStub(plain_dial).GetPublicKeys(
+                    ipb.GetPublicKeysRequest(), timeout=10
+                )
+                assert attacker.kid in [k.kid for k in served.keys]
+            with pytest.raises(grpc.RpcError) as fetch:
+                IdentityKeySource(identity_target, tls=tls_files("ledger")).fetch()
+            assert fetch.value.code() == grpc.StatusCode.UNAVAILABLE
+            with pytest.raises(grpc.RpcError) as refused:
+                call(b"", metadata=attacker.metadata([SCOPE]), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        finally:
+            impostor.stop(0)
+    finally:
+        guarded.stop(0)
+
+
+# --- rotation under load ----------------------------------------------------------------
+
+
+def _served_serial(target: str, ca: DevCa) -> int:
+    """The serial of the certificate a fresh handshake with ``target`` is shown."""
+    context = ssl.create_default_context(cafile=ca.ca_file)
+    client = ca.client
+    context.load_cert_chain(client.cert_file, client.key_file)
+    context.set_alpn_protocols(["h2"])
+    host, port = target.rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+@dataclass
+class Load:
+    """Calls made one after another, each a few on a new connection, until stopped."""
+
+    target: str
+    files: TlsFiles
+    calls: int = 0
+    failures: list[str] = field(default_factory=list)
+    peers: set[str] = field(default_factory=set)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with secure_channel(self.target, self.files) as channel:
+                for _ in range(5):
+                    try:
+                        self.peers.add(_who_via(channel))
+                        self.calls += 1
+                    except grpc.RpcError as error:
+                        self.failures.append(f"{error.code()}: {error.details()}")
+
+
+def test_replaced_certificates_serve_new_connections_and_no_call_fails(tmp_path: Path) -> None:
+    ca = ensure_dev_ca(tmp_path)
+    server = _server(ca.files("ledger"))
+    target = f"127.0.0.1:{server.port}"
+    load = Load(target, ca.client)
+    worker = threading.Thread(target=load.run, daemon=True)
+    try:
+        first = _served_serial(target, ca)
+        worker.start()
+        wait_until(lambda: load.calls >= 50, 60, "calls before the rotation")
+        second = ca.issue("ledger").serial_number
+        wait_until(lambda: _served_serial(target, ca) == second, 60, "the new certificate served")
+        after = load.calls
+        wait_until(lambda: load.calls >= after + 50, 60, "calls after the rotation")
+        third = ca.issue("ledger").serial_number
+        wait_until(lambda: _served_serial(target, ca) == third, 60, "the third certificate served")
+    finally:
+        load.stop.set()
+        worker.join(30)
+        server.stop(0)
+    assert len({first, second, third}) == 3
+    assert load.failures == []
+    assert load.peers == {"spiffe://astra/client"}
+
+
+def test_the_suite_ca_is_the_session_ca(dev_ca: DevCa) -> None:
+    assert dev_ca == suite_ca()
+    assert Path(dev_ca.files("identity").cert_file).is_file()
