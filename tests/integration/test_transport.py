@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -60,7 +61,7 @@ def _register(server: grpc.Server) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 
-def _server(tls: TlsFiles, port: int = 0, *extra: grpc.ServerInterceptor) -> GrpcServer:  # type: ignore[type-arg]
+def _server(tls: TlsFiles, port: int = 0, *extra: grpc.ServerInterceptor[Any, Any]) -> GrpcServer:
     server = GrpcServer(
         [ServiceBinding(SERVICE, _register)],
         ServerOptions(port=port, tls=tls),

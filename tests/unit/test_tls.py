@@ -76,9 +76,7 @@ def test_a_new_ca_reissues_every_certificate(tmp_path: Path) -> None:
     ca.ca_key_file.unlink()
     ensure_dev_ca(tmp_path)
     assert Path(ca.files("identity").cert_file).read_bytes() != old_identity
-    _certificate(ca.files("identity").cert_file).verify_directly_issued_by(
-        _certificate(ca.ca_file)
-    )
+    _certificate(ca.files("identity").cert_file).verify_directly_issued_by(_certificate(ca.ca_file))
 
 
 def test_a_certificate_without_a_spiffe_uri_names_no_peer(tmp_path: Path) -> None:
