@@ -9,8 +9,11 @@ stream of calls serve every new connection without a call failing.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ import pytest
 from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1 import identity_pb2_grpc
 from astra_testkit.ports import free_port
-from astra_testkit.tls import suite_ca, tls_channel, tls_files
+from astra_testkit.tls import suite_ca, tls_channel, tls_env, tls_files
 from astra_testkit.waiting import wait_until
 from chassis.auth import AccessPolicy, AuthInterceptor, build_verifier
 from chassis.auth.keys import IdentityKeySource
@@ -30,7 +33,7 @@ from chassis.auth.policy import MethodRule
 from chassis.auth.testing import TokenMint
 from chassis.grpc.context import current_call
 from chassis.grpc.interceptors import CallInterceptor
-from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
+from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding, is_serving
 from chassis.tls import TlsFiles, secure_channel
 from chassis.tls.devca import DevCa, ensure_dev_ca
 from cryptography import x509
@@ -277,3 +280,26 @@ def test_replaced_certificates_serve_new_connections_and_no_call_fails(tmp_path:
 def test_the_suite_ca_is_the_session_ca(dev_ca: DevCa) -> None:
     assert dev_ca == suite_ca()
     assert Path(dev_ca.files("identity").cert_file).is_file()
+
+
+# --- the exec probe ----------------------------------------------------------------------
+
+
+def _health_command(port: int) -> int:
+    """``astra-ledger health`` against ``port``, with the ledger's certificate; its exit code."""
+    env = {**os.environ, **tls_env("LEDGER", "ledger"), "LEDGER_GRPC_PORT": str(port)}
+    command = [str(Path(sys.executable).parent / "astra-ledger"), "health"]
+    return subprocess.run(command, env=env, capture_output=True, timeout=60, check=False).returncode
+
+
+def test_the_health_probe_asks_over_mutual_tls_and_only_the_named_service() -> None:
+    ledger = _server(tls_files("ledger"))
+    impostor = _server(tls_files("payments"))
+    try:
+        assert is_serving(f"127.0.0.1:{ledger.port}", tls_files(), server_name="ledger")
+        # Serving, but not the ledger: the probe says so.
+        assert not is_serving(f"127.0.0.1:{impostor.port}", tls_files(), server_name="ledger")
+        assert _health_command(ledger.port) == 0  # astra-ledger health: the same, as a command
+    finally:
+        ledger.stop(0)
+        impostor.stop(0)
