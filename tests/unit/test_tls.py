@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
+from chassis.auth.principal import Principal, PrincipalKind
+from chassis.grpc.context import CallContext, reset_current_call, set_current_call
 from chassis.tls import ReloadingCertificates, TlsFiles, spiffe_id
 from chassis.tls.credentials import check_pair
 from chassis.tls.devca import PARTS, ensure_dev_ca
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from ledger.entrypoints.grpc_api import caller_from_principal
 
 
 def _certificate(path: str | Path) -> x509.Certificate:
@@ -133,3 +138,25 @@ def test_a_certificate_of_another_ca_is_not_loaded(tmp_path: Path) -> None:
     files = ours.files("ledger")
     with pytest.raises(ValueError, match="not signed by the CA"):
         ReloadingCertificates(TlsFiles(*theirs.files("ledger").paths()[:2], files.ca_file))
+
+
+# --- the peer on the call -----------------------------------------------------------
+
+
+def test_the_ledger_knows_which_part_called() -> None:
+    principal = Principal(
+        "cli_payments",
+        PrincipalKind.CLIENT,
+        "cli_payments",
+        frozenset(),
+        "tok_1",
+        datetime.now(UTC),
+    )
+    call = CallContext("req_1", "/m", principal=principal, peer="spiffe://astra/payments")
+    token = set_current_call(call)
+    try:
+        caller = caller_from_principal(cast(grpc.ServicerContext, None))
+    finally:
+        reset_current_call(token)
+    assert caller.peer == "spiffe://astra/payments"
+    assert caller.customer_id == ""
