@@ -34,7 +34,7 @@ from chassis.auth.testing import TokenMint
 from chassis.grpc.context import current_call
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding, is_serving
-from chassis.tls import TlsFiles, secure_channel
+from chassis.tls import ReloadingChannel, TlsFiles, secure_channel
 from chassis.tls.devca import DevCa, ensure_dev_ca
 from cryptography import x509
 from google.protobuf import json_format
@@ -54,12 +54,18 @@ def _who(_request: bytes, _context: grpc.ServicerContext) -> bytes:
     return ((call.peer if call else None) or "").encode()
 
 
+def _client_serial(_request: bytes, context: grpc.ServicerContext) -> bytes:
+    """The serial of the certificate the client showed, in hex."""
+    pem: Any = context.auth_context()["x509_pem_cert"][0]
+    return format(x509.load_pem_x509_certificate(pem).serial_number, "x").encode()
+
+
 def _register(server: grpc.Server) -> None:
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            _who, request_deserializer=_raw, response_serializer=_raw
+            behaviour, request_deserializer=_raw, response_serializer=_raw
         )
-        for name in ("Who", "Guarded")
+        for name, behaviour in (("Who", _who), ("Guarded", _who), ("Serial", _client_serial))
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
@@ -232,49 +238,79 @@ def _served_serial(target: str, ca: DevCa) -> int:
 
 @dataclass
 class Load:
-    """Calls made one after another, each a few on a new connection, until stopped."""
+    """Calls made one after another until stopped: a few per new connection (``fresh``), or
+    all on one long-lived channel that follows its files (recording the client serials the
+    server saw)."""
 
     target: str
     files: TlsFiles
+    fresh: bool
     calls: int = 0
     failures: list[str] = field(default_factory=list)
-    peers: set[str] = field(default_factory=set)
+    serials: list[int] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            with secure_channel(self.target, self.files) as channel:
-                for _ in range(5):
-                    try:
-                        self.peers.add(_who_via(channel))
-                        self.calls += 1
-                    except grpc.RpcError as error:
-                        self.failures.append(f"{error.code()}: {error.details()}")
+        if self.fresh:
+            while not self.stop.is_set():
+                with secure_channel(self.target, self.files) as channel:
+                    for _ in range(5):
+                        self._call(channel)
+        else:
+            with ReloadingChannel(self.target, self.files, [], check_interval=0.05) as channel:
+                while not self.stop.is_set():
+                    self._call(channel)
+
+    def _call(self, channel: grpc.Channel) -> None:
+        serial = channel.unary_unary(
+            f"/{SERVICE}/Serial", request_serializer=_raw, response_deserializer=_raw
+        )
+        try:
+            self.serials.append(int(bytes(serial(b"", timeout=10)), 16))
+            self.calls += 1
+        except grpc.RpcError as error:
+            self.failures.append(f"{error.code()}: {error.details()}")
 
 
 def test_replaced_certificates_serve_new_connections_and_no_call_fails(tmp_path: Path) -> None:
     ca = ensure_dev_ca(tmp_path)
     server = _server(ca.files("ledger"))
     target = f"127.0.0.1:{server.port}"
-    load = Load(target, ca.client)
-    worker = threading.Thread(target=load.run, daemon=True)
+    client_serial = _certificate_serial(ca.client)
+    fresh, steady = Load(target, ca.client, fresh=True), Load(target, ca.client, fresh=False)
+    workers = [threading.Thread(target=load.run, daemon=True) for load in (fresh, steady)]
     try:
         first = _served_serial(target, ca)
-        worker.start()
-        wait_until(lambda: load.calls >= 50, 60, "calls before the rotation")
+        for worker in workers:
+            worker.start()
+        wait_until(lambda: min(fresh.calls, steady.calls) >= 50, 60, "calls before rotating")
+        # The server's certificate, twice: every new connection is shown the new one.
         second = ca.issue("ledger").serial_number
         wait_until(lambda: _served_serial(target, ca) == second, 60, "the new certificate served")
-        after = load.calls
-        wait_until(lambda: load.calls >= after + 50, 60, "calls after the rotation")
+        after = fresh.calls
+        wait_until(lambda: fresh.calls >= after + 50, 60, "calls after the rotation")
         third = ca.issue("ledger").serial_number
         wait_until(lambda: _served_serial(target, ca) == third, 60, "the third certificate served")
+        # The client's: the long-lived channel shows the new one without being reopened.
+        new_client_serial = ca.issue("client").serial_number
+        wait_until(
+            lambda: new_client_serial in steady.serials[-5:], 60, "the new client certificate"
+        )
     finally:
-        load.stop.set()
-        worker.join(30)
+        for load in (fresh, steady):
+            load.stop.set()
+        for worker in workers:
+            worker.join(30)
         server.stop(0)
     assert len({first, second, third}) == 3
-    assert load.failures == []
-    assert load.peers == {"spiffe://astra/client"}
+    assert fresh.failures == []
+    assert steady.failures == []
+    assert steady.serials[0] == client_serial != new_client_serial
+    assert steady.serials[-1] == new_client_serial
+
+
+def _certificate_serial(files: TlsFiles) -> int:
+    return x509.load_pem_x509_certificate(Path(files.cert_file).read_bytes()).serial_number
 
 
 def test_the_suite_ca_is_the_session_ca(dev_ca: DevCa) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +36,15 @@ class TlsFiles:
             chain, private = cert.read(), key.read()
         with open(self.ca_file, "rb") as ca:
             return chain, private, ca.read()
+
+
+def files_stamp(files: TlsFiles) -> _Stamp:
+    """What the files are, as far as noticing a replacement goes."""
+    stamps = []
+    for path in files.paths():
+        stat = os.stat(path)
+        stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+    return tuple(stamps)
 
 
 def check_pair(chain: bytes, key: bytes, ca: bytes) -> x509.Certificate:
@@ -75,7 +83,7 @@ class ReloadingCertificates:
     def __init__(self, files: TlsFiles) -> None:
         self._files = files
         self._lock = threading.Lock()
-        self._stamp = self._stat()
+        self._stamp = files_stamp(self._files)
         self._contents = files.read()
         self.certificate = check_pair(*self._contents)
         self.reloads = 0
@@ -83,16 +91,9 @@ class ReloadingCertificates:
     def initial(self) -> Any:
         return _configuration(self._contents)
 
-    def _stat(self) -> _Stamp:
-        stamps = []
-        for path in self._files.paths():
-            stat = os.stat(path)
-            stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
-        return tuple(stamps)
-
     def __call__(self) -> Any:
         try:
-            stamp = self._stat()
+            stamp = files_stamp(self._files)
         except OSError:
             return None  # a file is being replaced: keep serving what we have
         if stamp == self._stamp:
@@ -135,28 +136,12 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
 
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
     """A client's credentials: its certificate for the server, the CA to check the server's."""
-    chain, key, ca = files.read()
+    return credentials_of(files.read())
+
+
+def credentials_of(contents: tuple[bytes, bytes, bytes]) -> grpc.ChannelCredentials:
+    """Client credentials from the certificate chain, key and CA read from ``TlsFiles``."""
+    chain, key, ca = contents
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=chain
     )
-
-
-def secure_channel(
-    target: str,
-    files: TlsFiles,
-    *,
-    server_name: str | None = None,
-    options: Sequence[tuple[str, Any]] | None = None,
-) -> grpc.Channel:
-    """A mutual-TLS channel to ``target``.
-
-    ``server_name``: the name the server's certificate must carry, whatever the
-    address dialled (every server's certificate names ``localhost`` and
-    ``127.0.0.1``, so without it any part of the suite could answer on
-    ``127.0.0.1``); with it, only the part of that name can (the verifier asks
-    for ``identity``).
-    """
-    channel_options = list(options or [])
-    if server_name:
-        channel_options.append(("grpc.ssl_target_name_override", server_name))
-    return grpc.secure_channel(target, channel_credentials(files), options=channel_options)
