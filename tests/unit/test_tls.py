@@ -12,7 +12,7 @@ import grpc
 import pytest
 from chassis.auth.principal import Principal, PrincipalKind
 from chassis.grpc.context import CallContext, reset_current_call, set_current_call
-from chassis.tls import ReloadingCertificates, TlsFiles, spiffe_id
+from chassis.tls import ReloadingCertificates, ReloadingChannel, TlsFiles, spiffe_id
 from chassis.tls.credentials import check_pair
 from chassis.tls.devca import PARTS, ensure_dev_ca
 from cryptography import x509
@@ -160,3 +160,23 @@ def test_the_ledger_knows_which_part_called() -> None:
         reset_current_call(token)
     assert caller.peer == "spiffe://astra/payments"
     assert caller.customer_id == ""
+
+
+def test_a_client_channel_follows_its_files_and_waits_for_a_whole_pair(tmp_path: Path) -> None:
+    ca = ensure_dev_ca(tmp_path)
+    files = ca.client
+    # Nothing dials before a call: no server needed to see which channel calls would use.
+    with ReloadingChannel("127.0.0.1:9", files, [], check_interval=0) as channel:
+        generation, first = channel.current()
+        assert channel.current() == (generation, first)
+
+        staging = TlsFiles(str(tmp_path / "n.pem"), str(tmp_path / "n-key.pem"), files.ca_file)
+        ca.issue("client", into=staging)
+        os.replace(staging.cert_file, files.cert_file)
+        assert channel.current() == (generation, first)  # new certificate, old key: not yet
+
+        os.replace(staging.key_file, files.key_file)
+        newer, second = channel.current()
+        assert newer == generation + 1
+        assert second is not first
+        assert channel.current() == (newer, second)
