@@ -4,13 +4,16 @@
 gRPC server, the services' thread pool size), once on a plaintext port and once
 with the chassis' server credentials (mutual TLS, dynamic reload), and runs the
 same closed loop against each: one call in flight, then 16 (one channel each),
-then a new connection per call (the handshake's own cost). Client and server
-share this process and its GIL, so compare the ratio, not the absolute figures.
+then a new connection per call (the handshake's own cost), in alternating rounds
+(medians shown). Client and server share this process and its GIL, so compare
+the ratio, not the absolute figures; on a shared 2-core machine a single round
+varies by a third.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import threading
 import time
@@ -82,7 +85,8 @@ def _new_connections(open_channel: Callable[[], grpc.Channel], seconds: float) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.tls_cost", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement")
+    parser.add_argument("--seconds", type=float, default=1.5, help="length of each measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each (median)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="astra-tls-cost-") as folder:
         ca = ensure_dev_ca(folder)
@@ -95,18 +99,26 @@ def main() -> None:
             ),
             "mTLS": lambda: _tls_channel(tls_target, client_files),
         }
-        figures: dict[str, dict[str, float]] = {}
-        for name, opener in openers.items():
-            figures[name] = {
-                "1 in flight": _closed_loop(opener, 1, args.seconds),
-                "16 in flight": _closed_loop(opener, 16, args.seconds),
-                "new connection per call": _new_connections(opener, args.seconds),
-            }
+        for opener in openers.values():
+            _closed_loop(opener, 4, 0.5)  # warm both servers and the client before counting
+        measures: dict[str, Callable[[Callable[[], grpc.Channel]], float]] = {
+            "1 in flight": lambda opener: _closed_loop(opener, 1, args.seconds),
+            "16 in flight": lambda opener: _closed_loop(opener, 16, args.seconds),
+            "new connection per call": lambda opener: _new_connections(opener, args.seconds),
+        }
+        # Rounds alternate the two, so a machine that slows down mid-run charges both alike.
+        samples: dict[tuple[str, str], list[float]] = {}
+        for round_number in range(args.rounds):
+            for row, measure in measures.items():
+                order = list(openers) if round_number % 2 == 0 else list(reversed(openers))
+                for name in order:
+                    samples.setdefault((row, name), []).append(measure(openers[name]))
+        figures = {key: statistics.median(values) for key, values in samples.items()}
         plain_server.stop(0)
         tls_server.stop(0)
-    print(f"{'calls/s':<26}{'plaintext':>12}{'mTLS':>12}{'mTLS/plain':>12}")
-    for row in figures["plaintext"]:
-        plain, tls = figures["plaintext"][row], figures["mTLS"][row]
+    print(f"{'calls/s (median)':<26}{'plaintext':>12}{'mTLS':>12}{'mTLS/plain':>12}")
+    for row in measures:
+        plain, tls = figures[(row, "plaintext")], figures[(row, "mTLS")]
         print(f"{row:<26}{plain:>12,.0f}{tls:>12,.0f}{tls / plain:>12.2f}")
 
 
