@@ -31,6 +31,8 @@ from chassis.auth import AccessPolicy, AuthInterceptor, build_verifier
 from chassis.auth.keys import IdentityKeySource
 from chassis.auth.policy import MethodRule
 from chassis.auth.testing import TokenMint
+from chassis.events import relay_main
+from chassis.events.relay_settings import RelaySettings
 from chassis.grpc.context import current_call
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding, is_serving
@@ -38,6 +40,7 @@ from chassis.tls import ReloadingChannel, TlsFiles, secure_channel
 from chassis.tls.devca import DevCa, ensure_dev_ca
 from cryptography import x509
 from google.protobuf import json_format
+from grpc_health.v1 import health_pb2
 
 SERVICE = "astra.test.v1.Peer"
 WHO = f"/{SERVICE}/Who"
@@ -339,3 +342,28 @@ def test_the_health_probe_asks_over_mutual_tls_and_only_the_named_service() -> N
     finally:
         ledger.stop(0)
         impostor.stop(0)
+
+
+def test_the_relay_health_command_asks_its_port_over_mutual_tls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = free_port()
+    env = {
+        "RELAY_DATABASE_URL": "sqlite://",
+        "RELAY_CONTEXT": "ledger",
+        "RELAY_HEALTH_PORT": str(port),
+        **tls_env("RELAY", "relay"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    server, servicer = relay_main._health_server(RelaySettings())
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    try:
+        with pytest.raises(SystemExit) as serving:
+            relay_main.main(["health"])
+        assert serving.value.code == 0
+    finally:
+        server.stop(0).wait()
+    with pytest.raises(SystemExit) as gone:
+        relay_main.main(["health"])
+    assert gone.value.code == 1
