@@ -4,8 +4,8 @@
   settings (``<PREFIX>_TLS_CERT_FILE``, ``_KEY_FILE``, ``_CA_FILE``);
 - ``server_credentials``: credentials that ask every client for a certificate of
   the CA and read the files again when they change (no restart on rotation);
-- ``secure_channel``: the one way a client dials (``channel_credentials`` builds
-  its credentials), a ``ReloadingChannel`` that follows its files too;
+- ``secure_channel``: the one way a client dials, a ``ReloadingChannel`` that
+  follows its files too (``channel_credentials`` builds its credentials);
 - ``spiffe_id``: the SPIFFE-style URI (``spiffe://astra/<part>``) a certificate
   names, which is who the peer is;
 - ``chassis.tls.devca``: a development CA and one certificate per part.

@@ -21,7 +21,7 @@ from typing import Any, cast
 import grpc
 import structlog
 
-from chassis.tls.credentials import TlsFiles, check_pair, credentials_of, files_stamp
+from chassis.tls.credentials import TlsFiles, channel_credentials, check_pair, files_stamp
 
 _log = structlog.get_logger("chassis.tls")
 
@@ -50,7 +50,9 @@ class ReloadingChannel(grpc.Channel):
         self._retired: list[tuple[float, grpc.Channel]] = []
 
     def _open(self, contents: tuple[bytes, bytes, bytes]) -> grpc.Channel:
-        return grpc.secure_channel(self._target, credentials_of(contents), options=self._options)
+        return grpc.secure_channel(
+            self._target, channel_credentials(contents), options=self._options
+        )
 
     def current(self) -> tuple[int, grpc.Channel]:
         """The channel new calls use (and its generation), after a look at the files if due."""

@@ -134,13 +134,9 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     )
 
 
-def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
-    """A client's credentials: its certificate for the server, the CA to check the server's."""
-    return credentials_of(files.read())
-
-
-def credentials_of(contents: tuple[bytes, bytes, bytes]) -> grpc.ChannelCredentials:
-    """Client credentials from the certificate chain, key and CA read from ``TlsFiles``."""
+def channel_credentials(contents: tuple[bytes, bytes, bytes]) -> grpc.ChannelCredentials:
+    """A client's credentials from what ``TlsFiles.read`` returned: its certificate for the
+    server to check, the CA to check the server's (the one place they are built)."""
     chain, key, ca = contents
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=chain
