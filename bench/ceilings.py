@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from astra_testkit.ports import free_port, wait_for_port
+from astra_testkit.tls import tls_env
 
 from bench.common import MINT, BenchEnv, Section, mint_auth_env, percentile
 from bench.cpu import CpuCost, cpu_cost
@@ -69,7 +70,7 @@ def empty_server(*, chassis: bool = False) -> Iterator[EmptyServer]:
     port = free_port()
     argv = [sys.executable, "-m", "bench.empty_server", str(port)]
     with contextlib.ExitStack() as stack:
-        env = dict(os.environ)
+        env = dict(os.environ) | tls_env("BENCH", "ledger")
         metadata: tuple[tuple[str, str], ...] = ()
         if chassis:
             argv.append("--chassis")

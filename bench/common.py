@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from astra_testkit.tls import tls_env
 from chassis.auth.testing import TokenMint
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -30,13 +31,15 @@ MINT = TokenMint()
 
 @contextmanager
 def mint_auth_env(prefix: str) -> Iterator[dict[str, str]]:
-    """``<prefix>_AUTH_*`` settings that make a server trust MINT (a JWKS file, removed after)."""
+    """``<prefix>_AUTH_*`` settings that make a server trust MINT (a JWKS file, removed after),
+    and ``<prefix>_TLS_*`` that make it serve mutual TLS with the suite CA's ledger certificate."""
     keys = Path(tempfile.mkdtemp(prefix="astra-bench-keys-"))
     try:
         yield {
             f"{prefix}_AUTH_ISSUER": MINT.issuer,
             f"{prefix}_AUTH_AUDIENCE": MINT.audience,
             f"{prefix}_AUTH_JWKS_FILE": str(MINT.write_jwks(keys / "jwks.json")),
+            **tls_env(prefix, "ledger"),
         }
     finally:
         shutil.rmtree(keys, ignore_errors=True)

@@ -2,6 +2,8 @@
 
 ``python -m bench.empty_server PORT`` serves it bare: a sync server with the
 same thread pool size as our services, so the comparison with them is fair.
+Both speak mutual TLS with the files ``BENCH_TLS_CERT_FILE``, ``BENCH_TLS_KEY_FILE``
+and ``BENCH_TLS_CA_FILE`` name, as every server of the suite does.
 
 ``python -m bench.empty_server PORT --chassis`` serves the same method through
 the chassis every service runs: ``GrpcServer`` (health, reflection, tracing and
@@ -27,6 +29,7 @@ from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.logging import configure_logging
 from chassis.runtime import tune_gc
+from chassis.tls import TlsFiles, server_credentials
 from chassis.tracing import configure_tracing
 
 SERVICE = "astra.bench.v1.Empty"
@@ -52,12 +55,20 @@ def _register(server: grpc.Server) -> None:
     )
 
 
+def _tls() -> TlsFiles:
+    return TlsFiles(
+        os.environ["BENCH_TLS_CERT_FILE"],
+        os.environ["BENCH_TLS_KEY_FILE"],
+        os.environ["BENCH_TLS_CA_FILE"],
+    )
+
+
 def serve_bare(port: int) -> None:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32), options=[("grpc.so_reuseport", 0)]
     )
     _register(server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_secure_port(f"127.0.0.1:{port}", server_credentials(_tls()))
     server.start()
     print("ready", flush=True)
     threading.Event().wait()
@@ -75,7 +86,7 @@ def serve_chassis(port: int) -> None:
     policy = AccessPolicy({METHOD: MethodRule(False, frozenset({CHASSIS_SCOPE}))})
     server = GrpcServer(
         [ServiceBinding(SERVICE, _register)],
-        ServerOptions(port=port),
+        ServerOptions(port=port, tls=_tls()),
         interceptors=[CallInterceptor("bench.astra"), AuthInterceptor(verifier, policy)],
     )
     tune_gc()

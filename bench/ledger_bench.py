@@ -26,6 +26,7 @@ from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra_testkit.ports import free_port
 from astra_testkit.processes import ServiceProcess
+from astra_testkit.tls import tls_files
 from chassis.grpc.client import open_channel
 
 from bench.common import (
@@ -282,7 +283,9 @@ def measure(env: BenchEnv) -> Section:
     section = Section("Ledger over gRPC into PostgreSQL")
     with running_ledger(env) as ledger:
         target = ledger.target
-        with open_channel(target, default_timeout=120, token_source=MINT.token) as channel:
+        with open_channel(
+            target, tls=tls_files(), default_timeout=120, token_source=MINT.token
+        ) as channel:
             accounts = open_accounts(LedgerServiceStub(channel), clients=4)
         # Warm up connections, caches and the planner.
         measure_batches(target, accounts[:2], 1000, 2, 2, "warm")
@@ -325,7 +328,9 @@ def measure(env: BenchEnv) -> Section:
     # has its own connection, which the kernel hands to one of the processes.
     with running_ledger(env, LEDGER_PROCESSES="2", LEDGER_GRPC_REUSE_PORT="true") as ledger:
         target = ledger.target
-        with open_channel(target, default_timeout=120, token_source=MINT.token) as channel:
+        with open_channel(
+            target, tls=tls_files(), default_timeout=120, token_source=MINT.token
+        ) as channel:
             accounts = open_accounts(LedgerServiceStub(channel), clients=6)
         measure_batches(target, accounts, 1000, 1, 6, "warm")
         with ledger.cpu_cost() as cost:

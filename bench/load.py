@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from astra_testkit.tls import tls_channel
 
 # Batches of transfers are large messages; gRPC's default limit is 4 MiB.
 _MESSAGE_LIMITS = [
@@ -61,7 +62,7 @@ def run_closed_loop(
     stop_at: list[float] = []
 
     def worker() -> None:
-        channel = grpc.insecure_channel(
+        channel = tls_channel(
             target,
             options=[
                 *_MESSAGE_LIMITS,
@@ -128,7 +129,7 @@ def run_fixed_rate(
     # gRPC runs a future's callbacks after result() may already have returned:
     # the sender waits for the callbacks themselves, so no call goes uncounted.
     finished = threading.Condition()
-    channel = grpc.insecure_channel(target, options=_MESSAGE_LIMITS)
+    channel = tls_channel(target, options=_MESSAGE_LIMITS)
     call = channel.unary_unary(method, request_serializer=_raw, response_deserializer=_raw)
 
     def record(scheduled: float) -> Callable[[grpc.Future[bytes]], None]:

@@ -35,6 +35,7 @@ from astra.payments.v1 import payments_pb2 as pb
 from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
 from astra_testkit.customers import create_customer
 from astra_testkit.suite import running_suite
+from astra_testkit.tls import tls_files
 from chassis.grpc.client import open_channel
 
 from bench.common import BenchEnv, Section, percentile, print_figures
@@ -121,11 +122,17 @@ def _wait(database_url: str, prefix: str, condition: str, count: int, timeout: f
 def prepare(suite: Suite, tag: str) -> list[str]:
     """Verified customers, each funded by a settled collection."""
     channel = open_channel(
-        suite.identity, default_timeout=30, token_source=lambda: suite.tokens["identity"]
+        suite.identity,
+        tls=tls_files(),
+        default_timeout=30,
+        token_source=lambda: suite.tokens["identity"],
     )
     identity = IdentityServiceStub(channel)
     payments_channel = open_channel(
-        suite.payments, default_timeout=30, token_source=lambda: suite.tokens["payments"]
+        suite.payments,
+        tls=tls_files(),
+        default_timeout=30,
+        token_source=lambda: suite.tokens["payments"],
     )
     payments = PaymentsServiceStub(payments_channel)
     customers = []

@@ -8,6 +8,12 @@ client is registered in identity and its secret written to
 <data>/dev-client.json (mode 0600); the closing message says how to get a token
 and call the suite with grpcurl.
 
+Every gRPC port speaks mutual TLS only: a development CA and one certificate per
+part (``chassis.tls.devca``) are made under <data>/tls/ first (kept while still
+valid), with ``client.pem``/``client-key.pem`` for the developer's grpcurl; the
+``<PREFIX>_TLS_*`` variables point the processes at them unless the
+environment names other files.
+
 Every setting is the services' own: their environment variables override the
 defaults (ports, metrics ports, database URLs: PostgreSQL works too), and the
 banner prints what is in effect. ``ASTRA_PUBSUB_EMULATOR_PORT`` (8085) moves the
@@ -36,10 +42,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from chassis.tls.devca import DevCa, ensure_dev_ca
+
+if TYPE_CHECKING:
+    from chassis.config import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CONTEXTS = ("identity", "ledger", "payments")
+# Whose certificate each settings prefix gets from the development CA.
+TLS_PARTS = {"IDENTITY": "identity", "LEDGER": "ledger", "PAYMENTS": "payments", "RELAY": "relay"}
 ACCOUNT_JSON = json.dumps(
     {"account": {"id": "acct_demo", "currency": "EUR", "normal_side": "NORMAL_SIDE_CREDIT"}}
 )
@@ -161,6 +175,7 @@ class Suite:
         self.kek_file = self.data / "identity.kek"
         self.payments_kek_file = self.data / "payments.kek"
         self.dev_client_file = self.data / "dev-client.json"
+        self.tls_dir = self.data / "tls"
         self.emulator_port = int(os.environ.get("ASTRA_PUBSUB_EMULATOR_PORT", "8085"))
         self.children: list[Child] = []
         self.stopping = False
@@ -188,6 +203,8 @@ class Suite:
             "IDENTITY_ENVIRONMENT": "development",
             "PAYMENTS_KEY_ENCRYPTION_KEY_FILE": str(self.payments_kek_file),
         }
+        for prefix, part in TLS_PARTS.items():
+            defaults |= DevCa(self.tls_dir).env(prefix, part)
         for name, value in defaults.items():
             os.environ.setdefault(name, value)
         from identity.config import IdentitySettings
@@ -250,21 +267,13 @@ class Suite:
                 raise SystemExit(f"{child.name} not {what} after {timeout:.0f}s; see {child.log}")
             time.sleep(0.2)
 
-    def grpc_serving(self, host: str, port: int) -> Callable[[], bool]:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
+    def grpc_serving(self, name: str, settings: ServiceSettings) -> Callable[[], bool]:
+        """Whether the service answers SERVING, asked over mutual TLS with its own certificate
+        (as ``astra-<name> health`` does): the server must be the one of that name."""
+        from chassis.grpc.server import is_serving
 
-        def check() -> bool:
-            with grpc.insecure_channel(f"{local(host)}:{port}") as channel:
-                try:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1
-                    )
-                except grpc.RpcError:
-                    return False
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-        return check
+        target = f"{local(settings.grpc_host)}:{settings.grpc_port}"
+        return partial(is_serving, target, settings.tls, server_name=name, timeout=1)
 
     # --- supervision -------------------------------------------------------------
 
@@ -394,6 +403,8 @@ class Suite:
         self.data.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         say(f"Astra suite, data in {self.data}")
+        ensure_dev_ca(self.tls_dir)
+        say(f"development CA and certificates in {self.tls_dir}")
 
         launcher = self.emulator_launcher()
         self.pubsub = launcher is not None
@@ -454,7 +465,7 @@ class Suite:
         bank_address = (local(self.bank.host), self.bank.port)
         self.wait_until(bank, partial(port_open, *bank_address), "listening")
         for child, settings in ((identity, self.identity), (ledger, self.ledger)):
-            self.wait_until(child, self.grpc_serving(settings.grpc_host, settings.grpc_port), "up")
+            self.wait_until(child, self.grpc_serving(child.name, settings), "up")
         payments = self.add(
             "payments",
             [str(BIN / "astra-payments"), "serve"],
@@ -463,7 +474,7 @@ class Suite:
                 "PAYMENTS_CLIENT_SECRET": payments_client["client_secret"],
             },
         )
-        payments_up = self.grpc_serving(self.payments.grpc_host, self.payments.grpc_port)
+        payments_up = self.grpc_serving("payments", self.payments)
         self.wait_until(payments, payments_up, "up")
         if emulator is not None:
             needed = self.subscriptions_by_context()
@@ -508,18 +519,20 @@ class Suite:
         lines.append(f"  logs in {self.logs}")
         identity_target = f"{local(self.identity.grpc_host)}:{self.identity.grpc_port}"
         ledger_target = f"{local(self.ledger.grpc_host)}:{self.ledger.grpc_port}"
+        tls = DevCa(self.tls_dir).client
         print(
             "\n".join(lines)
             + f"""
 
 Development client: {dev["client_id"]} (secret in {self.dev_client_file}, mode 0600)
 
-A first grpcurl session:
-  {grpcurl} -plaintext {ledger_target} list
-  TOKEN=$({grpcurl} -plaintext -d "$(cat {self.dev_client_file})" \\
+A first grpcurl session (mutual TLS, the developer's certificate):
+  TLS="-cacert {tls.ca_file} -cert {tls.cert_file} -key {tls.key_file}"
+  {grpcurl} $TLS {ledger_target} list
+  TOKEN=$({grpcurl} $TLS -d "$(cat {self.dev_client_file})" \\
       {identity_target} astra.identity.v1.IdentityService/IssueToken \\
       | {sys.executable} -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-  {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" \\
+  {grpcurl} $TLS -H "authorization: Bearer $TOKEN" \\
       -d '{ACCOUNT_JSON}' \\
       {ledger_target} astra.ledger.v1.LedgerService/OpenAccount
 

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from astra_testkit.tls import suite_ca
+from chassis.tls.devca import DevCa
 
 # Every context's fixtures, available to every test without importing them.
 pytest_plugins = [
@@ -28,6 +30,13 @@ def postgres() -> Iterator[PostgresServer]:
     server.require()
     yield server
     server.drop_all()
+
+
+@pytest.fixture(scope="session")
+def dev_ca() -> DevCa:
+    """The run's development CA (made by ``chassis.tls.devca`` in a temporary folder): every
+    in-process server, process and client of the tests has its certificates from it."""
+    return suite_ca()
 
 
 @pytest.fixture(scope="session")

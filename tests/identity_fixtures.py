@@ -12,6 +12,7 @@ import grpc
 import pytest
 from astra.identity.v1 import identity_pb2_grpc
 from astra_testkit.postgres import PostgresServer
+from astra_testkit.tls import tls_channel, tls_files, tls_settings
 from chassis.auth import ClientCredentialsTokenSource, declared_scopes
 from chassis.grpc.client import open_channel
 from chassis.grpc.server import GrpcServer
@@ -35,6 +36,7 @@ def identity_settings(database_url: str, **overrides: object) -> IdentitySetting
         "migrate_on_start": False,
         "db_pool_size": 4,
         "key_encryption_key": TEST_KEK,
+        **tls_settings("identity"),
         **overrides,
     }
     return IdentitySettings(**values)  # type: ignore[arg-type]
@@ -73,11 +75,13 @@ class IdentityServer:
             client_id or self.admin_id,
             secret or self.admin_secret,
             audience="identity",
+            tls=tls_files(),
         )
-        return open_channel(self.target, default_timeout=30, token_source=source)
+        return open_channel(self.target, tls=tls_files(), default_timeout=30, token_source=source)
 
     def anonymous(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.target)
+        """A channel with the developer's certificate and no token."""
+        return tls_channel(self.target)
 
 
 @pytest.fixture

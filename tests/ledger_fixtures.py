@@ -13,6 +13,7 @@ import grpc
 import pytest
 from astra.ledger.v1 import ledger_pb2_grpc
 from astra_testkit.postgres import PostgresServer
+from astra_testkit.tls import tls_env, tls_files, tls_settings
 from chassis.auth.testing import TokenMint
 from chassis.grpc.client import open_channel
 from ledger.bootstrap import Ledger, bootstrap, migrate
@@ -29,11 +30,13 @@ LEDGER_JWKS_FILE = LEDGER_AUTH.write_jwks(_JWKS_DIR / "jwks.json")
 
 
 def ledger_auth_env() -> dict[str, str]:
-    """The LEDGER_* variables that make a ledger process accept LEDGER_AUTH's tokens."""
+    """The LEDGER_* variables that make a ledger process accept LEDGER_AUTH's tokens, and
+    serve with the ledger's certificate of the suite CA."""
     return {
         "LEDGER_AUTH_ISSUER": LEDGER_AUTH.issuer,
         "LEDGER_AUTH_AUDIENCE": LEDGER_AUTH.audience,
         "LEDGER_AUTH_JWKS_FILE": str(LEDGER_JWKS_FILE),
+        **tls_env("LEDGER", "ledger"),
     }
 
 
@@ -48,7 +51,7 @@ def service_metadata(scopes: Iterable[str] | None = None) -> tuple[tuple[str, st
 
 def authorized_channel(target: str) -> grpc.Channel:
     """A channel whose calls carry a service token with every scope."""
-    return open_channel(target, default_timeout=300.0, token_source=service_token)
+    return open_channel(target, tls=tls_files(), default_timeout=300.0, token_source=service_token)
 
 
 class MovableClock:
@@ -80,6 +83,7 @@ def ledger_settings(database_url: str, **overrides: object) -> LedgerSettings:
         "auth_issuer": LEDGER_AUTH.issuer,
         "auth_audience": LEDGER_AUTH.audience,
         "auth_jwks_file": str(LEDGER_JWKS_FILE),
+        **tls_settings("ledger"),
         **overrides,
     }
     return LedgerSettings(**values)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
+from astra_testkit.tls import tls_env
 from astra_testkit.waiting import wait_until
 from chassis.db.engine import create_db_engine
 from chassis.events.clients import (
@@ -281,6 +282,7 @@ def relay_process(
             "RELAY_LAG_INTERVAL_SECONDS": "1",
             "ASTRA_PUBSUB_PROJECT": PROJECT,
             "PUBSUB_EMULATOR_HOST": emulator_host,
+            **tls_env("RELAY", "relay"),
             **env,
         },
     )

@@ -30,6 +30,7 @@ from astra_testkit.customers import create_customer
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
+from astra_testkit.tls import tls_files, tls_settings
 from chassis.grpc.client import open_channel
 from chassis.pii import generate_key_encryption_key
 from ledger.bootstrap import Ledger
@@ -185,6 +186,7 @@ def payments_settings(database_url: str, bank_url: str, **overrides: object) -> 
         "retry_max_seconds": 1.0,
         "kyc_subscriber_enabled": False,
         "key_encryption_key": PAYMENTS_TEST_KEK,
+        **tls_settings("payments"),
         **overrides,
     }
     return PaymentsSettings(**values)  # type: ignore[arg-type]
@@ -200,7 +202,10 @@ REVIEWER = "cli_reviewer"
 def client_channel(target: str, client_id: str) -> grpc.Channel:
     """A channel whose calls carry a token of service client ``client_id``, every scope."""
     return open_channel(
-        target, default_timeout=300.0, token_source=lambda: LEDGER_AUTH.token(subject=client_id)
+        target,
+        tls=tls_files(),
+        default_timeout=300.0,
+        token_source=lambda: LEDGER_AUTH.token(subject=client_id),
     )
 
 

@@ -50,6 +50,7 @@ from astra.payments.v1.payments_pb2_grpc import PaymentsServiceStub
 from astra_testkit.customers import create_customer
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.suite import RunningSuite, running_suite
+from astra_testkit.tls import tls_channel, tls_files
 from chassis.auth.policy import declared_scopes, rule_of
 from chassis.grpc.bases import UnaryUnaryClientBase
 from chassis.grpc.client import open_channel
@@ -285,7 +286,9 @@ def _seed_data(suite: RunningSuite, tokens: dict[str, str]) -> Pools:
     def channel(target: str) -> grpc.Channel:
         service = {suite.identity: "identity", suite.ledger: "ledger", suite.payments: "payments"}
         token = tokens[service[target]]
-        opened = open_channel(target, default_timeout=30, token_source=lambda: token)
+        opened = open_channel(
+            target, tls=tls_files(), default_timeout=30, token_source=lambda: token
+        )
         return grpc.intercept_channel(opened, Recording())
 
     with channel(suite.identity) as ch:
@@ -386,8 +389,7 @@ def fuzz(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> 
         pools = _seed_data(suite, tokens)
         tables = Tables(suite.database_urls)
         channels = {
-            name: grpc.insecure_channel(getattr(suite, name), options=_CHANNEL_OPTIONS)
-            for name in SERVICES
+            name: tls_channel(getattr(suite, name), options=_CHANNEL_OPTIONS) for name in SERVICES
         }
         try:
             yield Fuzz(suite, tokens, tables, channels, pools)
@@ -416,7 +418,7 @@ def _run(examples: int, strategy: st.SearchStrategy[Any], each: Callable[[Any], 
 def _healthy(suite: RunningSuite) -> dict[str, str]:
     answers = {}
     for name in SERVICES:
-        with grpc.insecure_channel(getattr(suite, name)) as channel:
+        with tls_channel(getattr(suite, name)) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=10

@@ -5,6 +5,7 @@ under running processes; a disabled client is refused; no secret or token reache
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from astra_testkit.identity_cli import all_scopes, register_client
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
+from astra_testkit.tls import grpcurl_tls, tls_channel, tls_env, tls_files
 from chassis.grpc.client import open_channel
 from chassis.grpc.status import reason_of
 
@@ -42,7 +44,7 @@ class Suite:
 
     def token(self, client_id: str, secret: str, *scopes: str, audience: str = "ledger") -> str:
         """A token for one service: the ledger unless ``audience`` says another."""
-        with grpc.insecure_channel(self.identity) as channel:
+        with tls_channel(self.identity) as channel:
             reply = IdentityServiceStub(channel).IssueToken(
                 ipb.IssueTokenRequest(
                     client_id=client_id, client_secret=secret, scopes=scopes, audience=audience
@@ -54,7 +56,9 @@ class Suite:
 
     def admin(self) -> IdentityServiceStub:
         token = self.token(self.admin_id, self.admin_secret, audience="identity")
-        channel = open_channel(self.identity, default_timeout=30, token_source=lambda: token)
+        channel = open_channel(
+            self.identity, tls=tls_files(), default_timeout=30, token_source=lambda: token
+        )
         return IdentityServiceStub(channel)
 
 
@@ -65,7 +69,10 @@ def suite(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
     ledger_db = postgres.create_database(prefix="astra_e2e_ledger")
     kek = folder / "identity.kek"
     subprocess.run(
-        [str(BIN / "astra-identity"), "generate-kek", "--out", str(kek)], check=True, timeout=60
+        [str(BIN / "astra-identity"), "generate-kek", "--out", str(kek)],
+        env={**os.environ, **tls_env("IDENTITY", "identity")},
+        check=True,
+        timeout=60,
     )
     assert kek.stat().st_mode & 0o077 == 0  # readable by its owner only
     identity_port, ledger_port = free_port(), free_port()
@@ -76,6 +83,7 @@ def suite(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
         "IDENTITY_GRACE_SECONDS": "2",
         "IDENTITY_METRICS_PORT": "0",  # tests never take the default 9101
         "IDENTITY_LOG_LEVEL": "DEBUG",
+        **tls_env("IDENTITY", "identity"),
     }
     # The first admin, registered the operator's way; its secret is printed once.
     admin = register_client(identity_env, "cli_e2e_admin", "--name", "E2E admin", *all_scopes())
@@ -93,6 +101,7 @@ def suite(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
             "LEDGER_GRACE_SECONDS": "2",
             "LEDGER_LOG_LEVEL": "DEBUG",
             "LEDGER_IDENTITY_TARGET": f"127.0.0.1:{identity_port}",
+            **tls_env("LEDGER", "ledger"),
         },
         log_dir=folder,
     ).start()
@@ -128,7 +137,7 @@ def _register(suite: Suite, client_id: str, *scopes: str) -> str:
 def _grpcurl(
     target: str, method: str, data: dict[str, object], token: str = ""
 ) -> dict[str, object]:
-    command = [str(GRPCURL), "-plaintext"]
+    command = [str(GRPCURL), *grpcurl_tls()]
     if token:
         command += ["-H", f"authorization: Bearer {token}"]
     command += ["-d", json.dumps(data), target, method]
@@ -152,7 +161,7 @@ def test_a_client_gets_a_token_and_calls_the_ledger_with_stubs(suite: Suite) -> 
     auth = (("authorization", f"Bearer {token}"),)
     id_token = suite.token("cli_e2e_payments", secret, audience="identity")
     id_auth = (("authorization", f"Bearer {id_token}"),)
-    with grpc.insecure_channel(suite.ledger) as channel:
+    with tls_channel(suite.ledger) as channel:
         ledger = LedgerServiceStub(channel)
         for account_id, customer, side in (
             ("acct_e2e_bank", "", lpb.NORMAL_SIDE_DEBIT),
@@ -174,7 +183,7 @@ def test_a_client_gets_a_token_and_calls_the_ledger_with_stubs(suite: Suite) -> 
         assert got.account.customer_id == "cus_e2e_ann"
 
         # A customer-scoped token: the customer sees its own account, not another's.
-        with grpc.insecure_channel(suite.identity) as id_channel:
+        with tls_channel(suite.identity) as id_channel:
             identity = IdentityServiceStub(id_channel)
             identity.CreateCustomer(
                 ipb.CreateCustomerRequest(
@@ -228,7 +237,7 @@ def test_a_client_gets_a_token_and_calls_the_ledger_with_grpcurl(suite: Suite) -
     refused = subprocess.run(
         [
             str(GRPCURL),
-            "-plaintext",
+            *grpcurl_tls(),
             "-d",
             json.dumps({"accountId": "acct_e2e_curl"}),
             suite.ledger,
@@ -247,7 +256,7 @@ def test_a_client_gets_a_token_and_calls_the_ledger_with_grpcurl(suite: Suite) -
 def test_keys_rotate_under_running_processes(suite: Suite) -> None:
     secret = _register(suite, "cli_e2e_rot", "ledger.accounts.read", "ledger.accounts.write")
     old = suite.token("cli_e2e_rot", secret)
-    with grpc.insecure_channel(suite.ledger) as channel:
+    with tls_channel(suite.ledger) as channel:
         ledger = LedgerServiceStub(channel)
         ledger.OpenAccount(
             lpb.OpenAccountRequest(
@@ -271,7 +280,7 @@ def test_keys_rotate_under_running_processes(suite: Suite) -> None:
                 timeout=30,
             )
             assert reply.account.id == "acct_e2e_rot"
-    with grpc.insecure_channel(suite.identity) as channel:
+    with tls_channel(suite.identity) as channel:
         keys = IdentityServiceStub(channel).GetPublicKeys(ipb.GetPublicKeysRequest(), timeout=30)
     kids = [k.kid for k in keys.keys]
     assert kids[0] == rotated.key.kid
@@ -297,7 +306,7 @@ def test_wrong_secrets_and_garbage_tokens_are_not_echoed(suite: Suite) -> None:
     assert wrong not in (caught.value.details() or "")
     garbage = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5LXRoZS1hdHRhY2tlciJ9.c2lnbmF0dXJl"
     suite.secrets.append(garbage)
-    with grpc.insecure_channel(suite.ledger) as channel, pytest.raises(grpc.RpcError) as refused:
+    with tls_channel(suite.ledger) as channel, pytest.raises(grpc.RpcError) as refused:
         LedgerServiceStub(channel).GetAccount(
             lpb.GetAccountRequest(account_id="acct_x"),
             metadata=(("authorization", f"Bearer {garbage}"),),
@@ -311,7 +320,7 @@ def test_no_secret_or_token_reaches_the_logs(suite: Suite) -> None:
     # Its own secrets, tokens and refusals, plus whatever the other tests handed out.
     secret = _register(suite, "cli_e2e_logs", "ledger.accounts.read")
     token = suite.token("cli_e2e_logs", secret)
-    with grpc.insecure_channel(suite.ledger) as channel, pytest.raises(grpc.RpcError):
+    with tls_channel(suite.ledger) as channel, pytest.raises(grpc.RpcError):
         LedgerServiceStub(channel).GetAccount(
             lpb.GetAccountRequest(account_id="acct_none"),
             metadata=(("authorization", f"Bearer {token}"),),

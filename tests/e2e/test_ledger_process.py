@@ -17,6 +17,7 @@ import pytest
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
+from astra_testkit.tls import grpcurl_tls
 
 from tests.ledger_fixtures import ledger_auth_env, service_token
 
@@ -52,7 +53,7 @@ def ledger_process(
 
 
 def grpcurl(target: str, *args: str, data: Mapping[str, Any] | None = None) -> str:
-    command = [str(GRPCURL), "-plaintext", "-H", f"authorization: Bearer {service_token()}"]
+    command = [str(GRPCURL), *grpcurl_tls(), "-H", f"authorization: Bearer {service_token()}"]
     if data is not None:
         command += ["-d", json.dumps(data)]
     command += [target, *args]
@@ -138,7 +139,7 @@ def test_grpcurl_session_against_a_real_ledger_process(
     result = subprocess.run(
         [
             str(GRPCURL),
-            "-plaintext",
+            *grpcurl_tls(),
             "-H",
             f"authorization: Bearer {service_token()}",
             "-d",

@@ -14,6 +14,7 @@ from astra.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
+from astra_testkit.tls import tls_channel
 from astra_testkit.waiting import wait_until
 
 from tests.ledger_fixtures import ledger_auth_env, service_metadata
@@ -78,7 +79,7 @@ def two_ledgers(
 
 def _open(target: str, account_id: str) -> grpc.Channel:
     # A private subchannel pool: one TCP connection per channel, not one shared by all.
-    channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+    channel = tls_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
     ledger_pb2_grpc.LedgerServiceStub(channel).OpenAccount(
         ledger_pb2.OpenAccountRequest(
             account=ledger_pb2.Account(

@@ -31,6 +31,7 @@ from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.suite import running_suite
+from astra_testkit.tls import tls_channel, tls_files
 from astra_testkit.waiting import wait_until
 from chassis.grpc.client import open_channel
 
@@ -99,7 +100,7 @@ def suite(
 def traffic(suite: Suite) -> Suite:
     """A verified customer, funded by a collection, paid out once and refused once."""
     tokens: dict[str, str] = {}
-    with grpc.insecure_channel(suite.identity) as channel:
+    with tls_channel(suite.identity) as channel:
         for audience in ("identity", "payments"):  # a token is for one service
             tokens[audience] = (
                 IdentityServiceStub(channel)
@@ -115,10 +116,10 @@ def traffic(suite: Suite) -> Suite:
             )
     suite.secrets.extend(tokens.values())
     identity_channel = open_channel(
-        suite.identity, default_timeout=30, token_source=lambda: tokens["identity"]
+        suite.identity, tls=tls_files(), default_timeout=30, token_source=lambda: tokens["identity"]
     )
     payments_channel = open_channel(
-        suite.payments, default_timeout=30, token_source=lambda: tokens["payments"]
+        suite.payments, tls=tls_files(), default_timeout=30, token_source=lambda: tokens["payments"]
     )
     identity = IdentityServiceStub(identity_channel)
     payments = PaymentsServiceStub(payments_channel)

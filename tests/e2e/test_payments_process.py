@@ -23,6 +23,7 @@ from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.suite import RunningSuite, running_suite
+from astra_testkit.tls import tls_files
 from astra_testkit.waiting import wait_until
 from chassis.db.engine import create_db_engine
 from chassis.grpc.client import open_channel
@@ -86,7 +87,9 @@ def feed_a_customer(suite: RunningSuite) -> str:
     """A customer created at identity: its events reach payments through Pub/Sub."""
     token = suite.admin_token("identity")
     customer = f"cus_stop_{uuid.uuid4().hex[:8]}"
-    with open_channel(suite.identity, default_timeout=30, token_source=lambda: token) as channel:
+    with open_channel(
+        suite.identity, tls=tls_files(), default_timeout=30, token_source=lambda: token
+    ) as channel:
         create_customer(IdentityServiceStub(channel), customer)
     return customer
 

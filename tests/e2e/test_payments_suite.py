@@ -38,6 +38,7 @@ from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.suite import running_suite
+from astra_testkit.tls import grpcurl_tls, tls_files
 from astra_testkit.waiting import wait_until
 from chassis.events.clients import (
     ensure_subscription,
@@ -85,7 +86,7 @@ class Running:
     def channel(self, target: str) -> grpc.Channel:
         service = {self.identity: "identity", self.ledger: "ledger", self.payments: "payments"}
         token = self.admin_tokens[service[target]]
-        return open_channel(target, default_timeout=30, token_source=lambda: token)
+        return open_channel(target, tls=tls_files(), default_timeout=30, token_source=lambda: token)
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +294,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
     result = subprocess.run(
         [
             str(BIN / "grpcurl"),
-            "-plaintext",
+            *grpcurl_tls(),
             "-H",
             f"authorization: Bearer {running.admin_tokens['payments']}",
             "-d",
@@ -314,7 +315,7 @@ def test_a_customer_is_funded_pays_out_and_is_refunded_and_everything_agrees(
     unauthenticated = subprocess.run(
         [
             str(BIN / "grpcurl"),
-            "-plaintext",
+            *grpcurl_tls(),
             "-d",
             json.dumps({"payment_id": payout_id}),
             running.payments,

@@ -21,6 +21,8 @@ import pytest
 from astra_testkit.ports import free_port
 from astra_testkit.waiting import wait_until
 from chassis.events.clients import subscriber_client
+from chassis.tls import secure_channel
+from chassis.tls.devca import DevCa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 pytestmark = pytest.mark.e2e
@@ -31,10 +33,14 @@ _OWN_PREFIXES = ("IDENTITY_", "LEDGER_", "PAYMENTS_", "SANDBOX_BANK_", "RELAY_",
 
 
 class RunningSuite:
-    def __init__(self, process: subprocess.Popen[bytes], output: Path, ports: dict[str, int]):
+    def __init__(
+        self, process: subprocess.Popen[bytes], output: Path, ports: dict[str, int], data: Path
+    ):
         self.process = process
         self.output = output
         self.ports = ports
+        # make run's own development CA: its developer certificate is what a user dials with.
+        self.tls = DevCa(data / "tls").client
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
@@ -45,7 +51,7 @@ class RunningSuite:
         return [int(pid) for pid in re.findall(pattern, self.text())]
 
     def serving(self, name: str) -> bool:
-        with grpc.insecure_channel(f"127.0.0.1:{self.ports[name]}") as channel:
+        with secure_channel(f"127.0.0.1:{self.ports[name]}", self.tls) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=2
@@ -100,7 +106,7 @@ def suite(tmp_path: Path) -> Iterator[RunningSuite]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    running = RunningSuite(process, output, ports)
+    running = RunningSuite(process, output, ports, tmp_path / "data")
     try:
         yield running
     finally:

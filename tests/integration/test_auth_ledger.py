@@ -11,6 +11,7 @@ import grpc
 import pytest
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
+from astra_testkit.tls import tls_channel, tls_files
 from chassis.auth import build_verifier
 from chassis.auth.testing import TokenMint
 from chassis.grpc.status import reason_of
@@ -54,7 +55,7 @@ def guarded(ledger: Ledger, tmp_path: Path) -> Iterator[Guarded]:
     )
     server = build_server(ledger, ledger.settings, verifier)
     port = server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = tls_channel(f"127.0.0.1:{port}")
     guarded = Guarded(f"127.0.0.1:{port}", LedgerServiceStub(channel), mint, jwks)
     _seed(guarded)
     yield guarded
@@ -201,7 +202,7 @@ def test_only_services_look_up_transfers_in_bulk(guarded: Guarded) -> None:
 
 
 def test_health_and_reflection_stay_open(guarded: Guarded) -> None:
-    with grpc.insecure_channel(guarded.target) as channel:
+    with tls_channel(guarded.target) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -223,12 +224,15 @@ def test_keys_rotate_without_a_restart(guarded: Guarded) -> None:
 def test_without_any_keys_the_ledger_answers_unavailable(ledger: Ledger) -> None:
     # identity unreachable and never reached: a retryable outage, not the caller's fault.
     verifier = build_verifier(
-        issuer="astra-identity", audience="astra", identity_target="127.0.0.1:9"
+        issuer="astra-identity",
+        audience="astra",
+        identity_target="127.0.0.1:9",
+        tls=tls_files("ledger"),
     )
     server = build_server(ledger, ledger.settings, verifier)
     port = server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with tls_channel(f"127.0.0.1:{port}") as channel:
             error = _refused(
                 lambda: LedgerServiceStub(channel).GetAccount(
                     pb.GetAccountRequest(account_id="acct_x"),

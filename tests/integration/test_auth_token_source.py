@@ -12,6 +12,7 @@ from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.ledger.v1 import ledger_pb2 as lpb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
+from astra_testkit.tls import tls_files
 from astra_testkit.waiting import wait_until
 from chassis.auth import ClientCredentialsTokenSource, verifier_from
 from chassis.grpc.client import open_channel
@@ -52,6 +53,7 @@ def test_the_token_is_reused_until_shortly_before_it_expires(
         "cli_svc",
         secret,
         audience="identity",
+        tls=tls_files(),
         refresh_margin=60,
         monotonic=clock,
     )
@@ -80,9 +82,9 @@ def test_a_service_calls_identity_with_its_token(
     )
     secret = register(identity_stub, "cli_payments", "identity.customers.read")
     source = ClientCredentialsTokenSource(
-        identity_server.target, "cli_payments", secret, audience="identity"
+        identity_server.target, "cli_payments", secret, audience="identity", tls=tls_files()
     )
-    with open_channel(identity_server.target, token_source=source) as channel:
+    with open_channel(identity_server.target, tls=tls_files(), token_source=source) as channel:
         reply = IdentityServiceStub(channel).GetCustomer(
             ipb.GetCustomerRequest(customer_id="cus_p")
         )
@@ -121,9 +123,9 @@ def test_the_ledger_verifies_identity_tokens_and_follows_its_rotations(
         identity_stub, "cli_payments", "ledger.accounts.read", "ledger.accounts.write"
     )
     source = ClientCredentialsTokenSource(
-        identity_server.target, "cli_payments", secret, audience="ledger"
+        identity_server.target, "cli_payments", secret, audience="ledger", tls=tls_files()
     )
-    with open_channel(ledger_trusting_identity, token_source=source) as channel:
+    with open_channel(ledger_trusting_identity, tls=tls_files(), token_source=source) as channel:
         ledger = LedgerServiceStub(channel)
         ledger.OpenAccount(
             lpb.OpenAccountRequest(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from astra_testkit.tls import tls_channel
 
 from bench.ceilings import empty_server, measure_empty_calls
 from bench.common import MINT
@@ -17,7 +18,7 @@ from bench.load import run_fixed_rate
 
 
 def _call(target: str, metadata: tuple[tuple[str, str], ...]) -> bytes:
-    with grpc.insecure_channel(target) as channel:
+    with tls_channel(target) as channel:
         call = channel.unary_unary(
             METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b
         )

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from astra.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from astra_testkit.tls import tls_channel, tls_files
 from chassis.grpc.interceptors import CallInterceptor, RequestLimits
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
 from chassis.grpc.status import bad_request, error_info, reason_of, retry_delay
@@ -58,11 +59,11 @@ def _register(server: grpc.Server) -> None:
 def probe() -> Iterator[grpc.Channel]:
     server = GrpcServer(
         [ServiceBinding(SERVICE, _register)],
-        ServerOptions(port=0),
+        ServerOptions(port=0, tls=tls_files("ledger")),
         interceptors=[CallInterceptor("test.astra")],
     )
     port = server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = tls_channel(f"127.0.0.1:{port}")
     yield channel
     channel.close()
     server.stop(0)
@@ -125,7 +126,7 @@ def test_reflection_lists_the_ledger_service(postgres: object, ledger_db_url: st
     server = build_server(ledger, ledger.settings)
     port = server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with tls_channel(f"127.0.0.1:{port}") as channel:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             replies = stub.ServerReflectionInfo(
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")])
@@ -142,7 +143,7 @@ def test_database_down_is_unavailable_not_internal(postgres: object) -> None:
     server = build_server(ledger, ledger.settings)
     port = server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with tls_channel(f"127.0.0.1:{port}") as channel:
             stub = ledger_pb2_grpc.LedgerServiceStub(channel)
             with pytest.raises(grpc.RpcError) as caught:
                 stub.GetAccount(
@@ -196,7 +197,7 @@ def test_every_service_method_refuses_an_undecodable_body_before_auth_and_stays_
     server = build_server(ledger, ledger.settings)
     port = server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with tls_channel(f"127.0.0.1:{port}") as channel:
             seen = {}
             for method in ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].methods:
                 call = channel.unary_unary(f"/{SERVICE_NAME}/{method.name}", _identity, _identity)
@@ -253,11 +254,11 @@ def limited_probe() -> Iterator[grpc.Channel]:
     )
     server = GrpcServer(
         [ServiceBinding(SERVICE, _register_limited)],
-        ServerOptions(port=0, max_message_bytes=limits.largest),
+        ServerOptions(port=0, tls=tls_files("ledger"), max_message_bytes=limits.largest),
         interceptors=[CallInterceptor("test.astra", request_limits=limits)],
     )
     port = server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = tls_channel(f"127.0.0.1:{port}")
     yield channel
     channel.close()
     server.stop(0)

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 import structlog
+from astra_testkit.tls import tls_channel, tls_files
 from chassis.grpc.client import open_channel
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
@@ -63,7 +64,7 @@ def probe_port(collected_spans: InMemorySpanExporter) -> Iterator[int]:
     # collected_spans first: the server puts the tracing interceptor in front once tracing is on.
     server = GrpcServer(
         [ServiceBinding(SERVICE, _register)],
-        ServerOptions(port=0),
+        ServerOptions(port=0, tls=tls_files("ledger")),
         interceptors=[CallInterceptor("probe.astra")],
     )
     port = server.start()
@@ -89,7 +90,7 @@ def test_calls_are_counted_by_method_and_code_timed_and_tracked_in_flight(
 ) -> None:
     with serving_metrics("127.0.0.1", 0) as endpoint:
         before = scrape(endpoint.port)
-        with grpc.insecure_channel(f"127.0.0.1:{probe_port}") as channel:
+        with tls_channel(f"127.0.0.1:{probe_port}") as channel:
             codes = [_call(channel, m) for m in ("Echo", "Echo", "Echo", "Missing", "Crash")]
         after = scrape(endpoint.port)
     assert codes == [grpc.StatusCode.OK] * 3 + [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INTERNAL]
@@ -114,7 +115,7 @@ def test_calls_are_counted_by_method_and_code_timed_and_tracked_in_flight(
 def test_one_trace_spans_client_and_server_and_refusals_are_not_server_errors(
     probe_port: int, collected_spans: InMemorySpanExporter
 ) -> None:
-    channel = open_channel(f"127.0.0.1:{probe_port}")
+    channel = open_channel(f"127.0.0.1:{probe_port}", tls=tls_files())
     with trace.get_tracer("test").start_as_current_span("caller") as root:
         for method in ("Echo", "Missing", "Crash"):
             _call(channel, method)
@@ -142,7 +143,7 @@ def test_one_trace_spans_client_and_server_and_refusals_are_not_server_errors(
 def test_log_lines_of_a_call_carry_its_trace_request_id_service_and_method(
     json_logs: Callable[[], list[dict[str, Any]]], probe_port: int
 ) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{probe_port}") as channel:
+    with tls_channel(f"127.0.0.1:{probe_port}") as channel:
         _stub(channel, "Echo")(b"x", metadata=(("x-request-id", "req-obs-1"),))
     ours = [line for line in json_logs() if line.get("request_id") == "req-obs-1"]
     assert {line["event"] for line in ours} >= {"echoing", "rpc"}

@@ -10,6 +10,15 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chassis.tls import TlsFiles
+
+TLS_CERT_HELP = (
+    "PEM certificate (leaf first) the process serves and calls with; re-read when the file "
+    "changes (a new certificate serves new connections without a restart)"
+)
+TLS_KEY_HELP = "PEM private key of the certificate (re-read with it)"
+TLS_CA_HELP = "PEM CA certificate(s) every peer's certificate must be signed by (mutual TLS)"
+
 
 class ServiceSettings(BaseSettings):
     """Settings every gRPC service has. Subclasses set ``env_prefix``."""
@@ -59,6 +68,14 @@ class ServiceSettings(BaseSettings):
     auth_leeway_seconds: float = Field(
         30.0, ge=0, le=300, description="Clock skew allowed when checking exp/nbf/iat"
     )
+    # No plaintext mode: a service only ever listens and calls with mutual TLS.
+    tls_cert_file: str = Field(..., min_length=1, description=TLS_CERT_HELP)
+    tls_key_file: str = Field(..., min_length=1, description=TLS_KEY_HELP)
+    tls_ca_file: str = Field(..., min_length=1, description=TLS_CA_HELP)
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
 
 
 class AuthSettings(ServiceSettings):

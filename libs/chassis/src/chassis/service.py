@@ -12,6 +12,8 @@ script:
   with ``<SERVICE>_PROCESSES`` > 1, a supervisor of that many copies instead
   (``chassis.multiprocess``);
 - ``migrate``: apply the database migrations;
+- ``health``: ask the running service for its health over mutual TLS, with its
+  own certificate (exit 0 when SERVING, else 1; an exec probe);
 - the service's own commands (``Command``).
 
 On SIGTERM or SIGINT a service drains along one path, in reverse order of
@@ -45,7 +47,13 @@ from chassis.background import Worker, Workers, seconds_left, stop_within
 from chassis.config import ServiceSettings, TokenVerifyingSettings
 from chassis.db.retry import DATABASE_UNAVAILABLE
 from chassis.grpc.interceptors import CallInterceptor, RequestLimits
-from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
+from chassis.grpc.server import (
+    GrpcServer,
+    ServerOptions,
+    ServiceBinding,
+    is_serving,
+    local_address,
+)
 from chassis.logging import configure_logging
 from chassis.metrics import MetricsServer
 from chassis.multiprocess import supervise
@@ -192,14 +200,21 @@ class ServiceWiring(Generic[SettingsT, AppT]):
         commands = parser.add_subparsers(dest="command")
         commands.add_parser("serve", help=f"serve {self.service.name} (the default)")
         commands.add_parser("migrate", help="apply the database migrations")
+        commands.add_parser(
+            "health", help="check the running service's health over mutual TLS (exit 0: SERVING)"
+        )
         own = {command.name: command for command in self.commands}
         for command in self.commands:
             command.arguments(commands.add_parser(command.name, help=command.help))
         args = parser.parse_args(argv)
         chosen = own.get(args.command)
         settings = self.settings()
-        quiet = chosen is not None and chosen.quiet
+        quiet = (chosen is not None and chosen.quiet) or args.command == "health"
         configure_logging(self.name, "WARNING" if quiet else settings.log_level)
+        if args.command == "health":
+            target = local_address(settings.grpc_host, settings.grpc_port)
+            # The server must name this service: its own certificate does.
+            raise SystemExit(0 if is_serving(target, settings.tls, server_name=self.name) else 1)
         if args.command == "migrate":
             self.migrate(settings.database_url)
             self._log.info("migrations applied")

@@ -9,14 +9,17 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from astra_testkit.tls import tls_env
+
 IDENTITY_BIN = Path(sys.executable).parent / "astra-identity"
 
 
 def identity_cli(env: Mapping[str, str], *args: str) -> str:
-    """Run one command with ``env`` over this process's environment; its stdout."""
+    """Run one command with ``env`` over this process's environment (and identity's
+    certificate from the suite CA, which every command's settings require); its stdout."""
     result = subprocess.run(
         [str(IDENTITY_BIN), *args],
-        env={**os.environ, **env},
+        env={**os.environ, **tls_env("IDENTITY", "identity"), **env},
         capture_output=True,
         text=True,
         timeout=120,

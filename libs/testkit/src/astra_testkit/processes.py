@@ -12,8 +12,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from chassis.grpc.server import is_serving
+from chassis.tls import TlsFiles
+
+from astra_testkit.tls import tls_files
 
 
 class ServiceProcess:
@@ -50,22 +52,25 @@ class ServiceProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_healthy(self, target: str, timeout: float = 60.0, service: str = "") -> None:
+    def wait_healthy(
+        self,
+        target: str,
+        timeout: float = 60.0,
+        service: str = "",
+        tls: TlsFiles | None = None,
+    ) -> None:
+        """Wait until the process answers SERVING over mutual TLS (``tls``: the suite CA's
+        developer client by default)."""
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                if not self.alive():
-                    raise RuntimeError(f"{self.name} exited early:\n{self.logs()[-4000:]}")
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name} not healthy:\n{self.logs()[-4000:]}")
-                time.sleep(0.1)
+        files = tls or tls_files()
+        while True:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited early:\n{self.logs()[-4000:]}")
+            if is_serving(target, files, service=service, timeout=1):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not healthy:\n{self.logs()[-4000:]}")
+            time.sleep(0.1)
 
     def terminate(self, timeout: float = 20.0) -> int | None:
         if self.process is None or self.process.poll() is not None:

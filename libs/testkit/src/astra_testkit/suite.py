@@ -1,7 +1,8 @@
 """The whole suite as real processes on fresh PostgreSQL databases (end-to-end tests, benchmarks).
 
 identity, ledger, the sandbox bank, payments and (optionally) outbox relays
-start in dependency order, each waited for; an admin client and payments'
+start in dependency order, each waited for, all over mutual TLS with
+certificates of the suite CA (``astra_testkit.tls``); an admin client and payments'
 service client are registered the operator's way (``astra-identity
 register-client``). Everything is stopped and the databases dropped on exit.
 """
@@ -24,6 +25,7 @@ from astra_testkit.identity_cli import all_scopes, client_secret, identity_cli
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
+from astra_testkit.tls import tls_env, tls_files
 from astra_testkit.waiting import wait_until
 
 BIN = Path(sys.executable).parent
@@ -49,7 +51,7 @@ class RunningSuite:
 
     def admin_token(self, audience: str) -> str:
         """A token of the admin client for one service ("identity", "ledger", "payments")."""
-        with open_channel(self.identity, default_timeout=30) as channel:
+        with open_channel(self.identity, tls=tls_files(), default_timeout=30) as channel:
             request = ipb.IssueTokenRequest(
                 client_id=self.admin_client_id, client_secret=self.admin_secret, audience=audience
             )
@@ -109,6 +111,7 @@ def running_suite(
             f"{prefix}_GRPC_PORT": str(port[part]),
             f"{prefix}_METRICS_PORT": str(metrics_ports.get(part, 0)),
             f"{prefix}_GRACE_SECONDS": "2",
+            **tls_env(prefix, part),
         }
         if log_level:
             settings[f"{prefix}_LOG_LEVEL"] = log_level
@@ -188,6 +191,7 @@ def running_suite(
                 "RELAY_CONTEXT": context,
                 "RELAY_DATABASE_URL": url[context],
                 "RELAY_METRICS_PORT": str(metrics_ports.get(f"relay-{context}", 0)),
+                **tls_env("RELAY", "relay"),
             }
             if log_level:
                 relay_env["RELAY_LOG_LEVEL"] = log_level

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
+from chassis.auth.keys import IDENTITY_SERVER_NAME
 from chassis.db.data_keys import DataKeys
 from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
@@ -40,6 +41,8 @@ from payments.service_layer.use_cases import Deps
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CONTEXT = "payments"
 ERROR_DOMAIN = "payments.astra"
+# The name the ledger's certificate carries: payments moves money only with the real ledger.
+LEDGER_SERVER_NAME = "ledger"
 # What payments asks identity for when it has client credentials.
 # What payments asks for, per service it calls: a token is for one audience.
 LEDGER_SCOPES = (
@@ -108,6 +111,7 @@ def token_source(
         settings.client_id,
         secret,
         audience=audience,
+        tls=settings.tls,
         scopes=scopes,
         timeout=settings.call_timeout_seconds,
     )
@@ -158,6 +162,8 @@ def bootstrap(
     if ledger is None:
         ledger_channel = open_channel(
             settings.ledger_target,
+            tls=settings.tls,
+            server_name=LEDGER_SERVER_NAME,
             default_timeout=settings.call_timeout_seconds,
             token_source=token_source(settings, "ledger", LEDGER_SCOPES),
         )
@@ -166,6 +172,8 @@ def bootstrap(
     if identity is None:
         identity_channel: grpc.Channel = open_channel(
             settings.identity_target,
+            tls=settings.tls,
+            server_name=IDENTITY_SERVER_NAME,
             default_timeout=settings.call_timeout_seconds,
             token_source=token_source(settings, "identity", IDENTITY_SCOPES),
         )

@@ -23,8 +23,11 @@ import structlog
 from google.protobuf.json_format import MessageToDict
 
 from chassis.kernel.errors import Unavailable
+from chassis.tls import TlsFiles
 
 _log = structlog.get_logger("chassis.auth")
+# The DNS name identity's certificate carries; only it may serve the signing keys.
+IDENTITY_SERVER_NAME = "identity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +70,24 @@ class FileKeySource:
 
 
 class IdentityKeySource:
-    """Fetches ``IdentityService.GetPublicKeys`` over gRPC."""
+    """Fetches ``IdentityService.GetPublicKeys`` over gRPC, from identity and no one else.
 
-    def __init__(self, target: str, *, timeout: float = 3.0) -> None:
+    Whoever supplies the keys can mint tokens every service accepts, so the
+    server's certificate must name ``identity`` (``IDENTITY_SERVER_NAME``), not
+    merely come from the CA: another part of the suite, or anything holding one
+    of its certificates, answering on identity's address fails the handshake.
+    """
+
+    def __init__(self, target: str, *, tls: TlsFiles, timeout: float = 3.0) -> None:
         # Imported here so that services that never fetch keys need not load the stubs.
         from astra.identity.v1 import identity_pb2, identity_pb2_grpc
 
         from chassis.grpc.client import open_channel
 
         self._request = identity_pb2.GetPublicKeysRequest()
-        self._channel = open_channel(target, default_timeout=timeout)
+        self._channel = open_channel(
+            target, tls=tls, server_name=IDENTITY_SERVER_NAME, default_timeout=timeout
+        )
         self._stub = identity_pb2_grpc.IdentityServiceStub(self._channel)
 
     def fetch(self) -> KeyDocument:

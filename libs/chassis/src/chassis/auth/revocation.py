@@ -26,6 +26,7 @@ import structlog
 from chassis.auth.principal import Principal
 from chassis.background import Periodic
 from chassis.kernel.errors import Unauthenticated, Unavailable
+from chassis.tls import TlsFiles
 
 _log = structlog.get_logger("chassis.auth")
 
@@ -60,15 +61,19 @@ class CallableRevocationSource:
 
 
 class IdentityRevocationSource:
-    """Fetches ``IdentityService.ListRevocations`` over gRPC."""
+    """Fetches ``IdentityService.ListRevocations`` over mutual TLS, from a server whose
+    certificate names identity (as the public keys are)."""
 
-    def __init__(self, target: str, *, timeout: float = 3.0) -> None:
+    def __init__(self, target: str, *, tls: TlsFiles, timeout: float = 3.0) -> None:
         from astra.identity.v1 import identity_pb2, identity_pb2_grpc
 
+        from chassis.auth.keys import IDENTITY_SERVER_NAME
         from chassis.grpc.client import open_channel
 
         self._pb = identity_pb2
-        self._channel = open_channel(target, default_timeout=timeout)
+        self._channel = open_channel(
+            target, tls=tls, server_name=IDENTITY_SERVER_NAME, default_timeout=timeout
+        )
         self._stub = identity_pb2_grpc.IdentityServiceStub(self._channel)
 
     def fetch(self, since: float | None) -> Revocations:

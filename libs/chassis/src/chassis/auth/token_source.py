@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
+from chassis.tls import TlsFiles
+
 
 class ClientCredentialsTokenSource:
     def __init__(
@@ -25,6 +27,7 @@ class ClientCredentialsTokenSource:
         client_secret: str,
         *,
         audience: str,
+        tls: TlsFiles | None = None,
         scopes: Sequence[str] = (),
         refresh_margin: float = 60.0,
         timeout: float = 5.0,
@@ -32,14 +35,19 @@ class ClientCredentialsTokenSource:
     ) -> None:
         from astra.identity.v1 import identity_pb2, identity_pb2_grpc
 
+        from chassis.auth.keys import IDENTITY_SERVER_NAME
         from chassis.grpc.client import open_channel
 
         self._owns_channel = isinstance(identity, str)
-        self._channel = (
-            open_channel(identity, default_timeout=timeout)
-            if isinstance(identity, str)
-            else identity
-        )
+        if isinstance(identity, str):
+            if tls is None:
+                raise ValueError("a token source dialling identity needs TLS files")
+            # The secret goes only to a server whose certificate names identity.
+            self._channel = open_channel(
+                identity, tls=tls, server_name=IDENTITY_SERVER_NAME, default_timeout=timeout
+            )
+        else:
+            self._channel = identity
         self._stub = identity_pb2_grpc.IdentityServiceStub(self._channel)
         self._request = identity_pb2.IssueTokenRequest(
             client_id=client_id, client_secret=client_secret, scopes=list(scopes), audience=audience

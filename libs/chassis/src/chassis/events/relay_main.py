@@ -1,4 +1,6 @@
-"""``astra-relay``: publish one context's outbox to its Pub/Sub topic (``run``), or print its lag.
+"""``astra-relay``: publish one context's outbox to its Pub/Sub topic (``run``), print its lag
+(``lag``), or ask a running relay's health port over mutual TLS (``health``: exit 0 when
+SERVING, for an exec probe).
 
 Configured by ``RELAY_*`` (``chassis.events.relay_settings``) and ``ASTRA_PUBSUB_*``;
 run one per context, or several for availability (they share the lanes).
@@ -20,6 +22,7 @@ from chassis.config import PubSubSettings
 from chassis.events.outbox_store import describe
 from chassis.events.relay import Relay
 from chassis.events.relay_settings import RelaySettings
+from chassis.grpc.server import is_serving, local_address
 from chassis.logging import configure_logging
 from chassis.metrics import (
     MetricsServer,
@@ -27,6 +30,7 @@ from chassis.metrics import (
     declare_outbox_series,
     record_outbox_backlog,
 )
+from chassis.tls import server_credentials
 
 
 def _health_server(settings: RelaySettings) -> tuple[grpc.Server, health.HealthServicer]:
@@ -34,7 +38,7 @@ def _health_server(settings: RelaySettings) -> tuple[grpc.Server, health.HealthS
     servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     address = f"{settings.health_host}:{settings.health_port}"
-    if server.add_insecure_port(address) == 0:
+    if server.add_secure_port(address, server_credentials(settings.tls)) == 0:
         raise RuntimeError(f"cannot bind the relay's health port {address}")
     server.start()
     return server, servicer
@@ -42,9 +46,14 @@ def _health_server(settings: RelaySettings) -> tuple[grpc.Server, health.HealthS
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="astra-relay", description=__doc__)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "lag"])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "lag", "health"])
     args = parser.parse_args(argv)
     settings = RelaySettings()
+    if args.command == "health":
+        target = local_address(settings.health_host, settings.health_port)
+        # With the relay's own certificate; the server must name the relay.
+        serving = settings.health_port and is_serving(target, settings.tls, server_name="relay")
+        raise SystemExit(0 if serving else 1)
     pubsub = PubSubSettings()
     configure_logging(f"relay-{settings.context}", settings.log_level)
     log = structlog.get_logger("chassis.relay")

@@ -7,11 +7,13 @@ emulator, ``PUBSUB_EMULATOR_HOST``.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chassis.config import TLS_CA_HELP, TLS_CERT_HELP, TLS_KEY_HELP
 from chassis.events.clients import context_topic
 from chassis.events.cloudevents import source_of
+from chassis.tls import TlsFiles
 
 
 class RelaySettings(BaseSettings):
@@ -69,6 +71,25 @@ class RelaySettings(BaseSettings):
         0, ge=0, le=65535, description="Prometheus /metrics port on health_host; 0 serves none"
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    tls_cert_file: str = Field("", description=f"{TLS_CERT_HELP}; required with a health port")
+    tls_key_file: str = Field("", description=f"{TLS_KEY_HELP}; required with a health port")
+    tls_ca_file: str = Field("", description=f"{TLS_CA_HELP}; required with a health port")
+
+    @model_validator(mode="after")
+    def _health_needs_tls(self) -> RelaySettings:
+        # The health port speaks mutual TLS like every server: no plaintext port.
+        missing = [
+            f"RELAY_{name.upper()}"
+            for name in ("tls_cert_file", "tls_key_file", "tls_ca_file")
+            if not getattr(self, name)
+        ]
+        if self.health_port and missing:
+            raise ValueError(f"a health port needs {', '.join(missing)}")
+        return self
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
 
     @property
     def topic_id(self) -> str:

@@ -5,7 +5,10 @@
   current incoming call has left (deadline propagation);
 - carry ``x-request-id`` of the current call (or a new one), so one request can
   be followed across services in the logs;
-- carry ``authorization: Bearer ...`` from ``token_source`` when given.
+- carry ``authorization: Bearer ...`` from ``token_source`` when given;
+- go over mutual TLS with ``tls``'s certificate; ``server_name`` is the name the
+  server's certificate must carry (``identity``, ``ledger``) when it matters who
+  answers.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import grpc
 from chassis.grpc.bases import ClientCallDetails, UnaryStreamClientBase, UnaryUnaryClientBase
 from chassis.grpc.context import current_call
 from chassis.grpc.telemetry import client_interceptors
+from chassis.tls import TlsFiles, secure_channel
 
 TokenSource = Callable[[], str]
 
@@ -63,12 +67,16 @@ class PropagatingClientInterceptor(UnaryUnaryClientBase, UnaryStreamClientBase):
 def open_channel(
     target: str,
     *,
+    tls: TlsFiles,
+    server_name: str | None = None,
     default_timeout: float = 5.0,
     token_source: TokenSource | None = None,
     options: list[tuple[str, Any]] | None = None,
 ) -> grpc.Channel:
-    channel = grpc.insecure_channel(
+    channel = secure_channel(
         target,
+        tls,
+        server_name=server_name,
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -21,6 +21,8 @@ class CallContext:
     deadline: float | None = None
     # Set by the auth interceptor: who is calling (chassis.auth.Principal).
     principal: Any = None
+    # The SPIFFE id of the client's certificate (``spiffe://astra/payments``): which part called.
+    peer: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
     # Fields of the call's access log line added while it runs (e.g. who is calling):
     # shared by the copies of this context that inner layers make.

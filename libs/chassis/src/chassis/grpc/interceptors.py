@@ -1,10 +1,11 @@
 """Server interceptors shared by every service.
 
 ``CallInterceptor`` is the outermost layer of every call: it gives the call a
-request id (the caller's ``x-request-id`` or a new one), binds it to the logs
-and the call context, maps domain errors to statuses with rich details
-(AIP-193), turns anything unexpected into INTERNAL with a correlation id (the
-stack trace goes to the log, never to the wire) and writes one access log line.
+request id (the caller's ``x-request-id`` or a new one), binds it and the peer
+(the SPIFFE id of the client's certificate: which part called) to the logs and
+the call context, maps domain errors to statuses with rich details (AIP-193),
+turns anything unexpected into INTERNAL with a correlation id (the stack trace
+goes to the log, never to the wire) and writes one access log line.
 
 It also decodes the request: a body that is not the method's request message
 is the client's mistake, answered INVALID_ARGUMENT (``UNDECODABLE_REQUEST``)
@@ -39,6 +40,7 @@ from chassis.grpc.context import (
 )
 from chassis.grpc.status import domain_error_status, internal_error_status, unavailable_status
 from chassis.kernel.errors import DomainError, ErrorCategory
+from chassis.tls import peer_spiffe_id
 
 _log = structlog.get_logger("chassis.grpc")
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -244,14 +246,18 @@ class CallInterceptor(MethodInterceptor):
         request_id = given if given and _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         remaining = time_remaining(context)
         deadline = time.monotonic() + remaining if remaining is not None else None
-        return CallContext(request_id=request_id, method=method, deadline=deadline)
+        return CallContext(
+            request_id=request_id, method=method, deadline=deadline, peer=peer_spiffe_id(context)
+        )
 
     def _unary(
         self, method: str, behaviour: Behaviour, request: Any, context: grpc.ServicerContext
     ) -> Any:
         call = self._begin(method, context)
         token = set_current_call(call)
-        structlog.contextvars.bind_contextvars(request_id=call.request_id, method=method)
+        structlog.contextvars.bind_contextvars(
+            request_id=call.request_id, method=method, peer=call.peer
+        )
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -284,7 +290,7 @@ class CallInterceptor(MethodInterceptor):
             )
             if self._on_call_end is not None:
                 self._on_call_end(method, code, elapsed)
-            structlog.contextvars.unbind_contextvars("request_id", "method")
+            structlog.contextvars.unbind_contextvars("request_id", "method", "peer")
             reset_current_call(token)
 
     def _streaming(

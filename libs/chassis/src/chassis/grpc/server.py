@@ -1,7 +1,8 @@
 """One gRPC server for every service (``chassis.service`` runs it).
 
 Health (grpc.health.v1, per service and overall ""), server reflection for
-grpcurl, the shared interceptors, and a graceful drain: health turns
+grpcurl, the shared interceptors, mutual TLS from reloaded files (``chassis.tls``)
+and a graceful drain: health turns
 NOT_SERVING so load balancers stop sending, in-flight calls get ``grace``
 seconds to finish, then the ``on_stop`` hooks run.
 """
@@ -22,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from chassis.config import ServiceSettings
 from chassis.grpc.telemetry import server_interceptors
+from chassis.tls import TlsFiles, secure_channel, server_credentials
 
 _log = structlog.get_logger("chassis.server")
 
@@ -36,6 +38,8 @@ class ServiceBinding:
 
 @dataclass
 class ServerOptions:
+    # Mutual TLS, always: there is no plaintext port.
+    tls: TlsFiles = field(kw_only=True)
     host: str = "127.0.0.1"
     port: int = 0
     max_workers: int = 32
@@ -63,7 +67,32 @@ class ServerOptions:
                 settings.grpc_max_message_bytes, settings.grpc_max_batch_message_bytes
             ),
             max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            tls=settings.tls,
         )
+
+
+def is_serving(
+    target: str,
+    tls: TlsFiles,
+    *,
+    server_name: str | None = None,
+    service: str = "",
+    timeout: float = 2.0,
+) -> bool:
+    """Whether the server at ``target`` answers SERVING to a health check over mutual TLS."""
+    with secure_channel(target, tls, server_name=server_name) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def local_address(host: str, port: int) -> str:
+    """Where a process reaches a server of its own host bound to ``host``."""
+    return f"{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"  # noqa: S104
 
 
 class GrpcServer:
@@ -118,7 +147,7 @@ class GrpcServer:
 
     def start(self) -> int:
         address = f"{self._options.host}:{self._options.port}"
-        self.port = self.server.add_insecure_port(address)
+        self.port = self.server.add_secure_port(address, server_credentials(self._options.tls))
         if self.port == 0:
             raise RuntimeError(f"cannot bind gRPC server to {address}")
         self.server.start()

@@ -54,6 +54,7 @@ from astra_testkit.ledger_workload.model import (
     Replay,
     WorkloadLog,
 )
+from astra_testkit.tls import tls_channel
 
 DEBIT = pb.DIRECTION_DEBIT
 CREDIT = pb.DIRECTION_CREDIT
@@ -130,7 +131,7 @@ class Connection:
     """One client's channel; calls wait for the channel within their deadline."""
 
     def __init__(self, target: str, token: Callable[[], str]) -> None:
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.channel = tls_channel(target, options=list(CHANNEL_OPTIONS))
         self.stub = LedgerServiceStub(self.channel)
         self._token = token
 

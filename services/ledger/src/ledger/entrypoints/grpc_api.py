@@ -8,7 +8,7 @@ import grpc
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1 import ledger_pb2_grpc
 from chassis.auth import current_principal, current_requester
-from chassis.grpc.context import time_remaining
+from chassis.grpc.context import current_call, time_remaining
 from chassis.kernel.errors import InvalidArgument, Unauthenticated
 from chassis.kernel.money import currency
 from chassis.protos import from_timestamp
@@ -35,12 +35,18 @@ CallerOf = Callable[[grpc.ServicerContext], Caller]
 
 
 def caller_from_principal(_context: grpc.ServicerContext) -> Caller:
-    """The verified caller: a customer token becomes a caller limited to that customer."""
+    """The verified caller: a customer token becomes a caller limited to that customer;
+    ``peer`` is the part whose certificate the connection showed."""
     principal = current_principal()
     if principal is None:
         # Every LedgerService method requires a token; no principal means auth was bypassed.
         raise Unauthenticated("MISSING_TOKEN", "a bearer token is required")
-    return Caller(customer_id=principal.customer_id, requester=current_requester())
+    call = current_call()
+    return Caller(
+        customer_id=principal.customer_id,
+        requester=current_requester(),
+        peer=(call.peer or "") if call else "",
+    )
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):

@@ -43,6 +43,8 @@ class Caller:
     customer_id: str = ""
     # Who asks, as writes record it (None: a caller the ledger cannot name, e.g. its own workers).
     requester: Requester | None = None
+    # The part of the suite that called (SPIFFE id of its certificate), "" when unknown.
+    peer: str = ""
 
     def check_account(self, account: Account) -> None:
         if self.customer_id and account.customer_id != self.customer_id:
