@@ -22,6 +22,7 @@ from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
+from astra_testkit.tls import tls_channel, tls_env
 from chassis.grpc.status import retry_delay
 from identity.bootstrap import bootstrap
 from identity.domain.model import ClientSpec
@@ -60,6 +61,7 @@ def identity(
         "IDENTITY_KEY_ENCRYPTION_KEY": TEST_KEK,
         "IDENTITY_GRACE_SECONDS": "2",
         "IDENTITY_METRICS_PORT": "0",
+        **tls_env("IDENTITY", "identity"),
     }
     # The known client, registered in this process (the flood is what needs the process).
     settings = identity_settings(env["IDENTITY_DATABASE_URL"], migrate_on_start=True)
@@ -95,7 +97,7 @@ def test_a_flood_of_unknown_client_ids_is_refused_within_bounded_memory(
             peak[0] = max(peak[0], server.memory_info().rss)
             time.sleep(0.02)
 
-    channels = [grpc.insecure_channel(identity.target) for _ in range(FLOOD_CLIENTS)]
+    channels = [tls_channel(identity.target) for _ in range(FLOOD_CLIENTS)]
 
     def flood(index: int) -> grpc.StatusCode:
         stub = IdentityServiceStub(channels[index % FLOOD_CLIENTS])
@@ -111,7 +113,7 @@ def test_a_flood_of_unknown_client_ids_is_refused_within_bounded_memory(
     legitimate: list[tuple[bool, int]] = []  # (got a token, attempts)
 
     def legitimate_calls() -> None:
-        with grpc.insecure_channel(identity.target) as channel:
+        with tls_channel(identity.target) as channel:
             stub = IdentityServiceStub(channel)
             request = ipb.IssueTokenRequest(
                 client_id=identity.client_id, client_secret=identity.secret, audience="identity"

@@ -17,6 +17,7 @@ from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1 import identity_pb2_grpc
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
+from astra_testkit.tls import tls_channel
 from chassis.auth import build_verifier
 from chassis.auth.testing import TokenMint
 from ledger.bootstrap import Ledger
@@ -50,7 +51,7 @@ def audited(ledger: Ledger, tmp_path: Path) -> Iterator[Audited]:
     )
     server = build_server(ledger, ledger.settings, verifier)
     port = server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = tls_channel(f"127.0.0.1:{port}")
     yield Audited(LedgerServiceStub(channel), mint)
     channel.close()
     server.server.stop(0)

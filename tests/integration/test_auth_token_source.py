@@ -12,7 +12,7 @@ from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.ledger.v1 import ledger_pb2 as lpb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
-from astra_testkit.tls import tls_files
+from astra_testkit.tls import tls_channel, tls_files
 from astra_testkit.waiting import wait_until
 from chassis.auth import ClientCredentialsTokenSource, verifier_from
 from chassis.grpc.client import open_channel
@@ -154,7 +154,7 @@ def _refusal(call: Callable[[], object]) -> tuple[grpc.StatusCode, str | None]:
 
 
 def _issue(target: str, client_id: str, secret: str, audience: str) -> str:
-    with grpc.insecure_channel(target) as channel:
+    with tls_channel(target) as channel:
         reply = IdentityServiceStub(channel).IssueToken(
             ipb.IssueTokenRequest(client_id=client_id, client_secret=secret, audience=audience),
             timeout=10,
@@ -170,7 +170,7 @@ def test_a_token_is_accepted_only_by_the_service_it_was_issued_for(
     secret = register(identity_stub, "cli_aud", "ledger.accounts.read", "identity.customers.read")
     for_identity = _issue(identity_server.target, "cli_aud", secret, "identity")
     for_ledger = _issue(identity_server.target, "cli_aud", secret, "ledger")
-    with grpc.insecure_channel(ledger_trusting_identity) as channel:
+    with tls_channel(ledger_trusting_identity) as channel:
         ledger = LedgerServiceStub(channel)
         assert _refusal(
             lambda: ledger.GetAccount(
@@ -185,14 +185,14 @@ def test_a_token_is_accepted_only_by_the_service_it_was_issued_for(
                 metadata=(("authorization", f"Bearer {for_ledger}"),),
             )
         ) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
-    with grpc.insecure_channel(identity_server.target) as channel:
+    with tls_channel(identity_server.target) as channel:
         assert _refusal(
             lambda: IdentityServiceStub(channel).GetCustomer(
                 ipb.GetCustomerRequest(customer_id="cus_none"),
                 metadata=(("authorization", f"Bearer {for_ledger}"),),
             )
         ) == (grpc.StatusCode.UNAUTHENTICATED, "WRONG_AUDIENCE")
-    with grpc.insecure_channel(identity_server.target) as channel:
+    with tls_channel(identity_server.target) as channel:
         assert _refusal(
             lambda: IdentityServiceStub(channel).IssueToken(
                 ipb.IssueTokenRequest(client_id="cli_aud", client_secret=secret, audience="bank")
@@ -210,7 +210,7 @@ def test_a_revoked_token_and_a_disabled_clients_token_are_refused_by_the_ledger(
     revoked = _issue(identity_server.target, "cli_rev", secret, "ledger")
     kept = _issue(identity_server.target, "cli_rev", secret, "ledger")
     disabled = _issue(identity_server.target, "cli_off", other_secret, "ledger")
-    with grpc.insecure_channel(ledger_trusting_identity) as channel:
+    with tls_channel(ledger_trusting_identity) as channel:
         ledger = LedgerServiceStub(channel)
 
         def outcome(token: str) -> tuple[grpc.StatusCode, str | None]:
@@ -260,7 +260,7 @@ def test_a_disabled_client_cannot_mint_customer_tokens(
     token = _issue(identity_server.target, "cli_minter", secret, "identity")
     auth = (("authorization", f"Bearer {token}"),)
     request = ipb.IssueCustomerTokenRequest(customer_id="cus_d", audience="ledger")
-    with grpc.insecure_channel(identity_server.target) as channel:
+    with tls_channel(identity_server.target) as channel:
         minter = IdentityServiceStub(channel)
         minted = minter.IssueCustomerToken(request, metadata=auth)
         # At most what customers and this client may both have.
