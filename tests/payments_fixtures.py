@@ -31,6 +31,7 @@ from astra_testkit.ports import free_port
 from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
 from chassis.grpc.client import open_channel
+from chassis.http_signatures import SigningAuth, SigningKey
 from ledger.bootstrap import Ledger
 from ledger.entrypoints.server import build_server as build_ledger_server
 from payments.adapters.identity_client import GrpcIdentity
@@ -56,6 +57,9 @@ TERMINAL = {
 
 # --- the sandbox bank, a real process ----------------------------------------------------
 
+# The key payments and the sandbox bank share in tests (development only).
+BANK_KEY = SigningKey("payments", b"sandbox-bank-test-key-0123456789abcdef")
+
 
 @dataclass
 class SandboxBank:
@@ -79,6 +83,8 @@ class SandboxBank:
             "SANDBOX_BANK_RETURN_DELAY_SECONDS": "0.2",
             "SANDBOX_BANK_HANG_SECONDS": "5",
             "SANDBOX_BANK_LOG_LEVEL": "WARNING",
+            "SANDBOX_BANK_SIGNING_KEY": BANK_KEY.secret.decode(),
+            "SANDBOX_BANK_SIGNING_KEY_ID": BANK_KEY.key_id,
             **self.env,
         }
         self.process = ServiceProcess(
@@ -106,7 +112,14 @@ class SandboxBank:
         if self.process is not None:
             self.process.kill()
 
+    @staticmethod
+    def auth(key: SigningKey = BANK_KEY) -> SigningAuth:
+        """What a client of the /v1 API signs with (and checks the bank's answers with)."""
+        return SigningAuth(key, {BANK_KEY.key_id: BANK_KEY.secret})
+
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        if path.startswith("/v1/"):  # the client API wants signed requests
+            kwargs.setdefault("auth", self.auth())
         response = httpx.request(method, f"{self.url}{path}", timeout=10, **kwargs)
         response.raise_for_status()
         return response.json()
@@ -167,7 +180,10 @@ def payments_settings(database_url: str, bank_url: str, **overrides: object) -> 
         "auth_issuer": LEDGER_AUTH.issuer,
         "auth_audience": LEDGER_AUTH.audience,
         "auth_jwks_file": str(LEDGER_JWKS_FILE),
+        "environment": "development",
         "bank_url": bank_url,
+        "bank_signing_key": BANK_KEY.secret.decode(),
+        "bank_key_id": BANK_KEY.key_id,
         "bank_timeout_seconds": 1.0,
         "bank_retry_attempts": 4,
         "bank_retry_initial_seconds": 0.02,

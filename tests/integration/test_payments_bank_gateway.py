@@ -33,6 +33,7 @@ def make_gateway(bank: SandboxBank, fail_max: int) -> HttpBankGateway:
         bank.url,
         policy=RetryPolicy(max_attempts=4, initial_backoff=0.02, max_backoff=0.1, budget=4.0),
         breaker=new_breaker(f"bank-test-{fail_max}", fail_max=fail_max, reset_timeout=1.0),
+        auth=bank.auth(),
         timeout=0.5,
     )
 

@@ -22,13 +22,20 @@ def body(reference: str, amount: int = 1_000, account: str = "DE0001", **kw: Any
 
 def submit(bank: SandboxBank, key: str, payload: dict[str, Any]) -> httpx.Response:
     return httpx.post(
-        f"{bank.url}/v1/payments", json=payload, headers={"Idempotency-Key": key}, timeout=10
+        f"{bank.url}/v1/payments",
+        json=payload,
+        headers={"Idempotency-Key": key},
+        timeout=10,
+        auth=bank.auth(),
     )
 
 
 def events(bank: SandboxBank, after: int = 0, wait: float = 2) -> dict[str, Any]:
     response = httpx.get(
-        f"{bank.url}/v1/events", params={"after": after, "wait": wait}, timeout=wait + 5
+        f"{bank.url}/v1/events",
+        params={"after": after, "wait": wait},
+        timeout=wait + 5,
+        auth=bank.auth(),
     )
     response.raise_for_status()
     return dict(response.json())
@@ -47,10 +54,15 @@ def test_idempotency_keys_replay_and_refuse_other_content(sandbox_bank: SandboxB
     assert replay.json()["id"] == first.json()["id"]
     other = submit(sandbox_bank, "key-1", body("pay_a", amount=2_000))
     assert (other.status_code, other.json()["error"]) == (422, "idempotency_key_reused")
-    missing = httpx.post(f"{sandbox_bank.url}/v1/payments", json=body("pay_b"), timeout=10)
+    missing = httpx.post(
+        f"{sandbox_bank.url}/v1/payments", json=body("pay_b"), timeout=10, auth=sandbox_bank.auth()
+    )
     assert missing.status_code == 400
     found = httpx.get(
-        f"{sandbox_bank.url}/v1/payments", params={"idempotency_key": "key-1"}, timeout=10
+        f"{sandbox_bank.url}/v1/payments",
+        params={"idempotency_key": "key-1"},
+        timeout=10,
+        auth=sandbox_bank.auth(),
     ).json()["payments"]
     assert [p["id"] for p in found] == [first.json()["id"]]
     counters = sandbox_bank.stats()["counters"]
@@ -88,7 +100,9 @@ def test_settlement_feed_statement_and_returns(sandbox_bank: SandboxBank) -> Non
     assert [e["status"] for e in events(sandbox_bank, after)["events"]] == ["returned"]
     not_again = httpx.post(f"{sandbox_bank.url}/admin/payments/{failing['id']}/return")
     assert not_again.status_code == 409
-    statement = httpx.get(f"{sandbox_bank.url}/v1/statements/{today()}", timeout=10).json()
+    statement = httpx.get(
+        f"{sandbox_bank.url}/v1/statements/{today()}", timeout=10, auth=sandbox_bank.auth()
+    ).json()
     lines = [(x["reference"], x["kind"], x["direction"], x["amount"]) for x in statement["lines"]]
     assert sorted(lines) == sorted(
         [
@@ -131,6 +145,7 @@ def test_faults_are_configured_at_run_time(sandbox_bank: SandboxBank) -> None:
             json=body("pay_1"),
             headers={"Idempotency-Key": "k-1"},
             timeout=0.5,
+            auth=sandbox_bank.auth(),
         )
         raise AssertionError(f"a lost response arrived: {submit_fast}")
     except httpx.ReadTimeout:
