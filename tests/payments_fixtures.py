@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +154,62 @@ class SandboxBank:
 
     def return_payment(self, bank_payment_id: str) -> dict[str, Any]:
         return dict(self.admin("POST", f"/admin/payments/{bank_payment_id}/return"))
+
+
+class ForgingProxy:
+    """A man in the middle on the bank's wire: forwards every request as it came and every
+    answer as the bank gave it, except that while ``forging`` it rewrites the answers with
+    ``forge`` (counting, per path, the answers it changed)."""
+
+    def __init__(self, upstream: str, forge: Callable[[bytes], bytes]) -> None:
+        self.upstream = upstream
+        self.forge = forge
+        self.forging = True
+        self.forged: Counter[str] = Counter()
+        self._client = httpx.Client(base_url=upstream, timeout=30)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                skip = {"host", "content-length", "connection"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                answer = proxy._client.request(
+                    self.command, self.path, content=body, headers=headers
+                )
+                content = answer.content
+                if proxy.forging and (forged := proxy.forge(content)) != content:
+                    proxy.forged[self.path.split("?")[0]] += 1
+                    content = forged
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = forward  # noqa: N815 - http.server's names
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> ForgingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
 
 
 @pytest.fixture
@@ -350,7 +409,9 @@ def make_suite(
     identity_server: IdentityServer,
     **overrides: object,
 ) -> tuple[Suite, Callable[[], None]]:
-    settings = payments_settings(database_url, bank.url, **overrides)
+    # A test may put something between payments and the bank (bank_url).
+    bank_url = str(overrides.pop("bank_url", bank.url))
+    settings = payments_settings(database_url, bank_url, **overrides)
     ledger_channel = authorized_channel(ledger_target)
     identity_channel = identity_server.channel()
     app = bootstrap(

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from chassis.http_signatures import SigningKey, sign_request
 
-from tests.payments_fixtures import SandboxBank
+from tests.payments_fixtures import BANK_KEY, SandboxBank
 
 
 def body(reference: str, amount: int = 1_000, account: str = "DE0001", **kw: Any) -> dict[str, Any]:
@@ -158,3 +159,42 @@ def test_faults_are_configured_at_run_time(sandbox_bank: SandboxBank) -> None:
     assert out_of_range.status_code == 400
     injected = sandbox_bank.stats()["faults_injected"]
     assert injected == {"rate_limited": 1, "error": 1, "lost_response": 1}
+
+
+def test_requests_payments_did_not_sign_are_refused_unread(sandbox_bank: SandboxBank) -> None:
+    url = f"{sandbox_bank.url}/v1/payments"
+    payload = body("pay_unsigned")
+    content = httpx.Request("POST", url, json=payload).content
+    key_header = {"Idempotency-Key": "k-unsigned", "Content-Type": "application/json"}
+
+    def post(signature: dict[str, str]) -> httpx.Response:
+        return httpx.post(url, content=content, headers={**key_header, **signature}, timeout=10)
+
+    signed = sign_request(BANK_KEY, "POST", "/v1/payments", content)
+    other_key = SigningKey(BANK_KEY.key_id, b"not-the-shared-key-0123456789abcdef")
+    refused = {
+        "missing": post({}),
+        "bad_signature": post(sign_request(other_key, "POST", "/v1/payments", content)),
+        "stale": post(sign_request(BANK_KEY, "POST", "/v1/payments", content, now=1_000_000)),
+        # Signed for another target: the query is part of what is signed.
+        "bad_signature_target": post(sign_request(BANK_KEY, "POST", "/v1/payments?x=1", content)),
+    }
+    for reason, response in refused.items():
+        assert response.status_code == 401, (reason, response.text)
+        assert response.json()["error"] == "signature_" + reason.removesuffix("_target")
+    assert sandbox_bank.payments() == []
+    accepted = post(signed)
+    assert accepted.status_code == 201
+    # The same signed request again (a recording replayed) is refused, not replayed.
+    replayed = post(signed)
+    assert (replayed.status_code, replayed.json()["error"]) == (401, "signature_replayed")
+    assert [p["reference"] for p in sandbox_bank.payments()] == ["pay_unsigned"]
+    stats = sandbox_bank.stats()
+    assert stats["counters"]["submissions_created"] == 1
+    assert "submissions_replayed" not in stats["counters"]
+    assert stats["signatures_refused"] == {
+        "missing": 1,
+        "bad_signature": 2,
+        "stale": 1,
+        "replayed": 1,
+    }
