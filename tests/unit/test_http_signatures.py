@@ -63,8 +63,8 @@ def test_a_request_is_accepted_once_as_signed_and_never_changed(
 
 
 @settings(max_examples=40)
-@given(skew=st.floats(min_value=300.5, max_value=10**7), sign=st.sampled_from([-1, 1]))
-def test_a_request_from_too_far_in_the_past_or_future_is_stale(skew: float, sign: int) -> None:
+@given(skew=st.integers(min_value=301, max_value=10**7), sign=st.sampled_from([-1, 1]))
+def test_a_request_from_too_far_in_the_past_or_future_is_stale(skew: int, sign: int) -> None:
     headers = sign_request(KEY, "GET", "/v1/events", b"", now=NOW + sign * skew)
     with pytest.raises(SignatureError, match="stale"):
         check_request("GET", "/v1/events", b"", headers, NonceCache())
@@ -109,29 +109,51 @@ def test_a_forged_timestamp_breaks_the_signature() -> None:
         check_request("GET", "/v1/events", b"", moved, NonceCache())
 
 
+TARGET = "/v1/events?after=3"
+
+
+def check_response(
+    status: int, body: bytes, headers: httpx.Headers, nonce: str = "n" * 32, now: float = NOW
+) -> str:
+    verified = verify_response(
+        KEYS,
+        status,
+        body,
+        headers,
+        request_method="GET",
+        request_target=TARGET,
+        request_nonce=nonce,
+        now=now,
+    )
+    return verified.key_id
+
+
 @settings(max_examples=60)
 @given(status=st.sampled_from([200, 201, 404, 422, 429, 503]), body=bodies, other=bodies)
 def test_a_response_answers_only_its_request_and_only_as_signed(
     status: int, body: bytes, other: bytes
 ) -> None:
-    request = {
-        "request_method": "GET",
-        "request_target": "/v1/events?after=3",
-        "request_nonce": "n" * 32,
-    }
-    headers = headers_of(sign_response(KEY, status, body, now=NOW, **request))
-    assert verify_response(KEYS, status, body, headers, now=NOW, **request).key_id == "payments"
+    signed = sign_response(
+        KEY,
+        status,
+        body,
+        request_method="GET",
+        request_target=TARGET,
+        request_nonce="n" * 32,
+        now=NOW,
+    )
+    headers = headers_of(signed)
+    assert check_response(status, body, headers) == "payments"
     if other != body:
         with pytest.raises(SignatureError):
-            verify_response(KEYS, status, other, headers, now=NOW, **request)
+            check_response(status, other, headers)
     with pytest.raises(SignatureError, match="bad_signature"):
-        verify_response(KEYS, 200 if status != 200 else 201, body, headers, now=NOW, **request)
+        check_response(200 if status != 200 else 201, body, headers)
     # A recorded answer replayed to a later request (another nonce) is not its answer.
-    later = {**request, "request_nonce": "m" * 32}
     with pytest.raises(SignatureError, match="bad_signature"):
-        verify_response(KEYS, status, body, headers, now=NOW, **later)
+        check_response(status, body, headers, nonce="m" * 32)
     with pytest.raises(SignatureError, match="stale"):
-        verify_response(KEYS, status, body, headers, now=NOW + 301, **request)
+        check_response(status, body, headers, now=NOW + 301)
 
 
 def test_the_nonce_cache_forgets_a_nonce_once_its_message_is_stale_anyway() -> None:
