@@ -427,10 +427,16 @@ def test_database_urls_verify_the_servers_certificate_and_name() -> None:
             for container in containers(specs[name]):
                 mounts = {m["mountPath"] for m in container["volumeMounts"]}
                 assert root.rsplit("/", 1)[0] in mounts, (name, container["name"], root)
-    # The base names no database URL, but mounts the CA the URLs point to.
+    # The base names no database URL (Terraform's database_urls output has them) but mounts
+    # the CA those URLs point to.
+    outputs = (ROOT / "deploy" / "terraform" / "outputs.tf").read_text()
+    (terraform_root,) = re.findall(r"sslrootcert=([^\"&]+)", outputs)
     for name, spec in pod_specs(render("base")).items():
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert volumes["postgres-ca"]["secret"]["secretName"] == "postgres-ca", name
+        for container in containers(spec):
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts[terraform_root.rsplit("/", 1)[0]] == "postgres-ca", name
 
 
 def test_payments_talks_to_the_bank_over_https_with_a_signing_key(
