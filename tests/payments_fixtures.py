@@ -8,8 +8,11 @@ own fresh PostgreSQL databases, and every call crosses gRPC or HTTP.
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import itertools
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -35,6 +38,10 @@ from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
 from chassis.grpc.client import open_channel
 from chassis.http_signatures import SigningAuth, SigningKey
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ledger.bootstrap import Ledger
 from ledger.entrypoints.server import build_server as build_ledger_server
 from payments.adapters.identity_client import GrpcIdentity
@@ -64,20 +71,91 @@ TERMINAL = {
 BANK_KEY = SigningKey("payments", b"sandbox-bank-test-key-0123456789abcdef")
 
 
+def bank_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and the bank's certificate for 127.0.0.1 signed by it: (cert, key, CA) files."""
+    now = dt.datetime.now(dt.UTC)
+
+    def build(
+        subject: str, issuer: str, key: ec.EllipticCurvePrivateKey
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
+
+    ca_key, bank_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = (
+        build("test bank CA", "test bank CA", ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    bank = (
+        build("sandbox-bank", "test bank CA", bank_key)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = folder / "bank.pem", folder / "bank-key.pem", folder / "bank-ca.pem"
+    files[0].write_bytes(bank.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(
+        bank_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files[2].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
 @dataclass
 class SandboxBank:
-    """The ``astra-sandbox-bank`` process on a free port, with its books in a temp file."""
+    """The ``astra-sandbox-bank`` process on a free port, with its books in a temp file
+    (over https with a certificate of its own test CA, ``ca_file``, when ``https``)."""
 
     folder: Path
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     process: ServiceProcess | None = None
+    https: bool = False
+    ca_file: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.port}"
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
 
     def start(self) -> SandboxBank:
+        tls: dict[str, str] = {}
+        if self.https:
+            if self.ca_file is None:
+                cert, key, self.ca_file = bank_certificate(self.folder)
+            else:
+                cert, key = self.folder / "bank.pem", self.folder / "bank-key.pem"
+            tls = {"SANDBOX_BANK_TLS_CERT_FILE": str(cert), "SANDBOX_BANK_TLS_KEY_FILE": str(key)}
         env = {
             "SANDBOX_BANK_HOST": "127.0.0.1",
             "SANDBOX_BANK_PORT": str(self.port),
@@ -88,6 +166,7 @@ class SandboxBank:
             "SANDBOX_BANK_LOG_LEVEL": "WARNING",
             "SANDBOX_BANK_SIGNING_KEY": BANK_KEY.secret.decode(),
             "SANDBOX_BANK_SIGNING_KEY_ID": BANK_KEY.key_id,
+            **tls,
             **self.env,
         }
         self.process = ServiceProcess(
@@ -98,7 +177,8 @@ class SandboxBank:
             if not self.process.alive():
                 raise RuntimeError(f"the sandbox bank exited:\n{self.process.logs()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                health = httpx.get(f"{self.url}/health", timeout=0.5, verify=self._verify())
+                if health.status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -123,7 +203,9 @@ class SandboxBank:
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
         if path.startswith("/v1/"):  # the client API wants signed requests
             kwargs.setdefault("auth", self.auth())
-        response = httpx.request(method, f"{self.url}{path}", timeout=10, **kwargs)
+        response = httpx.request(
+            method, f"{self.url}{path}", timeout=10, verify=self._verify(), **kwargs
+        )
         response.raise_for_status()
         return response.json()
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 from chassis.retry import RetryPolicy
 from payments.adapters.bank_gateway import HttpBankGateway, new_breaker
+from payments.bootstrap import bank_gateway
 from payments.domain.bank import BankInstruction, LookupResult, SubmitResult
 from payments.domain.model import BankAccount, BankStatus
 from payments.service_layer.ports import BankUnavailable
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from tests.payments_fixtures import ForgingProxy, SandboxBank
+from tests.payments_fixtures import ForgingProxy, SandboxBank, payments_settings
 
 
 def instruction(key: str, amount: int = 1_000) -> BankInstruction:
@@ -217,3 +219,27 @@ def test_an_answer_changed_on_the_wire_is_a_bank_fault_never_an_answer(
     assert found.payment is not None
     assert found.payment.amount == 1_000
     assert [p["reference"] for p in sandbox_bank.payments()] == ["pay_mitm"]
+
+
+def test_an_https_bank_is_believed_only_with_the_certificate_of_the_ca_given(
+    tmp_path: Path,
+) -> None:
+    bank = SandboxBank(tmp_path, {}, https=True).start()
+    try:
+        assert bank.url.startswith("https://")
+        settings = payments_settings(
+            "sqlite://", bank.url, environment="production", bank_ca_file=str(bank.ca_file)
+        )
+        trusting = bank_gateway(settings)
+        accepted = trusting.submit(instruction("pay_tls"))
+        trusting.close()
+        # Without the bank's CA (the system's CAs only) the bank is not the bank: nothing sent.
+        doubting = bank_gateway(settings.model_copy(update={"bank_ca_file": ""}))
+        refused = doubting.submit(instruction("pay_tls_2"))
+        doubting.close()
+        payments = bank.payments()
+    finally:
+        bank.stop()
+    assert accepted.result is SubmitResult.ACCEPTED
+    assert (refused.result, refused.code) == (SubmitResult.NOT_SENT, "ConnectError")
+    assert [p["reference"] for p in payments] == ["pay_tls"]

@@ -425,8 +425,8 @@ def test_database_urls_verify_the_servers_certificate_and_name() -> None:
         context = variable.split("_")[0].lower()
         for name in (context, f"{context}-relay"):
             for container in containers(specs[name]):
-                mounts = {m["mountPath"] for m in container["volumeMounts"]}
-                assert root.rsplit("/", 1)[0] in mounts, (name, container["name"], root)
+                paths = {m["mountPath"] for m in container["volumeMounts"]}
+                assert root.rsplit("/", 1)[0] in paths, (name, container["name"], root)
     # The base names no database URL (Terraform's database_urls output has them) but mounts
     # the CA those URLs point to.
     outputs = (ROOT / "deploy" / "terraform" / "outputs.tf").read_text()
