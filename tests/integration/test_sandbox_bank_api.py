@@ -170,18 +170,31 @@ def test_requests_payments_did_not_sign_are_refused_unread(sandbox_bank: Sandbox
     def post(signature: dict[str, str]) -> httpx.Response:
         return httpx.post(url, content=content, headers={**key_header, **signature}, timeout=10)
 
-    signed = sign_request(BANK_KEY, "POST", "/v1/payments", content)
+    def sign(key: SigningKey = BANK_KEY, target: str = "/v1/payments", **kw: Any) -> dict[str, str]:
+        return sign_request(key, "POST", target, content, headers=key_header, **kw)
+
+    signed = sign()
     other_key = SigningKey(BANK_KEY.key_id, b"not-the-shared-key-0123456789abcdef")
-    refused = {
-        "missing": post({}),
-        "bad_signature": post(sign_request(other_key, "POST", "/v1/payments", content)),
-        "stale": post(sign_request(BANK_KEY, "POST", "/v1/payments", content, now=1_000_000)),
+    refused = [
+        ("missing", post({})),
+        ("bad_signature", post(sign(other_key))),
+        ("stale", post(sign(now=1_000_000))),
         # Signed for another target: the query is part of what is signed.
-        "bad_signature_target": post(sign_request(BANK_KEY, "POST", "/v1/payments?x=1", content)),
-    }
-    for reason, response in refused.items():
+        ("bad_signature", post(sign(target="/v1/payments?x=1"))),
+        # Another idempotency key would let one payment be made twice.
+        (
+            "bad_signature",
+            httpx.post(
+                url,
+                content=content,
+                headers={**key_header, **sign(), "Idempotency-Key": "k-other"},
+                timeout=10,
+            ),
+        ),
+    ]
+    for reason, response in refused:
         assert response.status_code == 401, (reason, response.text)
-        assert response.json()["error"] == "signature_" + reason.removesuffix("_target")
+        assert response.json()["error"] == f"signature_{reason}"
     assert sandbox_bank.payments() == []
     accepted = post(signed)
     assert accepted.status_code == 201
@@ -194,7 +207,7 @@ def test_requests_payments_did_not_sign_are_refused_unread(sandbox_bank: Sandbox
     assert "submissions_replayed" not in stats["counters"]
     assert stats["signatures_refused"] == {
         "missing": 1,
-        "bad_signature": 2,
+        "bad_signature": 3,
         "stale": 1,
         "replayed": 1,
     }

@@ -70,6 +70,29 @@ def test_a_request_from_too_far_in_the_past_or_future_is_stale(skew: int, sign: 
         check_request("GET", "/v1/events", b"", headers, NonceCache())
 
 
+@settings(max_examples=40)
+@given(
+    key=st.text(alphabet="abcdefghijklmnop_0123456789", max_size=20),
+    other=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=20),
+)
+def test_the_idempotency_key_and_content_type_are_signed(key: str, other: str) -> None:
+    sent = {"Idempotency-Key": key, "Content-Type": "application/json"}
+    headers = sign_request(KEY, "POST", "/v1/payments", b"{}", headers=sent, now=NOW)
+    check_request("POST", "/v1/payments", b"{}", {**headers, **sent}, NonceCache())
+    for changed in (
+        {**sent, "Idempotency-Key": other},
+        {**sent, "Content-Type": "text/plain"},
+        {"Content-Type": "application/json"},
+    ):
+        if (
+            changed["Content-Type"] == sent["Content-Type"]
+            and changed.get("Idempotency-Key", "").strip() == key.strip()
+        ):
+            continue  # the same values: nothing was changed
+        with pytest.raises(SignatureError, match="bad_signature"):
+            check_request("POST", "/v1/payments", b"{}", {**headers, **changed}, NonceCache())
+
+
 def test_within_the_skew_a_request_passes() -> None:
     for offset in (-299.0, 0.0, 299.0):
         headers = sign_request(KEY, "GET", "/v1/events", b"", now=NOW + offset)

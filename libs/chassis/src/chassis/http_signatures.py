@@ -4,7 +4,9 @@ Shaped after HTTP Message Signatures (RFC 9421) with a fixed list of covered
 components, so a signer cannot choose to leave anything out:
 
 - a request signs its method, its target (path and query, as sent), the digest
-  of its body (``Content-Digest``), a creation time, a nonce and the key id;
+  of its body (``Content-Digest``), its ``Content-Type`` and ``Idempotency-Key``
+  headers (empty when absent: a key changed on the way would let one payment be
+  made twice), a creation time, a nonce and the key id;
 - a response signs its status and body digest, its own time, nonce and key id,
   and the method, target and nonce of the request it answers, so a recorded
   response cannot be passed off as the answer to another (or a later) request.
@@ -39,7 +41,7 @@ LABEL = "astra"
 DEFAULT_MAX_SKEW = 300.0  # seconds: five minutes either way
 MIN_KEY_BYTES = 32
 
-REQUEST_COMPONENTS = '"@method" "@target" "content-digest"'
+REQUEST_COMPONENTS = '"@method" "@target" "content-digest" "content-type" "idempotency-key"'
 RESPONSE_COMPONENTS = '"@status" "content-digest" "@method";req "@target";req "nonce";req'
 
 _INPUT = re.compile(
@@ -124,11 +126,23 @@ def _mac(secret: bytes, lines: list[str]) -> str:
     return base64.b64encode(hmac.new(secret, base, hashlib.sha256).digest()).decode()
 
 
-def _request_lines(method: str, target: str, digest: str, params: str) -> list[str]:
+def _header(headers: Mapping[str, str], name: str) -> str:
+    """A header's value whatever the mapping's case rules ("" when absent)."""
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name), "")
+    return value.strip()
+
+
+def _request_lines(
+    method: str, target: str, digest: str, headers: Mapping[str, str], params: str
+) -> list[str]:
     return [
         f'"@method": {method.upper()}',
         f'"@target": {target}',
         f'"content-digest": {digest}',
+        f'"content-type": {_header(headers, "content-type")}',
+        f'"idempotency-key": {_header(headers, "idempotency-key")}',
         f'"@signature-params": {params}',
     ]
 
@@ -160,16 +174,17 @@ def sign_request(
     target: str,
     body: bytes,
     *,
+    headers: Mapping[str, str] | None = None,
     now: float | None = None,
     nonce: str | None = None,
 ) -> dict[str, str]:
-    """The headers that sign a request for ``target`` (its path and query as sent)."""
+    """The headers that sign a request for ``target`` (its path and query as sent) with
+    ``headers`` (those it is sent with: the covered ones are read from them)."""
     digest = content_digest(body)
     created = int(time.time() if now is None else now)
     params = _params(REQUEST_COMPONENTS, created, nonce or new_nonce(), key.key_id)
-    return _headers(
-        key, digest, params, _mac(key.secret, _request_lines(method, target, digest, params))
-    )
+    lines = _request_lines(method, target, digest, headers or {}, params)
+    return _headers(key, digest, params, _mac(key.secret, lines))
 
 
 def sign_response(
@@ -238,7 +253,7 @@ def verify_request(
     """Check a signed request; raises ``SignatureError``. ``headers`` lookups are lower-case."""
     at = time.time() if now is None else now
     claimed, params, secret, digest, sent = _parse(headers, REQUEST_COMPONENTS, keys, body)
-    expected = _mac(secret, _request_lines(method, target, digest, params))
+    expected = _mac(secret, _request_lines(method, target, digest, headers, params))
     _check(claimed, expected, sent, at, max_skew)
     if not nonces.first_use(claimed.key_id, claimed.nonce, claimed.created, at):
         raise SignatureError("replayed", "this nonce was used before")
@@ -293,9 +308,10 @@ class SigningAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         target = request.url.raw_path.decode("ascii")
         nonce = new_nonce()
-        request.headers.update(
-            sign_request(self._key, request.method, target, request.content, nonce=nonce)
+        signed = sign_request(
+            self._key, request.method, target, request.content, headers=request.headers, nonce=nonce
         )
+        request.headers.update(signed)
         response = yield request
         verify_response(
             self._keys,
