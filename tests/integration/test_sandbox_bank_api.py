@@ -122,8 +122,14 @@ def test_an_empty_feed_waits_then_answers(sandbox_bank: SandboxBank) -> None:
 
 def test_books_survive_a_kill(sandbox_bank: SandboxBank) -> None:
     first = submit(sandbox_bank, "k-1", body("pay_1")).json()
+    path = f"/v1/payments/{first['id']}"
+    recorded = sign_request(BANK_KEY, "GET", path, b"")
+    assert httpx.get(sandbox_bank.url + path, headers=recorded, timeout=10).status_code == 200
     sandbox_bank.kill()
     sandbox_bank.start()
+    # The nonces seen are in the books too: a request recorded before the kill stays spent.
+    replayed = httpx.get(sandbox_bank.url + path, headers=recorded, timeout=10)
+    assert (replayed.status_code, replayed.json()["error"]) == (401, "signature_replayed")
     replay = submit(sandbox_bank, "k-1", body("pay_1"))
     assert replay.status_code == 200
     assert replay.json()["id"] == first["id"]

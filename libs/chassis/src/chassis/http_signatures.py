@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -92,8 +93,15 @@ def new_nonce() -> str:
     return secrets.token_urlsafe(24)
 
 
+class NonceStore(Protocol):
+    def first_use(self, key_id: str, nonce: str, created: int, now: float) -> bool:
+        """Remember the nonce until ``created`` plus the skew; False when it was seen before."""
+        ...
+
+
 class NonceCache:
-    """Nonces seen while their message could still be accepted (its time plus the skew)."""
+    """Nonces seen while their message could still be accepted (its time plus the skew),
+    in memory: a receiver that restarts within the skew should keep them elsewhere."""
 
     def __init__(self, max_skew: float = DEFAULT_MAX_SKEW) -> None:
         self._max_skew = max_skew
@@ -246,7 +254,7 @@ def verify_request(
     body: bytes,
     headers: Mapping[str, str],
     *,
-    nonces: NonceCache,
+    nonces: NonceStore,
     now: float | None = None,
     max_skew: float = DEFAULT_MAX_SKEW,
 ) -> Verified:

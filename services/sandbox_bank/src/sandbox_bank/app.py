@@ -34,7 +34,6 @@ from typing import Any, Literal
 
 import structlog
 from chassis.http_signatures import (
-    NonceCache,
     SignatureError,
     SigningKey,
     sign_response,
@@ -80,7 +79,6 @@ class Bank:
     ) -> None:
         self.settings = settings
         self.key = key
-        self.nonces = NonceCache()
         self.refused: Counter[str] = Counter()
         self.store = BankStore(settings.database)
         self.faults = FaultInjector(faults or FaultSettings(), settings.seed)
@@ -123,7 +121,7 @@ class Bank:
                     target,
                     body,
                     request.headers,
-                    nonces=self.nonces,
+                    nonces=self.store,
                 )
             except SignatureError as error:
                 self.refused[error.reason] += 1
