@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -223,6 +224,8 @@ class Suite:
         os.environ.setdefault(
             "PAYMENTS_BANK_URL", f"http://{local(self.bank.host)}:{self.bank.port}"
         )
+        os.environ.setdefault("PAYMENTS_ENVIRONMENT", "development")
+        self._share_bank_key()
         self.payments = PaymentsSettings()
         for name, settings in (
             ("identity", self.identity),
@@ -231,6 +234,16 @@ class Suite:
         ):
             if settings.grpc_port == 0:
                 raise SystemExit(f"{name.upper()}_GRPC_PORT=0: make run needs fixed ports")
+
+    @staticmethod
+    def _share_bank_key() -> None:
+        """Payments and the sandbox bank sign with one key: a fresh one unless one is set."""
+        names = ("PAYMENTS_BANK_SIGNING_KEY", "SANDBOX_BANK_SIGNING_KEY")
+        if any(os.environ.get(n) or os.environ.get(f"{n}_FILE") for n in names):
+            return
+        key = secrets.token_urlsafe(32)
+        for name in names:
+            os.environ[name] = key
 
     def database_url(self, context: str) -> str:
         settings = {"identity": self.identity, "ledger": self.ledger, "payments": self.payments}

@@ -8,13 +8,19 @@ own fresh PostgreSQL databases, and every call crosses gRPC or HTTP.
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import itertools
 import os
+import ssl
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,12 @@ from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess, python_module
 from astra_testkit.tls import tls_files, tls_settings
 from chassis.grpc.client import open_channel
+from chassis.http_signatures import SigningAuth, SigningKey
 from chassis.pii import generate_key_encryption_key
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ledger.bootstrap import Ledger
 from ledger.entrypoints.server import build_server as build_ledger_server
 from payments.adapters.identity_client import GrpcIdentity
@@ -61,21 +72,95 @@ TERMINAL = {
 
 # --- the sandbox bank, a real process ----------------------------------------------------
 
+# The key payments and the sandbox bank share in tests (development only).
+BANK_KEY = SigningKey("payments", b"sandbox-bank-test-key-0123456789abcdef")
+
+
+def bank_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and the bank's certificate for 127.0.0.1 signed by it: (cert, key, CA) files."""
+    now = dt.datetime.now(dt.UTC)
+
+    def build(
+        subject: str, issuer: str, key: ec.EllipticCurvePrivateKey
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
+
+    ca_key, bank_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = (
+        build("test bank CA", "test bank CA", ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    bank = (
+        build("sandbox-bank", "test bank CA", bank_key)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = folder / "bank.pem", folder / "bank-key.pem", folder / "bank-ca.pem"
+    files[0].write_bytes(bank.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(
+        bank_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files[2].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return files
+
 
 @dataclass
 class SandboxBank:
-    """The ``astra-sandbox-bank`` process on a free port, with its books in a temp file."""
+    """The ``astra-sandbox-bank`` process on a free port, with its books in a temp file
+    (over https with a certificate of its own test CA, ``ca_file``, when ``https``)."""
 
     folder: Path
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     process: ServiceProcess | None = None
+    https: bool = False
+    ca_file: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.port}"
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
 
     def start(self) -> SandboxBank:
+        tls: dict[str, str] = {}
+        if self.https:
+            if self.ca_file is None:
+                cert, key, self.ca_file = bank_certificate(self.folder)
+            else:
+                cert, key = self.folder / "bank.pem", self.folder / "bank-key.pem"
+            tls = {"SANDBOX_BANK_TLS_CERT_FILE": str(cert), "SANDBOX_BANK_TLS_KEY_FILE": str(key)}
         env = {
             "SANDBOX_BANK_HOST": "127.0.0.1",
             "SANDBOX_BANK_PORT": str(self.port),
@@ -84,6 +169,9 @@ class SandboxBank:
             "SANDBOX_BANK_RETURN_DELAY_SECONDS": "0.2",
             "SANDBOX_BANK_HANG_SECONDS": "5",
             "SANDBOX_BANK_LOG_LEVEL": "WARNING",
+            "SANDBOX_BANK_SIGNING_KEY": BANK_KEY.secret.decode(),
+            "SANDBOX_BANK_SIGNING_KEY_ID": BANK_KEY.key_id,
+            **tls,
             **self.env,
         }
         self.process = ServiceProcess(
@@ -94,7 +182,8 @@ class SandboxBank:
             if not self.process.alive():
                 raise RuntimeError(f"the sandbox bank exited:\n{self.process.logs()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                health = httpx.get(f"{self.url}/health", timeout=0.5, verify=self._verify())
+                if health.status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -111,8 +200,17 @@ class SandboxBank:
         if self.process is not None:
             self.process.kill()
 
+    @staticmethod
+    def auth(key: SigningKey = BANK_KEY) -> SigningAuth:
+        """What a client of the /v1 API signs with (and checks the bank's answers with)."""
+        return SigningAuth(key, {BANK_KEY.key_id: BANK_KEY.secret})
+
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = httpx.request(method, f"{self.url}{path}", timeout=10, **kwargs)
+        if path.startswith("/v1/"):  # the client API wants signed requests
+            kwargs.setdefault("auth", self.auth())
+        response = httpx.request(
+            method, f"{self.url}{path}", timeout=10, verify=self._verify(), **kwargs
+        )
         response.raise_for_status()
         return response.json()
 
@@ -145,6 +243,62 @@ class SandboxBank:
         return dict(self.admin("POST", f"/admin/payments/{bank_payment_id}/return"))
 
 
+class ForgingProxy:
+    """A man in the middle on the bank's wire: forwards every request as it came and every
+    answer as the bank gave it, except that while ``forging`` it rewrites the answers with
+    ``forge`` (counting, per path, the answers it changed)."""
+
+    def __init__(self, upstream: str, forge: Callable[[bytes], bytes]) -> None:
+        self.upstream = upstream
+        self.forge = forge
+        self.forging = True
+        self.forged: Counter[str] = Counter()
+        self._client = httpx.Client(base_url=upstream, timeout=30)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                skip = {"host", "content-length", "connection"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                answer = proxy._client.request(
+                    self.command, self.path, content=body, headers=headers
+                )
+                content = answer.content
+                if proxy.forging and (forged := proxy.forge(content)) != content:
+                    proxy.forged[self.path.split("?")[0]] += 1
+                    content = forged
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = forward  # noqa: N815 - http.server's names
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> ForgingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+
 @pytest.fixture
 def sandbox_bank(tmp_path: Path) -> Iterator[SandboxBank]:
     bank = SandboxBank(tmp_path, {}).start()
@@ -172,7 +326,10 @@ def payments_settings(database_url: str, bank_url: str, **overrides: object) -> 
         "auth_issuer": LEDGER_AUTH.issuer,
         "auth_audience": LEDGER_AUTH.audience,
         "auth_jwks_file": str(LEDGER_JWKS_FILE),
+        "environment": "development",
         "bank_url": bank_url,
+        "bank_signing_key": BANK_KEY.secret.decode(),
+        "bank_key_id": BANK_KEY.key_id,
         "bank_timeout_seconds": 1.0,
         "bank_retry_attempts": 4,
         "bank_retry_initial_seconds": 0.02,
@@ -344,7 +501,9 @@ def make_suite(
     identity_server: IdentityServer,
     **overrides: object,
 ) -> tuple[Suite, Callable[[], None]]:
-    settings = payments_settings(database_url, bank.url, **overrides)
+    # A test may put something between payments and the bank (bank_url).
+    bank_url = str(overrides.pop("bank_url", bank.url))
+    settings = payments_settings(database_url, bank_url, **overrides)
     ledger_channel = authorized_channel(ledger_target)
     identity_channel = identity_server.channel()
     app = bootstrap(

@@ -19,6 +19,9 @@ resource "google_sql_database_instance" "context" {
       ipv4_enabled    = false
       private_network = var.private_network
       ssl_mode        = "ENCRYPTED_ONLY"
+      # The shared CA hierarchy: its server certificates name the instance's addresses,
+      # so clients can check the server they dialled (sslmode=verify-full), not only the CA.
+      server_ca_mode = "GOOGLE_MANAGED_CAS_CA"
     }
 
     backup_configuration {

@@ -33,11 +33,20 @@ output "database_urls" {
   sensitive   = true
   value = {
     for context in var.contexts : context => format(
-      "postgresql://%s:%s@%s:5432/%s?sslmode=require",
+      # verify-full: the server's certificate must chain to postgres-ca (mounted at
+      # /etc/astra/postgres by every Deployment) and name the address dialled.
+      "postgresql://%s:%s@%s:5432/%s?sslmode=verify-full&sslrootcert=/etc/astra/postgres/ca.crt",
       google_sql_user.context[context].name,
       random_password.database[context].result,
       google_sql_database_instance.context[context].private_ip_address,
       google_sql_database.context[context].name,
     )
   }
+}
+
+output "database_server_ca" {
+  description = "CA certificates (PEM) of the instances' server certificates: ca.crt of the Kubernetes Secret postgres-ca."
+  value = join("", distinct([
+    for context in var.contexts : google_sql_database_instance.context[context].server_ca_cert[0].cert
+  ]))
 }

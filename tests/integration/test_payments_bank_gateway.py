@@ -5,16 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 from chassis.retry import RetryPolicy
 from payments.adapters.bank_gateway import HttpBankGateway, new_breaker
+from payments.bootstrap import bank_gateway
 from payments.domain.bank import BankInstruction, LookupResult, SubmitResult
 from payments.domain.model import BankAccount, BankStatus
+from payments.service_layer.ports import BankUnavailable
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from tests.payments_fixtures import SandboxBank
+from tests.payments_fixtures import ForgingProxy, SandboxBank, payments_settings
 
 
 def instruction(key: str, amount: int = 1_000) -> BankInstruction:
@@ -28,11 +31,12 @@ def instruction(key: str, amount: int = 1_000) -> BankInstruction:
     )
 
 
-def make_gateway(bank: SandboxBank, fail_max: int) -> HttpBankGateway:
+def make_gateway(bank: SandboxBank, fail_max: int, url: str = "") -> HttpBankGateway:
     return HttpBankGateway(
-        bank.url,
+        url or bank.url,
         policy=RetryPolicy(max_attempts=4, initial_backoff=0.02, max_backoff=0.1, budget=4.0),
         breaker=new_breaker(f"bank-test-{fail_max}", fail_max=fail_max, reset_timeout=1.0),
+        auth=bank.auth(),
         timeout=0.5,
     )
 
@@ -170,3 +174,72 @@ def _date() -> date:
 
 def _today() -> str:
     return _date().isoformat()
+
+
+def test_an_answer_changed_on_the_wire_is_a_bank_fault_never_an_answer(
+    sandbox_bank: SandboxBank,
+) -> None:
+    # Someone between payments and the bank shrinks every amount the bank reports.
+    def shrink(body: bytes) -> bytes:
+        return body.replace(b'"amount":1000', b'"amount":1')
+
+    with ForgingProxy(sandbox_bank.url, shrink) as proxy:
+        gateway = make_gateway(sandbox_bank, fail_max=50, url=proxy.url)
+        bad_before = counter(
+            "dependency_call_attempts_total",
+            dependency="bank",
+            operation="submit",
+            result="bad_signature",
+        )
+        with capture_logs() as logs:
+            outcome = gateway.submit(instruction("pay_mitm"))
+            # The bank acted, but what came back is not the bank's word: the outcome is unknown.
+            assert (outcome.result, outcome.payment) == (SubmitResult.UNKNOWN, None)
+            assert gateway.lookup("pay_mitm").result is LookupResult.UNKNOWN
+            with pytest.raises(BankUnavailable):
+                gateway.events(0, 0)
+            while not sandbox_bank.admin("GET", "/v1/statements/" + _today())["lines"]:
+                time.sleep(0.05)
+            with pytest.raises(BankUnavailable):
+                gateway.statement(_date())
+        refused = [e for e in logs if "failed its signature check" in e["event"]]
+        assert {e["reason"] for e in refused} == {"digest_mismatch"}
+        assert proxy.forged["/v1/payments"] >= 2  # the submission's and the lookup's answers
+        bad = counter(
+            "dependency_call_attempts_total",
+            dependency="bank",
+            operation="submit",
+            result="bad_signature",
+        )
+        assert bad - bad_before == 4  # every attempt, retried as a bank fault
+        proxy.forging = False
+        found = gateway.lookup("pay_mitm")
+        gateway.close()
+    assert found.result is LookupResult.FOUND
+    assert found.payment is not None
+    assert found.payment.amount == 1_000
+    assert [p["reference"] for p in sandbox_bank.payments()] == ["pay_mitm"]
+
+
+def test_an_https_bank_is_believed_only_with_the_certificate_of_the_ca_given(
+    tmp_path: Path,
+) -> None:
+    bank = SandboxBank(tmp_path, {}, https=True).start()
+    try:
+        assert bank.url.startswith("https://")
+        settings = payments_settings(
+            "sqlite://", bank.url, environment="production", bank_ca_file=str(bank.ca_file)
+        )
+        trusting = bank_gateway(settings)
+        accepted = trusting.submit(instruction("pay_tls"))
+        trusting.close()
+        # Without the bank's CA (the system's CAs only) the bank is not the bank: nothing sent.
+        doubting = bank_gateway(settings.model_copy(update={"bank_ca_file": ""}))
+        refused = doubting.submit(instruction("pay_tls_2"))
+        doubting.close()
+        payments = bank.payments()
+    finally:
+        bank.stop()
+    assert accepted.result is SubmitResult.ACCEPTED
+    assert (refused.result, refused.code) == (SubmitResult.NOT_SENT, "ConnectError")
+    assert [p["reference"] for p in payments] == ["pay_tls"]

@@ -487,6 +487,7 @@ def bank_port(request: pytest.FixtureRequest) -> Iterator[BankGateway]:
         sandbox.url,
         policy=RetryPolicy(max_attempts=2, initial_backoff=0.02, max_backoff=0.1, budget=4.0),
         breaker=new_breaker(f"bank-{uuid.uuid4().hex[:6]}", 5, 1.0),
+        auth=sandbox.auth(),
     )
     yield gateway
     gateway.close()

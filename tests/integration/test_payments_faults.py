@@ -26,8 +26,12 @@ from payments.service_layer import rounds
 from payments.service_layer.ports import BankGateway
 from payments.service_layer.rounds import FEED
 
+from tests.identity_fixtures import IdentityServer
 from tests.payments_fixtures import (
+    ForgingProxy,
+    SandboxBank,
     Suite,
+    make_suite,
 )
 
 PAYOUTS = 15
@@ -213,3 +217,46 @@ def test_stopping_does_not_wait_out_the_feeds_long_poll_nor_apply_what_it_brings
     # The next reader gets that page and applies it.
     assert rounds.follow_bank_feed(deps, wait_seconds=30) == 1
     assert cursor() == 7
+
+
+def test_a_forged_settled_on_the_wire_never_pays_a_payout(
+    payments_db_url: str,
+    sandbox_bank: SandboxBank,
+    ledger_target: str,
+    identity_server: IdentityServer,
+) -> None:
+    """The bank fails a payout; someone on the wire tells payments it settled. Payments must
+    not believe it (the answer is not signed as sent), and learns the truth once the wire is
+    clean again."""
+
+    def settled(body: bytes) -> bytes:
+        return body.replace(b'"failed"', b'"settled"').replace(
+            b'"failure_code":"insufficient_funds"', b'"failure_code":null'
+        )
+
+    with ForgingProxy(sandbox_bank.url, settled) as proxy:
+        proxy.forging = False
+        suite, close = make_suite(
+            payments_db_url, sandbox_bank, ledger_target, identity_server, bank_url=proxy.url
+        )
+        try:
+            customer, funded = fund(suite)
+            proxy.forging = True
+            payout = suite.payout(customer, AMOUNT, account="DE00000000000000009903")
+            # The forged feed page reached payments, and payments asked again: not taken.
+            deadline = time.monotonic() + 30
+            while proxy.forged["/v1/events"] < 2:
+                assert time.monotonic() < deadline, "no forged feed page reached payments"
+                time.sleep(0.05)
+            assert suite.get(payout.id).state != pb.PAYMENT_STATE_SETTLED
+            proxy.forging = False
+            final = suite.wait_for(payout.id)
+            balance = suite.customer_balance(customer)
+        finally:
+            close()
+    # SETTLED is final: had payments believed any forged answer, it would have stayed there.
+    assert (final.state, final.reason) == (pb.PAYMENT_STATE_FAILED, "BANK_INSUFFICIENT_FUNDS")
+    assert balance == funded
+    assert [p["status"] for p in sandbox_bank.payments() if p["reference"] == payout.id] == [
+        "failed"
+    ]

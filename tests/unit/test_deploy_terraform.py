@@ -99,3 +99,17 @@ def test_outputs_describe_what_the_deployment_needs() -> None:
     assert "sensitive   = true" in outputs["database_urls"]
     for name, body in outputs.items():
         assert "description" in body, name
+
+
+def test_database_urls_verify_the_server_against_the_ca_terraform_outputs() -> None:
+    sources = _sources()
+    outputs = _blocks("output", sources["outputs.tf"])
+    (url,) = re.findall(r'"(postgresql://[^"]+)"', outputs["database_urls"])
+    query = dict(part.split("=", 1) for part in url.split("?", 1)[1].split("&"))
+    assert query["sslmode"] == "verify-full"
+    assert query["sslrootcert"] == "/etc/astra/postgres/ca.crt"  # where k8s mounts postgres-ca
+    assert "server_ca_cert" in outputs["database_server_ca"]
+    instance = _blocks("resource", sources["cloudsql.tf"])["google_sql_database_instance.context"]
+    # Server certificates that name the instance (the shared CA), and no plaintext.
+    assert re.search(r'server_ca_mode\s*=\s*"GOOGLE_MANAGED_CAS_CA"', instance)
+    assert re.search(r'ssl_mode\s*=\s*"ENCRYPTED_ONLY"', instance)

@@ -9,6 +9,7 @@ register-client``). Everything is stopped and the databases dropped on exit.
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -119,6 +120,7 @@ def running_suite(
 
     target = {part: f"127.0.0.1:{port[part]}" for part in ("identity", "ledger", "payments")}
     bank_url = f"http://127.0.0.1:{port['bank']}"
+    bank_key = secrets.token_urlsafe(32)  # shared by payments and the bank: signed requests
     kek = folder / "kek"
     payments_kek = folder / "payments-kek"
     processes: dict[str, ServiceProcess] = {}
@@ -159,6 +161,7 @@ def running_suite(
             "SANDBOX_BANK_PORT": str(port["bank"]),
             "SANDBOX_BANK_DATABASE": str(folder / "bank.db"),
             "SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "0",
+            "SANDBOX_BANK_SIGNING_KEY": bank_key,
         }
         if log_level:
             bank_env["SANDBOX_BANK_LOG_LEVEL"] = log_level
@@ -173,7 +176,9 @@ def running_suite(
                 "PAYMENTS_IDENTITY_TARGET": target["identity"],
                 "PAYMENTS_CLIENT_ID": f"cli_{name}_payments",
                 "PAYMENTS_CLIENT_SECRET": payments_secret,
+                "PAYMENTS_ENVIRONMENT": "development",  # the sandbox bank speaks http://
                 "PAYMENTS_BANK_URL": bank_url,
+                "PAYMENTS_BANK_SIGNING_KEY": bank_key,
                 "PAYMENTS_WORKER_POLL_SECONDS": "0.1",
                 "PAYMENTS_BANK_FEED_WAIT_SECONDS": "1",
                 "PAYMENTS_DB_POOL_SIZE": "4",

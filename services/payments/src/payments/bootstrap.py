@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,6 +16,7 @@ from chassis.db.engine import create_db_engine
 from chassis.db.migrations import upgrade
 from chassis.events.writer import OutboxWriter
 from chassis.grpc.client import TokenSource, open_channel
+from chassis.http_signatures import SigningAuth, load_key
 from chassis.kernel.clock import Clock, SystemClock
 from chassis.pii import Envelope
 from chassis.retry import RetryPolicy
@@ -81,6 +83,13 @@ def policy_from(settings: PaymentsSettings) -> Policy:
 
 
 def bank_gateway(settings: PaymentsSettings) -> HttpBankGateway:
+    key = load_key(
+        settings.bank_key_id,
+        settings.bank_signing_key.get_secret_value(),
+        settings.bank_signing_key_file,
+        setting="PAYMENTS_BANK_SIGNING_KEY",
+    )
+    verify = ssl.create_default_context(cafile=settings.bank_ca_file or None)
     return HttpBankGateway(
         settings.bank_url,
         policy=RetryPolicy(
@@ -92,6 +101,9 @@ def bank_gateway(settings: PaymentsSettings) -> HttpBankGateway:
         breaker=new_breaker(
             "bank", settings.bank_breaker_failures, settings.bank_breaker_reset_seconds
         ),
+        # One key both ways: the bank signs its answers with the key payments signs with.
+        auth=SigningAuth(key, {key.key_id: key.secret}),
+        verify=verify,
         timeout=settings.bank_timeout_seconds,
         max_connections=settings.bank_max_connections,
     )

@@ -7,10 +7,13 @@ has no such fraud limit (``PAYMENTS_AMOUNT_MAX``: the major-unit default applies
 
 from __future__ import annotations
 
+from typing import Literal
+from urllib.parse import urlsplit
+
 from chassis.config import TokenVerifyingSettings
 from chassis.kernel.money import MAX_AMOUNT, is_currency
 from chassis.pii import read_key_encryption_keys
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from payments.domain.limits import DEFAULT_MAX_MAJOR_UNITS, DEFAULT_STOP_RATIO
@@ -22,6 +25,11 @@ _MAX_MAJOR_UNITS = MAX_AMOUNT // 10**4
 class PaymentsSettings(TokenVerifyingSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", frozen=True)
 
+    environment: Literal["development", "production"] = Field(
+        "production",
+        description="development allows a plain http:// bank URL (the sandbox bank); "
+        "production refuses it at start",
+    )
     grpc_port: int = Field(50053, ge=0, le=65535)
     metrics_port: int = Field(9103, ge=0, le=65535)
     auth_audience: str = Field(
@@ -59,7 +67,23 @@ class PaymentsSettings(TokenVerifyingSettings):
     )
 
     # --- the bank ---
-    bank_url: str = Field("http://127.0.0.1:8181", description="Base URL of the bank's API")
+    bank_url: str = Field(
+        "http://127.0.0.1:8181",
+        description="Base URL of the bank's API; https:// outside development",
+    )
+    bank_ca_file: str = Field(
+        "", description="CA bundle that verifies the bank's TLS certificate; empty: system CAs"
+    )
+    bank_key_id: str = Field(
+        "payments", description="Key id of the key shared with the bank (sent with each request)"
+    )
+    bank_signing_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key shared with the bank (32+ characters): signs requests, verifies answers",
+    )
+    bank_signing_key_file: str = Field(
+        "", description="File holding the key shared with the bank, instead of the value"
+    )
     bank_timeout_seconds: float = Field(
         2.0, gt=0, le=120, description="Timeout of one bank request (connect and read)"
     )
@@ -168,6 +192,20 @@ class PaymentsSettings(TokenVerifyingSettings):
     fraud_new_customer_max_amount: dict[str, int] = Field(
         default_factory=dict, description="Per-payment limit per currency for new customers"
     )
+
+    @model_validator(mode="after")
+    def _bank_link(self) -> PaymentsSettings:
+        scheme = urlsplit(self.bank_url).scheme
+        if scheme not in ("http", "https"):
+            raise ValueError(f"bank_url: {self.bank_url!r} is not an http(s) URL")
+        if scheme == "http" and self.environment != "development":
+            raise ValueError(
+                "bank_url: a plain http:// bank URL is refused outside development "
+                f"(PAYMENTS_ENVIRONMENT={self.environment}); use https://"
+            )
+        if self.bank_signing_key.get_secret_value() and self.bank_signing_key_file:
+            raise ValueError("bank_signing_key: set the key or its file, not both")
+        return self
 
     @field_validator(
         "amount_max",

@@ -10,7 +10,13 @@ Client API (faults apply here):
   order, long-polled for up to S seconds when there is nothing new.
 - ``GET /v1/statements/{YYYY-MM-DD}?after=N&limit=L``: the day's booked lines.
 
-Admin API (no faults; for tests and operators): ``GET/PUT /admin/faults``,
+Every client API request must be signed with the key shared with payments
+(``chassis.http_signatures``: method, path and query, body digest, time, nonce,
+key id); an unsigned, forged, stale or replayed one is refused (401) before it
+is read, and every answer to a signed request, events and statements included,
+is signed with the same key over the request it answers.
+
+Admin API (no faults, not signed; for tests and operators): ``GET/PUT /admin/faults``,
 ``POST /admin/payments/{id}/return``, ``GET /admin/payments``, ``GET /admin/stats``.
 ``GET /health`` answers while the process runs.
 """
@@ -21,11 +27,18 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from typing import Any, Literal
 
 import structlog
+from chassis.http_signatures import (
+    SignatureError,
+    SigningKey,
+    sign_response,
+    verify_request,
+)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -61,8 +74,12 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 class Bank:
     """The running bank: books, fault dice, and the settlement clock."""
 
-    def __init__(self, settings: BankSettings, faults: FaultSettings | None = None) -> None:
+    def __init__(
+        self, settings: BankSettings, key: SigningKey, faults: FaultSettings | None = None
+    ) -> None:
         self.settings = settings
+        self.key = key
+        self.refused: Counter[str] = Counter()
         self.store = BankStore(settings.database)
         self.faults = FaultInjector(faults or FaultSettings(), settings.seed)
         self._wake = asyncio.Event()
@@ -85,6 +102,45 @@ class Bank:
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
+
+    # --- signatures ------------------------------------------------------------------------
+
+    def signed(self, handler: Handler) -> Handler:
+        """Refuse what payments did not sign; sign what the bank answers."""
+
+        async def wrapped(request: Request) -> Response:
+            body = await request.body()  # Starlette keeps it for the handler
+            query = request.scope.get("query_string", b"")
+            target = request.scope.get("raw_path", b"").decode("ascii") + (
+                "?" + query.decode("ascii") if query else ""
+            )
+            try:
+                verified = verify_request(
+                    {self.key.key_id: self.key.secret},
+                    request.method,
+                    target,
+                    body,
+                    request.headers,
+                    nonces=self.store,
+                )
+            except SignatureError as error:
+                self.refused[error.reason] += 1
+                _log.warning("refused a request", reason=error.reason, path=request.url.path)
+                return _error(401, f"signature_{error.reason}", str(error))
+            response = await handler(request)
+            response.headers.update(
+                sign_response(
+                    self.key,
+                    response.status_code,
+                    bytes(response.body),
+                    request_method=request.method,
+                    request_target=target,
+                    request_nonce=verified.nonce,
+                )
+            )
+            return response
+
+        return wrapped
 
     # --- fault wrapper -------------------------------------------------------------------
 
@@ -229,6 +285,7 @@ class Bank:
             {
                 "counters": self.store.counters(),
                 "faults_injected": dict(self.faults.injected),
+                "signatures_refused": dict(self.refused),
                 "last_event_sequence": self.store.last_sequence(),
             }
         )
@@ -273,8 +330,14 @@ def parse_submission(body: Any) -> tuple[Submission | None, str]:
     )
 
 
-def create_app(settings: BankSettings, faults: FaultSettings | None = None) -> Starlette:
-    bank = Bank(settings, faults)
+def create_app(
+    settings: BankSettings, key: SigningKey, faults: FaultSettings | None = None
+) -> Starlette:
+    bank = Bank(settings, key, faults)
+
+    def client(handler: Handler, *, submission: bool = False) -> Handler:
+        # The signature first: an unsigned request neither rolls the fault dice nor is read.
+        return bank.signed(bank.faulty(handler, submission=submission))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -288,11 +351,11 @@ def create_app(settings: BankSettings, faults: FaultSettings | None = None) -> S
             bank.store.close()
 
     routes = [
-        Route("/v1/payments", bank.faulty(bank.submit, submission=True), methods=["POST"]),
-        Route("/v1/payments", bank.faulty(bank.find_payments), methods=["GET"]),
-        Route("/v1/payments/{payment_id}", bank.faulty(bank.get_payment), methods=["GET"]),
-        Route("/v1/events", bank.faulty(bank.events), methods=["GET"]),
-        Route("/v1/statements/{day}", bank.faulty(bank.statement), methods=["GET"]),
+        Route("/v1/payments", client(bank.submit, submission=True), methods=["POST"]),
+        Route("/v1/payments", client(bank.find_payments), methods=["GET"]),
+        Route("/v1/payments/{payment_id}", client(bank.get_payment), methods=["GET"]),
+        Route("/v1/events", client(bank.events), methods=["GET"]),
+        Route("/v1/statements/{day}", client(bank.statement), methods=["GET"]),
         Route("/admin/faults", bank.get_faults, methods=["GET"]),
         Route("/admin/faults", bank.put_faults, methods=["PUT"]),
         Route("/admin/payments", bank.admin_payments, methods=["GET"]),

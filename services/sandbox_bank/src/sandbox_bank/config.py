@@ -6,7 +6,7 @@ them while the bank runs (tests use that to start and stop a storm).
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,4 +53,16 @@ class BankSettings(BaseSettings):
         1.0, ge=0, le=86400, description="Time from settlement to the automatic return (…9904)"
     )
     seed: int | None = Field(None, description="Seed of the fault dice; unset: random")
+    signing_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key shared with payments (32+ characters): verifies requests, signs answers",
+    )
+    signing_key_file: str = Field(
+        "", description="File holding the key shared with payments, instead of the value"
+    )
+    signing_key_id: str = Field("payments", description="Key id of the key shared with payments")
+    tls_cert_file: str = Field(
+        "", description="Serve https with this certificate (PEM); empty: plain http"
+    )
+    tls_key_file: str = Field("", description="Private key (PEM) of tls_cert_file")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")

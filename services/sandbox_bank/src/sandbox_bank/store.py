@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from chassis.http_signatures import DEFAULT_MAX_SKEW
 from chassis.kernel.ids import new_id
 
 SCHEMA = """
@@ -58,6 +59,13 @@ CREATE TABLE IF NOT EXISTS statement_lines (
     booked_on TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ix_statement_lines_day ON statement_lines (booked_on, id);
+CREATE TABLE IF NOT EXISTS nonces (
+    key_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (key_id, nonce)
+);
+CREATE INDEX IF NOT EXISTS ix_nonces_expiry ON nonces (expires_at);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -117,6 +125,18 @@ class BankStore:
 
     def close(self) -> None:
         self._db.close()
+
+    # --- request nonces (chassis.http_signatures.NonceStore) -----------------------
+
+    def first_use(self, key_id: str, nonce: str, created: int, now: float) -> bool:
+        """Remember a signed request's nonce; False if seen before. Kept in the books, so a
+        request recorded before a restart cannot be replayed after it."""
+        self._db.execute("DELETE FROM nonces WHERE expires_at < ?", (now,))
+        inserted = self._db.execute(
+            "INSERT OR IGNORE INTO nonces (key_id, nonce, expires_at) VALUES (?, ?, ?)",
+            (key_id, nonce, created + DEFAULT_MAX_SKEW),
+        )
+        return inserted.rowcount == 1
 
     # --- submissions -------------------------------------------------------------
 

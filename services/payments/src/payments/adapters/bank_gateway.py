@@ -14,12 +14,20 @@ without touching the bank; after ``reset_timeout`` one trial request is let
 through, and its success closes it again. An open breaker is never retried
 within a call: the worker comes back to the payment later.
 
+Every request is signed with the key shared with the bank, and every answer
+must carry the bank's signature over it and over the request it answers
+(``chassis.http_signatures``). An answer that fails that check is not the
+bank's: it counts as a bank fault, like a 5xx (retried with the same key, a
+failure for the breaker; a submission's outcome is then unknown and resolved
+by asking the bank), never as an answer and never as a crash.
+
 Attempts, retries, outcomes and breaker states are counted in the chassis'
 dependency metric families (``dependency="bank"``) and logged.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from datetime import date, datetime
 from typing import Any
@@ -27,6 +35,7 @@ from typing import Any
 import httpx
 import pybreaker
 import structlog
+from chassis.http_signatures import SignatureError
 from chassis.metrics import (
     DEPENDENCY_ATTEMPTS,
     DEPENDENCY_OUTCOMES,
@@ -38,6 +47,7 @@ from chassis.retry import (
     Attempt,
     RetryEvent,
     RetryPolicy,
+    TransientError,
     call_with_retry,
     is_transient,
     raise_for_transient_status,
@@ -62,6 +72,10 @@ DEPENDENCY = "bank"
 
 class BreakerOpen(Exception):
     """The bank's breaker is open: the request was not sent."""
+
+
+class BankSignatureInvalid(TransientError):
+    """An answer without the bank's valid signature: as if no answer had come."""
 
 
 def _is_rate_limited(error: BaseException) -> bool:
@@ -101,6 +115,8 @@ def new_breaker(name: str, fail_max: int, reset_timeout: float) -> pybreaker.Cir
 def _attempt_result(error: BaseException | None, response: httpx.Response | None) -> str:
     if isinstance(error, BreakerOpen):
         return "breaker_open"
+    if isinstance(error, BankSignatureInvalid):
+        return "bad_signature"
     if isinstance(error, httpx.HTTPStatusError):
         status = error.response.status_code
         return "http_429" if status == 429 else f"http_{status // 100}xx"
@@ -138,8 +154,10 @@ class HttpBankGateway:
         *,
         policy: RetryPolicy,
         breaker: pybreaker.CircuitBreaker,
+        auth: httpx.Auth,
         timeout: float = 2.0,
         max_connections: int = 64,
+        verify: ssl.SSLContext | bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._timeout = timeout
@@ -151,6 +169,8 @@ class HttpBankGateway:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
+            auth=auth,
+            verify=verify,
             transport=transport,
         )
 
@@ -198,7 +218,15 @@ class HttpBankGateway:
     def _send(
         self, method: str, path: str, timeout: float, kwargs: dict[str, Any]
     ) -> httpx.Response:
-        response = self._client.request(method, path, timeout=timeout, **kwargs)
+        try:
+            response = self._client.request(method, path, timeout=timeout, **kwargs)
+        except SignatureError as error:
+            _log.error(
+                "an answer from the bank failed its signature check; not believed",
+                path=path,
+                reason=error.reason,
+            )
+            raise BankSignatureInvalid(str(error)) from error
         return raise_for_transient_status(response)
 
     def _call(
@@ -314,7 +342,7 @@ class HttpBankGateway:
                 timeout=wait + self._timeout,
                 params={"after": after, "wait": wait, "limit": 1000},
             )
-        except (BreakerOpen, httpx.HTTPError) as error:
+        except (BreakerOpen, BankSignatureInvalid, httpx.HTTPError) as error:
             raise BankUnavailable(str(error)) from error
         if response.status_code != 200:
             raise BankUnavailable(f"HTTP {response.status_code} from the event feed")
