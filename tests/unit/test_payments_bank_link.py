@@ -6,6 +6,7 @@ import ssl
 from pathlib import Path
 
 import pytest
+from astra_testkit.tls import tls_settings
 from payments.bootstrap import bank_gateway
 from payments.config import PaymentsSettings
 
@@ -13,7 +14,8 @@ KEY = "k" * 32
 
 
 def settings(**values: object) -> PaymentsSettings:
-    return PaymentsSettings(database_url="sqlite://", **values)  # type: ignore[arg-type]
+    given: dict[str, object] = {"database_url": "sqlite://", **tls_settings("payments"), **values}
+    return PaymentsSettings(**given)  # type: ignore[arg-type]
 
 
 def test_a_plain_http_bank_is_refused_outside_development() -> None:
