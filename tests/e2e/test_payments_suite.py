@@ -12,6 +12,7 @@ name, account number or secret of this module's traffic is in any of them.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from astra.identity.v1 import identity_pb2 as ipb
 from astra.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from astra.ledger.v1 import ledger_pb2 as lpb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
@@ -38,7 +40,7 @@ from astra_testkit.postgres import PostgresServer
 from astra_testkit.processes import ServiceProcess
 from astra_testkit.pubsub_emulator import PubSubEmulator
 from astra_testkit.suite import running_suite
-from astra_testkit.tls import grpcurl_tls, tls_files
+from astra_testkit.tls import grpcurl_tls, tls_channel, tls_files
 from astra_testkit.waiting import wait_until
 from chassis.events.clients import (
     ensure_subscription,
@@ -49,6 +51,7 @@ from chassis.events.clients import (
     topic_path,
 )
 from chassis.grpc.client import open_channel
+from chassis.tls.devca import CLIENT, ensure_dev_ca
 from payments.domain.ledger_plan import clearing_account_id, customer_account_id, fee_account_id
 from sqlalchemy import create_engine, text
 
@@ -76,6 +79,8 @@ class Running:
     events_subscription: str
     # The admin's tokens by service name (a token is for one service).
     admin_tokens: dict[str, str]
+    # A new admin token for a service (the module's own were issued at start).
+    new_token: Callable[[str], str]
     # Where every process writes its log.
     folder: Path
     # What must never leave a process in an event or a log line.
@@ -137,6 +142,7 @@ def running(
                 project=project,
                 events_subscription=events_subscription,
                 admin_tokens=suite.admin_tokens(),
+                new_token=suite.admin_token,
                 folder=folder,
                 secrets=[
                     suite.admin_secret,
@@ -361,6 +367,148 @@ def drain(running: Running, topic: str) -> list[tuple[dict[str, str], bytes]]:
     finally:
         client.close()
     return found
+
+
+def _jwt_claims(token: str) -> dict[str, object]:
+    """A token's claims, read without checking (the test asks identity about its own token)."""
+    payload = token.split(".")[1]
+    claims: dict[str, object] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+def _refused(call: Callable[[], object]) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code()
+    raise AssertionError("the call was let through")
+
+
+def test_the_trust_boundary_holds_between_the_real_processes(
+    running: Running, tmp_path: Path
+) -> None:
+    """Each attack on the running processes is refused with its status, and writes nothing."""
+    admin = IdentityServiceStub(running.channel(running.identity))
+    ledger = LedgerServiceStub(running.channel(running.ledger))
+    account = f"acc_tb_{uuid.uuid4().hex[:10]}"
+    opening = lpb.OpenAccountRequest(
+        account=lpb.Account(
+            id=account, currency="EUR", currency_exponent=2, normal_side=lpb.NORMAL_SIDE_CREDIT
+        )
+    )
+    auth = (("authorization", f"Bearer {running.admin_tokens['ledger']}"),)
+    ca = tls_files().ca_file
+    stranger = ensure_dev_ca(tmp_path / "another-ca").files(CLIENT)
+
+    # The transport: no plaintext, no anonymous client, no client of another CA.
+    wrong_channels: dict[str, Callable[[str], grpc.Channel]] = {
+        "plaintext": lambda target: grpc.insecure_channel(target),
+        "no client certificate": lambda target: grpc.secure_channel(
+            target, grpc.ssl_channel_credentials(Path(ca).read_bytes())
+        ),
+        "another CA's client": lambda target: grpc.secure_channel(
+            target,
+            grpc.ssl_channel_credentials(
+                Path(ca).read_bytes(),
+                Path(stranger.key_file).read_bytes(),
+                Path(stranger.cert_file).read_bytes(),
+            ),
+        ),
+    }
+    for name, dial in wrong_channels.items():
+        for target in (running.identity, running.ledger, running.payments):
+            with dial(target) as channel:
+                code = _refused(
+                    lambda: LedgerServiceStub(channel).OpenAccount(
+                        opening, metadata=auth, timeout=10
+                    )
+                )
+            assert code == grpc.StatusCode.UNAVAILABLE, (name, target, code)
+
+    # A token is for one service: the ledger's is refused by payments and identity.
+    with tls_channel(running.payments) as channel:
+        code = _refused(
+            lambda: PaymentsServiceStub(channel).GetPayment(
+                pb.GetPaymentRequest(payment_id="pay_tb_none"), metadata=auth, timeout=10
+            )
+        )
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    with tls_channel(running.identity) as channel:
+        code = _refused(
+            lambda: IdentityServiceStub(channel).RegisterClient(
+                ipb.RegisterClientRequest(
+                    client=ipb.Client(id="cli_tb_sneaky", display_name="x", allowed_scopes=[])
+                ),
+                metadata=auth,
+                timeout=10,
+            )
+        )
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+    # No escalation through a customer token: a client allowed one customer scope
+    # cannot obtain the other, and gets only its own when it asks for "all".
+    narrow = admin.RegisterClient(
+        ipb.RegisterClientRequest(
+            client=ipb.Client(
+                id=f"cli_tb_{uuid.uuid4().hex[:8]}",
+                display_name="narrow",
+                allowed_scopes=["identity.tokens.issue_customer", "ledger.accounts.read"],
+            )
+        )
+    )
+    assert running.customers, "the flow above made a customer"
+    with tls_channel(running.identity) as channel:
+        stub = IdentityServiceStub(channel)
+        narrow_token = stub.IssueToken(
+            ipb.IssueTokenRequest(
+                client_id=narrow.client.id,
+                client_secret=narrow.client_secret,
+                audience="identity",
+            ),
+            timeout=10,
+        ).access_token
+        narrow_auth = (("authorization", f"Bearer {narrow_token}"),)
+        escalation = ipb.IssueCustomerTokenRequest(
+            customer_id=running.customers[0], scopes=["ledger.transfers.read"], audience="ledger"
+        )
+        code = _refused(lambda: stub.IssueCustomerToken(escalation, metadata=narrow_auth))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        granted = stub.IssueCustomerToken(
+            ipb.IssueCustomerTokenRequest(customer_id=running.customers[0], audience="ledger"),
+            metadata=narrow_auth,
+            timeout=10,
+        ).access_token
+    assert _jwt_claims(granted)["scope"] == "ledger.accounts.read"
+
+    # A revoked token is refused by the ledger within the documented bound.
+    revoked = running.admin_tokens["ledger"]
+    admin.RevokeToken(ipb.RevokeTokenRequest(token_id=str(_jwt_claims(revoked)["jti"])))
+
+    probe = lpb.GetAccountRequest(account_id=account)  # a read: NOT_FOUND while accepted
+
+    def refused_by_the_ledger() -> bool:
+        with tls_channel(running.ledger) as channel:
+            try:
+                LedgerServiceStub(channel).GetAccount(probe, metadata=auth, timeout=10)
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    return False
+                if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    return True
+                raise
+        raise AssertionError(f"{account} exists")
+
+    wait_until(refused_by_the_ledger, 30, "the ledger to refuse the revoked token")
+    running.admin_tokens["ledger"] = running.new_token("ledger")
+
+    # None of the refused calls wrote anything.
+    ledger = LedgerServiceStub(running.channel(running.ledger))
+    code = _refused(lambda: ledger.GetAccount(lpb.GetAccountRequest(account_id=account)))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code = _refused(lambda: admin.GetClient(ipb.GetClientRequest(client_id="cli_tb_sneaky")))
+    assert code == grpc.StatusCode.NOT_FOUND
 
 
 def test_no_personal_data_or_secret_in_any_event_or_log(running: Running) -> None:

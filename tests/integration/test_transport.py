@@ -143,8 +143,8 @@ IDENTITY_SERVICE = "astra.identity.v1.IdentityService"
 
 
 def _key_server(mint: TokenMint, tls: TlsFiles, port: int) -> GrpcServer:
-    """A server answering identity's GetPublicKeys with ``mint``'s keys: identity's, or an
-    attacker's."""
+    """A server answering identity's GetPublicKeys with ``mint``'s keys (identity's, or an
+    attacker's) and its ListRevocations with nothing revoked."""
 
     def public_keys(
         _request: ipb.GetPublicKeysRequest, _context: grpc.ServicerContext
@@ -155,15 +155,29 @@ def _key_server(mint: TokenMint, tls: TlsFiles, port: int) -> GrpcServer:
         ]
         return ipb.GetPublicKeysResponse(keys=keys, issuer=mint.issuer)
 
-    handler = grpc.unary_unary_rpc_method_handler(
-        public_keys,
-        request_deserializer=ipb.GetPublicKeysRequest.FromString,
-        response_serializer=ipb.GetPublicKeysResponse.SerializeToString,
-    )
+    def revocations(
+        _request: ipb.ListRevocationsRequest, _context: grpc.ServicerContext
+    ) -> ipb.ListRevocationsResponse:
+        response = ipb.ListRevocationsResponse()  # nothing revoked
+        response.as_of_time.GetCurrentTime()
+        return response
+
+    handlers = {
+        "GetPublicKeys": grpc.unary_unary_rpc_method_handler(
+            public_keys,
+            request_deserializer=ipb.GetPublicKeysRequest.FromString,
+            response_serializer=ipb.GetPublicKeysResponse.SerializeToString,
+        ),
+        "ListRevocations": grpc.unary_unary_rpc_method_handler(
+            revocations,
+            request_deserializer=ipb.ListRevocationsRequest.FromString,
+            response_serializer=ipb.ListRevocationsResponse.SerializeToString,
+        ),
+    }
 
     def register(server: grpc.Server) -> None:
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(IDENTITY_SERVICE, {"GetPublicKeys": handler}),)
+            (grpc.method_handlers_generic_handler(IDENTITY_SERVICE, handlers),)
         )
 
     server = GrpcServer(

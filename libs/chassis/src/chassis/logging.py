@@ -209,7 +209,7 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO | None =
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _add_service(service),
+        _add_service,
         add_trace_context,
     ]
     structlog.configure(
@@ -234,8 +234,10 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO | None =
             structlog.processors.JSONRenderer(),
         ],
     )
-    # Every logger, including ones cached before this call, writes to the new stream.
+    # Every logger, including ones cached before this call, writes to the new stream
+    # and names the new service.
     _OUTPUT.stream = stream if stream is not None else sys.stdout
+    _SERVICE[0] = service
     handler = _JsonLineHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
@@ -249,14 +251,16 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO | None =
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 
-def _add_service(service: str) -> Any:
-    def processor(
-        _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        event_dict.setdefault("service", service)
-        return event_dict
+# The service the logs name; read at each line, so loggers cached under an earlier
+# configuration name the current one.
+_SERVICE = ["astra"]
 
-    return processor
+
+def _add_service(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event_dict.setdefault("service", _SERVICE[0])
+    return event_dict
 
 
 def get_logger(name: str | None = None) -> Any:

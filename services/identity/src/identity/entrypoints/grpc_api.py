@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 import grpc
 from astra.identity.v1 import identity_pb2 as pb
 from astra.identity.v1 import identity_pb2_grpc
 from chassis.auth import current_principal, current_requester
 from chassis.kernel.errors import PermissionDenied
-from chassis.protos import set_timestamp, to_duration
+from chassis.protos import from_timestamp, set_timestamp, to_duration
 
 from identity.adapters.protos import (
     client_spec_from_pb,
@@ -180,7 +178,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def ListRevocations(
         self, request: pb.ListRevocationsRequest, context: grpc.ServicerContext
     ) -> pb.ListRevocationsResponse:
-        since = request.since.ToDatetime(UTC) if request.HasField("since") else None
+        since = from_timestamp(request.since, "since") if request.HasField("since") else None
         feed = use_cases.list_revocations(self._deps, since)
         response = pb.ListRevocationsResponse(
             revoked_tokens=[revoked_token_to_pb(r) for r in feed.tokens],
