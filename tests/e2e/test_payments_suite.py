@@ -392,7 +392,7 @@ def test_the_trust_boundary_holds_between_the_real_processes(
     """Each attack on the running processes is refused with its status, and writes nothing."""
     admin = IdentityServiceStub(running.channel(running.identity))
     ledger = LedgerServiceStub(running.channel(running.ledger))
-    account = f"acc_tb_{uuid.uuid4().hex[:10]}"
+    account = f"acct_tb_{uuid.uuid4().hex[:10]}"
     opening = lpb.OpenAccountRequest(
         account=lpb.Account(
             id=account, currency="EUR", currency_exponent=2, normal_side=lpb.NORMAL_SIDE_CREDIT
