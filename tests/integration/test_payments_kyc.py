@@ -255,3 +255,7 @@ def test_erasing_a_customer_destroys_its_personal_data_and_keeps_its_history(
             )
         )
     assert reason_of(refused.value) == "CUSTOMER_ERASED"
+    # Payments moves no more money for it (its data would come back with a new payment).
+    with pytest.raises(grpc.RpcError) as declined:
+        suite.payout(customer, 100, account=iban)
+    assert reason_of(declined.value) == "CUSTOMER_NOT_VERIFIED"

@@ -741,3 +741,13 @@ def test_erasing_a_customer_blanks_its_counterparties_once_and_keeps_the_money(
     # The same id asking again no longer matches what is stored (its account is gone).
     with pytest.raises(IdempotencyKeyReused):
         service.payout("pay_erased", customer, 1_000)
+    # No new payment for an erased customer, whatever identity says of it later.
+    with pytest.raises(FailedPrecondition) as declined:
+        service.payout("pay_after_erasure", customer, 100)
+    assert declined.value.reason == "CUSTOMER_NOT_VERIFIED"
+    stored = use_cases.record_customer_kyc(
+        service.deps.uow, service.fakes.clock, CustomerKyc(customer, "VERIFIED", 99, None)
+    )
+    assert stored is False
+    with pytest.raises(FailedPrecondition):
+        service.payout("pay_after_erasure_2", customer, 100)

@@ -16,6 +16,8 @@ def kyc_status_name(value: int) -> str:
 
 
 def customer_kyc(customer: identity_pb2.Customer) -> CustomerKyc:
+    if customer.HasField("erase_time"):
+        return CustomerKyc.erased(customer.id)
     return CustomerKyc(
         customer_id=customer.id,
         kyc_status=kyc_status_name(customer.kyc_status),

@@ -8,12 +8,16 @@ from datetime import datetime
 from payments.domain.events import CustomerDataErased
 
 VERIFIED = "VERIFIED"
+# An erased customer moves no more money: its personal data would come back with it.
+ERASED = "ERASED"
+# Above any version identity gives, so no later word of identity's undoes an erasure.
+ERASED_VERSION = 2**62
 
 
 @dataclass(frozen=True, slots=True)
 class CustomerKyc:
     customer_id: str
-    # As identity names it: UNVERIFIED, PENDING_REVIEW, VERIFIED, REJECTED.
+    # As identity names it: UNVERIFIED, PENDING_REVIEW, VERIFIED, REJECTED; or ERASED.
     kyc_status: str
     # Identity's version of the status: a newer version wins, whatever order events arrive in.
     kyc_version: int
@@ -22,6 +26,11 @@ class CustomerKyc:
     @property
     def verified(self) -> bool:
         return self.kyc_status == VERIFIED
+
+    @classmethod
+    def erased(cls, customer_id: str) -> CustomerKyc:
+        """What is known of a customer once erased: for good, whatever identity said before."""
+        return cls(customer_id, ERASED, ERASED_VERSION, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,8 @@ def erase_customer_data(
 
     def erase(work: PaymentsUnitOfWork) -> int:
         erasure = CustomerErasure(customer_id, clock.now())
+        # No new payment for it from now on (the KYC gate declines one not VERIFIED).
+        work.payments.upsert_customer(CustomerKyc.erased(customer_id), erasure.occurred_at)
         count, key_destroyed = work.payments.erase_customer(erasure)
         erasure.done(count, key_destroyed)
         return count
@@ -207,7 +209,10 @@ def ask_identity(deps: Deps, customer_id: str, known: CustomerKyc | None) -> Cus
             metadata={"customer_id": customer_id},
         )
     record_customer_kyc(deps.uow, deps.clock, view)
-    return CustomerStatus.of(view)
+    # The newest word wins here too: an answer older than what is known (an erasure,
+    # a KYC change identity's replica has not seen yet) does not decide.
+    newest = known if known is not None and known.kyc_version > view.kyc_version else view
+    return CustomerStatus.of(newest)
 
 
 # --- creating payments (payouts and collections: ``service_layer.creation``) ------------------
