@@ -1,0 +1,120 @@
+"""The journal's chain: a canonical encoding of each change and the hash that links it.
+
+Every change to the ledger's state (an account opened, a transfer row written:
+applied, refused and kept for replay, or a hold's expiry) is one record with a
+global sequence number. Its hash covers the previous record's hash, its own
+sequence and its body, so changing, removing or reordering any record breaks
+every hash after it. The encoding is ours and fixed (services/ledger/JOURNAL.md),
+not a library's: sorted-key JSON of strings, integers, booleans, null, lists and
+objects, instants as integer microseconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+GENESIS = bytes(32)  # the previous hash of the first record
+_DOMAIN = b"astra-ledger-journal-v1\x00"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+ACCOUNT_OPENED = "account_opened"
+TRANSFER = "transfer"
+KINDS = (ACCOUNT_OPENED, TRANSFER)
+
+
+class NotCanonical(ValueError):
+    """A value the encoding does not admit (a float, a naive instant, a non-string key)."""
+
+
+def micros(instant: datetime) -> int:
+    """An aware instant as integer microseconds since the Unix epoch."""
+    if instant.tzinfo is None:
+        raise NotCanonical(f"naive instant {instant!r}: the journal names instants in UTC")
+    delta = instant - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _check(value: object, path: str) -> None:
+    if value is None or isinstance(value, bool | int | str):
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotCanonical(f"{path}: key {key!r} is not a string")
+            _check(item, f"{path}.{key}")
+        return
+    raise NotCanonical(f"{path}: {type(value).__name__} has no canonical form")
+
+
+def canonical(value: object) -> bytes:
+    """The one byte string for ``value`` (checked: no floats, no other types)."""
+    _check(value, "$")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_hash(prev_hash: bytes, sequence: int, body: bytes) -> bytes:
+    if len(prev_hash) != 32:
+        raise ValueError("a previous hash is 32 bytes")
+    if sequence < 1:
+        raise ValueError("sequences start at 1")
+    return hashlib.sha256(_DOMAIN + prev_hash + sequence.to_bytes(8, "big") + body).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Where a body sits in the chain."""
+
+    sequence: int
+    prev_hash: bytes
+    hash: bytes
+
+
+def chain(head_sequence: int, head_hash: bytes, bodies: Sequence[bytes]) -> list[Link]:
+    """The links of ``bodies`` appended, in order, after the head (0 and GENESIS: empty)."""
+    links: list[Link] = []
+    prev = head_hash
+    for offset, body in enumerate(bodies, start=1):
+        sequence = head_sequence + offset
+        digest = record_hash(prev, sequence, body)
+        links.append(Link(sequence, prev, digest))
+        prev = digest
+    return links
+
+
+@dataclass(frozen=True, slots=True)
+class Broken:
+    """The first record that does not verify, and why."""
+
+    sequence: int
+    reason: str
+
+
+def first_break(
+    records: Iterable[tuple[int, bytes, bytes, bytes]],
+    *,
+    after_sequence: int = 0,
+    after_hash: bytes = GENESIS,
+) -> Broken | None:
+    """Check ``(sequence, prev_hash, hash, body)`` records in order, from a known head.
+
+    Names the first sequence that is missing, out of order, linked to anything but
+    the hash before it, or whose hash is not its content's.
+    """
+    expected_sequence, expected_prev = after_sequence + 1, after_hash
+    for sequence, prev_hash, stored_hash, body in records:
+        if sequence != expected_sequence:
+            return Broken(expected_sequence, f"found sequence {sequence} in its place")
+        if prev_hash != expected_prev:
+            return Broken(sequence, "its previous hash is not the hash of the record before")
+        if record_hash(prev_hash, sequence, body) != stored_hash:
+            return Broken(sequence, "its hash is not the hash of its content")
+        expected_sequence, expected_prev = sequence + 1, stored_hash
+    return None
