@@ -270,7 +270,11 @@ def test_single_transfer_calls_join_the_group_commit_and_raise_their_refusal(
     )
     with pytest.raises(DomainError) as replayed:
         use_cases.reverse_transfer(funded.submit, "tr_rev2", "tr_post")
-    assert replayed.value.metadata == {"transfer_id": "tr_rev2", "replayed": "true"}
+    assert replayed.value.metadata == {
+        "transfer_id": "tr_rev2",
+        "replayed": "true",
+        "create_time": START.isoformat(),
+    }
     with pytest.raises(DomainError) as missing:
         use_cases.void_pending_transfer(funded.submit, "tr_v2", "tr_missing")
     assert (missing.value.reason, missing.value.category) == (

@@ -209,6 +209,7 @@ def entry_to_pb(entry: Entry, account: Account) -> pb.Entry:
         amount=entry.amount,
         type=int(entry.entry_type),  # type: ignore[arg-type]
         balance_after=balance_to_pb(balance),
+        balance_before=balance_to_pb(account.balance_before(entry)),
     )
     set_timestamp(message.create_time, entry.created_at)
     return message

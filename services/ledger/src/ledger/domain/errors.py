@@ -26,6 +26,9 @@ def refusal(result: ItemResult) -> DomainError:
     metadata = {"transfer_id": result.id}
     if result.replayed:
         metadata["replayed"] = "true"
+    if result.created_at is not None:
+        # A refusal kept for replay was committed: say when (a replay, the original instant).
+        metadata["create_time"] = result.created_at.isoformat()
     return DomainError(
         result.reason, result.message, category=category_of(result.reason), metadata=metadata
     )

@@ -32,6 +32,12 @@ class AccountOpened(_message.Message):
     "lane-63") that an aggregate's events always share, so one aggregate's events
     arrive in commit order on an ordered subscription.
 
+    Every Balance in an event carries the account's `version` after the change
+    (the sequence of its latest entry). Events of two transfers on one account
+    may arrive in either order (they need not share an ordering key): a
+    subscriber keeping an account's balance replaces its copy only with a
+    snapshot of a higher version, and drops any other as stale.
+
     An account was opened. Subject: the account id.
     """
 

@@ -648,7 +648,10 @@ class Transfer(_message.Message):
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """Output only. When the transfer was applied."""
+        """Output only. When the transfer was committed: the instant its row holds,
+        which orders it in the journal and in as-of balances. Every answer about
+        the transfer (a replay of its creation included) gives this same instant.
+        """
 
     @_builtins.property
     def created_by(self) -> Global___Requester:
@@ -747,7 +750,11 @@ class TransferResult(_message.Message):
     """Output only."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """Output only. When the item was first applied or refused."""
+        """Output only. When the item was first applied or refused: the commit time
+        its row holds (`Transfer.create_time`). A replay gives the original
+        instant, not the replay's. Unset for an item refused without a record
+        (IDEMPOTENCY_KEY_REUSED).
+        """
 
     def __init__(
         self,
@@ -1357,8 +1364,11 @@ class Entry(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     BALANCE_AFTER_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    BALANCE_BEFORE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
-    """Output only. Increases with every entry of the account."""
+    """Output only. The account's version after this entry: 1 for its first entry,
+    one more for each entry after (equal to `balance_after.version`).
+    """
     account_id: _builtins.str
     """Output only."""
     transfer_id: _builtins.str
@@ -1373,11 +1383,22 @@ class Entry(_message.Message):
     """Output only. Which sums the entry changes."""
     @_builtins.property
     def balance_after(self) -> Global___Balance:
-        """Output only."""
+        """Output only. The account's balance right after this entry; its `version`
+        is `sequence`.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """Output only."""
+        """Output only. When the entry's transfer was committed."""
+
+    @_builtins.property
+    def balance_before(self) -> Global___Balance:
+        """Output only. The account's balance right before this entry: `balance_after`
+        less this entry's own effect (exactly one of the four sums changes, by
+        `amount`), and its `version` is `sequence` - 1. It equals the previous
+        entry's `balance_after`. `as_of` is unset: it is the state just before
+        `create_time`.
+        """
 
     def __init__(
         self,
@@ -1391,10 +1412,11 @@ class Entry(_message.Message):
         type: Global___EntryType.ValueType = ...,
         balance_after: Global___Balance | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        balance_before: Global___Balance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["balance_after", b"balance_after", "create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance_after", b"balance_after", "balance_before", b"balance_before", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "balance_after", b"balance_after", "create_time", b"create_time", "direction", b"direction", "kind", b"kind", "sequence", b"sequence", "transfer_id", b"transfer_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "balance_after", b"balance_after", "balance_before", b"balance_before", "create_time", b"create_time", "direction", b"direction", "kind", b"kind", "sequence", b"sequence", "transfer_id", b"transfer_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
