@@ -28,6 +28,7 @@ from ledger.domain.events import AccountOpened, TransferApplied
 from ledger.domain.model import (
     Account,
     AccountSpec,
+    Balance,
     NormalSide,
     TransferKind,
     TransferRequest,
@@ -250,6 +251,73 @@ def test_a_written_batch_reads_back_records_sums_entries_and_events(books: Backe
     assert holds == ["tr_h"]
     applied = [e for e in books.events if isinstance(e, TransferApplied)]
     assert [e.transfer_id for e in applied] == ["tr_fund", "tr_m", "tr_h"]
+
+
+def test_versions_and_commit_times_read_back_and_a_late_replay_says_the_original(
+    backend: Backend,
+) -> None:
+    clock = MovableClock(T0)
+    for account_id in ("acct_bank", "acct_alice", "acct_bob"):
+        spec = _spec(account_id, no_overdraft=account_id != "acct_bank")
+        use_cases.open_account(backend.uow, clock, spec)
+    # Odd microseconds: every store must keep the instant exactly.
+    clock.advance(timedelta(seconds=1, microseconds=123_457))
+    t1 = clock.now()
+    fund = move("tr_fund", debit("acct_bank", 1000), credit("acct_alice", 1000))
+    held = hold("tr_h", debit("acct_alice", 300), credit("acct_bob", 300))
+    first = use_cases.create_transfers(backend.uow, clock, [fund, held])
+    clock.advance(timedelta(seconds=2, microseconds=1))
+    t2 = clock.now()
+    posted = post("tr_p", "tr_h", debit("acct_alice", 100), credit("acct_bob", 100))
+    refused = move("tr_no", debit("acct_alice", 10**6), credit("acct_bob", 10**6))
+    second = use_cases.create_transfers(backend.uow, clock, [posted, refused])
+    assert [(r.ok, r.created_at) for r in first + second] == [
+        (True, t1),
+        (True, t1),
+        (True, t2),
+        (False, t2),
+    ]
+
+    clock.advance(timedelta(days=3))
+    replays = use_cases.create_transfers(backend.uow, clock, [fund, held, posted, refused])
+    assert [(r.replayed, r.created_at) for r in replays] == [
+        (True, t1),
+        (True, t1),
+        (True, t2),
+        (True, t2),
+    ]
+    single = use_cases.create_transfer(
+        lambda request: use_cases.execute_batch(backend.uow, clock, [request])[0], held
+    )
+    assert single.created_at == t1
+    assert [use_cases.get_transfer(backend.uow, t).created_at for t in ("tr_fund", "tr_p")] == [
+        t1,
+        t2,
+    ]
+
+    alice, page = use_cases.list_entries(backend.uow, "acct_alice", 100, "")
+    assert [(e.sequence, e.created_at) for e in page.items] == [(1, t1), (2, t1), (3, t2), (4, t2)]
+    previous = Balance(alice.id, alice.currency, alice.normal_side)
+    for entry in page.items:
+        before, after = alice.balance_before(entry), alice.balance_after(entry, entry.created_at)
+        assert before == previous
+        assert after.version == before.version + 1 == entry.sequence
+        previous = replace(after, as_of=None)
+    assert alice.entry_sequence == 4
+    now = use_cases.get_balance(backend.uow, "acct_alice", None, clock)
+    assert (now.version, now.posted, now.available) == (4, 900, 900)
+    at_t1 = use_cases.get_balance(backend.uow, "acct_alice", t1, clock)
+    just_before = use_cases.get_balance(
+        backend.uow, "acct_alice", t1 - timedelta(microseconds=1), clock
+    )
+    assert (at_t1.version, at_t1.available, just_before.version) == (2, 700, 0)
+    # Each event's balances say the account's version after the transfer.
+    applied = [e for e in backend.events if isinstance(e, TransferApplied)]
+    assert [(e.transfer_id, [(b.account_id, b.version) for b in e.balances]) for e in applied] == [
+        ("tr_fund", [("acct_bank", 1), ("acct_alice", 1)]),
+        ("tr_h", [("acct_alice", 2), ("acct_bob", 1)]),
+        ("tr_p", [("acct_alice", 4), ("acct_bob", 3)]),
+    ]
 
 
 def test_accounts_and_transfers_keep_who_asked_for_them(books: Backend) -> None:

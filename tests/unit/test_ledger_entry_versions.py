@@ -9,6 +9,7 @@ when they were committed, and a replay says the original instant, however late.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +32,7 @@ from ledger.domain.model import (
     Direction,
     Entry,
     EntryType,
+    ItemResult,
     NormalSide,
     TransferKind,
     TransferRecord,
@@ -244,7 +246,14 @@ def test_every_answer_about_a_transfer_says_its_commit_time_and_a_replay_the_ori
     with pytest.raises(DomainError) as first:
         use_cases.create_transfer(books.submit, too_much_alone)
 
-    first_answers = [funded, held, posted, voided, reversed_, refused]
+    first_answers: list[ItemResult | TransferRecord] = [
+        funded,
+        held,
+        posted,
+        voided,
+        reversed_,
+        refused,
+    ]
     assert [a.created_at for a in first_answers] == [
         times[t] for t in ("tr_fund", "tr_hold", "tr_post", "tr_void", "tr_rev", "tr_big")
     ]
@@ -319,7 +328,7 @@ def test_listed_entries_carry_balance_before_and_after_and_the_account_version()
     acct, page = use_cases.list_entries(books.uow, "acct_alice", 100, "")
     wire = [entry_to_pb(entry, acct) for entry in page.items]
     assert [(m.sequence, m.type) for m in wire] == [(1, 1), (2, 2), (3, 3), (4, 1)]
-    for previous, current in zip(wire, wire[1:], strict=False):
+    for previous, current in itertools.pairwise(wire):
         assert current.balance_before.version == previous.balance_after.version
         assert current.balance_before.available == previous.balance_after.available
         assert (current.balance_before.posted, current.balance_before.pending) == (
