@@ -71,7 +71,8 @@ def _legs(legs: Iterable[Leg]) -> list[list[Any]]:
 
 
 def account_opened_body(account: Account) -> dict[str, Any]:
-    """The ``accounts`` row as opened: no running sums, version or seal (those follow entries)."""
+    """The ``accounts`` row as opened, without its running state: the sums, the version
+    (``entry_sequence``), ``last_entry_at`` and the seal follow from the entries."""
     return {
         "kind": ACCOUNT_OPENED,
         "account": {
@@ -80,7 +81,6 @@ def account_opened_body(account: Account) -> dict[str, Any]:
             "normal_side": account.normal_side.name,
             "debits_must_not_exceed_credits": account.debits_must_not_exceed_credits,
             "credits_must_not_exceed_debits": account.credits_must_not_exceed_debits,
-            "last_entry_at": _instant(account.last_entry_at),
             "metadata": _metadata(account.metadata),
             "external_reference": account.external_reference,
             "customer_id": account.customer_id,
@@ -91,7 +91,7 @@ def account_opened_body(account: Account) -> dict[str, Any]:
     }
 
 
-def _transfer(record: TransferRecord) -> dict[str, Any]:
+def transfer_row_body(record: TransferRecord) -> dict[str, Any]:
     return {
         "id": record.id,
         "kind": record.kind.name,
@@ -109,7 +109,7 @@ def _transfer(record: TransferRecord) -> dict[str, Any]:
     }
 
 
-def _entry(entry: Entry) -> dict[str, Any]:
+def entry_body(entry: Entry) -> dict[str, Any]:
     return {
         "account_id": entry.account_id,
         "sequence": entry.sequence,
@@ -145,8 +145,8 @@ def transfer_bodies(outcome: BatchOutcome) -> list[dict[str, Any]]:
         bodies.append(
             {
                 "kind": TRANSFER,
-                "transfer": _transfer(record),
-                "entries": [_entry(e) for e in own],
+                "transfer": transfer_row_body(record),
+                "entries": [entry_body(e) for e in own],
                 "holds": {
                     "opened": (
                         [[record.id, _instant(opened[record.id])]] if record.id in opened else []
