@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -497,7 +498,7 @@ def _every_kind_of_change(backend: Backend) -> list[int]:
     for account_id, customer in (("acct_bank", ""), ("acct_alice", "cus_a"), ("acct_bob", "")):
         spec = _spec(account_id, customer=customer, no_overdraft=account_id == "acct_alice")
         opened = replace(Account.open(spec, T0), created_by=MAKER if customer else None)
-        step(lambda opened=opened: _open(backend, opened))
+        step(partial(_open, backend, opened))
     later = T0 + timedelta(seconds=1)
     fund = replace(
         move("tr_fund", debit("acct_bank", 900), credit("acct_alice", 900)),
@@ -520,7 +521,7 @@ def _every_kind_of_change(backend: Backend) -> list[int]:
         ),
     ]
     for request in requests:
-        step(lambda request=request: _apply(backend, request, now=later))
+        step(partial(_apply, backend, request, now=later))
     expire = TransferRequest("exp_tr_h2", ExpirePendingOp("tr_h2"))
     # An expiry not due yet leaves no record; a replay writes nothing.
     step(lambda: _apply(backend, expire, now=later))
