@@ -178,7 +178,7 @@ class MemoryLedgerRepository(TracksAggregates):
         if not bodies:
             return
         journal = self._db.journal
-        rows = appended(self.journal_head(), kind, bodies, datetime.now(UTC))
+        rows = appended(self.journal_head(), [(kind, b) for b in bodies], datetime.now(UTC))
         length = len(journal)
         journal.extend(rows)
         self._db.changed(_truncate(journal, length))

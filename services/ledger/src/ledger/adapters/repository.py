@@ -293,6 +293,10 @@ class SqlLedgerRepository(TracksAggregates):
         super().__init__()
         self._c = connection
         self._pg = connection.dialect.name == "postgresql"
+        # Encoded records (kind, body) waiting for ``append_journal``, in order, and whether
+        # they go in with COPY (a batch of them was written with COPY).
+        self._unjournaled: list[tuple[str, bytes]] = []
+        self._copy_journal = False
 
     def _in(self, column: str, name: str, values: Sequence[str]) -> tuple[Any, dict[str, Any]]:
         """``column IN values`` as ``= ANY(array)`` on PostgreSQL (one parameter)."""
@@ -344,7 +348,7 @@ class SqlLedgerRepository(TracksAggregates):
                 requester_id=_key_of(account.created_by),
             )
         )
-        self._append_journal(ACCOUNT_OPENED, encoded([account_opened_body(account)]), copy=False)
+        self._journal(ACCOUNT_OPENED, encoded([account_opened_body(account)]), copy=False)
 
     def get_account(self, account_id: str) -> Account | None:
         row = self._c.execute(
@@ -505,7 +509,7 @@ class SqlLedgerRepository(TracksAggregates):
         bodies = encoded(transfer_bodies(outcome)) if self.journal_enabled else []
         if self._pg and len(outcome.records) < COPY_THRESHOLD:
             self._write_in_one_statement(outcome.records, outcome.entries, accounts, opened, closed)
-            self._append_journal(TRANSFER, bodies, copy=False)
+            self._journal(TRANSFER, bodies, copy=False)
             return
         transfer_rows = [
             (
@@ -558,23 +562,32 @@ class SqlLedgerRepository(TracksAggregates):
         if closed:
             condition, params = self._in("transfer_id", "ids", closed)
             self._query(f"DELETE FROM open_holds WHERE {condition}", params, ["ids"])
-        self._append_journal(TRANSFER, bodies, copy=True)
+        self._journal(TRANSFER, bodies, copy=True)
 
     # --- the journal ----------------------------------------------------------------
 
-    def _append_journal(self, kind: str, bodies: list[bytes], *, copy: bool) -> None:
-        """Append ``bodies`` after the head, locked now until the transaction ends.
+    def _journal(self, kind: str, bodies: list[bytes], *, copy: bool) -> None:
+        if self.journal_enabled and bodies:
+            self._unjournaled.extend((kind, body) for body in bodies)
+            self._copy_journal = self._copy_journal or copy
 
-        Hashes are chained in memory; the rows go in with COPY (``copy``, the batch
-        path) or one statement, and the head moves to the last of them.
+    def append_journal(self) -> None:
+        """Append this transaction's records after the head, locked from now until it ends.
+
+        The unit of work calls this last, just before it commits (and a read of the
+        journal first), so appending transactions queue on the head only for this
+        statement or two and the commit. Hashes are chained in memory; the rows go in
+        with COPY when a batch was written with COPY, else with one statement, and the
+        head moves to the last of them.
         """
-        if not bodies or not self.journal_enabled:
+        if not self._unjournaled:
             return
+        pending, self._unjournaled = self._unjournaled, []
         lock = _LOCK_HEAD + " FOR UPDATE" if self._pg else _LOCK_HEAD
         sequence, head_hash = self._c.execute(text(lock)).one()
-        rows = appended(JournalHead(sequence, bytes(head_hash)), kind, bodies, datetime.now(UTC))
+        rows = appended(JournalHead(sequence, bytes(head_hash)), pending, datetime.now(UTC))
         last = rows[-1]
-        if self._pg and not copy:
+        if self._pg and not self._copy_journal:
             params = {
                 "at": last.recorded_at,
                 "seq": int_array(r.sequence for r in rows),
@@ -600,10 +613,12 @@ class SqlLedgerRepository(TracksAggregates):
         )
 
     def journal_head(self) -> JournalHead:
+        self.append_journal()  # a transaction reads what it wrote
         sequence, head_hash = self._c.execute(text(_LOCK_HEAD)).one()
         return JournalHead(sequence, bytes(head_hash))
 
     def journal_after(self, sequence: int, limit: int) -> list[JournalRow]:
+        self.append_journal()
         rows = self._c.execute(
             text(
                 f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE sequence > :s "

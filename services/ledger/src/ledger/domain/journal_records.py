@@ -49,6 +49,10 @@ def _instant(value: datetime | None) -> int | None:
     return micros(value) if value is not None else None
 
 
+# Keys are written in sorted order throughout: the canonical encoding sorts them, and an
+# already sorted dict is the cheapest to sort (every write encodes a body per row).
+
+
 def _requester(requester: Requester | None) -> dict[str, Any] | None:
     if requester is None:
         return None
@@ -74,55 +78,57 @@ def account_opened_body(account: Account) -> dict[str, Any]:
     """The ``accounts`` row as opened, without its running state: the sums, the version
     (``entry_sequence``), ``last_entry_at`` and the seal follow from the entries."""
     return {
-        "kind": ACCOUNT_OPENED,
         "account": {
-            "id": account.id,
-            "currency": account.currency,
-            "normal_side": account.normal_side.name,
-            "debits_must_not_exceed_credits": account.debits_must_not_exceed_credits,
-            "credits_must_not_exceed_debits": account.credits_must_not_exceed_debits,
-            "metadata": _metadata(account.metadata),
-            "external_reference": account.external_reference,
-            "customer_id": account.customer_id,
-            "fingerprint": account.fingerprint,
             "created_at": _instant(account.created_at),
+            "credits_must_not_exceed_debits": account.credits_must_not_exceed_debits,
+            "currency": account.currency,
+            "customer_id": account.customer_id,
+            "debits_must_not_exceed_credits": account.debits_must_not_exceed_credits,
+            "external_reference": account.external_reference,
+            "fingerprint": account.fingerprint,
+            "id": account.id,
+            "metadata": _metadata(account.metadata),
+            "normal_side": account.normal_side.name,
         },
+        "kind": ACCOUNT_OPENED,
         "requester": _requester(account.created_by),
     }
 
 
-def transfer_row_body(record: TransferRecord) -> dict[str, Any]:
+def transfer_row_body(record: TransferRecord, created_at: int | None = None) -> dict[str, Any]:
+    """The ``transfers`` row (``created_at``: its instant in microseconds, if known)."""
     return {
+        "created_at": micros(record.created_at) if created_at is None else created_at,
+        "expires_at": _instant(record.expires_at),
+        "fingerprint": record.fingerprint,
         "id": record.id,
         "kind": record.kind.name,
-        "ok": record.ok,
-        "reason": record.reason or None,
-        "message": record.message or None,
-        "fingerprint": record.fingerprint,
         "legs": _legs(record.legs),
-        "pending_transfer_id": record.pending_transfer_id or None,
-        "reversed_transfer_id": record.reversed_transfer_id or None,
-        "expires_at": _instant(record.expires_at),
+        "message": record.message or None,
         "metadata": _metadata(record.metadata),
-        "created_at": micros(record.created_at),
+        "ok": record.ok,
+        "pending_transfer_id": record.pending_transfer_id or None,
+        "reason": record.reason or None,
         "requester": _requester(record.created_by),
+        "reversed_transfer_id": record.reversed_transfer_id or None,
     }
 
 
-def entry_body(entry: Entry) -> dict[str, Any]:
+def entry_body(entry: Entry, created_at: int | None = None) -> dict[str, Any]:
+    """The ``entries`` row (``created_at``: its instant in microseconds, if known)."""
     return {
         "account_id": entry.account_id,
-        "sequence": entry.sequence,
-        "transfer_id": entry.transfer_id,
-        "kind": entry.kind.name,
-        "entry_type": entry.entry_type.name,
-        "direction": entry.direction.name,
         "amount": entry.amount,
-        "debits_posted": entry.debits_posted,
+        "created_at": micros(entry.created_at) if created_at is None else created_at,
+        "credits_pending": entry.credits_pending,
         "credits_posted": entry.credits_posted,
         "debits_pending": entry.debits_pending,
-        "credits_pending": entry.credits_pending,
-        "created_at": micros(entry.created_at),
+        "debits_posted": entry.debits_posted,
+        "direction": entry.direction.name,
+        "entry_type": entry.entry_type.name,
+        "kind": entry.kind.name,
+        "sequence": entry.sequence,
+        "transfer_id": entry.transfer_id,
     }
 
 
@@ -133,6 +139,15 @@ def transfer_bodies(outcome: BatchOutcome) -> list[dict[str, Any]]:
     it, even when both are in one batch (the write then never indexes it): replaying
     the records one by one leaves the same open holds.
     """
+    # A batch is decided at one instant: convert each distinct instant once.
+    instants: dict[datetime, int] = {}
+
+    def stamp(instant: datetime) -> int:
+        value = instants.get(instant)
+        if value is None:
+            value = instants[instant] = micros(instant)
+        return value
+
     entries: dict[str, list[Entry]] = {}
     for entry in outcome.entries:
         entries.setdefault(entry.transfer_id, []).append(entry)
@@ -140,19 +155,20 @@ def transfer_bodies(outcome: BatchOutcome) -> list[dict[str, Any]]:
     closed = set(outcome.closed_holds)
     bodies = []
     for record in outcome.records:
-        own = sorted(entries.get(record.id, ()), key=lambda e: (e.account_id, e.sequence))
+        own = entries.get(record.id, [])
+        own.sort(key=lambda e: (e.account_id, e.sequence))
         closes = record.pending_transfer_id
         bodies.append(
             {
-                "kind": TRANSFER,
-                "transfer": transfer_row_body(record),
-                "entries": [entry_body(e) for e in own],
+                "entries": [entry_body(e, stamp(e.created_at)) for e in own],
                 "holds": {
+                    "closed": [closes] if record.ok and closes and closes in closed else [],
                     "opened": (
                         [[record.id, _instant(opened[record.id])]] if record.id in opened else []
                     ),
-                    "closed": [closes] if record.ok and closes and closes in closed else [],
                 },
+                "kind": TRANSFER,
+                "transfer": transfer_row_body(record, stamp(record.created_at)),
             }
         )
     return bodies
@@ -164,15 +180,15 @@ def encoded(bodies: Iterable[dict[str, Any]]) -> list[bytes]:
 
 
 def appended(
-    head: JournalHead, kind: str, bodies: Sequence[bytes], recorded_at: datetime
+    head: JournalHead, records: Sequence[tuple[str, bytes]], recorded_at: datetime
 ) -> list[JournalRow]:
-    """The rows that append encoded ``bodies`` (all of one ``kind``) after ``head``, chained.
+    """The rows that append encoded ``(kind, body)`` records after ``head``, chained.
 
     Encode before taking the head's lock, chain under it: hashing is the only work
     that has to wait for the head.
     """
-    links = chain(head.sequence, head.hash, bodies)
+    links = chain(head.sequence, head.hash, [body for _, body in records])
     return [
         JournalRow(link.sequence, kind, body, link.prev_hash, link.hash, recorded_at)
-        for link, body in zip(links, bodies, strict=True)
+        for link, (kind, body) in zip(links, records, strict=True)
     ]
