@@ -583,8 +583,7 @@ class SqlLedgerRepository(TracksAggregates):
         if not self._unjournaled:
             return
         pending, self._unjournaled = self._unjournaled, []
-        lock = _LOCK_HEAD + " FOR UPDATE" if self._pg else _LOCK_HEAD
-        sequence, head_hash = self._c.execute(text(lock)).one()
+        sequence, head_hash = self._lock_head()
         rows = appended(JournalHead(sequence, bytes(head_hash)), pending, datetime.now(UTC))
         last = rows[-1]
         if self._pg and not self._copy_journal:
@@ -611,6 +610,17 @@ class SqlLedgerRepository(TracksAggregates):
             .where(t.journal_head.c.id == 1)
             .values(sequence=last.sequence, hash=last.hash)
         )
+
+    def _lock_head(self) -> tuple[int, bytes]:
+        if not self._pg:
+            row = self._c.execute(text(_LOCK_HEAD)).one()  # SQLite: the one writer already
+            return row[0], bytes(row[1])
+        # On the driver: this statement is on every commit's path, under no other lock.
+        with self._driver().cursor() as cursor:
+            cursor.execute(_LOCK_HEAD + " FOR UPDATE")
+            row = cursor.fetchone()
+        assert row is not None, "the journal's head row is missing (see migration 0005)"
+        return row[0], bytes(row[1])
 
     def journal_head(self) -> JournalHead:
         self.append_journal()  # a transaction reads what it wrote
