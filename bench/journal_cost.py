@@ -28,7 +28,7 @@ from bench.ledger_bench import (
     running_ledger,
 )
 
-ROUNDS = 3
+ROUNDS = 5
 BATCH_CALLS_PER_CLIENT = 8
 SINGLES_SECONDS = 5.0
 WITHOUT = [sys.executable, "-m", "bench.ledger_without_journal", "serve"]
