@@ -66,14 +66,20 @@ class RunningLedger:
         return cpu_cost([self.pid], self.database)
 
 
+LEDGER_COMMAND = [str(Path(sys.executable).parent / "astra-ledger"), "serve"]
+
+
 @contextmanager
-def running_ledger(env: BenchEnv, **extra_env: str) -> Iterator[RunningLedger]:
+def running_ledger(
+    env: BenchEnv, command: list[str] | None = None, **extra_env: str
+) -> Iterator[RunningLedger]:
+    """A ledger process on a fresh database (``command``: another way to start it)."""
     database = env.postgres.create_database(prefix="astra_bench_ledger")
     port = free_port()
     with mint_auth_env("LEDGER") as auth_env:
         process = ServiceProcess(
             "ledger-bench",
-            [str(Path(sys.executable).parent / "astra-ledger"), "serve"],
+            command or LEDGER_COMMAND,
             {
                 "LEDGER_DATABASE_URL": env.postgres.url_for(database),
                 "LEDGER_GRPC_PORT": str(port),
@@ -199,8 +205,11 @@ def measure_batches(
     return result
 
 
-def measure_singles(target: str, accounts: list[list[str]], tag: str) -> LoadResult:
-    """CreateTransfer (batch size 1) from 16 concurrent clients for 10 s, after a warm-up."""
+def measure_singles(
+    target: str, accounts: list[list[str]], tag: str, duration: float = 10.0
+) -> LoadResult:
+    """CreateTransfer (batch size 1) from 16 concurrent clients for ``duration``, after a
+    warm-up."""
     singles = interleave(
         [single_payloads(f"{tag}{c}", group, 25_000) for c, group in enumerate(accounts)]
     )
@@ -208,7 +217,7 @@ def measure_singles(target: str, accounts: list[list[str]], tag: str) -> LoadRes
     method = f"{SERVICE}/CreateTransfer"
     run_closed_loop(target, method, singles[:500], concurrency=16, metadata=token)
     result = run_closed_loop(
-        target, method, singles[500:], concurrency=16, duration=10.0, metadata=token
+        target, method, singles[500:], concurrency=16, duration=duration, metadata=token
     )
     if result.errors:
         raise RuntimeError(f"{result.errors} single-transfer calls failed")

@@ -24,6 +24,7 @@ from bench.report import REPORT_PATH, collect_environment, write_report
 SECTIONS = [
     "bench.ceilings",
     "bench.ledger_bench",
+    "bench.journal_cost",
     "bench.outbox_bench",
     "bench.payments_bench",
 ]

@@ -5,10 +5,12 @@ and a simulation run on; these tests are what keep it honest.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +27,25 @@ from ledger.adapters.unit_of_work import SqlLedgerUnitOfWork
 from ledger.bootstrap import migrate
 from ledger.domain.batch import BatchOutcome, decide_batch
 from ledger.domain.events import AccountOpened, TransferApplied
+from ledger.domain.journal import GENESIS, first_break
+from ledger.domain.journal_records import (
+    JournalRow,
+    account_opened_body,
+    entry_body,
+    transfer_row_body,
+)
 from ledger.domain.model import (
     Account,
     AccountSpec,
     Balance,
+    ExpirePendingOp,
     NormalSide,
     TransferKind,
     TransferRequest,
 )
 from ledger.service_layer import use_cases
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
+from sqlalchemy import text as sa_text
 
 from tests.ledger_builders import credit, debit, hold, move, post, reverse, void
 from tests.ledger_fixtures import MovableClock
@@ -513,6 +524,212 @@ def test_the_fake_answers_random_traffic_exactly_as_postgresql_does(
         for real in _sql_backend(url):
             assert _run(fake.uow, batches) == _run(real.uow, batches)
             assert fake.events == real.events
+            assert _chained(fake) == _chained(real)
             assert any(isinstance(e, TransferApplied) for e in fake.events)
     finally:
         postgres.drop_url(url)
+
+
+# --- the journal: one record per change, chained, the same everywhere ---------------------
+
+
+def _journal(backend: Backend) -> list[JournalRow]:
+    with backend.uow() as uow:
+        return uow.ledger.journal_after(0, 100_000)
+
+
+def _chained(backend: Backend) -> list[tuple[int, str, bytes, bytes, bytes]]:
+    """The journal as hashed (``recorded_at`` is informational), checked to be a whole chain."""
+    rows = _journal(backend)
+    assert [r.sequence for r in rows] == list(range(1, len(rows) + 1))
+    assert first_break(r.checked() for r in rows) is None
+    with backend.uow() as uow:
+        head = uow.ledger.journal_head()
+    assert (head.sequence, head.hash) == (
+        (rows[-1].sequence, rows[-1].hash) if rows else (0, GENESIS)
+    )
+    return [(r.sequence, r.kind, r.body, r.prev_hash, r.hash) for r in rows]
+
+
+MAKER = Requester("cli_maker", None, "req-1")
+
+
+def _every_kind_of_change(backend: Backend) -> list[int]:
+    """Each kind of change once (and two that write nothing): how many records each appended."""
+    appended: list[int] = []
+
+    def step(change: Callable[[], object]) -> None:
+        before = len(_journal(backend))
+        change()
+        appended.append(len(_journal(backend)) - before)
+
+    for account_id, customer in (("acct_bank", ""), ("acct_alice", "cus_a"), ("acct_bob", "")):
+        spec = _spec(account_id, customer=customer, no_overdraft=account_id == "acct_alice")
+        opened = replace(Account.open(spec, T0), created_by=MAKER if customer else None)
+        step(partial(_open, backend, opened))
+    later = T0 + timedelta(seconds=1)
+    fund = replace(
+        move("tr_fund", debit("acct_bank", 900), credit("acct_alice", 900)),
+        requester=MAKER,
+        metadata=(("why", "funding"),),
+    )
+    requests = [
+        fund,
+        hold("tr_h1", debit("acct_alice", 100), credit("acct_bob", 100)),
+        hold(
+            "tr_h2", debit("acct_alice", 50), credit("acct_bob", 50), timeout=timedelta(seconds=5)
+        ),
+        hold("tr_h3", debit("acct_alice", 20), credit("acct_bob", 20)),
+        post("tr_p1", "tr_h1", debit("acct_alice", 60), credit("acct_bob", 60)),
+        void("tr_v3", "tr_h3"),
+        reverse("tr_r", "tr_fund"),
+        # Refused and kept for replay: alice may not go below zero.
+        replace(
+            move("tr_no", debit("acct_alice", 10**6), credit("acct_bob", 10**6)), requester=MAKER
+        ),
+    ]
+    for request in requests:
+        step(partial(_apply, backend, request, now=later))
+    expire = TransferRequest("exp_tr_h2", ExpirePendingOp("tr_h2"))
+    # An expiry not due yet leaves no record; a replay writes nothing.
+    step(lambda: _apply(backend, expire, now=later))
+    step(lambda: _apply(backend, fund, now=later))
+    step(lambda: _apply(backend, expire, now=T0 + timedelta(seconds=10)))
+    # A hold placed and posted in one batch: both records, the hold never indexed.
+    step(
+        lambda: _apply(
+            backend,
+            hold("tr_h4", debit("acct_bank", 7), credit("acct_bob", 7)),
+            post("tr_p4", "tr_h4"),
+            now=T0 + timedelta(seconds=11),
+        )
+    )
+    # A batch large enough to be written with COPY on PostgreSQL.
+    many = [
+        move(f"tr_m{i}", debit("acct_bank", 1), credit("acct_bob", 1))
+        for i in range(COPY_THRESHOLD + 1)
+    ]
+    step(lambda: _apply(backend, *many, now=T0 + timedelta(seconds=12)))
+    return appended
+
+
+def _assert_bodies_are_what_was_written(backend: Backend) -> None:
+    rows = _journal(backend)
+    bodies = [json.loads(r.body) for r in rows]
+    assert [r.kind for r in rows] == [b["kind"] for b in bodies]
+    with backend.uow() as uow:
+        accounts = [b["account"]["id"] for b in bodies if b["kind"] == "account_opened"]
+        assert accounts == ["acct_bank", "acct_alice", "acct_bob"]
+        written = {a: uow.ledger.get_account(a) for a in accounts}
+        entries = {a: uow.ledger.list_entries(a, 0, 10_000) for a in accounts}
+        records = uow.ledger.load_records(b["transfer"]["id"] for b in bodies if "transfer" in b)
+    for body in bodies:
+        if body["kind"] == "account_opened":
+            account = written[body["account"]["id"]]
+            assert account is not None
+            assert body == account_opened_body(account)
+            continue
+        record = records[body["transfer"]["id"]]
+        assert body["transfer"] == transfer_row_body(record)
+        own = [
+            entry_body(e) for a in sorted(entries) for e in entries[a] if e.transfer_id == record.id
+        ]
+        assert body["entries"] == own
+    # Every transfer row and every entry is in exactly one record.
+    assert len(records) == sum(1 for b in bodies if b["kind"] == "transfer")
+    assert sum(len(b.get("entries", ())) for b in bodies) == sum(map(len, entries.values()))
+    by_id = {b["transfer"]["id"]: b for b in bodies if "transfer" in b}
+    assert by_id["tr_fund"]["transfer"]["requester"] == {
+        "client_id": "cli_maker",
+        "customer_id": None,
+        "request_id": "req-1",
+    }
+    assert by_id["tr_fund"]["transfer"]["metadata"] == {"why": "funding"}
+    assert by_id["tr_fund"]["transfer"]["legs"] == [
+        ["acct_bank", "DEBIT", 900, "EUR"],
+        ["acct_alice", "CREDIT", 900, "EUR"],
+    ]
+    assert by_id["tr_no"]["transfer"]["ok"] is False
+    assert by_id["tr_no"]["entries"] == []
+    assert by_id["tr_h2"]["holds"] == {
+        "opened": [["tr_h2", by_id["tr_h2"]["transfer"]["expires_at"]]],
+        "closed": [],
+    }
+    assert (
+        by_id["tr_h2"]["transfer"]["expires_at"]
+        == by_id["tr_h2"]["transfer"]["created_at"] + 5_000_000
+    )
+    assert by_id["exp_tr_h2"]["holds"] == {"opened": [], "closed": ["tr_h2"]}
+    assert by_id["tr_h4"]["holds"]["opened"] == [["tr_h4", None]]
+    assert by_id["tr_p4"]["holds"]["closed"] == ["tr_h4"]
+    assert by_id["tr_v3"]["transfer"]["kind"] == "VOID_PENDING"
+
+
+def test_every_change_appends_one_chained_record_the_same_on_every_backend(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    backends = [_memory_backend()]
+    url = postgres.fresh_database_url("ledger", migrate)
+    sqlite_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    migrate(sqlite_url)
+    try:
+        for real in _sql_backend(url):
+            for lite in _sql_backend(sqlite_url):
+                backends += [real, lite]
+                chains = []
+                for backend in backends:
+                    appended = _every_kind_of_change(backend)
+                    # 3 accounts, 8 changes, 2 that write nothing, an expiry, 2 and a COPY batch.
+                    assert appended == [1] * 3 + [1] * 8 + [0, 0, 1, 2, COPY_THRESHOLD + 1]
+                    _assert_bodies_are_what_was_written(backend)
+                    chains.append(_chained(backend))
+                assert chains[0] == chains[1] == chains[2]
+    finally:
+        postgres.drop_url(url)
+
+
+@pytest.mark.parametrize("backend", ["memory", "postgresql", "sqlite"], indirect=True)
+def test_a_transaction_that_did_not_commit_appends_nothing(backend: Backend) -> None:
+    _open(backend, Account.open(_spec("acct_bank"), T0))
+    with backend.uow() as uow:
+        uow.ledger.insert_account(Account.open(_spec("acct_alice"), T0))
+        assert uow.ledger.journal_head().sequence == 2  # a transaction reads what it wrote
+    assert [r.sequence for r in _journal(backend)] == [1]
+    _open(backend, Account.open(_spec("acct_bob"), T0))
+    assert _chained(backend)[-1][0] == 2
+
+
+def test_the_journal_refuses_update_and_delete_on_postgresql(postgres: PostgresServer) -> None:
+    url = postgres.fresh_database_url("ledger", migrate)
+    try:
+        for real in _sql_backend(url):
+            _open(real, Account.open(_spec("acct_bank"), T0))
+        engine = create_db_engine(url, pool_size=1, application_name="astra-contract")
+        try:
+            for statement in (
+                "UPDATE journal SET body = 'x'::bytea",
+                "DELETE FROM journal",
+                "TRUNCATE journal",
+            ):
+                with engine.connect() as connection, pytest.raises(Exception, match="immutable"):
+                    connection.execute(sa_text(statement))
+            with engine.connect() as connection:
+                assert connection.execute(sa_text("SELECT count(*) FROM journal")).scalar() == 1
+        finally:
+            engine.dispose()
+    finally:
+        postgres.drop_url(url)
+
+
+def test_the_journal_refuses_update_and_delete_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    migrate(url)
+    for lite in _sql_backend(url):
+        _open(lite, Account.open(_spec("acct_bank"), T0))
+    engine = create_db_engine(url, pool_size=1, application_name="astra-contract")
+    try:
+        for statement in ("UPDATE journal SET kind = 'x'", "DELETE FROM journal"):
+            with engine.connect() as connection, pytest.raises(Exception, match="immutable"):
+                connection.execute(sa_text(statement))
+    finally:
+        engine.dispose()

@@ -15,13 +15,23 @@ import bisect
 import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from chassis.kernel.errors import RetryTransaction
 from chassis.kernel.memory import MemoryDatabase, MemoryTable, MemoryUnitOfWork
 from chassis.kernel.uow import TracksAggregates
 
 from ledger.domain.batch import BatchOutcome
+from ledger.domain.journal import ACCOUNT_OPENED, GENESIS, TRANSFER
+from ledger.domain.journal_records import (
+    JournalHead,
+    JournalRow,
+    account_opened_body,
+    appended,
+    encoded,
+    transfer_bodies,
+)
 from ledger.domain.model import Account, Entry, TransferRecord
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 
@@ -56,6 +66,8 @@ class MemoryLedgerDatabase(MemoryDatabase):
         )
         # Per account, its entries in sequence order (sequence n at index n - 1).
         self.entries: dict[str, list[Entry]] = {}
+        # The journal in sequence order (sequence n at index n - 1); its head is the last row.
+        self.journal: list[JournalRow] = []
 
     def uow(self) -> MemoryLedgerUnitOfWork:
         """A new unit of work on this database (the factory a use case is given)."""
@@ -71,6 +83,7 @@ class MemoryLedgerRepository(TracksAggregates):
 
     def insert_account(self, account: Account) -> None:
         self._db.accounts.insert(account.id, self.track(account))
+        self._append_journal(ACCOUNT_OPENED, encoded([account_opened_body(account)]))
 
     def get_account(self, account_id: str) -> Account | None:
         return self._db.accounts.get(account_id)
@@ -157,6 +170,28 @@ class MemoryLedgerRepository(TracksAggregates):
                 self._db.open_holds.insert(hold.id, (hold.id, hold.expires_at))
         for hold_id in closed - opened:
             self._db.open_holds.delete(hold_id)
+        self._append_journal(TRANSFER, encoded(transfer_bodies(outcome)))
+
+    # --- the journal ----------------------------------------------------------------
+
+    def _append_journal(self, kind: str, bodies: list[bytes]) -> None:
+        if not bodies:
+            return
+        journal = self._db.journal
+        rows = appended(self.journal_head(), [(kind, b) for b in bodies], datetime.now(UTC))
+        length = len(journal)
+        journal.extend(rows)
+        self._db.changed(_truncate(journal, length))
+
+    def journal_head(self) -> JournalHead:
+        if not self._db.journal:
+            return JournalHead(0, GENESIS)
+        last = self._db.journal[-1]
+        return JournalHead(last.sequence, last.hash)
+
+    def journal_after(self, sequence: int, limit: int) -> list[JournalRow]:
+        start = max(sequence, 0)
+        return self._db.journal[start : start + limit]
 
     def _append(self, entry: Entry) -> None:
         history = self._db.entries.setdefault(entry.account_id, [])
@@ -189,7 +224,7 @@ class MemoryLedgerRepository(TracksAggregates):
         return [copy.copy(entry) for entry in history[start : start + limit]]
 
 
-def _truncate(history: list[Entry], length: int) -> Callable[[], None]:
+def _truncate(history: list[Any], length: int) -> Callable[[], None]:
     def undo() -> None:
         del history[length:]
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from chassis.db.arrays import int_array, text_array
@@ -26,6 +26,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger.adapters import tables as t
 from ledger.domain.batch import BatchOutcome
+from ledger.domain.journal import ACCOUNT_OPENED, TRANSFER
+from ledger.domain.journal_records import (
+    JournalHead,
+    JournalRow,
+    account_opened_body,
+    appended,
+    encoded,
+    transfer_bodies,
+)
 from ledger.domain.model import (
     Account,
     Direction,
@@ -58,6 +67,7 @@ _COPY_TYPES = {
         "timestamptz",
         "uuid",
     ],
+    "journal": ["int8", "text", "bytea", "bytea", "bytea", "timestamptz"],
     "entries": [
         "text",
         "int8",
@@ -85,6 +95,19 @@ _ACCOUNT_SELECT = (
     "q.client_id, q.customer_id, q.request_id "
     "FROM accounts a LEFT JOIN requesters q ON q.id = a.requester_id"
 )
+_JOURNAL_COLUMNS = "sequence, kind, body, prev_hash, hash, recorded_at"
+# The head is locked last (after every other write of the transaction), so appending
+# transactions queue on it only for their final round trips.
+_LOCK_HEAD = "SELECT sequence, hash FROM journal_head WHERE id = 1"
+_APPEND_IN_ONE_STATEMENT = """
+WITH appended AS (
+  INSERT INTO journal (sequence, kind, body, prev_hash, hash, recorded_at)
+  SELECT j.*, %(at)s::timestamptz
+  FROM unnest(%(seq)s::bigint[], %(kind)s::text[], %(body)s::bytea[], %(prev)s::bytea[],
+              %(hash)s::bytea[]) AS j
+)
+UPDATE journal_head SET sequence = %(head_seq)s, hash = %(head_hash)s WHERE id = 1
+"""
 # Below this many records a batch is written with one statement; above, with COPY.
 COPY_THRESHOLD = 64
 
@@ -262,10 +285,18 @@ def _entry(row: Sequence[Any]) -> Entry:
 
 
 class SqlLedgerRepository(TracksAggregates):
+    # Benchmark only (bench/): the same writes without the journal, to measure what the
+    # chain costs. No setting reaches it; a ledger that serves always keeps its journal.
+    journal_enabled = True
+
     def __init__(self, connection: Connection) -> None:
         super().__init__()
         self._c = connection
         self._pg = connection.dialect.name == "postgresql"
+        # Encoded records (kind, body) waiting for ``append_journal``, in order, and whether
+        # they go in with COPY (a batch of them was written with COPY).
+        self._unjournaled: list[tuple[str, bytes]] = []
+        self._copy_journal = False
 
     def _in(self, column: str, name: str, values: Sequence[str]) -> tuple[Any, dict[str, Any]]:
         """``column IN values`` as ``= ANY(array)`` on PostgreSQL (one parameter)."""
@@ -317,6 +348,7 @@ class SqlLedgerRepository(TracksAggregates):
                 requester_id=_key_of(account.created_by),
             )
         )
+        self._journal(ACCOUNT_OPENED, encoded([account_opened_body(account)]), copy=False)
 
     def get_account(self, account_id: str) -> Account | None:
         row = self._c.execute(
@@ -473,8 +505,11 @@ class SqlLedgerRepository(TracksAggregates):
         opened_now = {h.id for h in outcome.opened_holds}
         closed = [c for c in outcome.closed_holds if c not in opened_now]
         accounts = list(outcome.accounts.values())
+        # Encoded before any lock of the head is taken: only chaining waits for it.
+        bodies = encoded(transfer_bodies(outcome)) if self.journal_enabled else []
         if self._pg and len(outcome.records) < COPY_THRESHOLD:
             self._write_in_one_statement(outcome.records, outcome.entries, accounts, opened, closed)
+            self._journal(TRANSFER, bodies, copy=False)
             return
         transfer_rows = [
             (
@@ -527,6 +562,84 @@ class SqlLedgerRepository(TracksAggregates):
         if closed:
             condition, params = self._in("transfer_id", "ids", closed)
             self._query(f"DELETE FROM open_holds WHERE {condition}", params, ["ids"])
+        self._journal(TRANSFER, bodies, copy=True)
+
+    # --- the journal ----------------------------------------------------------------
+
+    def _journal(self, kind: str, bodies: list[bytes], *, copy: bool) -> None:
+        if self.journal_enabled and bodies:
+            self._unjournaled.extend((kind, body) for body in bodies)
+            self._copy_journal = self._copy_journal or copy
+
+    def append_journal(self) -> None:
+        """Append this transaction's records after the head, locked from now until it ends.
+
+        The unit of work calls this last, just before it commits (and a read of the
+        journal first), so appending transactions queue on the head only for this
+        statement or two and the commit. Hashes are chained in memory; the rows go in
+        with COPY when a batch was written with COPY, else with one statement, and the
+        head moves to the last of them.
+        """
+        if not self._unjournaled:
+            return
+        pending, self._unjournaled = self._unjournaled, []
+        sequence, head_hash = self._lock_head()
+        rows = appended(JournalHead(sequence, bytes(head_hash)), pending, datetime.now(UTC))
+        last = rows[-1]
+        if self._pg and not self._copy_journal:
+            params = {
+                "at": last.recorded_at,
+                "seq": int_array(r.sequence for r in rows),
+                "kind": text_array([r.kind for r in rows]),
+                "body": [r.body for r in rows],
+                "prev": [r.prev_hash for r in rows],
+                "hash": [r.hash for r in rows],
+                "head_seq": last.sequence,
+                "head_hash": last.hash,
+            }
+            with self._driver().cursor() as cursor:
+                cursor.execute(_APPEND_IN_ONE_STATEMENT, params)
+            return
+        tuples = [(r.sequence, r.kind, r.body, r.prev_hash, r.hash, r.recorded_at) for r in rows]
+        if self._pg:
+            self._copy("journal", _JOURNAL_COLUMNS, tuples)
+        else:
+            self._insert_many(t.journal, _JOURNAL_COLUMNS, tuples)
+        self._c.execute(
+            update(t.journal_head)
+            .where(t.journal_head.c.id == 1)
+            .values(sequence=last.sequence, hash=last.hash)
+        )
+
+    def _lock_head(self) -> tuple[int, bytes]:
+        if not self._pg:
+            row = self._c.execute(text(_LOCK_HEAD)).one()  # SQLite: the one writer already
+            return row[0], bytes(row[1])
+        # On the driver: this statement is on every commit's path, under no other lock.
+        with self._driver().cursor() as cursor:
+            cursor.execute(_LOCK_HEAD + " FOR UPDATE")
+            row = cursor.fetchone()
+        assert row is not None, "the journal's head row is missing (see migration 0005)"
+        return row[0], bytes(row[1])
+
+    def journal_head(self) -> JournalHead:
+        self.append_journal()  # a transaction reads what it wrote
+        sequence, head_hash = self._c.execute(text(_LOCK_HEAD)).one()
+        return JournalHead(sequence, bytes(head_hash))
+
+    def journal_after(self, sequence: int, limit: int) -> list[JournalRow]:
+        self.append_journal()
+        rows = self._c.execute(
+            text(
+                f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE sequence > :s "
+                "ORDER BY sequence LIMIT :n"
+            ),
+            {"s": sequence, "n": limit},
+        )
+        return [
+            JournalRow(r[0], r[1], bytes(r[2]), bytes(r[3]), bytes(r[4]), _aware(r[5]))
+            for r in rows
+        ]
 
     def _write_in_one_statement(
         self,

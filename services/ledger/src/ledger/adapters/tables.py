@@ -20,6 +20,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -141,6 +142,31 @@ open_holds = Table(
     Index("ix_open_holds_expiry", "expires_at"),
 )
 
+# The hash-chained journal (ledger.domain.journal): one record per change, sequence 1, 2, 3...
+# with no gaps, in commit order. Immutable like ``entries`` (triggers from 0005_journal).
+journal = Table(
+    "journal",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(32), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    # When the record was committed; informational, not hashed.
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+# The chain's head, one row (id 1, inserted by the migration): every appending transaction
+# locks it, so processes committing at once append one linear chain.
+journal_head = Table(
+    "journal_head",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    CheckConstraint("id = 1", name="ck_journal_head_one_row"),
+)
+
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 
@@ -148,6 +174,8 @@ __all__ = [
     "accounts",
     "entries",
     "inbox",
+    "journal",
+    "journal_head",
     "metadata",
     "open_holds",
     "outbox",

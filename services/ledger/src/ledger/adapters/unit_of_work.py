@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from chassis.db.uow import CoreUnitOfWork
 from sqlalchemy import Connection
 
@@ -12,4 +15,10 @@ from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 class SqlLedgerUnitOfWork(CoreUnitOfWork, LedgerUnitOfWork):
     # Core only: the ledger maps nothing with the ORM (see ledger.adapters.tables).
     def _open_repositories(self, connection: Connection) -> None:
-        self.ledger = SqlLedgerRepository(connection)
+        self.ledger = self._repository = SqlLedgerRepository(connection)
+
+    def _commit(self, events: Sequence[Any]) -> None:
+        self._write_events(events)
+        # Last before the commit: the journal's head stays locked only for its append.
+        self._repository.append_journal()
+        self.connection.commit()

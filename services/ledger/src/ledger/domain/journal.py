@@ -38,26 +38,56 @@ def micros(instant: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _check(value: object, path: str) -> None:
+def _locate(value: object, path: str) -> None:
+    """Raise naming where in ``value`` the first value without a canonical form is."""
     if value is None or isinstance(value, bool | int | str):
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check(item, f"{path}[{index}]")
+            _locate(item, f"{path}[{index}]")
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise NotCanonical(f"{path}: key {key!r} is not a string")
-            _check(item, f"{path}.{key}")
+            _locate(item, f"{path}.{key}")
         return
     raise NotCanonical(f"{path}: {type(value).__name__} has no canonical form")
 
 
+_ATOMS = frozenset({str, int, bool, type(None)})
+
+
+def _check(value: object) -> None:
+    # Every body of every write passes here: walk without building paths, and only
+    # when something is wrong walk again (``_locate``) to name it.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind in _ATOMS:
+            continue
+        if kind is dict:
+            assert isinstance(item, dict)
+            if all(type(key) is str for key in item):
+                stack.extend(item.values())
+                continue
+        elif kind is list or kind is tuple:
+            assert isinstance(item, list | tuple)
+            stack.extend(item)
+            continue
+        _locate(value, "$")  # subclasses and anything else: the careful walk decides
+        return
+
+
+# One encoder for every call (json.dumps would build one per call with these options).
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(value: object) -> bytes:
     """The one byte string for ``value`` (checked: no floats, no other types)."""
-    _check(value, "$")
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    _check(value)
+    return _ENCODER.encode(value).encode()
 
 
 def record_hash(prev_hash: bytes, sequence: int, body: bytes) -> bytes:

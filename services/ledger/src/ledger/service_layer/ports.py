@@ -15,6 +15,7 @@ from typing import Protocol
 
 from ledger.domain.batch import BatchOutcome
 from ledger.domain.events import LedgerEvent
+from ledger.domain.journal_records import JournalHead, JournalRow
 from ledger.domain.model import Account, Entry, ItemResult, TransferRecord, TransferRequest
 
 
@@ -74,6 +75,18 @@ class LedgerRepository(Protocol):
 
     def list_entries(self, account_id: str, after_sequence: int, limit: int) -> list[Entry]:
         """The account's entries after ``after_sequence``, in order, at most ``limit``."""
+        ...
+
+    def journal_head(self) -> JournalHead:
+        """The journal's head: its last sequence and hash ((0, GENESIS) when empty)."""
+        ...
+
+    def journal_after(self, sequence: int, limit: int) -> list[JournalRow]:
+        """Journal records after ``sequence``, in sequence order, at most ``limit``.
+
+        ``insert_account`` and ``write`` append their records in the same transaction:
+        one per account opened, one per transfer row written, chained after the head.
+        """
         ...
 
     def take_events(self) -> list[LedgerEvent]: ...
