@@ -20,6 +20,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -141,6 +142,16 @@ open_holds = Table(
     Index("ix_open_holds_expiry", "expires_at"),
 )
 
+# The journal's head as the checkpoint worker stored (and published) it; one row per
+# sequence, so processes that see the same head store it once (migration 0006).
+journal_checkpoints = Table(
+    "journal_checkpoints",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 
@@ -148,6 +159,7 @@ __all__ = [
     "accounts",
     "entries",
     "inbox",
+    "journal_checkpoints",
     "metadata",
     "open_holds",
     "outbox",

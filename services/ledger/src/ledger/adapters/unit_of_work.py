@@ -5,6 +5,7 @@ from __future__ import annotations
 from chassis.db.uow import CoreUnitOfWork
 from sqlalchemy import Connection
 
+from ledger.adapters.journal import SqlJournal
 from ledger.adapters.repository import SqlLedgerRepository
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 
@@ -13,3 +14,4 @@ class SqlLedgerUnitOfWork(CoreUnitOfWork, LedgerUnitOfWork):
     # Core only: the ledger maps nothing with the ORM (see ledger.adapters.tables).
     def _open_repositories(self, connection: Connection) -> None:
         self.ledger = SqlLedgerRepository(connection)
+        self.journal = SqlJournal(connection)

@@ -1,0 +1,260 @@
+"""The journal's use cases: verify it, checkpoint its head, export it, import it.
+
+Verification streams: a journal of any length is checked holding one page of
+records (``JournalStore.records``), with ``ledger.domain.journal.first_break``.
+Beyond the chain itself it checks what a chain cannot check on its own:
+
+- that the records reach the head ``journal_head`` names (a deleted last
+  record leaves a chain that verifies);
+- that the record at each checkpoint's sequence still has the checkpointed
+  hash: a history rewritten and re-hashed from some record on is a valid
+  chain, and only a hash held from before the rewrite (a stored or published
+  checkpoint) tells it apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from chassis.kernel.clock import Clock
+from chassis.kernel.errors import FailedPrecondition
+
+from ledger.domain.checkpoint import Checkpoint
+from ledger.domain.journal import GENESIS, Broken, first_break
+from ledger.domain.model import Account, Entry, TransferRecord
+from ledger.domain.replay import AccountOpenedChange, read_body
+from ledger.service_layer.ports import JournalRecord, JournalStore
+from ledger.service_layer.unit_of_work import LedgerUnitOfWork
+
+UowFactory = Callable[[], LedgerUnitOfWork]
+Head = tuple[int, bytes]
+
+# Records written per round of an import (set-based: a few statements per round).
+IMPORT_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a verification found: the head it checked up to, and the first break, if any."""
+
+    head: Head
+    start: Head  # where the check started: (0, GENESIS), or a checkpoint
+    broken: Broken | None
+
+
+class JournalBroken(FailedPrecondition):
+    """An import met a record that does not verify: nothing was written."""
+
+    def __init__(self, broken: Broken) -> None:
+        super().__init__(
+            "JOURNAL_BROKEN", f"sequence {broken.sequence} does not verify: {broken.reason}"
+        )
+        self.broken = broken
+
+
+def _journal(uow: LedgerUnitOfWork) -> JournalStore:
+    if uow.journal is None:
+        raise RuntimeError("this unit of work keeps no journal")
+    return uow.journal
+
+
+def _hex(digest: bytes) -> str:
+    return digest.hex()
+
+
+def check_chain(
+    records: Iterable[JournalRecord],
+    *,
+    head: Head,
+    start: Head = (0, GENESIS),
+    checkpoints: Sequence[Checkpoint] = (),
+) -> Broken | None:
+    """The first record from ``start`` to ``head`` that does not verify, against the chain,
+    the head, and the hashes ``checkpoints`` hold for their sequences."""
+    held = {c.sequence: c for c in checkpoints if start[0] < c.sequence <= head[0]}
+    last: list[Head] = [start]
+    rewritten: list[Broken] = []
+    # The newest checkpoint passed that still matched: a rewrite began after it.
+    matched: list[int] = [start[0]]
+
+    def check_held(record: JournalRecord) -> bool:
+        checkpoint = held.get(record.sequence)
+        if checkpoint is None:
+            return True
+        if record.hash == checkpoint.hash:
+            matched[0] = record.sequence
+            return True
+        rewritten.append(
+            Broken(
+                record.sequence,
+                f"its hash is not the one checkpointed at "
+                f"{checkpoint.recorded_at.isoformat()} ({_hex(checkpoint.hash)}): the history "
+                f"after sequence {matched[0]} and up to this one was rewritten",
+            )
+        )
+        return False
+
+    def links() -> Iterator[tuple[int, bytes, bytes, bytes]]:
+        previous: JournalRecord | None = None
+        for record in records:
+            # The one before passed first_break: now its checkpoint, if it has one.
+            if previous is not None and not check_held(previous):
+                return
+            if record.sequence > head[0]:
+                break
+            yield record.sequence, record.prev_hash, record.hash, record.body
+            previous = record
+            last[0] = (record.sequence, record.hash)
+        if previous is not None:
+            check_held(previous)
+
+    broken = first_break(links(), after_sequence=start[0], after_hash=start[1])
+    if broken is not None:
+        return broken
+    if rewritten:
+        return rewritten[0]
+    sequence, digest = last[0]
+    if sequence < head[0]:
+        return Broken(sequence + 1, f"it is missing: the head is at sequence {head[0]}")
+    if digest != head[1]:
+        return Broken(sequence, f"its hash is not the head's ({_hex(head[1])})")
+    return None
+
+
+def verify(
+    uow_factory: UowFactory, *, from_checkpoint: bool = False, extra: Sequence[Checkpoint] = ()
+) -> Verdict:
+    """Check the stored journal up to its head, from the start (passing every stored
+    checkpoint) or from the newest checkpoint (whose record must still have its hash).
+    ``extra``: checkpoints held outside the database (published ones)."""
+    with uow_factory() as uow:
+        journal = _journal(uow)
+        head = journal.head()
+        checkpoints = [*journal.checkpoints(), *extra]
+        start: Head = (0, GENESIS)
+        if from_checkpoint:
+            stored = journal.latest_checkpoint()
+            if stored is not None:
+                start = (stored.sequence, stored.hash)
+                at = journal.hash_at(stored.sequence)
+                if at != stored.hash:
+                    why = "it is missing" if at is None else "its hash is not the checkpointed one"
+                    rewritten = Broken(
+                        stored.sequence,
+                        f"{why} ({_hex(stored.hash)}, checkpointed at "
+                        f"{stored.recorded_at.isoformat()}): the history up to it was rewritten",
+                    )
+                    return Verdict(head, start, rewritten)
+        broken = check_chain(
+            journal.records(start[0], head[0]), head=head, start=start, checkpoints=checkpoints
+        )
+        return Verdict(head, start, broken)
+
+
+def stored_checkpoints(uow_factory: UowFactory) -> list[Checkpoint]:
+    with uow_factory() as uow:
+        return _journal(uow).checkpoints()
+
+
+def checkpoint(uow_factory: UowFactory, clock: Clock) -> Checkpoint | None:
+    """Store the head as a checkpoint (and publish it) if it moved since the last one.
+
+    None when it did not move, or another process stored this head first (one
+    checkpoint per head sequence: the table's key).
+    """
+    with uow_factory() as uow:
+        journal = _journal(uow)
+        sequence, digest = journal.head()
+        latest = journal.latest_checkpoint()
+        if sequence == 0 or (latest is not None and latest.sequence >= sequence):
+            return None
+        taken = Checkpoint.of_head(sequence, digest, clock.now())
+        if not journal.add_checkpoint(taken):
+            return None
+        uow.commit()
+        return taken
+
+
+def export(uow_factory: UowFactory, write_head: Callable[[Head], None]) -> Iterator[JournalRecord]:
+    """The journal's records up to its head as it was at the start (given to ``write_head``
+    first), in order, streamed from one transaction."""
+    with uow_factory() as uow:
+        journal = _journal(uow)
+        head = journal.head()
+        write_head(head)
+        yield from journal.records(0, head[0])
+
+
+@dataclass
+class _Restoring:
+    """One round of an import: the rows its records hold, holds netted within the round."""
+
+    records: list[JournalRecord]
+    accounts: list[Account]
+    transfers: list[TransferRecord]
+    entries: list[Entry]
+    opened: dict[str, object]
+    closed: list[str]
+
+
+def import_journal(
+    uow_factory: UowFactory, clock: Clock, head: Head, records: Iterable[JournalRecord]
+) -> Head:
+    """Replay an exported journal into an empty ledger, verifying the chain as it reads:
+    its rows and its records written back as they are, each account's sums from its last
+    entry. All or nothing: one transaction. Returns the new head (the file's)."""
+    with uow_factory() as uow:
+        journal = _journal(uow)
+        if not journal.is_empty():
+            raise FailedPrecondition(
+                "LEDGER_NOT_EMPTY", "import-journal writes into an empty ledger database only"
+            )
+        now = clock.now()
+        last_entries: dict[str, Entry] = {}
+        round_ = _Restoring([], [], [], [], {}, [])
+
+        def flush() -> None:
+            nonlocal round_
+            journal.restore(
+                round_.accounts,
+                round_.transfers,
+                round_.entries,
+                list(round_.opened.items()),  # type: ignore[arg-type]
+                round_.closed,
+            )
+            journal.insert_records(round_.records, now)
+            round_ = _Restoring([], [], [], [], {}, [])
+
+        def take(record: JournalRecord) -> None:
+            change = read_body(record.body)
+            round_.records.append(record)
+            if isinstance(change, AccountOpenedChange):
+                round_.accounts.append(change.account)
+                return
+            round_.transfers.append(change.record)
+            round_.entries.extend(change.entries)
+            for entry in change.entries:
+                last_entries[entry.account_id] = entry  # entries come in each account's order
+            for transfer_id, expires_at in change.holds_opened:
+                round_.opened[transfer_id] = expires_at
+            for transfer_id in change.holds_closed:
+                if round_.opened.pop(transfer_id, None) is None:
+                    round_.closed.append(transfer_id)
+
+        def passed() -> Iterator[JournalRecord]:
+            for record in records:
+                yield record
+                # Asked for the next one: the chain check has passed this one.
+                take(record)
+                if len(round_.records) >= IMPORT_BATCH:
+                    flush()
+
+        broken = check_chain(passed(), head=head)
+        if broken is not None:
+            raise JournalBroken(broken)
+        flush()
+        journal.restore_sums(last_entries.values())
+        journal.set_head(*head)
+        uow.commit()
+        return head
