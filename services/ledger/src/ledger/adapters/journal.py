@@ -104,8 +104,9 @@ class SqlJournal(TracksAggregates):
                 recorded_at=checkpoint.recorded_at,
             )
             .on_conflict_do_nothing(index_elements=["sequence"])
+            .returning(t.journal_checkpoints.c.sequence)
         )
-        stored = self._c.execute(statement).rowcount == 1
+        stored = self._c.execute(statement).first() is not None
         if stored:
             self.track(checkpoint)
         return stored
