@@ -319,6 +319,28 @@ def test_verification_from_a_checkpoint_checks_only_what_follows_it(
     )
 
 
+def test_a_cut_tail_with_the_head_moved_back_is_exposed_by_a_checkpoint(
+    journaled: Ledger,
+    clock: MovableClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    engine = journaled.engine
+    assert journal.checkpoint(journaled.uow, clock) is not None  # at 12
+    with engine.connect() as c:
+        ten = bytes(c.execute(text("SELECT hash FROM journal WHERE sequence = 10")).scalar_one())
+    tampered(
+        engine,
+        ("DELETE FROM journal WHERE sequence > 10", {}),
+        ("UPDATE journal_head SET sequence = 10, hash = :h", {"h": ten}),
+    )
+    code, out = cli(monkeypatch, capsys, url_of(journaled), "verify-journal")
+    assert code == 1
+    assert out.startswith(
+        "journal broken at sequence 11: it is missing: sequence 12 was checkpointed at "
+    )
+
+
 # --- checkpoints ----------------------------------------------------------------------
 
 

@@ -79,11 +79,16 @@ class SqlJournal(TracksAggregates):
 
     # --- checkpoints ----------------------------------------------------------------
 
-    def checkpoints(self) -> list[Checkpoint]:
-        """Every stored checkpoint, oldest first (one small row per interval)."""
+    def checkpoints(self) -> Iterator[Checkpoint]:
         c = t.journal_checkpoints.c
-        rows = self._c.execute(select(c.sequence, c.hash, c.recorded_at).order_by(c.sequence)).all()
-        return [Checkpoint(int(r[0]), _bytes(r[1]), utc(r[2])) for r in rows]
+        result = self._c.execution_options(stream_results=True, max_row_buffer=PAGE).execute(
+            select(c.sequence, c.hash, c.recorded_at).order_by(c.sequence)
+        )
+        try:
+            for row in result:
+                yield Checkpoint(int(row[0]), _bytes(row[1]), utc(row[2]))
+        finally:
+            result.close()
 
     def latest_checkpoint(self) -> Checkpoint | None:
         c = t.journal_checkpoints.c

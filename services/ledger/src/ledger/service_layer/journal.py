@@ -14,6 +14,7 @@ Beyond the chain itself it checks what a chain cannot check on its own:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,10 @@ def _journal(uow: LedgerUnitOfWork) -> JournalStore:
     return uow.journal
 
 
+def _sequence(checkpoint: Checkpoint) -> int:
+    return checkpoint.sequence
+
+
 def _hex(digest: bytes) -> str:
     return digest.hex()
 
@@ -68,32 +73,41 @@ def check_chain(
     *,
     head: Head,
     start: Head = (0, GENESIS),
-    checkpoints: Sequence[Checkpoint] = (),
+    checkpoints: Iterable[Checkpoint] = (),
 ) -> Broken | None:
     """The first record from ``start`` to ``head`` that does not verify, against the chain,
-    the head, and the hashes ``checkpoints`` hold for their sequences."""
-    held = {c.sequence: c for c in checkpoints if start[0] < c.sequence <= head[0]}
+    the head, and the hashes ``checkpoints`` (in sequence order) hold for their sequences.
+
+    Streams both: memory does not grow with the journal or the checkpoints."""
+    pending = iter(checkpoints)
+    upcoming: list[Checkpoint | None] = [next(pending, None)]
     last: list[Head] = [start]
     rewritten: list[Broken] = []
     # The newest checkpoint passed that still matched: a rewrite began after it.
     matched: list[int] = [start[0]]
 
     def check_held(record: JournalRecord) -> bool:
-        checkpoint = held.get(record.sequence)
-        if checkpoint is None:
+        checkpoint = upcoming[0]
+        while checkpoint is not None and checkpoint.sequence < record.sequence:
+            checkpoint = next(pending, None)  # at or before the start: not this walk's
+        try:
+            while checkpoint is not None and checkpoint.sequence == record.sequence:
+                if record.hash != checkpoint.hash:
+                    rewritten.append(
+                        Broken(
+                            record.sequence,
+                            "its hash is not the one checkpointed at "
+                            f"{checkpoint.recorded_at.isoformat()} ({_hex(checkpoint.hash)}): "
+                            f"the history after sequence {matched[0]} and up to this one was "
+                            "rewritten",
+                        )
+                    )
+                    return False
+                matched[0] = record.sequence
+                checkpoint = next(pending, None)
             return True
-        if record.hash == checkpoint.hash:
-            matched[0] = record.sequence
-            return True
-        rewritten.append(
-            Broken(
-                record.sequence,
-                f"its hash is not the one checkpointed at "
-                f"{checkpoint.recorded_at.isoformat()} ({_hex(checkpoint.hash)}): the history "
-                f"after sequence {matched[0]} and up to this one was rewritten",
-            )
-        )
-        return False
+        finally:
+            upcoming[0] = checkpoint
 
     def links() -> Iterator[tuple[int, bytes, bytes, bytes]]:
         previous: JournalRecord | None = None
@@ -119,6 +133,16 @@ def check_chain(
         return Broken(sequence + 1, f"it is missing: the head is at sequence {head[0]}")
     if digest != head[1]:
         return Broken(sequence, f"its hash is not the head's ({_hex(head[1])})")
+    beyond = upcoming[0]
+    while beyond is not None and beyond.sequence <= head[0]:
+        beyond = next(pending, None)
+    if beyond is not None:
+        return Broken(
+            head[0] + 1,
+            f"it is missing: sequence {beyond.sequence} was checkpointed at "
+            f"{beyond.recorded_at.isoformat()} ({_hex(beyond.hash)}), the head is at "
+            f"sequence {head[0]}",
+        )
     return None
 
 
@@ -131,7 +155,9 @@ def verify(
     with uow_factory() as uow:
         journal = _journal(uow)
         head = journal.head()
-        checkpoints = [*journal.checkpoints(), *extra]
+        checkpoints = heapq.merge(
+            journal.checkpoints(), sorted(extra, key=_sequence), key=_sequence
+        )
         start: Head = (0, GENESIS)
         if from_checkpoint:
             stored = journal.latest_checkpoint()
@@ -154,7 +180,7 @@ def verify(
 
 def stored_checkpoints(uow_factory: UowFactory) -> list[Checkpoint]:
     with uow_factory() as uow:
-        return _journal(uow).checkpoints()
+        return list(_journal(uow).checkpoints())
 
 
 def checkpoint(uow_factory: UowFactory, clock: Clock) -> Checkpoint | None:

@@ -105,8 +105,8 @@ class JournalStore(Protocol):
 
     def hash_at(self, sequence: int) -> bytes | None: ...
 
-    def checkpoints(self) -> list[Checkpoint]:
-        """Every stored checkpoint, oldest first."""
+    def checkpoints(self) -> Iterator[Checkpoint]:
+        """Every stored checkpoint, in sequence order, streamed."""
         ...
 
     def latest_checkpoint(self) -> Checkpoint | None: ...
