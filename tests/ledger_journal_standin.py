@@ -4,11 +4,14 @@ The one place the verification tests get a journal from. It creates the
 ``journal`` and ``journal_head`` tables as the issue 18 spec defines them
 (migration 0005_journal will), and appends the chained records of every
 account and transfer row not journaled yet, built with
-``ledger.domain.journal.chain`` from the rows the ledger's use cases wrote.
+``ledger.domain.journal.chain`` from the rows the ledger's use cases wrote,
+in the bodies' form of j18/jwrite's ``ledger.domain.journal_records`` (legs as
+lists, metadata as objects, enums by name, empty text as null).
 
-At merge: ``create_journal_tables`` becomes a no-op (the migration creates
-them) and ``append_journal`` a no-op (every use case appends in its own
-transaction); the tests keep calling both.
+Once 0005_journal and the appends are merged, both are no-ops by themselves:
+``create_journal_tables`` finds the migration's tables, and ``append_journal``
+finds every change journaled already (each use case appends in its own
+transaction). Then delete this module and its calls.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from chassis.kernel.clock import utc
 from ledger.domain.journal import ACCOUNT_OPENED, GENESIS, TRANSFER, canonical, chain, micros
 from ledger.domain.model import Direction, EntryType, NormalSide, TransferKind
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 _PG_DDL = [
     """CREATE TABLE journal (
@@ -55,6 +58,8 @@ _SQLITE_DDL = [
 
 
 def create_journal_tables(engine: Engine) -> None:
+    if inspect(engine).has_table("journal"):
+        return  # the write path's migration made them
     ddl = _PG_DDL if engine.dialect.name == "postgresql" else _SQLITE_DDL
     with engine.begin() as c:
         for statement in ddl:
@@ -100,8 +105,7 @@ def _bodies(engine: Engine, journaled: set[tuple[str, str]]) -> list[tuple[str, 
                     "normal_side": NormalSide(row[2]).name,
                     "debits_must_not_exceed_credits": bool(row[3]),
                     "credits_must_not_exceed_debits": bool(row[4]),
-                    "last_entry_at": None,
-                    "metadata": row[5],
+                    "metadata": json.loads(row[5]) if row[5] else None,
                     "external_reference": row[6],
                     "customer_id": row[7],
                     "fingerprint": row[8],
@@ -161,11 +165,16 @@ def _bodies(engine: Engine, journaled: set[tuple[str, str]]) -> list[tuple[str, 
                     "reason": row[3],
                     "message": row[4],
                     "fingerprint": row[5],
-                    "legs": row[6],
+                    "legs": [
+                        [account, Direction(int(side)).name, int(amount), currency]
+                        for account, side, amount, currency in (
+                            leg.split(":") for leg in row[6].split(";") if leg
+                        )
+                    ],
                     "pending_transfer_id": row[7],
                     "reversed_transfer_id": row[8],
                     "expires_at": _us(row[9]),
-                    "metadata": row[10],
+                    "metadata": json.loads(row[10]) if row[10] else None,
                     "created_at": _us(row[11]),
                     "requester": _requester(row, 12),
                 },

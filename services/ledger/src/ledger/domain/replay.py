@@ -112,7 +112,9 @@ def _legs(value: object) -> tuple[Leg, ...]:
         side: object = (
             int(direction) if isinstance(direction, str) and direction.isdigit() else direction
         )
-        legs.append(Leg(str(account_id), _enum(Direction, side), int(amount), str(currency)))
+        # A leg the column stored without a direction (0) has none.
+        known = None if side in (None, 0) else _enum(Direction, side)
+        legs.append(Leg(str(account_id), known, int(amount), str(currency)))
     return tuple(legs)
 
 
