@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 from ledger.adapters import journal_file
+from ledger.domain.checkpoint import check_chain
 from ledger.domain.journal import GENESIS, canonical, chain
 from ledger.domain.replay import TransferChange, read_body
-from ledger.service_layer.journal import check_chain
 from ledger.service_layer.ports import JournalRecord
 
 AT = datetime(2026, 12, 5, 0, 0, 0, 250, tzinfo=UTC)

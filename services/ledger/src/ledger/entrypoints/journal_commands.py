@@ -24,7 +24,7 @@ from chassis.service import Command
 from ledger.adapters import journal_file
 from ledger.bootstrap import migrate, unit_of_work
 from ledger.config import LedgerSettings
-from ledger.domain.checkpoint import Checkpoint
+from ledger.domain.checkpoint import Checkpoint, Head, check_chain
 from ledger.domain.journal import Broken
 from ledger.service_layer import journal
 from ledger.service_layer.journal import JournalBroken, UowFactory
@@ -53,7 +53,7 @@ def _checkpoint(value: str) -> Checkpoint:
     return parsed
 
 
-def _verdict(head: journal.Head, broken: Broken | None) -> None:
+def _verdict(head: Head, broken: Broken | None) -> None:
     if broken is not None:
         print(f"journal broken at sequence {broken.sequence}: {broken.reason}")
         raise SystemExit(1)
@@ -74,7 +74,7 @@ def _verify(args: argparse.Namespace, settings: LedgerSettings) -> None:
                 if args.from_checkpoint:
                     with _database(settings) as uow:
                         extra += journal.stored_checkpoints(uow)
-                broken = journal.check_chain(records, head=head, checkpoints=extra)
+                broken = check_chain(records, head=head, checkpoints=extra)
             except journal_file.BadExport as error:
                 _cannot(error)
                 return
@@ -106,10 +106,10 @@ def _verify_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace, settings: LedgerSettings) -> None:
-    heads: list[journal.Head] = []
+    heads: list[Head] = []
     with _database(settings) as uow, args.out.open("wb") as out:
 
-        def write_head(head: journal.Head) -> None:
+        def write_head(head: Head) -> None:
             heads.append(head)
             out.write(journal_file.header(head))
 

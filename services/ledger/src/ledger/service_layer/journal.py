@@ -1,15 +1,8 @@
 """The journal's use cases: verify it, checkpoint its head, export it, import it.
 
 Verification streams: a journal of any length is checked holding one page of
-records (``JournalStore.records``), with ``ledger.domain.journal.first_break``.
-Beyond the chain itself it checks what a chain cannot check on its own:
-
-- that the records reach the head ``journal_head`` names (a deleted last
-  record leaves a chain that verifies);
-- that the record at each checkpoint's sequence still has the checkpointed
-  hash: a history rewritten and re-hashed from some record on is a valid
-  chain, and only a hash held from before the rewrite (a stored or published
-  checkpoint) tells it apart.
+records (``JournalStore.records``) and of checkpoints, against the chain, the
+head and the checkpoints (``ledger.domain.checkpoint.check_chain``).
 """
 
 from __future__ import annotations
@@ -21,15 +14,14 @@ from dataclasses import dataclass
 from chassis.kernel.clock import Clock
 from chassis.kernel.errors import FailedPrecondition
 
-from ledger.domain.checkpoint import Checkpoint
-from ledger.domain.journal import GENESIS, Broken, first_break
+from ledger.domain.checkpoint import Checkpoint, Head, check_chain, hex_of
+from ledger.domain.journal import GENESIS, Broken
 from ledger.domain.model import Account, Entry, TransferRecord
 from ledger.domain.replay import AccountOpenedChange, read_body
 from ledger.service_layer.ports import JournalRecord, JournalStore
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 
 UowFactory = Callable[[], LedgerUnitOfWork]
-Head = tuple[int, bytes]
 
 # Records written per round of an import (set-based: a few statements per round).
 IMPORT_BATCH = 1000
@@ -64,88 +56,6 @@ def _sequence(checkpoint: Checkpoint) -> int:
     return checkpoint.sequence
 
 
-def _hex(digest: bytes) -> str:
-    return digest.hex()
-
-
-def check_chain(
-    records: Iterable[JournalRecord],
-    *,
-    head: Head,
-    start: Head = (0, GENESIS),
-    checkpoints: Iterable[Checkpoint] = (),
-) -> Broken | None:
-    """The first record from ``start`` to ``head`` that does not verify, against the chain,
-    the head, and the hashes ``checkpoints`` (in sequence order) hold for their sequences.
-
-    Streams both: memory does not grow with the journal or the checkpoints."""
-    pending = iter(checkpoints)
-    upcoming: list[Checkpoint | None] = [next(pending, None)]
-    last: list[Head] = [start]
-    rewritten: list[Broken] = []
-    # The newest checkpoint passed that still matched: a rewrite began after it.
-    matched: list[int] = [start[0]]
-
-    def check_held(record: JournalRecord) -> bool:
-        checkpoint = upcoming[0]
-        while checkpoint is not None and checkpoint.sequence < record.sequence:
-            checkpoint = next(pending, None)  # at or before the start: not this walk's
-        try:
-            while checkpoint is not None and checkpoint.sequence == record.sequence:
-                if record.hash != checkpoint.hash:
-                    rewritten.append(
-                        Broken(
-                            record.sequence,
-                            "its hash is not the one checkpointed at "
-                            f"{checkpoint.recorded_at.isoformat()} ({_hex(checkpoint.hash)}): "
-                            f"the history after sequence {matched[0]} and up to this one was "
-                            "rewritten",
-                        )
-                    )
-                    return False
-                matched[0] = record.sequence
-                checkpoint = next(pending, None)
-            return True
-        finally:
-            upcoming[0] = checkpoint
-
-    def links() -> Iterator[tuple[int, bytes, bytes, bytes]]:
-        previous: JournalRecord | None = None
-        for record in records:
-            # The one before passed first_break: now its checkpoint, if it has one.
-            if previous is not None and not check_held(previous):
-                return
-            if record.sequence > head[0]:
-                break
-            yield record.sequence, record.prev_hash, record.hash, record.body
-            previous = record
-            last[0] = (record.sequence, record.hash)
-        if previous is not None:
-            check_held(previous)
-
-    broken = first_break(links(), after_sequence=start[0], after_hash=start[1])
-    if broken is not None:
-        return broken
-    if rewritten:
-        return rewritten[0]
-    sequence, digest = last[0]
-    if sequence < head[0]:
-        return Broken(sequence + 1, f"it is missing: the head is at sequence {head[0]}")
-    if digest != head[1]:
-        return Broken(sequence, f"its hash is not the head's ({_hex(head[1])})")
-    beyond = upcoming[0]
-    while beyond is not None and beyond.sequence <= head[0]:
-        beyond = next(pending, None)
-    if beyond is not None:
-        return Broken(
-            head[0] + 1,
-            f"it is missing: sequence {beyond.sequence} was checkpointed at "
-            f"{beyond.recorded_at.isoformat()} ({_hex(beyond.hash)}), the head is at "
-            f"sequence {head[0]}",
-        )
-    return None
-
-
 def verify(
     uow_factory: UowFactory, *, from_checkpoint: bool = False, extra: Sequence[Checkpoint] = ()
 ) -> Verdict:
@@ -168,7 +78,7 @@ def verify(
                     why = "it is missing" if at is None else "its hash is not the checkpointed one"
                     rewritten = Broken(
                         stored.sequence,
-                        f"{why} ({_hex(stored.hash)}, checkpointed at "
+                        f"{why} ({hex_of(stored.hash)}, checkpointed at "
                         f"{stored.recorded_at.isoformat()}): the history up to it was rewritten",
                     )
                     return Verdict(head, start, rewritten)
