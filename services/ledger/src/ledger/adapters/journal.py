@@ -44,6 +44,13 @@ class SqlJournal(TracksAggregates):
         self._c = connection
         self._pg = connection.dialect.name == "postgresql"
 
+    def read_snapshot(self) -> None:
+        """Make this transaction read one snapshot (PostgreSQL): the head, the records and
+        the checkpoints as of one instant, so that a checkpoint stored while verifying is
+        not taken for one beyond the head. First statement of the transaction."""
+        if self._pg:
+            self._c.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+
     def head(self) -> tuple[int, bytes]:
         row = self._c.execute(text("SELECT sequence, hash FROM journal_head WHERE id = 1")).first()
         if row is None:

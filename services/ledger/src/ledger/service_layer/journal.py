@@ -64,6 +64,7 @@ def verify(
     ``extra``: checkpoints held outside the database (published ones)."""
     with uow_factory() as uow:
         journal = _journal(uow)
+        journal.read_snapshot()
         head = journal.head()
         checkpoints = heapq.merge(
             journal.checkpoints(), sorted(extra, key=_sequence), key=_sequence

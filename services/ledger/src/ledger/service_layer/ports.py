@@ -95,6 +95,10 @@ class JournalStore(Protocol):
     """The journal's chain as stored (``ledger.adapters.journal``; SQL only): its head, its
     records in order, its checkpoints, and the writes an import into an empty ledger makes."""
 
+    def read_snapshot(self) -> None:
+        """From here on, this transaction reads one consistent snapshot (read only)."""
+        ...
+
     def head(self) -> tuple[int, bytes]:
         """The head's sequence and hash; (0, GENESIS) for an empty journal."""
         ...
