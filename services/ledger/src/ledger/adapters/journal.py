@@ -9,7 +9,7 @@ tables belong to migration 0005_journal and are named here in SQL text;
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from datetime import datetime
 
 from chassis.kernel.clock import utc
@@ -57,7 +57,7 @@ class SqlJournal(TracksAggregates):
             return 0, GENESIS
         return int(row[0]), _bytes(row[1])
 
-    def records(self, after: int, through: int) -> Iterator[JournalRecord]:
+    def records(self, after: int, through: int) -> Generator[JournalRecord, None, None]:
         result = self._c.execution_options(stream_results=True, max_row_buffer=PAGE).execute(
             text(
                 "SELECT sequence, prev_hash, hash, body, kind, recorded_at FROM journal "
@@ -86,7 +86,7 @@ class SqlJournal(TracksAggregates):
 
     # --- checkpoints ----------------------------------------------------------------
 
-    def checkpoints(self) -> Iterator[Checkpoint]:
+    def checkpoints(self) -> Generator[Checkpoint, None, None]:
         c = t.journal_checkpoints.c
         result = self._c.execution_options(stream_results=True, max_row_buffer=PAGE).execute(
             select(c.sequence, c.hash, c.recorded_at).order_by(c.sequence)

@@ -7,6 +7,7 @@ head and the checkpoints (``ledger.domain.checkpoint.check_chain``).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -66,9 +67,6 @@ def verify(
         journal = _journal(uow)
         journal.read_snapshot()
         head = journal.head()
-        checkpoints = heapq.merge(
-            journal.checkpoints(), sorted(extra, key=_sequence), key=_sequence
-        )
         start: Head = (0, GENESIS)
         if from_checkpoint:
             stored = journal.latest_checkpoint()
@@ -83,9 +81,13 @@ def verify(
                         f"{stored.recorded_at.isoformat()}): the history up to it was rewritten",
                     )
                     return Verdict(head, start, rewritten)
-        broken = check_chain(
-            journal.records(start[0], head[0]), head=head, start=start, checkpoints=checkpoints
-        )
+        # Closed here, not whenever they are collected: each holds a server-side cursor.
+        with (
+            contextlib.closing(journal.records(start[0], head[0])) as records,
+            contextlib.closing(journal.checkpoints()) as stored_ones,
+        ):
+            held = heapq.merge(stored_ones, sorted(extra, key=_sequence), key=_sequence)
+            broken = check_chain(records, head=head, start=start, checkpoints=held)
         return Verdict(head, start, broken)
 
 

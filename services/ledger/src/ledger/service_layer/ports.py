@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -103,13 +103,13 @@ class JournalStore(Protocol):
         """The head's sequence and hash; (0, GENESIS) for an empty journal."""
         ...
 
-    def records(self, after: int, through: int) -> Iterator[JournalRecord]:
+    def records(self, after: int, through: int) -> Generator[JournalRecord, None, None]:
         """The records after ``after`` through ``through``, in order, streamed."""
         ...
 
     def hash_at(self, sequence: int) -> bytes | None: ...
 
-    def checkpoints(self) -> Iterator[Checkpoint]:
+    def checkpoints(self) -> Generator[Checkpoint, None, None]:
         """Every stored checkpoint, in sequence order, streamed."""
         ...
 
