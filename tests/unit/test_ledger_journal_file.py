@@ -34,7 +34,14 @@ BODY = canonical(
 
 def records(bodies: list[bytes]) -> list[JournalRecord]:
     return [
-        JournalRecord(link.sequence, link.prev_hash, link.hash, body, "transfer", AT)
+        JournalRecord(
+            sequence=link.sequence,
+            prev_hash=link.prev_hash,
+            hash=link.hash,
+            body=body,
+            kind="transfer",
+            recorded_at=AT,
+        )
         for link, body in zip(chain(0, GENESIS, bodies), bodies, strict=True)
     ]
 

@@ -68,12 +68,12 @@ class SqlJournal(TracksAggregates):
         try:
             for row in result:
                 yield JournalRecord(
-                    int(row[0]),
-                    _bytes(row[1]),
-                    _bytes(row[2]),
-                    _bytes(row[3]),
-                    row[4],
-                    _instant(row[5]),
+                    sequence=int(row[0]),
+                    prev_hash=_bytes(row[1]),
+                    hash=_bytes(row[2]),
+                    body=_bytes(row[3]),
+                    kind=row[4],
+                    recorded_at=_instant(row[5]),
                 )
         finally:
             result.close()

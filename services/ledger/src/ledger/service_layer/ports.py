@@ -81,7 +81,8 @@ class LedgerRepository(Protocol):
 
 
 class JournalRecord(NamedTuple):
-    """One ``journal`` row."""
+    """One ``journal`` row. Built by keyword only: the write path's ``JournalRow`` has the
+    same fields in another order, and may replace it."""
 
     sequence: int
     prev_hash: bytes
