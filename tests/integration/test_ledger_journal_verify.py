@@ -390,6 +390,8 @@ def test_the_worker_stores_and_publishes_one_checkpoint_per_moved_head(
         assert uow.collect_events() == []
     assert journal.checkpoint(journaled.uow, clock) is None
     assert len(published()) == 2
+    # One ordering key: subscribers get the checkpoints in the order they were taken.
+    assert len({key for _, _, key in published()}) == 1
 
 
 # --- export and import ----------------------------------------------------------------
