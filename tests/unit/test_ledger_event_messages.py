@@ -10,7 +10,7 @@ from astra.ledger.v1 import events_pb2 as ev
 from astra.ledger.v1 import ledger_pb2 as pb
 from google.protobuf.message import Message
 from ledger.adapters.events import to_outbox_message
-from ledger.domain.events import TransferApplied
+from ledger.domain.events import JournalCheckpointed, TransferApplied
 from ledger.domain.model import Balance, Direction, Leg, NormalSide, TransferKind
 
 AT = datetime(2026, 11, 23, 12, 30, 15, 250_000, tzinfo=UTC)
@@ -96,3 +96,12 @@ def test_each_transfer_kind_becomes_its_event_with_everything_a_subscriber_needs
             assert getattr(message, field) == value
     if kind is not TransferKind.EXPIRE_PENDING:  # an expiry is the ledger's, no client's metadata
         assert dict(message.metadata) == {"order": "o-17"}
+
+
+def test_a_journal_checkpoint_is_published_with_its_sequence_and_hash() -> None:
+    digest = bytes(range(32))
+    message = to_outbox_message(JournalCheckpointed(41, digest, AT))
+    assert message.event_type == "astra.ledger.v1.JournalCheckpointed"
+    assert message.aggregate_id == "journal"
+    event = ev.JournalCheckpointed.FromString(message.payload)
+    assert (event.sequence, event.hash, event.occur_time.ToDatetime(UTC)) == (41, digest, AT)

@@ -26,7 +26,7 @@ OPERATIONS = ROOT / "deploy" / "OPERATIONS.md"
 
 def documents() -> list[Path]:
     """Every Markdown document of the repository (outside the environment and caches)."""
-    patterns = ["*.md", "*/*.md", "services/*/README.md", "libs/*/README.md"]
+    patterns = ["*.md", "*/*.md", "services/*/*.md", "libs/*/README.md"]
     found = {path for pattern in patterns for path in ROOT.glob(pattern)}
     return sorted(path for path in found if not path.relative_to(ROOT).parts[0].startswith("."))
 

@@ -46,6 +46,16 @@ class Ledger:
         self.engine.dispose()
 
 
+def unit_of_work(engine: Engine) -> Callable[[], LedgerUnitOfWork]:
+    """The ledger's units of work on ``engine``, writing their events to its outbox."""
+    write_events = OutboxWriter(tables.outbox, CONTEXT).events_writer(to_outbox_message)
+
+    def uow() -> LedgerUnitOfWork:
+        return SqlLedgerUnitOfWork(engine, write_events)
+
+    return uow
+
+
 def bootstrap(settings: LedgerSettings, clock: Clock | None = None) -> Ledger:
     if settings.migrate_on_start:
         migrate(settings.database_url)
@@ -53,10 +63,7 @@ def bootstrap(settings: LedgerSettings, clock: Clock | None = None) -> Ledger:
         settings.database_url, pool_size=settings.db_pool_size, application_name="astra-ledger"
     )
     clock = clock or SystemClock()
-    write_events = OutboxWriter(tables.outbox, CONTEXT).events_writer(to_outbox_message)
-
-    def uow() -> LedgerUnitOfWork:
-        return SqlLedgerUnitOfWork(engine, write_events)
+    uow = unit_of_work(engine)
 
     def execute(requests: Sequence[TransferRequest]) -> list[ItemOutcome]:
         return use_cases.execute_batch(uow, clock, requests)

@@ -30,3 +30,9 @@ class LedgerSettings(TokenVerifyingSettings):
     expiry_interval_seconds: float = Field(
         1.0, gt=0, description="How often expired holds are looked for and voided"
     )
+    journal_checkpoint_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How often the journal's head is stored as a checkpoint and published "
+        "(JournalCheckpointed), when it moved",
+    )

@@ -9,7 +9,12 @@ from chassis.protos import set_timestamp
 from google.protobuf.message import Message
 
 from ledger.adapters.protos import account_to_pb, fill_balance, fill_leg
-from ledger.domain.events import AccountOpened, LedgerEvent, TransferApplied
+from ledger.domain.events import (
+    AccountOpened,
+    JournalCheckpointed,
+    LedgerEvent,
+    TransferApplied,
+)
 from ledger.domain.model import TransferKind
 
 EVENT_SOURCE = "//astra.ledger"
@@ -67,6 +72,9 @@ def to_outbox_message(event: LedgerEvent) -> OutboxMessage:
         message = ev.AccountOpened(
             account=account_to_pb(account, currency(account.currency).exponent)
         )
+        set_timestamp(message.occur_time, event.occurred_at)
+    elif isinstance(event, JournalCheckpointed):
+        message = ev.JournalCheckpointed(sequence=event.sequence, hash=event.hash)
         set_timestamp(message.occur_time, event.occurred_at)
     else:
         message = _transfer_event(event)

@@ -284,6 +284,47 @@ def _entry(row: Sequence[Any]) -> Entry:
     )
 
 
+def _transfer_rows(records: Iterable[TransferRecord]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            r.id,
+            int(r.kind),
+            r.ok,
+            r.reason or None,
+            r.message or None,
+            r.fingerprint,
+            _encode_legs(r.legs),
+            r.pending_transfer_id or None,
+            r.reversed_transfer_id or None,
+            r.expires_at,
+            _encode_metadata(r.metadata),
+            r.created_at,
+            _key_of(r.created_by),
+        )
+        for r in records
+    ]
+
+
+def _entry_rows(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            e.account_id,
+            e.sequence,
+            e.transfer_id,
+            int(e.kind),
+            int(e.entry_type),
+            int(e.direction),
+            e.amount,
+            e.debits_posted,
+            e.credits_posted,
+            e.debits_pending,
+            e.credits_pending,
+            e.created_at,
+        )
+        for e in entries
+    ]
+
+
 class SqlLedgerRepository(TracksAggregates):
     # Benchmark only (bench/): the same writes without the journal, to measure what the
     # chain costs. No setting reaches it; a ledger that serves always keeps its journal.
@@ -511,41 +552,8 @@ class SqlLedgerRepository(TracksAggregates):
             self._write_in_one_statement(outcome.records, outcome.entries, accounts, opened, closed)
             self._journal(TRANSFER, bodies, copy=False)
             return
-        transfer_rows = [
-            (
-                r.id,
-                int(r.kind),
-                r.ok,
-                r.reason or None,
-                r.message or None,
-                r.fingerprint,
-                _encode_legs(r.legs),
-                r.pending_transfer_id or None,
-                r.reversed_transfer_id or None,
-                r.expires_at,
-                _encode_metadata(r.metadata),
-                r.created_at,
-                _key_of(r.created_by),
-            )
-            for r in outcome.records
-        ]
-        entry_rows = [
-            (
-                e.account_id,
-                e.sequence,
-                e.transfer_id,
-                int(e.kind),
-                int(e.entry_type),
-                int(e.direction),
-                e.amount,
-                e.debits_posted,
-                e.credits_posted,
-                e.debits_pending,
-                e.credits_pending,
-                e.created_at,
-            )
-            for e in outcome.entries
-        ]
+        transfer_rows = _transfer_rows(outcome.records)
+        entry_rows = _entry_rows(outcome.entries)
         self.insert_requesters(r.created_by for r in outcome.records)
         if self._pg:
             self._copy("transfers", _TRANSFER_COLUMNS, transfer_rows)
@@ -749,17 +757,7 @@ class SqlLedgerRepository(TracksAggregates):
                 },
             )
             return
-        self._c.execute(
-            update(t.accounts)
-            .where(t.accounts.c.id == bindparam("b_id"))
-            .values(
-                debits_posted=bindparam("b_dp"),
-                credits_posted=bindparam("b_cp"),
-                debits_pending=bindparam("b_dq"),
-                credits_pending=bindparam("b_cq"),
-                entry_sequence=bindparam("b_seq"),
-                last_entry_at=bindparam("b_at"),
-            ),
+        self._update_each(
             [
                 {
                     "b_id": a.id,
@@ -771,8 +769,93 @@ class SqlLedgerRepository(TracksAggregates):
                     "b_at": a.last_entry_at,
                 }
                 for a in accounts
-            ],
+            ]
         )
+
+    def _update_each(self, rows: list[dict[str, Any]]) -> None:
+        """Accounts' sums, version and last entry time, one parameter set per account."""
+        if not rows:
+            return
+        self._c.execute(
+            update(t.accounts)
+            .where(t.accounts.c.id == bindparam("b_id"))
+            .values(
+                debits_posted=bindparam("b_dp"),
+                credits_posted=bindparam("b_cp"),
+                debits_pending=bindparam("b_dq"),
+                credits_pending=bindparam("b_cq"),
+                entry_sequence=bindparam("b_seq"),
+                last_entry_at=bindparam("b_at"),
+            ),
+            rows,
+        )
+
+    # --- restoring an imported journal -------------------------------------------------
+
+    def restore(
+        self,
+        accounts: Sequence[Account],
+        records: Sequence[TransferRecord],
+        entries: Sequence[Entry],
+        opened: Sequence[tuple[str, datetime | None]],
+        closed: Sequence[str],
+    ) -> None:
+        """Rows a run of journal records wrote, written back as they are, set-based: accounts
+        as opened (their sums come last, ``restore_sums``), transfers, entries, holds."""
+        self.insert_requesters([a.created_by for a in accounts])
+        self.insert_requesters(r.created_by for r in records)
+        if accounts:
+            self._c.execute(
+                insert(t.accounts),
+                [
+                    {
+                        "id": a.id,
+                        "currency": a.currency,
+                        "normal_side": int(a.normal_side),
+                        "debits_must_not_exceed_credits": a.debits_must_not_exceed_credits,
+                        "credits_must_not_exceed_debits": a.credits_must_not_exceed_debits,
+                        "metadata": _encode_metadata(a.metadata),
+                        "external_reference": a.external_reference,
+                        "customer_id": a.customer_id,
+                        "fingerprint": a.fingerprint,
+                        "created_at": a.created_at,
+                        "requester_id": _key_of(a.created_by),
+                    }
+                    for a in accounts
+                ],
+            )
+        transfer_rows, entry_rows = _transfer_rows(records), _entry_rows(entries)
+        if self._pg:
+            self._copy("transfers", _TRANSFER_COLUMNS, transfer_rows)
+            self._copy("entries", _ENTRY_COLUMNS, entry_rows)
+        else:
+            self._insert_many(t.transfers, _TRANSFER_COLUMNS, transfer_rows)
+            self._insert_many(t.entries, _ENTRY_COLUMNS, entry_rows)
+        if closed:
+            condition, params = self._in("transfer_id", "ids", closed)
+            self._query(f"DELETE FROM open_holds WHERE {condition}", params, ["ids"])
+        if opened:
+            self._c.execute(
+                insert(t.open_holds),
+                [{"transfer_id": h, "expires_at": expires_at} for h, expires_at in opened],
+            )
+
+    def restore_sums(self, last_entries: Iterable[Entry]) -> None:
+        """Each account's running sums, version and last entry time as its last entry left
+        them."""
+        rows = [
+            {
+                "b_id": e.account_id,
+                "b_dp": e.debits_posted,
+                "b_cp": e.credits_posted,
+                "b_dq": e.debits_pending,
+                "b_cq": e.credits_pending,
+                "b_seq": e.sequence,
+                "b_at": e.created_at,
+            }
+            for e in last_entries
+        ]
+        self._update_each(rows)
 
     # --- history ------------------------------------------------------------------
 

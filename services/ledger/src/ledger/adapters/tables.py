@@ -167,6 +167,16 @@ journal_head = Table(
     CheckConstraint("id = 1", name="ck_journal_head_one_row"),
 )
 
+# The journal's head as the checkpoint worker stored (and published) it; one row per
+# sequence, so processes that see the same head store it once (migration 0006).
+journal_checkpoints = Table(
+    "journal_checkpoints",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 
@@ -175,6 +185,7 @@ __all__ = [
     "entries",
     "inbox",
     "journal",
+    "journal_checkpoints",
     "journal_head",
     "metadata",
     "open_holds",

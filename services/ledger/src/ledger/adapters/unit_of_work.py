@@ -8,6 +8,7 @@ from typing import Any
 from chassis.db.uow import CoreUnitOfWork
 from sqlalchemy import Connection
 
+from ledger.adapters.journal import SqlJournal
 from ledger.adapters.repository import SqlLedgerRepository
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 
@@ -16,6 +17,7 @@ class SqlLedgerUnitOfWork(CoreUnitOfWork, LedgerUnitOfWork):
     # Core only: the ledger maps nothing with the ORM (see ledger.adapters.tables).
     def _open_repositories(self, connection: Connection) -> None:
         self.ledger = self._repository = SqlLedgerRepository(connection)
+        self.journal = SqlJournal(connection)
 
     def _commit(self, events: Sequence[Any]) -> None:
         self._write_events(events)

@@ -41,4 +41,17 @@ class TransferApplied:
         return self.pending_transfer_id or self.reversed_transfer_id or self.transfer_id
 
 
-LedgerEvent = AccountOpened | TransferApplied
+@dataclass(frozen=True, slots=True)
+class JournalCheckpointed:
+    """The journal's head was stored as a checkpoint (``ledger.domain.checkpoint``)."""
+
+    sequence: int
+    hash: bytes
+    occurred_at: datetime
+
+    @property
+    def aggregate_id(self) -> str:
+        return "journal"  # one ordering key: checkpoints arrive in the order they were taken
+
+
+LedgerEvent = AccountOpened | TransferApplied | JournalCheckpointed

@@ -1,4 +1,5 @@
-"""``astra-ledger``: serve the ledger over gRPC, or apply its migrations."""
+"""``astra-ledger``: serve the ledger over gRPC, apply its migrations, or verify, export and
+import its journal."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from chassis.service import Background, ServiceWiring
 from ledger.bootstrap import ERROR_DOMAIN, Ledger, bootstrap, migrate
 from ledger.config import LedgerSettings
 from ledger.entrypoints.grpc_api import LedgerServicer
-from ledger.entrypoints.workers import HoldExpiry
+from ledger.entrypoints.journal_commands import COMMANDS
+from ledger.entrypoints.workers import HoldExpiry, JournalCheckpoints
 
 SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"]
 SERVICE_NAME = SERVICE.full_name
@@ -27,7 +29,10 @@ LEDGER: ServiceWiring[LedgerSettings, Ledger] = ServiceWiring(
     error_domain=ERROR_DOMAIN,
     # Batches are the ledger's way past the per-call ceiling: only they take large bodies.
     batch_methods=("CreateTransfers", "LookupTransfers"),
-    workers=lambda ledger, _settings: Background(before_server=[HoldExpiry(ledger)]),
+    workers=lambda ledger, _settings: Background(
+        before_server=[HoldExpiry(ledger), JournalCheckpoints(ledger)]
+    ),
+    commands=COMMANDS,
 )
 
 build_server = LEDGER.build_server

@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ledger.domain.batch import BatchOutcome
+from ledger.domain.checkpoint import Checkpoint
 from ledger.domain.events import LedgerEvent
 from ledger.domain.journal_records import JournalHead, JournalRow
 from ledger.domain.model import Account, Entry, ItemResult, TransferRecord, TransferRequest
@@ -87,6 +88,74 @@ class LedgerRepository(Protocol):
         ``insert_account`` and ``write`` append their records in the same transaction:
         one per account opened, one per transfer row written, chained after the head.
         """
+        ...
+
+    def take_events(self) -> list[LedgerEvent]: ...
+
+
+class JournalRecord(NamedTuple):
+    """One ``journal`` row. Built by keyword only: the write path's ``JournalRow`` has the
+    same fields in another order, and may replace it."""
+
+    sequence: int
+    prev_hash: bytes
+    hash: bytes
+    body: bytes
+    kind: str
+    recorded_at: datetime | None
+
+
+class JournalStore(Protocol):
+    """The journal's chain as stored (``ledger.adapters.journal``; SQL only): its head, its
+    records in order, its checkpoints, and the writes an import into an empty ledger makes."""
+
+    def read_snapshot(self) -> None:
+        """From here on, this transaction reads one consistent snapshot (read only)."""
+        ...
+
+    def head(self) -> tuple[int, bytes]:
+        """The head's sequence and hash; (0, GENESIS) for an empty journal."""
+        ...
+
+    def records(self, after: int, through: int) -> Generator[JournalRecord, None, None]:
+        """The records after ``after`` through ``through``, in order, streamed."""
+        ...
+
+    def hash_at(self, sequence: int) -> bytes | None: ...
+
+    def checkpoints(self) -> Generator[Checkpoint, None, None]:
+        """Every stored checkpoint, in sequence order, streamed."""
+        ...
+
+    def latest_checkpoint(self) -> Checkpoint | None: ...
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Store it (and so publish its event) unless one is stored at its sequence."""
+        ...
+
+    def is_empty(self) -> bool:
+        """No account, transfer or journal record yet."""
+        ...
+
+    def insert_records(self, records: Sequence[JournalRecord], recorded_at: datetime) -> None:
+        """Journal rows as they are (``recorded_at`` for rows that carry none)."""
+        ...
+
+    def set_head(self, sequence: int, digest: bytes) -> None: ...
+
+    def restore(
+        self,
+        accounts: Sequence[Account],
+        records: Sequence[TransferRecord],
+        entries: Sequence[Entry],
+        opened: Sequence[tuple[str, datetime | None]],
+        closed: Sequence[str],
+    ) -> None:
+        """The rows a run of records wrote, as they are (accounts without their sums)."""
+        ...
+
+    def restore_sums(self, last_entries: Iterable[Entry]) -> None:
+        """Each account's sums, version and last entry time from its last entry."""
         ...
 
     def take_events(self) -> list[LedgerEvent]: ...

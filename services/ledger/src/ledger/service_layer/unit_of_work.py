@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from chassis.kernel.uow import UnitOfWork
 
-from ledger.service_layer.ports import LedgerRepository
+from ledger.service_layer.ports import JournalStore, LedgerRepository
 
 
 class LedgerUnitOfWork(UnitOfWork):
@@ -16,6 +16,8 @@ class LedgerUnitOfWork(UnitOfWork):
     """
 
     ledger: LedgerRepository
+    # The journal's chain, checkpoints and import: SQL only (the in-memory one has none).
+    journal: JournalStore | None = None
 
-    def repositories(self) -> Iterable[LedgerRepository]:
-        return (self.ledger,)
+    def repositories(self) -> Iterable[LedgerRepository | JournalStore]:
+        return (self.ledger,) if self.journal is None else (self.ledger, self.journal)

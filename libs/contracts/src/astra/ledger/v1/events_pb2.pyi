@@ -420,3 +420,37 @@ class TransferReversed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransferReversed: _TypeAlias = TransferReversed  # noqa: Y015
+
+@_typing.final
+class JournalCheckpointed(_message.Message):
+    """The journal's head at a moment, stored as a checkpoint: a party outside the ledger's
+    database that keeps these holds evidence of the chain's head at that time (a history
+    re-hashed after it no longer ends in, nor passes through, this hash).
+    Subject: "journal".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The sequence of the journal's last record at the checkpoint (1, 2, 3...)."""
+    hash: _builtins.bytes
+    """That record's SHA-256 hash (32 bytes; services/ledger/JOURNAL.md)."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        hash: _builtins.bytes = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash", "occur_time", b"occur_time", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JournalCheckpointed: _TypeAlias = JournalCheckpointed  # noqa: Y015
