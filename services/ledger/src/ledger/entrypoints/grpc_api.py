@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1 import ledger_pb2_grpc
 from chassis.auth import current_principal, current_requester
-from chassis.grpc.context import current_call, time_remaining
+from chassis.grpc.context import current_call, stream_may_go_on, time_remaining
 from chassis.kernel.errors import InvalidArgument, Unauthenticated
 from chassis.kernel.money import currency
 from chassis.protos import from_timestamp
@@ -19,6 +19,7 @@ from ledger.adapters.protos import (
     account_to_pb,
     balance_to_pb,
     entry_to_pb,
+    journal_record_to_pb,
     legs_from_pb,
     results_to_pb,
     transfer_request_from_pb,
@@ -27,7 +28,7 @@ from ledger.adapters.protos import (
 )
 from ledger.bootstrap import Ledger
 from ledger.domain.model import Account, TransferRequest, metadata_of
-from ledger.service_layer import use_cases
+from ledger.service_layer import change_stream, use_cases
 from ledger.service_layer.ports import ItemOutcome, SubmitTransfer
 from ledger.service_layer.use_cases import Caller
 
@@ -213,3 +214,17 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             entries=[entry_to_pb(e, account) for e in page.items],
             next_page_token=page.next_page_token,
         )
+
+    # --- the change stream ------------------------------------------------------------
+
+    def FollowJournal(
+        self, request: pb.FollowJournalRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.JournalRecord]:
+        changes = change_stream.follow_journal(
+            self._ledger.uow,
+            request.after_sequence,
+            lambda seconds: stream_may_go_on(context, seconds),
+            self._caller_of(context),
+        )
+        for change in changes:
+            yield journal_record_to_pb(change, request.include_body)
