@@ -260,7 +260,7 @@ class CallInterceptor(MethodInterceptor):
 
     @contextlib.contextmanager
     def _served(
-        self, method: str, request: Any, context: grpc.ServicerContext
+        self, method: str, request: Any, context: grpc.ServicerContext, *, stream: bool = False
     ) -> Iterator[CallContext]:
         """The call's context bound, its refusals and failures mapped, its access log line."""
         call = self._begin(method, context)
@@ -287,9 +287,7 @@ class CallInterceptor(MethodInterceptor):
             context.abort_with_status(unavailable_status(self._domain, "database", call.request_id))
         except GeneratorExit:
             # A stream whose client went away (cancelled, deadline): gRPC stopped reading it.
-            code = _code_of(context) or grpc.StatusCode.CANCELLED
-            if code is grpc.StatusCode.OK:
-                code = grpc.StatusCode.CANCELLED
+            code = grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
             if _is_abort(context):
@@ -300,6 +298,8 @@ class CallInterceptor(MethodInterceptor):
             context.abort_with_status(internal_error_status(self._domain, call.request_id))
             raise AssertionError("abort_with_status returned") from error  # pragma: no cover
         finally:
+            if stream and code is grpc.StatusCode.OK and not context.is_active():
+                code = grpc.StatusCode.CANCELLED  # it ended because its client went away
             elapsed = time.perf_counter() - started
             _log.info(
                 "rpc", code=code.name, duration_ms=round(elapsed * 1000, 3), **call.log_fields
@@ -321,7 +321,7 @@ class CallInterceptor(MethodInterceptor):
         # Message by message, the same mapping around the whole stream: gRPC drives the
         # generator in the call's own contextvars context, so what it binds stays the call's.
         def generate() -> Iterator[Any]:
-            with self._served(method, request, context):
+            with self._served(method, request, context, stream=True):
                 yield from behaviour(request, context)
 
         return generate()
