@@ -94,8 +94,8 @@ def follow_journal(target: str, max_time: float) -> list[dict[str, Any]]:
     assert "DeadlineExceeded" in result.stderr, result.stderr
     decoder, text, at, records = json.JSONDecoder(), result.stdout, 0, []
     while text[at:].strip():
-        record, at = decoder.raw_decode(text, at + len(text[at:]) - len(text[at:].lstrip()))
-        records.append(record)
+        message, at = decoder.raw_decode(text, at + len(text[at:]) - len(text[at:].lstrip()))
+        records.append(message["record"])
     return records
 
 

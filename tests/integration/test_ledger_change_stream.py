@@ -11,6 +11,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -63,12 +64,15 @@ def transfers(prefix: str, count: int) -> pb.CreateTransfersRequest:
     return pb.CreateTransfersRequest(transfers=specs)
 
 
-def read_until(stream: Iterator[pb.JournalRecord], last: int) -> list[pb.JournalRecord]:
+Stream = Iterator[pb.FollowJournalResponse]
+
+
+def read_until(stream: Stream, last: int) -> list[pb.JournalRecord]:
     """Records from ``stream`` up to and including sequence ``last``."""
     records: list[pb.JournalRecord] = []
-    for record in stream:
-        records.append(record)
-        if record.sequence >= last:
+    for message in stream:
+        records.append(message.record)
+        if message.record.sequence >= last:
             break
     return records
 
@@ -78,8 +82,9 @@ def head(ledger: Ledger) -> int:
         return uow.ledger.journal_head().sequence
 
 
-def follow(stub: LedgerServiceStub, after: int, include_body: bool = False) -> grpc.Future:
-    return stub.FollowJournal(  # type: ignore[no-any-return]
+def follow(stub: LedgerServiceStub, after: int, include_body: bool = False) -> Any:
+    """The stream (a grpc.Call: iterate it, ``cancel()`` it)."""
+    return stub.FollowJournal(
         pb.FollowJournalRequest(after_sequence=after, include_body=include_body),
         timeout=STREAM_TIMEOUT,
     )
@@ -95,9 +100,9 @@ def test_every_record_once_in_order_while_transfers_commit(
 
     def read() -> None:
         with contextlib.suppress(grpc.RpcError):  # cancelled at the end
-            for record in stream:
+            for message in stream:
                 with arrived:
-                    records.append(record)
+                    records.append(message.record)
                     arrived.notify_all()
 
     # Writers commit while the stream is read: batches and single calls, in two threads.
@@ -146,7 +151,7 @@ def test_a_consumer_resumes_after_its_last_sequence_without_gap_or_duplicate(
     ledger_stub.CreateTransfers(transfers("r", 12))
     k = 7
     first = follow(ledger_stub, 0)
-    seen = [next(first) for _ in range(k)]
+    seen = [next(first).record for _ in range(k)]
     first.cancel()  # the consumer goes away after k records
     ledger_stub.CreateTransfers(transfers("s", 3))
     # A hold that expires: its expiry is a record with the balances it released.
@@ -189,7 +194,7 @@ def test_refusals_name_the_field_and_the_scope(ledger_stub: LedgerServiceStub) -
         timeout=STREAM_TIMEOUT,
     )
     with pytest.raises(grpc.RpcError) as unscoped:
-        next(reading_accounts)
+        next(iter(reading_accounts))
     assert unscoped.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -211,7 +216,7 @@ def test_the_stream_survives_a_ledger_restart(ledger_db_url: str) -> None:
     stopping = threading.Thread(target=server.stop, kwargs={"grace": 30.0})
     stopping.start()
     with pytest.raises(grpc.RpcError) as ended:
-        seen.extend(stream)  # nothing more came: the stream ends with the drain
+        seen.extend(m.record for m in stream)  # nothing more came: the drain ends it
     stopping.join()
     channel.close()
     assert ended.value.code() is grpc.StatusCode.UNAVAILABLE

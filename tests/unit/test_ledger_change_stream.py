@@ -91,13 +91,12 @@ class Ledger:
         use_cases.open_account(self.uow, self.clock, spec)
 
     def follow(self, after: int = 0, page_size: int = 500) -> list[JournalChange]:
-        """Everything after ``after`` until caught up (the first poll's wait ends the stream;
-        a wait of 0 between full pages goes on)."""
-        return list(
-            change_stream.follow_journal(
-                self.uow, after, lambda seconds: seconds == 0, page_size=page_size
-            )
-        )
+        """Everything after ``after``, page by page until caught up (as the servicer reads)."""
+        follower = change_stream.JournalFollower(self.uow, after, page_size=page_size)
+        changes = follower.next_page()
+        while not follower.caught_up:
+            changes += follower.next_page()
+        return changes
 
 
 @pytest.fixture
@@ -153,28 +152,24 @@ def test_pages_and_resumes_give_the_same_records(ledger: Ledger) -> None:
     assert ledger.follow(after=len(whole)) == []
 
 
-def test_a_stream_waits_when_caught_up_and_goes_on_with_what_commits() -> None:
+def test_a_caught_up_follower_goes_on_with_what_commits_later() -> None:
     ledger = Ledger()
     ledger.open("acct_a")
-    waits: list[float] = []
-
-    def wait(seconds: float) -> bool:
-        waits.append(seconds)
-        if len(waits) == 1:
-            ledger.open("acct_b")  # commits while the stream waits
-        return len(waits) < 3
-
-    stream = change_stream.follow_journal(ledger.uow, 0, wait, poll_seconds=0.01)
-    assert [c.account_id for c in stream] == ["acct_a", "acct_b"]
-    assert waits == [0.01, 0.01, 0.01]
+    follower = change_stream.JournalFollower(ledger.uow, 0)
+    assert [c.account_id for c in follower.next_page()] == ["acct_a"]
+    assert follower.caught_up
+    assert follower.next_page() == []
+    ledger.open("acct_b")
+    assert [c.account_id for c in follower.next_page()] == ["acct_b"]
+    assert follower.after == 2
 
 
 def test_a_negative_sequence_or_a_customer_is_refused(ledger: Ledger) -> None:
     with pytest.raises(InvalidArgument) as refused:
-        next(change_stream.follow_journal(ledger.uow, -1, lambda _s: False))
+        change_stream.JournalFollower(ledger.uow, -1)
     assert [v.field for v in refused.value.violations] == ["after_sequence"]
     with pytest.raises(PermissionDenied):
-        next(change_stream.follow_journal(ledger.uow, 0, lambda _s: False, Caller("cus_x")))
+        change_stream.JournalFollower(ledger.uow, 0, Caller("cus_x"))
 
 
 def test_an_account_opened_has_a_zero_balance_of_its_own_terms(ledger: Ledger) -> None:

@@ -219,12 +219,17 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
     def FollowJournal(
         self, request: pb.FollowJournalRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.JournalRecord]:
-        changes = change_stream.follow_journal(
-            self._ledger.uow,
-            request.after_sequence,
-            lambda seconds: stream_may_go_on(context, seconds),
-            self._caller_of(context),
+    ) -> Iterator[pb.FollowJournalResponse]:
+        follower = change_stream.JournalFollower(
+            self._ledger.uow, request.after_sequence, self._caller_of(context)
         )
-        for change in changes:
-            yield journal_record_to_pb(change, request.include_body)
+        # Page by page; once caught up, a poll for what committed since, until the client
+        # leaves, its deadline passes or the server drains (SERVER_DRAINING).
+        while True:
+            for change in follower.next_page():
+                yield pb.FollowJournalResponse(
+                    record=journal_record_to_pb(change, request.include_body)
+                )
+            wait = change_stream.POLL_SECONDS if follower.caught_up else 0.0
+            if not stream_may_go_on(context, wait):
+                return

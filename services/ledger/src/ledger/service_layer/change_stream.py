@@ -9,7 +9,6 @@ reading ``after`` the last sequence sent never skips or repeats a record.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from chassis.kernel.errors import FieldViolation, InvalidArgument
@@ -25,10 +24,8 @@ from ledger.domain.journal_changes import (
 from ledger.service_layer.use_cases import SERVICE, Caller, UowFactory
 
 PAGE_SIZE = 500
+# How often a caught-up stream looks for new records.
 POLL_SECONDS = 0.15
-
-# Waits up to that many seconds (less if the stream must end) and says whether to go on.
-Wait = Callable[[float], bool]
 
 
 def check_after_sequence(after_sequence: int) -> int:
@@ -67,26 +64,28 @@ def journal_page(
     return [journal_change(row, body, terms) for row, body in zip(rows, bodies, strict=True)]
 
 
-def follow_journal(
-    uow_factory: UowFactory,
-    after_sequence: int,
-    wait: Wait,
-    caller: Caller = SERVICE,
-    *,
-    page_size: int = PAGE_SIZE,
-    poll_seconds: float = POLL_SECONDS,
-) -> Iterator[JournalChange]:
-    """Every change after ``after_sequence`` in order, then each new one as it commits,
-    until ``wait`` says to stop (the caller left, its deadline passed, the server drains)."""
-    caller.require_service()  # the journal names every customer's accounts
-    after = check_after_sequence(after_sequence)
-    terms: dict[str, AccountTerms] = {}
-    while True:
-        page = journal_page(uow_factory, after, page_size, terms)
-        for change in page:
-            yield change
-            after = change.row.sequence
-        if len(page) < page_size and not wait(poll_seconds):
-            return
-        if len(page) == page_size and not wait(0):
-            return
+class JournalFollower:
+    """A consumer's place in the journal: each ``next_page`` reads the changes after the last
+    one it returned. The caller (the servicer's stream) loops, and waits when ``caught_up``."""
+
+    def __init__(
+        self,
+        uow_factory: UowFactory,
+        after_sequence: int,
+        caller: Caller = SERVICE,
+        *,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        caller.require_service()  # the journal names every customer's accounts
+        self.after = check_after_sequence(after_sequence)
+        self.caught_up = False
+        self._uow_factory = uow_factory
+        self._page_size = page_size
+        self._terms: dict[str, AccountTerms] = {}
+
+    def next_page(self) -> list[JournalChange]:
+        page = journal_page(self._uow_factory, self.after, self._page_size, self._terms)
+        if page:
+            self.after = page[-1].row.sequence
+        self.caught_up = len(page) < self._page_size
+        return page

@@ -1507,6 +1507,30 @@ class FollowJournalRequest(_message.Message):
 Global___FollowJournalRequest: _TypeAlias = FollowJournalRequest  # noqa: Y015
 
 @_typing.final
+class FollowJournalResponse(_message.Message):
+    """One message of the stream: the next record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def record(self) -> Global___JournalRecord:
+        """Output only."""
+
+    def __init__(
+        self,
+        *,
+        record: Global___JournalRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowJournalResponse: _TypeAlias = FollowJournalResponse  # noqa: Y015
+
+@_typing.final
 class JournalRecord(_message.Message):
     """One record of the ledger's journal."""
 

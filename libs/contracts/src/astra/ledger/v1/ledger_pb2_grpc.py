@@ -115,7 +115,7 @@ class LedgerServiceStub:
         self.FollowJournal = channel.unary_stream(
                 '/astra.ledger.v1.LedgerService/FollowJournal',
                 request_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalRequest.SerializeToString,
-                response_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.JournalRecord.FromString,
+                response_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalResponse.FromString,
                 _registered_method=True)
 
 
@@ -311,7 +311,7 @@ def add_LedgerServiceServicer_to_server(servicer, server):
             'FollowJournal': grpc.unary_stream_rpc_method_handler(
                     servicer.FollowJournal,
                     request_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalRequest.FromString,
-                    response_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.JournalRecord.SerializeToString,
+                    response_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -682,7 +682,7 @@ class LedgerService:
             target,
             '/astra.ledger.v1.LedgerService/FollowJournal',
             astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalRequest.SerializeToString,
-            astra_dot_ledger_dot_v1_dot_ledger__pb2.JournalRecord.FromString,
+            astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -87,7 +87,7 @@ class LedgerServiceStub:
     """Returns an account's balance now or as of a past instant."""
     ListAccountEntries: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.ListAccountEntriesRequest, _ledger_pb2.ListAccountEntriesResponse]
     """Lists an account's journal entries, oldest first (AIP-158 pagination)."""
-    FollowJournal: _grpc.UnaryStreamMultiCallable[_ledger_pb2.FollowJournalRequest, _ledger_pb2.JournalRecord]
+    FollowJournal: _grpc.UnaryStreamMultiCallable[_ledger_pb2.FollowJournalRequest, _ledger_pb2.FollowJournalResponse]
     """Follows the ledger's journal: every record after `after_sequence`, in
     sequence order, each with the balances of the accounts it touched, then
     new records as they commit, until the caller cancels or its deadline
@@ -156,7 +156,7 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """Returns an account's balance now or as of a past instant."""
     ListAccountEntries: _aio.UnaryUnaryMultiCallable[_ledger_pb2.ListAccountEntriesRequest, _ledger_pb2.ListAccountEntriesResponse]  # type: ignore[assignment]
     """Lists an account's journal entries, oldest first (AIP-158 pagination)."""
-    FollowJournal: _aio.UnaryStreamMultiCallable[_ledger_pb2.FollowJournalRequest, _ledger_pb2.JournalRecord]  # type: ignore[assignment]
+    FollowJournal: _aio.UnaryStreamMultiCallable[_ledger_pb2.FollowJournalRequest, _ledger_pb2.FollowJournalResponse]  # type: ignore[assignment]
     """Follows the ledger's journal: every record after `after_sequence`, in
     sequence order, each with the balances of the accounts it touched, then
     new records as they commit, until the caller cancels or its deadline
@@ -300,7 +300,7 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _ledger_pb2.FollowJournalRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_ledger_pb2.JournalRecord], _abc.AsyncIterator[_ledger_pb2.JournalRecord]]:
+    ) -> _typing.Union[_abc.Iterator[_ledger_pb2.FollowJournalResponse], _abc.AsyncIterator[_ledger_pb2.FollowJournalResponse]]:
         """Follows the ledger's journal: every record after `after_sequence`, in
         sequence order, each with the balances of the accounts it touched, then
         new records as they commit, until the caller cancels or its deadline
