@@ -17,6 +17,7 @@ import grpc
 import pytest
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
+from astra_testkit.waiting import wait_until
 from chassis.grpc.server import GrpcServer
 from chassis.grpc.status import bad_request, reason_of
 from google.protobuf.duration_pb2 import Duration
@@ -198,8 +199,10 @@ def test_refusals_name_the_field_and_the_scope(ledger_stub: LedgerServiceStub) -
     assert unscoped.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
-def serve(database_url: str) -> tuple[GrpcServer, grpc.Channel, LedgerServiceStub]:
-    app = bootstrap(ledger_settings(database_url))
+def serve(
+    database_url: str, **settings: object
+) -> tuple[GrpcServer, grpc.Channel, LedgerServiceStub]:
+    app = bootstrap(ledger_settings(database_url, **settings))
     server = build_server(app, app.settings)  # stopping it closes the app
     port = server.start()
     channel = authorized_channel(f"127.0.0.1:{port}")
@@ -230,6 +233,38 @@ def test_the_stream_survives_a_ledger_restart(ledger_db_url: str) -> None:
         resumed.cancel()
         assert [r.sequence for r in seen] == list(range(1, 16))
         assert [r.transfer_id for r in seen[-5:]] == [f"tr_after_{i}" for i in range(5)]
+    finally:
+        channel.close()
+        server.stop(grace=0)
+
+
+def test_followers_take_at_most_a_quarter_of_the_handler_threads(ledger_db_url: str) -> None:
+    server, channel, stub = serve(ledger_db_url, grpc_max_workers=4)  # one follower
+    try:
+        open_accounts(stub)
+        first = follow(stub, 0)
+        assert next(first).record.sequence == 1
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(follow(stub, 0)))
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert reason_of(refused.value) == "TOO_MANY_FOLLOWERS"
+        first.cancel()
+        # The place is given back once the server sees the stream end (at its next poll).
+        resumed: list[int] = []
+
+        def follows_again() -> bool:
+            again = follow(stub, 3)
+            try:
+                resumed.append(next(iter(again)).record.sequence)
+            except grpc.RpcError as error:
+                if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                return False
+            again.cancel()
+            return True
+
+        wait_until(follows_again, STREAM_TIMEOUT, "the follower's place to be given back")
+        assert resumed == [4]
     finally:
         channel.close()
         server.stop(grace=0)

@@ -164,7 +164,7 @@ def test_a_server_stream_is_sent_message_by_message_and_counted_traced_and_mappe
     _FIRST_RECEIVED.clear()
     with serving_metrics("127.0.0.1", 0) as endpoint:
         with tls_channel(f"127.0.0.1:{probe_port}") as channel:
-            stream = channel.unary_stream(f"/{SERVICE}/Ticks", _identity, _identity)(b"")
+            stream = iter(channel.unary_stream(f"/{SERVICE}/Ticks", _identity, _identity)(b""))
             first = next(stream)
             _FIRST_RECEIVED.set()
             second = next(stream)
