@@ -70,6 +70,35 @@ def grpcurl(target: str, *args: str, data: Mapping[str, Any] | None = None) -> s
     return result.stdout
 
 
+def follow_journal(target: str, max_time: float) -> list[dict[str, Any]]:
+    """What ``grpcurl -max-time`` prints of FollowJournal from the start: the stream never
+    ends by itself, so grpcurl stops it when its time is up (DeadlineExceeded)."""
+    result = subprocess.run(
+        [
+            str(GRPCURL),
+            *grpcurl_tls(),
+            "-H",
+            f"authorization: Bearer {service_token()}",
+            "-max-time",
+            str(max_time),
+            "-d",
+            '{"after_sequence": 0}',
+            target,
+            "astra.ledger.v1.LedgerService/FollowJournal",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "DeadlineExceeded" in result.stderr, result.stderr
+    decoder, text, at, records = json.JSONDecoder(), result.stdout, 0, []
+    while text[at:].strip():
+        message, at = decoder.raw_decode(text, at + len(text[at:]) - len(text[at:].lstrip()))
+        records.append(message["record"])
+    return records
+
+
 def test_grpcurl_session_against_a_real_ledger_process(
     ledger_process: tuple[str, ServiceProcess],
 ) -> None:
@@ -134,6 +163,20 @@ def test_grpcurl_session_against_a_real_ledger_process(
         )
     )
     assert balance["balance"]["available"] == "2500"
+
+    # The change stream follows the journal until the caller's time is up.
+    records = follow_journal(target, max_time=1.0)
+    assert [r["sequence"] for r in records] == ["1", "2", "3"]
+    assert [r.get("account_id") or r.get("transfer_id") for r in records] == [
+        "acct_cash",
+        "acct_alice",
+        "tr_first",
+    ]
+    assert records[2]["kind"] == "JOURNAL_RECORD_KIND_TRANSFER"
+    assert {b["account_id"]: b["posted"] for b in records[2]["balances"]} == {
+        "acct_alice": "2500",
+        "acct_cash": "2500",
+    }
 
     # Refusals come back with their reason in the error details.
     overdraw: dict[str, Any] = {"transfer": {**transfer["transfer"], "id": "tr_second"}}

@@ -6,6 +6,7 @@ that answers, one that refuses with a domain error, one that crashes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from astra_testkit.tls import tls_channel, tls_files
 from chassis.grpc.client import open_channel
 from chassis.grpc.interceptors import CallInterceptor
 from chassis.grpc.server import GrpcServer, ServerOptions, ServiceBinding
+from chassis.grpc.status import reason_of
 from chassis.kernel.errors import NotFound
 from chassis.metrics import serving_metrics
 from opentelemetry import trace
@@ -49,6 +51,19 @@ def _crash(request: bytes, context: grpc.ServicerContext) -> bytes:
     raise RuntimeError("bug")
 
 
+# Set by the client once it has the first message of a Ticks stream.
+_FIRST_RECEIVED = threading.Event()
+
+
+def _ticks(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    """A stream that can only go on once its first message reached the client (so the
+    interceptors must send message by message), then ends refused mid-stream."""
+    yield b"1"
+    # The wait bounds a broken run only: a collected stream gets "late", not "2".
+    yield b"2" if _FIRST_RECEIVED.wait(10) else b"late"
+    raise NotFound("THING_NOT_FOUND", "no third tick")
+
+
 def _register(server: grpc.Server) -> None:
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
@@ -56,6 +71,9 @@ def _register(server: grpc.Server) -> None:
         )
         for name, fn in (("Echo", _echo), ("Missing", _missing), ("Crash", _crash))
     }
+    handlers["Ticks"] = grpc.unary_stream_rpc_method_handler(
+        _ticks, request_deserializer=_identity, response_serializer=_identity
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 
@@ -138,6 +156,34 @@ def test_one_trace_spans_client_and_server_and_refusals_are_not_server_errors(
     assert servers["Missing"][0].status.is_unset  # a refusal is the service doing its job
     assert not servers["Crash"][0].status.is_ok
     assert not servers["Crash"][0].status.is_unset
+
+
+def test_a_server_stream_is_sent_message_by_message_and_counted_traced_and_mapped(
+    probe_port: int, collected_spans: InMemorySpanExporter
+) -> None:
+    _FIRST_RECEIVED.clear()
+    with serving_metrics("127.0.0.1", 0) as endpoint:
+        with tls_channel(f"127.0.0.1:{probe_port}") as channel:
+            stream = iter(channel.unary_stream(f"/{SERVICE}/Ticks", _identity, _identity)(b""))
+            first = next(stream)
+            _FIRST_RECEIVED.set()
+            second = next(stream)
+            with pytest.raises(grpc.RpcError) as ended:
+                next(stream)
+        after = scrape(endpoint.port)
+    assert (first, second) == (b"1", b"2")
+    assert ended.value.code() is grpc.StatusCode.NOT_FOUND
+    assert reason_of(ended.value) == "THING_NOT_FOUND"
+    labels = {"grpc_service": SERVICE, "grpc_method": "Ticks"}
+    assert sample(after, "grpc_server_handled_total", grpc_code="NOT_FOUND", **labels) == 1
+    assert sample(after, "grpc_server_in_flight_requests", grpc_method="Ticks") == 0
+    (span,) = [
+        s
+        for s in spans_named(collected_spans, f"{SERVICE}/Ticks")
+        if s.kind is trace.SpanKind.SERVER
+    ]
+    assert span.attributes is not None
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 def test_log_lines_of_a_call_carry_its_trace_request_id_service_and_method(

@@ -162,9 +162,13 @@ class ServiceWiring(Generic[SettingsT, AppT]):
             ),
         )
         verifier = verifier or self._verifier(app, settings)
+        draining = threading.Event()
         interceptors: list[grpc.ServerInterceptor[Any, Any]] = [
             CallInterceptor(
-                self.error_domain, transient_errors=DATABASE_UNAVAILABLE, request_limits=limits
+                self.error_domain,
+                transient_errors=DATABASE_UNAVAILABLE,
+                request_limits=limits,
+                draining=draining,
             ),
             # Inside CallInterceptor: refusals are mapped and logged like any domain error.
             AuthInterceptor(verifier, AccessPolicy.for_services(self.service)),
@@ -175,6 +179,7 @@ class ServiceWiring(Generic[SettingsT, AppT]):
                 ServerOptions.from_settings(settings), max_message_bytes=limits.largest
             ),
             interceptors=interceptors,
+            draining=draining,
         )
         server.on_stop(verifier.close)
         return server

@@ -21,7 +21,9 @@ is refused (RESOURCE_EXHAUSTED, ``REQUEST_TOO_LARGE``) before it is decoded.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -215,9 +217,11 @@ class CallInterceptor(MethodInterceptor):
         transient_errors: Sequence[type[BaseException]] = (),
         on_call_end: Callable[[str, grpc.StatusCode, float], None] | None = None,
         request_limits: RequestLimits | None = None,
+        draining: threading.Event | None = None,
     ) -> None:
         super().__init__()
         self._limits = request_limits
+        self._draining = draining
         self._domain = error_domain
         self._transient = tuple(transient_errors)
         self._on_call_end = on_call_end
@@ -247,12 +251,18 @@ class CallInterceptor(MethodInterceptor):
         remaining = time_remaining(context)
         deadline = time.monotonic() + remaining if remaining is not None else None
         return CallContext(
-            request_id=request_id, method=method, deadline=deadline, peer=peer_spiffe_id(context)
+            request_id=request_id,
+            method=method,
+            deadline=deadline,
+            peer=peer_spiffe_id(context),
+            draining=self._draining,
         )
 
-    def _unary(
-        self, method: str, behaviour: Behaviour, request: Any, context: grpc.ServicerContext
-    ) -> Any:
+    @contextlib.contextmanager
+    def _served(
+        self, method: str, request: Any, context: grpc.ServicerContext, *, stream: bool = False
+    ) -> Iterator[CallContext]:
+        """The call's context bound, its refusals and failures mapped, its access log line."""
         call = self._begin(method, context)
         token = set_current_call(call)
         structlog.contextvars.bind_contextvars(
@@ -265,7 +275,7 @@ class CallInterceptor(MethodInterceptor):
                 raise undecodable(request)
             if isinstance(request, OversizedRequest):
                 raise oversized(request)
-            return behaviour(request, context)
+            yield call
         except DomainError as error:
             status = domain_error_status(error, self._domain, call.request_id)
             code = status.code
@@ -275,6 +285,10 @@ class CallInterceptor(MethodInterceptor):
             code = grpc.StatusCode.UNAVAILABLE
             _log.warning("rpc dependency unavailable", error=type(error).__name__)
             context.abort_with_status(unavailable_status(self._domain, "database", call.request_id))
+        except GeneratorExit:
+            # A stream whose client went away (cancelled, deadline): gRPC stopped reading it.
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as error:
             if _is_abort(context):
                 code = _code_of(context) or grpc.StatusCode.UNKNOWN
@@ -284,6 +298,8 @@ class CallInterceptor(MethodInterceptor):
             context.abort_with_status(internal_error_status(self._domain, call.request_id))
             raise AssertionError("abort_with_status returned") from error  # pragma: no cover
         finally:
+            if stream and code is grpc.StatusCode.OK and not context.is_active():
+                code = grpc.StatusCode.CANCELLED  # it ended because its client went away
             elapsed = time.perf_counter() - started
             _log.info(
                 "rpc", code=code.name, duration_ms=round(elapsed * 1000, 3), **call.log_fields
@@ -293,12 +309,20 @@ class CallInterceptor(MethodInterceptor):
             structlog.contextvars.unbind_contextvars("request_id", "method", "peer")
             reset_current_call(token)
 
+    def _unary(
+        self, method: str, behaviour: Behaviour, request: Any, context: grpc.ServicerContext
+    ) -> Any:
+        with self._served(method, request, context):
+            return behaviour(request, context)
+
     def _streaming(
         self, method: str, behaviour: Behaviour, request: Any, context: grpc.ServicerContext
     ) -> Iterator[Any]:
-        # Streams are rare here (none of ours yet): run the same mapping around iteration.
+        # Message by message, the same mapping around the whole stream: gRPC drives the
+        # generator in the call's own contextvars context, so what it binds stays the call's.
         def generate() -> Iterator[Any]:
-            yield from self._unary(method, lambda r, c: list(behaviour(r, c)), request, context)
+            with self._served(method, request, context, stream=True):
+                yield from behaviour(request, context)
 
         return generate()
 

@@ -101,10 +101,14 @@ class GrpcServer:
         services: Sequence[ServiceBinding],
         options: ServerOptions,
         interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
+        draining: threading.Event | None = None,
     ) -> None:
         self._services = list(services)
         self._options = options
         self._stopped = threading.Event()
+        # Set when the drain starts: streaming calls (which see it in their CallContext,
+        # through CallInterceptor) end then instead of holding the drain for its grace.
+        self.draining = draining or threading.Event()
         self._on_stop: list[Callable[[], None]] = []
         self._executor = futures.ThreadPoolExecutor(
             max_workers=options.max_workers, thread_name_prefix="grpc"
@@ -167,6 +171,7 @@ class GrpcServer:
         grace = self._options.grace_seconds if grace is None else grace
         _log.info("grpc server draining", grace_seconds=grace)
         self.health.enter_graceful_shutdown()
+        self.draining.set()
         self.server.stop(grace).wait()
         for hook in reversed(self._on_stop):
             try:

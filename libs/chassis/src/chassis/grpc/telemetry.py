@@ -7,6 +7,7 @@ dependency runs one way (``chassis.grpc`` uses them).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -53,22 +54,30 @@ class MetricsInterceptor(MethodInterceptor):
         in_flight = GRPC_IN_FLIGHT.labels(service, name)
         latency = GRPC_HANDLING_SECONDS.labels(service, name)
 
-        def measured(behaviour: Callable[..., Any], request: Any, ctx: Any) -> Any:
+        @contextlib.contextmanager
+        def measuring(ctx: Any) -> Iterator[list[bool]]:
             in_flight.inc()
             started = time.perf_counter()
-            failed = True
+            failed = [True]  # the body clears it when it returns
             try:
-                result = behaviour(request, ctx)
-                failed = False
-                return result
+                yield failed
             finally:
                 latency.observe(time.perf_counter() - started)
                 in_flight.dec()
-                GRPC_HANDLED.labels(service, name, status_code_of(ctx, failed).name).inc()
+                GRPC_HANDLED.labels(service, name, status_code_of(ctx, failed[0]).name).inc()
+
+        def measured(behaviour: Callable[..., Any], request: Any, ctx: Any) -> Any:
+            with measuring(ctx) as failed:
+                result = behaviour(request, ctx)
+                failed[0] = False
+                return result
 
         def measured_stream(behaviour: Callable[..., Any], request: Any, ctx: Any) -> Any:
+            # The whole stream, message by message (a follower may stream for hours).
             def generate() -> Iterator[Any]:
-                yield from measured(lambda r, c: list(behaviour(r, c)), request, ctx)
+                with measuring(ctx) as failed:
+                    yield from behaviour(request, ctx)
+                    failed[0] = False
 
             return generate()
 
@@ -89,7 +98,8 @@ class TracingServerInterceptor(MethodInterceptor):
         service, name = split_method(method)
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
-        def traced(behaviour: Callable[..., Any], request: Any, ctx: grpc.ServicerContext) -> Any:
+        @contextlib.contextmanager
+        def tracing(ctx: grpc.ServicerContext) -> Iterator[list[bool]]:
             carrier = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
             # No trace context sent: a new root, without parsing anything.
             parent = propagate.extract(carrier) if "traceparent" in carrier else None
@@ -101,25 +111,31 @@ class TracingServerInterceptor(MethodInterceptor):
                 record_exception=False,
                 set_status_on_exception=False,
             ) as span:
-                failed = True
+                failed = [True]  # the body clears it when it returns
                 try:
-                    result = behaviour(request, ctx)
-                    failed = False
-                    return result
+                    yield failed
                 except Exception as error:
                     # grpc's abort raises a bare Exception: not worth recording.
                     if type(error) is not Exception:
                         span.record_exception(error)
                     raise
                 finally:
-                    code = status_code_of(ctx, failed)
+                    code = status_code_of(ctx, failed[0])
                     span.set_attribute("rpc.grpc.status_code", code.value[0])
                     if code in _SERVER_ERRORS:
                         span.set_status(Status(StatusCode.ERROR, code.name))
 
+        def traced(behaviour: Callable[..., Any], request: Any, ctx: grpc.ServicerContext) -> Any:
+            with tracing(ctx) as failed:
+                result = behaviour(request, ctx)
+                failed[0] = False
+                return result
+
         def traced_stream(behaviour: Callable[..., Any], request: Any, ctx: Any) -> Any:
             def generate() -> Iterator[Any]:
-                yield from traced(lambda r, c: list(behaviour(r, c)), request, ctx)
+                with tracing(ctx) as failed:
+                    yield from behaviour(request, ctx)
+                    failed[0] = False
 
             return generate()
 

@@ -15,6 +15,8 @@ from astra.ledger.v1 import ledger_pb2 as pb
 from chassis.kernel.errors import InvalidArgument
 from chassis.protos import from_duration, set_requester, set_timestamp
 
+from ledger.domain.journal import ACCOUNT_OPENED
+from ledger.domain.journal_changes import JournalChange
 from ledger.domain.model import (
     Account,
     AccountSpec,
@@ -212,4 +214,30 @@ def entry_to_pb(entry: Entry, account: Account) -> pb.Entry:
         balance_before=balance_to_pb(account.balance_before(entry)),
     )
     set_timestamp(message.create_time, entry.created_at)
+    return message
+
+
+_RECORD_KINDS = {
+    ACCOUNT_OPENED: pb.JOURNAL_RECORD_KIND_ACCOUNT_OPENED,
+    "transfer": pb.JOURNAL_RECORD_KIND_TRANSFER,
+}
+
+
+def journal_record_to_pb(change: JournalChange, include_body: bool = False) -> pb.JournalRecord:
+    row = change.row
+    message = pb.JournalRecord(
+        sequence=row.sequence,
+        kind=_RECORD_KINDS.get(row.kind, pb.JOURNAL_RECORD_KIND_UNSPECIFIED),
+        hash=row.hash,
+        prev_hash=row.prev_hash,
+        transfer_id=change.transfer_id,
+        account_id=change.account_id,
+        ok=change.ok,
+        body=row.body if include_body else b"",
+    )
+    if row.recorded_at is not None:
+        set_timestamp(message.record_time, row.recorded_at)
+    set_timestamp(message.create_time, change.created_at)
+    for balance in change.balances:
+        fill_balance(message.balances.add(), balance)
     return message

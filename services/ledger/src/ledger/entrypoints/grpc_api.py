@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import grpc
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1 import ledger_pb2_grpc
 from chassis.auth import current_principal, current_requester
-from chassis.grpc.context import current_call, time_remaining
-from chassis.kernel.errors import InvalidArgument, Unauthenticated
+from chassis.grpc.context import current_call, stream_may_go_on, time_remaining
+from chassis.kernel.errors import InvalidArgument, ResourceExhausted, Unauthenticated
 from chassis.kernel.money import currency
 from chassis.protos import from_timestamp
 
@@ -19,6 +20,7 @@ from ledger.adapters.protos import (
     account_to_pb,
     balance_to_pb,
     entry_to_pb,
+    journal_record_to_pb,
     legs_from_pb,
     results_to_pb,
     transfer_request_from_pb,
@@ -27,7 +29,7 @@ from ledger.adapters.protos import (
 )
 from ledger.bootstrap import Ledger
 from ledger.domain.model import Account, TransferRequest, metadata_of
-from ledger.service_layer import use_cases
+from ledger.service_layer import change_stream, use_cases
 from ledger.service_layer.ports import ItemOutcome, SubmitTransfer
 from ledger.service_layer.use_cases import Caller
 
@@ -53,6 +55,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def __init__(self, ledger: Ledger, caller_of: CallerOf = caller_from_principal) -> None:
         self._ledger = ledger
         self._caller_of = caller_of
+        # A followed stream holds one of the server's handler threads for as long as it
+        # lasts: at most a quarter of them follow, so the other calls keep theirs.
+        self._followers = threading.BoundedSemaphore(max(1, ledger.settings.grpc_max_workers // 4))
 
     def _account_pb(self, account: Account) -> pb.Account:
         return account_to_pb(account, currency(account.currency).exponent)
@@ -213,3 +218,31 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             entries=[entry_to_pb(e, account) for e in page.items],
             next_page_token=page.next_page_token,
         )
+
+    # --- the change stream ------------------------------------------------------------
+
+    def FollowJournal(
+        self, request: pb.FollowJournalRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.FollowJournalResponse]:
+        follower = change_stream.JournalFollower(
+            self._ledger.uow, request.after_sequence, self._caller_of(context)
+        )
+        if not self._followers.acquire(blocking=False):
+            raise ResourceExhausted(
+                "TOO_MANY_FOLLOWERS",
+                "this ledger process serves as many journal streams as it takes; retry later",
+                retry_after=1.0,
+            )
+        try:
+            # Page by page; once caught up, a poll for what committed since, until the client
+            # leaves, its deadline passes or the server drains (SERVER_DRAINING).
+            while True:
+                for change in follower.next_page():
+                    yield pb.FollowJournalResponse(
+                        record=journal_record_to_pb(change, request.include_body)
+                    )
+                wait = change_stream.POLL_SECONDS if follower.caught_up else 0.0
+                if not stream_may_go_on(context, wait):
+                    return
+        finally:
+            self._followers.release()

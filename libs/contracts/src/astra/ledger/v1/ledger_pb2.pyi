@@ -151,6 +151,32 @@ or expired).
 """
 Global___EntryType: _TypeAlias = EntryType  # noqa: Y015
 
+class _JournalRecordKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JournalRecordKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JournalRecordKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOURNAL_RECORD_KIND_UNSPECIFIED: _JournalRecordKind.ValueType  # 0
+    JOURNAL_RECORD_KIND_ACCOUNT_OPENED: _JournalRecordKind.ValueType  # 1
+    """An account was opened (`account_id`)."""
+    JOURNAL_RECORD_KIND_TRANSFER: _JournalRecordKind.ValueType  # 2
+    """A transfer row was written (`transfer_id`): applied, refused and kept
+    for replay, or a hold's expiry.
+    """
+
+class JournalRecordKind(_JournalRecordKind, metaclass=_JournalRecordKindEnumTypeWrapper):
+    """What a journal record is about."""
+
+JOURNAL_RECORD_KIND_UNSPECIFIED: JournalRecordKind.ValueType  # 0
+JOURNAL_RECORD_KIND_ACCOUNT_OPENED: JournalRecordKind.ValueType  # 1
+"""An account was opened (`account_id`)."""
+JOURNAL_RECORD_KIND_TRANSFER: JournalRecordKind.ValueType  # 2
+"""A transfer row was written (`transfer_id`): applied, refused and kept
+for replay, or a hold's expiry.
+"""
+Global___JournalRecordKind: _TypeAlias = JournalRecordKind  # noqa: Y015
+
 @_typing.final
 class Account(_message.Message):
     """A ledger account."""
@@ -1473,3 +1499,125 @@ class ListAccountEntriesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAccountEntriesResponse: _TypeAlias = ListAccountEntriesResponse  # noqa: Y015
+
+@_typing.final
+class FollowJournalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    INCLUDE_BODY_FIELD_NUMBER: _builtins.int
+    after_sequence: _builtins.int
+    """Optional. The last sequence the caller has; 0 (the default) follows from
+    the first record. Must not be negative.
+    """
+    include_body: _builtins.bool
+    """Optional. Also send each record's canonical body, so the caller can check
+    the hash chain itself (services/ledger/JOURNAL.md).
+    """
+    def __init__(
+        self,
+        *,
+        after_sequence: _builtins.int = ...,
+        include_body: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "include_body", b"include_body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowJournalRequest: _TypeAlias = FollowJournalRequest  # noqa: Y015
+
+@_typing.final
+class FollowJournalResponse(_message.Message):
+    """One message of the stream: the next record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def record(self) -> Global___JournalRecord:
+        """Output only."""
+
+    def __init__(
+        self,
+        *,
+        record: Global___JournalRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowJournalResponse: _TypeAlias = FollowJournalResponse  # noqa: Y015
+
+@_typing.final
+class JournalRecord(_message.Message):
+    """One record of the ledger's journal."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    PREV_HASH_FIELD_NUMBER: _builtins.int
+    RECORD_TIME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    BALANCES_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Output only. The record's place in the one global, gap-free order (1, 2, 3...)."""
+    kind: Global___JournalRecordKind.ValueType
+    """Output only."""
+    hash: _builtins.bytes
+    """Output only. sha256 over the previous hash, the sequence and the body."""
+    prev_hash: _builtins.bytes
+    """Output only. The previous record's hash (32 zero bytes for the first)."""
+    transfer_id: _builtins.str
+    """Output only. The transfer a transfer record is about."""
+    account_id: _builtins.str
+    """Output only. The account an account_opened record is about."""
+    ok: _builtins.bool
+    """Output only. Whether the transfer was applied (false: refused, kept for replay)."""
+    body: _builtins.bytes
+    """Output only. The record's canonical body, when the request asked for it."""
+    @_builtins.property
+    def record_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the record was committed."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the change was made: the transfer's or the account's create_time."""
+
+    @_builtins.property
+    def balances(self) -> _containers.RepeatedCompositeFieldContainer[Global___Balance]:
+        """Output only. The balance of every account the change touched, after it, in
+        account id order (none for a refusal; a zero balance for an account opened).
+        """
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        kind: Global___JournalRecordKind.ValueType = ...,
+        hash: _builtins.bytes = ...,
+        prev_hash: _builtins.bytes = ...,
+        record_time: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        transfer_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        balances: _abc.Iterable[Global___Balance] | None = ...,
+        body: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "record_time", b"record_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "balances", b"balances", "body", b"body", "create_time", b"create_time", "hash", b"hash", "kind", b"kind", "ok", b"ok", "prev_hash", b"prev_hash", "record_time", b"record_time", "sequence", b"sequence", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JournalRecord: _TypeAlias = JournalRecord  # noqa: Y015

@@ -112,6 +112,11 @@ class LedgerServiceStub:
                 request_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountEntriesRequest.SerializeToString,
                 response_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountEntriesResponse.FromString,
                 _registered_method=True)
+        self.FollowJournal = channel.unary_stream(
+                '/astra.ledger.v1.LedgerService/FollowJournal',
+                request_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalRequest.SerializeToString,
+                response_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -227,6 +232,19 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FollowJournal(self, request, context):
+        """Follows the ledger's journal: every record after `after_sequence`, in
+        sequence order, each with the balances of the accounts it touched, then
+        new records as they commit, until the caller cancels or its deadline
+        passes. A consumer resumes exactly where it stopped by passing the last
+        sequence it received. When the server shuts down the stream ends with
+        UNAVAILABLE (reason SERVER_DRAINING): reconnect from the last sequence.
+        Service callers only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +307,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.ListAccountEntries,
                     request_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountEntriesRequest.FromString,
                     response_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountEntriesResponse.SerializeToString,
+            ),
+            'FollowJournal': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowJournal,
+                    request_deserializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalRequest.FromString,
+                    response_serializer=astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -633,6 +656,33 @@ class LedgerService:
             '/astra.ledger.v1.LedgerService/ListAccountEntries',
             astra_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountEntriesRequest.SerializeToString,
             astra_dot_ledger_dot_v1_dot_ledger__pb2.ListAccountEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowJournal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/astra.ledger.v1.LedgerService/FollowJournal',
+            astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalRequest.SerializeToString,
+            astra_dot_ledger_dot_v1_dot_ledger__pb2.FollowJournalResponse.FromString,
             options,
             channel_credentials,
             insecure,

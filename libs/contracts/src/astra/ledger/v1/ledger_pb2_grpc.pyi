@@ -87,6 +87,15 @@ class LedgerServiceStub:
     """Returns an account's balance now or as of a past instant."""
     ListAccountEntries: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.ListAccountEntriesRequest, _ledger_pb2.ListAccountEntriesResponse]
     """Lists an account's journal entries, oldest first (AIP-158 pagination)."""
+    FollowJournal: _grpc.UnaryStreamMultiCallable[_ledger_pb2.FollowJournalRequest, _ledger_pb2.FollowJournalResponse]
+    """Follows the ledger's journal: every record after `after_sequence`, in
+    sequence order, each with the balances of the accounts it touched, then
+    new records as they commit, until the caller cancels or its deadline
+    passes. A consumer resumes exactly where it stopped by passing the last
+    sequence it received. When the server shuts down the stream ends with
+    UNAVAILABLE (reason SERVER_DRAINING): reconnect from the last sequence.
+    Service callers only.
+    """
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -147,6 +156,15 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """Returns an account's balance now or as of a past instant."""
     ListAccountEntries: _aio.UnaryUnaryMultiCallable[_ledger_pb2.ListAccountEntriesRequest, _ledger_pb2.ListAccountEntriesResponse]  # type: ignore[assignment]
     """Lists an account's journal entries, oldest first (AIP-158 pagination)."""
+    FollowJournal: _aio.UnaryStreamMultiCallable[_ledger_pb2.FollowJournalRequest, _ledger_pb2.FollowJournalResponse]  # type: ignore[assignment]
+    """Follows the ledger's journal: every record after `after_sequence`, in
+    sequence order, each with the balances of the accounts it touched, then
+    new records as they commit, until the caller cancels or its deadline
+    passes. A consumer resumes exactly where it stopped by passing the last
+    sequence it received. When the server shuts down the stream ends with
+    UNAVAILABLE (reason SERVER_DRAINING): reconnect from the last sequence.
+    Service callers only.
+    """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The double-entry ledger: accounts, balanced multi-leg transfers, two-phase
@@ -276,5 +294,20 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.ListAccountEntriesResponse, _abc.Awaitable[_ledger_pb2.ListAccountEntriesResponse]]:
         """Lists an account's journal entries, oldest first (AIP-158 pagination)."""
+
+    @_abc_1.abstractmethod
+    def FollowJournal(
+        self,
+        request: _ledger_pb2.FollowJournalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ledger_pb2.FollowJournalResponse], _abc.AsyncIterator[_ledger_pb2.FollowJournalResponse]]:
+        """Follows the ledger's journal: every record after `after_sequence`, in
+        sequence order, each with the balances of the accounts it touched, then
+        new records as they commit, until the caller cancels or its deadline
+        passes. A consumer resumes exactly where it stopped by passing the last
+        sequence it received. When the server shuts down the stream ends with
+        UNAVAILABLE (reason SERVER_DRAINING): reconnect from the last sequence.
+        Service callers only.
+        """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
