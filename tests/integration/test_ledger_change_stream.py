@@ -26,6 +26,7 @@ from ledger.domain.journal import first_break
 from ledger.domain.journal_records import JournalRow
 from ledger.entrypoints.server import build_server
 from ledger.service_layer import use_cases
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.ledger_fixtures import (
     MovableClock,
@@ -33,6 +34,7 @@ from tests.ledger_fixtures import (
     ledger_settings,
     service_metadata,
 )
+from tests.observability_fixtures import spans_named
 
 pytestmark = pytest.mark.integration
 
@@ -268,3 +270,18 @@ def test_followers_take_at_most_a_quarter_of_the_handler_threads(ledger_db_url: 
     finally:
         channel.close()
         server.stop(grace=0)
+
+
+def test_a_traced_client_gets_each_record_as_it_comes_not_when_the_stream_ends(
+    collected_spans: InMemorySpanExporter, ledger_stub: LedgerServiceStub
+) -> None:
+    """With tracing recording, the client's span covers the stream's start: it does not
+    wait for the stream's status (a follower's stream never ends)."""
+    open_accounts(ledger_stub)
+    stream = follow(ledger_stub, 0)
+    try:
+        first = next(iter(stream))
+    finally:
+        stream.cancel()
+    assert first.record.sequence == 1
+    assert spans_named(collected_spans, "astra.ledger.v1.LedgerService/FollowJournal")

@@ -158,7 +158,12 @@ class TracingClientInterceptor(UnaryUnaryClientBase, UnaryStreamClientBase):
     """
 
     def _call(
-        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+        self,
+        continuation: Callable[..., Any],
+        details: grpc.ClientCallDetails,
+        request: Any,
+        *,
+        stream: bool = False,
     ) -> Any:
         method = details.method
         service, name = split_method(method)
@@ -173,6 +178,10 @@ class TracingClientInterceptor(UnaryUnaryClientBase, UnaryStreamClientBase):
             propagate.inject(carrier)
             metadata = [*(details.metadata or ()), *carrier.items()]
             outcome = continuation(_with_metadata(details, metadata), request)
+            if stream:
+                # A stream's status is known only when it ends (asking would wait for it,
+                # and a follower's stream may never end): the span covers its start.
+                return outcome
             code = outcome.code() if hasattr(outcome, "code") else None
             if isinstance(code, grpc.StatusCode):
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
@@ -188,8 +197,7 @@ class TracingClientInterceptor(UnaryUnaryClientBase, UnaryStreamClientBase):
     def intercept_unary_stream(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
-        # A stream's status is known only when it ends: the span covers its start.
-        return self._call(continuation, client_call_details, request)
+        return self._call(continuation, client_call_details, request, stream=True)
 
 
 def _with_metadata(details: grpc.ClientCallDetails, metadata: list[Any]) -> ClientCallDetails:
