@@ -9,8 +9,8 @@ import pytest
 from ledger.adapters import journal_file
 from ledger.domain.checkpoint import check_chain
 from ledger.domain.journal import GENESIS, canonical, chain
+from ledger.domain.journal_records import JournalRow
 from ledger.domain.replay import TransferChange, read_body
-from ledger.service_layer.ports import JournalRecord
 
 AT = datetime(2026, 12, 5, 0, 0, 0, 250, tzinfo=UTC)
 BODY = canonical(
@@ -32,9 +32,9 @@ BODY = canonical(
 )
 
 
-def records(bodies: list[bytes]) -> list[JournalRecord]:
+def records(bodies: list[bytes]) -> list[JournalRow]:
     return [
-        JournalRecord(
+        JournalRow(
             sequence=link.sequence,
             prev_hash=link.prev_hash,
             hash=link.hash,

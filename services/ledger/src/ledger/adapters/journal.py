@@ -21,8 +21,8 @@ from ledger.adapters import tables as t
 from ledger.adapters.repository import SqlLedgerRepository
 from ledger.domain.checkpoint import Checkpoint
 from ledger.domain.journal import GENESIS
+from ledger.domain.journal_records import JournalRow
 from ledger.domain.model import Account, Entry, TransferRecord
-from ledger.service_layer.ports import JournalRecord
 
 PAGE = 1000
 
@@ -57,7 +57,7 @@ class SqlJournal(TracksAggregates):
             return 0, GENESIS
         return int(row[0]), _bytes(row[1])
 
-    def records(self, after: int, through: int) -> Generator[JournalRecord, None, None]:
+    def records(self, after: int, through: int) -> Generator[JournalRow, None, None]:
         result = self._c.execution_options(stream_results=True, max_row_buffer=PAGE).execute(
             text(
                 "SELECT sequence, prev_hash, hash, body, kind, recorded_at FROM journal "
@@ -67,7 +67,7 @@ class SqlJournal(TracksAggregates):
         )
         try:
             for row in result:
-                yield JournalRecord(
+                yield JournalRow(
                     sequence=int(row[0]),
                     prev_hash=_bytes(row[1]),
                     hash=_bytes(row[2]),
@@ -132,7 +132,7 @@ class SqlJournal(TracksAggregates):
                 return False
         return True
 
-    def insert_records(self, records: Sequence[JournalRecord], recorded_at: datetime) -> None:
+    def insert_records(self, records: Sequence[JournalRow], recorded_at: datetime) -> None:
         if not records:
             return
         self._c.execute(

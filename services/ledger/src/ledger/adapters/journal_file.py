@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from ledger.domain.journal import canonical, micros
+from ledger.domain.journal_records import JournalRow
 from ledger.domain.replay import instant
-from ledger.service_layer.ports import JournalRecord
 
 FORMAT = "astra-ledger-journal"
 VERSION = 1
@@ -47,7 +47,7 @@ def header(head: Head) -> bytes:
     return canonical(value) + b"\n"
 
 
-def record_line(record: JournalRecord) -> bytes:
+def record_line(record: JournalRow) -> bytes:
     recorded = micros(record.recorded_at) if record.recorded_at is not None else None
     prefix = (
         f'{{"sequence":{record.sequence},"prev_hash":"{record.prev_hash.hex()}",'
@@ -56,7 +56,7 @@ def record_line(record: JournalRecord) -> bytes:
     return prefix + _BODY + record.body + b"}\n"
 
 
-def write(out: BinaryIO, head: Head, records: Iterable[JournalRecord]) -> int:
+def write(out: BinaryIO, head: Head, records: Iterable[JournalRow]) -> int:
     """Write the header and every record; returns how many records."""
     out.write(header(head))
     count = 0
@@ -90,7 +90,7 @@ def read_head(lines: Iterator[bytes]) -> Head:
         raise BadExport(1, f"not a journal export header ({error})") from error
 
 
-def read_records(lines: Iterator[bytes], first_line: int = 2) -> Iterator[JournalRecord]:
+def read_records(lines: Iterator[bytes], first_line: int = 2) -> Iterator[JournalRow]:
     for number, line in enumerate(lines, start=first_line):
         line = line.rstrip(b"\r\n")
         if not line:
@@ -106,7 +106,7 @@ def read_records(lines: Iterator[bytes], first_line: int = 2) -> Iterator[Journa
         try:
             sequence = int(value["sequence"])
             recorded = value.get("recorded_at")
-            yield JournalRecord(
+            yield JournalRow(
                 sequence=sequence,
                 prev_hash=_hash(value["prev_hash"], number, "prev_hash"),
                 hash=_hash(value["hash"], number, "hash"),
@@ -118,7 +118,7 @@ def read_records(lines: Iterator[bytes], first_line: int = 2) -> Iterator[Journa
             raise BadExport(number, f"not a record line ({error})") from error
 
 
-def read(source: BinaryIO) -> tuple[Head, Iterator[JournalRecord]]:
+def read(source: BinaryIO) -> tuple[Head, Iterator[JournalRow]]:
     """The header's head, and the records as they are read (one line at a time)."""
     lines = iter(source)
     return read_head(lines), read_records(lines)

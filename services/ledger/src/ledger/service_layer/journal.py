@@ -17,9 +17,10 @@ from chassis.kernel.errors import FailedPrecondition
 
 from ledger.domain.checkpoint import Checkpoint, Head, check_chain, hex_of
 from ledger.domain.journal import GENESIS, Broken
+from ledger.domain.journal_records import JournalRow
 from ledger.domain.model import Account, Entry, TransferRecord
 from ledger.domain.replay import AccountOpenedChange, read_body
-from ledger.service_layer.ports import JournalRecord, JournalStore
+from ledger.service_layer.ports import JournalStore
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 
 UowFactory = Callable[[], LedgerUnitOfWork]
@@ -115,7 +116,7 @@ def checkpoint(uow_factory: UowFactory, clock: Clock) -> Checkpoint | None:
         return taken
 
 
-def export(uow_factory: UowFactory, write_head: Callable[[Head], None]) -> Iterator[JournalRecord]:
+def export(uow_factory: UowFactory, write_head: Callable[[Head], None]) -> Iterator[JournalRow]:
     """The journal's records up to its head as it was at the start (given to ``write_head``
     first), in order, streamed from one transaction."""
     with uow_factory() as uow:
@@ -129,7 +130,7 @@ def export(uow_factory: UowFactory, write_head: Callable[[Head], None]) -> Itera
 class _Restoring:
     """One round of an import: the rows its records hold, holds netted within the round."""
 
-    records: list[JournalRecord]
+    records: list[JournalRow]
     accounts: list[Account]
     transfers: list[TransferRecord]
     entries: list[Entry]
@@ -138,7 +139,7 @@ class _Restoring:
 
 
 def import_journal(
-    uow_factory: UowFactory, clock: Clock, head: Head, records: Iterable[JournalRecord]
+    uow_factory: UowFactory, clock: Clock, head: Head, records: Iterable[JournalRow]
 ) -> Head:
     """Replay an exported journal into an empty ledger, verifying the chain as it reads:
     its rows and its records written back as they are, each account's sums from its last
@@ -165,7 +166,7 @@ def import_journal(
             journal.insert_records(round_.records, now)
             round_ = _Restoring([], [], [], [], {}, [])
 
-        def take(record: JournalRecord) -> None:
+        def take(record: JournalRow) -> None:
             change = read_body(record.body)
             round_.records.append(record)
             if isinstance(change, AccountOpenedChange):
@@ -181,7 +182,7 @@ def import_journal(
                 if round_.opened.pop(transfer_id, None) is None:
                     round_.closed.append(transfer_id)
 
-        def passed() -> Iterator[JournalRecord]:
+        def passed() -> Iterator[JournalRow]:
             for record in records:
                 yield record
                 # Asked for the next one: the chain check has passed this one.

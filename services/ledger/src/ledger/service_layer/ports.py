@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from ledger.domain.batch import BatchOutcome
 from ledger.domain.checkpoint import Checkpoint
@@ -93,18 +93,6 @@ class LedgerRepository(Protocol):
     def take_events(self) -> list[LedgerEvent]: ...
 
 
-class JournalRecord(NamedTuple):
-    """One ``journal`` row. Built by keyword only: the write path's ``JournalRow`` has the
-    same fields in another order, and may replace it."""
-
-    sequence: int
-    prev_hash: bytes
-    hash: bytes
-    body: bytes
-    kind: str
-    recorded_at: datetime | None
-
-
 class JournalStore(Protocol):
     """The journal's chain as stored (``ledger.adapters.journal``; SQL only): its head, its
     records in order, its checkpoints, and the writes an import into an empty ledger makes."""
@@ -117,7 +105,7 @@ class JournalStore(Protocol):
         """The head's sequence and hash; (0, GENESIS) for an empty journal."""
         ...
 
-    def records(self, after: int, through: int) -> Generator[JournalRecord, None, None]:
+    def records(self, after: int, through: int) -> Generator[JournalRow, None, None]:
         """The records after ``after`` through ``through``, in order, streamed."""
         ...
 
@@ -137,7 +125,7 @@ class JournalStore(Protocol):
         """No account, transfer or journal record yet."""
         ...
 
-    def insert_records(self, records: Sequence[JournalRecord], recorded_at: datetime) -> None:
+    def insert_records(self, records: Sequence[JournalRow], recorded_at: datetime) -> None:
         """Journal rows as they are (``recorded_at`` for rows that carry none)."""
         ...
 
