@@ -90,7 +90,16 @@ def _metadata(value: object) -> Metadata:
         value = json.loads(value)
     if not isinstance(value, Mapping):
         raise BadBody(f"metadata {value!r} is not an object")
-    return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise BadBody(f"metadata {value!r} is not an object of strings")
+    return tuple(sorted(value.items()))
+
+
+def _integer(value: object, what: str) -> int:
+    """A JSON integer (not a boolean, not text, not a float)."""
+    if type(value) is not int:
+        raise BadBody(f"{what} {value!r} is not an integer")
+    return value
 
 
 def _legs(value: object) -> tuple[Leg, ...]:
@@ -165,16 +174,16 @@ def _record(row: Mapping[str, Any]) -> TransferRecord:
 def _entry(row: Mapping[str, Any]) -> Entry:
     return Entry(
         account_id=row["account_id"],
-        sequence=int(row["sequence"]),
+        sequence=_integer(row["sequence"], "an entry's sequence"),
         transfer_id=row["transfer_id"],
         kind=_enum(TransferKind, row["kind"]),
         entry_type=_enum(EntryType, row["entry_type"]),
         direction=_enum(Direction, row["direction"]),
-        amount=int(row["amount"]),
-        debits_posted=int(row["debits_posted"]),
-        credits_posted=int(row["credits_posted"]),
-        debits_pending=int(row["debits_pending"]),
-        credits_pending=int(row["credits_pending"]),
+        amount=_integer(row["amount"], "an entry's amount"),
+        debits_posted=_integer(row["debits_posted"], "an entry's debits_posted"),
+        credits_posted=_integer(row["credits_posted"], "an entry's credits_posted"),
+        debits_pending=_integer(row["debits_pending"], "an entry's debits_pending"),
+        credits_pending=_integer(row["credits_pending"], "an entry's credits_pending"),
         created_at=_required_instant(row["created_at"], f"entry {row['account_id']}"),
     )
 
@@ -246,19 +255,21 @@ def _positional_transfer(value: list[Any]) -> TransferChange:
             credits_pending,
             entry_created_at,
         ) = _fields(entry, 11, f"an entry of transfer {transfer_id}")
+        if not isinstance(account_id, str):
+            raise BadBody(f"an entry of transfer {transfer_id} names no account")
         rows.append(
             Entry(
                 account_id=account_id,
-                sequence=int(sequence),
+                sequence=_integer(sequence, "an entry's sequence"),
                 transfer_id=transfer_id,
                 kind=_enum(TransferKind, entry_kind),
                 entry_type=_enum(EntryType, entry_type),
                 direction=_enum(Direction, direction),
-                amount=int(amount),
-                debits_posted=int(debits_posted),
-                credits_posted=int(credits_posted),
-                debits_pending=int(debits_pending),
-                credits_pending=int(credits_pending),
+                amount=_integer(amount, "an entry's amount"),
+                debits_posted=_integer(debits_posted, "an entry's debits_posted"),
+                credits_posted=_integer(credits_posted, "an entry's credits_posted"),
+                debits_pending=_integer(debits_pending, "an entry's debits_pending"),
+                credits_pending=_integer(credits_pending, "an entry's credits_pending"),
                 created_at=_required_instant(entry_created_at, f"entry {account_id}"),
             )
         )
@@ -310,6 +321,7 @@ def read_body(body: bytes) -> Change:
                 return _keyed_transfer(value)
     except BadBody:
         raise
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, OverflowError) as error:
+        # OverflowError: an instant past what a datetime can hold.
         raise BadBody(f"{type(error).__name__}: {error}") from error
     raise BadBody(f"unknown kind {kind!r}")
