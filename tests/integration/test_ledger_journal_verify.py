@@ -11,6 +11,7 @@ entries, history and head, on PostgreSQL and on the SQLite default.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from chassis.kernel.audit import Requester
 from ledger.adapters.journal import SqlJournal
 from ledger.bootstrap import Ledger, bootstrap, migrate
 from ledger.domain.checkpoint import Checkpoint
-from ledger.domain.journal import chain
+from ledger.domain.journal import GENESIS, chain
 from ledger.domain.model import AccountSpec, NormalSide
 from ledger.domain.replay import AccountOpenedChange, read_body
 from ledger.entrypoints.server import LEDGER
@@ -512,6 +513,55 @@ def test_an_export_with_a_changed_line_does_not_import(
         1,
         f"journal broken at sequence {at}: its hash is not the hash of its content",
     )
+    target = create_engine(empty_ledger_db)
+    try:
+        with target.connect() as c:
+            assert SqlJournal(c).is_empty()
+    finally:
+        target.dispose()
+
+
+def test_a_forged_copy_hashed_anew_is_exposed_by_its_books(
+    journaled: Ledger,
+    empty_ledger_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Someone writes a copy of the journal with tr_fund's entry made smaller and hashes
+    # the whole chain anew (no checkpoint held): the chain verifies, the books do not.
+    source = url_of(journaled)
+    export = tmp_path / "journal.jsonl"
+    assert cli(monkeypatch, capsys, source, "export-journal", "--out", str(export))[0] == 0
+    lines = export.read_bytes().splitlines()
+    records = [json.loads(line) for line in lines[1:]]
+    bodies = [line[line.index(b'"body":') + len(b'"body":') : -1] for line in lines[1:]]
+    at = sequence_of(journaled.engine, "tr_fund")
+    entry_debit = b'"POSTED","DEBIT",1000,'  # an entry's amount (legs have no entry type)
+    assert bodies[at - 1].count(entry_debit) == 1
+    bodies[at - 1] = bodies[at - 1].replace(entry_debit, b'"POSTED","DEBIT",900,')
+    links = chain(0, GENESIS, bodies)
+    forged = [
+        json.dumps(
+            {"format": "astra-ledger-journal", "head": {"hash": links[-1].hash.hex(),
+             "sequence": links[-1].sequence}, "version": 1},
+            sort_keys=True, separators=(",", ":"),
+        ).encode()
+    ]  # fmt: skip
+    for record, link, body in zip(records, links, bodies, strict=True):
+        forged.append(
+            b'{"sequence":%d,"prev_hash":"%s","hash":"%s","recorded_at":%d,"body":%s}'
+            % (link.sequence, link.prev_hash.hex().encode(), link.hash.hex().encode(),
+               record["recorded_at"], body)
+        )  # fmt: skip
+    export.write_bytes(b"\n".join(forged) + b"\n")
+    code, out = cli(monkeypatch, capsys, source, "verify-journal", "--file", str(export))
+    assert code == 1
+    assert out.startswith(f"journal broken at sequence {at}: transfer tr_fund: account ")
+    assert "sums after its entry" in out
+    code, out = cli(monkeypatch, capsys, empty_ledger_db, "import-journal", "--in", str(export))
+    assert code == 1, out
+    assert out.startswith(f"journal broken at sequence {at}: transfer tr_fund: account ")
     target = create_engine(empty_ledger_db)
     try:
         with target.connect() as c:
