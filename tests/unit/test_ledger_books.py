@@ -33,7 +33,7 @@ from ledger.domain.model import (
 from ledger.domain.replay import AccountOpenedChange, Change, TransferChange, read_body
 
 from tests.ledger_builders import account, credit, debit, hold, move, post
-from tests.unit.test_ledger_batch import Book, batches
+from tests.unit.test_ledger_batch import Book, batches, random_chart
 
 NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 
@@ -45,12 +45,7 @@ def _opened(*accounts: Account) -> list[Change]:
 
 
 def _history(plan: list[list[TransferRequest]]) -> list[Change]:
-    chart = (
-        account("acct_a", no_overdraft=True),
-        account("acct_b", no_overdraft=True),
-        account("acct_c"),
-        account("acct_d", side=NormalSide.DEBIT),
-    )
+    chart = random_chart()
     changes = _opened(*chart)
     book = Book(*(replace(a) for a in chart))
     for batch in [[move("tr_seed", debit("acct_d", 500), credit("acct_a", 500))], *plan]:

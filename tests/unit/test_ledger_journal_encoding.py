@@ -20,8 +20,8 @@ from ledger.domain.journal import NotCanonical, canonical, encode_built, referen
 from ledger.domain.journal_records import account_opened_body, transfer_bodies
 from ledger.domain.model import Account, ExpirePendingOp, NormalSide, TransferRequest
 
-from tests.ledger_builders import account, credit, debit, hold, move
-from tests.unit.test_ledger_batch import Book, batches
+from tests.ledger_builders import credit, debit, hold, move
+from tests.unit.test_ledger_batch import Book, batches, random_chart
 
 # Any code point, lone surrogates included (text that is not Unicode must be refused
 # by both, never written by one).
@@ -124,12 +124,7 @@ def test_every_body_the_builders_make_is_canonical_and_encodes_the_same_both_way
     # every kind of record a batch writes (applied, refused, holds opened and
     # closed, reversals, expiries).
     now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    book = Book(
-        account("acct_a", no_overdraft=True),
-        account("acct_b", no_overdraft=True),
-        account("acct_c"),
-        account("acct_d", side=NormalSide.DEBIT),
-    )
+    book = Book(*random_chart())
     outcomes = [
         book.run(
             move("tr_seed", debit("acct_d", 500), credit("acct_a", 500)),

@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ledger.domain.journal import encode_built
 from ledger.domain.journal_records import transfer_bodies, transfer_row_fields
-from ledger.domain.model import NormalSide, TransferRequest
+from ledger.domain.model import TransferRequest
 from ledger.domain.replay import BadBody, TransferChange, kind_of, read_body
 
-from tests.ledger_builders import account, credit, debit, move
-from tests.unit.test_ledger_batch import Book, batches
+from tests.ledger_builders import credit, debit, move
+from tests.unit.test_ledger_batch import Book, batches, random_chart
 
 
 @settings(max_examples=100, deadline=None)
@@ -26,12 +26,7 @@ from tests.unit.test_ledger_batch import Book, batches
 def test_every_transfer_body_reads_back_as_the_rows_it_was_built_from(
     plan: list[list[TransferRequest]],
 ) -> None:
-    book = Book(
-        account("acct_a", no_overdraft=True),
-        account("acct_b", no_overdraft=True),
-        account("acct_c"),
-        account("acct_d", side=NormalSide.DEBIT),
-    )
+    book = Book(*random_chart())
     book.run(move("tr_seed", debit("acct_d", 500), credit("acct_a", 500)))
     for batch in plan:
         outcome = book.run(*batch, now=datetime(2026, 12, 5, tzinfo=UTC))
