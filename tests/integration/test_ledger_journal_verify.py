@@ -23,8 +23,9 @@ from chassis.kernel.audit import Requester
 from ledger.adapters.journal import SqlJournal
 from ledger.bootstrap import Ledger, bootstrap, migrate
 from ledger.domain.checkpoint import Checkpoint
-from ledger.domain.journal import chain
+from ledger.domain.journal import GENESIS, chain
 from ledger.domain.model import AccountSpec, NormalSide
+from ledger.domain.replay import AccountOpenedChange, read_body
 from ledger.entrypoints.server import LEDGER
 from ledger.entrypoints.workers import JournalCheckpoints
 from ledger.service_layer import journal, use_cases
@@ -120,8 +121,11 @@ def url_of(ledger: Ledger) -> str:
 def sequence_of(engine: Engine, record_id: str) -> int:
     with engine.connect() as c:
         for sequence, body in c.execute(text("SELECT sequence, body FROM journal")):
-            value = json.loads(bytes(body))
-            if value.get("transfer", value.get("account"))["id"] == record_id:
+            change = read_body(bytes(body))
+            named = (
+                change.account.id if isinstance(change, AccountOpenedChange) else change.record.id
+            )
+            if named == record_id:
                 return int(sequence)
     raise AssertionError(f"{record_id} is not journaled")
 
@@ -141,6 +145,16 @@ def body_at(engine: Engine, sequence: int) -> bytes:
                 0
             ]
         )
+
+
+def with_amount(body: bytes, amount: int, instead: int) -> bytes:
+    """``body`` with its first debit of ``amount`` (a leg's or an entry's) made ``instead``.
+
+    A transfer body is positional (JOURNAL.md): a direction is followed by its amount.
+    """
+    was, becomes = f'"DEBIT",{amount},'.encode(), f'"DEBIT",{instead},'.encode()
+    assert was in body, f"no debit of {amount} in {body!r}"
+    return body.replace(was, becomes, 1)
 
 
 def head_of(engine: Engine) -> tuple[int, bytes]:
@@ -170,8 +184,7 @@ def test_a_changed_amount_is_named(
     engine = journaled.engine
     at = sequence_of(engine, "tr_fund")
     body = body_at(engine, at)
-    assert b'"amount":1000' in body
-    changed = body.replace(b'"amount":1000', b'"amount":9000')
+    changed = with_amount(body, 1000, 9000)
     tampered(engine, ("UPDATE journal SET body = :b WHERE sequence = :s", {"b": changed, "s": at}))
     code, out = cli(monkeypatch, capsys, url_of(journaled), "verify-journal")
     assert code == 1
@@ -250,7 +263,7 @@ def test_a_suffix_re_hashed_after_a_checkpoint_is_exposed_by_it(
         ).all()
     before, rest = bytes(rows[0][2]), rows[1:]
     bodies = [bytes(body) for _, body, _ in rest]
-    bodies[0] = bodies[0].replace(b'"amount":1000', b'"amount":9000')
+    bodies[0] = with_amount(bodies[0], 1000, 9000)
     links = chain(at - 1, before, bodies)
     tampered(
         engine,
@@ -303,7 +316,7 @@ def test_verification_from_a_checkpoint_checks_only_what_follows_it(
     use_cases.create_transfers(
         journaled.uow, clock, [move("tr_late", debit("acct_bank", 5), credit("acct_bob", 5))]
     )
-    late = body_at(engine, 13).replace(b'"amount":5', b'"amount":6')
+    late = with_amount(body_at(engine, 13), 5, 6)
     tampered(engine, ("UPDATE journal SET body = :b WHERE sequence = 13", {"b": late}))
     code, out = cli(monkeypatch, capsys, url_of(journaled), "verify-journal", "--from-checkpoint")
     assert (code, out.strip()) == (
@@ -493,13 +506,62 @@ def test_an_export_with_a_changed_line_does_not_import(
     )
     lines = export.read_bytes().splitlines(keepends=True)
     at = sequence_of(journaled.engine, "tr_post")
-    lines[at] = lines[at].replace(b'"amount":300', b'"amount":301')  # line 0 is the header
+    lines[at] = with_amount(lines[at], 300, 301)  # line 0 is the header
     export.write_bytes(b"".join(lines))
     code, out = cli(monkeypatch, capsys, empty_ledger_db, "import-journal", "--in", str(export))
     assert (code, out.strip()) == (
         1,
         f"journal broken at sequence {at}: its hash is not the hash of its content",
     )
+    target = create_engine(empty_ledger_db)
+    try:
+        with target.connect() as c:
+            assert SqlJournal(c).is_empty()
+    finally:
+        target.dispose()
+
+
+def test_a_forged_copy_hashed_anew_is_exposed_by_its_books(
+    journaled: Ledger,
+    empty_ledger_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Someone writes a copy of the journal with tr_fund's entry made smaller and hashes
+    # the whole chain anew (no checkpoint held): the chain verifies, the books do not.
+    source = url_of(journaled)
+    export = tmp_path / "journal.jsonl"
+    assert cli(monkeypatch, capsys, source, "export-journal", "--out", str(export))[0] == 0
+    lines = export.read_bytes().splitlines()
+    records = [json.loads(line) for line in lines[1:]]
+    bodies = [line[line.index(b'"body":') + len(b'"body":') : -1] for line in lines[1:]]
+    at = sequence_of(journaled.engine, "tr_fund")
+    entry_debit = b'"POSTED","DEBIT",1000,'  # an entry's amount (legs have no entry type)
+    assert bodies[at - 1].count(entry_debit) == 1
+    bodies[at - 1] = bodies[at - 1].replace(entry_debit, b'"POSTED","DEBIT",900,')
+    links = chain(0, GENESIS, bodies)
+    forged = [
+        json.dumps(
+            {"format": "astra-ledger-journal", "head": {"hash": links[-1].hash.hex(),
+             "sequence": links[-1].sequence}, "version": 1},
+            sort_keys=True, separators=(",", ":"),
+        ).encode()
+    ]  # fmt: skip
+    for record, link, body in zip(records, links, bodies, strict=True):
+        forged.append(
+            b'{"sequence":%d,"prev_hash":"%s","hash":"%s","recorded_at":%d,"body":%s}'
+            % (link.sequence, link.prev_hash.hex().encode(), link.hash.hex().encode(),
+               record["recorded_at"], body)
+        )  # fmt: skip
+    export.write_bytes(b"\n".join(forged) + b"\n")
+    code, out = cli(monkeypatch, capsys, source, "verify-journal", "--file", str(export))
+    assert code == 1
+    assert out.startswith(f"journal broken at sequence {at}: transfer tr_fund: account ")
+    assert "sums after its entry" in out
+    code, out = cli(monkeypatch, capsys, empty_ledger_db, "import-journal", "--in", str(export))
+    assert code == 1, out
+    assert out.startswith(f"journal broken at sequence {at}: transfer tr_fund: account ")
     target = create_engine(empty_ledger_db)
     try:
         with target.connect() as c:

@@ -31,8 +31,9 @@ from ledger.domain.journal import GENESIS, first_break
 from ledger.domain.journal_records import (
     JournalRow,
     account_opened_body,
-    entry_body,
-    transfer_row_body,
+    encoded,
+    entry_fields,
+    transfer_row_fields,
 )
 from ledger.domain.model import (
     Account,
@@ -43,6 +44,7 @@ from ledger.domain.model import (
     TransferKind,
     TransferRequest,
 )
+from ledger.domain.replay import AccountOpenedChange, TransferChange, read_body
 from ledger.service_layer import use_cases
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 from sqlalchemy import text as sa_text
@@ -615,54 +617,58 @@ def _every_kind_of_change(backend: Backend) -> list[int]:
 
 def _assert_bodies_are_what_was_written(backend: Backend) -> None:
     rows = _journal(backend)
-    bodies = [json.loads(r.body) for r in rows]
-    assert [r.kind for r in rows] == [b["kind"] for b in bodies]
-    with backend.uow() as uow:
-        accounts = [b["account"]["id"] for b in bodies if b["kind"] == "account_opened"]
-        assert accounts == ["acct_bank", "acct_alice", "acct_bob"]
-        written = {a: uow.ledger.get_account(a) for a in accounts}
-        entries = {a: uow.ledger.list_entries(a, 0, 10_000) for a in accounts}
-        records = uow.ledger.load_records(b["transfer"]["id"] for b in bodies if "transfer" in b)
-    for body in bodies:
-        if body["kind"] == "account_opened":
-            account = written[body["account"]["id"]]
-            assert account is not None
-            assert body == account_opened_body(account)
-            continue
-        record = records[body["transfer"]["id"]]
-        assert body["transfer"] == transfer_row_body(record)
-        own = [
-            entry_body(e) for a in sorted(entries) for e in entries[a] if e.transfer_id == record.id
-        ]
-        assert body["entries"] == own
-    # Every transfer row and every entry is in exactly one record.
-    assert len(records) == sum(1 for b in bodies if b["kind"] == "transfer")
-    assert sum(len(b.get("entries", ())) for b in bodies) == sum(map(len, entries.values()))
-    by_id = {b["transfer"]["id"]: b for b in bodies if "transfer" in b}
-    assert by_id["tr_fund"]["transfer"]["requester"] == {
-        "client_id": "cli_maker",
-        "customer_id": None,
-        "request_id": "req-1",
-    }
-    assert by_id["tr_fund"]["transfer"]["metadata"] == {"why": "funding"}
-    assert by_id["tr_fund"]["transfer"]["legs"] == [
-        ["acct_bank", "DEBIT", 900, "EUR"],
-        ["acct_alice", "CREDIT", 900, "EUR"],
+    changes = [read_body(r.body) for r in rows]
+    opened = [c.account for c in changes if isinstance(c, AccountOpenedChange)]
+    transfers = [c for c in changes if isinstance(c, TransferChange)]
+    assert [r.kind for r in rows] == [
+        "account_opened" if isinstance(c, AccountOpenedChange) else "transfer" for c in changes
     ]
-    assert by_id["tr_no"]["transfer"]["ok"] is False
-    assert by_id["tr_no"]["entries"] == []
-    assert by_id["tr_h2"]["holds"] == {
-        "opened": [["tr_h2", by_id["tr_h2"]["transfer"]["expires_at"]]],
-        "closed": [],
-    }
-    assert (
-        by_id["tr_h2"]["transfer"]["expires_at"]
-        == by_id["tr_h2"]["transfer"]["created_at"] + 5_000_000
+    assert [a.id for a in opened] == ["acct_bank", "acct_alice", "acct_bob"]
+    with backend.uow() as uow:
+        written = {a.id: uow.ledger.get_account(a.id) for a in opened}
+        entries = {a.id: uow.ledger.list_entries(a.id, 0, 10_000) for a in opened}
+        records = uow.ledger.load_records(c.record.id for c in transfers)
+    for row, change in zip(rows, changes, strict=True):
+        if isinstance(change, AccountOpenedChange):
+            account = written[change.account.id]
+            assert account is not None
+            assert row.body == encoded([account_opened_body(account)])[0]
+            continue
+        assert isinstance(change, TransferChange)
+        record = records[change.record.id]
+        assert transfer_row_fields(change.record) == transfer_row_fields(record)
+        own = [e for a in sorted(entries) for e in entries[a] if e.transfer_id == record.id]
+        assert [entry_fields(e) for e in change.entries] == [entry_fields(e) for e in own]
+        assert all(e.transfer_id == record.id for e in change.entries)
+    # Every transfer row and every entry is in exactly one record.
+    assert len(records) == len(transfers)
+    assert sum(len(c.entries) for c in transfers) == sum(map(len, entries.values()))
+    by_id = {c.record.id: c for c in transfers}
+    # A transfer's body is the spec's positional layout 2 (services/ledger/JOURNAL.md).
+    fund = json.loads(
+        next(r.body for r, c in zip(rows, changes, strict=True) if c is by_id["tr_fund"])
     )
-    assert by_id["exp_tr_h2"]["holds"] == {"opened": [], "closed": ["tr_h2"]}
-    assert by_id["tr_h4"]["holds"]["opened"] == [["tr_h4", None]]
-    assert by_id["tr_p4"]["holds"]["closed"] == ["tr_h4"]
-    assert by_id["tr_v3"]["transfer"]["kind"] == "VOID_PENDING"
+    assert [fund[0], len(fund), fund[1][0], fund[1][6]] == [
+        "transfer",
+        5,
+        "tr_fund",
+        [["acct_bank", "DEBIT", 900, "EUR"], ["acct_alice", "CREDIT", 900, "EUR"]],
+    ]
+    assert by_id["tr_fund"].record.created_by == Requester("cli_maker", None, "req-1")
+    assert by_id["tr_fund"].record.metadata == (("why", "funding"),)
+    assert not by_id["tr_no"].record.ok
+    assert by_id["tr_no"].entries == ()
+    h2 = by_id["tr_h2"].record
+    assert h2.expires_at is not None
+    assert h2.expires_at == h2.created_at + timedelta(seconds=5)
+    assert (by_id["tr_h2"].holds_opened, by_id["tr_h2"].holds_closed) == (
+        (("tr_h2", h2.expires_at),),
+        (),
+    )
+    assert (by_id["exp_tr_h2"].holds_opened, by_id["exp_tr_h2"].holds_closed) == ((), ("tr_h2",))
+    assert by_id["tr_h4"].holds_opened == (("tr_h4", None),)
+    assert by_id["tr_p4"].holds_closed == ("tr_h4",)
+    assert by_id["tr_v3"].record.kind is TransferKind.VOID_PENDING
 
 
 def test_every_change_appends_one_chained_record_the_same_on_every_backend(

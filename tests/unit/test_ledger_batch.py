@@ -459,17 +459,22 @@ def batches(draw: st.DrawFn) -> list[list[TransferRequest]]:
     return out
 
 
+def random_chart() -> list[Account]:
+    """The accounts ``batches`` moves money between: two wallets, an open account, a bank."""
+    return [
+        account("acct_a", no_overdraft=True),
+        account("acct_b", no_overdraft=True),
+        account("acct_c"),
+        account("acct_d", side=NormalSide.DEBIT),
+    ]
+
+
 @settings(max_examples=150, deadline=None)
 @given(batches())
 def test_random_batches_keep_the_books_balanced_and_limits_respected(
     plan: list[list[TransferRequest]],
 ) -> None:
-    book = Book(
-        account("acct_a", no_overdraft=True),
-        account("acct_b", no_overdraft=True),
-        account("acct_c"),
-        account("acct_d", side=NormalSide.DEBIT),
-    )
+    book = Book(*random_chart())
     seed = book.run(
         move("tr_seed_a", debit("acct_d", 500), credit("acct_a", 500)),
         move("tr_seed_b", debit("acct_d", 500), credit("acct_b", 500)),

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from chassis.kernel.errors import InvalidArgument, PermissionDenied
 from ledger.adapters.memory import MemoryLedgerDatabase
-from ledger.domain.journal import GENESIS, canonical, micros
+from ledger.domain.journal import GENESIS, canonical
 from ledger.domain.journal_changes import (
     AccountTerms,
     JournalChange,
@@ -22,8 +22,16 @@ from ledger.domain.journal_changes import (
     decoded,
     journal_change,
 )
-from ledger.domain.journal_records import JournalRow
-from ledger.domain.model import AccountSpec, NormalSide
+from ledger.domain.journal_records import JournalRow, entry_fields, transfer_row_fields
+from ledger.domain.model import (
+    AccountSpec,
+    Direction,
+    Entry,
+    EntryType,
+    NormalSide,
+    TransferKind,
+    TransferRecord,
+)
 from ledger.service_layer import change_stream, use_cases
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 from ledger.service_layer.use_cases import Caller
@@ -34,34 +42,85 @@ from tests.ledger_fixtures import MovableClock
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
-def _entry(account_id: str, sequence: int, **sums: int) -> dict[str, object]:
+def _entry(account_id: str, sequence: int, **sums: int) -> Entry:
+    return Entry(
+        account_id=account_id,
+        sequence=sequence,
+        transfer_id="tr_1",
+        kind=TransferKind.MOVEMENT,
+        entry_type=EntryType.POSTED,
+        direction=Direction.DEBIT,
+        amount=5,
+        debits_posted=sums.get("d", 0),
+        credits_posted=sums.get("c", 0),
+        debits_pending=sums.get("dp", 0),
+        credits_pending=sums.get("cp", 0),
+        created_at=START + timedelta(microseconds=sequence),
+    )
+
+
+ENTRIES = [
+    _entry("acct_a", 3, d=10),
+    _entry("acct_a", 4, d=10, dp=7),  # the same account twice: this one is after
+    _entry("acct_b", 9, c=10, cp=7),
+]
+RECORD = TransferRecord("tr_1", TransferKind.MOVEMENT, "f" * 32, True, START)
+
+
+def _keyed_body() -> dict[str, object]:
+    """Layout 1, as journals written before layout 2 hold it."""
+    keyed_entries = []
+    for entry in ENTRIES:
+        row = dict(zip(ENTRY_KEYS, entry_fields(entry), strict=True))
+        keyed_entries.append({**row, "transfer_id": "tr_1"})
     return {
-        "account_id": account_id,
-        "amount": 5,
-        "created_at": micros(START) + sequence,
-        "credits_pending": sums.get("cp", 0),
-        "credits_posted": sums.get("c", 0),
-        "debits_pending": sums.get("dp", 0),
-        "debits_posted": sums.get("d", 0),
-        "direction": "DEBIT",
-        "entry_type": "POSTED",
-        "kind": "MOVEMENT",
-        "sequence": sequence,
-        "transfer_id": "tr_1",
-    }
-
-
-def test_the_last_entry_of_each_account_is_its_balance_after_the_record() -> None:
-    body = {
         "kind": "transfer",
-        "transfer": {"id": "tr_1", "ok": True, "created_at": micros(START)},
-        "entries": [
-            _entry("acct_a", 3, d=10),
-            _entry("acct_a", 4, d=10, dp=7),  # the same account twice: this one is after
-            _entry("acct_b", 9, c=10, cp=7),
-        ],
+        "transfer": {
+            **dict(zip(TRANSFER_KEYS, transfer_row_fields(RECORD), strict=True)),
+            "requester": None,
+        },
+        "entries": keyed_entries,
         "holds": {"opened": [], "closed": []},
     }
+
+
+TRANSFER_KEYS = [
+    "id",
+    "kind",
+    "ok",
+    "reason",
+    "message",
+    "fingerprint",
+    "legs",
+    "pending_transfer_id",
+    "reversed_transfer_id",
+    "expires_at",
+    "metadata",
+    "created_at",
+    "requester",
+]
+ENTRY_KEYS = [
+    "account_id",
+    "sequence",
+    "kind",
+    "entry_type",
+    "direction",
+    "amount",
+    "debits_posted",
+    "credits_posted",
+    "debits_pending",
+    "credits_pending",
+    "created_at",
+]
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_the_last_entry_of_each_account_is_its_balance_after_the_record(layout: int) -> None:
+    body: object = (
+        _keyed_body()
+        if layout == 1
+        else ["transfer", transfer_row_fields(RECORD), [entry_fields(e) for e in ENTRIES], [], []]
+    )
     row = JournalRow(1, "transfer", canonical(body), GENESIS, b"h" * 32)
     terms = {
         "acct_a": AccountTerms("EUR", NormalSide.DEBIT),

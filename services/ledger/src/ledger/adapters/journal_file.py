@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from ledger.domain.journal import canonical, micros
 from ledger.domain.journal_records import JournalRow
-from ledger.domain.replay import instant
+from ledger.domain.replay import instant, kind_of
 
 FORMAT = "astra-ledger-journal"
 VERSION = 1
@@ -100,8 +100,9 @@ def read_records(lines: Iterator[bytes], first_line: int = 2) -> Iterator[Journa
             at = line.index(_BODY)
         except ValueError as error:
             raise BadExport(number, f"not a record line ({error})") from error
-        if not isinstance(value, dict) or not isinstance(value.get("body"), dict):
-            raise BadExport(number, "not a record line (no body object)")
+        kind = kind_of(value.get("body")) if isinstance(value, dict) else None
+        if kind is None:
+            raise BadExport(number, "not a record line (no body of a known layout)")
         body = line[at + len(_BODY) : -1]
         try:
             sequence = int(value["sequence"])
@@ -111,7 +112,7 @@ def read_records(lines: Iterator[bytes], first_line: int = 2) -> Iterator[Journa
                 prev_hash=_hash(value["prev_hash"], number, "prev_hash"),
                 hash=_hash(value["hash"], number, "hash"),
                 body=body,
-                kind=str(value["body"].get("kind", "")),
+                kind=kind,
                 recorded_at=instant(recorded) if isinstance(recorded, int) else None,
             )
         except (KeyError, TypeError) as error:

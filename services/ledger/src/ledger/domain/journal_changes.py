@@ -11,17 +11,13 @@ opened): ``accounts_named`` says which accounts a caller must know.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime
 
-from ledger.domain.journal import ACCOUNT_OPENED
 from ledger.domain.journal_records import JournalRow
-from ledger.domain.model import Balance, NormalSide
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from ledger.domain.model import Balance, Entry, NormalSide
+from ledger.domain.replay import AccountOpenedChange, Change, read_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,73 +41,69 @@ class JournalChange:
     balances: tuple[Balance, ...]
 
 
-def decoded(row: JournalRow) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(row.body)
-    return body
+def decoded(row: JournalRow) -> Change:
+    """The rows the record's body holds (``ledger.domain.replay``: either layout)."""
+    return read_body(row.body)
 
 
-def instant(micros: int) -> datetime:
-    """The inverse of ``ledger.domain.journal.micros``."""
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def accounts_named(body: Mapping[str, Any]) -> set[str]:
-    """The accounts whose terms a transfer body's balances need (an account opened says its own)."""
-    if body["kind"] == ACCOUNT_OPENED:
+def accounts_named(change: Change) -> set[str]:
+    """The accounts whose terms a transfer's balances need (an account opened says its own)."""
+    if isinstance(change, AccountOpenedChange):
         return set()
-    return {entry["account_id"] for entry in body["entries"]}
+    return {entry.account_id for entry in change.entries}
 
 
-def opened_terms(body: Mapping[str, Any]) -> tuple[str, AccountTerms] | None:
-    """The terms an account_opened body states (so a stream learns them as it goes)."""
-    if body["kind"] != ACCOUNT_OPENED:
+def opened_terms(change: Change) -> tuple[str, AccountTerms] | None:
+    """The terms an account opened states (so a stream learns them as it goes)."""
+    if not isinstance(change, AccountOpenedChange):
         return None
-    account = body["account"]
-    return account["id"], AccountTerms(account["currency"], NormalSide[account["normal_side"]])
+    account = change.account
+    return account.id, AccountTerms(account.currency, account.normal_side)
 
 
 def journal_change(
-    row: JournalRow, body: Mapping[str, Any], terms: Mapping[str, AccountTerms]
+    row: JournalRow, change: Change, terms: Mapping[str, AccountTerms]
 ) -> JournalChange:
-    """The record's change; ``terms`` holds every account of ``accounts_named(body)``."""
-    if body["kind"] == ACCOUNT_OPENED:
-        account = body["account"]
-        side = NormalSide[account["normal_side"]]
-        created = instant(account["created_at"])
+    """The record's change; ``terms`` holds every account of ``accounts_named(change)``."""
+    if isinstance(change, AccountOpenedChange):
+        account = change.account
+        opened_at = account.created_at
+        assert opened_at is not None  # read_body requires it
+        balance = Balance(account.id, account.currency, account.normal_side, as_of=opened_at)
         return JournalChange(
             row,
             transfer_id="",
-            account_id=account["id"],
+            account_id=account.id,
             ok=True,
-            created_at=created,
-            balances=(Balance(account["id"], account["currency"], side, as_of=created),),
+            created_at=opened_at,
+            balances=(balance,),
         )
-    transfer = body["transfer"]
-    last: dict[str, Mapping[str, Any]] = {}
-    for entry in body["entries"]:  # (account_id, sequence) order: the last one wins
-        last[entry["account_id"]] = entry
+    last: dict[str, Entry] = {}
+    for entry in change.entries:  # (account_id, sequence) order: the last one wins
+        last[entry.account_id] = entry
     balances = []
     for account_id in sorted(last):
         entry = last[account_id]
-        account = terms[account_id]
+        account_terms = terms[account_id]
         balances.append(
             Balance(
                 account_id,
-                account.currency,
-                account.normal_side,
-                entry["debits_posted"],
-                entry["credits_posted"],
-                entry["debits_pending"],
-                entry["credits_pending"],
-                instant(entry["created_at"]),
-                entry["sequence"],
+                account_terms.currency,
+                account_terms.normal_side,
+                entry.debits_posted,
+                entry.credits_posted,
+                entry.debits_pending,
+                entry.credits_pending,
+                entry.created_at,
+                entry.sequence,
             )
         )
+    record = change.record
     return JournalChange(
         row,
-        transfer_id=transfer["id"],
+        transfer_id=record.id,
         account_id="",
-        ok=bool(transfer["ok"]),
-        created_at=instant(transfer["created_at"]),
+        ok=record.ok,
+        created_at=record.created_at,
         balances=tuple(balances),
     )

@@ -17,7 +17,7 @@ from typing import Any
 from chassis.kernel.audit import Requester
 
 from ledger.domain.batch import BatchOutcome
-from ledger.domain.journal import ACCOUNT_OPENED, TRANSFER, canonical, chain, micros
+from ledger.domain.journal import ACCOUNT_OPENED, TRANSFER, chain, encode_built, micros
 from ledger.domain.model import Account, Entry, Leg, Metadata, TransferRecord
 
 
@@ -95,44 +95,54 @@ def account_opened_body(account: Account) -> dict[str, Any]:
     }
 
 
-def transfer_row_body(record: TransferRecord, created_at: int | None = None) -> dict[str, Any]:
-    """The ``transfers`` row (``created_at``: its instant in microseconds, if known)."""
-    return {
-        "created_at": micros(record.created_at) if created_at is None else created_at,
-        "expires_at": _instant(record.expires_at),
-        "fingerprint": record.fingerprint,
-        "id": record.id,
-        "kind": record.kind.name,
-        "legs": _legs(record.legs),
-        "message": record.message or None,
-        "metadata": _metadata(record.metadata),
-        "ok": record.ok,
-        "pending_transfer_id": record.pending_transfer_id or None,
-        "reason": record.reason or None,
-        "requester": _requester(record.created_by),
-        "reversed_transfer_id": record.reversed_transfer_id or None,
-    }
+# A transfer body is positional (JOURNAL.md, "transfer", layout 2): every write
+# encodes one per row, and arrays cost a fraction of keyed objects to build, encode
+# and store. The positions are the spec's; ``ledger.domain.replay`` reads them back.
 
 
-def entry_body(entry: Entry, created_at: int | None = None) -> dict[str, Any]:
-    """The ``entries`` row (``created_at``: its instant in microseconds, if known)."""
-    return {
-        "account_id": entry.account_id,
-        "amount": entry.amount,
-        "created_at": micros(entry.created_at) if created_at is None else created_at,
-        "credits_pending": entry.credits_pending,
-        "credits_posted": entry.credits_posted,
-        "debits_pending": entry.debits_pending,
-        "debits_posted": entry.debits_posted,
-        "direction": entry.direction.name,
-        "entry_type": entry.entry_type.name,
-        "kind": entry.kind.name,
-        "sequence": entry.sequence,
-        "transfer_id": entry.transfer_id,
-    }
+def transfer_row_fields(record: TransferRecord, created_at: int | None = None) -> list[Any]:
+    """The ``transfers`` row, in the spec's order (``created_at``: microseconds, if known)."""
+    return [
+        record.id,
+        record.kind.name,
+        record.ok,
+        record.reason or None,
+        record.message or None,
+        record.fingerprint,
+        _legs(record.legs),
+        record.pending_transfer_id or None,
+        record.reversed_transfer_id or None,
+        _instant(record.expires_at),
+        _metadata(record.metadata),
+        micros(record.created_at) if created_at is None else created_at,
+        _requester_fields(record.created_by),
+    ]
 
 
-def transfer_bodies(outcome: BatchOutcome) -> list[dict[str, Any]]:
+def entry_fields(entry: Entry, created_at: int | None = None) -> list[Any]:
+    """An ``entries`` row of the transfer, in the spec's order (its transfer id is the body's)."""
+    return [
+        entry.account_id,
+        entry.sequence,
+        entry.kind.name,
+        entry.entry_type.name,
+        entry.direction.name,
+        entry.amount,
+        entry.debits_posted,
+        entry.credits_posted,
+        entry.debits_pending,
+        entry.credits_pending,
+        micros(entry.created_at) if created_at is None else created_at,
+    ]
+
+
+def _requester_fields(requester: Requester | None) -> list[str | None] | None:
+    if requester is None:
+        return None
+    return [requester.client_id, requester.customer_id, requester.request_id]
+
+
+def transfer_bodies(outcome: BatchOutcome) -> list[list[Any]]:
     """One body per record the outcome writes (applied, refused and kept, expiries), in order.
 
     A hold is opened by its pending transfer and closed by the transfer that resolved
@@ -156,27 +166,28 @@ def transfer_bodies(outcome: BatchOutcome) -> list[dict[str, Any]]:
     bodies = []
     for record in outcome.records:
         own = entries.get(record.id, [])
-        own.sort(key=lambda e: (e.account_id, e.sequence))
+        if len(own) > 1:
+            own.sort(key=_entry_order)
         closes = record.pending_transfer_id
         bodies.append(
-            {
-                "entries": [entry_body(e, stamp(e.created_at)) for e in own],
-                "holds": {
-                    "closed": [closes] if record.ok and closes and closes in closed else [],
-                    "opened": (
-                        [[record.id, _instant(opened[record.id])]] if record.id in opened else []
-                    ),
-                },
-                "kind": TRANSFER,
-                "transfer": transfer_row_body(record, stamp(record.created_at)),
-            }
+            [
+                TRANSFER,
+                transfer_row_fields(record, stamp(record.created_at)),
+                [entry_fields(e, stamp(e.created_at)) for e in own],
+                [[record.id, _instant(opened[record.id])]] if record.id in opened else [],
+                [closes] if record.ok and closes and closes in closed else [],
+            ]
         )
     return bodies
 
 
-def encoded(bodies: Iterable[dict[str, Any]]) -> list[bytes]:
-    """The canonical bytes of each body (``ledger.domain.journal.canonical``)."""
-    return [canonical(body) for body in bodies]
+def _entry_order(entry: Entry) -> tuple[str, int]:
+    return entry.account_id, entry.sequence
+
+
+def encoded(bodies: Iterable[object]) -> list[bytes]:
+    """The canonical bytes of each body built here (``ledger.domain.journal.encode_built``)."""
+    return [encode_built(body) for body in bodies]
 
 
 def appended(

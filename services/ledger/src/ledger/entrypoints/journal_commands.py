@@ -24,7 +24,8 @@ from chassis.service import Command
 from ledger.adapters import journal_file
 from ledger.bootstrap import migrate, unit_of_work
 from ledger.config import LedgerSettings
-from ledger.domain.checkpoint import Checkpoint, Head, check_chain
+from ledger.domain.books import check_history
+from ledger.domain.checkpoint import Checkpoint, Head
 from ledger.domain.journal import Broken
 from ledger.service_layer import journal
 from ledger.service_layer.journal import JournalBroken, UowFactory
@@ -74,7 +75,7 @@ def _verify(args: argparse.Namespace, settings: LedgerSettings) -> None:
                 if args.from_checkpoint:
                     with _database(settings) as uow:
                         extra += journal.stored_checkpoints(uow)
-                broken = check_chain(records, head=head, checkpoints=extra)
+                broken = check_history(records, head=head, checkpoints=extra)
             except journal_file.BadExport as error:
                 _cannot(error)
                 return

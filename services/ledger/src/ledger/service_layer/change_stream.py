@@ -9,8 +9,6 @@ reading ``after`` the last sequence sent never skips or repeats a record.
 
 from __future__ import annotations
 
-from typing import Any
-
 from chassis.kernel.errors import FieldViolation, InvalidArgument
 
 from ledger.domain.journal_changes import (
@@ -21,6 +19,7 @@ from ledger.domain.journal_changes import (
     journal_change,
     opened_terms,
 )
+from ledger.domain.replay import Change
 from ledger.service_layer.use_cases import SERVICE, Caller, UowFactory
 
 PAGE_SIZE = 500
@@ -47,7 +46,7 @@ def journal_page(
     is in the stream)."""
     with uow_factory() as uow:
         rows = uow.ledger.journal_after(after, limit)
-        bodies: list[dict[str, Any]] = []
+        bodies: list[Change] = []
         unknown: set[str] = set()
         for row in rows:
             body = decoded(row)

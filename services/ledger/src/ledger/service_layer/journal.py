@@ -2,7 +2,8 @@
 
 Verification streams: a journal of any length is checked holding one page of
 records (``JournalStore.records``) and of checkpoints, against the chain, the
-head and the checkpoints (``ledger.domain.checkpoint.check_chain``).
+head and the checkpoints (``ledger.domain.checkpoint.check_chain``); from the
+first record, and on import, the books are replayed too (``ledger.domain.books``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from chassis.kernel.clock import Clock
 from chassis.kernel.errors import FailedPrecondition
 
+from ledger.domain.books import ReplayedBooks, check_history
 from ledger.domain.checkpoint import Checkpoint, Head, check_chain, hex_of
 from ledger.domain.journal import GENESIS, Broken
 from ledger.domain.journal_records import JournalRow
@@ -88,7 +90,10 @@ def verify(
             contextlib.closing(journal.checkpoints()) as stored_ones,
         ):
             held = heapq.merge(stored_ones, sorted(extra, key=_sequence), key=_sequence)
-            broken = check_chain(records, head=head, start=start, checkpoints=held)
+            if start == (0, GENESIS):  # the whole history: its books are replayed too
+                broken = check_history(records, head=head, checkpoints=held)
+            else:
+                broken = check_chain(records, head=head, start=start, checkpoints=held)
         return Verdict(head, start, broken)
 
 
@@ -151,6 +156,7 @@ def import_journal(
                 "LEDGER_NOT_EMPTY", "import-journal writes into an empty ledger database only"
             )
         now = clock.now()
+        books = ReplayedBooks()
         last_entries: dict[str, Entry] = {}
         round_ = _Restoring([], [], [], [], {}, [])
 
@@ -168,6 +174,9 @@ def import_journal(
 
         def take(record: JournalRow) -> None:
             change = read_body(record.body)
+            problem = books.apply(change)
+            if problem is not None:  # a chain that verifies but books that do not add up
+                raise JournalBroken(Broken(record.sequence, problem))
             round_.records.append(record)
             if isinstance(change, AccountOpenedChange):
                 round_.accounts.append(change.account)
