@@ -193,6 +193,14 @@ def test_refusals_name_the_field_and_the_scope(ledger_stub: LedgerServiceStub) -
     details = bad_request(negative.value)
     assert details is not None
     assert [v.field for v in details.field_violations] == ["after_sequence"]
+    # Beyond the head (a ledger restored from an older backup): refused, not waited for.
+    with pytest.raises(grpc.RpcError) as beyond:
+        next(follow(ledger_stub, 2**63 - 1))
+    assert beyond.value.code() is grpc.StatusCode.OUT_OF_RANGE
+    assert reason_of(beyond.value) == "SEQUENCE_BEYOND_HEAD"
+    beyond_details = bad_request(beyond.value)
+    assert beyond_details is not None
+    assert [v.field for v in beyond_details.field_violations] == ["after_sequence"]
     reading_accounts = ledger_stub.FollowJournal(
         pb.FollowJournalRequest(),
         metadata=service_metadata(["ledger.accounts.read"]),
