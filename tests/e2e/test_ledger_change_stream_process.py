@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,15 +51,21 @@ WAIT = 30.0
 RECORDS_BETWEEN_STOPS = 60
 # Transfers committed before the consumers start: more than a page of the stream (500), so
 # the first pages are full ones.
-BACKLOG = 700
+BACKLOG = 560
 # The second consumer leaves after this many records of one session, this many times (a
 # consumer that always left would rarely get past where it had been).
 REWIND_EVERY, REWINDS = 45, 4
 # Reconnect backoff of the consumers: full jitter, doubling up to the cap.
 BACKOFF_START, BACKOFF_CAP = 0.05, 0.8
-# A follower's stream ends with one of these when the ledger is down, draining, or
-# has no follower's place free for a moment: come back later.
-COME_BACK_LATER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+# A follower's stream ends with one of these when the ledger is down, draining, or has no
+# follower's place free for a moment: come back later. CANCELLED too, when the consumer did
+# not cancel: gRPC cancels a call that reaches a server as it shuts down, before any handler
+# took it (grpc/grpc#41785).
+COME_BACK_LATER = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+)
 
 
 def leg(account_id: str, direction: int, amount: int) -> pb.Leg:
@@ -87,7 +93,7 @@ class Session:
     after: int
     highest: int  # the highest sequence the consumer had when it resumed
     records: list[pb.JournalRecord] = field(default_factory=list)
-    ended: str = ""  # "UNAVAILABLE SERVER_DRAINING", "UNAVAILABLE", "rewound", "stopped"
+    ended: str = ""  # "UNAVAILABLE SERVER_DRAINING", "UNAVAILABLE", "CANCELLED", "rewound"...
 
 
 class JournalConsumer(threading.Thread):
@@ -211,10 +217,15 @@ class Writer(threading.Thread):
             self.failure = error
 
     def _call(self, method: str, request: Any) -> None:
-        response, error, attempts = call_until_answered(
-            self._connection, method, request, 5.0, self._rng
-        )
-        self.codes += [attempt.code for attempt in attempts]
+        while True:
+            response, error, attempts = call_until_answered(
+                self._connection, method, request, 5.0, self._rng
+            )
+            self.codes += [attempt.code for attempt in attempts]
+            # Cancelled by the ledger shutting down as the call arrived (grpc/grpc#41785):
+            # no handler took it; send it again, the same ids.
+            if error is None or error.code() is not grpc.StatusCode.CANCELLED:
+                break
         if error is not None:
             raise error
         if method == "CreateTransfers":
@@ -271,14 +282,24 @@ def exported_records(path: Path) -> Iterator[tuple[int, str, str, int | None, by
             )
 
 
-def streams_on(consumer: JournalConsumer, records: int, what: str) -> None:
+def streams_on(
+    consumer: JournalConsumer, records: int, what: str, parts: Sequence[JournalConsumer | Writer]
+) -> None:
     """Wait until ``consumer`` has ``records`` more than now."""
     mark = consumer.received()
-    wait_until(lambda: consumer.received() >= mark + records, WAIT, what)
+    until(lambda: consumer.received() >= mark + records, what, *parts)
 
 
 def reaches(consumer: JournalConsumer, sequence: int) -> None:
-    wait_until(lambda: consumer.highest() >= sequence, WAIT, f"{consumer.name} at {sequence}")
+    until(lambda: consumer.highest() >= sequence, f"{consumer.name} at {sequence}", consumer)
+
+
+def until(predicate: Callable[[], bool], what: str, *parts: JournalConsumer | Writer) -> None:
+    """Wait for ``predicate``; a part that failed meanwhile fails the wait with its error."""
+    wait_until(lambda: predicate() or any(p.failure for p in parts), WAIT, what)
+    for part in parts:
+        if part.failure is not None:
+            raise AssertionError(f"{part.name} failed while waiting for {what}") from part.failure
 
 
 def count(engine: Engine, sql: str) -> int:
@@ -314,15 +335,15 @@ def test_the_change_stream_across_a_kill_and_a_drain_of_the_ledger_process(
         api.call("CreateTransfers", pb.CreateTransfersRequest(transfers=backlog), WAIT)
         for part in parts:
             part.start()
-        streams_on(follower, RECORDS_BETWEEN_STOPS, "records before the SIGKILL")
+        streams_on(follower, RECORDS_BETWEEN_STOPS, "records before the SIGKILL", parts)
         ledger.kill()
         ledger.start()
         ledger.wait_healthy(target)
-        streams_on(follower, RECORDS_BETWEEN_STOPS, "records before the SIGTERM")
+        streams_on(follower, RECORDS_BETWEEN_STOPS, "records before the SIGTERM", parts)
         assert ledger.terminate() == 0, ledger.logs()[-4000:]
         ledger.start()
         ledger.wait_healthy(target)
-        streams_on(follower, 20, "records after the last restart")
+        streams_on(follower, 20, "records after the last restart", parts)
         for writer in writers:
             writer.stop()
         wait_until(
@@ -359,7 +380,8 @@ def test_the_change_stream_across_a_kill_and_a_drain_of_the_ledger_process(
         "stopped",
     ]
     refused = [s.ended for s in sessions if not s.records]
-    assert set(refused) == {"UNAVAILABLE"}, refused
+    assert "UNAVAILABLE" in refused
+    assert set(refused) <= {"UNAVAILABLE", "CANCELLED"}, refused
     assert len(refused) < 100, len(refused)
 
     # Equal to the exported journal, record by record, and the chain verifies.
