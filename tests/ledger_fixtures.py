@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,12 +14,13 @@ import grpc
 import pytest
 from astra.ledger.v1 import ledger_pb2_grpc
 from astra_testkit.postgres import PostgresServer
+from astra_testkit.processes import ServiceProcess
 from astra_testkit.tls import tls_env, tls_files, tls_settings
 from chassis.auth.testing import TokenMint
 from chassis.grpc.client import open_channel
 from ledger.bootstrap import Ledger, bootstrap, migrate
 from ledger.config import LedgerSettings
-from ledger.entrypoints.server import build_server
+from ledger.entrypoints.server import LEDGER, build_server
 
 # One token mint for the whole test run. In-process ledgers and ledger processes
 # verify its tokens from a JWKS file (as a deployment with mounted keys would),
@@ -38,6 +40,52 @@ def ledger_auth_env() -> dict[str, str]:
         "LEDGER_AUTH_JWKS_FILE": str(LEDGER_JWKS_FILE),
         **tls_env("LEDGER", "ledger"),
     }
+
+
+def ledger_service_process(
+    database_url: str, port: int, log_dir: Path, name: str = "ledger", **env: str
+) -> ServiceProcess:
+    """``astra-ledger serve`` as a real process on ``database_url`` and ``port`` (not yet
+    started; ``start()`` it, and again after a kill: same port, same log); ``env`` adds
+    or overrides LEDGER_* variables."""
+    return ServiceProcess(
+        name,
+        [str(Path(sys.executable).parent / "astra-ledger"), "serve"],
+        {
+            "LEDGER_DATABASE_URL": database_url,
+            "LEDGER_GRPC_PORT": str(port),
+            "LEDGER_MIGRATE_ON_START": "true",
+            "LEDGER_GRACE_SECONDS": "2",
+            "LEDGER_METRICS_PORT": "0",  # tests never take the default 9102
+            **ledger_auth_env(),
+            **env,
+        },
+        log_dir=log_dir,
+    )
+
+
+def ledger_cli(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    *argv: str,
+) -> tuple[int, str]:
+    """``astra-ledger <argv>`` in this process (the console script's own ``main``, without a
+    second interpreter's start-up): its exit code and what it printed."""
+    for name, value in ledger_auth_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LEDGER_DATABASE_URL", url)
+    monkeypatch.setenv("LEDGER_MIGRATE_ON_START", "false")
+    # The process's logging stays the test run's (pytest's capture closes under it).
+    monkeypatch.setattr("chassis.service.configure_logging", lambda *_args, **_kwargs: None)
+    capsys.readouterr()
+    try:
+        LEDGER.main(list(argv))
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    out = capsys.readouterr()
+    return code, out.out + out.err
 
 
 def service_token(scopes: Iterable[str] | None = None) -> str:

@@ -27,7 +27,7 @@ from ledger.domain.journal import first_break
 from sqlalchemy import Engine
 from sqlalchemy import text as sa_text
 
-from tests.ledger_fixtures import authorized_channel, ledger_auth_env, service_token
+from tests.ledger_fixtures import authorized_channel, ledger_service_process, service_token
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
@@ -38,19 +38,7 @@ def ledger_process(
 ) -> Iterator[tuple[str, ServiceProcess]]:
     database = postgres.create_database(prefix="astra_e2e_ledger")
     port = free_port()
-    process = ServiceProcess(
-        "ledger",
-        [str(Path(sys.executable).parent / "astra-ledger"), "serve"],
-        {
-            "LEDGER_DATABASE_URL": postgres.url_for(database),
-            "LEDGER_GRPC_PORT": str(port),
-            "LEDGER_MIGRATE_ON_START": "true",
-            "LEDGER_GRACE_SECONDS": "2",
-            "LEDGER_METRICS_PORT": "0",  # tests never take the default 9102
-            **ledger_auth_env(),
-        },
-        log_dir=tmp_path,
-    ).start()
+    process = ledger_service_process(postgres.url_for(database), port, tmp_path).start()
     target = f"127.0.0.1:{port}"
     try:
         process.wait_healthy(target)
@@ -219,19 +207,7 @@ def _ledger(
     postgres: PostgresServer, database: str, tmp_path: Path, name: str
 ) -> tuple[ServiceProcess, str]:
     port = free_port()
-    process = ServiceProcess(
-        name,
-        [str(Path(sys.executable).parent / "astra-ledger"), "serve"],
-        {
-            "LEDGER_DATABASE_URL": postgres.url_for(database),
-            "LEDGER_GRPC_PORT": str(port),
-            "LEDGER_MIGRATE_ON_START": "true",
-            "LEDGER_GRACE_SECONDS": "2",
-            "LEDGER_METRICS_PORT": "0",
-            **ledger_auth_env(),
-        },
-        log_dir=tmp_path,
-    ).start()
+    process = ledger_service_process(postgres.url_for(database), port, tmp_path, name).start()
     target = f"127.0.0.1:{port}"
     process.wait_healthy(target)
     return process, target

@@ -18,12 +18,14 @@ import pytest
 from astra.ledger.v1 import ledger_pb2 as pb
 from astra.ledger.v1.ledger_pb2_grpc import LedgerServiceStub
 from astra_testkit.waiting import wait_until
+from chassis.grpc.context import CallContext, ServerDraining, reset_current_call, set_current_call
 from chassis.grpc.server import GrpcServer
 from chassis.grpc.status import bad_request, reason_of
 from google.protobuf.duration_pb2 import Duration
 from ledger.bootstrap import Ledger, bootstrap
 from ledger.domain.journal import first_break
 from ledger.domain.journal_records import JournalRow
+from ledger.entrypoints.grpc_api import LedgerServicer
 from ledger.entrypoints.server import build_server
 from ledger.service_layer import use_cases
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -191,6 +193,14 @@ def test_refusals_name_the_field_and_the_scope(ledger_stub: LedgerServiceStub) -
     details = bad_request(negative.value)
     assert details is not None
     assert [v.field for v in details.field_violations] == ["after_sequence"]
+    # Beyond the head (a ledger restored from an older backup): refused, not waited for.
+    with pytest.raises(grpc.RpcError) as beyond:
+        next(follow(ledger_stub, 2**63 - 1))
+    assert beyond.value.code() is grpc.StatusCode.OUT_OF_RANGE
+    assert reason_of(beyond.value) == "SEQUENCE_BEYOND_HEAD"
+    beyond_details = bad_request(beyond.value)
+    assert beyond_details is not None
+    assert [v.field for v in beyond_details.field_violations] == ["after_sequence"]
     reading_accounts = ledger_stub.FollowJournal(
         pb.FollowJournalRequest(),
         metadata=service_metadata(["ledger.accounts.read"]),
@@ -238,6 +248,33 @@ def test_the_stream_survives_a_ledger_restart(ledger_db_url: str) -> None:
     finally:
         channel.close()
         server.stop(grace=0)
+
+
+class _ReadingClient:
+    """The servicer's view of a call whose client is still there."""
+
+    def is_active(self) -> bool:
+        return True
+
+
+def test_a_drain_ends_the_stream_at_its_next_record_not_at_the_end_of_a_page(
+    ledger_stub: LedgerServiceStub, ledger: Ledger
+) -> None:
+    """A page is read whole but sent record by record: the drain must not wait for (or be
+    cut at its grace by) the rest of a page a slow consumer has not taken yet."""
+    open_accounts(ledger_stub)
+    ledger_stub.CreateTransfers(transfers("p", 20))
+    servicer = LedgerServicer(ledger, caller_of=lambda _context: use_cases.SERVICE)
+    draining = threading.Event()
+    token = set_current_call(CallContext("req-drain", "FollowJournal", draining=draining))
+    try:
+        stream = servicer.FollowJournal(pb.FollowJournalRequest(), _ReadingClient())  # type: ignore[arg-type]
+        assert next(stream).record.sequence == 1  # of a page of 24
+        draining.set()
+        with pytest.raises(ServerDraining):
+            next(stream)
+    finally:
+        reset_current_call(token)
 
 
 def test_followers_take_at_most_a_quarter_of_the_handler_threads(ledger_db_url: str) -> None:

@@ -26,13 +26,13 @@ from ledger.domain.checkpoint import Checkpoint
 from ledger.domain.journal import GENESIS, chain
 from ledger.domain.model import AccountSpec, NormalSide
 from ledger.domain.replay import AccountOpenedChange, read_body
-from ledger.entrypoints.server import LEDGER
 from ledger.entrypoints.workers import JournalCheckpoints
 from ledger.service_layer import journal, use_cases
 from sqlalchemy import Engine, create_engine, text
 
 from tests.ledger_builders import credit, debit, hold, move, post, reverse
-from tests.ledger_fixtures import MovableClock, ledger_auth_env, ledger_settings
+from tests.ledger_fixtures import MovableClock, ledger_settings
+from tests.ledger_fixtures import ledger_cli as cli
 
 CHECKPOINTED = ev.JournalCheckpointed.DESCRIPTOR.full_name
 WHO = Requester("svc_payments", "cus_7", "req-1")
@@ -89,29 +89,6 @@ def use_the_ledger(ledger: Ledger, clock: MovableClock) -> None:
 def journaled(ledger: Ledger, clock: MovableClock) -> Ledger:
     use_the_ledger(ledger, clock)
     return ledger
-
-
-def cli(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    url: str,
-    *argv: str,
-) -> tuple[int, str]:
-    """``astra-ledger <argv>`` in this process: its exit code and what it printed."""
-    for name, value in ledger_auth_env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("LEDGER_DATABASE_URL", url)
-    monkeypatch.setenv("LEDGER_MIGRATE_ON_START", "false")
-    # The process's logging stays the test run's (pytest's capture closes under it).
-    monkeypatch.setattr("chassis.service.configure_logging", lambda *_args, **_kwargs: None)
-    capsys.readouterr()
-    try:
-        LEDGER.main(list(argv))
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 def url_of(ledger: Ledger) -> str:

@@ -5,6 +5,7 @@ and a simulation run on; these tests are what keep it honest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,7 @@ from astra_testkit.postgres import PostgresServer
 from chassis.db.engine import create_db_engine
 from chassis.events.writer import OutboxWriter
 from chassis.kernel.audit import Requester
+from chassis.kernel.errors import FailedPrecondition
 from ledger.adapters import tables
 from ledger.adapters.events import to_outbox_message
 from ledger.adapters.memory import MemoryLedgerDatabase, MemoryLedgerUnitOfWork
@@ -26,7 +28,8 @@ from ledger.adapters.repository import COPY_THRESHOLD
 from ledger.adapters.unit_of_work import SqlLedgerUnitOfWork
 from ledger.bootstrap import migrate
 from ledger.domain.batch import BatchOutcome, decide_batch
-from ledger.domain.events import AccountOpened, TransferApplied
+from ledger.domain.checkpoint import Checkpoint
+from ledger.domain.events import AccountOpened, JournalCheckpointed, TransferApplied
 from ledger.domain.journal import GENESIS, first_break
 from ledger.domain.journal_records import (
     JournalRow,
@@ -45,7 +48,8 @@ from ledger.domain.model import (
     TransferRequest,
 )
 from ledger.domain.replay import AccountOpenedChange, TransferChange, read_body
-from ledger.service_layer import use_cases
+from ledger.service_layer import journal, use_cases
+from ledger.service_layer.ports import JournalStore
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 from sqlalchemy import text as sa_text
 
@@ -739,3 +743,114 @@ def test_the_journal_refuses_update_and_delete_on_sqlite(tmp_path: Path) -> None
                 connection.execute(sa_text(statement))
     finally:
         engine.dispose()
+
+
+# --- the journal store: verification, checkpoints, export and import on every backend ------
+
+
+def _journal_store(uow: LedgerUnitOfWork) -> JournalStore:
+    assert uow.journal is not None, "every backend keeps the journal store"
+    return uow.journal
+
+
+@pytest.mark.parametrize("backend", ["memory", "postgresql", "sqlite"], indirect=True)
+def test_the_journal_store_streams_verifies_and_checkpoints_alike(backend: Backend) -> None:
+    _every_kind_of_change(backend)
+    rows = _journal(backend)
+    last = rows[-1]
+    with backend.uow() as uow:
+        store = _journal_store(uow)
+        store.read_snapshot()
+        assert store.head() == (last.sequence, last.hash)
+        streamed = list(store.records(0, last.sequence))
+        assert [r.checked() for r in streamed] == [r.checked() for r in rows]
+        assert [r.sequence for r in store.records(3, 5)] == [4, 5]
+        assert (store.hash_at(1), store.hash_at(0), store.hash_at(last.sequence + 1)) == (
+            rows[0].hash,
+            None,
+            None,
+        )
+        assert not store.is_empty()
+    verdict = journal.verify(backend.uow)
+    assert (verdict.head, verdict.broken) == ((last.sequence, last.hash), None)
+
+    clock = MovableClock(T0)
+    taken = journal.checkpoint(backend.uow, clock)
+    assert taken is not None
+    assert (taken.sequence, taken.hash) == (last.sequence, last.hash)
+    assert journal.checkpoint(backend.uow, clock) is None  # the head did not move
+    with backend.uow() as uow:
+        # Another process's checkpoint of the same head: refused, nothing published.
+        again = Checkpoint.of_head(last.sequence, last.hash, T0)
+        assert _journal_store(uow).add_checkpoint(again) is False
+        uow.commit()
+        # Stored but not committed: gone with the transaction.
+        assert _journal_store(uow).add_checkpoint(Checkpoint.of_head(1, rows[0].hash, T0))
+    assert journal.stored_checkpoints(backend.uow) == [taken]
+    published = [e for e in backend.events if isinstance(e, JournalCheckpointed)]
+    assert [(e.sequence, e.hash) for e in published] == [(last.sequence, last.hash)]
+    with backend.uow() as uow:
+        assert _journal_store(uow).latest_checkpoint() == taken
+    resumed = journal.verify(backend.uow, from_checkpoint=True)
+    assert (resumed.start, resumed.broken) == ((last.sequence, last.hash), None)
+    # A published checkpoint the record at its sequence does not match: named.
+    forged = journal.verify(backend.uow, extra=[Checkpoint(2, b"\x01" * 32, T0)])
+    assert forged.broken is not None
+    assert forged.broken.sequence == 2
+
+
+@contextlib.contextmanager
+def _empty_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Another backend of ``kind``, empty (an import's target)."""
+    if kind == "memory":
+        yield _memory_backend()
+    elif kind == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        url = postgres.fresh_database_url("ledger", migrate)
+        try:
+            yield from _sql_backend(url)
+        finally:
+            postgres.drop_url(url)
+    else:
+        url = f"sqlite:///{tmp_path / 'imported.db'}"
+        migrate(url)
+        yield from _sql_backend(url)
+
+
+def _ledger_state(backend: Backend) -> tuple[object, ...]:
+    """What an import must give back: accounts with their sums, entries, transfers, holds."""
+    bodies = [json.loads(r.body) for r in _journal(backend)]
+    with backend.uow() as uow:
+        accounts = uow.ledger.list_accounts(None, 1000, "")
+        entries = [uow.ledger.list_entries(a.id, 0, 10_000) for a in accounts]
+        records = uow.ledger.load_records(b["transfer"]["id"] for b in bodies if "transfer" in b)
+        holds = uow.ledger.due_holds(T0 + timedelta(days=365), 1000)
+    return accounts, entries, sorted(records.items()), holds
+
+
+@pytest.mark.parametrize("backend", ["memory", "postgresql", "sqlite"], indirect=True)
+def test_an_export_imported_into_an_empty_backend_is_the_same_ledger(
+    backend: Backend, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    _every_kind_of_change(backend)
+    # Left open: pending sums and an open hold to carry over.
+    pending = hold("tr_open", debit("acct_bank", 3), credit("acct_bob", 3), timeout=timedelta(1))
+    _apply(backend, pending, now=T0 + timedelta(seconds=20))
+    heads: list[tuple[int, bytes]] = []
+    exported = list(journal.export(backend.uow, heads.append))
+    kind = request.node.callspec.params["backend"]
+    with _empty_backend(kind, request, tmp_path) as target:
+        # A chain broken in the middle: refused, and nothing of it written.
+        broken = [*exported[:5], replace(exported[5], body=exported[5].body + b" "), *exported[6:]]
+        with pytest.raises(journal.JournalBroken) as refused:
+            journal.import_journal(target.uow, MovableClock(T0), heads[0], broken)
+        assert refused.value.broken.sequence == 6
+        with target.uow() as uow:
+            assert _journal_store(uow).is_empty()
+        assert journal.import_journal(target.uow, MovableClock(T0), heads[0], exported) == heads[0]
+        assert _chained(target) == _chained(backend)
+        assert _ledger_state(target) == _ledger_state(backend)
+        assert _ledger_state(target)[3] == ["tr_open"]
+        assert journal.verify(target.uow).broken is None
+        with pytest.raises(FailedPrecondition):  # only into an empty ledger
+            journal.import_journal(target.uow, MovableClock(T0), heads[0], exported)

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from chassis.kernel.errors import InvalidArgument, PermissionDenied
+from chassis.kernel.errors import DomainError, ErrorCategory, InvalidArgument, PermissionDenied
 from ledger.adapters.memory import MemoryLedgerDatabase
 from ledger.domain.journal import GENESIS, canonical
 from ledger.domain.journal_changes import (
@@ -221,6 +221,27 @@ def test_a_caught_up_follower_goes_on_with_what_commits_later() -> None:
     ledger.open("acct_b")
     assert [c.account_id for c in follower.next_page()] == ["acct_b"]
     assert follower.after == 2
+
+
+def test_a_sequence_beyond_the_head_is_out_of_range_not_waited_for(ledger: Ledger) -> None:
+    """A consumer past the head holds records this ledger does not have (it was restored from
+    an older backup, or is another ledger): the records the ledger writes next under those
+    sequences are not the ones it had, so it is told at once instead of waiting for them."""
+    head = len(ledger.follow())
+    at_head = change_stream.JournalFollower(ledger.uow, head)
+    assert at_head.next_page() == []  # caught up: it waits for the next record
+    assert at_head.caught_up
+    with pytest.raises(DomainError) as beyond:
+        change_stream.JournalFollower(ledger.uow, head + 1).next_page()
+    assert beyond.value.category is ErrorCategory.OUT_OF_RANGE
+    assert beyond.value.reason == "SEQUENCE_BEYOND_HEAD"
+    assert beyond.value.metadata == {"after_sequence": str(head + 1), "head_sequence": str(head)}
+    assert [v.field for v in beyond.value.violations] == ["after_sequence"]
+    # The journal cut back under a caught-up stream (a restore): its next poll says so.
+    del ledger.db.journal[head - 2 :]
+    with pytest.raises(DomainError) as restored:
+        at_head.next_page()
+    assert restored.value.metadata["head_sequence"] == str(head - 2)
 
 
 def test_a_negative_sequence_or_a_customer_is_refused(ledger: Ledger) -> None:

@@ -7,13 +7,16 @@ resolution written twice is a lost race, accounts are locked for the whole
 transaction (one transaction at a time), and a transaction that does not commit
 leaves nothing behind (``chassis.kernel.memory``). Committed events are kept in
 ``MemoryLedgerDatabase.events``, in commit order, as the outbox would hold them.
+``MemoryJournal`` keeps the SQL journal store's contract
+(``ledger.service_layer.ports.JournalStore``): verification, checkpoints,
+export and import run on the fake too.
 """
 
 from __future__ import annotations
 
 import bisect
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +26,7 @@ from chassis.kernel.memory import MemoryDatabase, MemoryTable, MemoryUnitOfWork
 from chassis.kernel.uow import TracksAggregates
 
 from ledger.domain.batch import BatchOutcome
+from ledger.domain.checkpoint import Checkpoint
 from ledger.domain.journal import ACCOUNT_OPENED, GENESIS, TRANSFER
 from ledger.domain.journal_records import (
     JournalHead,
@@ -68,6 +72,9 @@ class MemoryLedgerDatabase(MemoryDatabase):
         self.entries: dict[str, list[Entry]] = {}
         # The journal in sequence order (sequence n at index n - 1); its head is the last row.
         self.journal: list[JournalRow] = []
+        self.checkpoints: MemoryTable[int, Checkpoint] = MemoryTable(
+            self, copy=lambda checkpoint: replace(checkpoint, events=[])
+        )
 
     def uow(self) -> MemoryLedgerUnitOfWork:
         """A new unit of work on this database (the factory a use case is given)."""
@@ -149,7 +156,7 @@ class MemoryLedgerRepository(TracksAggregates):
             stored.new = False
             self._db.transfers.insert(record.id, stored)
         for entry in outcome.entries:
-            self._append(entry)
+            self.append_entry(entry)
         for changed in outcome.accounts.values():
             account = self._db.accounts.get(changed.id)
             if account is None:
@@ -193,7 +200,8 @@ class MemoryLedgerRepository(TracksAggregates):
         start = max(sequence, 0)
         return self._db.journal[start : start + limit]
 
-    def _append(self, entry: Entry) -> None:
+    def append_entry(self, entry: Entry) -> None:
+        """An account's next entry (its sequence one past the last)."""
         history = self._db.entries.setdefault(entry.account_id, [])
         if entry.sequence <= len(history):
             raise RetryTransaction(f"entry {entry.account_id}/{entry.sequence} exists already")
@@ -231,6 +239,97 @@ def _truncate(history: list[Any], length: int) -> Callable[[], None]:
     return undo
 
 
+class MemoryJournal(TracksAggregates):
+    """The journal store on the fake: its head is its last record (the SQL head row can
+    disagree only when someone changed the tables, which the fake cannot be)."""
+
+    def __init__(self, database: MemoryLedgerDatabase, ledger: MemoryLedgerRepository) -> None:
+        super().__init__()
+        self._db = database
+        self._ledger = ledger
+
+    def read_snapshot(self) -> None:
+        """One transaction at a time: every read is of one snapshot already."""
+
+    def head(self) -> tuple[int, bytes]:
+        head = self._ledger.journal_head()
+        return head.sequence, head.hash
+
+    def records(self, after: int, through: int) -> Generator[JournalRow, None, None]:
+        yield from self._db.journal[max(after, 0) : max(through, 0)]
+
+    def hash_at(self, sequence: int) -> bytes | None:
+        journal = self._db.journal
+        return journal[sequence - 1].hash if 1 <= sequence <= len(journal) else None
+
+    def checkpoints(self) -> Generator[Checkpoint, None, None]:
+        yield from self._db.checkpoints.select(order_by=lambda c: c.sequence)
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        newest = self._db.checkpoints.select(order_by=lambda c: -c.sequence, limit=1)
+        return newest[0] if newest else None
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        if checkpoint.sequence in self._db.checkpoints:
+            return False
+        self._db.checkpoints.insert(checkpoint.sequence, checkpoint)
+        self.track(checkpoint)
+        return True
+
+    def is_empty(self) -> bool:
+        return not (len(self._db.accounts) or len(self._db.transfers) or self._db.journal)
+
+    def insert_records(self, records: Sequence[JournalRow], recorded_at: datetime) -> None:
+        journal = self._db.journal
+        length = len(journal)
+        for offset, record in enumerate(records, start=length + 1):
+            if record.sequence != offset:
+                # The primary key and the chain's order: the SQL table refuses the same.
+                raise ValueError(f"journal record {record.sequence} where {offset} goes")
+        journal.extend(replace(r, recorded_at=r.recorded_at or recorded_at) for r in records)
+        self._db.changed(_truncate(journal, length))
+
+    def set_head(self, sequence: int, digest: bytes) -> None:
+        if self.head() != (sequence, digest):
+            raise ValueError(f"the head {sequence} is not the journal's last record")
+
+    def restore(
+        self,
+        accounts: Sequence[Account],
+        records: Sequence[TransferRecord],
+        entries: Sequence[Entry],
+        opened: Sequence[tuple[str, datetime | None]],
+        closed: Sequence[str],
+    ) -> None:
+        for account in accounts:
+            self._db.accounts.insert(account.id, account)
+        for record in records:
+            stored = copy.copy(record)  # as ``write`` stores one: what is derived, derived on read
+            stored.resolved_by, stored.resolution_kind, stored.reversed_by = "", None, ""
+            stored.new = False
+            self._db.transfers.insert(record.id, stored)
+        for entry in entries:
+            self._ledger.append_entry(entry)
+        for hold_id in closed:
+            self._db.open_holds.delete(hold_id)
+        for hold_id, expires_at in opened:
+            self._db.open_holds.insert(hold_id, (hold_id, expires_at))
+
+    def restore_sums(self, last_entries: Iterable[Entry]) -> None:
+        for entry in last_entries:
+            account = self._db.accounts.get(entry.account_id)
+            if account is None:
+                raise LookupError(f"account {entry.account_id} is not in the ledger")
+            account.debits_posted = entry.debits_posted
+            account.credits_posted = entry.credits_posted
+            account.debits_pending = entry.debits_pending
+            account.credits_pending = entry.credits_pending
+            account.entry_sequence = entry.sequence
+            account.last_entry_at = entry.created_at
+            self._db.accounts.put(account.id, account)
+
+
 class MemoryLedgerUnitOfWork(MemoryUnitOfWork[MemoryLedgerDatabase], LedgerUnitOfWork):
     def _open_repositories(self, database: MemoryLedgerDatabase) -> None:
         self.ledger = MemoryLedgerRepository(database)
+        self.journal = MemoryJournal(database, self.ledger)

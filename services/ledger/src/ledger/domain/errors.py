@@ -6,7 +6,7 @@ raises the same reason as an error, with the category that picks its gRPC code.
 
 from __future__ import annotations
 
-from chassis.kernel.errors import DomainError, ErrorCategory, NotFound
+from chassis.kernel.errors import DomainError, ErrorCategory, FieldViolation, NotFound
 
 from ledger.domain.model import ItemResult
 
@@ -47,3 +47,21 @@ def transfer_not_found(transfer_id: str, refused_reason: str = "") -> NotFound:
         message = f"transfer {transfer_id} was refused ({refused_reason}); nothing was applied"
         metadata["refused_reason"] = refused_reason
     return NotFound("TRANSFER_NOT_FOUND", message, metadata=metadata)
+
+
+def sequence_beyond_head(after: int, head: int) -> DomainError:
+    """A change stream's place past the journal's head: this ledger does not have that
+    record (restored from an older backup, or another ledger). Records it writes next take
+    those sequences with other content, so waiting for them would pass the consumer a
+    history that forks from the one it holds (services/ledger/JOURNAL.md)."""
+    return DomainError(
+        "SEQUENCE_BEYOND_HEAD",
+        f"after_sequence {after} is beyond the journal's head ({head}): this ledger does not "
+        f"have that record (restored from an older backup?); what you hold after {head} "
+        "is not its history",
+        category=ErrorCategory.OUT_OF_RANGE,
+        metadata={"after_sequence": str(after), "head_sequence": str(head)},
+        violations=[
+            FieldViolation("after_sequence", f"must not be beyond the journal's head ({head})")
+        ],
+    )

@@ -235,12 +235,16 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             )
         try:
             # Page by page; once caught up, a poll for what committed since, until the client
-            # leaves, its deadline passes or the server drains (SERVER_DRAINING).
+            # leaves, its deadline passes or the server drains (SERVER_DRAINING). Checked after
+            # every record, not only every page: a slow consumer's page (up to 500 records)
+            # must not hold the drain, nor be cut without the reason when its grace runs out.
             while True:
                 for change in follower.next_page():
                     yield pb.FollowJournalResponse(
                         record=journal_record_to_pb(change, request.include_body)
                     )
+                    if not stream_may_go_on(context):
+                        return
                 wait = change_stream.POLL_SECONDS if follower.caught_up else 0.0
                 if not stream_may_go_on(context, wait):
                     return

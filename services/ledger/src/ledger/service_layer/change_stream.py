@@ -5,12 +5,18 @@ sent), then, once caught up, a poll every ``poll_seconds`` for what committed
 since. The journal's sequence is gap-free and a record commits only after the
 one before it (appenders queue on the head's lock until they commit), so
 reading ``after`` the last sequence sent never skips or repeats a record.
+
+A place beyond the head is refused (OUT_OF_RANGE), not waited for: see
+``ledger.domain.errors.sequence_beyond_head``. It is checked whenever a page
+comes back empty, so a stream that was caught up when its ledger was restored
+from an older backup is told at its next poll.
 """
 
 from __future__ import annotations
 
 from chassis.kernel.errors import FieldViolation, InvalidArgument
 
+from ledger.domain.errors import sequence_beyond_head
 from ledger.domain.journal_changes import (
     AccountTerms,
     JournalChange,
@@ -43,9 +49,13 @@ def journal_page(
 ) -> list[JournalChange]:
     """The changes after ``after``, at most ``limit``; ``terms`` caches accounts' terms
     across pages (an account is read once per stream, and not at all when its opening
-    is in the stream)."""
+    is in the stream). None after ``after`` while the head is before it: refused."""
     with uow_factory() as uow:
         rows = uow.ledger.journal_after(after, limit)
+        if not rows:
+            head = uow.ledger.journal_head().sequence
+            if head < after:
+                raise sequence_beyond_head(after, head)
         bodies: list[Change] = []
         unknown: set[str] = set()
         for row in rows:

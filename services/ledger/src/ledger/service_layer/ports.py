@@ -94,8 +94,9 @@ class LedgerRepository(Protocol):
 
 
 class JournalStore(Protocol):
-    """The journal's chain as stored (``ledger.adapters.journal``; SQL only): its head, its
-    records in order, its checkpoints, and the writes an import into an empty ledger makes."""
+    """The journal's chain as stored (``ledger.adapters.journal``, and the fake's
+    ``ledger.adapters.memory.MemoryJournal``): its head, its records in order, its
+    checkpoints, and the writes an import into an empty ledger makes."""
 
     def read_snapshot(self) -> None:
         """From here on, this transaction reads one consistent snapshot (read only)."""

@@ -16,7 +16,7 @@ class LedgerUnitOfWork(UnitOfWork):
     """
 
     ledger: LedgerRepository
-    # The journal's chain, checkpoints and import: SQL only (the in-memory one has none).
+    # The journal's chain, checkpoints, export and import (SQL, and the in-memory fake).
     journal: JournalStore | None = None
 
     def repositories(self) -> Iterable[LedgerRepository | JournalStore]:

@@ -1508,7 +1508,9 @@ class FollowJournalRequest(_message.Message):
     INCLUDE_BODY_FIELD_NUMBER: _builtins.int
     after_sequence: _builtins.int
     """Optional. The last sequence the caller has; 0 (the default) follows from
-    the first record. Must not be negative.
+    the first record. Must not be negative (INVALID_ARGUMENT) nor beyond the
+    journal's head (OUT_OF_RANGE / SEQUENCE_BEYOND_HEAD: the ledger does not
+    have that record, e.g. restored from an older backup).
     """
     include_body: _builtins.bool
     """Optional. Also send each record's canonical body, so the caller can check
