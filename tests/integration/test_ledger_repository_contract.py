@@ -819,11 +819,13 @@ def _empty_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) ->
 
 def _ledger_state(backend: Backend) -> tuple[object, ...]:
     """What an import must give back: accounts with their sums, entries, transfers, holds."""
-    bodies = [json.loads(r.body) for r in _journal(backend)]
+    changes = [read_body(r.body) for r in _journal(backend)]
     with backend.uow() as uow:
         accounts = uow.ledger.list_accounts(None, 1000, "")
         entries = [uow.ledger.list_entries(a.id, 0, 10_000) for a in accounts]
-        records = uow.ledger.load_records(b["transfer"]["id"] for b in bodies if "transfer" in b)
+        records = uow.ledger.load_records(
+            c.record.id for c in changes if isinstance(c, TransferChange)
+        )
         holds = uow.ledger.due_holds(T0 + timedelta(days=365), 1000)
     return accounts, entries, sorted(records.items()), holds
 
