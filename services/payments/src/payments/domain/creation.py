@@ -17,6 +17,7 @@ from payments.domain.fraud import Velocity, Verdict, assess
 from payments.domain.ledger_plan import customer_account_id
 from payments.domain.model import Payment, PaymentRequest
 from payments.domain.policy import Policy
+from payments.domain.sanctions import screen_new
 from payments.domain.states import PaymentState
 
 
@@ -43,6 +44,7 @@ def decide_payment(
     if status.kyc_status != VERIFIED:
         payment.decline("CUSTOMER_NOT_VERIFIED", now)
         return payment
+    screen_new(payment, policy.sanctions, now)
     decision = assess(
         policy.fraud,
         amount=request.amount,
@@ -53,11 +55,11 @@ def decide_payment(
     )
     if decision.verdict is Verdict.DECLINE:
         payment.decline(decision.reason, now)
-    elif decision.verdict is Verdict.REVIEW:
+    elif decision.verdict is Verdict.REVIEW and not payment.review_required:
         payment.review_required = True
         payment.review_reason = decision.reason
-        if not payment.outgoing:
-            payment.transition(PaymentState.IN_REVIEW, decision.reason, now)
+    if payment.review_required and not payment.outgoing and payment.state is PaymentState.CREATED:
+        payment.transition(PaymentState.IN_REVIEW, payment.review_reason, now)
     return payment
 
 
