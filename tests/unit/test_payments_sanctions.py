@@ -1,0 +1,203 @@
+"""Sanctions screening in payments, no I/O: what a hit does to a payment, on the fakes."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+from chassis.kernel.errors import InvalidArgument, PermissionDenied
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from payments.domain.fees import FeeSchedule
+from payments.domain.model import BankAccount, Payment
+from payments.domain.policy import Policy
+from payments.domain.sanctions import OPEN_STATES, SANCTIONS_MATCH, rescreen, screen_new
+from payments.domain.states import PaymentKind, PaymentState
+from payments.service_layer import use_cases
+from payments.service_layer.creation import create_payment
+from screening.matcher import Outcome, Screener
+from screening.sdn import SanctionsList, SdnEntry
+
+from tests.unit.test_payments_domain import make
+from tests.unit.test_payments_use_cases import CREATOR, REVIEWER, Service, make_service
+
+S = PaymentState
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+LISTED = SdnEntry(
+    "7001", "KORVANI, Dashel Miro", "individual", ("SDGT", "IRGC"), (), frozenset({"IR"})
+)
+OTHER = SdnEntry("7002", "TREMOLA SHIPPING LLC", "entity", ("IRAN",))
+
+
+def screener(*entries: SdnEntry, version: str = "v1") -> Screener:
+    return Screener(SanctionsList(version, entries), 90)
+
+
+def with_holder(
+    service: Service, payment_id: str, holder: str, kind: PaymentKind, country: str = ""
+) -> Payment:
+    request = dataclasses.replace(
+        service.request(payment_id, "cus_ada", 1_000, kind),
+        counterparty=BankAccount("DE89370400440532013000", holder, country),
+    )
+    field = "destination" if kind is PaymentKind.PAYOUT else "source"
+    return create_payment(service.deps, request, field, CREATOR)
+
+
+def screened_service(list_: Screener | None) -> Service:
+    service = make_service(Policy(fees=FeeSchedule(fixed={"EUR": 100}), sanctions=list_))
+    service.verified("cus_ada", funds=100_000)
+    return service
+
+
+# --- the decision ------------------------------------------------------------------------------
+
+
+def test_a_listed_counterparty_asks_for_review_before_any_fraud_reason() -> None:
+    payment = make()
+    payment = dataclasses.replace(payment, counterparty=BankAccount("DE1", "Dashel Korvani", "IR"))
+    screen_new(payment, screener(LISTED), NOW)
+    assert payment.review_required
+    assert payment.review_reason == SANCTIONS_MATCH
+    assert payment.sanctions is not None
+    assert payment.sanctions.outcome is Outcome.HIT
+    assert payment.sanctions.match is not None
+    assert payment.sanctions.match.entry_uid == "7001"
+    assert payment.sanctions.match.country_matched is True
+    assert payment.sanctions.list_version == "v1"
+
+
+def test_screening_off_records_nothing_and_refunds_are_not_screened() -> None:
+    payment = make()
+    screen_new(payment, None, NOW)
+    assert payment.sanctions is None
+    refund = make(PaymentKind.REFUND)
+    refund = dataclasses.replace(refund, counterparty=BankAccount("DE1", "Dashel Korvani"))
+    screen_new(refund, screener(LISTED), NOW)
+    assert refund.sanctions is None
+    assert not refund.review_required
+
+
+@given(
+    st.sampled_from(list(PaymentState)),
+    st.sampled_from(list(PaymentKind)),
+    st.booleans(),
+)
+def test_a_new_version_holds_only_what_the_bank_does_not_have_yet(
+    state: PaymentState, kind: PaymentKind, listed: bool
+) -> None:
+    # A collection never holds funds: that state is not one it can be in.
+    assume(not (kind is PaymentKind.COLLECTION and state is S.FUNDS_HELD))
+    payment = make(kind)
+    holder = "Dashel Korvani" if listed else "Ada Lovelace"
+    payment = dataclasses.replace(payment, counterparty=BankAccount("DE1", holder), state=state)
+    before = payment.transition_count
+    changed = rescreen(payment, screener(LISTED, version="v2"), NOW)
+    open_ = state in OPEN_STATES and kind is not PaymentKind.REFUND
+    assert changed == open_
+    if not open_:
+        assert payment.sanctions is None
+        return
+    assert payment.sanctions is not None
+    assert payment.sanctions.list_version == "v2"
+    assert payment.sanctions.hit == listed
+    if not listed:
+        assert (payment.state, payment.transition_count) == (state, before)
+        return
+    assert payment.review_reason == SANCTIONS_MATCH
+    if state is S.CREATED and kind is PaymentKind.PAYOUT:
+        assert payment.state is S.CREATED  # held for review once its funds are held
+        assert payment.review_required
+    else:
+        assert payment.state is S.IN_REVIEW
+    # The same version again changes nothing.
+    assert not rescreen(payment, screener(LISTED, version="v2"), NOW)
+
+
+# --- through the use cases, on the fakes ---------------------------------------------------------
+
+
+def test_a_listed_payout_is_held_with_its_funds_and_the_reviewers_decision_recorded() -> None:
+    service = screened_service(screener(LISTED))
+    held = with_holder(service, "pay_hit", "Dashel Korvani", PaymentKind.PAYOUT, "IR")
+    assert held.state is S.IN_REVIEW
+    assert held.review_reason == SANCTIONS_MATCH
+    assert service.held("cus_ada") == 1_100
+    clean = with_holder(service, "pay_clean", "Ada Lovelace", PaymentKind.PAYOUT)
+    assert clean.state is S.FUNDS_HELD
+    assert clean.sanctions is not None
+    assert clean.sanctions.outcome is Outcome.CLEAR
+    stored = service.get("pay_hit")
+    assert stored.sanctions == held.sanctions
+    with pytest.raises(PermissionDenied) as refused:
+        use_cases.approve_payment(service.deps, "pay_hit", "mine", CREATOR)
+    assert refused.value.reason == "REVIEWER_IS_REQUESTER"
+    approved = use_cases.approve_payment(service.deps, "pay_hit", "namesake, DOB differs", REVIEWER)
+    assert approved.state is S.FUNDS_HELD
+    assert approved.reviewed_by == REVIEWER.requester
+    assert approved.review_note == "namesake, DOB differs"
+    assert approved.sanctions == held.sanctions
+
+
+def test_a_listed_collection_waits_for_review_at_once_and_a_rejection_is_recorded() -> None:
+    service = screened_service(screener(OTHER))
+    held = with_holder(service, "pay_in", "Tremola Shipping Ltd.", PaymentKind.COLLECTION)
+    assert held.state is S.IN_REVIEW
+    rejected = use_cases.reject_payment(service.deps, "pay_in", "confirmed match", REVIEWER)
+    assert (rejected.state, rejected.reason) == (S.DECLINED, "REJECTED_IN_REVIEW")
+    assert rejected.reviewed_by == REVIEWER.requester
+    assert rejected.sanctions is not None
+    assert rejected.sanctions.hit
+
+
+def test_a_new_list_version_holds_open_payouts_once_and_respects_an_analysts_clearance() -> None:
+    service = screened_service(screener(OTHER, version="v1"))
+    first = with_holder(service, "pay_1", "Dashel Korvani", PaymentKind.PAYOUT)
+    assert first.state is S.FUNDS_HELD
+    service.deps.policy = dataclasses.replace(
+        service.deps.policy, sanctions=screener(OTHER, LISTED, version="v2")
+    )
+    batch = use_cases.rescreen_open_payments(service.deps)
+    assert (batch.changed, batch.next_after) == (1, "pay_1")
+    assert use_cases.rescreen_open_payments(service.deps, "pay_1").next_after is None
+    held = service.get("pay_1")
+    assert held.state is S.IN_REVIEW
+    assert held.history[-1].reason == SANCTIONS_MATCH
+    assert S.IN_REVIEW in service.states("pay_1")
+    use_cases.approve_payment(service.deps, "pay_1", "cleared", REVIEWER)
+    # A later version still matching the same entry does not undo the analyst's decision.
+    service.deps.policy = dataclasses.replace(
+        service.deps.policy, sanctions=screener(OTHER, LISTED, version="v3")
+    )
+    assert use_cases.rescreen_open_payments(service.deps).changed == 1
+    after = service.get("pay_1")
+    assert after.state is S.FUNDS_HELD
+    assert after.sanctions is not None
+    assert after.sanctions.list_version == "v3"
+    # Again with the same version: nothing left to do.
+    assert use_cases.rescreen_open_payments(service.deps).changed == 0
+
+
+def test_a_hit_stays_recorded_when_a_later_version_no_longer_matches() -> None:
+    service = screened_service(screener(LISTED, version="v1"))
+    with_holder(service, "pay_1", "Dashel Korvani", PaymentKind.PAYOUT)
+    service.deps.policy = dataclasses.replace(
+        service.deps.policy, sanctions=screener(OTHER, version="v2")
+    )
+    assert use_cases.rescreen_open_payments(service.deps).changed == 0
+    kept = service.get("pay_1")
+    assert kept.state is S.IN_REVIEW
+    assert kept.sanctions is not None
+    assert (kept.sanctions.list_version, kept.sanctions.hit) == ("v1", True)
+
+
+def test_a_counterparty_country_must_be_an_iso_code() -> None:
+    service = screened_service(screener(LISTED))
+    request = dataclasses.replace(
+        service.request("pay_x", "cus_ada", 1_000),
+        counterparty=BankAccount("DE89370400440532013000", "Ada", "Germany"),
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        use_cases.check_creation(service.deps, request, "destination", CREATOR)
+    assert "destination.country" in {v.field for v in refused.value.violations}
