@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from chassis.kernel.errors import InvalidArgument, PermissionDenied
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from payments.domain.creation import decide_payment
+from payments.domain.customers import VERIFIED, CustomerStatus
 from payments.domain.fees import FeeSchedule
-from payments.domain.model import BankAccount, Payment
+from payments.domain.fraud import FraudRules, Velocity
+from payments.domain.model import BankAccount, Payment, PaymentRequest
 from payments.domain.policy import Policy
-from payments.domain.sanctions import OPEN_STATES, SANCTIONS_MATCH, rescreen, screen_new
+from payments.domain.sanctions import (
+    OPEN_STATES,
+    SANCTIONS_MATCH,
+    apply_screening,
+    rescreen,
+    screen_request,
+)
 from payments.domain.states import PaymentKind, PaymentState
 from payments.service_layer import use_cases
 from payments.service_layer.creation import create_payment
@@ -54,10 +63,16 @@ def screened_service(list_: Screener | None) -> Service:
 # --- the decision ------------------------------------------------------------------------------
 
 
+def request_to(
+    holder: str, country: str = "", kind: PaymentKind = PaymentKind.PAYOUT
+) -> PaymentRequest:
+    return PaymentRequest("pay_1", kind, "cus_a", 1_000, "EUR", BankAccount("DE1", holder, country))
+
+
 def test_a_listed_counterparty_asks_for_review_before_any_fraud_reason() -> None:
+    screening = screen_request(request_to("Dashel Korvani", "IR"), screener(LISTED), NOW)
     payment = make()
-    payment = dataclasses.replace(payment, counterparty=BankAccount("DE1", "Dashel Korvani", "IR"))
-    screen_new(payment, screener(LISTED), NOW)
+    apply_screening(payment, screening)
     assert payment.review_required
     assert payment.review_reason == SANCTIONS_MATCH
     assert payment.sanctions is not None
@@ -68,15 +83,30 @@ def test_a_listed_counterparty_asks_for_review_before_any_fraud_reason() -> None
     assert payment.sanctions.list_version == "v1"
 
 
+def test_a_fraud_review_keeps_the_sanctions_reason_and_a_decline_wins() -> None:
+    hit = screen_request(request_to("Dashel Korvani"), screener(LISTED), NOW)
+    rules = Policy(fraud=FraudRules(review_amount={"EUR": 1}, max_amount={"EUR": 5_000}))
+    status = CustomerStatus(VERIFIED, NOW - timedelta(days=400))
+    held = decide_payment(request_to("Dashel Korvani"), status, Velocity(), rules, NOW, "", hit)
+    assert (held.review_required, held.review_reason) == (True, SANCTIONS_MATCH)
+    large = dataclasses.replace(request_to("Dashel Korvani"), amount=9_000)
+    declined = decide_payment(large, status, Velocity(), rules, NOW, "", hit)
+    assert (declined.state, declined.reason) == (S.DECLINED, "AMOUNT_OVER_LIMIT")
+    collection = request_to("Dashel Korvani", kind=PaymentKind.COLLECTION)
+    waiting = decide_payment(
+        collection, status, Velocity(), Policy(sanctions=screener(LISTED)), NOW
+    )
+    assert (waiting.state, waiting.review_reason) == (S.IN_REVIEW, SANCTIONS_MATCH)
+
+
 def test_screening_off_records_nothing_and_refunds_are_not_screened() -> None:
+    assert screen_request(request_to("Dashel Korvani"), None, NOW) is None
+    refund = request_to("Dashel Korvani", kind=PaymentKind.REFUND)
+    assert screen_request(refund, screener(LISTED), NOW) is None
     payment = make()
-    screen_new(payment, None, NOW)
+    apply_screening(payment, None)
     assert payment.sanctions is None
-    refund = make(PaymentKind.REFUND)
-    refund = dataclasses.replace(refund, counterparty=BankAccount("DE1", "Dashel Korvani"))
-    screen_new(refund, screener(LISTED), NOW)
-    assert refund.sanctions is None
-    assert not refund.review_required
+    assert not payment.review_required
 
 
 @given(

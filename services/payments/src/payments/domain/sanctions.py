@@ -1,8 +1,9 @@
 """Sanctions screening of a payment's counterparty: what a hit does to the payment. Pure.
 
 A payout's or collection's counterparty (holder name, and country where given)
-is screened when the payment is decided (``screen_new``), against the list the
-process loaded (``screening.Screener``). A hit holds the payment for review
+is screened when the request arrives, before it joins a group (``screen_request``;
+no lock waits for it), against the list the process loaded (``screening.Screener``),
+and recorded when the payment is decided (``apply_screening``). A hit holds the payment for review
 (review reason ``SANCTIONS_MATCH``): an outgoing one once its funds are held,
 a collection at once. The screening, hit or clear, is recorded with the
 payment with the list's version; an analyst approves or rejects it
@@ -23,7 +24,7 @@ from datetime import datetime
 
 from screening.matcher import Match, Outcome, Screener
 
-from payments.domain.model import Payment
+from payments.domain.model import Payment, PaymentRequest
 from payments.domain.states import PaymentKind, PaymentState
 
 SANCTIONS_MATCH = "SANCTIONS_MATCH"
@@ -52,12 +53,24 @@ def screen(payment: Payment, screener: Screener, now: datetime) -> SanctionsScre
     return SanctionsScreening(found.outcome, found.list_version, found.score, now, found.match)
 
 
-def screen_new(payment: Payment, screener: Screener | None, now: datetime) -> None:
-    """Screen a new payment's counterparty; a hit asks for a review (before any fraud reason)."""
-    if screener is None or payment.kind not in SCREENED_KINDS:
+def screen_request(
+    request: PaymentRequest, screener: Screener | None, now: datetime
+) -> SanctionsScreening | None:
+    """A new payment's counterparty screened (None: screening is off, or a refund). Done
+    before the creation joins a group: it reads nothing, and no lock waits for it."""
+    if screener is None or request.kind not in SCREENED_KINDS:
+        return None
+    party = request.counterparty
+    found = screener.screen(party.holder_name, party.country)
+    return SanctionsScreening(found.outcome, found.list_version, found.score, now, found.match)
+
+
+def apply_screening(payment: Payment, screening: SanctionsScreening | None) -> None:
+    """Record a new payment's screening; a hit asks for a review (before any fraud reason)."""
+    if screening is None:
         return
-    payment.sanctions = screen(payment, screener, now)
-    if payment.sanctions.hit:
+    payment.sanctions = screening
+    if screening.hit:
         payment.review_required = True
         payment.review_reason = SANCTIONS_MATCH
 
