@@ -79,6 +79,13 @@ def test_a_rejection_confirms_the_hit_and_a_clean_customer_needs_no_reason() -> 
     assert rejected.sanctions is not None
     assert rejected.sanctions.decision is Decision.CONFIRMED
     assert rejected.sanctions.decision_reason == "confirmed match"
+    # Resubmitted after the rejection: a new case, held for an analyst again.
+    use_cases.submit_kyc(identity.deps, "kyc_cus_hit_s2", "cus_hit", "tester")
+    again = use_cases.get_customer(identity.deps, "cus_hit")
+    assert again.sanctions is not None
+    assert again.sanctions.open_hit
+    with pytest.raises(FailedPrecondition):
+        review(identity, "cus_hit", KycDecision.APPROVE, "", 2)
     submitted(identity, "cus_clean", "Ada Lovelace")
     clean = review(identity, "cus_clean", KycDecision.APPROVE, "")
     assert clean.kyc_status is KycStatus.VERIFIED

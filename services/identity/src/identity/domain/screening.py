@@ -57,15 +57,16 @@ def screened(name: str, screener: Screener, now: datetime) -> CustomerScreening:
 
 
 def successor(earlier: CustomerScreening | None, found: CustomerScreening) -> CustomerScreening:
-    """What is recorded after ``found``: a decided or open hit stays unless the new one is a hit
-    on another entry (a clear result does not erase what an analyst decides or decided on);
-    a cleared hit on the same entry stays cleared."""
+    """What is recorded after ``found``: a hit stays unless the new one is a hit too (a clear
+    result does not erase what an analyst decides or decided on); a hit an analyst cleared
+    stays cleared when the new one is on the same entry. A confirmed hit is not carried: the
+    customer resubmitting after a rejection is a new case for an analyst."""
     if earlier is None or earlier.outcome is not Outcome.HIT:
         return found
     if found.outcome is not Outcome.HIT or found.match is None or earlier.match is None:
         return earlier
     if found.match.entry_uid == earlier.match.entry_uid:
-        if earlier.decision is None:
+        if earlier.decision is not Decision.CLEARED:
             return found
         return replace(
             found,
