@@ -12,7 +12,9 @@ import grpc
 import pytest
 from astra.payments.v1 import payments_pb2 as pb
 from chassis.grpc.status import bad_request, reason_of
+from payments.domain.customers import CustomerKyc
 from payments.entrypoints.workers import rescreen_all
+from payments.service_layer.use_cases import record_customer_kyc
 from screening.matcher import Screener
 from screening.samples import sample_list, write_sdn
 from screening.sdn import SdnEntry, load_sdn
@@ -170,3 +172,14 @@ def test_a_new_list_version_holds_an_open_payout_and_leaves_sent_ones(
     assert screened.get(sent.id).sanctions_screening.list_version == first_version
     # Again: nothing left to screen with this version.
     assert rescreen_all(deps) == 0
+
+    # Identity takes the customer back from VERIFIED (its own screening matched it): what
+    # it has not given to the bank waits, on PostgreSQL's locks as on the fakes.
+    kept = payout_to(screened, customer, "Ada Lovelace")
+    assert kept.state == pb.PAYMENT_STATE_FUNDS_HELD
+    demoted = CustomerKyc(customer, "PENDING_REVIEW", 2**40, None)
+    assert record_customer_kyc(deps.uow, deps.clock, demoted)
+    waiting_for_customer = screened.get(kept.id)
+    assert waiting_for_customer.state == pb.PAYMENT_STATE_IN_REVIEW
+    assert waiting_for_customer.review_reason == "CUSTOMER_UNDER_REVIEW"
+    assert screened.get(sent.id).state != pb.PAYMENT_STATE_IN_REVIEW

@@ -6,11 +6,16 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from chassis.kernel.errors import InvalidArgument, PermissionDenied
+from chassis.kernel.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from payments.domain.creation import decide_payment
-from payments.domain.customers import VERIFIED, CustomerStatus
+from payments.domain.customers import (
+    CUSTOMER_UNDER_REVIEW,
+    VERIFIED,
+    CustomerKyc,
+    CustomerStatus,
+)
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules, Velocity
 from payments.domain.model import BankAccount, Payment, PaymentRequest
@@ -24,7 +29,7 @@ from payments.domain.sanctions import (
 )
 from payments.domain.states import PaymentKind, PaymentState
 from payments.service_layer import use_cases
-from payments.service_layer.creation import create_payment
+from payments.service_layer.creation import Creation, create_payment, create_payments
 from screening.matcher import Outcome, Screener
 from screening.sdn import SanctionsList, SdnEntry
 
@@ -231,3 +236,29 @@ def test_a_counterparty_country_must_be_an_iso_code() -> None:
     with pytest.raises(InvalidArgument) as refused:
         use_cases.check_creation(service.deps, request, "destination", CREATOR)
     assert "destination.country" in {v.field for v in refused.value.violations}
+
+
+def test_open_payments_wait_when_identity_takes_a_customer_back_from_verified() -> None:
+    service = screened_service(screener(LISTED))
+    not_held_yet = service.request("pay_new", "cus_ada", 500)
+    sent = with_holder(service, "pay_sent", "Ada Lovelace", PaymentKind.PAYOUT)
+    service.drive(lambda: service.get("pay_sent").state is S.SUBMITTED, "pay_sent sent")
+    waiting = with_holder(service, "pay_out2", "Ada Lovelace", PaymentKind.PAYOUT)
+    assert waiting.state is S.FUNDS_HELD
+    # Identity's sanctions screening takes the customer back to review (a newer version).
+    demoted = CustomerKyc("cus_ada", "PENDING_REVIEW", 10, None)
+    service.fakes.identity.add("cus_ada", "PENDING_REVIEW", version=10)
+    assert use_cases.record_customer_kyc(service.deps.uow, service.deps.clock, demoted)
+    held = service.get("pay_out2")
+    assert (held.state, held.review_reason) == (S.IN_REVIEW, CUSTOMER_UNDER_REVIEW)
+    assert held.next_action_at is None
+    service.process_due()
+    assert service.get("pay_out2").state is S.IN_REVIEW  # no worker takes it to the bank
+    assert service.get("pay_sent").state is S.SUBMITTED  # the bank has it: out of reach
+    refused = create_payments(service.deps, [Creation(not_held_yet, "destination")])
+    assert isinstance(refused[0], FailedPrecondition)
+    assert refused[0].reason == "CUSTOMER_NOT_VERIFIED"
+    # The same word again changes nothing more.
+    assert not use_cases.record_customer_kyc(service.deps.uow, service.deps.clock, demoted)
+    assert service.get("pay_out2").transition_count == held.transition_count
+    assert sent.sanctions is not None

@@ -303,6 +303,13 @@ class MemoryPaymentsRepository(TracksAggregates):
         )
         return found[:limit]
 
+    def open_of_customer(self, customer_id: str) -> list[str]:
+        return sorted(
+            row.id
+            for row in self._rows()
+            if row.customer_id == customer_id and row.state in OPEN_STATES
+        )
+
     def booked_with_bank_on(self, day: date, start: datetime, end: datetime) -> list[Payment]:
         def within(at: datetime | None) -> bool:
             return at is not None and start <= at < end

@@ -422,6 +422,17 @@ class PaymentsRepository(TracksAggregates):
         )
         return [row.id for row in rows]
 
+    def open_of_customer(self, customer_id: str) -> list[str]:
+        rows = self._c.execute(
+            select(P.c.id)
+            .where(
+                P.c.customer_id == customer_id,
+                P.c.state.in_([int(s) for s in OPEN_STATES]),
+            )
+            .order_by(P.c.id)
+        )
+        return [row.id for row in rows]
+
     def booked_with_bank_on(self, day: date, start: datetime, end: datetime) -> list[Payment]:
         """Payments the bank settled or returned between ``start`` and ``end``."""
         statement = _SELECT.where(

@@ -32,7 +32,12 @@ from chassis.tracing import batch_span, current_traceparent
 
 from payments.domain import progress, sanctions, validation
 from payments.domain.creation import declined, replay
-from payments.domain.customers import CustomerErasure, CustomerKyc, CustomerStatus
+from payments.domain.customers import (
+    CustomerErasure,
+    CustomerKyc,
+    CustomerStatus,
+    hold_for_customer_review,
+)
 from payments.domain.ledger_plan import LedgerOperation, LedgerResult, accounts_for, operation_for
 from payments.domain.model import LedgerStep, Payment, PaymentRequest
 from payments.domain.policy import Policy
@@ -157,7 +162,23 @@ def record_customer_kyc(
     """
 
     def store(work: PaymentsUnitOfWork) -> bool:
-        return work.payments.upsert_customer(kyc, clock.now())
+        now = clock.now()
+        before = work.payments.customer(kyc.customer_id, lock=True)
+        stored = work.payments.upsert_customer(kyc, now)
+        if stored and before is not None and before.verified and not kyc.verified:
+            # No longer VERIFIED (identity's sanctions screening took it back): what it has
+            # not given to the bank yet waits for a reviewer, as its new payments are declined.
+            ids = work.payments.open_of_customer(kyc.customer_id)
+            held = [
+                payment
+                for payment in work.payments.get_many(ids, lock=True).values()
+                if hold_for_customer_review(payment, now)
+            ]
+            for payment in held:
+                # Nothing is scheduled for a payment in review (the policy's timings unused).
+                progress.schedule(payment, now, Policy())
+            work.payments.save_all(held)
+        return stored
 
     return run_in_transaction(uow, store)
 
