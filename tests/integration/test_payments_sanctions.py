@@ -121,8 +121,9 @@ def test_a_listed_payout_is_held_with_the_match_and_the_analysts_decisions_are_r
     assert rejected.sanctions_screening.entry_uid == "91001"
     # Listing shows the screening too (the holder's name is left out of a list).
     listed = screened.payments.ListPayments(pb.ListPaymentsRequest(customer_id=customer))
-    shown = {p.id: p.sanctions_screening.outcome for p in listed.payments}
-    assert shown[second.id] == pb.SANCTIONS_SCREENING_OUTCOME_HIT
+    shown = {p.id: p.sanctions_screening for p in listed.payments}
+    assert shown[second.id].outcome == pb.SANCTIONS_SCREENING_OUTCOME_HIT
+    assert (shown[second.id].entry_uid, shown[second.id].matched_name) == ("91001", "")
 
 
 def test_a_clean_payout_is_recorded_clear_and_a_bad_country_is_refused(screened: Suite) -> None:

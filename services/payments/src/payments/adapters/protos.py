@@ -64,7 +64,7 @@ def payment_to_pb(payment: Payment, *, history: bool = True, summary: bool = Fal
     set_requester(message.created_by, payment.created_by)
     set_requester(message.reviewed_by, payment.reviewed_by)
     if payment.sanctions is not None:
-        screening_to_pb(message.sanctions_screening, payment.sanctions)
+        screening_to_pb(message.sanctions_screening, payment.sanctions, summary=summary)
     if history:
         message.history.extend(transition_to_pb(t) for t in payment.history)
     set_timestamp(message.create_time, payment.created_at)
@@ -79,7 +79,11 @@ _OUTCOMES = {
 }
 
 
-def screening_to_pb(message: pb.SanctionsScreening, screening: SanctionsScreening) -> None:
+def screening_to_pb(
+    message: pb.SanctionsScreening, screening: SanctionsScreening, *, summary: bool = False
+) -> None:
+    """The screening; a ``summary`` (a list's) without the listed names, which would tell
+    what the holder's name looks like (the list leaves that name out)."""
     message.outcome = _OUTCOMES[screening.outcome]
     message.list_version = screening.list_version
     message.score = screening.score
@@ -87,8 +91,9 @@ def screening_to_pb(message: pb.SanctionsScreening, screening: SanctionsScreenin
     match = screening.match
     if match is not None:
         message.entry_uid = match.entry_uid
-        message.entry_name = match.entry_name
-        message.matched_name = match.matched_name
+        if not summary:
+            message.entry_name = match.entry_name
+            message.matched_name = match.matched_name
         message.programs.extend(match.programs)
         if match.country_matched is not None:
             message.country_matched = match.country_matched

@@ -253,9 +253,13 @@ class SanctionsScreening(_message.Message):
     entry_uid: _builtins.str
     """Output only. On a hit: the listed entry's SDN uid (ent_num)."""
     entry_name: _builtins.str
-    """Output only. On a hit: the listed entry's primary name."""
+    """Output only. On a hit: the listed entry's primary name (left out in
+    ListPayments, like the holder's name).
+    """
     matched_name: _builtins.str
-    """Output only. On a hit: the entry's name or alias that matched."""
+    """Output only. On a hit: the entry's name or alias that matched (left out
+    in ListPayments).
+    """
     country_matched: _builtins.bool
     """Output only. On a hit where both sides name a country: whether the
     counterparty's country is one of the entry's.
