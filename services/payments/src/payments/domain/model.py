@@ -18,9 +18,6 @@ from chassis.kernel.audit import Requester
 from chassis.kernel.errors import DomainError, ErrorCategory, FailedPrecondition
 
 from payments.domain.events import PaymentStateChanged
-
-if TYPE_CHECKING:
-    from payments.domain.sanctions import SanctionsScreening
 from payments.domain.states import (
     OUTGOING,
     UNSUCCESSFUL,
@@ -28,6 +25,9 @@ from payments.domain.states import (
     PaymentState,
     check_transition,
 )
+
+if TYPE_CHECKING:
+    from payments.domain.sanctions import SanctionsScreening
 
 S = PaymentState
 
@@ -252,8 +252,8 @@ class Payment:
         self.hold_uncertain = True
 
     def hold_for_review(self, reason: str, now: datetime) -> None:
-        """Back to a reviewer before the bank has it (a new sanctions hit); the earlier review,
-        if any, is in the history and is decided again."""
+        """Back to a reviewer before the bank has it (a new sanctions hit, or the customer no
+        longer verified); an earlier review, if any, is in the history and is decided again."""
         self.review_outcome = ""
         self.transition(S.IN_REVIEW, reason, now)
 

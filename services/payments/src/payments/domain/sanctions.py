@@ -3,9 +3,9 @@
 A payout's or collection's counterparty (holder name, and country where given)
 is screened when the request arrives, before it joins a group (``screen_request``;
 no lock waits for it), against the list the process loaded (``screening.Screener``),
-and recorded when the payment is decided (``apply_screening``). A hit holds the payment for review
-(review reason ``SANCTIONS_MATCH``): an outgoing one once its funds are held,
-a collection at once. The screening, hit or clear, is recorded with the
+and recorded when the payment is decided (``apply_screening``). A hit holds the
+payment for review (review reason ``SANCTIONS_MATCH``): an outgoing one once its
+funds are held, a collection at once. The screening, hit or clear, is recorded with the
 payment with the list's version; an analyst approves or rejects it
 (ApprovePayment / RejectPayment, recorded as ``reviewed_by`` and ``review_note``).
 
@@ -24,7 +24,7 @@ from datetime import datetime
 
 from screening.matcher import Match, Outcome, Screener
 
-from payments.domain.model import Payment, PaymentRequest
+from payments.domain.model import BankAccount, Payment, PaymentRequest
 from payments.domain.states import PaymentKind, PaymentState
 
 SANCTIONS_MATCH = "SANCTIONS_MATCH"
@@ -48,8 +48,8 @@ class SanctionsScreening:
         return self.outcome is Outcome.HIT
 
 
-def screen(payment: Payment, screener: Screener, now: datetime) -> SanctionsScreening:
-    found = screener.screen(payment.counterparty.holder_name, payment.counterparty.country)
+def screen(party: BankAccount, screener: Screener, now: datetime) -> SanctionsScreening:
+    found = screener.screen(party.holder_name, party.country)
     return SanctionsScreening(found.outcome, found.list_version, found.score, now, found.match)
 
 
@@ -60,9 +60,7 @@ def screen_request(
     before the creation joins a group: it reads nothing, and no lock waits for it."""
     if screener is None or request.kind not in SCREENED_KINDS:
         return None
-    party = request.counterparty
-    found = screener.screen(party.holder_name, party.country)
-    return SanctionsScreening(found.outcome, found.list_version, found.score, now, found.match)
+    return screen(request.counterparty, screener, now)
 
 
 def apply_screening(payment: Payment, screening: SanctionsScreening | None) -> None:
@@ -87,7 +85,7 @@ def rescreen(payment: Payment, screener: Screener, now: datetime) -> bool:
     """Screen an open payment again with a new list version; True when it changed."""
     if not needs_rescreen(payment, screener):
         return False
-    found = screen(payment, screener, now)
+    found = screen(payment.counterparty, screener, now)
     earlier = payment.sanctions
     if not found.hit:
         if earlier is None or not earlier.hit:
