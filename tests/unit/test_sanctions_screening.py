@@ -137,6 +137,12 @@ def test_a_hit_names_the_entry_its_alias_and_programs() -> None:
     assert screener.screen("Tremola Shipping").match is not None
 
 
+def test_a_listed_name_inside_a_longer_one_hits() -> None:
+    assert score_names("Tremola Shipping Dubai Branch", "TREMOLA SHIPPING LLC") >= THRESHOLD
+    assert score_names("Dashel Miro Korvani Holding", "KORVANI, Dashel Miro") >= THRESHOLD
+    assert score_names("Tremola Dubai Branch", "TREMOLA SHIPPING LLC") < THRESHOLD
+
+
 def test_initials_alone_or_a_shared_first_name_do_not_hit() -> None:
     screener = Screener(parse_sdn(SDN, ALT, ADD), THRESHOLD)
     assert screener.screen("D. M. K.").outcome is Outcome.CLEAR

@@ -14,7 +14,9 @@ covered by the listed name's and the listed name's by the query's, each
 weighted by token length, averaged, so word order does not matter and a missing
 or extra middle name costs only its share; but every word of the query (of three
 letters or more) must be found: the score is at most the worst of them plus
-``QUERY_WORD_SLACK`` (Smithson is not Smith, however well the rest matches).
+``QUERY_WORD_SLACK`` (Smithson is not Smith, however well the rest matches),
+unless the listed name (two words or more) is found whole inside the query
+("Acme Trading" in "Acme Trading Dubai Branch": ``CONTAINED_SCORE``).
 Names written without spaces ("Abubakr", "Abu Bakr") are compared whole as well.
 A name of initials alone matches nothing: at least one whole word must match. When both sides name a
 country and they differ, the score loses ``COUNTRY_MISMATCH_PENALTY``.
@@ -37,6 +39,10 @@ INITIAL_SCORE = 90.0
 # A query needs one whole word (not an initial) that matches at least this well.
 ANCHOR_SCORE = 80.0
 QUERY_WORD_SLACK = 15.0
+# A listed name of two words or more found whole inside a longer one ("Acme Trading" in
+# "Acme Trading Dubai Branch") scores this much, whatever the extra words.
+CONTAINED_SCORE = 92.0
+CONTAINED_WORD_SCORE = 90.0
 COUNTRY_MISMATCH_PENALTY = 5.0
 DEFAULT_CANDIDATES = 16
 # Longer names are cut: nothing on a list is longer, and scoring cost grows with length.
@@ -179,7 +185,15 @@ class _Scorer:
             (best for token, best in zip(query.tokens, query_best, strict=True) if len(token) > 2),
             default=100.0,
         )
-        return min(score, worst + QUERY_WORD_SLACK)
+        score = min(score, worst + QUERY_WORD_SLACK)
+        whole = [best for best, initial in zip(listed_best, listed.initials, strict=True)]
+        if (
+            sum(not initial for initial in listed.initials) >= 2
+            and min(whole) >= CONTAINED_WORD_SCORE
+            and anchor >= ANCHOR_SCORE
+        ):
+            score = max(score, min(CONTAINED_SCORE, _weighted(listed.tokens, listed_best)))
+        return score
 
 
 def _weighted(tokens: Sequence[str], scores: Sequence[float]) -> float:
