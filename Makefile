@@ -51,7 +51,7 @@ test-e2e: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/chassis/src libs/testkit/src services/*/src scripts tests bench
+	$(VENV)/bin/mypy libs/chassis/src libs/screening/src libs/testkit/src services/*/src scripts tests bench
 	cd protos && ../$(VENV)/bin/buf lint
 
 fmt: venv

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chassis.tls.devca import DevCa, ensure_dev_ca
+from screening.samples import sample_list, write_sdn
 
 if TYPE_CHECKING:
     from chassis.config import ServiceSettings
@@ -58,6 +59,8 @@ TLS_PARTS = {"IDENTITY": "identity", "LEDGER": "ledger", "PAYMENTS": "payments",
 ACCOUNT_JSON = json.dumps(
     {"account": {"id": "acct_demo", "currency": "EUR", "normal_side": "NORMAL_SIDE_CREDIT"}}
 )
+# The seed of the sample sanctions list `make run` screens against (screening.samples).
+SANCTIONS_SEED = 20
 PAYMENTS_SCOPES = [
     "ledger.accounts.read",
     "ledger.accounts.write",
@@ -173,6 +176,7 @@ class Suite:
     def __init__(self) -> None:
         self.data = Path(os.environ.get("ASTRA_DATA_DIR", str(ROOT / ".data"))).resolve()
         self.logs = self.data / "logs"
+        self.sanctions = self.data / "sanctions"
         self.kek_file = self.data / "identity.kek"
         self.payments_kek_file = self.data / "payments.kek"
         self.dev_client_file = self.data / "dev-client.json"
@@ -204,6 +208,13 @@ class Suite:
             "IDENTITY_ENVIRONMENT": "development",
             "PAYMENTS_KEY_ENCRYPTION_KEY_FILE": str(self.payments_kek_file),
         }
+        if not os.environ.get("PAYMENTS_SANCTIONS_LIST_FILE") or not os.environ.get(
+            "IDENTITY_SANCTIONS_LIST_FILE"
+        ):
+            # A generated sample list (the same for the same seed), never OFAC's own.
+            sample = str(write_sdn(sample_list(SANCTIONS_SEED, 10_000).entries, self.sanctions))
+            defaults["PAYMENTS_SANCTIONS_LIST_FILE"] = sample
+            defaults["IDENTITY_SANCTIONS_LIST_FILE"] = sample
         for prefix, part in TLS_PARTS.items():
             defaults |= DevCa(self.tls_dir).env(prefix, part)
         for name, value in defaults.items():
@@ -530,6 +541,10 @@ class Suite:
                 "astra-<context>-events; `make events` tails the ledger's"
             )
         lines.append(f"  logs in {self.logs}")
+        lines.append(
+            f"  sanctions list {self.payments.sanctions_list_file or 'off'} "
+            "(generated sample; PAYMENTS_/IDENTITY_SANCTIONS_LIST_FILE)"
+        )
         identity_target = f"{local(self.identity.grpc_host)}:{self.identity.grpc_port}"
         ledger_target = f"{local(self.ledger.grpc_host)}:{self.ledger.grpc_port}"
         tls = DevCa(self.tls_dir).client

@@ -24,6 +24,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY libs/contracts libs/contracts
 COPY libs/chassis libs/chassis
+COPY libs/screening libs/screening
 COPY services/${SERVICE} services/${SERVICE}
 # The locked third-party requirements of this one package, hashes checked.
 RUN uv export --frozen --package ${PACKAGE} --no-dev --no-editable --no-emit-workspace \
@@ -31,6 +32,7 @@ RUN uv export --frozen --package ${PACKAGE} --no-dev --no-editable --no-emit-wor
  && uv venv /opt/venv --python /usr/local/bin/python3 \
  && uv pip install --python /opt/venv/bin/python --require-hashes -r /tmp/requirements.txt \
  && uv pip install --python /opt/venv/bin/python --no-deps ./libs/contracts ./libs/chassis \
+        ./libs/screening \
  && uv pip install --python /opt/venv/bin/python --no-deps --editable ./services/${SERVICE} \
  && ln -s ${PACKAGE} /opt/venv/bin/astra-service
 

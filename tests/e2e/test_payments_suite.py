@@ -53,6 +53,8 @@ from chassis.events.clients import (
 from chassis.grpc.client import open_channel
 from chassis.tls.devca import CLIENT, ensure_dev_ca
 from payments.domain.ledger_plan import clearing_account_id, customer_account_id, fee_account_id
+from screening.samples import sample_list, write_sdn
+from screening.sdn import SdnEntry
 from sqlalchemy import create_engine, text
 
 from tests.payments_fixtures import TERMINAL
@@ -64,6 +66,8 @@ SOURCE_IBAN = "FR7630006000011234567890189"
 SOURCE_HOLDER = "Ada Sourceholder"
 PAYEE_IBAN = "DE89370400440532013000"
 PAYEE_HOLDER = "Bob Payeeholder"
+# On the sanctions list payments screens against (beside generated names).
+LISTED = SdnEntry("95001", "KORVANI, Dashel Miro", "individual", ("SDGT",), ("QORVANI, Dashil",))
 # Subscriptions made before any traffic, read only by the final scan.
 SCANNED_TOPICS = ("astra-identity-events", "astra-payments-events")
 
@@ -130,7 +134,10 @@ def running(
             relays=("identity", "payments"),
             env={
                 "bank": {"SANDBOX_BANK_SETTLEMENT_DELAY_SECONDS": "0.2"},
-                "payments": {"PAYMENTS_PAYOUT_FEE_FIXED": json.dumps({"EUR": FEE})},
+                "payments": {
+                    "PAYMENTS_PAYOUT_FEE_FIXED": json.dumps({"EUR": FEE}),
+                    "PAYMENTS_SANCTIONS_LIST_FILE": str(sanctions_list(folder)),
+                },
             },
         ) as suite:
             yield Running(
@@ -161,6 +168,10 @@ def running(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def sanctions_list(folder: Path) -> Path:
+    return write_sdn([*sample_list(95, 200).entries, LISTED], folder / "sanctions")
 
 
 def projected_status(running: Running, customer_id: str) -> str | None:
@@ -542,3 +553,107 @@ def test_no_personal_data_or_secret_in_any_event_or_log(running: Running) -> Non
     for name, log in logs.items():
         for what, value in forbidden.items():
             assert value not in log, f"{what} in {name}"
+
+
+def test_a_listed_payee_is_held_for_review_and_the_analysts_decisions_are_recorded(
+    running: Running,
+) -> None:
+    """Sanctions screening between the real processes: a payout to a listed name waits
+    IN_REVIEW with the match shown; another service client approves one and rejects one."""
+    identity = IdentityServiceStub(running.channel(running.identity))
+    payments = PaymentsServiceStub(running.channel(running.payments))
+    customer = create_customer(identity, f"cus_e2e_{uuid.uuid4().hex[:10]}")
+    wait_until(lambda: projected_status(running, customer) == "VERIFIED", 90, "the KYC projection")
+    reviewer = identity.RegisterClient(
+        ipb.RegisterClientRequest(
+            client=ipb.Client(
+                id=f"cli_e2e_analyst_{uuid.uuid4().hex[:6]}",
+                display_name="sanctions analyst",
+                allowed_scopes=["payments.payments.review", "payments.payments.read"],
+            )
+        )
+    )
+    with tls_channel(running.identity) as channel:
+        analyst_token = (
+            IdentityServiceStub(channel)
+            .IssueToken(
+                ipb.IssueTokenRequest(
+                    client_id=reviewer.client.id,
+                    client_secret=reviewer.client_secret,
+                    audience="payments",
+                ),
+                timeout=10,
+            )
+            .access_token
+        )
+    analyst = PaymentsServiceStub(
+        open_channel(
+            running.payments,
+            tls=tls_files(),
+            default_timeout=30,
+            token_source=lambda: analyst_token,
+        )
+    )
+
+    def payment(payment_id: str) -> pb.Payment:
+        return payments.GetPayment(pb.GetPaymentRequest(payment_id=payment_id)).payment
+
+    funding = f"pay_e2e_sfund_{uuid.uuid4().hex[:8]}"
+    payments.CreateCollection(
+        pb.CreateCollectionRequest(
+            payment_id=funding,
+            customer_id=customer,
+            amount=10_000,
+            currency="EUR",
+            source=pb.BankAccount(account_number=SOURCE_IBAN, holder_name=SOURCE_HOLDER),
+        )
+    )
+    wait_until(lambda: payment(funding).state == pb.PAYMENT_STATE_SETTLED, 90, "the funding")
+    decided = {}
+    for decision in ("approve", "reject"):
+        payout_id = f"pay_e2e_sdn_{decision}_{uuid.uuid4().hex[:8]}"
+        payments.CreatePayout(
+            pb.CreatePayoutRequest(
+                payment_id=payout_id,
+                customer_id=customer,
+                amount=1_000,
+                currency="EUR",
+                destination=pb.BankAccount(
+                    account_number=PAYEE_IBAN, holder_name="Dashil Qorvany", country="IR"
+                ),
+            )
+        )
+        wait_until(
+            lambda p=payout_id: payment(p).state == pb.PAYMENT_STATE_IN_REVIEW,  # type: ignore[misc]
+            60,
+            "the review",
+        )
+        held = payment(payout_id)
+        assert held.review_reason == "SANCTIONS_MATCH"
+        found = held.sanctions_screening
+        assert found.outcome == pb.SANCTIONS_SCREENING_OUTCOME_HIT
+        assert (found.entry_uid, found.matched_name, list(found.programs)) == (
+            "95001",
+            "QORVANI, Dashil",
+            ["SDGT"],
+        )
+        assert found.score >= 90
+        assert found.list_version.startswith("sdn-")
+        if decision == "approve":
+            analyst.ApprovePayment(pb.ApprovePaymentRequest(payment_id=payout_id, note="namesake"))
+            wanted = pb.PAYMENT_STATE_SETTLED
+        else:
+            analyst.RejectPayment(pb.RejectPaymentRequest(payment_id=payout_id, note="true match"))
+            wanted = pb.PAYMENT_STATE_DECLINED
+        wait_until(
+            lambda p=payout_id, w=wanted: payment(p).state == w,  # type: ignore[misc]
+            90,
+            f"the {decision}",
+        )
+        decided[decision] = payment(payout_id)
+    for decision, note in (("approve", "namesake"), ("reject", "true match")):
+        final = decided[decision]
+        assert final.reviewed_by.client_id == reviewer.client.id
+        assert final.review_note == note
+        assert final.sanctions_screening.entry_uid == "95001"
+    assert decided["reject"].reason == "REJECTED_IN_REVIEW"

@@ -23,6 +23,8 @@ from chassis.events.writer import OutboxWriter
 from chassis.kernel.clock import Clock, SystemClock
 from chassis.pii import Envelope
 from chassis.ratelimit import Rate, RateLimit
+from screening.matcher import Screener
+from screening.sdn import SanctionsListError, load_sdn
 from sqlalchemy import Engine
 
 from identity.adapters import tables
@@ -68,6 +70,18 @@ def rate_limit(settings: IdentitySettings) -> RateLimit:
     )
 
 
+def sanctions_screener(settings: IdentitySettings) -> Screener | None:
+    """The list customers are screened against, loaded at start (None: screening off); a list
+    that cannot be read stops the start, with the file and line."""
+    if not settings.sanctions_list_file:
+        return None
+    try:
+        sanctions = load_sdn(settings.sanctions_list_file)
+    except SanctionsListError as error:
+        raise ValueError(f"IDENTITY_SANCTIONS_LIST_FILE: {error}") from None
+    return Screener(sanctions, settings.sanctions_threshold)
+
+
 def bootstrap(
     settings: IdentitySettings,
     clock: Clock | None = None,
@@ -102,6 +116,7 @@ def bootstrap(
         ),
         retire_margin=timedelta(seconds=settings.key_retire_margin_seconds),
         declared_scopes=frozenset(declared_scopes()),
+        screener=sanctions_screener(settings),
         rate_limit=limiter or rate_limit(settings),
     )
     # Fails at start, not at the first token, if the key-encryption key is wrong.

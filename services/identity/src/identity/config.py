@@ -72,6 +72,15 @@ class IdentitySettings(AuthSettings):
         300, ge=1, le=86400, description="Cache lifetime verifiers are told for the public keys"
     )
 
+    sanctions_list_file: str = Field(
+        "",
+        description="The sanctions list's sdn.csv (OFAC SDN layout; alt.csv and add.csv beside "
+        "it are read too) customers are screened against at KYC; empty: no screening",
+    )
+    sanctions_threshold: int = Field(
+        90, ge=1, le=100, description="Match score (0-100) at or above which a customer is held"
+    )
+
     def audiences(self) -> tuple[str, ...]:
         return tuple(sorted(set(self.token_audiences.replace(",", " ").split())))
 

@@ -20,6 +20,8 @@ from chassis.http_signatures import SigningAuth, load_key
 from chassis.kernel.clock import Clock, SystemClock
 from chassis.pii import Envelope
 from chassis.retry import RetryPolicy
+from screening.matcher import Screener
+from screening.sdn import SanctionsListError, load_sdn
 from sqlalchemy import Connection, Engine
 
 from payments.adapters import tables
@@ -62,8 +64,21 @@ def migrate(database_url: str, key_encryption_keys: list[str] | None = None) -> 
     upgrade(database_url, MIGRATIONS, key_encryption_keys=key_encryption_keys)
 
 
+def sanctions_screener(settings: PaymentsSettings) -> Screener | None:
+    """The list new payments are screened against, loaded at start (None: screening off); a
+    list that cannot be read stops the start, with the file and line."""
+    if not settings.sanctions_list_file:
+        return None
+    try:
+        sanctions = load_sdn(settings.sanctions_list_file)
+    except SanctionsListError as error:
+        raise ValueError(f"PAYMENTS_SANCTIONS_LIST_FILE: {error}") from None
+    return Screener(sanctions, settings.sanctions_threshold)
+
+
 def policy_from(settings: PaymentsSettings) -> Policy:
     return Policy(
+        sanctions=sanctions_screener(settings),
         fees=FeeSchedule(settings.payout_fee_basis_points, dict(settings.payout_fee_fixed)),
         fraud=FraudRules(
             max_amount=dict(settings.fraud_max_amount),

@@ -193,6 +193,16 @@ class PaymentsSettings(TokenVerifyingSettings):
         default_factory=dict, description="Per-payment limit per currency for new customers"
     )
 
+    # --- sanctions screening (payments.domain.sanctions) ---
+    sanctions_list_file: str = Field(
+        "",
+        description="The sanctions list's sdn.csv (OFAC SDN layout; alt.csv and add.csv beside "
+        "it are read too); empty: no screening",
+    )
+    sanctions_threshold: int = Field(
+        90, ge=1, le=100, description="Match score (0-100) at or above which a payment is held"
+    )
+
     @model_validator(mode="after")
     def _bank_link(self) -> PaymentsSettings:
         scheme = urlsplit(self.bank_url).scheme

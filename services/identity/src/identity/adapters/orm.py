@@ -38,6 +38,7 @@ def start_mappers() -> None:
             properties={
                 "sealed_display_name": tables.customers.c.display_name_sealed,
                 "sealed_email": tables.customers.c.email_sealed,
+                "sanctions": tables.customers.c.sanctions_screening,
                 "history": relationship(
                     KycChange,
                     order_by=tables.kyc_changes.c.kyc_version,

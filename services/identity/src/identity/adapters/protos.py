@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from astra.identity.v1 import identity_pb2 as pb
 from chassis.protos import enum_filter, set_requester, set_timestamp
+from screening.matcher import Outcome
 
 from identity.domain.model import (
     ClientSpec,
@@ -15,6 +16,7 @@ from identity.domain.model import (
     SigningKey,
     TokenRevocation,
 )
+from identity.domain.screening import CustomerScreening, Decision
 
 _STATUS_TO_PB = {
     KycStatus.UNVERIFIED: pb.KYC_STATUS_UNVERIFIED,
@@ -60,6 +62,8 @@ def customer_to_pb(view: CustomerView) -> pb.Customer:
     set_requester(message.created_by, view.created_by)
     if view.erased_at is not None:
         set_timestamp(message.erase_time, view.erased_at)
+    if view.sanctions is not None:
+        screening_to_pb(message.sanctions_screening, view.sanctions)
     for change in view.history:
         item = message.kyc_history.add(
             kyc_version=change.kyc_version,
@@ -71,6 +75,33 @@ def customer_to_pb(view: CustomerView) -> pb.Customer:
         set_timestamp(item.change_time, change.changed_at)
         set_requester(item.changed_by, change.changed_by)
     return message
+
+
+_OUTCOMES = {
+    Outcome.CLEAR: pb.SANCTIONS_SCREENING_OUTCOME_CLEAR,
+    Outcome.HIT: pb.SANCTIONS_SCREENING_OUTCOME_HIT,
+    Outcome.NOT_SCREENED: pb.SANCTIONS_SCREENING_OUTCOME_NOT_SCREENED,
+}
+_DECISIONS = {
+    Decision.CLEARED: pb.SANCTIONS_SCREENING_DECISION_CLEARED,
+    Decision.CONFIRMED: pb.SANCTIONS_SCREENING_DECISION_CONFIRMED,
+}
+
+
+def screening_to_pb(message: pb.CustomerSanctionsScreening, screening: CustomerScreening) -> None:
+    message.outcome = _OUTCOMES[screening.outcome]
+    message.list_version = screening.list_version
+    message.score = screening.score
+    set_timestamp(message.screen_time, screening.screened_at)
+    if screening.match is not None:
+        message.entry_uid = screening.match.entry_uid
+        message.entry_name = screening.match.entry_name
+        message.matched_name = screening.match.matched_name
+        message.programs.extend(screening.match.programs)
+    if screening.decision is not None:
+        message.decision = _DECISIONS[screening.decision]
+        set_requester(message.decided_by, screening.decided_by)
+        message.decision_reason = screening.decision_reason
 
 
 def client_spec_from_pb(message: pb.Client) -> ClientSpec:

@@ -21,7 +21,13 @@ from sqlalchemy import (
     text,
 )
 
-from identity.adapters.types import JsonObject, ScopeList, UtcDateTime, kyc_status_type
+from identity.adapters.types import (
+    JsonObject,
+    ScopeList,
+    ScreeningColumn,
+    UtcDateTime,
+    kyc_status_type,
+)
 
 metadata = MetaData()
 
@@ -51,6 +57,8 @@ customers = Table(
     Column("kyc_updated_at", UtcDateTime(), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     *requester_columns("created"),
+    # The latest sanctions screening of the name, as JSON (0006; ``types.ScreeningColumn``).
+    Column("sanctions_screening", ScreeningColumn(), nullable=True),
     Index("ix_customers_kyc_status", "kyc_status", "id"),
 )
 

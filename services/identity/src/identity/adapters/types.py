@@ -6,11 +6,14 @@ import json
 from datetime import datetime
 from typing import Any
 
+from chassis.kernel.audit import flat, requester_from
 from chassis.kernel.clock import utc
+from screening.matcher import Match, Outcome
 from sqlalchemy import DateTime, Enum, Text
 from sqlalchemy.types import TypeDecorator
 
 from identity.domain.model import KycStatus
+from identity.domain.screening import CustomerScreening, Decision
 
 
 def kyc_status_type() -> Enum:
@@ -55,3 +58,64 @@ class JsonObject(TypeDecorator[dict[str, Any]]):
 
     def process_result_value(self, value: Any, dialect: Any) -> dict[str, Any] | None:
         return None if value is None else json.loads(value)
+
+
+class ScreeningColumn(TypeDecorator[CustomerScreening]):
+    """A customer's sanctions screening stored as JSON text (NULL: never screened)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        screening: CustomerScreening = value
+        match = screening.match
+        client, customer, request_id = flat(screening.decided_by)
+        return json.dumps(
+            {
+                "outcome": screening.outcome.value,
+                "list_version": screening.list_version,
+                "score": screening.score,
+                "screened_at": screening.screened_at.isoformat(),
+                "match": None
+                if match is None
+                else {
+                    "entry_uid": match.entry_uid,
+                    "entry_name": match.entry_name,
+                    "matched_name": match.matched_name,
+                    "programs": list(match.programs),
+                    "score": match.score,
+                    "country_matched": match.country_matched,
+                },
+                "decision": screening.decision.value if screening.decision else None,
+                "decided_by": [client, customer, request_id],
+                "decision_reason": screening.decision_reason,
+            },
+            sort_keys=True,
+        )
+
+    def process_result_value(self, value: Any, dialect: Any) -> CustomerScreening | None:
+        if value is None:
+            return None
+        data = json.loads(value)
+        found = data["match"]
+        return CustomerScreening(
+            outcome=Outcome(data["outcome"]),
+            list_version=data["list_version"],
+            score=data["score"],
+            screened_at=utc(datetime.fromisoformat(data["screened_at"])),
+            match=None
+            if found is None
+            else Match(
+                found["entry_uid"],
+                found["entry_name"],
+                found["matched_name"],
+                tuple(found["programs"]),
+                found["score"],
+                found["country_matched"],
+            ),
+            decision=Decision(data["decision"]) if data["decision"] else None,
+            decided_by=requester_from(*data["decided_by"]),
+            decision_reason=data["decision_reason"],
+        )

@@ -25,12 +25,22 @@ from typing import Any
 
 from chassis.kernel.audit import Requester, flat, requester_from
 from chassis.kernel.errors import FailedPrecondition, PermissionDenied
+from screening.matcher import Screener
 
 from identity.domain.events import (
     CustomerCreated,
     CustomerErased,
     CustomerKycChanged,
     IdentityEvent,
+)
+from identity.domain.screening import (
+    SANCTIONS_MATCH,
+    SCREENING_ACTOR,
+    CustomerScreening,
+    Decision,
+    clearance_needs_reason,
+    screened,
+    successor,
 )
 
 
@@ -123,6 +133,7 @@ class CustomerView:
     created_at: datetime
     created_by: Requester | None = None
     erased_at: datetime | None = None
+    sanctions: CustomerScreening | None = None
 
 
 class Customer:
@@ -148,6 +159,8 @@ class Customer:
         self.kyc_updated_at = created_at
         self.history: list[KycChange] = []
         self.events = []
+        # The latest sanctions screening of the name (``domain.screening``); None: never.
+        self.sanctions: CustomerScreening | None = None
         # Who asked, flat as stored (``created_by``).
         self.created_by_client, self.created_by_customer, self.created_request_id = flat(created_by)
 
@@ -203,7 +216,33 @@ class Customer:
         target = KycStatus.VERIFIED if decision is KycDecision.APPROVE else KycStatus.REJECTED
         if self.kyc_status is not KycStatus.PENDING_REVIEW:
             raise invalid_transition(self, target)
+        if self.sanctions is not None and self.sanctions.open_hit:
+            if decision is KycDecision.APPROVE and not reason.strip():
+                raise clearance_needs_reason(self.id)
+            verdict = Decision.CLEARED if decision is KycDecision.APPROVE else Decision.CONFIRMED
+            self.sanctions = self.sanctions.decided(verdict, requester, reason)
         return self._change(target, reason, actor, now, requester)
+
+    def screen(self, screener: Screener | None, now: datetime) -> None:
+        """Screen the name (at KYC submission); what is recorded: ``domain.screening``."""
+        if screener is not None:
+            self.sanctions = successor(self.sanctions, screened(self.display_name, screener, now))
+
+    def rescreen(self, screener: Screener, now: datetime) -> bool:
+        """Screen again with a new list version (PENDING_REVIEW and VERIFIED customers); a new
+        hit on a VERIFIED one takes it back to PENDING_REVIEW. True when something changed."""
+        if self.kyc_status not in (KycStatus.PENDING_REVIEW, KycStatus.VERIFIED):
+            return False
+        if self.erased_at is not None:
+            return False
+        if self.sanctions is not None and self.sanctions.list_version == screener.version:
+            return False
+        self.screen(screener, now)
+        if self.kyc_status is KycStatus.VERIFIED and self.sanctions and self.sanctions.open_hit:
+            self._change(
+                KycStatus.PENDING_REVIEW, SANCTIONS_MATCH, SCREENING_ACTOR, now, allowed=True
+            )
+        return True
 
     def _change(
         self,
@@ -212,8 +251,12 @@ class Customer:
         actor: str,
         now: datetime,
         requester: Requester | None = None,
+        *,
+        allowed: bool = False,
     ) -> KycChange:
-        if target not in _TRANSITIONS[self.kyc_status]:
+        """``allowed``: a change outside the table that the domain itself makes (a sanctions
+        hit takes a VERIFIED customer back to review)."""
+        if not allowed and target not in _TRANSITIONS[self.kyc_status]:
             raise invalid_transition(self, target)
         # A customer's history never runs backwards, whatever the clocks of several processes.
         if now < self.kyc_updated_at:
@@ -268,6 +311,7 @@ class Customer:
             created_at=self.created_at,
             created_by=self.created_by,
             erased_at=self.erased_at,
+            sanctions=self.sanctions,
         )
 
 

@@ -77,6 +77,34 @@ def rotate_signing_key(_args: argparse.Namespace, settings: IdentitySettings) ->
         identity.close()
 
 
+def rescreen_all(deps: use_cases.Deps) -> int:
+    """Every PENDING_REVIEW and VERIFIED customer screened against the loaded list, batch by
+    batch; how many changed."""
+    changed = 0
+    for status in use_cases.SCREENED_STATUSES:
+        after: str | None = None
+        while True:
+            batch = use_cases.rescreen_customers(deps, status, after)
+            changed += batch.changed
+            if batch.next_after is None:
+                break
+            after = batch.next_after
+    return changed
+
+
+def rescreen_sanctions(_args: argparse.Namespace, settings: IdentitySettings) -> None:
+    """Screen customers against the list file as it is now (the server does it at start)."""
+    identity = bootstrap(settings)
+    try:
+        screener = identity.deps.screener
+        if screener is None:
+            raise SystemExit("IDENTITY_SANCTIONS_LIST_FILE is empty: screening is off")
+        changed = rescreen_all(identity.deps)
+        print(json.dumps({"list_version": screener.version, "customers_changed": changed}))
+    finally:
+        identity.close()
+
+
 COMMANDS: list[Command[IdentitySettings]] = [
     Command(
         "register-client",
@@ -85,5 +113,10 @@ COMMANDS: list[Command[IdentitySettings]] = [
         _register_client_arguments,
     ),
     Command("rotate-signing-key", "sign with a new key from now on", rotate_signing_key),
+    Command(
+        "rescreen-sanctions",
+        "screen customers against the sanctions list file now",
+        rescreen_sanctions,
+    ),
     generate_kek_command(),
 ]

@@ -21,6 +21,7 @@ from chassis.kernel.errors import (
 )
 from chassis.kernel.pagination import Page, parse_page
 from chassis.kernel.uow import run_in_transaction
+from screening.matcher import Screener
 
 from identity.domain import validation
 from identity.domain.errors import (
@@ -67,6 +68,8 @@ class Deps:
     declared_scopes: frozenset[str] = frozenset()
     # IssueToken and IssueCustomerToken per client id and overall (None: unlimited).
     rate_limit: RateLimiter | None = None
+    # The sanctions list customers are screened against at KYC (None: screening off).
+    screener: Screener | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +154,56 @@ def submit_kyc(
         request_id,
         customer_id,
         content,
-        lambda c, now: c.submit_for_review(actor, now, requester),
+        lambda c, now: _submitted(c, now, actor, requester, deps.screener),
     )
+
+
+def _submitted(
+    customer: Customer,
+    now: datetime,
+    actor: str,
+    requester: Requester | None,
+    screener: Screener | None,
+) -> None:
+    customer.submit_for_review(actor, now, requester)
+    customer.screen(screener, now)
+
+
+RESCREEN_BATCH = 200
+# Who can move money, or will once reviewed: the customers a new list version re-screens.
+SCREENED_STATUSES = (KycStatus.PENDING_REVIEW, KycStatus.VERIFIED)
+
+
+@dataclass(frozen=True, slots=True)
+class Rescreened:
+    """One batch of ``rescreen_customers``: how many changed, and the id the next begins after
+    (None: none of the status is left)."""
+
+    changed: int
+    next_after: str | None
+
+
+def rescreen_customers(
+    deps: Deps, status: KycStatus, after: str | None = None, limit: int = RESCREEN_BATCH
+) -> Rescreened:
+    """Screen the next ``limit`` customers of ``status`` (after id ``after``) against the
+    loaded list unless screened with its version already; a new hit takes a VERIFIED customer
+    back to PENDING_REVIEW (``Customer.rescreen``). Each customer in its own transaction with
+    its row locked, so a KYC review meanwhile is decided before or after, never lost."""
+    screener = deps.screener
+    if screener is None or status not in SCREENED_STATUSES:
+        return Rescreened(0, None)
+    with deps.uow() as uow:
+        ids = [c.id for c in uow.customers.list(after, limit, status)]
+    changed = 0
+    for customer_id in ids:
+
+        def work(uow: IdentityUnitOfWork, customer_id: str = customer_id) -> bool:
+            customer = uow.customers.get(customer_id, for_update=True)
+            return customer is not None and customer.rescreen(screener, deps.clock.now())
+
+        changed += run_in_transaction(deps.uow, work)
+    return Rescreened(changed, ids[-1] if ids else None)
 
 
 def review_kyc(

@@ -66,6 +66,7 @@ from payments.domain.limits import RunningTotals
 from payments.domain.model import BankAccount, BankStatus, LedgerStep, Payment, Transition
 from payments.domain.policy import Policy
 from payments.domain.reconciliation import ReconciliationReport, StatementLine
+from payments.domain.sanctions import OPEN_STATES, SCREENED_KINDS
 from payments.domain.states import UNSUCCESSFUL, PaymentKind, PaymentState
 from payments.service_layer.ports import (
     BankUnavailable,
@@ -293,6 +294,21 @@ class MemoryPaymentsRepository(TracksAggregates):
             and (state is None or row.state is state)
         ]
         return [self._load(row) for row in chosen[:limit]]
+
+    def open_for_screening(self, after: str, limit: int) -> list[str]:
+        found = sorted(
+            row.id
+            for row in self._rows()
+            if row.state in OPEN_STATES and row.kind in SCREENED_KINDS and row.id > after
+        )
+        return found[:limit]
+
+    def open_of_customer(self, customer_id: str) -> list[str]:
+        return sorted(
+            row.id
+            for row in self._rows()
+            if row.customer_id == customer_id and row.state in OPEN_STATES
+        )
 
     def booked_with_bank_on(self, day: date, start: datetime, end: datetime) -> list[Payment]:
         def within(at: datetime | None) -> bool:

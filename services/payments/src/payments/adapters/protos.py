@@ -5,9 +5,11 @@ from __future__ import annotations
 from astra.payments.v1 import payments_pb2 as pb
 from chassis.logging import mask_account_number
 from chassis.protos import enum_filter, set_requester, set_timestamp
+from screening.matcher import Outcome
 
 from payments.domain.model import Payment, Transition
 from payments.domain.reconciliation import ReconciliationReport
+from payments.domain.sanctions import SanctionsScreening
 from payments.domain.states import PaymentState
 
 _STATES: dict[int, PaymentState] = {int(state): state for state in PaymentState}
@@ -47,6 +49,7 @@ def payment_to_pb(payment: Payment, *, history: bool = True, summary: bool = Fal
         counterparty=pb.BankAccount(
             account_number=mask_account_number(account) if summary else account,
             holder_name="" if summary else payment.counterparty.holder_name,
+            country=payment.counterparty.country,
         ),
         description=payment.description,
         original_payment_id=payment.original_payment_id,
@@ -60,11 +63,40 @@ def payment_to_pb(payment: Payment, *, history: bool = True, summary: bool = Fal
     )
     set_requester(message.created_by, payment.created_by)
     set_requester(message.reviewed_by, payment.reviewed_by)
+    if payment.sanctions is not None:
+        screening_to_pb(message.sanctions_screening, payment.sanctions, summary=summary)
     if history:
         message.history.extend(transition_to_pb(t) for t in payment.history)
     set_timestamp(message.create_time, payment.created_at)
     set_timestamp(message.update_time, payment.updated_at)
     return message
+
+
+_OUTCOMES = {
+    Outcome.CLEAR: pb.SANCTIONS_SCREENING_OUTCOME_CLEAR,
+    Outcome.HIT: pb.SANCTIONS_SCREENING_OUTCOME_HIT,
+    Outcome.NOT_SCREENED: pb.SANCTIONS_SCREENING_OUTCOME_NOT_SCREENED,
+}
+
+
+def screening_to_pb(
+    message: pb.SanctionsScreening, screening: SanctionsScreening, *, summary: bool = False
+) -> None:
+    """The screening; a ``summary`` (a list's) without the listed names, which would tell
+    what the holder's name looks like (the list leaves that name out)."""
+    message.outcome = _OUTCOMES[screening.outcome]
+    message.list_version = screening.list_version
+    message.score = screening.score
+    set_timestamp(message.screen_time, screening.screened_at)
+    match = screening.match
+    if match is not None:
+        message.entry_uid = match.entry_uid
+        if not summary:
+            message.entry_name = match.entry_name
+            message.matched_name = match.matched_name
+        message.programs.extend(match.programs)
+        if match.country_matched is not None:
+            message.country_matched = match.country_matched
 
 
 def report_to_pb(report: ReconciliationReport) -> pb.ReconciliationRun:

@@ -19,6 +19,7 @@ from chassis.kernel.audit import Requester, flat, requester_from
 from chassis.kernel.clock import utc
 from chassis.kernel.uow import TracksAggregates
 from chassis.pii import Envelope, associated_data
+from screening.matcher import Match, Outcome
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -26,6 +27,7 @@ from payments.adapters import tables
 from payments.domain.customers import CustomerErasure, CustomerKyc
 from payments.domain.model import BankAccount, LedgerStep, Payment, Transition
 from payments.domain.reconciliation import Break, BreakKind, ReconciliationReport
+from payments.domain.sanctions import OPEN_STATES, SCREENED_KINDS, SanctionsScreening
 from payments.domain.states import UNSUCCESSFUL, PaymentKind, PaymentState
 from payments.service_layer.ports import StaleWrite
 
@@ -76,7 +78,9 @@ def _payment(row: Row[Any], envelope: Envelope) -> Payment:
         amount=m["amount"],
         currency=m["currency"],
         fee=m["fee"],
-        counterparty=BankAccount(opened("counterparty_account"), opened("counterparty_name")),
+        counterparty=BankAccount(
+            opened("counterparty_account"), opened("counterparty_name"), m["counterparty_country"]
+        ),
         description=m["description"],
         original_payment_id=m["original_payment_id"],
         fingerprint=m["fingerprint"],
@@ -108,6 +112,54 @@ def _payment(row: Row[Any], envelope: Envelope) -> Payment:
             m["reviewed_by"], m["reviewed_by_customer"], m["reviewed_request_id"]
         ),
         review_note=m["review_note"],
+        sanctions=screening_from_json(m["sanctions_screening"]),
+    )
+
+
+def screening_to_json(screening: SanctionsScreening | None) -> str | None:
+    if screening is None:
+        return None
+    match = screening.match
+    return json.dumps(
+        {
+            "outcome": screening.outcome.value,
+            "list_version": screening.list_version,
+            "score": screening.score,
+            "screened_at": screening.screened_at.isoformat(),
+            "match": None
+            if match is None
+            else {
+                "entry_uid": match.entry_uid,
+                "entry_name": match.entry_name,
+                "matched_name": match.matched_name,
+                "programs": list(match.programs),
+                "score": match.score,
+                "country_matched": match.country_matched,
+            },
+        }
+    )
+
+
+def screening_from_json(text: str | None) -> SanctionsScreening | None:
+    if text is None:
+        return None
+    data = json.loads(text)
+    found = data["match"]
+    return SanctionsScreening(
+        Outcome(data["outcome"]),
+        data["list_version"],
+        data["score"],
+        utc(datetime.fromisoformat(data["screened_at"])),
+        None
+        if found is None
+        else Match(
+            found["entry_uid"],
+            found["entry_name"],
+            found["matched_name"],
+            tuple(found["programs"]),
+            found["score"],
+            found["country_matched"],
+        ),
     )
 
 
@@ -131,6 +183,7 @@ def _mutable_columns(p: Payment) -> dict[str, Any]:
         "review_outcome": p.review_outcome,
         **_requester_columns("reviewed", p.reviewed_by),
         "review_note": p.review_note,
+        "sanctions_screening": screening_to_json(p.sanctions),
         "bank_payment_id": p.bank_payment_id,
         "bank_attempts": p.bank_attempts,
         "bank_settled_at": p.bank_settled_at,
@@ -148,7 +201,7 @@ def _mutable_columns(p: Payment) -> dict[str, Any]:
 
 _MUTABLE = (
     "state", "reason", "review_required", "review_reason", "review_outcome", "reviewed_by",
-    "reviewed_by_customer", "reviewed_request_id", "review_note",
+    "reviewed_by_customer", "reviewed_request_id", "review_note", "sanctions_screening",
     "bank_payment_id", "bank_attempts", "bank_settled_at", "bank_returned_at", "ledger_done",
     "hold_uncertain", "ledger_error", "next_action_at", "leased_until", "retries",
     "transition_count", "updated_at",
@@ -176,6 +229,7 @@ def _columns(p: Payment, envelope: Envelope, wrapped: bytes) -> dict[str, Any]:
             "counterparty_account", p.counterparty.account_number
         ),
         "counterparty_name_sealed": sealed("counterparty_name", p.counterparty.holder_name),
+        "counterparty_country": p.counterparty.country,
         "description": p.description,
         "original_payment_id": p.original_payment_id,
         "fingerprint": p.fingerprint,
@@ -354,6 +408,31 @@ class PaymentsRepository(TracksAggregates):
             statement = statement.where(P.c.state == int(state))
         return [_payment(row, self._envelope) for row in self._c.execute(statement)]
 
+    def open_for_screening(self, after: str, limit: int) -> list[str]:
+        """Ids of payouts and collections not yet given to the bank, after ``after``, in order."""
+        rows = self._c.execute(
+            select(P.c.id)
+            .where(
+                P.c.state.in_([int(s) for s in OPEN_STATES]),
+                P.c.kind.in_([int(k) for k in SCREENED_KINDS]),
+                P.c.id > after,
+            )
+            .order_by(P.c.id)
+            .limit(limit)
+        )
+        return [row.id for row in rows]
+
+    def open_of_customer(self, customer_id: str) -> list[str]:
+        rows = self._c.execute(
+            select(P.c.id)
+            .where(
+                P.c.customer_id == customer_id,
+                P.c.state.in_([int(s) for s in OPEN_STATES]),
+            )
+            .order_by(P.c.id)
+        )
+        return [row.id for row in rows]
+
     def booked_with_bank_on(self, day: date, start: datetime, end: datetime) -> list[Payment]:
         """Payments the bank settled or returned between ``start`` and ``end``."""
         statement = _SELECT.where(
@@ -374,9 +453,14 @@ class PaymentsRepository(TracksAggregates):
                 or_(
                     P.c.counterparty_account_sealed.is_not(None),
                     P.c.counterparty_name_sealed.is_not(None),
+                    P.c.counterparty_country != "",
                 ),
             )
-            .values(counterparty_account_sealed=None, counterparty_name_sealed=None)
+            .values(
+                counterparty_account_sealed=None,
+                counterparty_name_sealed=None,
+                counterparty_country="",
+            )
         )
         return int(result.rowcount), key_destroyed
 

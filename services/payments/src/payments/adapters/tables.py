@@ -44,6 +44,8 @@ payments = Table(
     # row and column; NULL once the customer's data was erased.
     Column("counterparty_account_sealed", LargeBinary, nullable=True),
     Column("counterparty_name_sealed", LargeBinary, nullable=True),
+    # ISO 3166-1 alpha-2 or empty (0007); emptied with the sealed fields on erasure.
+    Column("counterparty_country", String(2), nullable=False, server_default=""),
     Column("description", String(140), nullable=False),
     Column("original_payment_id", String(64), nullable=False),
     Column("fingerprint", String(32), nullable=False),
@@ -76,6 +78,8 @@ payments = Table(
     Column("reviewed_by_customer", String(_id_length("cus")), nullable=False, server_default=""),
     Column("reviewed_request_id", String(128), nullable=False, server_default=""),
     Column("review_note", String(140), nullable=False, server_default=""),
+    # The counterparty's sanctions screening as JSON (0007; ``adapters.repository``), or NULL.
+    Column("sanctions_screening", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # The workers' queue: only payments with something to do are indexed.

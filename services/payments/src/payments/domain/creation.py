@@ -17,6 +17,7 @@ from payments.domain.fraud import Velocity, Verdict, assess
 from payments.domain.ledger_plan import customer_account_id
 from payments.domain.model import Payment, PaymentRequest
 from payments.domain.policy import Policy
+from payments.domain.sanctions import SanctionsScreening, apply_screening, screen_request
 from payments.domain.states import PaymentState
 
 
@@ -27,11 +28,13 @@ def decide_payment(
     policy: Policy,
     now: datetime,
     trace_context: str = "",
+    screening: SanctionsScreening | None = None,
 ) -> Payment:
     """A new payment from its request: declined, held for review, or ready for its hold.
 
     ``trace_context``: the W3C traceparent of the call that asked, which the work
-    done for the payment later joins.
+    done for the payment later joins. ``screening``: its counterparty's, screened when the
+    request arrived (``sanctions.screen_request``); screened here when not given.
     """
     payment = Payment.create(
         request,
@@ -43,6 +46,9 @@ def decide_payment(
     if status.kyc_status != VERIFIED:
         payment.decline("CUSTOMER_NOT_VERIFIED", now)
         return payment
+    if screening is None:
+        screening = screen_request(request, policy.sanctions, now)
+    apply_screening(payment, screening)
     decision = assess(
         policy.fraud,
         amount=request.amount,
@@ -53,11 +59,11 @@ def decide_payment(
     )
     if decision.verdict is Verdict.DECLINE:
         payment.decline(decision.reason, now)
-    elif decision.verdict is Verdict.REVIEW:
+    elif decision.verdict is Verdict.REVIEW and not payment.review_required:
         payment.review_required = True
         payment.review_reason = decision.reason
-        if not payment.outgoing:
-            payment.transition(PaymentState.IN_REVIEW, decision.reason, now)
+    if payment.review_required and not payment.outgoing and payment.state is PaymentState.CREATED:
+        payment.transition(PaymentState.IN_REVIEW, payment.review_reason, now)
     return payment
 
 

@@ -6,12 +6,35 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from payments.domain.events import CustomerDataErased
+from payments.domain.model import Payment
+from payments.domain.states import PaymentState
 
 VERIFIED = "VERIFIED"
 # An erased customer moves no more money: its personal data would come back with it.
 ERASED = "ERASED"
 # Above any version identity gives, so no later word of identity's undoes an erasure.
 ERASED_VERSION = 2**62
+
+
+# Identity took a VERIFIED customer back (a sanctions hit on it): its open payments wait.
+CUSTOMER_UNDER_REVIEW = "CUSTOMER_UNDER_REVIEW"
+
+
+def hold_for_customer_review(payment: Payment, now: datetime) -> bool:
+    """A payment of a customer no longer VERIFIED, not yet given to the bank, waits for a
+    reviewer (an outgoing one still CREATED does once its funds are held). True if held."""
+    if payment.state is PaymentState.FUNDS_HELD or (
+        payment.state is PaymentState.CREATED and not payment.outgoing
+    ):
+        payment.review_required = True
+        payment.review_reason = CUSTOMER_UNDER_REVIEW
+        payment.hold_for_review(CUSTOMER_UNDER_REVIEW, now)
+        return True
+    if payment.state is PaymentState.CREATED:
+        payment.review_required = True
+        payment.review_reason = CUSTOMER_UNDER_REVIEW
+        return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from chassis.kernel.audit import Requester
 from chassis.kernel.errors import DomainError, ErrorCategory, FailedPrecondition
@@ -24,6 +25,9 @@ from payments.domain.states import (
     PaymentState,
     check_transition,
 )
+
+if TYPE_CHECKING:
+    from payments.domain.sanctions import SanctionsScreening
 
 S = PaymentState
 
@@ -69,6 +73,8 @@ class BankStatus(enum.Enum):
 class BankAccount:
     account_number: str
     holder_name: str = ""
+    # ISO 3166-1 alpha-2, or empty when not given.
+    country: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +162,8 @@ class Payment:
     created_by: Requester | None = None
     reviewed_by: Requester | None = None
     review_note: str = ""
+    # The counterparty's sanctions screening (``domain.sanctions``); None when not screened.
+    sanctions: SanctionsScreening | None = None
     # Loaded on demand (repository) and appended to by transitions.
     history: list[Transition] = field(default_factory=list)
     new_transitions: list[Transition] = field(default_factory=list)
@@ -242,6 +250,12 @@ class Payment:
     def hold_unanswered(self) -> None:
         """The hold was asked for but no answer came: it may exist; the worker asks again."""
         self.hold_uncertain = True
+
+    def hold_for_review(self, reason: str, now: datetime) -> None:
+        """Back to a reviewer before the bank has it (a new sanctions hit, or the customer no
+        longer verified); an earlier review, if any, is in the history and is decided again."""
+        self.review_outcome = ""
+        self.transition(S.IN_REVIEW, reason, now)
 
     def approve(self, now: datetime, reviewer: Requester | None = None, note: str = "") -> None:
         if self.review_outcome == "APPROVED":

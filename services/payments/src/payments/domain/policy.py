@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from screening.matcher import Screener
+
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
 from payments.domain.limits import AmountLimits
@@ -24,6 +26,8 @@ class Policy:
     retry_max_seconds: float = 60.0
     # Failed attempts after which a payment is reported as unable to progress.
     stuck_after: int = 10
+    # The sanctions list new payments are screened against; None: screening is off.
+    sanctions: Screener | None = None
 
     def fee_for(self, request: PaymentRequest) -> int:
         """The fee a request pays: payouts only."""

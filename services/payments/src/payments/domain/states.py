@@ -48,6 +48,7 @@ TRANSITIONS: dict[tuple[PaymentState, PaymentState], frozenset[PaymentKind]] = {
     (S.IN_REVIEW, S.CANCELED): ALL_KINDS,
     (S.FUNDS_HELD, S.SUBMITTING): OUTGOING,  # picked up for the bank
     (S.FUNDS_HELD, S.CANCELED): OUTGOING,
+    (S.FUNDS_HELD, S.IN_REVIEW): OUTGOING,  # a new sanctions list or a customer taken back
     (S.SUBMITTING, S.SUBMITTED): ALL_KINDS,  # the bank accepted it
     (S.SUBMITTING, S.FAILED): ALL_KINDS,  # the bank refused it
     (S.SUBMITTED, S.SETTLED): ALL_KINDS,

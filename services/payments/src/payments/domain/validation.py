@@ -9,6 +9,7 @@ from chassis.kernel.errors import NotFound, Violations
 from chassis.kernel.ids import id_rule, is_valid_id, require_id
 from chassis.kernel.money import MAX_AMOUNT, is_currency
 from chassis.kernel.text import check_text
+from screening.countries import is_alpha2
 
 from payments.domain.ledger_plan import customer_account_id
 from payments.domain.limits import AmountLimits
@@ -63,6 +64,13 @@ def validate_payment_request(
     if not _ACCOUNT_NUMBER.fullmatch(request.counterparty.account_number):
         out.add(f"{account_field}.account_number", "must be 1 to 34 of [A-Za-z0-9]")
     check_text(out, f"{account_field}.holder_name", request.counterparty.holder_name, MAX_TEXT)
+    country = request.counterparty.country
+    if country and not is_alpha2(country):
+        out.add(
+            f"{account_field}.country",
+            'must be an ISO 3166-1 alpha-2 code in upper case, e.g. "DE"',
+            "UNKNOWN_COUNTRY",
+        )
     check_text(out, "description", request.description, MAX_TEXT)
     out.raise_if_any()
 

@@ -47,7 +47,9 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 amount=request.amount,
                 currency=request.currency,
                 counterparty=BankAccount(
-                    request.destination.account_number, request.destination.holder_name
+                    request.destination.account_number,
+                    request.destination.holder_name,
+                    request.destination.country,
                 ),
                 description=request.description,
                 requested_by=caller.requester,
@@ -71,7 +73,11 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 customer_id=request.customer_id,
                 amount=request.amount,
                 currency=request.currency,
-                counterparty=BankAccount(request.source.account_number, request.source.holder_name),
+                counterparty=BankAccount(
+                    request.source.account_number,
+                    request.source.holder_name,
+                    request.source.country,
+                ),
                 description=request.description,
                 requested_by=caller.requester,
             ),

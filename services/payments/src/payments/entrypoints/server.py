@@ -7,6 +7,8 @@ Commands:
   migrate  apply the database migrations
   erase-customer ID  erase a customer's personal data in payments (identity's
            CustomerErased does it when the KYC subscriber runs)
+  rescreen-sanctions  screen the payments not yet given to the bank against
+           PAYMENTS_SANCTIONS_LIST_FILE now (the workers do it at start)
   generate-kek  write a new key-encryption key file (PAYMENTS_KEY_ENCRYPTION_KEY_FILE)
 """
 
@@ -22,7 +24,7 @@ from chassis.service import Command, ServiceWiring
 from payments.bootstrap import ERROR_DOMAIN, Payments, bootstrap, migrate
 from payments.config import PaymentsSettings
 from payments.entrypoints.grpc_api import PaymentsServicer
-from payments.entrypoints.workers import background
+from payments.entrypoints.workers import background, rescreen_all
 from payments.service_layer.use_cases import erase_customer_data
 
 SERVICE = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"]
@@ -35,6 +37,20 @@ def erase_customer(args: argparse.Namespace, settings: PaymentsSettings) -> None
     try:
         count = erase_customer_data(app.deps.uow, app.deps.clock, args.customer_id)
         print(json.dumps({"customer_id": args.customer_id, "payments_erased": count}), flush=True)
+    finally:
+        app.close()
+
+
+def rescreen_sanctions(_args: argparse.Namespace, settings: PaymentsSettings) -> None:
+    """Screen the open payments against the list file as it is now (a new version holds
+    those it matches); the servers screen new payments with it once restarted."""
+    app = bootstrap(settings)
+    try:
+        screener = app.deps.policy.sanctions
+        if screener is None:
+            raise SystemExit("PAYMENTS_SANCTIONS_LIST_FILE is empty: screening is off")
+        changed = rescreen_all(app.deps)
+        print(json.dumps({"list_version": screener.version, "payments_changed": changed}))
     finally:
         app.close()
 
@@ -68,6 +84,11 @@ PAYMENTS: ServiceWiring[PaymentsSettings, Payments] = ServiceWiring(
             "erase a customer's personal data in payments",
             erase_customer,
             _erase_customer_arguments,
+        ),
+        Command(
+            "rescreen-sanctions",
+            "screen open payments against the sanctions list file now",
+            rescreen_sanctions,
         ),
         generate_kek_command(),
     ],

@@ -33,7 +33,7 @@ from payments.domain.states import PaymentState
 from payments.entrypoints.kyc_subscriber import start_kyc_subscriber
 from payments.service_layer import rounds
 from payments.service_layer.ports import BankUnavailable
-from payments.service_layer.use_cases import Deps
+from payments.service_layer.use_cases import Deps, rescreen_open_payments
 
 _log = structlog.get_logger("payments.worker")
 
@@ -267,6 +267,30 @@ def capacity_watch_of(app: Payments) -> Sampler:
     return Sampler("payments-house-accounts", read, app.settings.house_account_check_seconds)
 
 
+def rescreen_all(deps: Deps) -> int:
+    """Every open payment screened against the loaded list, batch by batch; how many changed."""
+    changed, after = 0, ""
+    while True:
+        batch = rescreen_open_payments(deps, after)
+        changed += batch.changed
+        if batch.next_after is None:
+            return changed
+        after = batch.next_after
+
+
+def sanctions_rescreen_of(app: Payments) -> Periodic:
+    """Once at start, the open payments screened against the list loaded (if it is a new
+    version for them); tried again every half minute until it has run once."""
+    done = threading.Event()
+
+    def tick() -> None:
+        if not done.is_set():
+            rescreen_all(app.deps)
+            done.set()
+
+    return Periodic("payments-sanctions-rescreen", tick, 30.0, at_start=True)
+
+
 def background(app: Payments, settings: PaymentsSettings) -> Background:
     """What runs beside the server; the rounds and the KYC projection with
     ``PAYMENTS_WORKERS_ENABLED`` (always under ``astra-payments workers``)."""
@@ -275,6 +299,8 @@ def background(app: Payments, settings: PaymentsSettings) -> Background:
         workers.append(states_sampler_of(app))
     if settings.workers_enabled:
         workers.append(PaymentRounds.of(app))
+        if app.deps.policy.sanctions is not None:
+            workers.append(sanctions_rescreen_of(app))
         if settings.kyc_subscriber_enabled:
             workers.append(KycProjection(app))
     return Background(before_server=workers)

@@ -37,6 +37,7 @@ from payments.domain.customers import CustomerKyc, CustomerStatus
 from payments.domain.fraud import Velocities
 from payments.domain.model import Payment, PaymentRequest
 from payments.domain.progress import lease_for_hold
+from payments.domain.sanctions import SanctionsScreening, screen_request
 from payments.domain.states import PaymentState
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
 from payments.service_layer.use_cases import (
@@ -57,6 +58,8 @@ Outcome = Payment | BaseException
 class Creation:
     request: PaymentRequest
     account_field: str
+    # The counterparty's sanctions screening, done before the request joins a group.
+    screening: SanctionsScreening | None = None
     # The calling RPC's context (request id, deadline, trace), for work done on its behalf.
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
@@ -66,7 +69,8 @@ def create_payment(
 ) -> Payment:
     """A payout or a collection (``request.kind``) on its own: a group of one."""
     check_creation(deps, request, account_field, caller)
-    (outcome,) = create_payments(deps, [Creation(request, account_field)])
+    screening = screen_request(request, deps.policy.sanctions, deps.clock.now())
+    (outcome,) = create_payments(deps, [Creation(request, account_field, screening)])
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
@@ -180,6 +184,7 @@ def _decide(
                     policy,
                     now,
                     creation.context.run(current_traceparent),
+                    creation.screening,
                 )
             except Exception as error:
                 if not isinstance(error, DomainError):
@@ -293,4 +298,5 @@ def submit_creation(
     nothing about it can fail that group.
     """
     check_creation(deps, request, account_field, caller)
-    return creator.submit(Creation(request, account_field), timeout)
+    screening = screen_request(request, deps.policy.sanctions, deps.clock.now())
+    return creator.submit(Creation(request, account_field, screening), timeout)

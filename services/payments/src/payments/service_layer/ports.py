@@ -89,6 +89,16 @@ class PaymentsRepository(Protocol):
         """Up to ``limit`` payments after id ``after``, in id order, optionally filtered."""
         ...
 
+    def open_for_screening(self, after: str, limit: int) -> list[str]:
+        """Ids of payouts and collections not yet given to the bank (CREATED, IN_REVIEW,
+        FUNDS_HELD) after id ``after``, in id order, up to ``limit``."""
+        ...
+
+    def open_of_customer(self, customer_id: str) -> list[str]:
+        """Ids of the customer's payments not yet given to the bank (CREATED, IN_REVIEW,
+        FUNDS_HELD), of every kind, in id order."""
+        ...
+
     def booked_with_bank_on(self, day: date, start: datetime, end: datetime) -> list[Payment]:
         """Payments the bank settled or returned between ``start`` and ``end``."""
         ...

@@ -30,9 +30,14 @@ from chassis.kernel.pagination import Page, parse_page
 from chassis.kernel.uow import run_in_transaction
 from chassis.tracing import batch_span, current_traceparent
 
-from payments.domain import progress, validation
+from payments.domain import progress, sanctions, validation
 from payments.domain.creation import declined, replay
-from payments.domain.customers import CustomerErasure, CustomerKyc, CustomerStatus
+from payments.domain.customers import (
+    CustomerErasure,
+    CustomerKyc,
+    CustomerStatus,
+    hold_for_customer_review,
+)
 from payments.domain.ledger_plan import LedgerOperation, LedgerResult, accounts_for, operation_for
 from payments.domain.model import LedgerStep, Payment, PaymentRequest
 from payments.domain.policy import Policy
@@ -157,7 +162,23 @@ def record_customer_kyc(
     """
 
     def store(work: PaymentsUnitOfWork) -> bool:
-        return work.payments.upsert_customer(kyc, clock.now())
+        now = clock.now()
+        before = work.payments.customer(kyc.customer_id, lock=True)
+        stored = work.payments.upsert_customer(kyc, now)
+        if stored and before is not None and before.verified and not kyc.verified:
+            # No longer VERIFIED (identity's sanctions screening took it back): what it has
+            # not given to the bank yet waits for a reviewer, as its new payments are declined.
+            ids = work.payments.open_of_customer(kyc.customer_id)
+            held = [
+                payment
+                for payment in work.payments.get_many(ids, lock=True).values()
+                if hold_for_customer_review(payment, now)
+            ]
+            for payment in held:
+                # Nothing is scheduled for a payment in review (the policy's timings unused).
+                progress.schedule(payment, now, Policy())
+            work.payments.save_all(held)
+        return stored
 
     return run_in_transaction(uow, store)
 
@@ -470,6 +491,53 @@ def _reason(text: str) -> str:
     if text:
         _log.info("cancel requested", note=text)
     return "CANCELED_BY_CLIENT"
+
+
+# --- sanctions screening ------------------------------------------------------------------------
+
+RESCREEN_BATCH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Rescreened:
+    """One batch of ``rescreen_open_payments``: how many changed, and where the next begins
+    (None: no open payment is left after this batch)."""
+
+    changed: int
+    next_after: str | None
+
+
+def rescreen_open_payments(deps: Deps, after: str = "", limit: int = RESCREEN_BATCH) -> Rescreened:
+    """Screen the next ``limit`` payments not yet given to the bank (ids after ``after``)
+    against the loaded list, unless screened with this version already
+    (``domain.sanctions.rescreen``). One transaction with the rows locked: a worker taking
+    one to the bank meanwhile either waits for it or has taken it out of reach first.
+    Running it again (another process, a retry after a crash) finds only what is left."""
+    screener = deps.policy.sanctions
+    if screener is None:
+        return Rescreened(0, None)
+    with deps.uow() as uow:
+        ids = uow.payments.open_for_screening(after, limit)
+    if not ids:
+        return Rescreened(0, None)
+
+    def work(uow: PaymentsUnitOfWork) -> int:
+        now = deps.clock.now()
+        touched = []
+        for payment in uow.payments.get_many(ids, lock=True).values():
+            before = payment.transition_count
+            if sanctions.rescreen(payment, screener, now):
+                if payment.transition_count != before:
+                    payment.retries = 0
+                    schedule(payment, now, deps.policy)
+                touched.append(payment)
+        uow.payments.save_all(touched)
+        return len(touched)
+
+    changed = run_in_transaction(deps.uow, work)
+    if changed:
+        _log.info("open payments screened", list_version=screener.version, changed=changed)
+    return Rescreened(changed, ids[-1])
 
 
 # --- queries --------------------------------------------------------------------------------------

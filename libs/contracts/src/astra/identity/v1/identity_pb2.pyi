@@ -69,6 +69,58 @@ KYC_DECISION_APPROVE: KycDecision.ValueType  # 1
 KYC_DECISION_REJECT: KycDecision.ValueType  # 2
 Global___KycDecision: _TypeAlias = KycDecision  # noqa: Y015
 
+class _SanctionsScreeningOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SanctionsScreeningOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SanctionsScreeningOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SANCTIONS_SCREENING_OUTCOME_UNSPECIFIED: _SanctionsScreeningOutcome.ValueType  # 0
+    SANCTIONS_SCREENING_OUTCOME_CLEAR: _SanctionsScreeningOutcome.ValueType  # 1
+    """No listed name scored at or above the threshold."""
+    SANCTIONS_SCREENING_OUTCOME_HIT: _SanctionsScreeningOutcome.ValueType  # 2
+    """A listed entry matched: the customer cannot be VERIFIED (and so moves no
+    money) until an analyst decides (ReviewKyc, with a reason).
+    """
+    SANCTIONS_SCREENING_OUTCOME_NOT_SCREENED: _SanctionsScreeningOutcome.ValueType  # 3
+    """Nothing to screen (no name: erased)."""
+
+class SanctionsScreeningOutcome(_SanctionsScreeningOutcome, metaclass=_SanctionsScreeningOutcomeEnumTypeWrapper):
+    """What sanctions screening found for a customer's name."""
+
+SANCTIONS_SCREENING_OUTCOME_UNSPECIFIED: SanctionsScreeningOutcome.ValueType  # 0
+SANCTIONS_SCREENING_OUTCOME_CLEAR: SanctionsScreeningOutcome.ValueType  # 1
+"""No listed name scored at or above the threshold."""
+SANCTIONS_SCREENING_OUTCOME_HIT: SanctionsScreeningOutcome.ValueType  # 2
+"""A listed entry matched: the customer cannot be VERIFIED (and so moves no
+money) until an analyst decides (ReviewKyc, with a reason).
+"""
+SANCTIONS_SCREENING_OUTCOME_NOT_SCREENED: SanctionsScreeningOutcome.ValueType  # 3
+"""Nothing to screen (no name: erased)."""
+Global___SanctionsScreeningOutcome: _TypeAlias = SanctionsScreeningOutcome  # noqa: Y015
+
+class _SanctionsScreeningDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SanctionsScreeningDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SanctionsScreeningDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SANCTIONS_SCREENING_DECISION_UNSPECIFIED: _SanctionsScreeningDecision.ValueType  # 0
+    SANCTIONS_SCREENING_DECISION_CLEARED: _SanctionsScreeningDecision.ValueType  # 1
+    """Not the listed party: the KYC approval that cleared it."""
+    SANCTIONS_SCREENING_DECISION_CONFIRMED: _SanctionsScreeningDecision.ValueType  # 2
+    """The listed party: the KYC rejection that confirmed it."""
+
+class SanctionsScreeningDecision(_SanctionsScreeningDecision, metaclass=_SanctionsScreeningDecisionEnumTypeWrapper):
+    """An analyst's decision on a sanctions hit."""
+
+SANCTIONS_SCREENING_DECISION_UNSPECIFIED: SanctionsScreeningDecision.ValueType  # 0
+SANCTIONS_SCREENING_DECISION_CLEARED: SanctionsScreeningDecision.ValueType  # 1
+"""Not the listed party: the KYC approval that cleared it."""
+SANCTIONS_SCREENING_DECISION_CONFIRMED: SanctionsScreeningDecision.ValueType  # 2
+"""The listed party: the KYC rejection that confirmed it."""
+Global___SanctionsScreeningDecision: _TypeAlias = SanctionsScreeningDecision  # noqa: Y015
+
 @_typing.final
 class KycChange(_message.Message):
     """One change of a customer's KYC status."""
@@ -136,6 +188,7 @@ class Customer(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     ERASE_TIME_FIELD_NUMBER: _builtins.int
+    SANCTIONS_SCREENING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Required on create. Client-chosen: "cus_" followed by 1 to 60 of
     [A-Za-z0-9_-]. Immutable.
@@ -175,6 +228,12 @@ class Customer(_message.Message):
         erased customer has an empty display_name and email.
         """
 
+    @_builtins.property
+    def sanctions_screening(self) -> Global___CustomerSanctionsScreening:
+        """Output only. The sanctions screening of the customer's name at KYC (unset
+        when screening is off or it never submitted KYC).
+        """
+
     def __init__(
         self,
         *,
@@ -189,14 +248,85 @@ class Customer(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         created_by: Global___Requester | None = ...,
         erase_time: _timestamp_pb2.Timestamp | None = ...,
+        sanctions_screening: Global___CustomerSanctionsScreening | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "erase_time", b"erase_time", "kyc_update_time", b"kyc_update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "erase_time", b"erase_time", "kyc_update_time", b"kyc_update_time", "sanctions_screening", b"sanctions_screening"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "display_name", b"display_name", "email", b"email", "erase_time", b"erase_time", "id", b"id", "kyc_history", b"kyc_history", "kyc_reason", b"kyc_reason", "kyc_status", b"kyc_status", "kyc_update_time", b"kyc_update_time", "kyc_version", b"kyc_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "display_name", b"display_name", "email", b"email", "erase_time", b"erase_time", "id", b"id", "kyc_history", b"kyc_history", "kyc_reason", b"kyc_reason", "kyc_status", b"kyc_status", "kyc_update_time", b"kyc_update_time", "kyc_version", b"kyc_version", "sanctions_screening", b"sanctions_screening"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Customer: _TypeAlias = Customer  # noqa: Y015
+
+@_typing.final
+class CustomerSanctionsScreening(_message.Message):
+    """A customer's latest sanctions screening and the analyst's decision on a hit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    LIST_VERSION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    ENTRY_UID_FIELD_NUMBER: _builtins.int
+    ENTRY_NAME_FIELD_NUMBER: _builtins.int
+    MATCHED_NAME_FIELD_NUMBER: _builtins.int
+    PROGRAMS_FIELD_NUMBER: _builtins.int
+    SCREEN_TIME_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    DECISION_REASON_FIELD_NUMBER: _builtins.int
+    outcome: Global___SanctionsScreeningOutcome.ValueType
+    """Output only."""
+    list_version: _builtins.str
+    """Output only. The list's version: "sdn-" and 16 hex digits of its files'
+    digest.
+    """
+    score: _builtins.int
+    """Output only. The best match's score, 0 to 100."""
+    entry_uid: _builtins.str
+    """Output only. On a hit: the listed entry's SDN uid (ent_num)."""
+    entry_name: _builtins.str
+    """Output only. On a hit: the listed entry's primary name."""
+    matched_name: _builtins.str
+    """Output only. On a hit: the entry's name or alias that matched."""
+    decision: Global___SanctionsScreeningDecision.ValueType
+    """Output only. Unspecified while a hit waits for an analyst (or on no hit)."""
+    decision_reason: _builtins.str
+    """Output only. The analyst's reason (ReviewKyc's reason)."""
+    @_builtins.property
+    def programs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. On a hit: the entry's sanctions programs."""
+
+    @_builtins.property
+    def screen_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    @_builtins.property
+    def decided_by(self) -> Global___Requester:
+        """Output only. Who decided (the ReviewKyc caller)."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___SanctionsScreeningOutcome.ValueType = ...,
+        list_version: _builtins.str = ...,
+        score: _builtins.int = ...,
+        entry_uid: _builtins.str = ...,
+        entry_name: _builtins.str = ...,
+        matched_name: _builtins.str = ...,
+        programs: _abc.Iterable[_builtins.str] | None = ...,
+        screen_time: _timestamp_pb2.Timestamp | None = ...,
+        decision: Global___SanctionsScreeningDecision.ValueType = ...,
+        decided_by: Global___Requester | None = ...,
+        decision_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_by", b"decided_by", "screen_time", b"screen_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_by", b"decided_by", "decision", b"decision", "decision_reason", b"decision_reason", "entry_name", b"entry_name", "entry_uid", b"entry_uid", "list_version", b"list_version", "matched_name", b"matched_name", "outcome", b"outcome", "programs", b"programs", "score", b"score", "screen_time", b"screen_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerSanctionsScreening: _TypeAlias = CustomerSanctionsScreening  # noqa: Y015
 
 @_typing.final
 class Client(_message.Message):

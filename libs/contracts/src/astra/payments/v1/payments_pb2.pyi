@@ -117,6 +117,36 @@ PAYMENT_STATE_RETURNED: PaymentState.ValueType  # 10
 """Came back after settlement; the ledger booking is reversed."""
 Global___PaymentState: _TypeAlias = PaymentState  # noqa: Y015
 
+class _SanctionsScreeningOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SanctionsScreeningOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SanctionsScreeningOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SANCTIONS_SCREENING_OUTCOME_UNSPECIFIED: _SanctionsScreeningOutcome.ValueType  # 0
+    SANCTIONS_SCREENING_OUTCOME_CLEAR: _SanctionsScreeningOutcome.ValueType  # 1
+    """No listed name scored at or above the threshold."""
+    SANCTIONS_SCREENING_OUTCOME_HIT: _SanctionsScreeningOutcome.ValueType  # 2
+    """A listed entry matched: the payment is held for review (review_reason
+    SANCTIONS_MATCH).
+    """
+    SANCTIONS_SCREENING_OUTCOME_NOT_SCREENED: _SanctionsScreeningOutcome.ValueType  # 3
+    """Nothing to screen: the counterparty has no holder name."""
+
+class SanctionsScreeningOutcome(_SanctionsScreeningOutcome, metaclass=_SanctionsScreeningOutcomeEnumTypeWrapper):
+    """What sanctions screening found for a payment's counterparty."""
+
+SANCTIONS_SCREENING_OUTCOME_UNSPECIFIED: SanctionsScreeningOutcome.ValueType  # 0
+SANCTIONS_SCREENING_OUTCOME_CLEAR: SanctionsScreeningOutcome.ValueType  # 1
+"""No listed name scored at or above the threshold."""
+SANCTIONS_SCREENING_OUTCOME_HIT: SanctionsScreeningOutcome.ValueType  # 2
+"""A listed entry matched: the payment is held for review (review_reason
+SANCTIONS_MATCH).
+"""
+SANCTIONS_SCREENING_OUTCOME_NOT_SCREENED: SanctionsScreeningOutcome.ValueType  # 3
+"""Nothing to screen: the counterparty has no holder name."""
+Global___SanctionsScreeningOutcome: _TypeAlias = SanctionsScreeningOutcome  # noqa: Y015
+
 class _BreakKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -171,23 +201,99 @@ class BankAccount(_message.Message):
 
     ACCOUNT_NUMBER_FIELD_NUMBER: _builtins.int
     HOLDER_NAME_FIELD_NUMBER: _builtins.int
+    COUNTRY_FIELD_NUMBER: _builtins.int
     account_number: _builtins.str
     """Required. 1 to 34 of [A-Za-z0-9] (an IBAN or a local account number)."""
     holder_name: _builtins.str
     """Optional. Up to 140 characters."""
+    country: _builtins.str
+    """Optional. The account's country: an ISO 3166-1 alpha-2 code in upper case
+    ("DE"). Sanctions screening weighs it against the listed entry's countries.
+    """
     def __init__(
         self,
         *,
         account_number: _builtins.str = ...,
         holder_name: _builtins.str = ...,
+        country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_number", b"account_number", "holder_name", b"holder_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_number", b"account_number", "country", b"country", "holder_name", b"holder_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BankAccount: _TypeAlias = BankAccount  # noqa: Y015
+
+@_typing.final
+class SanctionsScreening(_message.Message):
+    """One screening of a counterparty against one version of the sanctions list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    LIST_VERSION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    ENTRY_UID_FIELD_NUMBER: _builtins.int
+    ENTRY_NAME_FIELD_NUMBER: _builtins.int
+    MATCHED_NAME_FIELD_NUMBER: _builtins.int
+    PROGRAMS_FIELD_NUMBER: _builtins.int
+    COUNTRY_MATCHED_FIELD_NUMBER: _builtins.int
+    SCREEN_TIME_FIELD_NUMBER: _builtins.int
+    outcome: Global___SanctionsScreeningOutcome.ValueType
+    """Output only."""
+    list_version: _builtins.str
+    """Output only. The list's version: "sdn-" and 16 hex digits of its files'
+    digest.
+    """
+    score: _builtins.int
+    """Output only. The best match's score, 0 to 100 (a hit: at or above the
+    threshold of PAYMENTS_SANCTIONS_THRESHOLD).
+    """
+    entry_uid: _builtins.str
+    """Output only. On a hit: the listed entry's SDN uid (ent_num)."""
+    entry_name: _builtins.str
+    """Output only. On a hit: the listed entry's primary name (left out in
+    ListPayments, like the holder's name).
+    """
+    matched_name: _builtins.str
+    """Output only. On a hit: the entry's name or alias that matched (left out
+    in ListPayments).
+    """
+    country_matched: _builtins.bool
+    """Output only. On a hit where both sides name a country: whether the
+    counterparty's country is one of the entry's.
+    """
+    @_builtins.property
+    def programs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. On a hit: the entry's sanctions programs (e.g. SDGT)."""
+
+    @_builtins.property
+    def screen_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___SanctionsScreeningOutcome.ValueType = ...,
+        list_version: _builtins.str = ...,
+        score: _builtins.int = ...,
+        entry_uid: _builtins.str = ...,
+        entry_name: _builtins.str = ...,
+        matched_name: _builtins.str = ...,
+        programs: _abc.Iterable[_builtins.str] | None = ...,
+        country_matched: _builtins.bool | None = ...,
+        screen_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_country_matched", b"_country_matched", "country_matched", b"country_matched", "screen_time", b"screen_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_country_matched", b"_country_matched", "country_matched", b"country_matched", "entry_name", b"entry_name", "entry_uid", b"entry_uid", "list_version", b"list_version", "matched_name", b"matched_name", "outcome", b"outcome", "programs", b"programs", "score", b"score", "screen_time", b"screen_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__country_matched: _TypeAlias = _typing.Literal["country_matched"]  # noqa: Y015
+    _WhichOneofArgType__country_matched: _TypeAlias = _typing.Literal["_country_matched", b"_country_matched"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__country_matched) -> _WhichOneofReturnType__country_matched | None: ...
+
+Global___SanctionsScreening: _TypeAlias = SanctionsScreening  # noqa: Y015
 
 @_typing.final
 class StateTransition(_message.Message):
@@ -255,6 +361,7 @@ class Payment(_message.Message):
     CREATED_BY_FIELD_NUMBER: _builtins.int
     REVIEWED_BY_FIELD_NUMBER: _builtins.int
     REVIEW_NOTE_FIELD_NUMBER: _builtins.int
+    SANCTIONS_SCREENING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. The client-chosen id: "pay_" followed by 1 to 48 of
     [A-Za-z0-9_-].
@@ -324,6 +431,13 @@ class Payment(_message.Message):
     def reviewed_by(self) -> Global___Requester:
         """Output only. Who approved or rejected it in review (unset until then)."""
 
+    @_builtins.property
+    def sanctions_screening(self) -> Global___SanctionsScreening:
+        """Output only. The sanctions screening of the counterparty (unset when
+        screening is off). A hit stays recorded when a later list version no
+        longer matches; the analyst's decision is reviewed_by and review_note.
+        """
+
     def __init__(
         self,
         *,
@@ -349,10 +463,11 @@ class Payment(_message.Message):
         created_by: Global___Requester | None = ...,
         reviewed_by: Global___Requester | None = ...,
         review_note: _builtins.str = ...,
+        sanctions_screening: Global___SanctionsScreening | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["counterparty", b"counterparty", "create_time", b"create_time", "created_by", b"created_by", "reviewed_by", b"reviewed_by", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counterparty", b"counterparty", "create_time", b"create_time", "created_by", b"created_by", "reviewed_by", b"reviewed_by", "sanctions_screening", b"sanctions_screening", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bank_payment_id", b"bank_payment_id", "counterparty", b"counterparty", "create_time", b"create_time", "created_by", b"created_by", "currency", b"currency", "customer_id", b"customer_id", "description", b"description", "fee", b"fee", "history", b"history", "id", b"id", "kind", b"kind", "ledger_account_id", b"ledger_account_id", "ledger_pending", b"ledger_pending", "original_payment_id", b"original_payment_id", "reason", b"reason", "refunded_amount", b"refunded_amount", "review_note", b"review_note", "review_reason", b"review_reason", "reviewed_by", b"reviewed_by", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bank_payment_id", b"bank_payment_id", "counterparty", b"counterparty", "create_time", b"create_time", "created_by", b"created_by", "currency", b"currency", "customer_id", b"customer_id", "description", b"description", "fee", b"fee", "history", b"history", "id", b"id", "kind", b"kind", "ledger_account_id", b"ledger_account_id", "ledger_pending", b"ledger_pending", "original_payment_id", b"original_payment_id", "reason", b"reason", "refunded_amount", b"refunded_amount", "review_note", b"review_note", "review_reason", b"review_reason", "reviewed_by", b"reviewed_by", "sanctions_screening", b"sanctions_screening", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
