@@ -262,3 +262,29 @@ def test_open_payments_wait_when_identity_takes_a_customer_back_from_verified() 
     assert not use_cases.record_customer_kyc(service.deps.uow, service.deps.clock, demoted)
     assert service.get("pay_out2").transition_count == held.transition_count
     assert sent.sanctions is not None
+
+
+def test_no_approval_pays_for_a_customer_identity_no_longer_verifies() -> None:
+    service = screened_service(screener(LISTED))
+    listed = with_holder(service, "pay_listed", "Dashel Korvani", PaymentKind.PAYOUT)
+    held = with_holder(service, "pay_held", "Ada Lovelace", PaymentKind.PAYOUT)
+    assert held.state is S.FUNDS_HELD
+    service.drive(lambda: service.get("pay_listed").state is S.IN_REVIEW, "pay_listed in review")
+    # Identity takes the customer back from VERIFIED while one payment already waits for a
+    # reviewer for another reason (its payee's hit) and the other is held for it.
+    demoted = CustomerKyc("cus_ada", "PENDING_REVIEW", 10, None)
+    service.fakes.identity.add("cus_ada", "PENDING_REVIEW", version=10)
+    assert use_cases.record_customer_kyc(service.deps.uow, service.deps.clock, demoted)
+    for payment_id in ("pay_listed", "pay_held"):
+        with pytest.raises(FailedPrecondition) as refused:
+            use_cases.approve_payment(service.deps, payment_id, "looks fine", REVIEWER)
+        assert refused.value.reason == "CUSTOMER_NOT_VERIFIED"
+        assert service.get(payment_id).state is S.IN_REVIEW
+    # A rejection is always possible; an approval once identity verifies the customer again.
+    use_cases.reject_payment(service.deps, "pay_listed", "a true match", REVIEWER)
+    assert service.get("pay_listed").state is S.DECLINED
+    cleared = CustomerKyc("cus_ada", VERIFIED, 11, None)
+    assert use_cases.record_customer_kyc(service.deps.uow, service.deps.clock, cleared)
+    approved = use_cases.approve_payment(service.deps, "pay_held", "customer cleared", REVIEWER)
+    assert approved.state is S.FUNDS_HELD
+    assert listed.sanctions is not None

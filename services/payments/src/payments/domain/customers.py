@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from chassis.kernel.errors import FailedPrecondition
+
 from payments.domain.events import CustomerDataErased
 from payments.domain.model import Payment
 from payments.domain.states import PaymentState
@@ -35,6 +37,25 @@ def hold_for_customer_review(payment: Payment, now: datetime) -> bool:
         payment.review_reason = CUSTOMER_UNDER_REVIEW
         return True
     return False
+
+
+def check_approvable(payment: Payment, known: CustomerKyc | None) -> None:
+    """A reviewer's approval moves money: only for a customer VERIFIED now.
+
+    Whatever held the payment (fraud rules, a sanctions hit on its payee, its customer
+    taken back from VERIFIED while it waited), approving it for a customer that identity
+    no longer verifies would pay out past the KYC gate; the customer's own review in
+    identity comes first.
+    """
+    if known is None or not known.verified:
+        status = known.kyc_status if known is not None else "unknown here"
+        raise FailedPrecondition(
+            "CUSTOMER_NOT_VERIFIED",
+            f"payment {payment.id} cannot be approved while its customer "
+            f"{payment.customer_id} is not VERIFIED ({status}); the customer's review in "
+            "identity comes first",
+            metadata={"customer_id": payment.customer_id},
+        )
 
 
 @dataclass(frozen=True, slots=True)

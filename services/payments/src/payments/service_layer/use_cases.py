@@ -36,6 +36,7 @@ from payments.domain.customers import (
     CustomerErasure,
     CustomerKyc,
     CustomerStatus,
+    check_approvable,
     hold_for_customer_review,
 )
 from payments.domain.ledger_plan import LedgerOperation, LedgerResult, accounts_for, operation_for
@@ -430,6 +431,7 @@ def _change(
     payment_id: str,
     change: Callable[[Payment, datetime], None],
     check: Callable[[Payment], object],
+    guard: Callable[[PaymentsUnitOfWork, Payment], None] | None = None,
 ) -> Payment:
     validation.validate_payment_id(payment_id)
 
@@ -438,6 +440,8 @@ def _change(
         if payment is None:
             raise validation.payment_not_found(payment_id)
         check(payment)
+        if guard is not None:
+            guard(uow, payment)
         before = payment.transition_count
         now = deps.clock.now()
         change(payment, now)
@@ -471,7 +475,17 @@ def approve_payment(
         payment_id,
         lambda p, now: p.approve(now, caller.requester, note),
         caller.check_reviewer,
+        _customer_still_verified,
     )
+
+
+def _customer_still_verified(uow: PaymentsUnitOfWork, payment: Payment) -> None:
+    # Read without a lock: a KYC change that lands after this approval holds the
+    # payment for review again (customers.hold_for_customer_review), as it would any.
+    if payment.review_outcome == "APPROVED":
+        return  # a replayed approval changes nothing
+    known = uow.payments.customers([payment.customer_id]).get(payment.customer_id)
+    check_approvable(payment, known)
 
 
 def reject_payment(

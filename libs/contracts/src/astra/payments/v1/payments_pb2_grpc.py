@@ -189,8 +189,11 @@ class PaymentsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ApprovePayment(self, request, context):
-        """Approves a payment that fraud rules held for review. The caller must be
-        a service client other than the one that created the payment.
+        """Approves a payment held for review. The caller must be a service client
+        other than the one that created the payment, and the payment's customer
+        must be VERIFIED now (else FAILED_PRECONDITION CUSTOMER_NOT_VERIFIED: the
+        customer's own review in identity comes first; a rejection is always
+        possible).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -85,8 +85,11 @@ class PaymentsServiceStub:
     hold is released.
     """
     ApprovePayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ApprovePaymentRequest, _payments_pb2.ApprovePaymentResponse]
-    """Approves a payment that fraud rules held for review. The caller must be
-    a service client other than the one that created the payment.
+    """Approves a payment held for review. The caller must be a service client
+    other than the one that created the payment, and the payment's customer
+    must be VERIFIED now (else FAILED_PRECONDITION CUSTOMER_NOT_VERIFIED: the
+    customer's own review in identity comes first; a rejection is always
+    possible).
     """
     RejectPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RejectPaymentRequest, _payments_pb2.RejectPaymentResponse]
     """Rejects a payment that fraud rules held for review (it is declined). The
@@ -160,8 +163,11 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     hold is released.
     """
     ApprovePayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.ApprovePaymentRequest, _payments_pb2.ApprovePaymentResponse]  # type: ignore[assignment]
-    """Approves a payment that fraud rules held for review. The caller must be
-    a service client other than the one that created the payment.
+    """Approves a payment held for review. The caller must be a service client
+    other than the one that created the payment, and the payment's customer
+    must be VERIFIED now (else FAILED_PRECONDITION CUSTOMER_NOT_VERIFIED: the
+    customer's own review in identity comes first; a rejection is always
+    possible).
     """
     RejectPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.RejectPaymentRequest, _payments_pb2.RejectPaymentResponse]  # type: ignore[assignment]
     """Rejects a payment that fraud rules held for review (it is declined). The
@@ -262,8 +268,11 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.ApprovePaymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.ApprovePaymentResponse, _abc.Awaitable[_payments_pb2.ApprovePaymentResponse]]:
-        """Approves a payment that fraud rules held for review. The caller must be
-        a service client other than the one that created the payment.
+        """Approves a payment held for review. The caller must be a service client
+        other than the one that created the payment, and the payment's customer
+        must be VERIFIED now (else FAILED_PRECONDITION CUSTOMER_NOT_VERIFIED: the
+        customer's own review in identity comes first; a rejection is always
+        possible).
         """
 
     @_abc_1.abstractmethod
