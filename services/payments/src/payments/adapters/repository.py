@@ -10,7 +10,7 @@ PostgreSQL; on SQLite the whole database is locked per write transaction
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -23,8 +23,17 @@ from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, sele
 from sqlalchemy.dialects import postgresql, sqlite
 
 from payments.adapters import tables
+from payments.adapters.risk_rows import (
+    alert_changes,
+    alert_from_row,
+    alert_row,
+    counterparty_tag,
+    decision_from_row,
+    decision_row,
+)
 from payments.domain.customers import CustomerErasure, CustomerKyc
 from payments.domain.model import BankAccount, LedgerStep, Payment, Transition
+from payments.domain.monitoring import Activity, Alert, AlertRule, AlertState, RecentPayment
 from payments.domain.reconciliation import Break, BreakKind, ReconciliationReport
 from payments.domain.states import UNSUCCESSFUL, PaymentKind, PaymentState
 from payments.service_layer.ports import StaleWrite
@@ -35,6 +44,8 @@ T = tables.payment_transitions
 K = tables.customer_kyc
 C = tables.bank_cursor
 R = tables.reconciliation_runs
+RD = tables.payment_risk_decisions
+A = tables.risk_alerts
 
 # Hot-path statements are built once, with bound parameters: building a statement from
 # literal values costs more Python time than running it.
@@ -165,6 +176,8 @@ def _columns(p: Payment, envelope: Envelope, wrapped: bytes) -> dict[str, Any]:
     def sealed(column: str, value: str) -> bytes:
         return envelope.seal(wrapped, value, counterparty_place(column, p.id))
 
+    tag = counterparty_tag(envelope.unwrap(wrapped), p.counterparty.account_number)
+
     return {
         "id": p.id,
         "kind": int(p.kind),
@@ -183,6 +196,7 @@ def _columns(p: Payment, envelope: Envelope, wrapped: bytes) -> dict[str, Any]:
         "created_at": p.created_at,
         "version": p.version,
         "trace_context": p.trace_context,
+        "counterparty_tag": tag or None,
         **_requester_columns("created", p.created_by),
         **_mutable_columns(p),
     }
@@ -208,6 +222,7 @@ class PaymentsRepository(TracksAggregates):
         payment = self.track(_payment(row, self._envelope))
         if history:
             payment.history = self.history(payment_id)
+            payment.risk_decision = self.risk_decisions([payment_id]).get(payment_id)
         if payment.kind is PaymentKind.COLLECTION:
             payment.refunded_amount = self.refunded_amount(payment_id)
         return payment
@@ -219,9 +234,20 @@ class PaymentsRepository(TracksAggregates):
         statement = _SELECT.where(P.c.id.in_(ids)).order_by(P.c.id)
         if lock and self._postgres:
             statement = statement.with_for_update(of=P)
-        return {
+        found = {
             row.id: self.track(_payment(row, self._envelope)) for row in self._c.execute(statement)
         }
+        if found and not lock:
+            for payment_id, decision in self.risk_decisions(found).items():
+                found[payment_id].risk_decision = decision
+        return found
+
+    def risk_decisions(self, payment_ids: Iterable[str]) -> dict[str, Any]:
+        ids = sorted(set(payment_ids))
+        if not ids:
+            return {}
+        rows = self._c.execute(select(RD).where(RD.c.payment_id.in_(ids)))
+        return {row.payment_id: decision_from_row(row) for row in rows}
 
     def history(self, payment_id: str) -> list[Transition]:
         rows = self._c.execute(_HISTORY, {"b_id": payment_id})
@@ -247,6 +273,13 @@ class PaymentsRepository(TracksAggregates):
         rows = [_columns(p, self._envelope, keys[p.customer_id]) for p in batch]
         self._c.execute(_INSERT, rows if len(rows) > 1 else rows[0])
         self._write_transitions(batch)
+        decided = [
+            decision_row(p.id, p.risk_decision, p.created_at)
+            for p in batch
+            if p.risk_decision is not None
+        ]
+        if decided:
+            self._c.execute(insert(RD), decided if len(decided) > 1 else decided[0])
 
     def save(self, payment: Payment) -> None:
         """Write the payment's changes; refuse if someone else wrote it since it was loaded."""
@@ -376,7 +409,11 @@ class PaymentsRepository(TracksAggregates):
                     P.c.counterparty_name_sealed.is_not(None),
                 ),
             )
-            .values(counterparty_account_sealed=None, counterparty_name_sealed=None)
+            .values(
+                counterparty_account_sealed=None,
+                counterparty_name_sealed=None,
+                counterparty_tag=None,
+            )
         )
         return int(result.rowcount), key_destroyed
 
@@ -394,6 +431,130 @@ class PaymentsRepository(TracksAggregates):
             select(func.count()).where(P.c.next_action_at.is_not(None), P.c.retries >= min_retries)
         ).scalar_one()
         return int(value)
+
+    # --- monitoring ----------------------------------------------------------------------------
+
+    def counterparty_tags(self, accounts: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        pairs = set(accounts)
+        if not pairs:
+            return {}
+        keys = self._keys.ensure(self._c, {customer for customer, _ in pairs})
+        unwrap = self._envelope.unwrap
+        return {
+            (customer, account): counterparty_tag(unwrap(keys[customer]), account)
+            for customer, account in pairs
+        }
+
+    def activities(
+        self, tags: Mapping[str, Collection[str]], since: datetime, window_start: datetime
+    ) -> dict[str, Activity]:
+        customers = sorted(tags)
+        if not customers:
+            return {}
+        recent: dict[str, list[RecentPayment]] = {c: [] for c in customers}
+        rows = self._c.execute(
+            select(
+                P.c.id,
+                P.c.customer_id,
+                P.c.kind,
+                P.c.amount,
+                P.c.currency,
+                P.c.created_at,
+                P.c.counterparty_tag,
+            )
+            .where(
+                P.c.customer_id.in_(customers),
+                P.c.created_at >= since,
+                P.c.kind.in_((int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))),
+                P.c.state != int(PaymentState.DECLINED),
+            )
+            .order_by(P.c.created_at, P.c.id)
+        )
+        for row in rows:
+            recent[row.customer_id].append(
+                RecentPayment(
+                    row.id,
+                    PaymentKind(row.kind),
+                    row.amount,
+                    row.currency,
+                    utc(row.created_at),
+                    row.counterparty_tag or "",
+                )
+            )
+        asked = {
+            tag
+            for customer in customers
+            for tag in [*tags[customer], *(p.counterparty for p in recent[customer])]
+            if tag
+        }
+        known: dict[str, set[str]] = {c: set() for c in customers}
+        if asked:
+            earlier = self._c.execute(
+                select(P.c.customer_id, P.c.counterparty_tag)
+                .where(
+                    P.c.customer_id.in_(customers),
+                    P.c.counterparty_tag.in_(sorted(asked)),
+                    P.c.kind == int(PaymentKind.PAYOUT),
+                    P.c.created_at < window_start,
+                    P.c.state != int(PaymentState.DECLINED),
+                )
+                .distinct()
+            )
+            for customer, tag in earlier:
+                known[customer].add(tag)
+        open_rules: dict[str, set[AlertRule]] = {c: set() for c in customers}
+        for customer, rule in self._c.execute(
+            select(A.c.customer_id, A.c.rule)
+            .where(A.c.customer_id.in_(customers), A.c.state == int(AlertState.OPEN))
+            .distinct()
+        ):
+            open_rules[customer].add(AlertRule(rule))
+        return {
+            c: Activity(tuple(recent[c]), frozenset(known[c]), frozenset(open_rules[c]))
+            for c in customers
+        }
+
+    def add_alerts(self, alerts: Sequence[Alert]) -> None:
+        if not alerts:
+            return
+        rows = [alert_row(a) for a in alerts]
+        self._c.execute(insert(A), rows if len(rows) > 1 else rows[0])
+
+    def get_alert(self, alert_id: str, *, lock: bool = False) -> Alert | None:
+        statement = select(A).where(A.c.id == alert_id)
+        if lock and self._postgres:
+            statement = statement.with_for_update()
+        row = self._c.execute(statement).first()
+        return alert_from_row(row) if row is not None else None
+
+    def save_alert(self, alert: Alert) -> None:
+        result = self._c.execute(
+            update(A)
+            .where(A.c.id == alert.id, A.c.version == alert.version)
+            .values(version=alert.version + 1, **alert_changes(alert))
+        )
+        if result.rowcount != 1:
+            raise StaleWrite(alert.id)
+        alert.version += 1
+
+    def alert_page(
+        self,
+        after: str | None,
+        limit: int,
+        customer_id: str,
+        state: AlertState | None,
+        rule: AlertRule | None,
+    ) -> list[Alert]:
+        statement = select(A).order_by(A.c.id).limit(limit)
+        if after:
+            statement = statement.where(A.c.id > after)
+        if customer_id:
+            statement = statement.where(A.c.customer_id == customer_id)
+        if state is not None:
+            statement = statement.where(A.c.state == int(state))
+        if rule is not None:
+            statement = statement.where(A.c.rule == int(rule))
+        return [alert_from_row(row) for row in self._c.execute(statement)]
 
     # --- the KYC projection -------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from chassis.kernel.audit import Requester
 from chassis.kernel.errors import DomainError, ErrorCategory, FailedPrecondition
@@ -24,6 +25,10 @@ from payments.domain.states import (
     PaymentState,
     check_transition,
 )
+
+if TYPE_CHECKING:
+    from payments.domain.monitoring import Alert
+    from payments.domain.risk_score import RiskDecision
 
 S = PaymentState
 
@@ -162,6 +167,11 @@ class Payment:
     events: list[PaymentStateChanged] = field(default_factory=list)
     # Computed when read: for a collection, its live refunds.
     refunded_amount: int = 0
+    # Why the fraud rules, the score and monitoring let it go on, held or declined it
+    # (payouts and collections decided since they were recorded; None before).
+    risk_decision: RiskDecision | None = None
+    # Alerts its decision raised, to be stored with it (not kept once stored).
+    alerts: list[Alert] = field(default_factory=list)
 
     # --- creation and transitions --------------------------------------------------------
 

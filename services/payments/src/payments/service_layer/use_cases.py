@@ -47,6 +47,7 @@ from payments.service_layer.capacity import CapacityWatch
 from payments.service_layer.ports import (
     BankGateway,
     BankUnavailable,
+    FraudModel,
     IdentityPort,
     IdentityUnavailable,
     LedgerPort,
@@ -72,6 +73,8 @@ class Deps:
     wake: Callable[[], None] = lambda: None
     # How full the ledger's house accounts are, per currency (read now and then).
     capacity: CapacityWatch = field(default_factory=CapacityWatch)
+    # The learned fraud score (None: payments are not scored).
+    fraud_model: FraudModel | None = None
 
 
 @dataclass(frozen=True, slots=True)
