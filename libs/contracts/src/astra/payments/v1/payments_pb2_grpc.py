@@ -116,6 +116,16 @@ class PaymentsServiceStub:
                 request_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunRequest.SerializeToString,
                 response_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunResponse.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/astra.payments.v1.PaymentsService/ListAlerts',
+                request_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.ResolveAlert = channel.unary_unary(
+                '/astra.payments.v1.PaymentsService/ResolveAlert',
+                request_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertRequest.SerializeToString,
+                response_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -233,6 +243,25 @@ class PaymentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAlerts(self, request, context):
+        """Lists transaction monitoring's alerts in id order (AIP-158 pagination).
+        Service callers only (a customer token: PERMISSION_DENIED,
+        SERVICE_CALLER_REQUIRED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveAlert(self, request, context):
+        """Records a reviewer's resolution of an alert, with who asked and a note.
+        Idempotent: the same resolution again returns the alert unchanged; another
+        one fails with FAILED_PRECONDITION, ALERT_ALREADY_RESOLVED. Unknown alert:
+        NOT_FOUND, ALERT_NOT_FOUND. Service callers only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -285,6 +314,16 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.GetReconciliationRun,
                     request_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunRequest.FromString,
                     response_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunResponse.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsRequest.FromString,
+                    response_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'ResolveAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveAlert,
+                    request_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertRequest.FromString,
+                    response_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -589,6 +628,60 @@ class PaymentsService:
             '/astra.payments.v1.PaymentsService/GetReconciliationRun',
             astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunRequest.SerializeToString,
             astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/astra.payments.v1.PaymentsService/ListAlerts',
+            astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsRequest.SerializeToString,
+            astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/astra.payments.v1.PaymentsService/ResolveAlert',
+            astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertRequest.SerializeToString,
+            astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertResponse.FromString,
             options,
             channel_credentials,
             insecure,
