@@ -179,11 +179,11 @@ def bootstrap(
     bank: BankGateway | None = None,
 ) -> Payments:
     """The service wired from settings; tests may pass their own real adapters."""
-    kek = settings.key_encryption_keys()
     # First: a model that cannot be trusted stops the start before anything else opens.
     fraud_model = (
         LightGbmFraudModel.load(settings.fraud_model_file) if settings.fraud_model_file else None
     )
+    kek = settings.key_encryption_keys()
     if settings.migrate_on_start:
         migrate(settings.database_url, kek)
     # Counterparties' account numbers and names sealed with a data key per customer.

@@ -343,6 +343,7 @@ def hold_many(deps: Deps, payments: Sequence[Payment]) -> dict[str, Payment]:
             answers = book(deps.ledger, [operation_for(p, LedgerStep.HOLD) for p in payments])
             results = {p.id: a for p, a in zip(payments, answers, strict=True)}
     histories = {p.id: p.history for p in payments}
+    decisions = {p.id: p.risk_decision for p in payments}
 
     def record(batch: Sequence[Payment]) -> dict[str, Payment]:
         def work(uow: PaymentsUnitOfWork) -> dict[str, Payment]:
@@ -350,6 +351,8 @@ def hold_many(deps: Deps, payments: Sequence[Payment]) -> dict[str, Payment]:
             current = uow.payments.get_many((p.id for p in batch), lock=True)
             for payment in current.values():
                 payment.history = list(histories[payment.id])
+                # Read with the lock, without its decision: the caller's answer shows it.
+                payment.risk_decision = decisions[payment.id]
                 progress.apply_hold_result(payment, results[payment.id], now)
                 payment.leased_until = None
                 schedule(payment, now, deps.policy)
