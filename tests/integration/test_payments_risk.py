@@ -258,7 +258,7 @@ def test_a_hundred_concurrent_payouts_cannot_pass_a_velocity_limit(
         # The table agrees: ten payouts live, ninety declined, and only ten held in the ledger.
         payments = tables.payments
         with suite.app.engine.connect() as connection:
-            states = dict(
+            states: dict[int, int] = dict(
                 connection.execute(
                     select(payments.c.state, func.count())
                     .where(payments.c.customer_id == customer, payments.c.kind == 1)
