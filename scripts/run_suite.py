@@ -203,6 +203,8 @@ class Suite:
             # `make run` is development: the dev client may be given every scope.
             "IDENTITY_ENVIRONMENT": "development",
             "PAYMENTS_KEY_ENCRYPTION_KEY_FILE": str(self.payments_kek_file),
+            # Payments are scored by the committed fraud model (trained from seed 7).
+            "PAYMENTS_FRAUD_MODEL_FILE": str(ROOT / "services/payments/models/fraud-model.json"),
         }
         for prefix, part in TLS_PARTS.items():
             defaults |= DevCa(self.tls_dir).env(prefix, part)

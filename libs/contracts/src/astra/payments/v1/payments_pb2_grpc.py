@@ -38,9 +38,9 @@ class PaymentsServiceStub:
     Errors carry a google.rpc.ErrorInfo (domain "payments.astra") with a stable
     reason. A payment that was declined (CUSTOMER_NOT_VERIFIED,
     AMOUNT_OVER_LIMIT, NEW_CUSTOMER_LIMIT_EXCEEDED, VELOCITY_COUNT_EXCEEDED,
-    VELOCITY_AMOUNT_EXCEEDED, INSUFFICIENT_FUNDS) is recorded in state DECLINED
-    and its create call fails with FAILED_PRECONDITION and that reason, the
-    payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
+    VELOCITY_AMOUNT_EXCEEDED, RISK_SCORE_DECLINE, INSUFFICIENT_FUNDS) is recorded
+    in state DECLINED and its create call fails with FAILED_PRECONDITION and
+    that reason, the payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
 
@@ -141,9 +141,9 @@ class PaymentsServiceServicer:
     Errors carry a google.rpc.ErrorInfo (domain "payments.astra") with a stable
     reason. A payment that was declined (CUSTOMER_NOT_VERIFIED,
     AMOUNT_OVER_LIMIT, NEW_CUSTOMER_LIMIT_EXCEEDED, VELOCITY_COUNT_EXCEEDED,
-    VELOCITY_AMOUNT_EXCEEDED, INSUFFICIENT_FUNDS) is recorded in state DECLINED
-    and its create call fails with FAILED_PRECONDITION and that reason, the
-    payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
+    VELOCITY_AMOUNT_EXCEEDED, RISK_SCORE_DECLINE, INSUFFICIENT_FUNDS) is recorded
+    in state DECLINED and its create call fails with FAILED_PRECONDITION and
+    that reason, the payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
 
@@ -346,9 +346,9 @@ class PaymentsService:
     Errors carry a google.rpc.ErrorInfo (domain "payments.astra") with a stable
     reason. A payment that was declined (CUSTOMER_NOT_VERIFIED,
     AMOUNT_OVER_LIMIT, NEW_CUSTOMER_LIMIT_EXCEEDED, VELOCITY_COUNT_EXCEEDED,
-    VELOCITY_AMOUNT_EXCEEDED, INSUFFICIENT_FUNDS) is recorded in state DECLINED
-    and its create call fails with FAILED_PRECONDITION and that reason, the
-    payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
+    VELOCITY_AMOUNT_EXCEEDED, RISK_SCORE_DECLINE, INSUFFICIENT_FUNDS) is recorded
+    in state DECLINED and its create call fails with FAILED_PRECONDITION and
+    that reason, the payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
 
