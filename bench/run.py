@@ -27,6 +27,7 @@ SECTIONS = [
     "bench.journal_cost",
     "bench.outbox_bench",
     "bench.payments_bench",
+    "bench.risk_bench",
 ]
 
 

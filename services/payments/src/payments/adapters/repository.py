@@ -19,7 +19,22 @@ from chassis.kernel.audit import Requester, flat, requester_from
 from chassis.kernel.clock import utc
 from chassis.kernel.uow import TracksAggregates
 from chassis.pii import Envelope, associated_data
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Row,
+    SmallInteger,
+    String,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from payments.adapters import tables
@@ -211,6 +226,9 @@ class PaymentsRepository(TracksAggregates):
         self._postgres = connection.dialect.name == "postgresql"
         self._keys = data_keys
         self._envelope = data_keys.envelope
+        # Customers' wrapped data keys this transaction has read or made (the tags of a
+        # group's counterparties and its inserts need the same ones).
+        self._wrapped: dict[str, bytes] = {}
 
     # --- payments -------------------------------------------------------------------------
 
@@ -269,7 +287,7 @@ class PaymentsRepository(TracksAggregates):
             return
         for payment in batch:
             self.track(payment)
-        keys = self._keys.ensure(self._c, {p.customer_id for p in batch})
+        keys = self._ensured({p.customer_id for p in batch})
         rows = [_columns(p, self._envelope, keys[p.customer_id]) for p in batch]
         self._c.execute(_INSERT, rows if len(rows) > 1 else rows[0])
         self._write_transitions(batch)
@@ -432,13 +450,19 @@ class PaymentsRepository(TracksAggregates):
         ).scalar_one()
         return int(value)
 
+    def _ensured(self, customer_ids: set[str]) -> dict[str, bytes]:
+        missing = customer_ids - self._wrapped.keys()
+        if missing:
+            self._wrapped.update(self._keys.ensure(self._c, missing))
+        return {c: self._wrapped[c] for c in customer_ids}
+
     # --- monitoring ----------------------------------------------------------------------------
 
     def counterparty_tags(self, accounts: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
         pairs = set(accounts)
         if not pairs:
             return {}
-        keys = self._keys.ensure(self._c, {customer for customer, _ in pairs})
+        keys = self._ensured({customer for customer, _ in pairs})
         unwrap = self._envelope.unwrap
         return {
             (customer, account): counterparty_tag(unwrap(keys[customer]), account)
@@ -452,25 +476,39 @@ class PaymentsRepository(TracksAggregates):
         if not customers:
             return {}
         recent: dict[str, list[RecentPayment]] = {c: [] for c in customers}
-        rows = self._c.execute(
-            select(
-                P.c.id,
-                P.c.customer_id,
-                P.c.kind,
-                P.c.amount,
-                P.c.currency,
-                P.c.created_at,
-                P.c.counterparty_tag,
-            )
-            .where(
-                P.c.customer_id.in_(customers),
-                P.c.created_at >= since,
-                P.c.kind.in_((int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))),
-                P.c.state != int(PaymentState.DECLINED),
-            )
-            .order_by(P.c.created_at, P.c.id)
+        open_rules: dict[str, set[AlertRule]] = {c: set() for c in customers}
+        # One round trip: the payments since ``since`` and the rules of open alerts
+        # (``rule`` is 0 on a payment's row, a payment's columns are blank on an alert's).
+        payments_since = select(
+            P.c.customer_id,
+            P.c.id,
+            P.c.kind,
+            P.c.amount,
+            P.c.currency,
+            P.c.created_at,
+            P.c.counterparty_tag,
+            literal(0, SmallInteger).label("rule"),
+        ).where(
+            P.c.customer_id.in_(customers),
+            P.c.created_at >= since,
+            P.c.kind.in_((int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))),
+            P.c.state != int(PaymentState.DECLINED),
         )
-        for row in rows:
+        open_alerts = select(
+            A.c.customer_id,
+            A.c.id,
+            literal(0, SmallInteger),
+            literal(0, BigInteger),
+            literal("", String),
+            A.c.created_at,
+            literal("", String),
+            A.c.rule,
+        ).where(A.c.customer_id.in_(customers), A.c.state == int(AlertState.OPEN))
+        rows = self._c.execute(union_all(payments_since, open_alerts)).all()
+        for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
+            if row.rule:
+                open_rules[row.customer_id].add(AlertRule(row.rule))
+                continue
             recent[row.customer_id].append(
                 RecentPayment(
                     row.id,
@@ -502,13 +540,6 @@ class PaymentsRepository(TracksAggregates):
             )
             for customer, tag in earlier:
                 known[customer].add(tag)
-        open_rules: dict[str, set[AlertRule]] = {c: set() for c in customers}
-        for customer, rule in self._c.execute(
-            select(A.c.customer_id, A.c.rule)
-            .where(A.c.customer_id.in_(customers), A.c.state == int(AlertState.OPEN))
-            .distinct()
-        ):
-            open_rules[customer].add(AlertRule(rule))
         return {
             c: Activity(tuple(recent[c]), frozenset(known[c]), frozenset(open_rules[c]))
             for c in customers
