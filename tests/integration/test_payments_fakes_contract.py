@@ -558,6 +558,8 @@ def test_activity_and_alerts_agree_on_both_adapters(new_uow: UowFactory) -> None
     with new_uow() as uow:
         again = uow.payments.activities({"cus_a": []}, window_start, window_start)
         assert again["cus_a"].open_rules == {AlertRule.RAPID_IN_OUT}
+        # Not asked about, but a recent payment's: DE00 (the collection's) was paid before.
+        assert again["cus_a"].known_counterparties == {tags[("cus_a", "DE00")]}
         stored = uow.payments.get_alert(alert.id, lock=True)
         assert stored is not None
         assert (stored.payment_ids, dict(stored.evidence), stored.created_at) == (

@@ -477,8 +477,26 @@ class PaymentsRepository(TracksAggregates):
             return {}
         recent: dict[str, list[RecentPayment]] = {c: [] for c in customers}
         open_rules: dict[str, set[AlertRule]] = {c: set() for c in customers}
-        # One round trip: the payments since ``since`` and the rules of open alerts
-        # (``rule`` is 0 on a payment's row, a payment's columns are blank on an alert's).
+        known: dict[str, set[str]] = {c: set() for c in customers}
+        live_payout = and_(
+            P.c.kind == int(PaymentKind.PAYOUT), P.c.state != int(PaymentState.DECLINED)
+        )
+        earlier = P.alias("earlier")
+        # Whether the customer paid a recent payment's counterparty before the window.
+        paid_before = (
+            select(literal(1))
+            .where(
+                earlier.c.customer_id == P.c.customer_id,
+                earlier.c.counterparty_tag == P.c.counterparty_tag,
+                earlier.c.kind == int(PaymentKind.PAYOUT),
+                earlier.c.state != int(PaymentState.DECLINED),
+                earlier.c.created_at < window_start,
+            )
+            .exists()
+        )
+        # One round trip, three kinds of rows (``rule``): 0, a payment since ``since`` (and
+        # whether its counterparty was paid before the window); -1, a counterparty asked
+        # about that was paid before the window; above 0, the rule of an open alert.
         payments_since = select(
             P.c.customer_id,
             P.c.id,
@@ -488,26 +506,58 @@ class PaymentsRepository(TracksAggregates):
             P.c.created_at,
             P.c.counterparty_tag,
             literal(0, SmallInteger).label("rule"),
+            paid_before.label("known"),
         ).where(
             P.c.customer_id.in_(customers),
             P.c.created_at >= since,
             P.c.kind.in_((int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))),
             P.c.state != int(PaymentState.DECLINED),
         )
-        open_alerts = select(
-            A.c.customer_id,
-            A.c.id,
-            literal(0, SmallInteger),
-            literal(0, BigInteger),
-            literal("", String),
-            A.c.created_at,
-            literal("", String),
-            A.c.rule,
-        ).where(A.c.customer_id.in_(customers), A.c.state == int(AlertState.OPEN))
-        rows = self._c.execute(union_all(payments_since, open_alerts)).all()
-        for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
-            if row.rule:
+        branches = [payments_since]
+        asked = sorted({tag for customer in customers for tag in tags[customer] if tag})
+        if asked:
+            branches.append(
+                select(
+                    P.c.customer_id,
+                    literal("", String),
+                    literal(0, SmallInteger),
+                    literal(0, BigInteger),
+                    literal("", String),
+                    func.min(P.c.created_at),
+                    P.c.counterparty_tag,
+                    literal(-1, SmallInteger),
+                    literal(True),
+                )
+                .where(
+                    P.c.customer_id.in_(customers),
+                    P.c.counterparty_tag.in_(asked),
+                    live_payout,
+                    P.c.created_at < window_start,
+                )
+                .group_by(P.c.customer_id, P.c.counterparty_tag)
+            )
+        branches.append(
+            select(
+                A.c.customer_id,
+                A.c.id,
+                literal(0, SmallInteger),
+                literal(0, BigInteger),
+                literal("", String),
+                A.c.created_at,
+                literal("", String),
+                A.c.rule,
+                literal(False),
+            ).where(A.c.customer_id.in_(customers), A.c.state == int(AlertState.OPEN))
+        )
+        rows = self._c.execute(union_all(*branches)).all()
+        for row in sorted(rows, key=lambda r: (utc(r.created_at), r.id)):
+            if row.rule > 0:
                 open_rules[row.customer_id].add(AlertRule(row.rule))
+                continue
+            tag = row.counterparty_tag or ""
+            if row.known and tag:
+                known[row.customer_id].add(tag)
+            if row.rule < 0:
                 continue
             recent[row.customer_id].append(
                 RecentPayment(
@@ -516,30 +566,9 @@ class PaymentsRepository(TracksAggregates):
                     row.amount,
                     row.currency,
                     utc(row.created_at),
-                    row.counterparty_tag or "",
+                    tag,
                 )
             )
-        asked = {
-            tag
-            for customer in customers
-            for tag in [*tags[customer], *(p.counterparty for p in recent[customer])]
-            if tag
-        }
-        known: dict[str, set[str]] = {c: set() for c in customers}
-        if asked:
-            earlier = self._c.execute(
-                select(P.c.customer_id, P.c.counterparty_tag)
-                .where(
-                    P.c.customer_id.in_(customers),
-                    P.c.counterparty_tag.in_(sorted(asked)),
-                    P.c.kind == int(PaymentKind.PAYOUT),
-                    P.c.created_at < window_start,
-                    P.c.state != int(PaymentState.DECLINED),
-                )
-                .distinct()
-            )
-            for customer, tag in earlier:
-                known[customer].add(tag)
         return {
             c: Activity(tuple(recent[c]), frozenset(known[c]), frozenset(open_rules[c]))
             for c in customers

@@ -151,7 +151,7 @@ def _decide(
                 now - policy.fraud.velocity_window,
             )
         velocities = Velocities(recent)
-        watch = _Watch.read(deps, repo, requests, now)
+        watch = Watch.read(deps, repo, requests, now)
         created: dict[str, Payment] = {}
         for index in chosen:
             creation = creations[index]
@@ -209,7 +209,7 @@ def _decide(
 
 
 @dataclass(slots=True)
-class _Watch:
+class Watch:
     """What monitoring and the fraud model see of a group's customers: their activity as read
     under the customers' locks, added to as the group's payments are accepted."""
 
@@ -220,7 +220,7 @@ class _Watch:
     @classmethod
     def read(
         cls, deps: Deps, repo: PaymentsRepository, requests: Sequence[PaymentRequest], now: datetime
-    ) -> _Watch:
+    ) -> Watch:
         rules = deps.policy.monitoring
         scorer = deps.fraud_model.score if deps.fraud_model is not None else None
         if not (rules.enabled or scorer is not None):
