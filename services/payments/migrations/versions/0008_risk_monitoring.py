@@ -21,7 +21,9 @@ def upgrade() -> None:
     with op.batch_alter_table("payments") as batch:
         batch.add_column(sa.Column("counterparty_tag", sa.String(32), nullable=True))
     op.create_index(
-        "ix_payments_customer_counterparty", "payments", ["customer_id", "counterparty_tag"]
+        "ix_payments_customer_counterparty",
+        "payments",
+        ["customer_id", "counterparty_tag", "created_at"],
     )
     op.create_table(
         "payment_risk_decisions",

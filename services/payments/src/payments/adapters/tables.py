@@ -99,7 +99,8 @@ payments = Table(
     Index("ix_payments_bank_settled", "bank_settled_at"),
     Index("ix_payments_bank_returned", "bank_returned_at"),
     Index("ix_payments_state", "state", "id"),
-    Index("ix_payments_customer_counterparty", "customer_id", "counterparty_tag"),
+    # Whether a customer paid a counterparty before a time: one probe.
+    Index("ix_payments_customer_counterparty", "customer_id", "counterparty_tag", "created_at"),
 )
 
 # Why each payout and collection was approved, held or declined (0008): the rules'
