@@ -78,6 +78,81 @@ _CUSTOMER = select(K).where(K.c.customer_id == bindparam("b_id"))
 _CUSTOMER_LOCKED = _CUSTOMER.with_for_update()
 
 
+def _activity_statement() -> Any:
+    """Monitoring's read of a group's customers, in one round trip. Three kinds of rows
+    (``rule``): 0, a payment since ``b_since`` (and whether the customer paid its counterparty
+    before ``b_window_start``); -1, a counterparty of ``b_asked`` paid before the window;
+    above 0, the rule of an open alert."""
+    customers: Any = bindparam("b_customers", expanding=True)
+    window_start: Any = bindparam("b_window_start")
+    earlier = P.alias("earlier")
+    paid_before = (
+        select(literal(1))
+        .where(
+            earlier.c.customer_id == P.c.customer_id,
+            earlier.c.counterparty_tag == P.c.counterparty_tag,
+            earlier.c.kind == int(PaymentKind.PAYOUT),
+            earlier.c.state != int(PaymentState.DECLINED),
+            earlier.c.created_at < window_start,
+        )
+        .exists()
+    )
+    payments_since = select(
+        P.c.customer_id,
+        P.c.id,
+        P.c.kind,
+        P.c.amount,
+        P.c.currency,
+        P.c.created_at,
+        P.c.counterparty_tag,
+        literal(0, SmallInteger).label("rule"),
+        paid_before.label("known"),
+    ).where(
+        P.c.customer_id.in_(customers),
+        P.c.created_at >= bindparam("b_since"),
+        P.c.kind.in_((int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))),
+        P.c.state != int(PaymentState.DECLINED),
+    )
+    asked_paid_before = (
+        select(
+            P.c.customer_id,
+            literal("", String),
+            literal(0, SmallInteger),
+            literal(0, BigInteger),
+            literal("", String),
+            func.min(P.c.created_at),
+            P.c.counterparty_tag,
+            literal(-1, SmallInteger),
+            literal(True),
+        )
+        .where(
+            P.c.customer_id.in_(customers),
+            P.c.counterparty_tag.in_(bindparam("b_asked", expanding=True)),
+            P.c.kind == int(PaymentKind.PAYOUT),
+            P.c.state != int(PaymentState.DECLINED),
+            P.c.created_at < window_start,
+        )
+        .group_by(P.c.customer_id, P.c.counterparty_tag)
+    )
+    open_alerts = select(
+        A.c.customer_id,
+        A.c.id,
+        literal(0, SmallInteger),
+        literal(0, BigInteger),
+        literal("", String),
+        A.c.created_at,
+        literal("", String),
+        A.c.rule,
+        literal(False),
+    ).where(A.c.customer_id.in_(customers), A.c.state == int(AlertState.OPEN))
+    return union_all(payments_since, asked_paid_before, open_alerts)
+
+
+_ACTIVITY = _activity_statement()
+_INSERT_DECISIONS = insert(RD)
+_INSERT_ALERTS = insert(A)
+
+
 def _dt(value: datetime | None) -> datetime | None:
     return utc(value) if value is not None else None
 
@@ -297,7 +372,7 @@ class PaymentsRepository(TracksAggregates):
             if p.risk_decision is not None
         ]
         if decided:
-            self._c.execute(insert(RD), decided if len(decided) > 1 else decided[0])
+            self._c.execute(_INSERT_DECISIONS, decided if len(decided) > 1 else decided[0])
 
     def save(self, payment: Payment) -> None:
         """Write the payment's changes; refuse if someone else wrote it since it was loaded."""
@@ -478,78 +553,16 @@ class PaymentsRepository(TracksAggregates):
         recent: dict[str, list[RecentPayment]] = {c: [] for c in customers}
         open_rules: dict[str, set[AlertRule]] = {c: set() for c in customers}
         known: dict[str, set[str]] = {c: set() for c in customers}
-        live_payout = and_(
-            P.c.kind == int(PaymentKind.PAYOUT), P.c.state != int(PaymentState.DECLINED)
-        )
-        earlier = P.alias("earlier")
-        # Whether the customer paid a recent payment's counterparty before the window.
-        paid_before = (
-            select(literal(1))
-            .where(
-                earlier.c.customer_id == P.c.customer_id,
-                earlier.c.counterparty_tag == P.c.counterparty_tag,
-                earlier.c.kind == int(PaymentKind.PAYOUT),
-                earlier.c.state != int(PaymentState.DECLINED),
-                earlier.c.created_at < window_start,
-            )
-            .exists()
-        )
-        # One round trip, three kinds of rows (``rule``): 0, a payment since ``since`` (and
-        # whether its counterparty was paid before the window); -1, a counterparty asked
-        # about that was paid before the window; above 0, the rule of an open alert.
-        payments_since = select(
-            P.c.customer_id,
-            P.c.id,
-            P.c.kind,
-            P.c.amount,
-            P.c.currency,
-            P.c.created_at,
-            P.c.counterparty_tag,
-            literal(0, SmallInteger).label("rule"),
-            paid_before.label("known"),
-        ).where(
-            P.c.customer_id.in_(customers),
-            P.c.created_at >= since,
-            P.c.kind.in_((int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))),
-            P.c.state != int(PaymentState.DECLINED),
-        )
-        branches = [payments_since]
         asked = sorted({tag for customer in customers for tag in tags[customer] if tag})
-        if asked:
-            branches.append(
-                select(
-                    P.c.customer_id,
-                    literal("", String),
-                    literal(0, SmallInteger),
-                    literal(0, BigInteger),
-                    literal("", String),
-                    func.min(P.c.created_at),
-                    P.c.counterparty_tag,
-                    literal(-1, SmallInteger),
-                    literal(True),
-                )
-                .where(
-                    P.c.customer_id.in_(customers),
-                    P.c.counterparty_tag.in_(asked),
-                    live_payout,
-                    P.c.created_at < window_start,
-                )
-                .group_by(P.c.customer_id, P.c.counterparty_tag)
-            )
-        branches.append(
-            select(
-                A.c.customer_id,
-                A.c.id,
-                literal(0, SmallInteger),
-                literal(0, BigInteger),
-                literal("", String),
-                A.c.created_at,
-                literal("", String),
-                A.c.rule,
-                literal(False),
-            ).where(A.c.customer_id.in_(customers), A.c.state == int(AlertState.OPEN))
-        )
-        rows = self._c.execute(union_all(*branches)).all()
+        rows = self._c.execute(
+            _ACTIVITY,
+            {
+                "b_customers": customers,
+                "b_since": since,
+                "b_window_start": window_start,
+                "b_asked": asked,
+            },
+        ).all()
         for row in sorted(rows, key=lambda r: (utc(r.created_at), r.id)):
             if row.rule > 0:
                 open_rules[row.customer_id].add(AlertRule(row.rule))
@@ -578,7 +591,7 @@ class PaymentsRepository(TracksAggregates):
         if not alerts:
             return
         rows = [alert_row(a) for a in alerts]
-        self._c.execute(insert(A), rows if len(rows) > 1 else rows[0])
+        self._c.execute(_INSERT_ALERTS, rows if len(rows) > 1 else rows[0])
 
     def get_alert(self, alert_id: str, *, lock: bool = False) -> Alert | None:
         statement = select(A).where(A.c.id == alert_id)
