@@ -28,6 +28,7 @@ SECTIONS = [
     "bench.outbox_bench",
     "bench.payments_bench",
     "bench.sanctions_cost",
+    "bench.risk_bench",
 ]
 
 

@@ -207,6 +207,8 @@ class Suite:
             # `make run` is development: the dev client may be given every scope.
             "IDENTITY_ENVIRONMENT": "development",
             "PAYMENTS_KEY_ENCRYPTION_KEY_FILE": str(self.payments_kek_file),
+            # Payments are scored by the committed fraud model (trained from seed 7).
+            "PAYMENTS_FRAUD_MODEL_FILE": str(ROOT / "services/payments/models/fraud-model.json"),
         }
         if not os.environ.get("PAYMENTS_SANCTIONS_LIST_FILE") or not os.environ.get(
             "IDENTITY_SANCTIONS_LIST_FILE"

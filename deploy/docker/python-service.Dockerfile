@@ -39,7 +39,12 @@ RUN uv export --frozen --package ${PACKAGE} --no-dev --no-editable --no-emit-wor
 FROM ${PYTHON_IMAGE} AS runtime
 ARG SERVICE
 ARG LISTEN
-RUN groupadd --system --gid 10001 astra \
+# libgomp1: the OpenMP runtime LightGBM's library links to (payments' fraud model); small,
+# and one image recipe for every service keeps them alike.
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 astra \
  && useradd --system --uid 10001 --gid astra --no-create-home --shell /usr/sbin/nologin astra \
  && mkdir /data && chown 10001:10001 /data
 COPY --from=build /opt/venv /opt/venv

@@ -47,6 +47,7 @@ from payments.domain.ledger_plan import (
     returns_receivable_account_id,
 )
 from payments.domain.model import BankAccount, LedgerStep, Payment, PaymentRequest
+from payments.domain.monitoring import Alert, AlertResolution, AlertRule, AlertState, Finding
 from payments.domain.reconciliation import ReconciliationReport
 from payments.domain.states import PaymentKind, PaymentState
 from payments.service_layer.ports import (
@@ -515,3 +516,69 @@ def test_the_bank_makes_one_payment_per_idempotency_key(bank_port: BankGateway) 
     assert mine
     assert mine[0].status.value == "pending"
     assert after >= mine[0].sequence
+
+
+def test_activity_and_alerts_agree_on_both_adapters(new_uow: UowFactory) -> None:
+    """What monitoring reads: recent payments with their counterparties' tags (the same
+    account, the same tag; another customer, another tag), who was paid before the window,
+    open alerts; alerts stored, paged, resolved once."""
+    window_start = NOW - timedelta(hours=24)
+    old = payment("pay_old", now=NOW - timedelta(days=3))
+    other_account = payment("pay_new", now=NOW - timedelta(hours=1))
+    other_account.counterparty = BankAccount("FR11", "Zed")
+    collected = payment("pay_in", kind=PaymentKind.COLLECTION, now=NOW - timedelta(minutes=5))
+    declined = payment("pay_no", now=NOW - timedelta(minutes=1))
+    declined.decline("AMOUNT_OVER_LIMIT", NOW)
+    elsewhere = payment("pay_b", customer_id="cus_b", now=NOW - timedelta(minutes=2))
+    add(new_uow, old, other_account, collected, declined, elsewhere)
+    with new_uow() as uow:
+        tags = uow.payments.counterparty_tags(
+            {("cus_a", "DE00"), ("cus_a", "de-00"), ("cus_a", "FR11"), ("cus_b", "DE00")}
+        )
+        assert tags[("cus_a", "DE00")] == tags[("cus_a", "de-00")]
+        assert len({tags[("cus_a", "DE00")], tags[("cus_a", "FR11")], tags[("cus_b", "DE00")]}) == 3
+        asked = {"cus_a": [tags[("cus_a", "DE00")]], "cus_b": [tags[("cus_b", "DE00")]]}
+        read = uow.payments.activities(asked, window_start, window_start)
+        finding = Finding(AlertRule.RAPID_IN_OUT, ("pay_in", "pay_new"), {"collected": 100})
+        alert = Alert.raised("cus_a", "pay_new", finding, NOW)
+        uow.payments.add_alerts([alert])
+        uow.commit()
+    mine = read["cus_a"]
+    assert [(p.payment_id, p.kind) for p in mine.recent] == [
+        ("pay_new", PaymentKind.PAYOUT),
+        ("pay_in", PaymentKind.COLLECTION),
+    ]
+    assert mine.recent[0].counterparty == tags[("cus_a", "FR11")]
+    assert mine.recent[1].counterparty == tags[("cus_a", "DE00")]
+    # DE00 was paid three days ago, before the window; FR11 never before it.
+    assert mine.known_counterparties == {tags[("cus_a", "DE00")]}
+    assert mine.open_rules == frozenset()
+    assert [p.payment_id for p in read["cus_b"].recent] == ["pay_b"]
+    assert read["cus_b"].known_counterparties == frozenset()
+    with new_uow() as uow:
+        again = uow.payments.activities({"cus_a": []}, window_start, window_start)
+        assert again["cus_a"].open_rules == {AlertRule.RAPID_IN_OUT}
+        # Not asked about, but a recent payment's: DE00 (the collection's) was paid before.
+        assert again["cus_a"].known_counterparties == {tags[("cus_a", "DE00")]}
+        stored = uow.payments.get_alert(alert.id, lock=True)
+        assert stored is not None
+        assert (stored.payment_ids, dict(stored.evidence), stored.created_at) == (
+            ("pay_in", "pay_new"),
+            {"collected": 100},
+            NOW,
+        )
+        stored.resolve(AlertResolution.CONFIRMED, NOW, Requester("cli_rev", None, "req-1"), "ok")
+        uow.payments.save_alert(stored)
+        uow.commit()
+    with new_uow() as uow:
+        stale = uow.payments.get_alert(alert.id)
+        assert stale is not None
+        stale.version -= 1
+        assert isinstance(raised(lambda: uow.payments.save_alert(stale)), StaleWrite)
+        page = uow.payments.alert_page(None, 10, "cus_a", AlertState.RESOLVED, None)
+        assert [a.id for a in page] == [alert.id]
+        assert page[0].resolved_by == Requester("cli_rev", None, "req-1")
+        assert page[0].resolution is AlertResolution.CONFIRMED
+        assert uow.payments.alert_page(None, 10, "", AlertState.OPEN, None) == []
+        assert uow.payments.alert_page(alert.id, 10, "", None, None) == []
+        assert uow.payments.activities({"cus_a": []}, NOW, NOW)["cus_a"].open_rules == frozenset()

@@ -279,10 +279,10 @@ def test_a_decision_that_raises_fails_only_its_own_request(
     customer = service.verified("cus_ada", funds=10_000)
     real = payments.domain.creation.decide_payment
 
-    def decide(request: PaymentRequest, *args: object) -> Payment:
+    def decide(request: PaymentRequest, *args: object, **kwargs: object) -> Payment:
         if request.payment_id == "pay_bad":
             raise RuntimeError("injected: this request cannot be decided")
-        return real(request, *args)  # type: ignore[arg-type]
+        return real(request, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(payments.service_layer.creation, "decide_payment", decide)
     outcomes = service.group(

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine
 from payments.adapters import tables
 from payments.adapters.bank_gateway import HttpBankGateway, new_breaker
 from payments.adapters.events import to_outbox_message
+from payments.adapters.fraud_model import LightGbmFraudModel
 from payments.adapters.identity_client import GrpcIdentity
 from payments.adapters.ledger_client import GrpcLedger
 from payments.adapters.metrics import count_transitions, record_house_account
@@ -35,7 +36,9 @@ from payments.config import PaymentsSettings
 from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
 from payments.domain.limits import AmountLimits
+from payments.domain.monitoring import MonitoringRules
 from payments.domain.policy import Policy
+from payments.domain.risk_score import ScoreThresholds
 from payments.service_layer.capacity import CapacityWatch
 from payments.service_layer.creation import CreationBatcher, create_payments
 from payments.service_layer.ports import BankGateway, IdentityPort, LedgerPort
@@ -90,6 +93,20 @@ def policy_from(settings: PaymentsSettings) -> Policy:
             new_customer_max_amount=dict(settings.fraud_new_customer_max_amount),
         ),
         limits=AmountLimits(settings.amount_max_major_units, dict(settings.amount_max)),
+        monitoring=MonitoringRules(
+            window=timedelta(seconds=settings.monitor_window_seconds),
+            structuring_amount={
+                **settings.fraud_review_amount,
+                **settings.monitor_structuring_amount,
+            },
+            structuring_margin_bp=settings.monitor_structuring_margin_basis_points,
+            structuring_min_count=settings.monitor_structuring_count,
+            in_out_window=timedelta(seconds=settings.monitor_in_out_seconds),
+            in_out_share_bp=settings.monitor_in_out_share_basis_points,
+            new_counterparties=settings.monitor_new_counterparties,
+            hold_for_review=settings.monitor_hold_for_review,
+        ),
+        score_thresholds=ScoreThresholds(settings.fraud_score_review, settings.fraud_score_decline),
         lease=timedelta(seconds=settings.worker_lease_seconds),
         status_poll=timedelta(seconds=settings.status_poll_seconds),
         retry_max_seconds=settings.retry_max_seconds,
@@ -177,6 +194,10 @@ def bootstrap(
     bank: BankGateway | None = None,
 ) -> Payments:
     """The service wired from settings; tests may pass their own real adapters."""
+    # First: a model that cannot be trusted stops the start before anything else opens.
+    fraud_model = (
+        LightGbmFraudModel.load(settings.fraud_model_file) if settings.fraud_model_file else None
+    )
     kek = settings.key_encryption_keys()
     if settings.migrate_on_start:
         migrate(settings.database_url, kek)
@@ -226,6 +247,7 @@ def bootstrap(
         bank=bank,
         policy=policy_from(settings),
         capacity=CapacityWatch(settings.house_account_stop_ratio, record_house_account),
+        fraud_model=fraud_model,
     )
 
     creator = CreationBatcher(

@@ -203,6 +203,62 @@ class PaymentsSettings(TokenVerifyingSettings):
         90, ge=1, le=100, description="Match score (0-100) at or above which a payment is held"
     )
 
+    # --- transaction monitoring ---
+    monitor_window_seconds: int = Field(
+        86_400, ge=60, le=90 * 86_400, description="Window of the monitoring rules"
+    )
+    monitor_structuring_amount: dict[str, int] = Field(
+        default_factory=dict,
+        description="Threshold that structuring stays just under, per currency (minor units); "
+        "a currency without one uses fraud_review_amount's (neither: no structuring rule)",
+    )
+    monitor_structuring_margin_basis_points: int = Field(
+        1_000, ge=1, le=10_000, description="How far under the threshold counts as just under"
+    )
+    monitor_structuring_count: int = Field(
+        3, ge=2, le=1_000, description="Payments just under the threshold in the window: alert"
+    )
+    monitor_in_out_seconds: int = Field(
+        3_600,
+        ge=0,
+        le=30 * 86_400,
+        description="A payout this soon after collections is rapid in-and-out (0: rule off)",
+    )
+    monitor_in_out_share_basis_points: int = Field(
+        8_000, ge=1, le=100_000, description="Share of the collected amount a payout must take out"
+    )
+    monitor_new_counterparties: int = Field(
+        5,
+        ge=0,
+        le=10_000,
+        description="New counterparties paid in the window that raise an alert (0: rule off)",
+    )
+    monitor_hold_for_review: bool = Field(
+        False, description="An alert also holds its payment for review (else only reported)"
+    )
+
+    # --- the learned fraud score ---
+    fraud_model_file: str = Field(
+        "",
+        description="Manifest of the fraud model's artifact (JSON beside the LightGBM model); "
+        "empty: payments are not scored. A corrupt or mismatched artifact stops the start",
+    )
+    fraud_score_review: float = Field(
+        0.5, gt=0, le=1, description="Model score at or above which a payment is held for review"
+    )
+    fraud_score_decline: float = Field(
+        0.9, gt=0, le=1, description="Model score at or above which a payment is declined"
+    )
+
+    @model_validator(mode="after")
+    def _score_thresholds(self) -> PaymentsSettings:
+        if self.fraud_score_review > self.fraud_score_decline:
+            raise ValueError(
+                f"fraud_score_review ({self.fraud_score_review}) must not be above "
+                f"fraud_score_decline ({self.fraud_score_decline})"
+            )
+        return self
+
     @model_validator(mode="after")
     def _bank_link(self) -> PaymentsSettings:
         scheme = urlsplit(self.bank_url).scheme
@@ -224,6 +280,7 @@ class PaymentsSettings(TokenVerifyingSettings):
         "fraud_review_amount",
         "fraud_velocity_max_amount",
         "fraud_new_customer_max_amount",
+        "monitor_structuring_amount",
     )
     @classmethod
     def _amounts_per_currency(cls, value: dict[str, int]) -> dict[str, int]:

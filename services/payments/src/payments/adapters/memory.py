@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -64,6 +65,7 @@ from payments.domain.ledger_plan import (
 )
 from payments.domain.limits import RunningTotals
 from payments.domain.model import BankAccount, BankStatus, LedgerStep, Payment, Transition
+from payments.domain.monitoring import Activity, Alert, AlertRule, AlertState, RecentPayment
 from payments.domain.policy import Policy
 from payments.domain.reconciliation import ReconciliationReport, StatementLine
 from payments.domain.sanctions import OPEN_STATES, SCREENED_KINDS
@@ -114,6 +116,7 @@ class MemoryDatabase:
         self.customers_updated_at: dict[str, datetime] = {}
         self.cursors: dict[str, int] = {}
         self.runs: dict[str, ReconciliationReport] = {}
+        self.alerts: dict[str, Alert] = {}
         # The events of every commit, in order: what the outbox table would hold.
         self.outbox: list[Any] = []
         self.commits = 0
@@ -131,6 +134,7 @@ def _stored(payment: Payment, history: Sequence[Transition], version: int) -> Pa
     row.history = [dataclasses.replace(t, reason=t.reason[:_REASON]) for t in history]
     row.new_transitions = []
     row.events = []
+    row.alerts = []
     row.refunded_amount = 0
     row.version = version
     return row
@@ -147,6 +151,7 @@ class MemoryPaymentsRepository(TracksAggregates):
         self._customers: dict[str, tuple[CustomerKyc, datetime]] = {}
         self._cursors: dict[str, int] = {}
         self._runs: dict[str, ReconciliationReport] = {}
+        self._alerts: dict[str, Alert] = {}
 
     def flush(self) -> None:
         """Make this transaction's writes the database's."""
@@ -157,7 +162,9 @@ class MemoryPaymentsRepository(TracksAggregates):
             db.customers_updated_at[customer_id] = at
         db.cursors.update(self._cursors)
         db.runs.update(self._runs)
+        db.alerts.update(self._alerts)
         self._payments, self._customers, self._cursors, self._runs = {}, {}, {}, {}
+        self._alerts = {}
 
     # --- payments -------------------------------------------------------------------------
 
@@ -329,6 +336,93 @@ class MemoryPaymentsRepository(TracksAggregates):
             for row in self._rows()
             if row.next_action_at is not None and row.retries >= min_retries
         )
+
+    # --- monitoring ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _tag(customer_id: str, account_number: str) -> str:
+        # No data keys here: a digest of the customer and the number stands in for the keyed one.
+        normalized = "".join(c for c in account_number.upper() if c.isalnum())
+        if not normalized:
+            return ""
+        return hashlib.sha256(f"{customer_id}|{normalized}".encode()).hexdigest()[:32]
+
+    def counterparty_tags(self, accounts: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        return {(c, a): self._tag(c, a) for c, a in set(accounts)}
+
+    def activities(
+        self, tags: Mapping[str, Collection[str]], since: datetime, window_start: datetime
+    ) -> dict[str, Activity]:
+        live = [
+            row
+            for row in self._rows()
+            if row.customer_id in tags
+            and row.kind in (PaymentKind.PAYOUT, PaymentKind.COLLECTION)
+            and row.state is not PaymentState.DECLINED
+        ]
+        alerts = {**self._db.alerts, **self._alerts}.values()
+        found: dict[str, Activity] = {}
+        for customer in sorted(tags):
+            mine = [row for row in live if row.customer_id == customer]
+            recent = tuple(
+                RecentPayment(
+                    row.id,
+                    row.kind,
+                    row.amount,
+                    row.currency,
+                    row.created_at,
+                    self._tag(customer, row.counterparty.account_number),
+                )
+                for row in sorted(mine, key=lambda r: (r.created_at, r.id))
+                if row.created_at >= since
+            )
+            asked = {t for t in [*tags[customer], *(p.counterparty for p in recent)] if t}
+            known = {
+                self._tag(customer, row.counterparty.account_number)
+                for row in mine
+                if row.kind is PaymentKind.PAYOUT and row.created_at < window_start
+            } & asked
+            open_rules = {
+                a.rule for a in alerts if a.customer_id == customer and a.state is AlertState.OPEN
+            }
+            found[customer] = Activity(recent, frozenset(known), frozenset(open_rules))
+        return found
+
+    def add_alerts(self, alerts: Sequence[Alert]) -> None:
+        for alert in alerts:
+            if self.get_alert(alert.id) is not None:
+                raise RetryTransaction(f"alert {alert.id} exists already")
+            self._alerts[alert.id] = copy.copy(alert)
+
+    def get_alert(self, alert_id: str, *, lock: bool = False) -> Alert | None:
+        alert = self._alerts.get(alert_id) or self._db.alerts.get(alert_id)
+        return copy.copy(alert) if alert is not None else None
+
+    def save_alert(self, alert: Alert) -> None:
+        stored = self.get_alert(alert.id)
+        if stored is None or stored.version != alert.version:
+            raise StaleWrite(alert.id)
+        alert.version += 1
+        self._alerts[alert.id] = copy.copy(alert)
+
+    def alert_page(
+        self,
+        after: str | None,
+        limit: int,
+        customer_id: str,
+        state: AlertState | None,
+        rule: AlertRule | None,
+    ) -> list[Alert]:
+        every = sorted({**self._db.alerts, **self._alerts}.values(), key=lambda a: a.id)
+        chosen = [
+            copy.copy(a)
+            for a in every
+            if (not after or a.id > after)
+            and (not customer_id or a.customer_id == customer_id)
+            and (state is None or a.state is state)
+            and (rule is None or a.rule is rule)
+        ]
+        return chosen[:limit]
 
     # --- the KYC projection -------------------------------------------------------------------
 

@@ -7,8 +7,11 @@ from chassis.logging import mask_account_number
 from chassis.protos import enum_filter, set_requester, set_timestamp
 from screening.matcher import Outcome
 
+from payments.domain.fraud import Verdict
 from payments.domain.model import Payment, Transition
+from payments.domain.monitoring import Alert, AlertResolution, AlertRule, AlertState
 from payments.domain.reconciliation import ReconciliationReport
+from payments.domain.risk_score import RiskDecision
 from payments.domain.sanctions import SanctionsScreening
 from payments.domain.states import PaymentState
 
@@ -65,6 +68,8 @@ def payment_to_pb(payment: Payment, *, history: bool = True, summary: bool = Fal
     set_requester(message.reviewed_by, payment.reviewed_by)
     if payment.sanctions is not None:
         screening_to_pb(message.sanctions_screening, payment.sanctions, summary=summary)
+    if payment.risk_decision is not None:
+        message.risk_decision.CopyFrom(risk_decision_to_pb(payment.risk_decision))
     if history:
         message.history.extend(transition_to_pb(t) for t in payment.history)
     set_timestamp(message.create_time, payment.created_at)
@@ -119,4 +124,83 @@ def report_to_pb(report: ReconciliationReport) -> pb.ReconciliationRun:
         ],
     )
     set_timestamp(message.create_time, report.created_at)
+    return message
+
+
+_VERDICTS = {
+    Verdict.APPROVE: pb.RISK_VERDICT_APPROVE,
+    Verdict.REVIEW: pb.RISK_VERDICT_REVIEW,
+    Verdict.DECLINE: pb.RISK_VERDICT_DECLINE,
+}
+_RULES_BY_NAME = {rule.name: rule for rule in AlertRule}
+
+
+def _verdict(verdict: Verdict | None) -> pb.RiskVerdict.ValueType:
+    return _VERDICTS[verdict] if verdict is not None else pb.RISK_VERDICT_UNSPECIFIED
+
+
+def risk_decision_to_pb(decision: RiskDecision) -> pb.RiskDecision:
+    message = pb.RiskDecision(
+        verdict=_verdict(decision.verdict),
+        reason=decision.reason,
+        rules_verdict=_verdict(decision.rules_verdict),
+        rules_reason=decision.rules_reason,
+        alerts=[
+            pb.RiskAlertRef(alert_id=alert_id, rule=int(_RULES_BY_NAME[rule]))  # type: ignore[arg-type]
+            for alert_id, rule in decision.alerts
+        ],
+    )
+    score = decision.score
+    if score is not None:
+        thresholds = decision.thresholds
+        message.score.CopyFrom(
+            pb.RiskScore(
+                model_version=score.model_version,
+                score=score.score,
+                verdict=_verdict(decision.score_verdict),
+                review_threshold=thresholds.review if thresholds else 0.0,
+                decline_threshold=thresholds.decline if thresholds else 0.0,
+                top_features=[
+                    pb.ScoreContribution(
+                        feature=c.feature, value=c.value, contribution=c.contribution
+                    )
+                    for c in score.top
+                ],
+            )
+        )
+    return message
+
+
+_ALERT_STATES: dict[int, AlertState] = {int(s): s for s in AlertState}
+_ALERT_RULES: dict[int, AlertRule] = {int(r): r for r in AlertRule}
+_RESOLUTIONS: dict[int, AlertResolution] = {int(r): r for r in AlertResolution}
+
+
+def alert_state_filter_from_pb(value: int) -> AlertState | None:
+    return enum_filter(value, _ALERT_STATES, pb.AlertState.Name, "state")
+
+
+def alert_rule_filter_from_pb(value: int) -> AlertRule | None:
+    return enum_filter(value, _ALERT_RULES, pb.AlertRule.Name, "rule")
+
+
+def resolution_from_pb(value: int) -> AlertResolution | None:
+    """None for unset; an undefined number is refused (INVALID_ARGUMENT on resolution)."""
+    return enum_filter(value, _RESOLUTIONS, pb.AlertResolution.Name, "resolution")
+
+
+def alert_to_pb(alert: Alert) -> pb.Alert:
+    message = pb.Alert(
+        id=alert.id,
+        customer_id=alert.customer_id,
+        rule=int(alert.rule),  # type: ignore[arg-type]
+        state=int(alert.state),  # type: ignore[arg-type]
+        payment_ids=list(alert.payment_ids),
+        evidence={key: str(value) for key, value in alert.evidence.items()},
+        resolution=int(alert.resolution) if alert.resolution else 0,  # type: ignore[arg-type]
+        note=alert.note,
+    )
+    set_timestamp(message.create_time, alert.created_at)
+    set_requester(message.resolved_by, alert.resolved_by)
+    set_timestamp(message.resolve_time, alert.resolved_at)
     return message

@@ -10,7 +10,7 @@ PostgreSQL; on SQLite the whole database is locked per write transaction
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -20,12 +20,36 @@ from chassis.kernel.clock import utc
 from chassis.kernel.uow import TracksAggregates
 from chassis.pii import Envelope, associated_data
 from screening.matcher import Match, Outcome
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Row,
+    SmallInteger,
+    String,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from payments.adapters import tables
+from payments.adapters.risk_rows import (
+    alert_changes,
+    alert_from_row,
+    alert_row,
+    counterparty_tag,
+    decision_from_row,
+    decision_row,
+)
 from payments.domain.customers import CustomerErasure, CustomerKyc
 from payments.domain.model import BankAccount, LedgerStep, Payment, Transition
+from payments.domain.monitoring import Activity, Alert, AlertRule, AlertState, RecentPayment
 from payments.domain.reconciliation import Break, BreakKind, ReconciliationReport
 from payments.domain.sanctions import OPEN_STATES, SCREENED_KINDS, SanctionsScreening
 from payments.domain.states import UNSUCCESSFUL, PaymentKind, PaymentState
@@ -37,6 +61,8 @@ T = tables.payment_transitions
 K = tables.customer_kyc
 C = tables.bank_cursor
 R = tables.reconciliation_runs
+RD = tables.payment_risk_decisions
+A = tables.risk_alerts
 
 # Hot-path statements are built once, with bound parameters: building a statement from
 # literal values costs more Python time than running it.
@@ -52,6 +78,81 @@ _INSERT = insert(P)
 _INSERT_TRANSITIONS = insert(T)
 _CUSTOMER = select(K).where(K.c.customer_id == bindparam("b_id"))
 _CUSTOMER_LOCKED = _CUSTOMER.with_for_update()
+
+
+def _activity_statement() -> Any:
+    """Monitoring's read of a group's customers, in one round trip. Three kinds of rows
+    (``rule``): 0, a payment since ``b_since`` (and whether the customer paid its counterparty
+    before ``b_window_start``); -1, a counterparty of ``b_asked`` paid before the window;
+    above 0, the rule of an open alert."""
+    customers: Any = bindparam("b_customers", expanding=True)
+    window_start: Any = bindparam("b_window_start")
+    earlier = P.alias("earlier")
+    paid_before = (
+        select(literal(1))
+        .where(
+            earlier.c.customer_id == P.c.customer_id,
+            earlier.c.counterparty_tag == P.c.counterparty_tag,
+            earlier.c.kind == int(PaymentKind.PAYOUT),
+            earlier.c.state != int(PaymentState.DECLINED),
+            earlier.c.created_at < window_start,
+        )
+        .exists()
+    )
+    payments_since = select(
+        P.c.customer_id,
+        P.c.id,
+        P.c.kind,
+        P.c.amount,
+        P.c.currency,
+        P.c.created_at,
+        P.c.counterparty_tag,
+        literal(0, SmallInteger).label("rule"),
+        paid_before.label("known"),
+    ).where(
+        P.c.customer_id.in_(customers),
+        P.c.created_at >= bindparam("b_since"),
+        P.c.kind.in_((int(PaymentKind.PAYOUT), int(PaymentKind.COLLECTION))),
+        P.c.state != int(PaymentState.DECLINED),
+    )
+    asked_paid_before = (
+        select(
+            P.c.customer_id,
+            literal("", String),
+            literal(0, SmallInteger),
+            literal(0, BigInteger),
+            literal("", String),
+            func.min(P.c.created_at),
+            P.c.counterparty_tag,
+            literal(-1, SmallInteger),
+            literal(True),
+        )
+        .where(
+            P.c.customer_id.in_(customers),
+            P.c.counterparty_tag.in_(bindparam("b_asked", expanding=True)),
+            P.c.kind == int(PaymentKind.PAYOUT),
+            P.c.state != int(PaymentState.DECLINED),
+            P.c.created_at < window_start,
+        )
+        .group_by(P.c.customer_id, P.c.counterparty_tag)
+    )
+    open_alerts = select(
+        A.c.customer_id,
+        A.c.id,
+        literal(0, SmallInteger),
+        literal(0, BigInteger),
+        literal("", String),
+        A.c.created_at,
+        literal("", String),
+        A.c.rule,
+        literal(False),
+    ).where(A.c.customer_id.in_(customers), A.c.state == int(AlertState.OPEN))
+    return union_all(payments_since, asked_paid_before, open_alerts)
+
+
+_ACTIVITY = _activity_statement()
+_INSERT_DECISIONS = insert(RD)
+_INSERT_ALERTS = insert(A)
 
 
 def _dt(value: datetime | None) -> datetime | None:
@@ -218,6 +319,8 @@ def _columns(p: Payment, envelope: Envelope, wrapped: bytes) -> dict[str, Any]:
     def sealed(column: str, value: str) -> bytes:
         return envelope.seal(wrapped, value, counterparty_place(column, p.id))
 
+    tag = counterparty_tag(envelope.unwrap(wrapped), p.counterparty.account_number)
+
     return {
         "id": p.id,
         "kind": int(p.kind),
@@ -237,6 +340,7 @@ def _columns(p: Payment, envelope: Envelope, wrapped: bytes) -> dict[str, Any]:
         "created_at": p.created_at,
         "version": p.version,
         "trace_context": p.trace_context,
+        "counterparty_tag": tag or None,
         **_requester_columns("created", p.created_by),
         **_mutable_columns(p),
     }
@@ -251,6 +355,9 @@ class PaymentsRepository(TracksAggregates):
         self._postgres = connection.dialect.name == "postgresql"
         self._keys = data_keys
         self._envelope = data_keys.envelope
+        # Customers' wrapped data keys this transaction has read or made (the tags of a
+        # group's counterparties and its inserts need the same ones).
+        self._wrapped: dict[str, bytes] = {}
 
     # --- payments -------------------------------------------------------------------------
 
@@ -262,6 +369,7 @@ class PaymentsRepository(TracksAggregates):
         payment = self.track(_payment(row, self._envelope))
         if history:
             payment.history = self.history(payment_id)
+            payment.risk_decision = self.risk_decisions([payment_id]).get(payment_id)
         if payment.kind is PaymentKind.COLLECTION:
             payment.refunded_amount = self.refunded_amount(payment_id)
         return payment
@@ -273,9 +381,20 @@ class PaymentsRepository(TracksAggregates):
         statement = _SELECT.where(P.c.id.in_(ids)).order_by(P.c.id)
         if lock and self._postgres:
             statement = statement.with_for_update(of=P)
-        return {
+        found = {
             row.id: self.track(_payment(row, self._envelope)) for row in self._c.execute(statement)
         }
+        if found and not lock:
+            for payment_id, decision in self.risk_decisions(found).items():
+                found[payment_id].risk_decision = decision
+        return found
+
+    def risk_decisions(self, payment_ids: Iterable[str]) -> dict[str, Any]:
+        ids = sorted(set(payment_ids))
+        if not ids:
+            return {}
+        rows = self._c.execute(select(RD).where(RD.c.payment_id.in_(ids)))
+        return {row.payment_id: decision_from_row(row) for row in rows}
 
     def history(self, payment_id: str) -> list[Transition]:
         rows = self._c.execute(_HISTORY, {"b_id": payment_id})
@@ -297,10 +416,17 @@ class PaymentsRepository(TracksAggregates):
             return
         for payment in batch:
             self.track(payment)
-        keys = self._keys.ensure(self._c, {p.customer_id for p in batch})
+        keys = self._ensured({p.customer_id for p in batch})
         rows = [_columns(p, self._envelope, keys[p.customer_id]) for p in batch]
         self._c.execute(_INSERT, rows if len(rows) > 1 else rows[0])
         self._write_transitions(batch)
+        decided = [
+            decision_row(p.id, p.risk_decision, p.created_at)
+            for p in batch
+            if p.risk_decision is not None
+        ]
+        if decided:
+            self._c.execute(_INSERT_DECISIONS, decided if len(decided) > 1 else decided[0])
 
     def save(self, payment: Payment) -> None:
         """Write the payment's changes; refuse if someone else wrote it since it was loaded."""
@@ -460,6 +586,7 @@ class PaymentsRepository(TracksAggregates):
                 counterparty_account_sealed=None,
                 counterparty_name_sealed=None,
                 counterparty_country="",
+                counterparty_tag=None,
             )
         )
         return int(result.rowcount), key_destroyed
@@ -478,6 +605,110 @@ class PaymentsRepository(TracksAggregates):
             select(func.count()).where(P.c.next_action_at.is_not(None), P.c.retries >= min_retries)
         ).scalar_one()
         return int(value)
+
+    def _ensured(self, customer_ids: set[str]) -> dict[str, bytes]:
+        missing = customer_ids - self._wrapped.keys()
+        if missing:
+            self._wrapped.update(self._keys.ensure(self._c, missing))
+        return {c: self._wrapped[c] for c in customer_ids}
+
+    # --- monitoring ----------------------------------------------------------------------------
+
+    def counterparty_tags(self, accounts: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        pairs = set(accounts)
+        if not pairs:
+            return {}
+        keys = self._ensured({customer for customer, _ in pairs})
+        unwrap = self._envelope.unwrap
+        return {
+            (customer, account): counterparty_tag(unwrap(keys[customer]), account)
+            for customer, account in pairs
+        }
+
+    def activities(
+        self, tags: Mapping[str, Collection[str]], since: datetime, window_start: datetime
+    ) -> dict[str, Activity]:
+        customers = sorted(tags)
+        if not customers:
+            return {}
+        recent: dict[str, list[RecentPayment]] = {c: [] for c in customers}
+        open_rules: dict[str, set[AlertRule]] = {c: set() for c in customers}
+        known: dict[str, set[str]] = {c: set() for c in customers}
+        asked = sorted({tag for customer in customers for tag in tags[customer] if tag})
+        rows = self._c.execute(
+            _ACTIVITY,
+            {
+                "b_customers": customers,
+                "b_since": since,
+                "b_window_start": window_start,
+                "b_asked": asked,
+            },
+        ).all()
+        for row in sorted(rows, key=lambda r: (utc(r.created_at), r.id)):
+            if row.rule > 0:
+                open_rules[row.customer_id].add(AlertRule(row.rule))
+                continue
+            tag = row.counterparty_tag or ""
+            if row.known and tag:
+                known[row.customer_id].add(tag)
+            if row.rule < 0:
+                continue
+            recent[row.customer_id].append(
+                RecentPayment(
+                    row.id,
+                    PaymentKind(row.kind),
+                    row.amount,
+                    row.currency,
+                    utc(row.created_at),
+                    tag,
+                )
+            )
+        return {
+            c: Activity(tuple(recent[c]), frozenset(known[c]), frozenset(open_rules[c]))
+            for c in customers
+        }
+
+    def add_alerts(self, alerts: Sequence[Alert]) -> None:
+        if not alerts:
+            return
+        rows = [alert_row(a) for a in alerts]
+        self._c.execute(_INSERT_ALERTS, rows if len(rows) > 1 else rows[0])
+
+    def get_alert(self, alert_id: str, *, lock: bool = False) -> Alert | None:
+        statement = select(A).where(A.c.id == alert_id)
+        if lock and self._postgres:
+            statement = statement.with_for_update()
+        row = self._c.execute(statement).first()
+        return alert_from_row(row) if row is not None else None
+
+    def save_alert(self, alert: Alert) -> None:
+        result = self._c.execute(
+            update(A)
+            .where(A.c.id == alert.id, A.c.version == alert.version)
+            .values(version=alert.version + 1, **alert_changes(alert))
+        )
+        if result.rowcount != 1:
+            raise StaleWrite(alert.id)
+        alert.version += 1
+
+    def alert_page(
+        self,
+        after: str | None,
+        limit: int,
+        customer_id: str,
+        state: AlertState | None,
+        rule: AlertRule | None,
+    ) -> list[Alert]:
+        statement = select(A).order_by(A.c.id).limit(limit)
+        if after:
+            statement = statement.where(A.c.id > after)
+        if customer_id:
+            statement = statement.where(A.c.customer_id == customer_id)
+        if state is not None:
+            statement = statement.where(A.c.state == int(state))
+        if rule is not None:
+            statement = statement.where(A.c.rule == int(rule))
+        return [alert_from_row(row) for row in self._c.execute(statement)]
 
     # --- the KYC projection -------------------------------------------------------------------
 

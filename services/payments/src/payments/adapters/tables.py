@@ -82,6 +82,9 @@ payments = Table(
     Column("sanctions_screening", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The counterparty as monitoring compares them (0008): a digest of the account number
+    # keyed by the customer's data key; NULL for payments made before, and once erased.
+    Column("counterparty_tag", String(32), nullable=True),
     # The workers' queue: only payments with something to do are indexed.
     Index(
         "ix_payments_due",
@@ -100,6 +103,45 @@ payments = Table(
     Index("ix_payments_bank_settled", "bank_settled_at"),
     Index("ix_payments_bank_returned", "bank_returned_at"),
     Index("ix_payments_state", "state", "id"),
+    # Whether a customer paid a counterparty before a time: one probe.
+    Index("ix_payments_customer_counterparty", "customer_id", "counterparty_tag", "created_at"),
+)
+
+# Why each payout and collection was approved, held or declined (0008): the rules'
+# verdict, the model's score and top features, the alerts raised, as JSON.
+payment_risk_decisions = Table(
+    "payment_risk_decisions",
+    metadata,
+    Column("payment_id", String(64), primary_key=True),
+    Column("verdict", String(16), nullable=False),
+    Column("reason", String(64), nullable=False),
+    # Empty when the payment was not scored.
+    Column("model_version", String(64), nullable=False),
+    Column("explanation", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Monitoring's alerts (0008), for reviewers.
+risk_alerts = Table(
+    "risk_alerts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("rule", SmallInteger, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    # JSON: the payments that make the pattern; the rule's figures.
+    Column("payment_ids", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("resolution", SmallInteger, nullable=True),
+    Column("resolved_by", String(_id_length("cli")), nullable=False, server_default=""),
+    Column("resolved_by_customer", String(_id_length("cus")), nullable=False, server_default=""),
+    Column("resolved_request_id", String(128), nullable=False, server_default=""),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("note", String(140), nullable=False, server_default=""),
+    Column("version", Integer, nullable=False),
+    Index("ix_risk_alerts_customer_open", "customer_id", "state"),
+    Index("ix_risk_alerts_state", "state", "id"),
 )
 
 payment_transitions = Table(
@@ -159,8 +201,10 @@ __all__ = [
     "inbox",
     "metadata",
     "outbox",
+    "payment_risk_decisions",
     "payment_transitions",
     "payments",
     "reconciliation_runs",
+    "risk_alerts",
     "subscriber_tables",
 ]

@@ -8,6 +8,7 @@ for the same thing (AIP-155).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from chassis.kernel.errors import FailedPrecondition, IdempotencyKeyReused
@@ -16,9 +17,14 @@ from payments.domain.customers import VERIFIED, CustomerStatus
 from payments.domain.fraud import Velocity, Verdict, assess
 from payments.domain.ledger_plan import customer_account_id
 from payments.domain.model import Payment, PaymentRequest
+from payments.domain.monitoring import Activity, Alert, RecentPayment, monitor
 from payments.domain.policy import Policy
+from payments.domain.risk_score import RiskScore, combine, risk_features
 from payments.domain.sanctions import SanctionsScreening, apply_screening, screen_request
 from payments.domain.states import PaymentState
+
+# The fraud model, as the decision sees it: its inputs (``risk_score.FEATURES``) -> its score.
+Scorer = Callable[[Sequence[float]], RiskScore]
 
 
 def decide_payment(
@@ -29,12 +35,23 @@ def decide_payment(
     now: datetime,
     trace_context: str = "",
     screening: SanctionsScreening | None = None,
+    *,
+    activity: Activity | None = None,
+    counterparty_tag: str = "",
+    scorer: Scorer | None = None,
 ) -> Payment:
     """A new payment from its request: declined, held for review, or ready for its hold.
 
     ``trace_context``: the W3C traceparent of the call that asked, which the work
     done for the payment later joins. ``screening``: its counterparty's, screened when the
     request arrived (``sanctions.screen_request``); screened here when not given.
+    ``activity``: the customer's recent payments, for the monitoring rules and the
+    model's features (None: monitoring off); ``counterparty_tag``: the request's
+    counterparty as the activity names them; ``scorer``: the fraud model (None: no
+    score). The rules, the score and the alerts raised are recorded in
+    ``payment.risk_decision``; the alerts, to be stored with the payment, in
+    ``payment.alerts``. A sanctions hit's review reason comes before any other; a
+    decline wins over both.
     """
     payment = Payment.create(
         request,
@@ -57,11 +74,36 @@ def decide_payment(
         now=now,
         velocity=velocity,
     )
-    if decision.verdict is Verdict.DECLINE:
-        payment.decline(decision.reason, now)
-    elif decision.verdict is Verdict.REVIEW and not payment.review_required:
+    rules = policy.monitoring
+    seen = activity if activity is not None else Activity()
+    recent = RecentPayment(
+        request.payment_id, request.kind, request.amount, request.currency, now, counterparty_tag
+    )
+    score = None
+    if scorer is not None:
+        score = scorer(risk_features(recent, status.customer_since, seen, rules.window, now))
+    alerts: list[Alert] = []
+    if activity is not None and rules.enabled:
+        alerts = [
+            Alert.raised(request.customer_id, request.payment_id, finding, now)
+            for finding in monitor(rules, activity, recent, now)
+        ]
+    outcome = combine(
+        decision.verdict,
+        decision.reason,
+        score,
+        policy.score_thresholds,
+        tuple((a.id, a.rule.name) for a in alerts),
+        rules.hold_for_review,
+    )
+    payment.risk_decision = outcome
+    # A declined payment moved nothing: it raises no alert.
+    payment.alerts = alerts if outcome.verdict is not Verdict.DECLINE else []
+    if outcome.verdict is Verdict.DECLINE:
+        payment.decline(outcome.reason, now)
+    elif outcome.verdict is Verdict.REVIEW and not payment.review_required:
         payment.review_required = True
-        payment.review_reason = decision.reason
+        payment.review_reason = outcome.reason
     if payment.review_required and not payment.outgoing and payment.state is PaymentState.CREATED:
         payment.transition(PaymentState.IN_REVIEW, payment.review_reason, now)
     return payment

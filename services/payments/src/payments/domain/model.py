@@ -27,6 +27,8 @@ from payments.domain.states import (
 )
 
 if TYPE_CHECKING:
+    from payments.domain.monitoring import Alert
+    from payments.domain.risk_score import RiskDecision
     from payments.domain.sanctions import SanctionsScreening
 
 S = PaymentState
@@ -170,6 +172,11 @@ class Payment:
     events: list[PaymentStateChanged] = field(default_factory=list)
     # Computed when read: for a collection, its live refunds.
     refunded_amount: int = 0
+    # Why the fraud rules, the score and monitoring let it go on, held or declined it
+    # (payouts and collections decided since they were recorded; None before).
+    risk_decision: RiskDecision | None = None
+    # Alerts its decision raised, to be stored with it (not kept once stored).
+    alerts: list[Alert] = field(default_factory=list)
 
     # --- creation and transitions --------------------------------------------------------
 

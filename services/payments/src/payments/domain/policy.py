@@ -11,6 +11,8 @@ from payments.domain.fees import FeeSchedule
 from payments.domain.fraud import FraudRules
 from payments.domain.limits import AmountLimits
 from payments.domain.model import PaymentRequest
+from payments.domain.monitoring import MonitoringRules
+from payments.domain.risk_score import ScoreThresholds
 from payments.domain.states import PaymentKind
 
 
@@ -19,6 +21,8 @@ class Policy:
     fees: FeeSchedule = field(default_factory=FeeSchedule)
     fraud: FraudRules = field(default_factory=FraudRules)
     limits: AmountLimits = field(default_factory=AmountLimits)
+    monitoring: MonitoringRules = field(default_factory=MonitoringRules)
+    score_thresholds: ScoreThresholds = field(default_factory=ScoreThresholds)
     # How long a payment is left to whoever works on it (a hold, a bank call) before
     # another worker may take it over.
     lease: timedelta = timedelta(seconds=30)

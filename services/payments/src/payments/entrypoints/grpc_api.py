@@ -15,11 +15,19 @@ from chassis.auth import current_requester
 from chassis.grpc.context import time_remaining
 
 from payments.adapters.metrics import record_reconciliation
-from payments.adapters.protos import payment_to_pb, report_to_pb, state_filter_from_pb
+from payments.adapters.protos import (
+    alert_rule_filter_from_pb,
+    alert_state_filter_from_pb,
+    alert_to_pb,
+    payment_to_pb,
+    report_to_pb,
+    resolution_from_pb,
+    state_filter_from_pb,
+)
 from payments.bootstrap import Payments
 from payments.domain.model import BankAccount, PaymentRequest
 from payments.domain.states import PaymentKind
-from payments.service_layer import use_cases
+from payments.service_layer import alerts, use_cases
 from payments.service_layer.creation import submit_creation
 from payments.service_layer.use_cases import Caller
 
@@ -150,3 +158,31 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     ) -> pb.GetReconciliationRunResponse:
         report = use_cases.get_reconciliation_run(self._deps, request.run_id)
         return pb.GetReconciliationRunResponse(run=report_to_pb(report))
+
+    def ListAlerts(
+        self, request: pb.ListAlertsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAlertsResponse:
+        page = alerts.list_alerts(
+            self._deps,
+            request.page_size,
+            request.page_token,
+            request.customer_id,
+            alert_state_filter_from_pb(request.state),
+            alert_rule_filter_from_pb(request.rule),
+            _caller(),
+        )
+        return pb.ListAlertsResponse(
+            alerts=[alert_to_pb(a) for a in page.items], next_page_token=page.next_page_token
+        )
+
+    def ResolveAlert(
+        self, request: pb.ResolveAlertRequest, context: grpc.ServicerContext
+    ) -> pb.ResolveAlertResponse:
+        alert = alerts.resolve_alert(
+            self._deps,
+            request.alert_id,
+            resolution_from_pb(request.resolution),
+            request.note,
+            _caller(),
+        )
+        return pb.ResolveAlertResponse(alert=alert_to_pb(alert))

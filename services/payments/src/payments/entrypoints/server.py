@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 
 from astra.payments.v1 import payments_pb2, payments_pb2_grpc
 from chassis.kek_command import generate_kek_command
 from chassis.service import Command, ServiceWiring
 
+from payments.adapters.fraud_model import FraudModelError
 from payments.bootstrap import ERROR_DOMAIN, Payments, bootstrap, migrate
 from payments.config import PaymentsSettings
 from payments.entrypoints.grpc_api import PaymentsServicer
@@ -96,7 +98,16 @@ PAYMENTS: ServiceWiring[PaymentsSettings, Payments] = ServiceWiring(
 )
 
 build_server = PAYMENTS.build_server
-main = PAYMENTS.main
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run a command; an artifact of the fraud model that cannot be trusted stops the start
+    with one line saying why (exit status 1), not a traceback."""
+    try:
+        PAYMENTS.main(argv)
+    except FraudModelError as error:
+        raise SystemExit(f"astra-payments: not started: {error}") from None
+
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 import structlog
 from chassis.batching import GroupCommitter
@@ -32,13 +34,15 @@ from chassis.kernel.errors import DomainError
 from chassis.kernel.uow import run_in_transaction
 from chassis.tracing import current_traceparent
 
-from payments.domain.creation import decide_payment, replay
+from payments.domain.creation import Scorer, decide_payment, replay
 from payments.domain.customers import CustomerKyc, CustomerStatus
 from payments.domain.fraud import Velocities
 from payments.domain.model import Payment, PaymentRequest
+from payments.domain.monitoring import Activities, RecentPayment
 from payments.domain.progress import lease_for_hold
 from payments.domain.sanctions import SanctionsScreening, screen_request
 from payments.domain.states import PaymentState
+from payments.service_layer.ports import PaymentsRepository
 from payments.service_layer.unit_of_work import PaymentsUnitOfWork
 from payments.service_layer.use_cases import (
     SERVICE,
@@ -151,6 +155,7 @@ def _decide(
                 now - policy.fraud.velocity_window,
             )
         velocities = Velocities(recent)
+        watch = Watch.read(deps, repo, requests, now)
         created: dict[str, Payment] = {}
         for index in chosen:
             creation = creations[index]
@@ -185,6 +190,7 @@ def _decide(
                     now,
                     creation.context.run(current_traceparent),
                     creation.screening,
+                    **watch.inputs(request),
                 )
             except Exception as error:
                 if not isinstance(error, DomainError):
@@ -193,14 +199,69 @@ def _decide(
                 continue
             if payment.state is not PaymentState.DECLINED:
                 velocities.count(request.customer_id, request.currency, request.amount)
+                watch.count(payment)
             lease_for_hold(payment, now, policy)
             created[payment.id] = payment
             decided.outcomes[index] = payment
         decided.created = list(created.values())
         repo.add_all(decided.created)
+        alerts = [alert for payment in decided.created for alert in payment.alerts]
+        if alerts:
+            repo.add_alerts(alerts)
         return decided
 
     return run_in_transaction(deps.uow, work)
+
+
+@dataclass(slots=True)
+class Watch:
+    """What monitoring and the fraud model see of a group's customers: their activity as read
+    under the customers' locks, added to as the group's payments are accepted."""
+
+    activities: Activities | None = None
+    tags: dict[tuple[str, str], str] = field(default_factory=dict)
+    scorer: Scorer | None = None
+
+    @classmethod
+    def read(
+        cls, deps: Deps, repo: PaymentsRepository, requests: Sequence[PaymentRequest], now: datetime
+    ) -> Watch:
+        rules = deps.policy.monitoring
+        scorer = deps.fraud_model.score if deps.fraud_model is not None else None
+        if not (rules.enabled or scorer is not None):
+            return cls()
+        tags = repo.counterparty_tags(
+            {(r.customer_id, r.counterparty.account_number) for r in requests}
+        )
+        asked: dict[str, set[str]] = {r.customer_id: set() for r in requests}
+        for (customer_id, _), tag in tags.items():
+            asked[customer_id].add(tag)
+        read = repo.activities(asked, now - rules.lookback, now - rules.window)
+        return cls(Activities(read), tags, scorer)
+
+    def inputs(self, request: PaymentRequest) -> dict[str, Any]:
+        """``decide_payment``'s monitoring and scoring arguments for ``request``."""
+        if self.activities is None:
+            return {}
+        return {
+            "activity": self.activities.of(request.customer_id),
+            "counterparty_tag": self.tags.get(
+                (request.customer_id, request.counterparty.account_number), ""
+            ),
+            "scorer": self.scorer,
+        }
+
+    def count(self, payment: Payment) -> None:
+        if self.activities is None:
+            return
+        tag = self.tags.get((payment.customer_id, payment.counterparty.account_number), "")
+        self.activities.count(
+            payment.customer_id,
+            RecentPayment(
+                payment.id, payment.kind, payment.amount, payment.currency, payment.created_at, tag
+            ),
+            [alert.rule for alert in payment.alerts],
+        )
 
 
 def _ask_identity(

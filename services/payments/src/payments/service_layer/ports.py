@@ -7,7 +7,7 @@ in-memory one (``payments.adapters.memory``) that keeps the same promises.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Protocol
 
@@ -16,7 +16,9 @@ from payments.domain.customers import CustomerErasure, CustomerKyc
 from payments.domain.ledger_plan import AccountSpec, LedgerOperation, LedgerResult
 from payments.domain.limits import RunningTotals
 from payments.domain.model import Payment, Transition
+from payments.domain.monitoring import Activity, Alert, AlertRule, AlertState
 from payments.domain.reconciliation import ReconciliationReport, StatementLine
+from payments.domain.risk_score import RiskScore
 from payments.domain.states import PaymentState
 
 # --- payments' own storage -----------------------------------------------------------------
@@ -132,7 +134,56 @@ class PaymentsRepository(Protocol):
         """A new run; a run id that exists already is a lost race (the retry replays it)."""
         ...
 
+    # --- monitoring ---------------------------------------------------------------------------
+
+    def counterparty_tags(self, accounts: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """(customer, account number) -> the counterparty's tag: a digest keyed by the
+        customer's data key, so a tag says nothing without it (and nothing once erased)."""
+        ...
+
+    def activities(
+        self, tags: Mapping[str, Collection[str]], since: datetime, window_start: datetime
+    ) -> dict[str, Activity]:
+        """Per customer (the keys of ``tags``): its payouts and collections created since
+        ``since`` (not declined), which of the counterparty tags asked about it paid before
+        ``window_start``, and the rules of its open alerts."""
+        ...
+
+    def add_alerts(self, alerts: Sequence[Alert]) -> None: ...
+
+    def get_alert(self, alert_id: str, *, lock: bool = False) -> Alert | None: ...
+
+    def save_alert(self, alert: Alert) -> None:
+        """Write a resolved alert; raises ``StaleWrite`` if it changed since it was read."""
+        ...
+
+    def alert_page(
+        self,
+        after: str | None,
+        limit: int,
+        customer_id: str,
+        state: AlertState | None,
+        rule: AlertRule | None,
+    ) -> list[Alert]:
+        """Up to ``limit`` alerts after id ``after``, in id order, optionally filtered."""
+        ...
+
     def take_events(self) -> list[Any]: ...
+
+
+# --- the fraud model -------------------------------------------------------------------------
+
+
+class FraudModel(Protocol):
+    """A trained fraud model loaded from its artifact."""
+
+    @property
+    def version(self) -> str: ...
+
+    def score(self, features: Sequence[float]) -> RiskScore:
+        """The probability of fraud of one payment (``risk_score.FEATURES`` in order), with
+        the features that contributed most."""
+        ...
 
 
 # --- the ledger ------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from payments.service_layer.capacity import CapacityWatch
 from payments.service_layer.ports import (
     BankGateway,
     BankUnavailable,
+    FraudModel,
     IdentityPort,
     IdentityUnavailable,
     LedgerPort,
@@ -78,6 +79,8 @@ class Deps:
     wake: Callable[[], None] = lambda: None
     # How full the ledger's house accounts are, per currency (read now and then).
     capacity: CapacityWatch = field(default_factory=CapacityWatch)
+    # The learned fraud score (None: payments are not scored).
+    fraud_model: FraudModel | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +365,7 @@ def hold_many(deps: Deps, payments: Sequence[Payment]) -> dict[str, Payment]:
             answers = book(deps.ledger, [operation_for(p, LedgerStep.HOLD) for p in payments])
             results = {p.id: a for p, a in zip(payments, answers, strict=True)}
     histories = {p.id: p.history for p in payments}
+    decisions = {p.id: p.risk_decision for p in payments}
 
     def record(batch: Sequence[Payment]) -> dict[str, Payment]:
         def work(uow: PaymentsUnitOfWork) -> dict[str, Payment]:
@@ -369,6 +373,8 @@ def hold_many(deps: Deps, payments: Sequence[Payment]) -> dict[str, Payment]:
             current = uow.payments.get_many((p.id for p in batch), lock=True)
             for payment in current.values():
                 payment.history = list(histories[payment.id])
+                # Read with the lock, without its decision: the caller's answer shows it.
+                payment.risk_decision = decisions[payment.id]
                 progress.apply_hold_result(payment, results[payment.id], now)
                 payment.leased_until = None
                 schedule(payment, now, deps.policy)

@@ -147,6 +147,94 @@ SANCTIONS_SCREENING_OUTCOME_NOT_SCREENED: SanctionsScreeningOutcome.ValueType  #
 """Nothing to screen: the counterparty has no holder name."""
 Global___SanctionsScreeningOutcome: _TypeAlias = SanctionsScreeningOutcome  # noqa: Y015
 
+class _RiskVerdict:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RiskVerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RiskVerdict.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RISK_VERDICT_UNSPECIFIED: _RiskVerdict.ValueType  # 0
+    RISK_VERDICT_APPROVE: _RiskVerdict.ValueType  # 1
+    RISK_VERDICT_REVIEW: _RiskVerdict.ValueType  # 2
+    """Held for ApprovePayment or RejectPayment."""
+    RISK_VERDICT_DECLINE: _RiskVerdict.ValueType  # 3
+
+class RiskVerdict(_RiskVerdict, metaclass=_RiskVerdictEnumTypeWrapper):
+    """What a risk check said."""
+
+RISK_VERDICT_UNSPECIFIED: RiskVerdict.ValueType  # 0
+RISK_VERDICT_APPROVE: RiskVerdict.ValueType  # 1
+RISK_VERDICT_REVIEW: RiskVerdict.ValueType  # 2
+"""Held for ApprovePayment or RejectPayment."""
+RISK_VERDICT_DECLINE: RiskVerdict.ValueType  # 3
+Global___RiskVerdict: _TypeAlias = RiskVerdict  # noqa: Y015
+
+class _AlertRule:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlertRuleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertRule.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALERT_RULE_UNSPECIFIED: _AlertRule.ValueType  # 0
+    ALERT_RULE_STRUCTURING: _AlertRule.ValueType  # 1
+    """Several payments of one kind and currency just under a threshold."""
+    ALERT_RULE_RAPID_IN_OUT: _AlertRule.ValueType  # 2
+    """A payout soon after collections that takes most of them out again."""
+    ALERT_RULE_NEW_COUNTERPARTIES: _AlertRule.ValueType  # 3
+    """Many counterparties paid for the first time in the window."""
+
+class AlertRule(_AlertRule, metaclass=_AlertRuleEnumTypeWrapper):
+    """Transaction monitoring's rules."""
+
+ALERT_RULE_UNSPECIFIED: AlertRule.ValueType  # 0
+ALERT_RULE_STRUCTURING: AlertRule.ValueType  # 1
+"""Several payments of one kind and currency just under a threshold."""
+ALERT_RULE_RAPID_IN_OUT: AlertRule.ValueType  # 2
+"""A payout soon after collections that takes most of them out again."""
+ALERT_RULE_NEW_COUNTERPARTIES: AlertRule.ValueType  # 3
+"""Many counterparties paid for the first time in the window."""
+Global___AlertRule: _TypeAlias = AlertRule  # noqa: Y015
+
+class _AlertState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlertStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALERT_STATE_UNSPECIFIED: _AlertState.ValueType  # 0
+    ALERT_STATE_OPEN: _AlertState.ValueType  # 1
+    """Waiting for a reviewer."""
+    ALERT_STATE_RESOLVED: _AlertState.ValueType  # 2
+
+class AlertState(_AlertState, metaclass=_AlertStateEnumTypeWrapper): ...
+
+ALERT_STATE_UNSPECIFIED: AlertState.ValueType  # 0
+ALERT_STATE_OPEN: AlertState.ValueType  # 1
+"""Waiting for a reviewer."""
+ALERT_STATE_RESOLVED: AlertState.ValueType  # 2
+Global___AlertState: _TypeAlias = AlertState  # noqa: Y015
+
+class _AlertResolution:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlertResolutionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertResolution.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALERT_RESOLUTION_UNSPECIFIED: _AlertResolution.ValueType  # 0
+    ALERT_RESOLUTION_CONFIRMED: _AlertResolution.ValueType  # 1
+    """The pattern is suspicious: to be reported and the customer looked at."""
+    ALERT_RESOLUTION_DISMISSED: _AlertResolution.ValueType  # 2
+    """The pattern is harmless."""
+
+class AlertResolution(_AlertResolution, metaclass=_AlertResolutionEnumTypeWrapper): ...
+
+ALERT_RESOLUTION_UNSPECIFIED: AlertResolution.ValueType  # 0
+ALERT_RESOLUTION_CONFIRMED: AlertResolution.ValueType  # 1
+"""The pattern is suspicious: to be reported and the customer looked at."""
+ALERT_RESOLUTION_DISMISSED: AlertResolution.ValueType  # 2
+"""The pattern is harmless."""
+Global___AlertResolution: _TypeAlias = AlertResolution  # noqa: Y015
+
 class _BreakKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -362,6 +450,7 @@ class Payment(_message.Message):
     REVIEWED_BY_FIELD_NUMBER: _builtins.int
     REVIEW_NOTE_FIELD_NUMBER: _builtins.int
     SANCTIONS_SCREENING_FIELD_NUMBER: _builtins.int
+    RISK_DECISION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. The client-chosen id: "pay_" followed by 1 to 48 of
     [A-Za-z0-9_-].
@@ -438,6 +527,14 @@ class Payment(_message.Message):
         longer matches; the analyst's decision is reviewed_by and review_note.
         """
 
+    @_builtins.property
+    def risk_decision(self) -> Global___RiskDecision:
+        """Output only. Why a payout or collection was approved, held or declined:
+        the fraud rules, the learned score with its top features, the alerts it
+        raised (unset for refunds, payments declined before the rules ran
+        (CUSTOMER_NOT_VERIFIED) and payments made before it was recorded).
+        """
+
     def __init__(
         self,
         *,
@@ -464,14 +561,377 @@ class Payment(_message.Message):
         reviewed_by: Global___Requester | None = ...,
         review_note: _builtins.str = ...,
         sanctions_screening: Global___SanctionsScreening | None = ...,
+        risk_decision: Global___RiskDecision | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["counterparty", b"counterparty", "create_time", b"create_time", "created_by", b"created_by", "reviewed_by", b"reviewed_by", "sanctions_screening", b"sanctions_screening", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counterparty", b"counterparty", "create_time", b"create_time", "created_by", b"created_by", "reviewed_by", b"reviewed_by", "risk_decision", b"risk_decision", "sanctions_screening", b"sanctions_screening", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bank_payment_id", b"bank_payment_id", "counterparty", b"counterparty", "create_time", b"create_time", "created_by", b"created_by", "currency", b"currency", "customer_id", b"customer_id", "description", b"description", "fee", b"fee", "history", b"history", "id", b"id", "kind", b"kind", "ledger_account_id", b"ledger_account_id", "ledger_pending", b"ledger_pending", "original_payment_id", b"original_payment_id", "reason", b"reason", "refunded_amount", b"refunded_amount", "review_note", b"review_note", "review_reason", b"review_reason", "reviewed_by", b"reviewed_by", "sanctions_screening", b"sanctions_screening", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bank_payment_id", b"bank_payment_id", "counterparty", b"counterparty", "create_time", b"create_time", "created_by", b"created_by", "currency", b"currency", "customer_id", b"customer_id", "description", b"description", "fee", b"fee", "history", b"history", "id", b"id", "kind", b"kind", "ledger_account_id", b"ledger_account_id", "ledger_pending", b"ledger_pending", "original_payment_id", b"original_payment_id", "reason", b"reason", "refunded_amount", b"refunded_amount", "review_note", b"review_note", "review_reason", b"review_reason", "reviewed_by", b"reviewed_by", "risk_decision", b"risk_decision", "sanctions_screening", b"sanctions_screening", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Payment: _TypeAlias = Payment  # noqa: Y015
+
+@_typing.final
+class RiskDecision(_message.Message):
+    """A payment's decision and each part of it. The outcome is the strictest of
+    the rules' verdict and the score's (the rules' on a tie); alerts hold the
+    payment for review only where the operator set
+    PAYMENTS_MONITOR_HOLD_FOR_REVIEW.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERDICT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RULES_VERDICT_FIELD_NUMBER: _builtins.int
+    RULES_REASON_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    verdict: Global___RiskVerdict.ValueType
+    """Output only. The outcome."""
+    reason: _builtins.str
+    """Output only. Its stable reason: the rule's (e.g. LARGE_AMOUNT,
+    VELOCITY_COUNT_EXCEEDED), RISK_SCORE_REVIEW, RISK_SCORE_DECLINE or
+    MONITORING_ALERT; empty when approved.
+    """
+    rules_verdict: Global___RiskVerdict.ValueType
+    """Output only. What the fraud rules said on their own."""
+    rules_reason: _builtins.str
+    """Output only. The rule that decided it (empty when they approved)."""
+    @_builtins.property
+    def score(self) -> Global___RiskScore:
+        """Output only. The learned score (unset when no model is loaded)."""
+
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RiskAlertRef]:
+        """Output only. The alerts the payment raised (none when declined)."""
+
+    def __init__(
+        self,
+        *,
+        verdict: Global___RiskVerdict.ValueType = ...,
+        reason: _builtins.str = ...,
+        rules_verdict: Global___RiskVerdict.ValueType = ...,
+        rules_reason: _builtins.str = ...,
+        score: Global___RiskScore | None = ...,
+        alerts: _abc.Iterable[Global___RiskAlertRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["score", b"score"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "reason", b"reason", "rules_reason", b"rules_reason", "rules_verdict", b"rules_verdict", "score", b"score", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RiskDecision: _TypeAlias = RiskDecision  # noqa: Y015
+
+@_typing.final
+class RiskScore(_message.Message):
+    """The learned fraud model's word on a payment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    REVIEW_THRESHOLD_FIELD_NUMBER: _builtins.int
+    DECLINE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    TOP_FEATURES_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """Output only. The model that scored it: its version and the start of its
+    SHA-256, e.g. "fraud-2026.12+3fa2c1d9e0ab".
+    """
+    score: _builtins.float
+    """Output only. The model's probability of fraud, 0 to 1."""
+    verdict: Global___RiskVerdict.ValueType
+    """Output only. What the score alone decides."""
+    review_threshold: _builtins.float
+    """Output only. The thresholds it was compared with."""
+    decline_threshold: _builtins.float
+    @_builtins.property
+    def top_features(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreContribution]:
+        """Output only. The features that moved the score most, largest effect first."""
+
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        score: _builtins.float = ...,
+        verdict: Global___RiskVerdict.ValueType = ...,
+        review_threshold: _builtins.float = ...,
+        decline_threshold: _builtins.float = ...,
+        top_features: _abc.Iterable[Global___ScoreContribution] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decline_threshold", b"decline_threshold", "model_version", b"model_version", "review_threshold", b"review_threshold", "score", b"score", "top_features", b"top_features", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RiskScore: _TypeAlias = RiskScore  # noqa: Y015
+
+@_typing.final
+class ScoreContribution(_message.Message):
+    """One feature's part in a score."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    feature: _builtins.str
+    """Output only. The feature's name, e.g. "amount_log10", "new_counterparties"."""
+    value: _builtins.float
+    """Output only. Its value for this payment."""
+    contribution: _builtins.float
+    """Output only. How much it moved the score, in log-odds (positive: riskier)."""
+    def __init__(
+        self,
+        *,
+        feature: _builtins.str = ...,
+        value: _builtins.float = ...,
+        contribution: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution", "feature", b"feature", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreContribution: _TypeAlias = ScoreContribution  # noqa: Y015
+
+@_typing.final
+class RiskAlertRef(_message.Message):
+    """An alert a payment raised."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    alert_id: _builtins.str
+    """Output only. "alr_..." """
+    rule: Global___AlertRule.ValueType
+    """Output only."""
+    def __init__(
+        self,
+        *,
+        alert_id: _builtins.str = ...,
+        rule: Global___AlertRule.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RiskAlertRef: _TypeAlias = RiskAlertRef  # noqa: Y015
+
+@_typing.final
+class Alert(_message.Message):
+    """A pattern in a customer's recent activity that a reviewer must look at.
+    While an alert of a rule is open for a customer, that rule raises no other
+    for it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class EvidenceEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PAYMENT_IDS_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    RESOLVED_BY_FIELD_NUMBER: _builtins.int
+    RESOLVE_TIME_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Output only. "alr_" and 32 hex digits."""
+    customer_id: _builtins.str
+    """Output only."""
+    rule: Global___AlertRule.ValueType
+    """Output only."""
+    state: Global___AlertState.ValueType
+    """Output only."""
+    resolution: Global___AlertResolution.ValueType
+    """Output only. Unset while open."""
+    note: _builtins.str
+    """Output only. The reviewer's note."""
+    @_builtins.property
+    def payment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. The payments that make the pattern, the one that raised it
+        last.
+        """
+
+    @_builtins.property
+    def evidence(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Output only. The rule's figures, e.g. threshold, count, total, collected,
+        paid_out, new_counterparties, window_seconds (amounts in minor units of
+        "currency").
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    @_builtins.property
+    def resolved_by(self) -> Global___Requester:
+        """Output only. Who resolved it (unset while open)."""
+
+    @_builtins.property
+    def resolve_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        rule: Global___AlertRule.ValueType = ...,
+        state: Global___AlertState.ValueType = ...,
+        payment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        evidence: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        resolution: Global___AlertResolution.ValueType = ...,
+        resolved_by: Global___Requester | None = ...,
+        resolve_time: _timestamp_pb2.Timestamp | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "resolve_time", b"resolve_time", "resolved_by", b"resolved_by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_id", b"customer_id", "evidence", b"evidence", "id", b"id", "note", b"note", "payment_ids", b"payment_ids", "resolution", b"resolution", "resolve_time", b"resolve_time", "resolved_by", b"resolved_by", "rule", b"rule", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Alert: _TypeAlias = Alert  # noqa: Y015
+
+@_typing.final
+class ListAlertsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Optional. 1 to 1,000; default 100."""
+    page_token: _builtins.str
+    """Optional. From a previous response's next_page_token."""
+    customer_id: _builtins.str
+    """Optional. Only this customer's alerts ("cus_...")."""
+    state: Global___AlertState.ValueType
+    """Optional. Only alerts in this state (e.g. ALERT_STATE_OPEN)."""
+    rule: Global___AlertRule.ValueType
+    """Optional. Only alerts of this rule."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        state: Global___AlertState.ValueType = ...,
+        rule: Global___AlertRule.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token", "rule", b"rule", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlertsRequest: _TypeAlias = ListAlertsRequest  # noqa: Y015
+
+@_typing.final
+class ListAlertsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alert]: ...
+    def __init__(
+        self,
+        *,
+        alerts: _abc.Iterable[Global___Alert] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlertsResponse: _TypeAlias = ListAlertsResponse  # noqa: Y015
+
+@_typing.final
+class ResolveAlertRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    alert_id: _builtins.str
+    """Required. "alr_..." """
+    resolution: Global___AlertResolution.ValueType
+    """Required."""
+    note: _builtins.str
+    """Optional. Up to 140 characters."""
+    def __init__(
+        self,
+        *,
+        alert_id: _builtins.str = ...,
+        resolution: Global___AlertResolution.ValueType = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "note", b"note", "resolution", b"resolution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveAlertRequest: _TypeAlias = ResolveAlertRequest  # noqa: Y015
+
+@_typing.final
+class ResolveAlertResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alert(self) -> Global___Alert: ...
+    def __init__(
+        self,
+        *,
+        alert: Global___Alert | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveAlertResponse: _TypeAlias = ResolveAlertResponse  # noqa: Y015
 
 @_typing.final
 class Requester(_message.Message):

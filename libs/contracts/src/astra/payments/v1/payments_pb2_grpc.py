@@ -38,9 +38,9 @@ class PaymentsServiceStub:
     Errors carry a google.rpc.ErrorInfo (domain "payments.astra") with a stable
     reason. A payment that was declined (CUSTOMER_NOT_VERIFIED,
     AMOUNT_OVER_LIMIT, NEW_CUSTOMER_LIMIT_EXCEEDED, VELOCITY_COUNT_EXCEEDED,
-    VELOCITY_AMOUNT_EXCEEDED, INSUFFICIENT_FUNDS) is recorded in state DECLINED
-    and its create call fails with FAILED_PRECONDITION and that reason, the
-    payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
+    VELOCITY_AMOUNT_EXCEEDED, RISK_SCORE_DECLINE, INSUFFICIENT_FUNDS) is recorded
+    in state DECLINED and its create call fails with FAILED_PRECONDITION and
+    that reason, the payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
 
@@ -116,6 +116,16 @@ class PaymentsServiceStub:
                 request_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunRequest.SerializeToString,
                 response_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunResponse.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/astra.payments.v1.PaymentsService/ListAlerts',
+                request_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.ResolveAlert = channel.unary_unary(
+                '/astra.payments.v1.PaymentsService/ResolveAlert',
+                request_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertRequest.SerializeToString,
+                response_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -131,9 +141,9 @@ class PaymentsServiceServicer:
     Errors carry a google.rpc.ErrorInfo (domain "payments.astra") with a stable
     reason. A payment that was declined (CUSTOMER_NOT_VERIFIED,
     AMOUNT_OVER_LIMIT, NEW_CUSTOMER_LIMIT_EXCEEDED, VELOCITY_COUNT_EXCEEDED,
-    VELOCITY_AMOUNT_EXCEEDED, INSUFFICIENT_FUNDS) is recorded in state DECLINED
-    and its create call fails with FAILED_PRECONDITION and that reason, the
-    payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
+    VELOCITY_AMOUNT_EXCEEDED, RISK_SCORE_DECLINE, INSUFFICIENT_FUNDS) is recorded
+    in state DECLINED and its create call fails with FAILED_PRECONDITION and
+    that reason, the payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
 
@@ -236,6 +246,25 @@ class PaymentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAlerts(self, request, context):
+        """Lists transaction monitoring's alerts in id order (AIP-158 pagination).
+        Service callers only (a customer token: PERMISSION_DENIED,
+        SERVICE_CALLER_REQUIRED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveAlert(self, request, context):
+        """Records a reviewer's resolution of an alert, with who asked and a note.
+        Idempotent: the same resolution again returns the alert unchanged; another
+        one fails with FAILED_PRECONDITION, ALERT_ALREADY_RESOLVED. Unknown alert:
+        NOT_FOUND, ALERT_NOT_FOUND. Service callers only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +318,16 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     request_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunRequest.FromString,
                     response_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunResponse.SerializeToString,
             ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsRequest.FromString,
+                    response_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'ResolveAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveAlert,
+                    request_deserializer=astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertRequest.FromString,
+                    response_serializer=astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'astra.payments.v1.PaymentsService', rpc_method_handlers)
@@ -310,9 +349,9 @@ class PaymentsService:
     Errors carry a google.rpc.ErrorInfo (domain "payments.astra") with a stable
     reason. A payment that was declined (CUSTOMER_NOT_VERIFIED,
     AMOUNT_OVER_LIMIT, NEW_CUSTOMER_LIMIT_EXCEEDED, VELOCITY_COUNT_EXCEEDED,
-    VELOCITY_AMOUNT_EXCEEDED, INSUFFICIENT_FUNDS) is recorded in state DECLINED
-    and its create call fails with FAILED_PRECONDITION and that reason, the
-    payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
+    VELOCITY_AMOUNT_EXCEEDED, RISK_SCORE_DECLINE, INSUFFICIENT_FUNDS) is recorded
+    in state DECLINED and its create call fails with FAILED_PRECONDITION and
+    that reason, the payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
 
@@ -592,6 +631,60 @@ class PaymentsService:
             '/astra.payments.v1.PaymentsService/GetReconciliationRun',
             astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunRequest.SerializeToString,
             astra_dot_payments_dot_v1_dot_payments__pb2.GetReconciliationRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/astra.payments.v1.PaymentsService/ListAlerts',
+            astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsRequest.SerializeToString,
+            astra_dot_payments_dot_v1_dot_payments__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/astra.payments.v1.PaymentsService/ResolveAlert',
+            astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertRequest.SerializeToString,
+            astra_dot_payments_dot_v1_dot_payments__pb2.ResolveAlertResponse.FromString,
             options,
             channel_credentials,
             insecure,

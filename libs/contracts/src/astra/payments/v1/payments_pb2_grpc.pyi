@@ -39,9 +39,9 @@ class PaymentsServiceStub:
     Errors carry a google.rpc.ErrorInfo (domain "payments.astra") with a stable
     reason. A payment that was declined (CUSTOMER_NOT_VERIFIED,
     AMOUNT_OVER_LIMIT, NEW_CUSTOMER_LIMIT_EXCEEDED, VELOCITY_COUNT_EXCEEDED,
-    VELOCITY_AMOUNT_EXCEEDED, INSUFFICIENT_FUNDS) is recorded in state DECLINED
-    and its create call fails with FAILED_PRECONDITION and that reason, the
-    payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
+    VELOCITY_AMOUNT_EXCEEDED, RISK_SCORE_DECLINE, INSUFFICIENT_FUNDS) is recorded
+    in state DECLINED and its create call fails with FAILED_PRECONDITION and
+    that reason, the payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
 
@@ -105,6 +105,17 @@ class PaymentsServiceStub:
     """
     GetReconciliationRun: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetReconciliationRunRequest, _payments_pb2.GetReconciliationRunResponse]
     """Returns a reconciliation run."""
+    ListAlerts: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ListAlertsRequest, _payments_pb2.ListAlertsResponse]
+    """Lists transaction monitoring's alerts in id order (AIP-158 pagination).
+    Service callers only (a customer token: PERMISSION_DENIED,
+    SERVICE_CALLER_REQUIRED).
+    """
+    ResolveAlert: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ResolveAlertRequest, _payments_pb2.ResolveAlertResponse]
+    """Records a reviewer's resolution of an alert, with who asked and a note.
+    Idempotent: the same resolution again returns the alert unchanged; another
+    one fails with FAILED_PRECONDITION, ALERT_ALREADY_RESOLVED. Unknown alert:
+    NOT_FOUND, ALERT_NOT_FOUND. Service callers only.
+    """
 
 @_typing.type_check_only
 class PaymentsServiceAsyncStub(PaymentsServiceStub):
@@ -120,9 +131,9 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     Errors carry a google.rpc.ErrorInfo (domain "payments.astra") with a stable
     reason. A payment that was declined (CUSTOMER_NOT_VERIFIED,
     AMOUNT_OVER_LIMIT, NEW_CUSTOMER_LIMIT_EXCEEDED, VELOCITY_COUNT_EXCEEDED,
-    VELOCITY_AMOUNT_EXCEEDED, INSUFFICIENT_FUNDS) is recorded in state DECLINED
-    and its create call fails with FAILED_PRECONDITION and that reason, the
-    payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
+    VELOCITY_AMOUNT_EXCEEDED, RISK_SCORE_DECLINE, INSUFFICIENT_FUNDS) is recorded
+    in state DECLINED and its create call fails with FAILED_PRECONDITION and
+    that reason, the payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
 
@@ -183,6 +194,17 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """
     GetReconciliationRun: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetReconciliationRunRequest, _payments_pb2.GetReconciliationRunResponse]  # type: ignore[assignment]
     """Returns a reconciliation run."""
+    ListAlerts: _aio.UnaryUnaryMultiCallable[_payments_pb2.ListAlertsRequest, _payments_pb2.ListAlertsResponse]  # type: ignore[assignment]
+    """Lists transaction monitoring's alerts in id order (AIP-158 pagination).
+    Service callers only (a customer token: PERMISSION_DENIED,
+    SERVICE_CALLER_REQUIRED).
+    """
+    ResolveAlert: _aio.UnaryUnaryMultiCallable[_payments_pb2.ResolveAlertRequest, _payments_pb2.ResolveAlertResponse]  # type: ignore[assignment]
+    """Records a reviewer's resolution of an alert, with who asked and a note.
+    Idempotent: the same resolution again returns the alert unchanged; another
+    one fails with FAILED_PRECONDITION, ALERT_ALREADY_RESOLVED. Unknown alert:
+    NOT_FOUND, ALERT_NOT_FOUND. Service callers only.
+    """
 
 class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Payments: money between customers' ledger accounts and external bank
@@ -197,9 +219,9 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     Errors carry a google.rpc.ErrorInfo (domain "payments.astra") with a stable
     reason. A payment that was declined (CUSTOMER_NOT_VERIFIED,
     AMOUNT_OVER_LIMIT, NEW_CUSTOMER_LIMIT_EXCEEDED, VELOCITY_COUNT_EXCEEDED,
-    VELOCITY_AMOUNT_EXCEEDED, INSUFFICIENT_FUNDS) is recorded in state DECLINED
-    and its create call fails with FAILED_PRECONDITION and that reason, the
-    payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
+    VELOCITY_AMOUNT_EXCEEDED, RISK_SCORE_DECLINE, INSUFFICIENT_FUNDS) is recorded
+    in state DECLINED and its create call fails with FAILED_PRECONDITION and
+    that reason, the payment id in the ErrorInfo metadata; nothing is sent to the bank. A state
     change the payment's state machine does not allow fails with
     FAILED_PRECONDITION and reason ILLEGAL_TRANSITION.
 
@@ -318,5 +340,28 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.GetReconciliationRunResponse, _abc.Awaitable[_payments_pb2.GetReconciliationRunResponse]]:
         """Returns a reconciliation run."""
+
+    @_abc_1.abstractmethod
+    def ListAlerts(
+        self,
+        request: _payments_pb2.ListAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.ListAlertsResponse, _abc.Awaitable[_payments_pb2.ListAlertsResponse]]:
+        """Lists transaction monitoring's alerts in id order (AIP-158 pagination).
+        Service callers only (a customer token: PERMISSION_DENIED,
+        SERVICE_CALLER_REQUIRED).
+        """
+
+    @_abc_1.abstractmethod
+    def ResolveAlert(
+        self,
+        request: _payments_pb2.ResolveAlertRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.ResolveAlertResponse, _abc.Awaitable[_payments_pb2.ResolveAlertResponse]]:
+        """Records a reviewer's resolution of an alert, with who asked and a note.
+        Idempotent: the same resolution again returns the alert unchanged; another
+        one fails with FAILED_PRECONDITION, ALERT_ALREADY_RESOLVED. Unknown alert:
+        NOT_FOUND, ALERT_NOT_FOUND. Service callers only.
+        """
 
 def add_PaymentsServiceServicer_to_server(servicer: PaymentsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
