@@ -272,10 +272,10 @@ def test_a_decision_that_raises_fails_only_its_own_request(
 ) -> None:
     real = payments.domain.creation.decide_payment
 
-    def decide(request: Any, *args: Any) -> Any:
+    def decide(request: Any, *args: Any, **kwargs: Any) -> Any:
         if request.payment_id == scenario.bad_id:
             raise RuntimeError("injected: this request cannot be decided")
-        return real(request, *args)
+        return real(request, *args, **kwargs)
 
     monkeypatch.setattr(payments.service_layer.creation, "decide_payment", decide)
     bad, goods = scenario.run()
