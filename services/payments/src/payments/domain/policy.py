@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -24,6 +25,8 @@ class Policy:
     retry_max_seconds: float = 60.0
     # Failed attempts after which a payment is reported as unable to progress.
     stuck_after: int = 10
+    # Draws the jitter of retry backoffs (a simulation seeds its own: one seed, one run).
+    jitter: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def fee_for(self, request: PaymentRequest) -> int:
         """The fee a request pays: payouts only."""
