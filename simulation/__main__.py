@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
 
 import structlog
 
@@ -31,9 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first", type=int, default=1, help="the first seed")
     parser.add_argument("--seed", type=int, help="run this one seed")
     parser.add_argument("--trace", action="store_true", help="print the run's event log")
+    parser.add_argument(
+        "--until-failure", action="store_true", help="stop at the first seed that fails"
+    )
     args = parser.parse_args(argv)
     _quiet()
-    seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
+    seeds: Sequence[int] = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     failed = 0
     started = time.perf_counter()
     for count, seed in enumerate(seeds, start=1):
@@ -47,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             for violation in sim.violations[:10]:
                 print(f"  {violation}")
             print(f"  replay: make simulate SEED={seed}")
+            if args.until_failure:
+                print(f"first failure after {count} seeds")
+                seeds = seeds[:count]
+                break
         elif args.seed is not None:
             print(f"seed {seed}: ok")
         if args.seed is not None or count % 1000 == 0:

@@ -88,6 +88,9 @@ class SimBank(MemoryBank):
 
     # --- what the checkers ask ---------------------------------------------------------------
 
+    def feed_length(self) -> int:
+        return len(self._feed)
+
     def paid_per_reference(self) -> Counter[str]:
         """How many bank payments each payment reference became (2 or more: paid twice)."""
         return Counter(p.instruction.reference for p in self.payments.values())

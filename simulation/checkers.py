@@ -93,6 +93,49 @@ def durable(world: World) -> list[str]:
     return found
 
 
+# A refusal of a post, void or reversal of an acknowledged transfer, and what must then be
+# true of that transfer in the end (its resolution's kind, or that it was reversed).
+_FOUNDED = {
+    "ALREADY_POSTED": "POST_PENDING",
+    "ALREADY_VOIDED": "VOID_PENDING",
+    "PENDING_TRANSFER_EXPIRED": "EXPIRE_PENDING",
+    "ALREADY_REVERSED": "reversed",
+}
+# Refusals that are right whatever the state (limits, kinds): not judged here.
+_ALWAYS_POSSIBLE = frozenset({"INSUFFICIENT_FUNDS", "TRANSFER_NOT_REVERSIBLE"})
+
+
+def refusals_founded(world: World) -> list[str]:
+    """Every refusal a ledger client was given is true of the transfer it names: a reference
+    to an acknowledged transfer is never NOT_FOUND, and 'already posted' means posted."""
+    found = []
+    db = world.ledger.db
+    for transfer_id, reason in sorted(world.seen.transfer_refusals.items()):
+        target_id = world.seen.targets.get(transfer_id)
+        if not target_id or reason in _ALWAYS_POSSIBLE:
+            continue
+        target = db.transfers.get(target_id)
+        if target is None:
+            found.append(f"{transfer_id} refused {reason}: its target {target_id} is not stored")
+            continue
+        truth = _FOUNDED.get(reason)
+        if truth == "reversed":
+            ok = db.transfers.by("reversal", target_id) is not None
+        elif truth is not None:
+            resolution = db.transfers.by("resolution", target_id)
+            ok = resolution is not None and resolution.kind.name == truth
+            if reason == "PENDING_TRANSFER_EXPIRED" and not ok:
+                # Past its expiry the worker may not have voided it yet when it was refused.
+                ok = target.expires_at is not None and (
+                    resolution is None or resolution.kind.name == "EXPIRE_PENDING"
+                )
+        else:
+            ok = False  # NOT_FOUND, ACCOUNT_NOT_FOUND...: the target was acknowledged
+        if not ok:
+            found.append(f"{transfer_id} refused {reason}, unfounded for {target_id}")
+    return found
+
+
 def refusals_final(world: World) -> list[str]:
     """A caller told its creation was refused never has it committed (no shared fate: nobody
     gets an error for work that was done); a declined payment is its own refusal."""
@@ -248,6 +291,7 @@ FINAL = (
     no_overdraft_at_any_entry,
     durable,
     refusals_final,
+    refusals_founded,
     paid_once,
     payments_done,
     reconciled,
@@ -263,5 +307,12 @@ def final(world: World) -> None:
     for check in FINAL:
         for problem in check(world):
             world.sim.violation(f"{check.__name__}: {problem}")
+    for account in _accounts(world):
+        world.sim.record(
+            f"final {account.id} {account.debits_posted} {account.credits_posted} "
+            f"{account.debits_pending} {account.credits_pending}"
+        )
+    for payment_id, payment in sorted(world.payments.db.payments.items()):
+        world.sim.record(f"final {payment_id} {payment.state.name} {payment.amount}")
     crashes = Counter({name: p.crashes for name, p in world.sim.processes.items() if p.crashes})
     world.sim.record(f"end crashes {sorted(crashes.items())} steps {world.sim.steps}")

@@ -217,7 +217,11 @@ class Simulation:
         return len(self._queue)
 
     def run_until(self, deadline: datetime, stop: Callable[[], bool] = lambda: False) -> None:
-        while self._queue and self._queue[0].at <= deadline and not stop():
+        count = 0
+        while self._queue and self._queue[0].at <= deadline:
+            count += 1
+            if count % 50 == 0 and stop():
+                return
             self._run(heapq.heappop(self._queue))
         self.clock.advance_to(deadline)
 
@@ -235,6 +239,7 @@ class Simulation:
             return
         self.clock.advance_to(task.at)
         self.steps += 1
+        self.record(f"run {task.process}: {task.name}")
         self._running.append(task)
         try:
             task.run()

@@ -68,7 +68,7 @@ class PubSub:
     def subscribe(self, topic: str, name: str, process: str, handler: Handler) -> Subscription:
         subscription = Subscription(name, process, handler)
         self.topics.setdefault(topic, []).append(subscription)
-        self.sim.every(0.1, f"deliver {name}", process, lambda: self.deliver(subscription))
+        self.sim.every(0.2, f"deliver {name}", process, lambda: self.deliver(subscription))
         return subscription
 
     def publish(self, topic: str, pulled: _Pulled) -> None:

@@ -56,7 +56,7 @@ DESTINATION = BankAccount("DE89370400440532013000", "Bob")
 SOURCE = BankAccount("FR7630006000011234567890189", "Carol")
 FUNDING = "acct_sim_funding"
 OPS_SOURCE, OPS_TARGET = "acct_ops_source", "acct_ops_target"
-WORKLOAD_SECONDS = 12.0
+WORKLOAD_SECONDS = 5.0
 DRAIN_SECONDS = 400.0
 
 
@@ -71,6 +71,8 @@ class Observed:
     # transfer id -> the transfer message first acknowledged (a refusal: its reason)
     transfers: dict[str, pb.Transfer] = field(default_factory=dict)
     transfer_refusals: dict[str, str] = field(default_factory=dict)
+    # transfer id -> the transfer it refers to (a post, void or reversal)
+    targets: dict[str, str] = field(default_factory=dict)
     # (account, as-of instant) -> the balance first answered
     as_of: dict[tuple[str, str], pb.Balance] = field(default_factory=dict)
     # The payouts clients meant, each tried under one payment id after another
@@ -174,7 +176,7 @@ class World:
 
         sim.every(0.5, "payments due", "payments", process_due)
         sim.every(1.0, "payments feed", "payments", follow_feed)
-        sim.every(0.2, "checks", "audit", lambda: checkers.continuous(self))
+        sim.every(0.5, "checks", "audit", lambda: checkers.continuous(self))
 
     # --- a client's call, with the network between it and the service ----------------------------
 
@@ -425,6 +427,13 @@ class World:
         self.call("payments", "review", lambda: use(self.payments.deps, target.id, "", CHECKER),
                   lambda _p: None)
 
+    def review_all(self) -> None:
+        for payment_id, payment in sorted(self.payments.db.payments.items()):
+            if payment.state is PaymentState.IN_REVIEW:
+                self.call("payments", "operator review", lambda p=payment_id: (
+                    payments_use_cases.approve_payment(self.payments.deps, p, "", CHECKER)),
+                    lambda _p: None)
+
     def reconcile_today(self) -> None:
         day = self.sim.clock.now().date()
         run_id = self.next_id("rec")
@@ -433,8 +442,12 @@ class World:
 
     # the ledger's own clients ---------------------------------------------------------------------
 
-    def _transfer_call(self, name: str, transfer_id: str, send: Callable[[], Any]) -> None:
+    def _transfer_call(
+        self, name: str, transfer_id: str, send: Callable[[], Any], target: str = ""
+    ) -> None:
         sim = self.sim
+        if target:
+            self.seen.targets[transfer_id] = target
 
         def work() -> Any:
             try:
@@ -482,16 +495,22 @@ class World:
         hold = self._acknowledged(f"tr_hold_s{self.sim.seed}_")
         if hold is None:
             return
+        self._resolve(hold)
+        if self.sim.rng.random() < 0.3:
+            # Two clients race on one hold.
+            self._resolve(hold)
+
+    def _resolve(self, hold: str) -> None:
         transfer_id = self.next_id("tr_resolve")
         if self.sim.rng.random() < 0.6:
             request: Any = pb.PostPendingTransferRequest(
                 transfer_id=transfer_id, pending_transfer_id=hold)
             self._transfer_call("post", transfer_id,
-                                lambda: self.ledger_stub.PostPendingTransfer(request))
+                                lambda: self.ledger_stub.PostPendingTransfer(request), hold)
         else:
             void = pb.VoidPendingTransferRequest(transfer_id=transfer_id, pending_transfer_id=hold)
             self._transfer_call("void", transfer_id,
-                                lambda: self.ledger_stub.VoidPendingTransfer(void))
+                                lambda: self.ledger_stub.VoidPendingTransfer(void), hold)
 
     def reverse(self) -> None:
         target = self._acknowledged(f"tr_resolve_s{self.sim.seed}_")
@@ -500,7 +519,7 @@ class World:
         transfer_id = self.next_id("tr_reverse")
         request = pb.ReverseTransferRequest(transfer_id=transfer_id, reversed_transfer_id=target)
         self._transfer_call("reverse", transfer_id,
-                            lambda: self.ledger_stub.ReverseTransfer(request))
+                            lambda: self.ledger_stub.ReverseTransfer(request), target)
 
     def read_as_of(self) -> None:
         sim = self.sim
@@ -523,6 +542,9 @@ class World:
                 raise
 
         self.call("ledger", "as-of read", work, lambda r: done(r) if r is not None else None)
+        if sim.rng.random() < 0.5:
+            # Read, then move money at once: the instant just answered must not change.
+            self.hold()
 
     def check_as_of(self, key: tuple[str, str], balance: pb.Balance) -> None:
         first = self.seen.as_of.setdefault(key, balance)
@@ -546,6 +568,8 @@ class World:
         # The clients stop; so do the faults. What remains must settle by itself.
         sim.process("client").epoch += 1
         sim.faults_enabled = False
+        # An operator reviews what waits for a reviewer (in review is resolvable, not stuck).
+        sim.every(1.0, "operator reviews", "operator", self.review_all)
         for process in sorted(sim.processes.values(), key=lambda p: p.name):
             if not process.up:
                 sim.run_until(sim.clock.now() + timedelta(seconds=3))
@@ -569,6 +593,7 @@ class World:
     def settled(self) -> bool:
         return (
             self.pubsub.drained()
+            and self.payments.db.cursors.get(rounds.FEED, 0) == self.bank.feed_length()
             and all(
                 p.state in TERMINAL or p.state is PaymentState.SETTLED
                 for p in self.payments.db.payments.values()
