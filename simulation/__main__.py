@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     _quiet()
-    seeds: Sequence[int] = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
+    seeds: Sequence[int] = (
+        [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
+    )
     failed = 0
     started = time.perf_counter()
     for count, seed in enumerate(seeds, start=1):
@@ -61,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed} event log hash {sim.digest()}", flush=True)
     elapsed = time.perf_counter() - started
     ran = len(seeds)
-    print(
-        f"{ran} seeds, {failed} failed, {elapsed:.1f} s ({1000 * elapsed / max(ran, 1):.1f} ms per seed)"
-    )
+    per_seed = 1000 * elapsed / max(ran, 1)
+    print(f"{ran} seeds, {failed} failed, {elapsed:.1f} s ({per_seed:.1f} ms per seed)")
     return 1 if failed else 0
 
 

@@ -37,8 +37,12 @@ class SimBank(MemoryBank):
         outcome = MemoryBank.submit(self, instruction)
         if new and instruction.idempotency_key in self.payments:
             sim.record(f"bank accepted {instruction.reference} {instruction.amount}")
-            sim.after(sim.rng.uniform(0.1, 20.0), "bank settles", "bank",
-                      lambda: self._decide(instruction.idempotency_key))
+            sim.after(
+                sim.rng.uniform(0.1, 20.0),
+                "bank settles",
+                "bank",
+                lambda: self._decide(instruction.idempotency_key),
+            )
         if sim.chance(sim.faults.bank_lost_answer):
             sim.record(f"bank lost answer {instruction.reference}")
             return SubmitOutcome(SubmitResult.UNKNOWN, code="ReadTimeout")
@@ -59,7 +63,7 @@ class SimBank(MemoryBank):
             raise BankUnavailable("503")
         return MemoryBank.statement(self, day)  # type: ignore[arg-type]
 
-    # --- the bank's side -----------------------------------------------------------------------
+    # --- the bank's side ---
 
     def _decide(self, key: str) -> None:
         """A submitted payment settles (most), fails, and a settled one may come back later."""
@@ -86,7 +90,7 @@ class SimBank(MemoryBank):
         for key in sorted(self.payments):
             self._decide(key)
 
-    # --- what the checkers ask ---------------------------------------------------------------
+    # --- what the checkers ask ---
 
     def feed_length(self) -> int:
         return len(self._feed)

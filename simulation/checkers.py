@@ -33,7 +33,11 @@ def zero_sum(world: World) -> list[str]:
         total = sums.setdefault(account.currency, [0, 0])
         total[0] += account.debits_posted - account.credits_posted
         total[1] += account.debits_pending - account.credits_pending
-    return [f"{ccy} does not sum to zero: {total}" for ccy, total in sorted(sums.items()) if total != [0, 0]]
+    return [
+        f"{ccy} does not sum to zero: {total}"
+        for ccy, total in sorted(sums.items())
+        if total != [0, 0]
+    ]
 
 
 def no_overdraft_now(world: World) -> list[str]:
@@ -55,8 +59,12 @@ def no_overdraft_at_any_entry(world: World) -> list[str]:
         for entry in world.ledger.db.entries.get(account.id, []):
             effect = entry.effect()
             sums = tuple(a + b for a, b in zip(sums, effect, strict=True))  # type: ignore[assignment]
-            stored = (entry.debits_posted, entry.credits_posted, entry.debits_pending,
-                      entry.credits_pending)
+            stored = (
+                entry.debits_posted,
+                entry.credits_posted,
+                entry.debits_pending,
+                entry.credits_pending,
+            )
             if stored != sums:
                 found.append(f"{account.id} entry {entry.sequence} stores {stored}, sums {sums}")
                 break
@@ -211,8 +219,10 @@ def ledger_matches_payments(world: World) -> list[str]:
             resolution is None or resolution.kind.name != "POST_PENDING"
         ):
             found.append(f"{payment_id} settled but its hold is not posted")
-        if payment.state in TERMINAL and payment.state is not PaymentState.RETURNED and (
-            resolution is None or resolution.kind.name == "POST_PENDING"
+        if (
+            payment.state in TERMINAL
+            and payment.state is not PaymentState.RETURNED
+            and (resolution is None or resolution.kind.name == "POST_PENDING")
         ):
             found.append(f"{payment_id} {payment.state.name} but its hold is not released")
     return found

@@ -131,7 +131,7 @@ class Simulation:
         self.faults_enabled = True
         self.steps = 0
 
-    # --- the event log --------------------------------------------------------------------
+    # --- the event log ---
 
     def record(self, line: str) -> None:
         text = f"{self.clock.now().isoformat()} {line}"
@@ -146,13 +146,13 @@ class Simulation:
         self.record(f"VIOLATION {what}")
         self.violations.append(what)
 
-    # --- chance ------------------------------------------------------------------------------
+    # --- chance ---
 
     def chance(self, probability: float) -> bool:
         """True with ``probability``, while faults are on (the final drain runs without)."""
         return self.faults_enabled and probability > 0 and self.rng.random() < probability
 
-    # --- processes ------------------------------------------------------------------------------
+    # --- processes ---
 
     def process(self, name: str) -> Process:
         return self.processes.setdefault(name, Process(name))
@@ -180,7 +180,7 @@ class Simulation:
         if self.chance(self.faults.crash_at_commit):
             raise ProcessCrash(name)
 
-    # --- scheduling -------------------------------------------------------------------------------
+    # --- scheduling ---
 
     def after(self, seconds: float, name: str, process: str, run: Callable[[], None]) -> None:
         """Run ``run`` as ``process`` ``seconds`` from now (rounded to the millisecond)."""
@@ -189,7 +189,9 @@ class Simulation:
         self._order += 1
         # Same-instant tasks run in a seeded order, not in the order they were scheduled.
         order = self.rng.randrange(1 << 30) if self.faults.interleave else self._order
-        heapq.heappush(self._queue, _Task(at, order * 1_000_000 + self._order, name, process, epoch, run))
+        heapq.heappush(
+            self._queue, _Task(at, order * 1_000_000 + self._order, name, process, epoch, run)
+        )
 
     def every(
         self, period: float, name: str, process: str, run: Callable[[], None], jitter: float = 0.5
@@ -203,8 +205,12 @@ class Simulation:
                 run()
             finally:
                 if self.process(process).epoch == epoch:
-                    self.after(period * self.rng.uniform(1 - jitter, 1 + jitter), name, process,
-                               lambda: loop(epoch))
+                    self.after(
+                        period * self.rng.uniform(1 - jitter, 1 + jitter),
+                        name,
+                        process,
+                        lambda: loop(epoch),
+                    )
 
         def start() -> None:
             epoch = self.process(process).epoch

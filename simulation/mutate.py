@@ -40,11 +40,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         patch = MUTATIONS / f"{args.name}.patch"
         subprocess.run(["git", "apply", str(patch)], cwd=copy, check=True)
-        sources = [copy / "libs" / "chassis" / "src"] + sorted(copy.glob("services/*/src"))
+        sources = [copy / "libs" / "chassis" / "src", *sorted(copy.glob("services/*/src"))]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(copy), *map(str, sources)])}
         result = subprocess.run(
-            [sys.executable, "-m", "simulation", "--until-failure", "--seeds", str(args.seeds),
-             "--first", str(args.first)],
+            [
+                sys.executable,
+                "-m",
+                "simulation",
+                "--until-failure",
+                "--seeds",
+                str(args.seeds),
+                "--first",
+                str(args.first),
+            ],
             cwd=copy,
             env=env,
             check=False,

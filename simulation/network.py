@@ -16,6 +16,7 @@ UNAVAILABLE for the caller.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from chassis.kernel.errors import DomainError
 from simulation.core import ProcessCrash, Simulation
 
 
-class SimRpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+class SimRpcError(grpc.RpcError, grpc.Call):
     """A failed call as a client adapter sees it: code, details and trailers."""
 
     def __init__(self, status: grpc.Status | None, code: grpc.StatusCode, details: str) -> None:
@@ -50,8 +51,8 @@ class SimRpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
     def is_active(self) -> bool:
         return False
 
-    def time_remaining(self) -> float | None:
-        return None
+    def time_remaining(self) -> float:
+        return 0.0
 
     def cancel(self) -> bool:
         return False
@@ -133,7 +134,8 @@ class SimChannel:
         response_deserializer: Callable[[bytes], Any] | None = None,
         **_: Any,
     ) -> Callable[..., Any]:
-        assert request_serializer is not None and response_deserializer is not None
+        assert request_serializer is not None
+        assert response_deserializer is not None
 
         def call(request: Any, timeout: float | None = None, **__: Any) -> Any:
             return response_deserializer(self._deliver(method, request_serializer(request)))
@@ -156,8 +158,12 @@ class SimChannel:
             sim.interleave()
         if sim.chance(faults.network_duplicate):
             sim.record(f"net duplicate {self.caller}->{self.server.process} {name}")
-            sim.after(sim.rng.uniform(0, 1.0), f"dup {name}", self.server.process,
-                      lambda: self._late_copy(method, data))
+            sim.after(
+                sim.rng.uniform(0, 1.0),
+                f"dup {name}",
+                self.server.process,
+                lambda: self._late_copy(method, data),
+            )
         reply = self.server.handle(method, data)
         if sim.chance(faults.network_lost_reply):
             sim.record(f"net lost reply {self.caller}->{self.server.process} {name}")
@@ -165,10 +171,8 @@ class SimChannel:
         return reply
 
     def _late_copy(self, method: str, data: bytes) -> None:
-        try:
+        with contextlib.suppress(SimRpcError):
             self.server.handle(method, data)
-        except SimRpcError:
-            pass
 
     def close(self) -> None:
         pass

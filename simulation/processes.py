@@ -69,7 +69,7 @@ def _hooked(sim: Simulation, process: str, database: MemoryDatabase) -> None:
     database.end = hooked_end  # type: ignore[method-assign]
 
 
-# --- the ledger ----------------------------------------------------------------------------------
+# --- the ledger ---
 
 
 class SimBatcher:
@@ -115,7 +115,7 @@ class LedgerProcess:
             self.sim.record(f"ledger expired {expired} holds")
 
 
-# --- identity -------------------------------------------------------------------------------------
+# --- identity ---
 
 
 class IdentityProcess:
@@ -137,7 +137,7 @@ class IdentityProcess:
         identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, cast(Any, self.server))
 
 
-# --- payments --------------------------------------------------------------------------------------
+# --- payments ---
 
 
 class PaymentsDatabase(payments_memory.MemoryDatabase):

@@ -150,7 +150,7 @@ class Relay:
         if not rows:
             return
         for row in rows:
-            raw = to_pubsub_message(row, self.source)
+            raw: Any = to_pubsub_message(row, self.source)
             self.pubsub.publish(
                 self.topic,
                 _Pulled(

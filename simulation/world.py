@@ -41,6 +41,7 @@ from payments.service_layer import rounds
 from payments.service_layer import use_cases as payments_use_cases
 from payments.service_layer.creation import Creation, create_payments
 from payments.service_layer.ports import IdentityUnavailable, LedgerUnavailable
+from payments.service_layer.use_cases import Deps
 
 from simulation import checkers
 from simulation.bank import SimBank
@@ -94,16 +95,15 @@ class World:
         self._wire_events()
         self._wire_workers()
         # The clients' own channel to the ledger (single-transfer calls, reads).
-        self.ledger_stub = ledger_pb2_grpc.LedgerServiceStub(
-            SimChannel(sim, "client", self.ledger.server)  # type: ignore[arg-type]
-        )
-        self.funder = GrpcLedger(SimChannel(sim, "client", self.ledger.server))  # type: ignore[arg-type]
+        channel: Any = SimChannel(sim, "client", self.ledger.server)
+        self.ledger_stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        self.funder = GrpcLedger(channel)
 
     def next_id(self, prefix: str) -> str:
         self._ids += 1
         return f"{prefix}_s{self.sim.seed}_{self._ids}"
 
-    # --- wiring ---------------------------------------------------------------------------
+    # --- wiring ---
 
     def _wire_events(self) -> None:
         sim, pubsub = self.sim, self.pubsub
@@ -118,12 +118,39 @@ class World:
         def set_payments(n: int) -> None:
             payments.db.relay_mark = n
 
-        Relay(sim, pubsub, "ledger", "//astra.ledger", lambda: ledger.db.events, ledger_message,
-              lambda: ledger.relay_mark, set_ledger, "ledger")
-        Relay(sim, pubsub, "identity", "//astra.identity", lambda: identity.db.events,
-              identity_message, lambda: identity.relay_mark, set_identity, "identity")
-        Relay(sim, pubsub, "payments", "//astra.payments", lambda: payments.db.outbox,
-              payments_message, lambda: payments.db.relay_mark, set_payments, "payments")
+        Relay(
+            sim,
+            pubsub,
+            "ledger",
+            "//astra.ledger",
+            lambda: ledger.db.events,
+            ledger_message,
+            lambda: ledger.relay_mark,
+            set_ledger,
+            "ledger",
+        )
+        Relay(
+            sim,
+            pubsub,
+            "identity",
+            "//astra.identity",
+            lambda: identity.db.events,
+            identity_message,
+            lambda: identity.relay_mark,
+            set_identity,
+            "identity",
+        )
+        Relay(
+            sim,
+            pubsub,
+            "payments",
+            "//astra.payments",
+            lambda: payments.db.outbox,
+            payments_message,
+            lambda: payments.db.relay_mark,
+            set_payments,
+            "payments",
+        )
 
         # Payments' real KYC handlers; the "connection" they pass on is the event's id, which
         # the unit of work commits as its inbox row in the same transaction as the effect.
@@ -235,7 +262,7 @@ class World:
 
         sim.after(0, name, "client", lambda: attempt(tries))
 
-    # --- the workload ----------------------------------------------------------------------------
+    # --- the workload ---
 
     def setup(self) -> None:
         sim = self.sim
@@ -247,8 +274,12 @@ class World:
             AccountSpec(OPS_SOURCE, CCY, debit_normal=False, no_overdraft=True),
             AccountSpec(OPS_TARGET, CCY, debit_normal=False),
         ]
-        self.call("ledger", "open house accounts", lambda: self.funder.ensure_accounts(specs),
-                  lambda _r: None)
+        self.call(
+            "ledger",
+            "open house accounts",
+            lambda: self.funder.ensure_accounts(specs),
+            lambda _r: None,
+        )
         self.fund(OPS_SOURCE, 50_000, 0.5)
 
     def fund(self, account_id: str, amount: int, delay: float) -> None:
@@ -265,8 +296,12 @@ class World:
             (result,) = results
             self.sim.record(f"funded {account_id} {amount} ok={result.ok} {result.reason}")
 
-        self.sim.after(delay, "fund", "client", lambda: self.call(
-            "ledger", "fund", lambda: self.funder.apply([operation]), done))
+        self.sim.after(
+            delay,
+            "fund",
+            "client",
+            lambda: self.call("ledger", "fund", lambda: self.funder.apply([operation]), done),
+        )
 
     def new_customer(self) -> None:
         sim = self.sim
@@ -277,24 +312,44 @@ class World:
         approve = sim.rng.random() < 0.85
 
         def created(_view: Any) -> None:
-            self.call("identity", "submit kyc", lambda: identity_use_cases.submit_kyc(
-                deps, self.next_id("kyc"), customer_id, "sim"), submitted)
+            self.call(
+                "identity",
+                "submit kyc",
+                lambda: identity_use_cases.submit_kyc(
+                    deps, self.next_id("kyc"), customer_id, "sim"
+                ),
+                submitted,
+            )
 
         def submitted(_view: Any) -> None:
             decision = KycDecision.APPROVE if approve else KycDecision.REJECT
             request_id = self.next_id("kyc")
-            self.call("identity", "review kyc", lambda: identity_use_cases.review_kyc(
-                deps, request_id, customer_id, decision, "" if approve else "documents", "sim"),
-                lambda _v: None)
+            self.call(
+                "identity",
+                "review kyc",
+                lambda: identity_use_cases.review_kyc(
+                    deps, request_id, customer_id, decision, "" if approve else "documents", "sim"
+                ),
+                lambda _v: None,
+            )
 
-        self.call("identity", "create customer",
-                  lambda: identity_use_cases.create_customer(deps, spec), created)
+        self.call(
+            "identity",
+            "create customer",
+            lambda: identity_use_cases.create_customer(deps, spec),
+            created,
+        )
         # Its ledger account, with some money on it (as if collected earlier).
         account = customer_account_id(customer_id, CCY)
-        opened = AccountSpec(account, CCY, debit_normal=False, no_overdraft=True,
-                             customer_id=customer_id)
-        self.call("ledger", "open customer account",
-                  lambda: self.funder.ensure_accounts([opened]), lambda _r: None)
+        opened = AccountSpec(
+            account, CCY, debit_normal=False, no_overdraft=True, customer_id=customer_id
+        )
+        self.call(
+            "ledger",
+            "open customer account",
+            lambda: self.funder.ensure_accounts([opened]),
+            lambda _r: None,
+        )
         self.fund(account, sim.rng.choice([20_000, 60_000, 100_000]), 0.3)
 
     def step(self) -> None:
@@ -352,7 +407,9 @@ class World:
         self.create([self._request(PaymentKind.COLLECTION, customer, 25_000)])
 
     def create(self, requests: list[PaymentRequest]) -> None:
-        deps = lambda: self.payments.deps  # noqa: E731 - rebuilt when payments restarts
+        def deps() -> Deps:
+            return self.payments.deps  # rebuilt when payments restarts
+
         for request in requests:
             payments_use_cases.check_creation(deps(), request, "destination", MAKER)
             self.seen.intents[request.payment_id] = [request.payment_id]
@@ -376,7 +433,10 @@ class World:
         if isinstance(outcome, Payment):
             first = self.seen.payments.setdefault(payment_id, outcome)
             if (first.id, first.kind, first.amount, first.customer_id) != (
-                outcome.id, outcome.kind, outcome.amount, outcome.customer_id
+                outcome.id,
+                outcome.kind,
+                outcome.amount,
+                outcome.customer_id,
             ):
                 sim.violation(f"replay of {payment_id} differs: {first} / {outcome}")
             sim.record(f"payment {payment_id} {outcome.state.name}")
@@ -412,33 +472,58 @@ class World:
         )
 
     def cancel(self) -> None:
-        target = self._some_payment(PaymentState.CREATED, PaymentState.IN_REVIEW,
-                                    PaymentState.FUNDS_HELD, PaymentState.SUBMITTED)
+        target = self._some_payment(
+            PaymentState.CREATED,
+            PaymentState.IN_REVIEW,
+            PaymentState.FUNDS_HELD,
+            PaymentState.SUBMITTED,
+        )
         if target is not None:
-            self.call("payments", "cancel", lambda: payments_use_cases.cancel_payment(
-                self.payments.deps, target.id, "", MAKER), lambda _p: None)
+            self.call(
+                "payments",
+                "cancel",
+                lambda: payments_use_cases.cancel_payment(self.payments.deps, target.id, "", MAKER),
+                lambda _p: None,
+            )
 
     def review(self) -> None:
         target = self._some_payment(PaymentState.IN_REVIEW)
         if target is None:
             return
-        use = (payments_use_cases.approve_payment if self.sim.rng.random() < 0.7
-               else payments_use_cases.reject_payment)
-        self.call("payments", "review", lambda: use(self.payments.deps, target.id, "", CHECKER),
-                  lambda _p: None)
+        use = (
+            payments_use_cases.approve_payment
+            if self.sim.rng.random() < 0.7
+            else payments_use_cases.reject_payment
+        )
+        self.call(
+            "payments",
+            "review",
+            lambda: use(self.payments.deps, target.id, "", CHECKER),
+            lambda _p: None,
+        )
 
     def review_all(self) -> None:
         for payment_id, payment in sorted(self.payments.db.payments.items()):
             if payment.state is PaymentState.IN_REVIEW:
-                self.call("payments", "operator review", lambda p=payment_id: (
-                    payments_use_cases.approve_payment(self.payments.deps, p, "", CHECKER)),
-                    lambda _p: None)
+                self._approve(payment_id)
+
+    def _approve(self, payment_id: str) -> None:
+        def work() -> Payment:
+            return payments_use_cases.approve_payment(self.payments.deps, payment_id, "", CHECKER)
+
+        self.call("payments", "operator review", work, lambda _p: None)
 
     def reconcile_today(self) -> None:
         day = self.sim.clock.now().date()
         run_id = self.next_id("rec")
-        self.call("payments", "reconcile", lambda: payments_use_cases.run_reconciliation(
-            self.payments.deps, run_id, day.isoformat()), lambda _r: None)
+        self.call(
+            "payments",
+            "reconcile",
+            lambda: payments_use_cases.run_reconciliation(
+                self.payments.deps, run_id, day.isoformat()
+            ),
+            lambda _r: None,
+        )
 
     # the ledger's own clients ---------------------------------------------------------------------
 
@@ -453,8 +538,11 @@ class World:
             try:
                 return send()
             except SimRpcError as error:
-                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                    grpc.StatusCode.INTERNAL):
+                if error.code() in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.INTERNAL,
+                ):
                     raise
                 from chassis.grpc.status import reason_of
 
@@ -481,11 +569,19 @@ class World:
         transfer_id = self.next_id("tr_hold")
         spec = pb.TransferSpec(id=transfer_id)
         amount = sim.rng.choice([1_000, 5_000, 20_000])
-        for account, direction in ((OPS_SOURCE, pb.DIRECTION_DEBIT), (OPS_TARGET, pb.DIRECTION_CREDIT)):
-            spec.pending.legs.add(account_id=account, direction=direction, amount=amount, currency=CCY)
+        for account, direction in (
+            (OPS_SOURCE, pb.DIRECTION_DEBIT),
+            (OPS_TARGET, pb.DIRECTION_CREDIT),
+        ):
+            spec.pending.legs.add(
+                account_id=account, direction=direction, amount=amount, currency=CCY
+            )
         spec.pending.timeout.FromMilliseconds(sim.rng.choice([300, 1_000, 4_000]))
-        self._transfer_call("hold", transfer_id, lambda: self.ledger_stub.CreateTransfer(
-            pb.CreateTransferRequest(transfer=spec)))
+        self._transfer_call(
+            "hold",
+            transfer_id,
+            lambda: self.ledger_stub.CreateTransfer(pb.CreateTransferRequest(transfer=spec)),
+        )
 
     def _acknowledged(self, prefix: str) -> str | None:
         ids = sorted(t for t in self.seen.transfers if t.startswith(prefix))
@@ -504,13 +600,16 @@ class World:
         transfer_id = self.next_id("tr_resolve")
         if self.sim.rng.random() < 0.6:
             request: Any = pb.PostPendingTransferRequest(
-                transfer_id=transfer_id, pending_transfer_id=hold)
-            self._transfer_call("post", transfer_id,
-                                lambda: self.ledger_stub.PostPendingTransfer(request), hold)
+                transfer_id=transfer_id, pending_transfer_id=hold
+            )
+            self._transfer_call(
+                "post", transfer_id, lambda: self.ledger_stub.PostPendingTransfer(request), hold
+            )
         else:
             void = pb.VoidPendingTransferRequest(transfer_id=transfer_id, pending_transfer_id=hold)
-            self._transfer_call("void", transfer_id,
-                                lambda: self.ledger_stub.VoidPendingTransfer(void), hold)
+            self._transfer_call(
+                "void", transfer_id, lambda: self.ledger_stub.VoidPendingTransfer(void), hold
+            )
 
     def reverse(self) -> None:
         target = self._acknowledged(f"tr_resolve_s{self.sim.seed}_")
@@ -518,8 +617,9 @@ class World:
             return
         transfer_id = self.next_id("tr_reverse")
         request = pb.ReverseTransferRequest(transfer_id=transfer_id, reversed_transfer_id=target)
-        self._transfer_call("reverse", transfer_id,
-                            lambda: self.ledger_stub.ReverseTransfer(request), target)
+        self._transfer_call(
+            "reverse", transfer_id, lambda: self.ledger_stub.ReverseTransfer(request), target
+        )
 
     def read_as_of(self) -> None:
         sim = self.sim
@@ -554,7 +654,7 @@ class World:
                 f"{first.posted}/{first.pending} -> {balance.posted}/{balance.pending}"
             )
 
-    # --- the run -----------------------------------------------------------------------------------
+    # --- the run ---
 
     def run(self) -> None:
         sim = self.sim

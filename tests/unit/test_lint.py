@@ -34,5 +34,6 @@ def test_mypy_strict_is_clean() -> None:
         "scripts",
         "tests",
         "bench",
+        "simulation",
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr
