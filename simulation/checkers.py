@@ -167,10 +167,18 @@ def paid_once(world: World) -> list[str]:
         if count > 1
     ]
     bank = world.bank.payments
+    ours = world.payments.db.payments
+    for key, paid in sorted(bank.items()):
+        payment = ours.get(paid.instruction.reference)
+        if payment is None or (payment.amount, payment.outgoing) != (
+            paid.instruction.amount,
+            paid.instruction.outgoing,
+        ):
+            found.append(f"bank payment {key} is no payment of ours as it was asked")
     for intent, tried in sorted(world.seen.intents.items()):
-        paid = [i for i in tried if i in bank and bank[i].status.name in ("SETTLED", "RETURNED")]
-        if len(paid) > 1:
-            found.append(f"payout {intent} was paid {len(paid)} times: {paid}")
+        settled = [i for i in tried if i in bank and bank[i].status.name in ("SETTLED", "RETURNED")]
+        if len(settled) > 1:
+            found.append(f"payout {intent} was paid {len(settled)} times: {settled}")
     return found
 
 

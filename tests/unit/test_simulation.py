@@ -146,6 +146,12 @@ def test_paid_twice_fires(world: World) -> None:
     assert checkers.paid_once(world)
 
 
+def test_a_bank_payment_of_another_amount_fires(world: World) -> None:
+    paid = world.bank.payments[sorted(world.bank.payments)[0]]
+    paid.instruction = dataclasses.replace(paid.instruction, amount=paid.instruction.amount + 1)
+    assert checkers.paid_once(world)
+
+
 def test_a_payment_left_unfinished_fires(world: World) -> None:
     payment = sorted(world.payments.db.payments.values(), key=lambda p: p.id)[0]
     payment.state = PaymentState.SUBMITTED
@@ -225,3 +231,30 @@ def test_shared_fate_in_group_creation_is_caught() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "refused to its caller" in result.stdout
     assert "mutation shared_fate_in_group_creation: caught" in result.stdout
+
+
+# --- what the code under test reads of time and chance comes from the run ----------------------
+
+
+def test_the_ledger_fake_stamps_its_journal_with_the_clock_it_is_given() -> None:
+    from ledger.adapters.memory import MemoryLedgerDatabase
+    from ledger.domain.model import AccountSpec, NormalSide
+    from ledger.service_layer import use_cases as ledger_use_cases
+
+    from simulation.core import START, SimClock
+
+    clock = SimClock()
+    database = MemoryLedgerDatabase(clock)
+    spec = AccountSpec("acct_clocked", "EUR", NormalSide.DEBIT)
+    ledger_use_cases.open_account(database.uow, clock, spec)
+    assert [row.recorded_at for row in database.journal] == [START]
+
+
+def test_payments_backoff_jitter_is_drawn_from_the_policy() -> None:
+    import random
+
+    from payments.domain.progress import backoff
+
+    draws = [backoff(3, 60.0, random.Random(9)) for _ in range(2)]
+    assert draws[0] == draws[1]
+    assert backoff(3, 60.0, random.Random(9)) != backoff(3, 60.0, random.Random(10))
