@@ -183,6 +183,26 @@ def test_an_event_applied_twice_fires(world: World) -> None:
     assert checkers.events(world)
 
 
+def test_a_stale_kyc_projection_fires(world: World) -> None:
+    customer_id, kyc = sorted(world.payments.db.customers.items())[0]
+    world.payments.db.customers[customer_id] = dataclasses.replace(
+        kyc, kyc_version=kyc.kyc_version - 1
+    )
+    assert checkers.kyc_projection(world)
+
+
+def test_an_acknowledged_payment_that_is_gone_fires(world: World) -> None:
+    del world.payments.db.payments[sorted(world.seen.payments)[0]]
+    assert checkers.durable(world)
+
+
+def test_the_continuous_check_fires_during_a_run(world: World) -> None:
+    world.ledger.db.accounts._rows["acct_ops_source"].debits_posted += 10**9
+    checkers.continuous(world)
+    assert any("does not sum to zero" in v for v in world.sim.violations)
+    assert any("overdrawn" in v for v in world.sim.violations)
+
+
 def test_a_broken_journal_fires(world: World) -> None:
     row = world.ledger.db.journal[3]
     world.ledger.db.journal[3] = dataclasses.replace(row, body=row.body + b" ")
