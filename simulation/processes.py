@@ -40,7 +40,7 @@ from payments.domain.policy import Policy
 from payments.service_layer.use_cases import Deps
 
 from simulation.bank import SimBank
-from simulation.core import ProcessCrash, Simulation
+from simulation.core import Simulation
 from simulation.network import SimChannel, SimServer
 
 
@@ -219,15 +219,3 @@ class PaymentsProcess:
     def _restart(self) -> None:
         # Nothing held in memory survives: the adapters' caches (opened accounts) start empty.
         self.deps = self._wire()
-
-
-def crash_guard(sim: Simulation, process: str, run: Callable[[], None]) -> Callable[[], None]:
-    """``run`` as a task of ``process``: its own crash kills it (and nothing else)."""
-
-    def guarded() -> None:
-        try:
-            run()
-        except ProcessCrash as crash:
-            sim.crash(crash.process)
-
-    return guarded

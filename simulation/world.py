@@ -47,7 +47,7 @@ from simulation import checkers
 from simulation.bank import SimBank
 from simulation.core import START, Faults, ProcessCrash, Simulation
 from simulation.network import SimChannel, SimRpcError
-from simulation.processes import IdentityProcess, LedgerProcess, PaymentsProcess, crash_guard
+from simulation.processes import IdentityProcess, LedgerProcess, PaymentsProcess
 from simulation.pubsub import PubSub, Relay
 
 CCY = "EUR"
@@ -725,7 +725,3 @@ def run_seed(seed: int, faults: Faults | None = None) -> World:
     world.sim.record(f"seed {seed} faults {world.sim.faults}")
     world.run()
     return world
-
-
-def wrap(process: str, world: World, run: Callable[[], None]) -> Callable[[], None]:
-    return crash_guard(world.sim, process, run)
