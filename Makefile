@@ -14,12 +14,13 @@ export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test test-unit test-integration test-e2e lint fmt protos bench events clean
+.PHONY: help venv run test test-unit test-integration test-e2e lint fmt protos bench simulate events clean
 
 help:
 	@echo "make run     start the whole suite on embedded defaults"
 	@echo "make test    run every test (unit, integration on PostgreSQL + Pub/Sub emulator, e2e)"
 	@echo "make bench   run the benchmarks and write the report"
+	@echo "make simulate SEEDS=N [FIRST=S] | SEED=S   the deterministic simulation (SIMULATION.md)"
 	@echo "make lint    ruff, mypy, buf lint"
 	@echo "make protos  regenerate libs/contracts from protos/"
 
@@ -51,7 +52,7 @@ test-e2e: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/chassis/src libs/screening/src libs/testkit/src services/*/src scripts tests bench
+	$(VENV)/bin/mypy libs/chassis/src libs/screening/src libs/testkit/src services/*/src scripts tests bench simulation
 	cd protos && ../$(VENV)/bin/buf lint
 
 fmt: venv
@@ -63,6 +64,13 @@ protos: venv
 
 bench: venv
 	$(PY) -m bench.run
+
+# The deterministic simulation (SIMULATION.md): SEEDS seeds from FIRST; SEED=S replays one
+# seed with its trace (the command a failing seed prints).
+SEEDS ?= 100
+FIRST ?= 1
+simulate: venv
+	$(PY) -m simulation $(if $(SEED),--seed $(SEED) --trace,--seeds $(SEEDS) --first $(FIRST))
 
 # Tail a context's events as JSON lines: make events [ARGS="payments --count 5"].
 # Defaults to the ledger's topic on the local emulator that `make run` starts

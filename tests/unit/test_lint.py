@@ -29,10 +29,12 @@ def test_mypy_strict_is_clean() -> None:
     result = run(
         str(BIN / "mypy"),
         "libs/chassis/src",
+        "libs/screening/src",
         "libs/testkit/src",
         *sources,
         "scripts",
         "tests",
         "bench",
+        "simulation",
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr

@@ -18,9 +18,10 @@ import bisect
 import copy
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from chassis.kernel.clock import Clock, SystemClock
 from chassis.kernel.errors import RetryTransaction
 from chassis.kernel.memory import MemoryDatabase, MemoryTable, MemoryUnitOfWork
 from chassis.kernel.uow import TracksAggregates
@@ -57,8 +58,10 @@ class MemoryLedgerDatabase(MemoryDatabase):
     """What the ledger's tables hold. Records are stored as written; reads derive how a record
     was resolved or reversed from the records that did it (unique, as the SQL indexes are)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         super().__init__()
+        # Stamps the journal's rows (a simulation gives its own clock: no wall time in a run).
+        self.clock: Clock = clock or SystemClock()
         self.accounts: MemoryTable[str, Account] = MemoryTable(self, copy=_stored_account)
         # Records and entries are never changed once written: shallow copies suffice.
         self.transfers: MemoryTable[str, TransferRecord] = MemoryTable(
@@ -185,7 +188,7 @@ class MemoryLedgerRepository(TracksAggregates):
         if not bodies:
             return
         journal = self._db.journal
-        rows = appended(self.journal_head(), [(kind, b) for b in bodies], datetime.now(UTC))
+        rows = appended(self.journal_head(), [(kind, b) for b in bodies], self._db.clock.now())
         length = len(journal)
         journal.extend(rows)
         self._db.changed(_truncate(journal, length))

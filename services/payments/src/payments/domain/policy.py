@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -32,6 +33,8 @@ class Policy:
     stuck_after: int = 10
     # The sanctions list new payments are screened against; None: screening is off.
     sanctions: Screener | None = None
+    # Draws the jitter of retry backoffs (a simulation seeds its own: one seed, one run).
+    jitter: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def fee_for(self, request: PaymentRequest) -> int:
         """The fee a request pays: payouts only."""

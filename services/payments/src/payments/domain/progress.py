@@ -44,10 +44,11 @@ class Anomaly:
 # --- when to look again ------------------------------------------------------------------------
 
 
-def backoff(retries: int, cap: float) -> timedelta:
+def backoff(retries: int, cap: float, jitter: random.Random | None = None) -> timedelta:
     """Full-jitter exponential wait before trying an unfinished action again."""
     ceiling = min(cap, 0.25 * 2 ** min(retries, 20))
-    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter
+    draw = jitter.uniform if jitter is not None else random.uniform
+    return timedelta(seconds=draw(ceiling / 2, ceiling))
 
 
 def schedule(payment: Payment, now: datetime, policy: Policy) -> Anomaly | None:
@@ -63,7 +64,9 @@ def schedule(payment: Payment, now: datetime, policy: Policy) -> Anomaly | None:
     elif action is Action.POLL:
         payment.next_action_at = now + policy.status_poll
     elif payment.retries:
-        payment.next_action_at = now + backoff(payment.retries, policy.retry_max_seconds)
+        payment.next_action_at = now + backoff(
+            payment.retries, policy.retry_max_seconds, policy.jitter
+        )
         if payment.retries == policy.stuck_after:
             return Anomaly(
                 "payment cannot progress",
