@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rapidfuzz import fuzz
 
@@ -71,6 +72,34 @@ class Match:
     score: int
     # None when either side names no country.
     country_matched: bool | None = None
+
+
+def match_record(match: Match | None) -> dict[str, object] | None:
+    """A match as JSON-ready data, as the services store it with a screening."""
+    if match is None:
+        return None
+    return {
+        "entry_uid": match.entry_uid,
+        "entry_name": match.entry_name,
+        "matched_name": match.matched_name,
+        "programs": list(match.programs),
+        "score": match.score,
+        "country_matched": match.country_matched,
+    }
+
+
+def match_from_record(found: Mapping[str, Any] | None) -> Match | None:
+    """The inverse of ``match_record``."""
+    if found is None:
+        return None
+    return Match(
+        found["entry_uid"],
+        found["entry_name"],
+        found["matched_name"],
+        tuple(found["programs"]),
+        found["score"],
+        found["country_matched"],
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from chassis.kernel.audit import flat, requester_from
 from chassis.kernel.clock import utc
-from screening.matcher import Match, Outcome
+from screening.matcher import Outcome, match_from_record, match_record
 from sqlalchemy import DateTime, Enum, Text
 from sqlalchemy.types import TypeDecorator
 
@@ -78,16 +78,7 @@ class ScreeningColumn(TypeDecorator[CustomerScreening]):
                 "list_version": screening.list_version,
                 "score": screening.score,
                 "screened_at": screening.screened_at.isoformat(),
-                "match": None
-                if match is None
-                else {
-                    "entry_uid": match.entry_uid,
-                    "entry_name": match.entry_name,
-                    "matched_name": match.matched_name,
-                    "programs": list(match.programs),
-                    "score": match.score,
-                    "country_matched": match.country_matched,
-                },
+                "match": match_record(match),
                 "decision": screening.decision.value if screening.decision else None,
                 "decided_by": [client, customer, request_id],
                 "decision_reason": screening.decision_reason,
@@ -105,16 +96,7 @@ class ScreeningColumn(TypeDecorator[CustomerScreening]):
             list_version=data["list_version"],
             score=data["score"],
             screened_at=utc(datetime.fromisoformat(data["screened_at"])),
-            match=None
-            if found is None
-            else Match(
-                found["entry_uid"],
-                found["entry_name"],
-                found["matched_name"],
-                tuple(found["programs"]),
-                found["score"],
-                found["country_matched"],
-            ),
+            match=match_from_record(found),
             decision=Decision(data["decision"]) if data["decision"] else None,
             decided_by=requester_from(*data["decided_by"]),
             decision_reason=data["decision_reason"],

@@ -19,7 +19,7 @@ from chassis.kernel.audit import Requester, flat, requester_from
 from chassis.kernel.clock import utc
 from chassis.kernel.uow import TracksAggregates
 from chassis.pii import Envelope, associated_data
-from screening.matcher import Match, Outcome
+from screening.matcher import Outcome, match_from_record, match_record
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -227,16 +227,7 @@ def screening_to_json(screening: SanctionsScreening | None) -> str | None:
             "list_version": screening.list_version,
             "score": screening.score,
             "screened_at": screening.screened_at.isoformat(),
-            "match": None
-            if match is None
-            else {
-                "entry_uid": match.entry_uid,
-                "entry_name": match.entry_name,
-                "matched_name": match.matched_name,
-                "programs": list(match.programs),
-                "score": match.score,
-                "country_matched": match.country_matched,
-            },
+            "match": match_record(match),
         }
     )
 
@@ -251,16 +242,7 @@ def screening_from_json(text: str | None) -> SanctionsScreening | None:
         data["list_version"],
         data["score"],
         utc(datetime.fromisoformat(data["screened_at"])),
-        None
-        if found is None
-        else Match(
-            found["entry_uid"],
-            found["entry_name"],
-            found["matched_name"],
-            tuple(found["programs"]),
-            found["score"],
-            found["country_matched"],
-        ),
+        match_from_record(found),
     )
 
 
