@@ -136,6 +136,9 @@ def test_a_clean_payout_is_recorded_clear_and_a_bad_country_is_refused(screened:
     assert clean.review_reason == ""
     unnamed = payout_to(screened, customer, "")
     assert unnamed.sanctions_screening.outcome == pb.SANCTIONS_SCREENING_OUTCOME_NOT_SCREENED
+    # A payee named nowhere is no way around the list: an analyst looks at it first.
+    waiting = screened.wait_for(unnamed.id, HELD)
+    assert waiting.review_reason == "SANCTIONS_NOT_SCREENED"
     for country in ("gb", "GBR", "ZZ", "\x00\x00"):
         error = rpc_error(lambda c=country: payout_to(screened, customer, "Ada", c))  # type: ignore[misc]
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT

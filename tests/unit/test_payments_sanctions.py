@@ -288,3 +288,21 @@ def test_no_approval_pays_for_a_customer_identity_no_longer_verifies() -> None:
     approved = use_cases.approve_payment(service.deps, "pay_held", "customer cleared", REVIEWER)
     assert approved.state is S.FUNDS_HELD
     assert listed.sanctions is not None
+
+
+def test_a_payee_without_a_name_waits_for_an_analyst_and_a_new_version_holds_one_too() -> None:
+    service = screened_service(screener(LISTED))
+    unnamed = with_holder(service, "pay_unnamed", "", PaymentKind.PAYOUT)
+    assert unnamed.sanctions is not None
+    assert unnamed.review_reason == "SANCTIONS_NOT_SCREENED"
+    service.drive(lambda: service.get("pay_unnamed").state is S.IN_REVIEW, "pay_unnamed held")
+    # Made while screening was off, then a list is loaded: held the same way.
+    off = screened_service(None)
+    before = with_holder(off, "pay_before", "", PaymentKind.PAYOUT)
+    assert before.state is S.FUNDS_HELD
+    assert before.sanctions is None
+    loaded = off.get("pay_before")
+    assert rescreen(loaded, screener(LISTED), NOW)
+    assert (loaded.state, loaded.review_reason) == (S.IN_REVIEW, "SANCTIONS_NOT_SCREENED")
+    # The same version again changes nothing.
+    assert not rescreen(loaded, screener(LISTED), NOW)

@@ -5,8 +5,9 @@ is screened when the request arrives, before it joins a group (``screen_request`
 no lock waits for it), against the list the process loaded (``screening.Screener``),
 and recorded when the payment is decided (``apply_screening``). A hit holds the
 payment for review (review reason ``SANCTIONS_MATCH``): an outgoing one once its
-funds are held, a collection at once. The screening, hit or clear, is recorded with the
-payment with the list's version; an analyst approves or rejects it
+funds are held, a collection at once; so does a counterparty without a holder name,
+which cannot be screened (``SANCTIONS_NOT_SCREENED``). The screening, hit or clear,
+is recorded with the payment with the list's version; an analyst approves or rejects it
 (ApprovePayment / RejectPayment, recorded as ``reviewed_by`` and ``review_note``).
 
 A new list version re-screens the payments not yet given to the bank
@@ -28,6 +29,9 @@ from payments.domain.model import BankAccount, Payment, PaymentRequest
 from payments.domain.states import PaymentKind, PaymentState
 
 SANCTIONS_MATCH = "SANCTIONS_MATCH"
+# A counterparty without a holder name cannot be screened: an analyst looks at it, as a
+# payee named nowhere must not be the way around the list.
+SANCTIONS_NOT_SCREENED = "SANCTIONS_NOT_SCREENED"
 SCREENED_KINDS = frozenset({PaymentKind.PAYOUT, PaymentKind.COLLECTION})
 # Not yet given to the bank: a new list version re-screens these.
 OPEN_STATES = frozenset({PaymentState.CREATED, PaymentState.IN_REVIEW, PaymentState.FUNDS_HELD})
@@ -63,14 +67,25 @@ def screen_request(
     return screen(request.counterparty, screener, now)
 
 
+def review_reason(screening: SanctionsScreening) -> str | None:
+    """Why a screening asks for an analyst: a hit, or a name it could not screen."""
+    if screening.hit:
+        return SANCTIONS_MATCH
+    if screening.outcome is Outcome.NOT_SCREENED:
+        return SANCTIONS_NOT_SCREENED
+    return None
+
+
 def apply_screening(payment: Payment, screening: SanctionsScreening | None) -> None:
-    """Record a new payment's screening; a hit asks for a review (before any fraud reason)."""
+    """Record a new payment's screening; a hit, or a counterparty without a name, asks for
+    a review (before any fraud reason)."""
     if screening is None:
         return
     payment.sanctions = screening
-    if screening.hit:
+    reason = review_reason(screening)
+    if reason is not None:
         payment.review_required = True
-        payment.review_reason = SANCTIONS_MATCH
+        payment.review_reason = reason
 
 
 def needs_rescreen(payment: Payment, screener: Screener) -> bool:
@@ -88,10 +103,12 @@ def rescreen(payment: Payment, screener: Screener, now: datetime) -> bool:
     found = screen(payment.counterparty, screener, now)
     earlier = payment.sanctions
     if not found.hit:
-        if earlier is None or not earlier.hit:
-            payment.sanctions = found
-            return True
-        return False  # the hit an analyst decides on stays recorded
+        if earlier is not None and earlier.hit:
+            return False  # the hit an analyst decides on stays recorded
+        payment.sanctions = found
+        if found.outcome is Outcome.NOT_SCREENED and payment.review_outcome != "APPROVED":
+            _hold(payment, SANCTIONS_NOT_SCREENED, now)
+        return True
     assert found.match is not None
     cleared = (
         earlier is not None
@@ -102,11 +119,15 @@ def rescreen(payment: Payment, screener: Screener, now: datetime) -> bool:
     payment.sanctions = found
     if cleared:
         return True
+    _hold(payment, SANCTIONS_MATCH, now)
+    return True
+
+
+def _hold(payment: Payment, reason: str, now: datetime) -> None:
     payment.review_required = True
-    payment.review_reason = SANCTIONS_MATCH
+    payment.review_reason = reason
     if payment.state is PaymentState.FUNDS_HELD or (
         payment.state is PaymentState.CREATED and not payment.outgoing
     ):
         # An outgoing payment still CREATED goes to review when its hold is placed.
-        payment.hold_for_review(SANCTIONS_MATCH, now)
-    return True
+        payment.hold_for_review(reason, now)

@@ -131,7 +131,9 @@ class _SanctionsScreeningOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrap
     SANCTIONS_MATCH).
     """
     SANCTIONS_SCREENING_OUTCOME_NOT_SCREENED: _SanctionsScreeningOutcome.ValueType  # 3
-    """Nothing to screen: the counterparty has no holder name."""
+    """Nothing to screen: the counterparty has no holder name. The payment is
+    held for review as for a hit (review_reason SANCTIONS_NOT_SCREENED).
+    """
 
 class SanctionsScreeningOutcome(_SanctionsScreeningOutcome, metaclass=_SanctionsScreeningOutcomeEnumTypeWrapper):
     """What sanctions screening found for a payment's counterparty."""
@@ -144,7 +146,9 @@ SANCTIONS_SCREENING_OUTCOME_HIT: SanctionsScreeningOutcome.ValueType  # 2
 SANCTIONS_MATCH).
 """
 SANCTIONS_SCREENING_OUTCOME_NOT_SCREENED: SanctionsScreeningOutcome.ValueType  # 3
-"""Nothing to screen: the counterparty has no holder name."""
+"""Nothing to screen: the counterparty has no holder name. The payment is
+held for review as for a hit (review_reason SANCTIONS_NOT_SCREENED).
+"""
 Global___SanctionsScreeningOutcome: _TypeAlias = SanctionsScreeningOutcome  # noqa: Y015
 
 class _RiskVerdict:
