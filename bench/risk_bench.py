@@ -137,7 +137,9 @@ class Side:
                     customer_id=customer,
                     amount=FUNDING,
                     currency="EUR",
-                    source=pb.BankAccount(account_number="FR7630006000011234567890189"),
+                    source=pb.BankAccount(
+                        account_number="FR7630006000011234567890189", holder_name="Max Mustermann"
+                    ),
                 )
             )
             self.customers.append(customer)
