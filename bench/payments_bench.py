@@ -145,7 +145,9 @@ def prepare(suite: Suite, tag: str) -> list[str]:
                 customer_id=customer,
                 amount=FUNDING,
                 currency="EUR",
-                source=pb.BankAccount(account_number="FR7630006000011234567890189"),
+                source=pb.BankAccount(
+                    account_number="FR7630006000011234567890189", holder_name="Max Mustermann"
+                ),
             )
         )
         customers.append(customer)
@@ -177,7 +179,9 @@ def payout_payloads(prefix: str, customers: list[str], count: int) -> list[bytes
             customer_id=customers[i % len(customers)],
             amount=1_000 + i % 100,
             currency="EUR",
-            destination=pb.BankAccount(account_number="DE89370400440532013000"),
+            destination=pb.BankAccount(
+                account_number="DE89370400440532013000", holder_name="Erika Mustermann"
+            ),
         ).SerializeToString()
         for i in range(count)
     ]
