@@ -25,18 +25,10 @@ CUSTOMER_UNDER_REVIEW = "CUSTOMER_UNDER_REVIEW"
 def hold_for_customer_review(payment: Payment, now: datetime) -> bool:
     """A payment of a customer no longer VERIFIED, not yet given to the bank, waits for a
     reviewer (an outgoing one still CREATED does once its funds are held). True if held."""
-    if payment.state is PaymentState.FUNDS_HELD or (
-        payment.state is PaymentState.CREATED and not payment.outgoing
-    ):
-        payment.review_required = True
-        payment.review_reason = CUSTOMER_UNDER_REVIEW
-        payment.hold_for_review(CUSTOMER_UNDER_REVIEW, now)
-        return True
-    if payment.state is PaymentState.CREATED:
-        payment.review_required = True
-        payment.review_reason = CUSTOMER_UNDER_REVIEW
-        return True
-    return False
+    if payment.state not in (PaymentState.CREATED, PaymentState.FUNDS_HELD):
+        return False
+    payment.require_review(CUSTOMER_UNDER_REVIEW, now)
+    return True
 
 
 def check_approvable(payment: Payment, known: CustomerKyc | None) -> None:

@@ -258,6 +258,15 @@ class Payment:
         """The hold was asked for but no answer came: it may exist; the worker asks again."""
         self.hold_uncertain = True
 
+    def require_review(self, reason: str, now: datetime) -> None:
+        """A reviewer decides before the bank has it: held now where nothing more must
+        happen first (FUNDS_HELD, a collection still CREATED); an outgoing payment still
+        CREATED is held once its funds are."""
+        self.review_required = True
+        self.review_reason = reason
+        if self.state is S.FUNDS_HELD or (self.state is S.CREATED and not self.outgoing):
+            self.hold_for_review(reason, now)
+
     def hold_for_review(self, reason: str, now: datetime) -> None:
         """Back to a reviewer before the bank has it (a new sanctions hit, or the customer no
         longer verified); an earlier review, if any, is in the history and is decided again."""

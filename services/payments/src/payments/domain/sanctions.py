@@ -107,7 +107,7 @@ def rescreen(payment: Payment, screener: Screener, now: datetime) -> bool:
             return False  # the hit an analyst decides on stays recorded
         payment.sanctions = found
         if found.outcome is Outcome.NOT_SCREENED and payment.review_outcome != "APPROVED":
-            _hold(payment, SANCTIONS_NOT_SCREENED, now)
+            payment.require_review(SANCTIONS_NOT_SCREENED, now)
         return True
     assert found.match is not None
     cleared = (
@@ -119,15 +119,5 @@ def rescreen(payment: Payment, screener: Screener, now: datetime) -> bool:
     payment.sanctions = found
     if cleared:
         return True
-    _hold(payment, SANCTIONS_MATCH, now)
+    payment.require_review(SANCTIONS_MATCH, now)
     return True
-
-
-def _hold(payment: Payment, reason: str, now: datetime) -> None:
-    payment.review_required = True
-    payment.review_reason = reason
-    if payment.state is PaymentState.FUNDS_HELD or (
-        payment.state is PaymentState.CREATED and not payment.outgoing
-    ):
-        # An outgoing payment still CREATED goes to review when its hold is placed.
-        payment.hold_for_review(reason, now)
