@@ -32,6 +32,7 @@ from ledger.domain.model import (
     TransferKind,
     TransferRecord,
 )
+from ledger.domain.replay import ENTRY_FIELDS, TRANSFER_FIELDS
 from ledger.service_layer import change_stream, use_cases
 from ledger.service_layer.unit_of_work import LedgerUnitOfWork
 from ledger.service_layer.use_cases import Caller
@@ -71,47 +72,17 @@ def _keyed_body() -> dict[str, object]:
     """Layout 1, as journals written before layout 2 hold it."""
     keyed_entries = []
     for entry in ENTRIES:
-        row = dict(zip(ENTRY_KEYS, entry_fields(entry), strict=True))
+        row = dict(zip(ENTRY_FIELDS, entry_fields(entry), strict=True))
         keyed_entries.append({**row, "transfer_id": "tr_1"})
     return {
         "kind": "transfer",
         "transfer": {
-            **dict(zip(TRANSFER_KEYS, transfer_row_fields(RECORD), strict=True)),
+            **dict(zip(TRANSFER_FIELDS, transfer_row_fields(RECORD), strict=True)),
             "requester": None,
         },
         "entries": keyed_entries,
         "holds": {"opened": [], "closed": []},
     }
-
-
-TRANSFER_KEYS = [
-    "id",
-    "kind",
-    "ok",
-    "reason",
-    "message",
-    "fingerprint",
-    "legs",
-    "pending_transfer_id",
-    "reversed_transfer_id",
-    "expires_at",
-    "metadata",
-    "created_at",
-    "requester",
-]
-ENTRY_KEYS = [
-    "account_id",
-    "sequence",
-    "kind",
-    "entry_type",
-    "direction",
-    "amount",
-    "debits_posted",
-    "credits_posted",
-    "debits_pending",
-    "credits_pending",
-    "created_at",
-]
 
 
 @pytest.mark.parametrize("layout", [1, 2])

@@ -121,3 +121,12 @@ def test_a_well_formed_transfer_reads_and_each_hostile_member_is_a_bad_body() ->
         except BadBody:
             continue
         raise AssertionError(f"{changes} was read")
+
+
+def test_layout_1_holds_that_are_not_lists_are_a_bad_body() -> None:
+    keyed = {"kind": "transfer", "transfer": {}, "holds": ["not", "an", "object"]}
+    try:
+        read_body(json.dumps(keyed).encode())
+    except BadBody:
+        return
+    raise AssertionError("read")

@@ -18,9 +18,9 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from ledger.domain.journal import canonical, micros
+from ledger.domain.journal import canonical, instant, micros
 from ledger.domain.journal_records import JournalRow
-from ledger.domain.replay import instant, kind_of
+from ledger.domain.replay import kind_of
 
 FORMAT = "astra-ledger-journal"
 VERSION = 1

@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, NoReturn
 
 import orjson
@@ -39,6 +39,13 @@ def micros(instant: datetime) -> int:
         raise NotCanonical(f"naive instant {instant!r}: the journal names instants in UTC")
     delta = instant - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def instant(value: int | None) -> datetime | None:
+    """The inverse of ``micros`` (None stays None)."""
+    if value is None:
+        return None
+    return _EPOCH + timedelta(microseconds=value)
 
 
 def _locate(value: object, path: str) -> None:

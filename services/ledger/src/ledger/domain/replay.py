@@ -17,12 +17,12 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 from chassis.kernel.audit import Requester
 
-from ledger.domain.journal import ACCOUNT_OPENED, TRANSFER
+from ledger.domain.journal import ACCOUNT_OPENED, TRANSFER, instant
 from ledger.domain.model import (
     Account,
     Direction,
@@ -35,7 +35,6 @@ from ledger.domain.model import (
     TransferRecord,
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 E = TypeVar("E", bound=enum.IntEnum)
 
 
@@ -58,14 +57,6 @@ class TransferChange:
 
 
 Change = AccountOpenedChange | TransferChange
-
-
-def instant(value: int | None) -> datetime | None:
-    """Integer microseconds since the Unix epoch -> an aware UTC instant (the inverse of
-    ``journal.micros``)."""
-    if value is None:
-        return None
-    return _EPOCH + timedelta(microseconds=value)
 
 
 def _required_instant(value: int | None, what: str) -> datetime:
@@ -128,13 +119,27 @@ def _legs(value: object) -> tuple[Leg, ...]:
 
 
 def _requester(value: object) -> Requester | None:
+    """Layout 1's ``{"client_id", "customer_id", "request_id"}`` or layout 2's list of them."""
     if value is None:
         return None
+    if isinstance(value, list) and len(value) == 3:
+        value = dict(zip(("client_id", "customer_id", "request_id"), value, strict=True))
     if not isinstance(value, Mapping):
-        raise BadBody(f"requester {value!r} is not an object")
-    if not value.get("client_id"):
+        raise BadBody(f"requester {value!r} is neither an object nor three fields")
+    client_id, customer_id, request_id = (
+        value.get("client_id"),
+        value.get("customer_id"),
+        value.get("request_id"),
+    )
+    if not client_id:
         return None
-    return Requester(value["client_id"], value.get("customer_id") or None, value["request_id"])
+    if not (
+        isinstance(client_id, str)
+        and isinstance(request_id, str)
+        and isinstance(customer_id, str | None)
+    ):
+        raise BadBody(f"requester {value!r} is not text")
+    return Requester(client_id, customer_id or None, request_id)
 
 
 def _account(row: Mapping[str, Any], requester: object) -> Account:
@@ -154,11 +159,14 @@ def _account(row: Mapping[str, Any], requester: object) -> Account:
 
 
 def _record(row: Mapping[str, Any]) -> TransferRecord:
+    transfer_id, ok, fingerprint = row["id"], row["ok"], row["fingerprint"]
+    if not (isinstance(transfer_id, str) and isinstance(ok, bool) and isinstance(fingerprint, str)):
+        raise BadBody(f"transfer {transfer_id!r}: its id, ok or fingerprint is not what it must be")
     return TransferRecord(
         id=row["id"],
         kind=_enum(TransferKind, row["kind"]),
-        fingerprint=row["fingerprint"],
-        ok=bool(row["ok"]),
+        fingerprint=fingerprint,
+        ok=ok,
         created_at=_required_instant(row["created_at"], f"transfer {row['id']}"),
         reason=row.get("reason") or "",
         message=row.get("message") or "",
@@ -172,6 +180,8 @@ def _record(row: Mapping[str, Any]) -> TransferRecord:
 
 
 def _entry(row: Mapping[str, Any]) -> Entry:
+    if not isinstance(row["account_id"], str):
+        raise BadBody(f"an entry of transfer {row['transfer_id']} names no account")
     return Entry(
         account_id=row["account_id"],
         sequence=_integer(row["sequence"], "an entry's sequence"),
@@ -188,110 +198,83 @@ def _entry(row: Mapping[str, Any]) -> Entry:
     )
 
 
-def _requester_fields(value: object) -> Requester | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) != 3:
-        raise BadBody(f"requester {value!r} is not [client_id, customer_id, request_id]")
-    client_id, customer_id, request_id = value
-    if not client_id:
-        return None
-    return Requester(str(client_id), str(customer_id) if customer_id else None, str(request_id))
+# Layout 2's positions (JOURNAL.md): a transfer row's columns, and an entry's (its
+# transfer id is the body's own).
+TRANSFER_FIELDS = (
+    "id",
+    "kind",
+    "ok",
+    "reason",
+    "message",
+    "fingerprint",
+    "legs",
+    "pending_transfer_id",
+    "reversed_transfer_id",
+    "expires_at",
+    "metadata",
+    "created_at",
+    "requester",
+)
+ENTRY_FIELDS = (
+    "account_id",
+    "sequence",
+    "kind",
+    "entry_type",
+    "direction",
+    "amount",
+    "debits_posted",
+    "credits_posted",
+    "debits_pending",
+    "credits_pending",
+    "created_at",
+)
 
 
-def _fields(value: object, count: int, what: str) -> list[Any]:
-    if not isinstance(value, list) or len(value) != count:
-        raise BadBody(f"{what} is not a list of {count} fields")
-    return value
+def _named(value: object, names: tuple[str, ...], what: str) -> dict[str, Any]:
+    if not isinstance(value, list) or len(value) != len(names):
+        raise BadBody(f"{what} is not a list of {len(names)} fields")
+    return dict(zip(names, value, strict=True))
+
+
+Holds = tuple[tuple[tuple[str, datetime | None], ...], tuple[str, ...]]
+
+
+def _holds(opened: object, closed: object) -> Holds:
+    """The holds a transfer opened (id, expiry) and closed (id); None is none."""
+    opened, closed = opened or [], closed or []
+    if not isinstance(opened, list) or not isinstance(closed, list):
+        raise BadBody(f"holds {opened!r} and {closed!r} are not lists")
+    return (
+        tuple((str(held), instant(expiry)) for held, expiry in opened),
+        tuple(str(held) for held in closed),
+    )
 
 
 def _positional_transfer(value: list[Any]) -> TransferChange:
     """Layout 2: ``["transfer", TRANSFER, [ENTRY...], [[id, expires_at]...], [id...]]``."""
-    _, transfer, entries, opened, closed = _fields(value, 5, "a transfer body")
-    (
-        transfer_id,
-        kind,
-        ok,
-        reason,
-        message,
-        fingerprint,
-        legs,
-        pending_transfer_id,
-        reversed_transfer_id,
-        expires_at,
-        metadata,
-        created_at,
-        requester,
-    ) = _fields(transfer, 13, "a transfer row")
-    if not (isinstance(transfer_id, str) and isinstance(ok, bool) and isinstance(fingerprint, str)):
-        raise BadBody(f"transfer {transfer_id!r}: its id, ok or fingerprint is not what it must be")
-    record = TransferRecord(
-        id=transfer_id,
-        kind=_enum(TransferKind, kind),
-        fingerprint=fingerprint,
-        ok=ok,
-        created_at=_required_instant(created_at, f"transfer {transfer_id}"),
-        reason=reason or "",
-        message=message or "",
-        legs=_legs(legs),
-        pending_transfer_id=pending_transfer_id or "",
-        reversed_transfer_id=reversed_transfer_id or "",
-        expires_at=instant(expires_at),
-        metadata=_metadata(metadata),
-        created_by=_requester_fields(requester),
-    )
-    rows = []
-    for entry in entries:
-        (
-            account_id,
-            sequence,
-            entry_kind,
-            entry_type,
-            direction,
-            amount,
-            debits_posted,
-            credits_posted,
-            debits_pending,
-            credits_pending,
-            entry_created_at,
-        ) = _fields(entry, 11, f"an entry of transfer {transfer_id}")
-        if not isinstance(account_id, str):
-            raise BadBody(f"an entry of transfer {transfer_id} names no account")
-        rows.append(
-            Entry(
-                account_id=account_id,
-                sequence=_integer(sequence, "an entry's sequence"),
-                transfer_id=transfer_id,
-                kind=_enum(TransferKind, entry_kind),
-                entry_type=_enum(EntryType, entry_type),
-                direction=_enum(Direction, direction),
-                amount=_integer(amount, "an entry's amount"),
-                debits_posted=_integer(debits_posted, "an entry's debits_posted"),
-                credits_posted=_integer(credits_posted, "an entry's credits_posted"),
-                debits_pending=_integer(debits_pending, "an entry's debits_pending"),
-                credits_pending=_integer(credits_pending, "an entry's credits_pending"),
-                created_at=_required_instant(entry_created_at, f"entry {account_id}"),
-            )
+    if len(value) != 5:
+        raise BadBody("a transfer body is not a list of 5 members")
+    _, transfer, entries, opened, closed = value
+    record = _record(_named(transfer, TRANSFER_FIELDS, "a transfer row"))
+    rows = tuple(
+        _entry(
+            {**_named(entry, ENTRY_FIELDS, f"an entry of {record.id}"), "transfer_id": record.id}
         )
-    return TransferChange(
-        record=record,
-        entries=tuple(rows),
-        holds_opened=tuple((str(held), instant(expiry)) for held, expiry in opened),
-        holds_closed=tuple(str(held) for held in closed),
+        for entry in entries
     )
+    holds_opened, holds_closed = _holds(opened, closed)
+    return TransferChange(record, rows, holds_opened, holds_closed)
 
 
 def _keyed_transfer(value: Mapping[str, Any]) -> TransferChange:
     """Layout 1 (keyed objects), as written before layout 2; still read."""
     holds = value.get("holds") or {}
+    holds_opened, holds_closed = _holds(holds.get("opened"), holds.get("closed"))
     return TransferChange(
         record=_record(value["transfer"]),
         entries=tuple(_entry(row) for row in value.get("entries") or ()),
-        holds_opened=tuple(
-            (str(transfer_id), instant(expires_at))
-            for transfer_id, expires_at in holds.get("opened") or ()
-        ),
-        holds_closed=tuple(str(transfer_id) for transfer_id in holds.get("closed") or ()),
+        holds_opened=holds_opened,
+        holds_closed=holds_closed,
     )
 
 
@@ -321,7 +304,7 @@ def read_body(body: bytes) -> Change:
                 return _keyed_transfer(value)
     except BadBody:
         raise
-    except (ValueError, KeyError, TypeError, OverflowError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:
         # OverflowError: an instant past what a datetime can hold.
         raise BadBody(f"{type(error).__name__}: {error}") from error
     raise BadBody(f"unknown kind {kind!r}")
